@@ -1,0 +1,256 @@
+// Package auth signs and verifies the relay's JSON Web Tokens.
+//
+// Tokens are JWS compact serialisations whose claims are compatible with
+// practable/relay (topic, prefix, scopes, booking_id and the registered
+// claims), plus sub, jti, topic patterns, agent and labels. The signing
+// algorithm is fixed by the key configuration: the "alg" header of a token is
+// only compared against it, never used to choose how to verify, so "none" and
+// algorithm-confusion tokens are always refused.
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"switchboard/internal/topic"
+)
+
+// Scopes understood by the relay. practable/relay's names are kept as they are.
+const (
+	ScopeRead  = "read"        // receive messages on a topic
+	ScopeWrite = "write"       // send messages on a topic
+	ScopeAdmin = "relay:admin" // operate the relay (deny, allow, mint tokens)
+	ScopeStats = "relay:stats" // read the stats topic and status endpoints
+)
+
+// DefaultLeeway is the clock skew tolerated on exp, nbf and iat.
+const DefaultLeeway = 5 * time.Second
+
+// MaxTokenBytes bounds the size of a token accepted for verification.
+const MaxTokenBytes = 8 << 10
+
+// Claims are the claims of a relay token.
+type Claims struct {
+	// Topic is the topic name or pattern ("expt42/*", "*") this token grants.
+	Topic string `json:"topic,omitempty"`
+	// Prefix is the connection type: "session" for shared topics.
+	Prefix string `json:"prefix,omitempty"`
+	// Scopes lists what the bearer may do.
+	Scopes []string `json:"scopes,omitempty"`
+	// BookingID is the key under which an operator can revoke the token.
+	BookingID string `json:"booking_id,omitempty"`
+	// Agent is the id of a host agent (agent control channel tokens).
+	Agent string `json:"agent,omitempty"`
+	// Labels are the labels an agent may claim, as "key=value".
+	Labels []string `json:"labels,omitempty"`
+
+	jwt.RegisteredClaims
+}
+
+// HasScope reports whether the claims grant scope s.
+func (c *Claims) HasScope(s string) bool {
+	for _, have := range c.Scopes {
+		if have == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Expiry returns the token's expiry time (zero if it has none).
+func (c *Claims) Expiry() time.Time {
+	if c.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return c.ExpiresAt.Time
+}
+
+// Error codes carried by *Error. They are the "code" of the JSON error the
+// access endpoint answers with, so they are part of the wire contract.
+const (
+	CodeMalformed     = "token_malformed"
+	CodeAlgorithm     = "token_algorithm_refused"
+	CodeSignature     = "token_signature_invalid"
+	CodeExpired       = "token_expired"
+	CodeNotYetValid   = "token_not_yet_valid"
+	CodeAudience      = "token_wrong_audience"
+	CodeMissingClaim  = "token_missing_claim"
+	CodeInvalidClaim  = "token_invalid_claim"
+	CodeTokenTooLarge = "token_too_large"
+)
+
+// Error is a verification failure. Its message never contains the token.
+type Error struct {
+	Code    string // one of the Code constants
+	Message string // human readable, safe to show to the client
+}
+
+func (e *Error) Error() string { return "auth: " + e.Message }
+
+func newError(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Key is an HMAC key with its algorithm fixed by configuration.
+type Key struct {
+	alg    string
+	method jwt.SigningMethod
+	secret []byte
+}
+
+// NewHMACKey returns a key for alg ("HS256", "HS384" or "HS512"; "" means
+// HS256). The secret must be at least 16 bytes.
+func NewHMACKey(alg string, secret []byte) (*Key, error) {
+	if alg == "" {
+		alg = "HS256"
+	}
+	var m jwt.SigningMethod
+	switch alg {
+	case "HS256":
+		m = jwt.SigningMethodHS256
+	case "HS384":
+		m = jwt.SigningMethodHS384
+	case "HS512":
+		m = jwt.SigningMethodHS512
+	default:
+		return nil, fmt.Errorf("auth: algorithm %q not supported (HS256, HS384, HS512)", alg)
+	}
+	if len(secret) < 16 {
+		return nil, errors.New("auth: secret shorter than 16 bytes")
+	}
+	return &Key{alg: alg, method: m, secret: append([]byte(nil), secret...)}, nil
+}
+
+// Algorithm returns the configured algorithm name.
+func (k *Key) Algorithm() string { return k.alg }
+
+// Sign returns the compact serialisation of claims signed with k.
+func (k *Key) Sign(c Claims) (string, error) {
+	s, err := jwt.NewWithClaims(k.method, c).SignedString(k.secret)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign: %w", err)
+	}
+	return s, nil
+}
+
+// Verifier checks tokens for one audience.
+type Verifier struct {
+	key      *Key
+	audience string // without trailing "/"
+	leeway   time.Duration
+	now      func() time.Time
+}
+
+// VerifierOptions configure a Verifier. The zero value of each field is a
+// sensible default.
+type VerifierOptions struct {
+	// Leeway tolerated on time claims; 0 means DefaultLeeway, negative means none.
+	Leeway time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewVerifier returns a verifier accepting tokens signed by key whose "aud"
+// contains audience (a trailing "/" on either side is ignored).
+func NewVerifier(key *Key, audience string, opts VerifierOptions) *Verifier {
+	v := &Verifier{key: key, audience: strings.TrimSuffix(audience, "/"), leeway: opts.Leeway, now: opts.Now}
+	if v.leeway == 0 {
+		v.leeway = DefaultLeeway
+	} else if v.leeway < 0 {
+		v.leeway = 0
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v
+}
+
+// Audience returns the audience the verifier requires.
+func (v *Verifier) Audience() string { return v.audience }
+
+var errWrongAlg = errors.New("wrong algorithm")
+
+// Verify parses and checks a token: algorithm, signature, exp (required),
+// nbf, iat and audience. It does not check relay-specific claims; see
+// CheckRelayClaims. Every failure is an *Error.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	if len(token) > MaxTokenBytes {
+		return nil, newError(CodeTokenTooLarge, "token longer than %d bytes", MaxTokenBytes)
+	}
+	var gotAlg string
+	claims := new(Claims)
+	p := jwt.NewParser(
+		jwt.WithLeeway(v.leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(v.now),
+	)
+	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		gotAlg, _ = t.Header["alg"].(string)
+		// The algorithm is pinned by configuration: compare, never choose.
+		if gotAlg != v.key.alg {
+			return nil, errWrongAlg
+		}
+		return v.key.secret, nil
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, errWrongAlg):
+		return nil, newError(CodeAlgorithm, "token algorithm %q refused; this server accepts %s only", truncate(gotAlg, 16), v.key.alg)
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return nil, newError(CodeMalformed, "token is not a well-formed JWT")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return nil, newError(CodeSignature, "token signature is invalid")
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return nil, newError(CodeMissingClaim, "token has no exp claim")
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, newError(CodeExpired, "token has expired")
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return nil, newError(CodeNotYetValid, "token is not valid yet")
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return nil, newError(CodeInvalidClaim, "token claims are invalid")
+	default:
+		return nil, newError(CodeMalformed, "token could not be parsed")
+	}
+	if !v.audienceOK(claims.Audience) {
+		return nil, newError(CodeAudience, "token audience does not include %s", v.audience)
+	}
+	return claims, nil
+}
+
+func (v *Verifier) audienceOK(aud jwt.ClaimStrings) bool {
+	for _, a := range aud {
+		if strings.TrimSuffix(a, "/") == v.audience {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckRelayClaims checks the claims a relay connection needs: a topic that is
+// a valid name or pattern, a prefix and at least one scope.
+func CheckRelayClaims(c *Claims) error {
+	switch {
+	case c.Topic == "":
+		return newError(CodeMissingClaim, "token has no topic claim")
+	case c.Prefix == "":
+		return newError(CodeMissingClaim, "token has no prefix claim")
+	case len(c.Scopes) == 0:
+		return newError(CodeMissingClaim, "token has no scopes claim")
+	}
+	if err := topic.ValidPattern(c.Topic); err != nil {
+		return newError(CodeInvalidClaim, "token topic: %v", err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,122 @@
+package relay
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Policy says what happens when a receiver's send queue is full.
+type Policy uint8
+
+const (
+	// PolicyDrop drops whole queued messages, oldest first, to make room.
+	PolicyDrop Policy = iota
+	// PolicyClose closes the receiver with CloseSlowConsumer.
+	PolicyClose
+)
+
+func (p Policy) String() string {
+	if p == PolicyClose {
+		return "close"
+	}
+	return "drop"
+}
+
+// ParsePolicy parses "drop" or "close".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "drop", "":
+		return PolicyDrop, nil
+	case "close":
+		return PolicyClose, nil
+	}
+	return 0, fmt.Errorf("relay: slow-consumer policy %q: want drop or close", s)
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSendQueueBytes  = 8 << 20
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultPingInterval    = 30 * time.Second
+	DefaultPongTimeout     = 15 * time.Second
+	DefaultCloseTimeout    = 5 * time.Second
+)
+
+// MessageOverhead is the number of bytes each queued message counts for in
+// addition to its payload, so that floods of tiny messages are bounded too.
+const MessageOverhead = 32
+
+// Config configures a Server. The zero value of every field means its default.
+type Config struct {
+	// SendQueueBytes bounds each connection's send queue, counting payload
+	// plus MessageOverhead per message, including the batch being written.
+	// Must be at least MaxMessageBytes + MessageOverhead. Default 8 MiB.
+	SendQueueBytes int
+	// MaxMessageBytes is the largest message accepted from a peer; a larger
+	// one closes the sender with CloseTooBig. Default 1 MiB.
+	MaxMessageBytes int
+	// SlowConsumer is the policy for a full send queue. Default PolicyDrop.
+	SlowConsumer Policy
+	// WriteTimeout bounds each batched write to a peer. Default 10 s.
+	WriteTimeout time.Duration
+	// PingInterval is how often the server pings each peer; negative
+	// disables pings. Default 30 s.
+	PingInterval time.Duration
+	// PongTimeout is how long a peer has to answer a ping before it is
+	// closed as dead. Default 15 s.
+	PongTimeout time.Duration
+	// CloseTimeout is how long a connection being closed by the server may
+	// take to finish its pending write and send the close frame before it
+	// is aborted (a stalled peer cannot take a close frame). Default 5 s.
+	CloseTimeout time.Duration
+	// Logger receives connection-level events; nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now. Used for
+	// connection timestamps and expiry.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = DefaultSendQueueBytes
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PongTimeout == 0 {
+		c.PongTimeout = DefaultPongTimeout
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	switch {
+	case c.MaxMessageBytes < 0:
+		return c, fmt.Errorf("relay: max message size %d: must be positive", c.MaxMessageBytes)
+	case c.SendQueueBytes < c.MaxMessageBytes+MessageOverhead:
+		return c, fmt.Errorf("relay: send queue %d bytes: must hold at least one maximum-size message (%d bytes)",
+			c.SendQueueBytes, c.MaxMessageBytes+MessageOverhead)
+	case c.WriteTimeout < 0:
+		return c, fmt.Errorf("relay: write timeout %v: must be positive", c.WriteTimeout)
+	case c.CloseTimeout < 0:
+		return c, fmt.Errorf("relay: close timeout %v: must be positive", c.CloseTimeout)
+	case c.PongTimeout < 0:
+		return c, fmt.Errorf("relay: pong timeout %v: must be positive", c.PongTimeout)
+	case c.SlowConsumer > PolicyClose:
+		return c, fmt.Errorf("relay: unknown slow-consumer policy %d", c.SlowConsumer)
+	}
+	return c, nil
+}

@@ -1,0 +1,323 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// maxSpareMessages bounds the capacity of a queue backing array kept for
+// reuse after a batch; larger ones are released so a burst does not pin
+// memory on an idle connection.
+const maxSpareMessages = 4096
+
+// conn is one connection inside the Server.
+type conn struct {
+	srv         *Server
+	tc          Conn
+	info        Info
+	id          uint64
+	connectedAt time.Time
+	topic       *topicState // set by register, then read-only
+
+	// wake has room for one token: the queue has messages, or the
+	// connection is closing. Sent without blocking by enqueue and close.
+	wake chan struct{}
+	// closingFlag mirrors closing for lock-free checks on the read path.
+	closingFlag atomic.Bool
+	pinging     atomic.Bool
+	pings       sync.WaitGroup
+
+	mu          sync.Mutex
+	q           []Message // guarded by mu; q[qHead:] is queued, oldest first
+	qHead       int       // guarded by mu
+	spare       []Message // guarded by mu; an empty backing array for the next q
+	queued      int       // guarded by mu; bytes in q[qHead:], with MessageOverhead each
+	inflight    int       // guarded by mu; bytes of the batch being written
+	closing     bool      // guarded by mu
+	closeCode   CloseCode // guarded by mu; set once with closing
+	closeWhy    CloseReason
+	closeText   string
+	closeIsDone bool        // guarded by mu; the transport already closed, no close frame to send
+	abortTimer  *time.Timer // guarded by mu; aborts a close that takes too long
+
+	msgsIn   atomic.Uint64 // written by the read loop
+	bytesIn  atomic.Uint64
+	msgsOut  atomic.Uint64 // written by the write loop
+	bytesOut atomic.Uint64
+	drops    [numDropReasons]atomic.Uint64 // written by senders' read loops
+}
+
+func newConn(s *Server, tc Conn, info Info) *conn {
+	return &conn{
+		srv:         s,
+		tc:          tc,
+		info:        info,
+		id:          s.nextID.Add(1),
+		connectedAt: s.cfg.Now(),
+		wake:        make(chan struct{}, 1),
+	}
+}
+
+// run serves the connection until it closes. It is called on the
+// connection's reading goroutine.
+func (c *conn) run(ctx context.Context) CloseReason {
+	writerDone := make(chan struct{})
+	go c.writeLoop(writerDone)
+
+	if !c.info.ExpiresAt.IsZero() {
+		t := time.AfterFunc(c.info.ExpiresAt.Sub(c.srv.cfg.Now()), func() {
+			c.close(CloseTokenExpired, ReasonTokenExpired, "token expired")
+		})
+		defer t.Stop()
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.close(CloseGoingAway, ReasonShutdown, "server shutting down")
+	})
+	defer stop()
+
+	c.readLoop()
+	<-writerDone
+	c.pings.Wait()
+	c.srv.unregister(c)
+
+	c.mu.Lock()
+	why, code := c.closeWhy, c.closeCode
+	c.mu.Unlock()
+	c.srv.closes[why].Add(1)
+	c.srv.cfg.Logger.Debug("relay: connection closed", "conn", c.id, "topic", c.info.Topic,
+		"reason", why.String(), "code", int(code))
+	return why
+}
+
+func (c *conn) readLoop() {
+	maxSize := c.srv.cfg.MaxMessageBytes
+	for {
+		typ, data, err := c.tc.ReadMessage()
+		if err != nil {
+			var ce *CloseError
+			switch {
+			case errors.As(err, &ce) && ce.Code == CloseTooBig:
+				c.closeTransportDone(CloseTooBig, ReasonTooBig)
+			case errors.As(err, &ce):
+				c.closeTransportDone(ce.Code, ReasonPeerClosed)
+			default:
+				c.closeTransportDone(CloseGoingAway, ReasonReadError)
+			}
+			return
+		}
+		if c.closingFlag.Load() {
+			return
+		}
+		switch {
+		case len(data) > maxSize:
+			c.close(CloseTooBig, ReasonTooBig, "message too big")
+			return
+		case typ == Text && !utf8.Valid(data):
+			c.close(CloseInvalidData, ReasonInvalidUTF8, "text message is not valid UTF-8")
+			return
+		}
+		c.msgsIn.Add(1)
+		c.bytesIn.Add(uint64(len(data)))
+		if !c.info.CanWrite {
+			c.drops[DropNotPermitted].Add(1)
+			continue
+		}
+		m := Message{Type: typ, Data: data}
+		for _, r := range *c.topic.readers.Load() {
+			if r != c {
+				r.enqueue(m)
+			}
+		}
+	}
+}
+
+// enqueue queues m for writing to c without blocking. It is called from
+// senders' read loops and must not allocate in the steady state.
+func (c *conn) enqueue(m Message) {
+	size := len(m.Data) + MessageOverhead
+	limit := c.srv.cfg.SendQueueBytes
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if c.queued+c.inflight+size > limit {
+		if c.srv.cfg.SlowConsumer == PolicyClose {
+			c.mu.Unlock()
+			c.close(CloseSlowConsumer, ReasonSlowConsumer, "slow consumer: send queue full")
+			return
+		}
+		for c.queued+c.inflight+size > limit && c.qHead < len(c.q) {
+			c.queued -= len(c.q[c.qHead].Data) + MessageOverhead
+			c.q[c.qHead] = Message{}
+			c.qHead++
+			c.drops[DropQueueHead].Add(1)
+		}
+		if c.queued+c.inflight+size > limit {
+			c.mu.Unlock()
+			c.drops[DropQueueTail].Add(1)
+			return
+		}
+	}
+	if c.qHead > 0 && len(c.q) == cap(c.q) {
+		// Reclaim the dropped prefix instead of growing the array.
+		n := copy(c.q, c.q[c.qHead:])
+		clear(c.q[n:])
+		c.q = c.q[:n]
+		c.qHead = 0
+	}
+	c.q = append(c.q, m)
+	c.queued += size
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes queued messages in batches until the connection closes,
+// then performs the transport close.
+func (c *conn) writeLoop(done chan<- struct{}) {
+	defer close(done)
+	defer func() {
+		c.mu.Lock()
+		if c.abortTimer != nil {
+			c.abortTimer.Stop()
+		}
+		c.mu.Unlock()
+	}()
+	var pingC <-chan time.Time
+	if c.srv.cfg.PingInterval > 0 {
+		t := time.NewTicker(c.srv.cfg.PingInterval)
+		defer t.Stop()
+		pingC = t.C
+	}
+	for {
+		select {
+		case <-c.wake:
+		case <-pingC:
+			c.startPing()
+			continue
+		}
+		c.mu.Lock()
+		if c.closing {
+			code, text, transportDone := c.closeCode, c.closeText, c.closeIsDone
+			c.mu.Unlock()
+			if transportDone {
+				c.tc.Abort()
+			} else {
+				_ = c.tc.Close(code, text)
+			}
+			return
+		}
+		if c.qHead == len(c.q) {
+			c.mu.Unlock()
+			continue
+		}
+		backing := c.q
+		batch := backing[c.qHead:]
+		c.q, c.spare = c.spare, nil
+		c.qHead = 0
+		c.inflight, c.queued = c.queued, 0
+		c.mu.Unlock()
+
+		err := c.tc.WriteMessages(batch, time.Now().Add(c.srv.cfg.WriteTimeout))
+		var n uint64
+		for i := range batch {
+			n += uint64(len(batch[i].Data))
+		}
+		count := uint64(len(batch))
+		clear(backing)
+
+		c.mu.Lock()
+		c.inflight = 0
+		if cap(backing) <= maxSpareMessages {
+			c.spare = backing[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.closeTransportDone(CloseGoingAway, ReasonWriteError)
+			c.tc.Abort()
+			return
+		}
+		c.msgsOut.Add(count)
+		c.bytesOut.Add(n)
+	}
+}
+
+func (c *conn) startPing() {
+	if !c.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	c.pings.Add(1)
+	go func() {
+		defer c.pings.Done()
+		defer c.pinging.Store(false)
+		err := c.tc.Ping(time.Now().Add(c.srv.cfg.PongTimeout))
+		if err != nil && !c.closingFlag.Load() {
+			c.close(CloseGoingAway, ReasonPingTimeout, "ping timeout")
+			c.tc.Abort()
+		}
+	}()
+}
+
+// close asks for the connection to be closed with code. It never blocks on
+// the network: the write loop sends the close frame. Only the first call
+// counts.
+func (c *conn) close(code CloseCode, why CloseReason, text string) {
+	c.setClosing(code, why, text, false)
+}
+
+// closeTransportDone records that the transport has already closed (the
+// peer closed, or the transport failed), so no close frame is sent.
+func (c *conn) closeTransportDone(code CloseCode, why CloseReason) {
+	c.setClosing(code, why, "", true)
+}
+
+func (c *conn) setClosing(code CloseCode, why CloseReason, text string, transportDone bool) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.closingFlag.Store(true)
+	c.closeCode, c.closeWhy, c.closeText, c.closeIsDone = code, why, text, transportDone
+	clear(c.q)
+	c.q, c.qHead, c.queued, c.spare = nil, 0, 0, nil
+	if !transportDone {
+		// The write loop may be blocked writing to a stalled peer; give it
+		// CloseTimeout to send the close frame, then abort.
+		c.abortTimer = time.AfterFunc(c.srv.cfg.CloseTimeout, c.tc.Abort)
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) status() ConnStatus {
+	c.mu.Lock()
+	queued := c.queued + c.inflight
+	c.mu.Unlock()
+	var drops uint64
+	for i := range c.drops {
+		drops += c.drops[i].Load()
+	}
+	return ConnStatus{
+		ID:          c.id,
+		Info:        c.info,
+		ConnectedAt: c.connectedAt,
+		MessagesIn:  c.msgsIn.Load(),
+		BytesIn:     c.bytesIn.Load(),
+		MessagesOut: c.msgsOut.Load(),
+		BytesOut:    c.bytesOut.Load(),
+		Drops:       drops,
+		QueuedBytes: queued,
+	}
+}

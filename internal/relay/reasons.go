@@ -1,0 +1,77 @@
+package relay
+
+// DropReason names why a message was not delivered to a receiver.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	// DropQueueHead: the receiver's queue was full; its oldest queued
+	// message was dropped to make room for a newer one.
+	DropQueueHead DropReason = iota
+	// DropQueueTail: the receiver's queue was full with messages already
+	// being written, so the new message itself was dropped.
+	DropQueueTail
+	// DropNotPermitted: the sender has no write permission; its message was
+	// discarded (counted once per message, not per receiver).
+	DropNotPermitted
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{"queue_head", "queue_tail", "not_permitted"}
+
+func (r DropReason) String() string {
+	if r < numDropReasons {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// CloseReason names why a connection ended.
+type CloseReason uint8
+
+// Close reasons.
+const (
+	ReasonPeerClosed    CloseReason = iota // the peer sent a close frame
+	ReasonReadError                        // reading failed (network error, protocol error)
+	ReasonWriteError                       // writing failed or timed out
+	ReasonPingTimeout                      // the peer did not answer a ping
+	ReasonTooBig                           // the peer sent a message over the size limit (1009)
+	ReasonInvalidUTF8                      // the peer sent a text message that was not UTF-8 (1007)
+	ReasonPolicy                           // the peer broke a rule (1008)
+	ReasonTokenExpired                     // the token's exp passed (4001)
+	ReasonDenied                           // an operator revoked the connection (4003)
+	ReasonSlowConsumer                     // the send queue overflowed under PolicyClose (4008)
+	ReasonShutdown                         // the server is shutting down (1001)
+	ReasonServerClosed                     // closed by the server for another reason (CloseWhere)
+	numCloseReasons
+)
+
+var closeReasonNames = [numCloseReasons]string{
+	"peer_closed", "read_error", "write_error", "ping_timeout", "message_too_big", "invalid_utf8",
+	"policy_violation", "token_expired", "denied", "slow_consumer", "shutdown", "server_closed",
+}
+
+func (r CloseReason) String() string {
+	if r < numCloseReasons {
+		return closeReasonNames[r]
+	}
+	return "unknown"
+}
+
+// DropReasons lists every drop reason, for exporting counters.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, numDropReasons)
+	for i := range rs {
+		rs[i] = DropReason(i)
+	}
+	return rs
+}
+
+// CloseReasons lists every close reason, for exporting counters.
+func CloseReasons() []CloseReason {
+	rs := make([]CloseReason, numCloseReasons)
+	for i := range rs {
+		rs[i] = CloseReason(i)
+	}
+	return rs
+}

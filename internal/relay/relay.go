@@ -1,0 +1,121 @@
+// Package relay is the transport-independent core of the relay: topics,
+// fan-out, bounded per-connection send queues, drop and close reasons, and
+// counters.
+//
+// The core never listens. A transport (see internal/wsconn) authenticates a
+// peer, wraps it in a Conn and hands it to Server.Accept together with the
+// peer's Info (topic, permissions, expiry). Accept runs the connection until
+// it ends.
+//
+// Delivery contract: a message from a connection allowed to write is queued,
+// as the same shared bytes, for every other connection on the same topic that
+// is allowed to read. Order is kept per sender and receiver. Enqueueing never
+// blocks the sender: each receiver has a queue bounded in bytes, and when it
+// is full the receiver loses whole messages (PolicyDrop, oldest first) or is
+// closed with CloseSlowConsumer (PolicyClose). Every drop and every close is
+// counted under a named reason.
+//
+// This package imports the standard library only (enforced by a test).
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MessageType is the type of a message; the values match the websocket opcodes.
+type MessageType uint8
+
+// Message types.
+const (
+	Text   MessageType = 1
+	Binary MessageType = 2
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case Text:
+		return "text"
+	case Binary:
+		return "binary"
+	}
+	return fmt.Sprintf("MessageType(%d)", uint8(t))
+}
+
+// Message is one relayed message. Once handed to the Server its Data is shared
+// by every receiver and must not be modified by anyone.
+type Message struct {
+	Type MessageType
+	Data []byte
+}
+
+// CloseCode is a websocket close status code. The values the relay uses are
+// part of the wire contract and documented in docs/protocol.md.
+type CloseCode uint16
+
+// Close codes used by the relay.
+const (
+	CloseNormal       CloseCode = 1000 // the peer or server ended the connection normally
+	CloseGoingAway    CloseCode = 1001 // the server is shutting down, or the peer stopped answering pings
+	CloseInvalidData  CloseCode = 1007 // a text message was not valid UTF-8
+	ClosePolicy       CloseCode = 1008 // the peer broke a rule (e.g. wrote to a read-only system topic)
+	CloseTooBig       CloseCode = 1009 // a message exceeded the maximum message size
+	CloseInternal     CloseCode = 1011 // the server failed unexpectedly
+	CloseTokenExpired CloseCode = 4001 // the token's exp passed
+	CloseDenied       CloseCode = 4003 // an operator revoked the booking, subject or token
+	CloseSlowConsumer CloseCode = 4008 // the send queue overflowed under PolicyClose
+)
+
+// CloseError reports that a connection was closed with a close frame. A Conn
+// returns it from ReadMessage when the peer closed, or when the transport
+// itself closed the connection with a known code (e.g. CloseTooBig).
+type CloseError struct {
+	Code   CloseCode
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("relay: closed with %d %s", e.Code, e.Reason)
+}
+
+// ErrShuttingDown is returned by Accept once Shutdown has begun.
+var ErrShuttingDown = errors.New("relay: server shutting down")
+
+// Conn is a message transport handed to Server.Accept. The Server calls
+// ReadMessage from one goroutine, WriteMessages and Ping from another, and
+// Close or Abort from any goroutine, possibly concurrently with the others.
+type Conn interface {
+	// ReadMessage blocks until the next message arrives. The returned slice
+	// is owned by the caller from then on: the Server shares it with
+	// receivers. Once the connection is closed it returns an error; a
+	// *CloseError when a close code is known.
+	ReadMessage() (MessageType, []byte, error)
+	// WriteMessages writes msgs in order, ideally flushing once, and gives up
+	// at deadline. It must not retain msgs or their data after returning.
+	WriteMessages(msgs []Message, deadline time.Time) error
+	// Ping checks that the peer is alive, returning an error if it does not
+	// answer before deadline.
+	Ping(deadline time.Time) error
+	// Close sends a close frame with code and reason, waits briefly for the
+	// peer's reply, then releases the connection. It is safe to call more
+	// than once and after Abort.
+	Close(code CloseCode, reason string) error
+	// Abort releases the connection at once without a close handshake.
+	Abort()
+}
+
+// Info describes a connection: who it is and what it may do. The transport
+// fills it from the verified token before calling Accept.
+type Info struct {
+	Topic      string
+	Prefix     string
+	CanRead    bool
+	CanWrite   bool
+	ExpiresAt  time.Time // zero: no expiry
+	BookingID  string
+	Subject    string
+	TokenID    string
+	RemoteAddr string
+	UserAgent  string
+}

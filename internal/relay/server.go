@@ -1,0 +1,254 @@
+package relay
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server relays messages between the connections handed to Accept. Its zero
+// value is not usable; create one with NewServer.
+type Server struct {
+	cfg Config
+
+	mu           sync.Mutex
+	topics       map[string]*topicState // guarded by mu
+	conns        map[*conn]struct{}     // guarded by mu
+	shuttingDown bool                   // guarded by mu
+	active       sync.WaitGroup         // one per running Accept
+
+	nextID atomic.Uint64
+
+	// Counters, exported by Stats. Traffic is counted on each connection
+	// (no shared cache line on the hot path) and folded into retired when
+	// the connection ends.
+	accepted atomic.Uint64
+	closes   [numCloseReasons]atomic.Uint64
+	retired  trafficTotals // guarded by mu
+}
+
+// trafficTotals are traffic counters summed over connections.
+type trafficTotals struct {
+	msgsIn, bytesIn, msgsOut, bytesOut uint64
+	drops                              [numDropReasons]uint64
+}
+
+func (t *trafficTotals) add(c *conn) {
+	t.msgsIn += c.msgsIn.Load()
+	t.bytesIn += c.bytesIn.Load()
+	t.msgsOut += c.msgsOut.Load()
+	t.bytesOut += c.bytesOut.Load()
+	for i := range c.drops {
+		t.drops[i] += c.drops[i].Load()
+	}
+}
+
+
+
+// topicState is the set of connections on one topic.
+type topicState struct {
+	name string
+	// readers is the copy-on-write list of connections allowed to read,
+	// loaded without locks by senders; replaced under Server.mu.
+	readers atomic.Pointer[[]*conn]
+	n       int // connections on the topic, guarded by Server.mu
+}
+
+// NewServer returns a Server with cfg, defaults filled in.
+func NewServer(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:    cfg,
+		topics: make(map[string]*topicState),
+		conns:  make(map[*conn]struct{}),
+	}, nil
+}
+
+// Config returns the server's configuration with defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+// Accept runs tc until it closes and returns why it closed. The caller's
+// goroutine reads from tc; Accept starts one more goroutine that writes to it.
+// info must describe a peer that has already been authenticated.
+func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
+	c := newConn(s, tc, info)
+	if err := s.register(c); err != nil {
+		s.closes[ReasonShutdown].Add(1)
+		_ = tc.Close(CloseGoingAway, "server shutting down")
+		return ReasonShutdown
+	}
+	defer s.active.Done()
+	return c.run(ctx)
+}
+
+func (s *Server) register(c *conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown {
+		return ErrShuttingDown
+	}
+	s.active.Add(1)
+	s.accepted.Add(1)
+	s.conns[c] = struct{}{}
+	t := s.topics[c.info.Topic]
+	if t == nil {
+		t = &topicState{name: c.info.Topic}
+		empty := []*conn{}
+		t.readers.Store(&empty)
+		s.topics[t.name] = t
+	}
+	t.n++
+	if c.info.CanRead {
+		old := *t.readers.Load()
+		readers := make([]*conn, len(old), len(old)+1)
+		copy(readers, old)
+		readers = append(readers, c)
+		t.readers.Store(&readers)
+	}
+	c.topic = t
+	return nil
+}
+
+// unregister removes a finished connection and folds its final counters into
+// the totals, in one step so that Stats never misses or double-counts it.
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	s.retired.add(c)
+	t := c.topic
+	t.n--
+	if c.info.CanRead {
+		old := *t.readers.Load()
+		readers := make([]*conn, 0, len(old))
+		for _, r := range old {
+			if r != c {
+				readers = append(readers, r)
+			}
+		}
+		t.readers.Store(&readers)
+	}
+	if t.n == 0 {
+		delete(s.topics, t.name)
+	}
+}
+
+// Shutdown closes every connection with CloseGoingAway and refuses new ones.
+// It returns when every Accept has returned, or when ctx is done, in which
+// case the remaining connections are aborted without a close handshake and
+// ctx.Err() is returned once their Accept calls have returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shuttingDown = true
+	conns := s.connsLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(CloseGoingAway, ReasonShutdown, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	conns = s.connsLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.tc.Abort()
+	}
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) connsLocked() []*conn {
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// CloseWhere closes, with code and reason, every connection whose Info
+// satisfies match, and returns how many it closed. It does not wait for them.
+func (s *Server) CloseWhere(match func(*Info) bool, code CloseCode, why CloseReason, reason string) int {
+	s.mu.Lock()
+	var hit []*conn
+	for c := range s.conns {
+		if match(&c.info) {
+			hit = append(hit, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range hit {
+		c.close(code, why, reason)
+	}
+	return len(hit)
+}
+
+// Stats are the server's counters since it started.
+type Stats struct {
+	Connections   int    // open now
+	Topics        int    // with at least one connection now
+	Accepted      uint64 // connections accepted in total
+	MessagesIn    uint64 // messages received from peers
+	BytesIn       uint64
+	MessagesOut   uint64 // messages written to peers (deliveries)
+	BytesOut      uint64
+	Drops         map[string]uint64 // by DropReason name
+	Closes        map[string]uint64 // by CloseReason name
+	SendQueueSize int               // configured per-connection bound
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{Connections: len(s.conns), Topics: len(s.topics)}
+	t := s.retired
+	for c := range s.conns {
+		t.add(c)
+	}
+	s.mu.Unlock()
+	st.Accepted = s.accepted.Load()
+	st.MessagesIn, st.BytesIn, st.MessagesOut, st.BytesOut = t.msgsIn, t.bytesIn, t.msgsOut, t.bytesOut
+	st.Drops = make(map[string]uint64, numDropReasons)
+	for i, n := range t.drops {
+		st.Drops[DropReason(i).String()] = n
+	}
+	st.Closes = make(map[string]uint64, numCloseReasons)
+	for i := range s.closes {
+		st.Closes[CloseReason(i).String()] = s.closes[i].Load()
+	}
+	st.SendQueueSize = s.cfg.SendQueueBytes
+	return st
+}
+
+// ConnStatus describes one open connection.
+type ConnStatus struct {
+	ID          uint64
+	Info        Info
+	ConnectedAt time.Time
+	MessagesIn  uint64
+	BytesIn     uint64
+	MessagesOut uint64
+	BytesOut    uint64
+	Drops       uint64
+	QueuedBytes int
+}
+
+// Connections returns the status of every open connection.
+func (s *Server) Connections() []ConnStatus {
+	s.mu.Lock()
+	conns := s.connsLocked()
+	s.mu.Unlock()
+	out := make([]ConnStatus, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, c.status())
+	}
+	return out
+}
