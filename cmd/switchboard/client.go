@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"switchboard/pkg/client"
+)
+
+type clientFlags struct {
+	url       string
+	topic     string
+	token     string
+	tokenFile string
+	prefix    string
+	binary    bool
+	record    string
+	keepOpen  bool
+	dataDir   string
+}
+
+func newClientCommand(io stdio) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "Connect to a topic: print what arrives, send what is typed",
+		Long: `Connect to a topic through the access endpoint. Received text messages are
+printed as lines, binary ones base64-encoded (raw with --binary). Lines read
+from stdin are sent as text messages (raw chunks as binary with --binary).
+
+When stdin ends the client closes normally, unless --keep-open is given.
+Exit status: 0 normal end, 2 refused by the relay, 3 closed by the relay,
+1 any other failure.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runClient(cmd.Context(), io, &f) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.url, "url", "", "relay base URL (default: the public URL the server in --data-dir uses)")
+	fs.StringVar(&f.topic, "topic", "", "topic to connect to (required)")
+	fs.StringVar(&f.token, "token", "", "token (prefer --token-file or SWITCHBOARD_TOKEN: flags show in ps)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token")
+	fs.StringVar(&f.prefix, "prefix", client.DefaultPrefix, "connection type")
+	fs.BoolVar(&f.binary, "binary", false, "raw bytes: send stdin in binary chunks, print binary messages unencoded")
+	fs.StringVar(&f.record, "record", "", "append received messages to this file as JSON lines with RFC 3339 nanosecond timestamps")
+	fs.BoolVar(&f.keepOpen, "keep-open", false, "keep receiving after stdin ends")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory of a local server (for the default --url)")
+	return cmd
+}
+
+// recordLine is one line of a --record file.
+type recordLine struct {
+	Time string `json:"t"`    // RFC 3339 with nanoseconds, UTC
+	Type string `json:"type"` // "text" or "binary"
+	Data string `json:"data"` // the text, or base64 of the binary payload
+}
+
+func runClient(ctx context.Context, io stdio, f *clientFlags) error {
+	if f.topic == "" {
+		return fmt.Errorf("--topic is required")
+	}
+	tok, err := readToken(f.token, f.tokenFile)
+	if err != nil {
+		return err
+	}
+	base := f.url
+	if base == "" {
+		base = defaultPublicURL(f.dataDir)
+	}
+	var rec *os.File
+	if f.record != "" {
+		if rec, err = os.OpenFile(f.record, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err != nil {
+			return fmt.Errorf("--record: %w", err)
+		}
+		defer rec.Close()
+	}
+	conn, err := client.Dial(ctx, base, f.topic, tok, &client.Options{Prefix: f.prefix})
+	if err != nil {
+		return clientExit(err)
+	}
+	defer conn.CloseNow()
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- receive(ctx, conn, io.out, rec, f.binary) }()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- send(ctx, conn, io.in, f.binary) }()
+
+	for {
+		select {
+		case err := <-readErr:
+			return clientExit(err)
+		case err := <-sendErr:
+			if err != nil {
+				return clientExit(err)
+			}
+			if f.keepOpen {
+				sendErr = nil // stdin is done; keep receiving
+				continue
+			}
+			return clientExit(conn.Close())
+		case <-ctx.Done():
+			return clientExit(conn.Close())
+		}
+	}
+}
+
+func readToken(token, file string) (string, error) {
+	switch {
+	case token != "" && file != "":
+		return "", fmt.Errorf("give --token or --token-file, not both")
+	case token != "":
+		return token, nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("--token-file %s is empty", file)
+		}
+		return t, nil
+	}
+	return "", fmt.Errorf("a token is required: --token-file, --token or SWITCHBOARD_TOKEN")
+}
+
+// clientExit maps a client error to the documented exit status.
+func clientExit(err error) error {
+	var ae *client.AccessError
+	var ce *client.CloseError
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return nil
+	case errors.As(err, &ae):
+		return &exitError{code: 2, msg: strings.TrimPrefix(ae.Error(), "client: ")}
+	case errors.As(err, &ce) && ce.Code == 1000:
+		return nil
+	case errors.As(err, &ce):
+		return &exitError{code: 3, msg: strings.TrimPrefix(ce.Error(), "client: ")}
+	}
+	return err
+}
+
+func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File, raw bool) error {
+	w := bufio.NewWriter(out)
+	var buf []byte
+	for {
+		typ, data, err := conn.ReadInto(ctx, buf)
+		buf = data
+		if err != nil {
+			w.Flush()
+			return err
+		}
+		now := time.Now().UTC()
+		switch {
+		case typ == client.Binary && raw:
+			w.Write(data)
+		case typ == client.Binary:
+			w.WriteString(base64.StdEncoding.EncodeToString(data))
+			w.WriteByte('\n')
+		default:
+			w.Write(data)
+			w.WriteByte('\n')
+		}
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		if rec != nil {
+			line := recordLine{Time: now.Format(time.RFC3339Nano), Type: "text", Data: string(data)}
+			if typ == client.Binary {
+				line.Type, line.Data = "binary", base64.StdEncoding.EncodeToString(data)
+			}
+			b, _ := json.Marshal(line)
+			if _, err := rec.Write(append(b, '\n')); err != nil {
+				return fmt.Errorf("--record: %w", err)
+			}
+		}
+	}
+}
+
+// send sends stdin: lines as text messages, or raw chunks as binary ones.
+// It returns nil at the end of input.
+func send(ctx context.Context, conn *client.Conn, in io.Reader, raw bool) error {
+	if raw {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := in.Read(buf)
+			if n > 0 {
+				if werr := conn.Write(ctx, client.Binary, buf[:n]); werr != nil {
+					return werr
+				}
+			}
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read stdin: %w", err)
+			}
+		}
+	}
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		if err := conn.Write(ctx, client.Text, sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read stdin: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+// Package server assembles `switchboard serve`: it wires the relay core, the
+// access endpoints and the health checks into one HTTP server with sane
+// timeouts, and drains it on shutdown.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"switchboard/internal/access"
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+)
+
+// DefaultShutdownTimeout bounds a graceful shutdown.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Listen is the TCP address to listen on. Required.
+	Listen string
+	// PublicURL is the base URL clients use (the token audience). Empty:
+	// derived from the listening address ("http://127.0.0.1:8080").
+	PublicURL string
+	// Secret is the HMAC key for tokens. Required.
+	Secret []byte
+	// JWTAlgorithm is HS256 (default), HS384 or HS512.
+	JWTAlgorithm string
+	// Leeway is the clock skew tolerated on token times (default 5 s).
+	Leeway time.Duration
+	// NodeID names this node in one-time codes. Required.
+	NodeID string
+	// TLSCert and TLSKey, when both set, serve HTTPS.
+	TLSCert, TLSKey string
+	// Relay configures the relay core.
+	Relay relay.Config
+	// AllowedOrigins are extra browser origins allowed (see access.Config).
+	AllowedOrigins []string
+	// CodeTTL is the validity of one-time codes (default 30 s).
+	CodeTTL time.Duration
+	// ShutdownTimeout bounds graceful shutdown (default 10 s).
+	ShutdownTimeout time.Duration
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time for token and code checks; nil means
+	// time.Now. Tests use it to move time.
+	Now func() time.Time
+}
+
+// Server is a running relay node.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	relay     *relay.Server
+	http      *http.Server
+	ln        net.Listener
+	publicURL *url.URL
+	draining  atomic.Bool
+	served    chan error
+}
+
+// Start listens on cfg.Listen and serves in the background until Shutdown.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("server: a secret is required")
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("server: --tls-cert and --tls-key go together")
+	}
+	key, err := auth.NewHMACKey(cfg.JWTAlgorithm, cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Now != nil && cfg.Relay.Now == nil {
+		cfg.Relay.Now = cfg.Now
+	}
+	if cfg.Relay.Logger == nil {
+		cfg.Relay.Logger = cfg.Logger
+	}
+	rs, err := relay.NewServer(cfg.Relay)
+	if err != nil {
+		return nil, err
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("server: load TLS key pair: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen: %w", err)
+	}
+	pub, err := publicURL(cfg.PublicURL, ln.Addr(), tlsConfig != nil)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: cfg.Now})
+	ah, err := access.New(access.Config{
+		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs,
+		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1)}
+
+	mux := http.NewServeMux()
+	ah.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			apierr.WriteNew(w, http.StatusServiceUnavailable, "draining", "server is shutting down")
+			return
+		}
+		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+
+	s.http = &http.Server{
+		Handler:           logRequests(cfg.Logger, rejectUncleanPaths(mux)),
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		var err error
+		if tlsConfig != nil {
+			err = s.http.ServeTLS(ln, "", "")
+		} else {
+			err = s.http.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.served <- err
+	}()
+	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
+	return s, nil
+}
+
+// publicURL returns the configured public URL, or one derived from the
+// listening address.
+func publicURL(configured string, addr net.Addr, useTLS bool) (*url.URL, error) {
+	if configured == "" {
+		scheme := "http"
+		if useTLS {
+			scheme = "https"
+		}
+		host, port, _ := net.SplitHostPort(addr.String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		configured = scheme + "://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(configured)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("server: public URL %q: want http(s)://host[:port][/path]", configured)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// PublicURL returns the server's public base URL.
+func (s *Server) PublicURL() string { return s.publicURL.String() }
+
+// Relay returns the relay core.
+func (s *Server) Relay() *relay.Server { return s.relay }
+
+// Done returns a channel that receives the serve loop's error when it ends.
+func (s *Server) Done() <-chan error { return s.served }
+
+// Shutdown stops accepting requests, closes every relay connection with 1001
+// and waits for them, within ctx and the configured shutdown timeout.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+	defer cancel()
+	httpErr := s.http.Shutdown(ctx) // stops the listener; hijacked websockets are the relay's
+	relayErr := s.relay.Shutdown(ctx)
+	if httpErr != nil && !errors.Is(httpErr, context.DeadlineExceeded) {
+		return httpErr
+	}
+	if relayErr != nil {
+		s.http.Close()
+		return fmt.Errorf("server: shutdown: %w", relayErr)
+	}
+	return nil
+}
+
+// rejectUncleanPaths answers 400 to paths with empty, "." or ".." segments.
+// http.ServeMux would redirect them, which turns a POST with a malformed
+// topic into a confusing 301.
+func rejectUncleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
+			apierr.WriteNew(w, http.StatusBadRequest, "invalid_path", "path has an empty, . or .. segment")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter records the status code of a response for logging.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs each request at debug level. It logs the path only: the
+// query string may hold a one-time code, the headers a token.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+				if sw.status == 0 {
+					apierr.WriteNew(sw, http.StatusInternalServerError, "internal", "internal error")
+				}
+			}
+			log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+				"duration", time.Since(start), "remote", r.RemoteAddr)
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}

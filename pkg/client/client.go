@@ -1,0 +1,302 @@
+// Package client is the Go client of a Switchboard (or practable/relay)
+// relay: it trades a token for a one-time code at the access endpoint, opens
+// the websocket, and reads and writes messages.
+//
+//	conn, err := client.Dial(ctx, "http://127.0.0.1:8080", "demo", token, nil)
+//	if err != nil { … }          // *AccessError on refusal, with status and code
+//	defer conn.Close()
+//	err = conn.Write(ctx, client.Text, []byte("hello"))
+//	typ, data, err := conn.Read(ctx) // *CloseError when the relay closes, with its code
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	"switchboard/internal/auth"
+)
+
+// MessageType is the type of a message.
+type MessageType int
+
+// Message types (the websocket opcodes).
+const (
+	Text   MessageType = MessageType(websocket.MessageText)
+	Binary MessageType = MessageType(websocket.MessageBinary)
+)
+
+// DefaultPrefix is the connection type of shared topics.
+const DefaultPrefix = "session"
+
+// DefaultReadLimit is the largest message Read accepts by default.
+const DefaultReadLimit = 16 << 20
+
+// Options configure Access and Dial. A nil *Options means all defaults.
+type Options struct {
+	// Prefix is the connection type; "" means DefaultPrefix.
+	Prefix string
+	// HTTPClient makes the requests; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Header is added to the access request and the websocket handshake
+	// (e.g. Origin, User-Agent).
+	Header http.Header
+	// ReadLimit is the largest message accepted; 0 means DefaultReadLimit,
+	// negative means no limit.
+	ReadLimit int64
+}
+
+func (o *Options) prefix() string {
+	if o == nil || o.Prefix == "" {
+		return DefaultPrefix
+	}
+	return o.Prefix
+}
+
+func (o *Options) httpClient() *http.Client {
+	if o == nil || o.HTTPClient == nil {
+		return http.DefaultClient
+	}
+	return o.HTTPClient
+}
+
+// AccessError is a refusal by the relay's HTTP endpoints.
+type AccessError struct {
+	Status  int    // HTTP status
+	Code    string // machine-readable error code, e.g. "token_expired"
+	Message string
+}
+
+func (e *AccessError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("client: access refused: HTTP %d %s", e.Status, e.Message)
+	}
+	return fmt.Sprintf("client: access refused: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// CloseError reports that the relay closed the connection.
+type CloseError struct {
+	Code   int // websocket close code, e.g. 4001 (token expired)
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	name := CloseCodeName(e.Code)
+	if e.Reason != "" {
+		return fmt.Sprintf("client: connection closed with %d (%s): %s", e.Code, name, e.Reason)
+	}
+	return fmt.Sprintf("client: connection closed with %d (%s)", e.Code, name)
+}
+
+// CloseCodeName names the close codes the relay uses (see docs/protocol.md).
+func CloseCodeName(code int) string {
+	switch code {
+	case 1000:
+		return "normal closure"
+	case 1001:
+		return "going away"
+	case 1006:
+		return "abnormal closure"
+	case 1007:
+		return "invalid data"
+	case 1008:
+		return "policy violation"
+	case 1009:
+		return "message too big"
+	case 1011:
+		return "internal error"
+	case 4001:
+		return "token expired"
+	case 4003:
+		return "denied"
+	case 4008:
+		return "slow consumer"
+	}
+	return "unknown"
+}
+
+// Access posts token to baseURL/prefix/topic and returns the websocket URI
+// holding a one-time code.
+func Access(ctx context.Context, baseURL, topic, token string, opts *Options) (string, error) {
+	u, err := endpoint(baseURL, opts.prefix(), topic)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return "", fmt.Errorf("client: %w", err)
+	}
+	if opts != nil {
+		for k, vs := range opts.Header {
+			req.Header[k] = vs
+		}
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := opts.httpClient().Do(req)
+	if err != nil {
+		return "", fmt.Errorf("client: access: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("client: access: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", accessError(resp.StatusCode, body)
+	}
+	var ok struct {
+		URI string `json:"uri"`
+	}
+	if err := json.Unmarshal(body, &ok); err != nil || ok.URI == "" {
+		return "", fmt.Errorf("client: access: response has no uri")
+	}
+	return ok.URI, nil
+}
+
+func endpoint(baseURL, prefix, topic string) (string, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port]", baseURL)
+	}
+	switch u.Scheme {
+	case "http", "https":
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return "", fmt.Errorf("client: base URL %q: want http(s)://host[:port]", baseURL)
+	}
+	return strings.TrimSuffix(u.String(), "/") + "/" + prefix + "/" + topic, nil
+}
+
+func accessError(status int, body []byte) error {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+		return &AccessError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	return &AccessError{Status: status, Message: strings.TrimSpace(string(body))}
+}
+
+// Conn is a relay connection. Read and Write may be called concurrently with
+// each other, but not each with itself.
+type Conn struct {
+	ws *websocket.Conn
+}
+
+// Dial trades token for a code at baseURL and opens the websocket.
+func Dial(ctx context.Context, baseURL, topic, token string, opts *Options) (*Conn, error) {
+	uri, err := Access(ctx, baseURL, topic, token, opts)
+	if err != nil {
+		return nil, err
+	}
+	return DialURI(ctx, uri, opts)
+}
+
+// DialURI opens the websocket at a URI returned by Access.
+func DialURI(ctx context.Context, uri string, opts *Options) (*Conn, error) {
+	dopts := &websocket.DialOptions{HTTPClient: opts.httpClient(), CompressionMode: websocket.CompressionDisabled}
+	if opts != nil {
+		dopts.HTTPHeader = opts.Header
+	}
+	ws, resp, err := websocket.Dial(ctx, uri, dopts)
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			var body []byte
+			if resp.Body != nil {
+				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			return nil, accessError(resp.StatusCode, body)
+		}
+		return nil, fmt.Errorf("client: dial: %w", err)
+	}
+	limit := int64(DefaultReadLimit)
+	if opts != nil && opts.ReadLimit != 0 {
+		limit = opts.ReadLimit
+	}
+	ws.SetReadLimit(limit)
+	return &Conn{ws: ws}, nil
+}
+
+// Read returns the next message. When the relay closes the connection it
+// returns a *CloseError.
+func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
+	typ, data, err := c.ws.Read(ctx)
+	if err != nil {
+		return 0, nil, mapError(err)
+	}
+	return MessageType(typ), data, nil
+}
+
+// ReadInto reads the next message into buf (reusing its storage, growing it
+// as needed) and returns the filled slice. It avoids an allocation per
+// message for callers that process a message before reading the next.
+func (c *Conn) ReadInto(ctx context.Context, buf []byte) (MessageType, []byte, error) {
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return 0, buf[:0], mapError(err)
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return MessageType(typ), buf, nil
+		}
+		if err != nil {
+			return 0, buf[:0], mapError(err)
+		}
+	}
+}
+
+// Write sends one message.
+func (c *Conn) Write(ctx context.Context, typ MessageType, data []byte) error {
+	if err := c.ws.Write(ctx, websocket.MessageType(typ), data); err != nil {
+		return mapError(err)
+	}
+	return nil
+}
+
+// Close closes the connection normally (1000).
+func (c *Conn) Close() error {
+	err := c.ws.Close(websocket.StatusNormalClosure, "")
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return nil
+		}
+		return fmt.Errorf("client: close: %w", err)
+	}
+	return nil
+}
+
+// CloseNow closes the connection without a close handshake.
+func (c *Conn) CloseNow() error { return c.ws.CloseNow() }
+
+func mapError(err error) error {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return &CloseError{Code: int(ce.Code), Reason: ce.Reason}
+	}
+	return fmt.Errorf("client: %w", err)
+}
+
+// Claims are the claims of a relay token, for programs that mint their own.
+type Claims = auth.Claims
