@@ -1,0 +1,127 @@
+package archtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Name       string
+	Doc        string
+	Standard   bool
+	Imports    []string
+	Deps       []string
+}
+
+func list(t *testing.T, patterns ...string) []pkg {
+	t.Helper()
+	args := append([]string{"list", "-json=ImportPath,Name,Doc,Standard,Imports,Deps"}, patterns...)
+	cmd := exec.Command("go", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// isStd reports whether an import path is in the standard library (no dot
+// in the first element, and not this module).
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".") && first != "switchboard"
+}
+
+// TestRelayCoreImportsOnlyStdlib: the relay core knows nothing of HTTP,
+// storage, clustering or any third-party code.
+func TestRelayCoreImportsOnlyStdlib(t *testing.T) {
+	p := list(t, "switchboard/internal/relay")[0]
+	for _, d := range p.Deps {
+		if !isStd(d) {
+			t.Errorf("internal/relay depends on %s; it may use the standard library only", d)
+		}
+	}
+	for _, banned := range []string{"net/http", "database/sql", "net"} {
+		for _, d := range p.Deps {
+			if d == banned {
+				t.Errorf("internal/relay depends on %s: the core must not do I/O of its own", banned)
+			}
+		}
+	}
+}
+
+// allowed lists, per package, the module packages and third-party module
+// prefixes it may import directly (DESIGN.md §4). The standard library is
+// always allowed. A package missing here fails the test, so a new package
+// has to state its place.
+var allowed = map[string][]string{
+	"switchboard/internal/topic":    {},
+	"switchboard/internal/relay":    {},
+	"switchboard/internal/apierr":   {},
+	"switchboard/internal/datadir":  {},
+	"switchboard/internal/archtest": {},
+	"switchboard/internal/auth":     {"switchboard/internal/topic", "github.com/golang-jwt/jwt/v5"},
+	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
+	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
+		"switchboard/internal/apierr", "switchboard/internal/wsconn"},
+	"switchboard/internal/server": {"switchboard/internal/"},
+	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
+	"switchboard/internal/bench":  {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
+	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
+}
+
+func TestImportRules(t *testing.T) {
+	for _, p := range list(t, "switchboard/...") {
+		rules, ok := allowed[p.ImportPath]
+		if !ok {
+			t.Errorf("package %s has no import rule in archtest; add it (and to DESIGN.md §4)", p.ImportPath)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if isStd(imp) {
+				continue
+			}
+			permitted := false
+			for _, r := range rules {
+				if imp == r || (strings.HasSuffix(r, "/") && strings.HasPrefix(imp, r)) {
+					permitted = true
+				}
+			}
+			if !permitted {
+				t.Errorf("%s imports %s, which its rule does not allow", p.ImportPath, imp)
+			}
+		}
+	}
+}
+
+// TestPackageDocs: every package has a doc comment that starts with the
+// conventional "Package name" (or "Command name" for commands).
+func TestPackageDocs(t *testing.T) {
+	for _, p := range list(t, "switchboard/...") {
+		want := "Package " + p.Name + " "
+		if p.Name == "main" {
+			last := p.ImportPath[strings.LastIndex(p.ImportPath, "/")+1:]
+			want = "Command " + last + " "
+		}
+		if !strings.HasPrefix(p.Doc, strings.TrimSuffix(want, " ")) {
+			t.Errorf("%s: doc comment %q should start with %q", p.ImportPath, p.Doc, want)
+		}
+	}
+}

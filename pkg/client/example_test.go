@@ -1,0 +1,61 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"switchboard/internal/auth"
+	"switchboard/internal/server"
+	"switchboard/pkg/client"
+)
+
+// Example starts a relay on a loopback port, connects two clients to the
+// topic "demo" and sends a message from one to the other.
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	secret := []byte("an example secret of 32 bytes...")
+	relay, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer relay.Shutdown(ctx)
+
+	// A booking system would mint this token; see `switchboard token`.
+	key, _ := auth.NewHMACKey("HS256", secret)
+	token, _ := key.Sign(client.Claims{
+		Topic: "demo", Prefix: "session", Scopes: []string{"read", "write"},
+		RegisteredClaims: jwt.RegisteredClaims{
+			Audience:  jwt.ClaimStrings{relay.PublicURL()},
+			ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+		},
+	})
+
+	alice, err := client.Dial(ctx, relay.PublicURL(), "demo", token, nil)
+	if err != nil {
+		log.Fatal(err) // a *client.AccessError says why the relay refused
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, relay.PublicURL(), "demo", token, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bob.Close()
+	for relay.Relay().Stats().Connections < 2 && ctx.Err() == nil { // both registered with the relay
+		time.Sleep(time.Millisecond)
+	}
+
+	if err := alice.Write(ctx, client.Text, []byte("hello, bob")); err != nil {
+		log.Fatal(err)
+	}
+	typ, data, err := bob.Read(ctx)
+	if err != nil {
+		log.Fatal(err) // a *client.CloseError carries the close code
+	}
+	fmt.Println(typ == client.Text, string(data))
+	// Output: true hello, bob
+}
