@@ -31,18 +31,18 @@ type CloseReason uint8
 
 // Close reasons.
 const (
-	ReasonPeerClosed    CloseReason = iota // the peer sent a close frame
-	ReasonReadError                        // reading failed (network error, protocol error)
-	ReasonWriteError                       // writing failed or timed out
-	ReasonPingTimeout                      // the peer did not answer a ping
-	ReasonTooBig                           // the peer sent a message over the size limit (1009)
-	ReasonInvalidUTF8                      // the peer sent a text message that was not UTF-8 (1007)
-	ReasonPolicy                           // the peer broke a rule (1008)
-	ReasonTokenExpired                     // the token's exp passed (4001)
-	ReasonDenied                           // an operator revoked the connection (4003)
-	ReasonSlowConsumer                     // the send queue overflowed under PolicyClose (4008)
-	ReasonShutdown                         // the server is shutting down (1001)
-	ReasonServerClosed                     // closed by the server for another reason (CloseWhere)
+	ReasonPeerClosed   CloseReason = iota // the peer sent a close frame
+	ReasonReadError                       // reading failed (network error, protocol error)
+	ReasonWriteError                      // writing failed or timed out
+	ReasonPingTimeout                     // the peer did not answer a ping
+	ReasonTooBig                          // the peer sent a message over the size limit (1009)
+	ReasonInvalidUTF8                     // the peer sent a text message that was not UTF-8 (1007)
+	ReasonPolicy                          // the peer broke a rule (1008)
+	ReasonTokenExpired                    // the token's exp passed (4001)
+	ReasonDenied                          // an operator revoked the connection (4003)
+	ReasonSlowConsumer                    // the send queue overflowed under PolicyClose (4008)
+	ReasonShutdown                        // the server is shutting down (1001)
+	ReasonServerClosed                    // closed by the server for another reason (CloseWhere)
 	numCloseReasons
 )
 

@@ -44,8 +44,6 @@ func (t *trafficTotals) add(c *conn) {
 	}
 }
 
-
-
 // topicState is the set of connections on one topic.
 type topicState struct {
 	name string
