@@ -1,12 +1,9 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
 
 	"switchboard/internal/auth"
@@ -79,17 +76,7 @@ func mintToken(f *tokenFlags, now time.Time) (string, error) {
 	if aud == "" {
 		aud = defaultPublicURL(f.dataDir)
 	}
-	var jti [12]byte
-	_, _ = rand.Read(jti[:])
-	return key.Sign(auth.Claims{
-		Topic: f.topic, Prefix: f.prefix, Scopes: f.scopes, BookingID: f.bookingID,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   f.sub,
-			Audience:  jwt.ClaimStrings{aud},
-			IssuedAt:  jwt.NewNumericDate(now),
-			NotBefore: jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(f.ttl)),
-			ID:        base64.RawURLEncoding.EncodeToString(jti[:]),
-		},
-	})
+	c := auth.NewClaims(aud, now, f.ttl)
+	c.Topic, c.Prefix, c.Scopes, c.BookingID, c.Subject = f.topic, f.prefix, f.scopes, f.bookingID, f.sub
+	return key.Sign(c)
 }

@@ -9,6 +9,8 @@
 package auth
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -253,4 +255,19 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// NewClaims returns claims with the registered fields a relay token needs
+// filled in: audience, issued-at and not-before now, expiry now+ttl, and a
+// random token id. The caller adds topic, prefix, scopes and the rest.
+func NewClaims(audience string, now time.Time, ttl time.Duration) Claims {
+	var id [12]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails on supported platforms
+	return Claims{RegisteredClaims: jwt.RegisteredClaims{
+		Audience:  jwt.ClaimStrings{audience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		ID:        base64.RawURLEncoding.EncodeToString(id[:]),
+	}}
 }
