@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,6 +68,7 @@ type serveFlags struct {
 	allowOrigins    []string
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
+	cpuProfile      string
 }
 
 func newServeCommand(io stdio) *cobra.Command {
@@ -97,6 +99,8 @@ secret and node id in ./data, and relays on the "session" prefix.`,
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
+	_ = fs.MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -107,6 +111,17 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	}
 	if err := datadir.Ensure(f.dataDir); err != nil {
 		return err
+	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	secret, err := f.load(true)
 	if err != nil {

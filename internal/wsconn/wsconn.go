@@ -1,11 +1,15 @@
 // Package wsconn adapts a websocket connection (github.com/coder/websocket) to
 // relay.Conn.
 //
-// Writes are batched: the relay hands over every queued message at once, and
-// the adapter "corks" the socket so that the frames of a batch reach the
-// kernel in as few write calls as possible (one for a batch up to corkLimit
-// bytes) instead of one per message. Reads produce exactly one allocation per
-// message: the payload slice handed to the relay.
+// The library does the handshake, reads, and control frames (ping, pong,
+// close). Data frames, the hot path, are written here: the relay hands over
+// every queued message at once, and the adapter frames them (a server's
+// frames are unmasked, so a frame is a 2-10 byte header and the shared
+// payload, never copied) and sends the whole batch with one vectored write
+// (writev) on plain TCP, or in 64 KiB chunks on TLS. Both writers share one
+// lock on the socket, held per complete frame or batch, so frames never
+// interleave. Reads produce exactly one allocation per message: the payload
+// slice handed to the relay.
 package wsconn
 
 import (
@@ -24,9 +28,6 @@ import (
 	"switchboard/internal/relay"
 )
 
-// corkLimit is the most bytes held back while corked before a write.
-const corkLimit = 64 << 10
-
 // Options configure Upgrade.
 type Options struct {
 	// MaxMessageBytes is the read limit; a larger message closes the
@@ -39,7 +40,7 @@ type Options struct {
 // Conn is a server-side websocket connection implementing relay.Conn.
 type Conn struct {
 	ws *websocket.Conn
-	nc *corkConn
+	nc *lockedConn
 }
 
 var _ relay.Conn = (*Conn)(nil)
@@ -112,22 +113,60 @@ func mapError(err error) error {
 	return err
 }
 
-// WriteMessages implements relay.Conn: all messages are written while the
-// socket is corked, then flushed with as few writes as possible.
+// WriteMessages implements relay.Conn: the batch goes out in one vectored
+// write (plain TCP) or in as few 64 KiB writes as possible (TLS).
 func (c *Conn) WriteMessages(msgs []relay.Message, deadline time.Time) error {
-	if err := c.nc.SetWriteDeadline(deadline); err != nil {
-		return err
+	b := batchPool.Get().(*batch)
+	defer b.release()
+	if cap(b.headers) < len(msgs)*maxHeaderLen {
+		b.headers = make([]byte, 0, len(msgs)*maxHeaderLen)
 	}
-	c.nc.cork()
 	for i := range msgs {
-		// A context without Done: the deadline is on the socket, so the
-		// library sets up no per-message timer.
-		if err := c.ws.Write(context.Background(), websocket.MessageType(msgs[i].Type), msgs[i].Data); err != nil {
-			c.nc.uncork()
-			return err
-		}
+		start := len(b.headers)
+		b.headers = appendHeader(b.headers, msgs[i].Type, len(msgs[i].Data))
+		b.iov = append(b.iov, b.headers[start:], msgs[i].Data)
 	}
-	return c.nc.uncork()
+	return c.nc.writeBatch(b, deadline)
+}
+
+// maxHeaderLen is the longest header of an unmasked frame.
+const maxHeaderLen = 10
+
+// appendHeader appends the header of a final, unmasked data frame (RFC 6455
+// §5.2).
+func appendHeader(b []byte, typ relay.MessageType, n int) []byte {
+	b = append(b, 0x80|byte(typ)) // FIN and the opcode (text 1, binary 2)
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	}
+	return append(b, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+// batch is the scratch space of one WriteMessages call, pooled so that an
+// idle connection holds none.
+type batch struct {
+	headers []byte
+	iov     net.Buffers
+	all     net.Buffers // iov before WriteTo consumed it
+	flat    []byte      // for connections without vectored writes
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// maxPooledIOV bounds the scratch kept in the pool after a large batch.
+const maxPooledIOV = 4096
+
+func (b *batch) release() {
+	clear(b.all) // drop references to payloads
+	clear(b.iov)
+	if cap(b.all) > maxPooledIOV {
+		return
+	}
+	b.headers, b.iov, b.all, b.flat = b.headers[:0], b.all[:0], nil, b.flat[:0]
+	batchPool.Put(b)
 }
 
 // Ping implements relay.Conn.
@@ -152,11 +191,11 @@ func (c *Conn) Abort() {
 	_ = c.ws.CloseNow()
 }
 
-// hijackCapture interposes a corkConn between the websocket library and the
-// hijacked connection.
+// hijackCapture interposes a lockedConn between the websocket library and
+// the hijacked connection.
 type hijackCapture struct {
 	http.ResponseWriter
-	nc *corkConn
+	nc *lockedConn
 }
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -167,68 +206,70 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// Clear any deadline the HTTP server set for the request: from here on
 	// the relay sets its own per write.
 	_ = nc.SetDeadline(time.Time{})
-	h.nc = &corkConn{Conn: nc}
-	return h.nc, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.nc, 4096)), nil
+	h.nc = newLockedConn(nc)
+	// The library's own frames (control frames) are small and flushed whole
+	// into the lockedConn, so a small buffer suffices.
+	return h.nc, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.nc, 512)), nil
 }
 
 func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
-// corkConn holds back writes while corked and sends them in one write when
-// uncorked or when corkLimit bytes are pending.
-type corkConn struct {
+// lockedConn serialises writes to the socket: the library's (each a whole
+// control frame, flushed from its buffer in one Write) and the adapter's
+// batches.
+type lockedConn struct {
 	net.Conn
-	mu     sync.Mutex
-	corked bool    // guarded by mu
-	buf    *[]byte // guarded by mu; pending bytes while corked
+	vectored bool // the socket supports writev
+	mu       sync.Mutex
 }
 
-var corkBufPool = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit); return &b }}
-
-func (c *corkConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	c.mu.Unlock()
-}
-
-func (c *corkConn) uncork() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.corked = false
-	return c.flushLocked()
-}
-
-func (c *corkConn) flushLocked() error {
-	if c.buf == nil {
-		return nil
+func newLockedConn(nc net.Conn) *lockedConn {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return &lockedConn{Conn: nc, vectored: true}
 	}
-	b := *c.buf
-	_, err := c.Conn.Write(b)
-	*c.buf = b[:0]
-	corkBufPool.Put(c.buf)
-	c.buf = nil
-	return err
+	return &lockedConn{Conn: nc}
 }
 
-func (c *corkConn) Write(p []byte) (int, error) {
+func (c *lockedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.corked {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
+	return c.Conn.Write(p)
+}
+
+// flatChunk is the most bytes gathered into one write on sockets without
+// vectored writes (TLS: one write makes at most a few TLS records).
+const flatChunk = 64 << 10
+
+func (c *lockedConn) writeBatch(b *batch, deadline time.Time) error {
+	b.all = b.iov
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if c.vectored {
+		_, err := b.iov.WriteTo(c.Conn)
+		return err
+	}
+	for _, p := range b.all {
+		if len(b.flat)+len(p) > flatChunk && len(b.flat) > 0 {
+			if _, err := c.Conn.Write(b.flat); err != nil {
+				return err
+			}
+			b.flat = b.flat[:0]
 		}
-		return c.Conn.Write(p)
-	}
-	if c.buf != nil && len(*c.buf)+len(p) > corkLimit {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
+		if len(p) >= flatChunk {
+			if _, err := c.Conn.Write(p); err != nil {
+				return err
+			}
+			continue
 		}
+		b.flat = append(b.flat, p...)
 	}
-	if len(p) >= corkLimit {
-		return c.Conn.Write(p)
+	if len(b.flat) > 0 {
+		_, err := c.Conn.Write(b.flat)
+		return err
 	}
-	if c.buf == nil {
-		c.buf = corkBufPool.Get().(*[]byte)
-	}
-	*c.buf = append(*c.buf, p...)
-	return len(p), nil
+	return nil
 }
