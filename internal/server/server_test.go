@@ -535,3 +535,40 @@ func TestStalledReaderOverWebsockets(t *testing.T) {
 		})
 	}
 }
+
+func TestHealthAndUnknownPaths(t *testing.T) {
+	s := startServer(t, nil)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/nope": 404, "/api/v1/nothing": 404} {
+		req, _ := http.NewRequest(http.MethodGet, s.url+path, nil)
+		if status, _, _ := do(t, req); status != want {
+			t.Errorf("GET %s: %d, want %d", path, status, want)
+		}
+	}
+}
+
+// TestDeadPeerDetection: a peer that stops answering pings (it never reads,
+// so it never sees them) is closed.
+func TestDeadPeerDetection(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Relay.PingInterval = 50 * time.Millisecond
+		c.Relay.PongTimeout = 100 * time.Millisecond
+	})
+	_ = s.dial("quiet", s.token("quiet", "read")) // never reads, so never answers
+	waitFor(t, "ping timeout", func() bool { return s.Relay().Stats().Closes["ping_timeout"] == 1 })
+	// A reading peer answers pings and stays.
+	live := s.dial("live", s.token("live", "read"))
+	go func() {
+		for {
+			if _, _, err := live.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(500 * time.Millisecond) // several ping intervals
+	for time.Now().Before(deadline) {
+		if s.Relay().Stats().Closes["ping_timeout"] != 1 {
+			t.Fatal("a live peer was closed for not answering pings")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
