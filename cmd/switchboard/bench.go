@@ -18,7 +18,7 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmark a relay",
 	}
-	cmd.AddCommand(newBenchFanoutCommand(io))
+	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io))
 	return cmd
 }
 
@@ -38,6 +38,7 @@ type benchFanoutFlags struct {
 	serverPID  int
 	serverArgs []string
 	cpuProfile string
+	queue      byteSize // compare: the tcp-baseline hub's queue per reader
 }
 
 func newBenchFanoutCommand(io stdio) *cobra.Command {
@@ -59,6 +60,13 @@ memory to the report. Only loopback addresses are allowed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runBenchFanout(cmd, io, &f) },
 	}
+	addBenchFanoutFlags(cmd, &f)
+	return cmd
+}
+
+// addBenchFanoutFlags registers the flags of `bench fanout` (shared by
+// `bench compare`).
+func addBenchFanoutFlags(cmd *cobra.Command, f *benchFanoutFlags) {
 	fs := cmd.Flags()
 	fs.StringVar(&f.url, "url", "", "relay base URL (default: start a server child process)")
 	fs.StringVar(&f.token, "token", "", "token granting read and write on the topic")
@@ -76,15 +84,45 @@ memory to the report. Only loopback addresses are allowed.`,
 	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server, e.g. --server-arg=--send-queue=1MiB (repeatable)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
 	_ = fs.MarkHidden("cpuprofile")
-	return cmd
 }
 
 func runBenchFanout(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
+	opts, stop, err := benchFanoutSetup(cmd, io, f)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	res, err := bench.Fanout(cmd.Context(), opts)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		enc := json.NewEncoder(io.out)
+		return enc.Encode(&res)
+	}
+	return res.WriteTable(io.out)
+}
+
+// benchFanoutSetup turns the flags into FanoutOptions, starting a server
+// child process without --url, and starts the CPU profile if asked. The
+// caller must call stop.
+func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts bench.FanoutOptions, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	ctx := cmd.Context()
 	if f.secret != "" && f.secretFile != "" {
-		return fmt.Errorf("give --secret or --secret-file, not both")
+		return opts, stop, fmt.Errorf("give --secret or --secret-file, not both")
 	}
-	opts := bench.FanoutOptions{
+	opts = bench.FanoutOptions{
 		URL: f.url, Token: f.token, Topic: f.topic, Readers: f.readers, Size: int(f.size),
 		Rate: f.rate, Duration: f.duration, Warmup: f.warmup, Drain: f.drain, ServerPID: f.serverPID,
 	}
@@ -92,7 +130,7 @@ func runBenchFanout(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 		opts.Warmup = -1 // none
 	}
 	if f.duration <= 0 {
-		return fmt.Errorf("--duration %v: must be positive", f.duration)
+		return opts, stop, fmt.Errorf("--duration %v: must be positive", f.duration)
 	}
 	switch {
 	case f.secret != "":
@@ -100,52 +138,165 @@ func runBenchFanout(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 	case f.secretFile != "":
 		s, err := datadir.ReadSecretFile(f.secretFile)
 		if err != nil {
-			return err
+			return opts, stop, err
 		}
 		opts.Secret = s
 	}
 	if f.url == "" {
 		if f.token != "" || opts.Secret != nil || f.serverPID != 0 {
-			return fmt.Errorf("--token, --secret, --secret-file and --server-pid go with --url")
+			return opts, stop, fmt.Errorf("--token, --secret, --secret-file and --server-pid go with --url")
 		}
 		exe, err := os.Executable()
 		if err != nil {
-			return fmt.Errorf("bench: find own binary: %w", err)
+			return opts, stop, fmt.Errorf("bench: find own binary: %w", err)
 		}
 		srv, err := bench.StartServer(ctx, exe, f.serverArgs, io.err)
 		if err != nil {
-			return err
+			return opts, stop, err
 		}
-		defer srv.Stop()
+		stops = append(stops, func() { _ = srv.Stop() })
 		opts.URL, opts.Secret, opts.ServerPID = srv.URL, srv.Secret, srv.PID
 	} else {
 		if len(f.serverArgs) > 0 {
-			return fmt.Errorf("--server-arg needs a started server: leave out --url")
+			return opts, stop, fmt.Errorf("--server-arg needs a started server: leave out --url")
 		}
 		if f.token == "" && opts.Secret == nil {
-			return fmt.Errorf("with --url, give --token or --secret/--secret-file")
+			return opts, stop, fmt.Errorf("with --url, give --token or --secret/--secret-file")
 		}
 	}
 
 	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
+		stopProfile, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return opts, stop, err
+		}
+		stops = append(stops, stopProfile)
+	}
+	return opts, stop, nil
+}
+
+// startCPUProfile writes a CPU profile of this process to path until the
+// returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	pf, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); pf.Close() }, nil
+}
+
+type benchTCPBaselineFlags struct {
+	readers    int
+	size       byteSize
+	rate       float64
+	duration   time.Duration
+	warmup     time.Duration
+	drain      time.Duration
+	queue      byteSize
+	json       bool
+	cpuProfile string
+}
+
+func newBenchTCPBaselineCommand(io stdio) *cobra.Command {
+	f := benchTCPBaselineFlags{size: bench.DefaultSize, queue: bench.DefaultBaselineQueueBytes}
+	cmd := &cobra.Command{
+		Use:   "tcp-baseline",
+		Short: "The fanout scenario over plain loopback TCP: this machine's limit",
+		Long: `The fan-out of "bench fanout" (one writer, --readers readers, --size byte
+messages, unpaced or at --rate, --warmup then --duration) without the relay:
+plain TCP on loopback with length-prefixed messages through an in-process hub
+that queues each message for every reader (bounded by --queue, dropping the
+oldest when full) and writes each reader's queue in one batched write. No
+websocket framing, no authentication, no relay logic: the reference for what
+the relay could reach on this machine. Reported like fanout; the hub runs in
+the bench process, so the CPU time is the hub's and the clients' together.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runBenchTCPBaseline(cmd, io, &f) },
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections")
+	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
+	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by the writer (0: unpaced)")
+	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
+	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
+	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after the writer stops")
+	fs.Var(&f.queue, "queue", "bound of each reader's queue in the hub")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
+	_ = fs.MarkHidden("cpuprofile")
+	return cmd
+}
+
+func runBenchTCPBaseline(cmd *cobra.Command, io stdio, f *benchTCPBaselineFlags) error {
+	if f.duration <= 0 {
+		return fmt.Errorf("--duration %v: must be positive", f.duration)
+	}
+	opts := bench.TCPBaselineOptions{
+		Readers: f.readers, Size: int(f.size), Rate: f.rate, Duration: f.duration,
+		Warmup: f.warmup, Drain: f.drain, QueueBytes: int(f.queue),
+	}
+	if f.warmup == 0 {
+		opts.Warmup = -1 // none
+	}
+	if f.queue == 0 {
+		return fmt.Errorf("--queue: must be positive")
+	}
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
-
-	res, err := bench.Fanout(ctx, opts)
+	res, err := bench.TCPBaseline(cmd.Context(), opts)
 	if err != nil {
 		return err
 	}
 	if f.json {
-		enc := json.NewEncoder(io.out)
-		return enc.Encode(&res)
+		return json.NewEncoder(io.out).Encode(&res)
+	}
+	return res.WriteTable(io.out)
+}
+
+func newBenchCompareCommand(io stdio) *cobra.Command {
+	f := benchFanoutFlags{size: bench.DefaultSize, queue: bench.DefaultBaselineQueueBytes}
+	cmd := &cobra.Command{
+		Use:   "compare",
+		Short: "Run tcp-baseline then fanout with the same options and compare them",
+		Long: `Runs "bench tcp-baseline" and then "bench fanout", one after the other, with
+the same --readers, --size, --rate, --duration, --warmup and --drain, prints
+both results and the ratio of the relay's delivered messages/s to the
+baseline's (1 would be the machine's limit) and, for paced runs, the ratio of
+their p99 latencies. The relay flags are fanout's: without --url a server
+child process is started. --json prints one object with "baseline", "relay",
+"ratio" and, when paced, "p99_ratio".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runBenchCompare(cmd, io, &f) },
+	}
+	addBenchFanoutFlags(cmd, &f)
+	cmd.Flags().Var(&f.queue, "queue", "bound of each reader's queue in the tcp-baseline hub")
+	return cmd
+}
+
+func runBenchCompare(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
+	if f.queue <= 0 {
+		return fmt.Errorf("--queue: must be positive")
+	}
+	opts, stop, err := benchFanoutSetup(cmd, io, f)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	res, err := bench.Compare(cmd.Context(), opts, int(f.queue))
+	if err != nil {
+		return err
+	}
+	if f.json {
+		return json.NewEncoder(io.out).Encode(&res)
 	}
 	return res.WriteTable(io.out)
 }

@@ -148,7 +148,7 @@ type LatencyUS struct {
 // messages the writer sent in it and their deliveries.
 type FanoutResult struct {
 	URL     string  `json:"url"`
-	Topic   string  `json:"topic"`
+	Topic   string  `json:"topic,omitempty"` // empty for tcp-baseline
 	Readers int     `json:"readers"`
 	Size    int     `json:"size"`
 	Rate    float64 `json:"rate"` // requested; 0 = unpaced
