@@ -76,6 +76,11 @@ type Config struct {
 	// Now returns the current time; nil means time.Now. Used for
 	// connection timestamps and expiry.
 	Now func() time.Time
+	// OnConnect, if set, is called on the connection's goroutine once it
+	// is registered; OnClose once it has closed, with why. They must not
+	// block: they delay the connection they report on.
+	OnConnect func(ConnStatus)
+	OnClose   func(ConnStatus, CloseReason)
 }
 
 func (c Config) withDefaults() (Config, error) {

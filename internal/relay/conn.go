@@ -44,11 +44,13 @@ type conn struct {
 	closeIsDone bool        // guarded by mu; the transport already closed, no close frame to send
 	abortTimer  *time.Timer // guarded by mu; aborts a close that takes too long
 
+	lastActivity atomic.Int64 // unix nanoseconds of the last message in or out
+
 	msgsIn   atomic.Uint64 // written by the read loop
 	bytesIn  atomic.Uint64
 	msgsOut  atomic.Uint64 // written by the write loop
 	bytesOut atomic.Uint64
-	drops    [numDropReasons]atomic.Uint64 // written by senders' read loops
+	drops    [NumDropReasons]atomic.Uint64 // written by senders' read loops
 }
 
 func newConn(s *Server, tc Conn, info Info) *conn {
@@ -65,6 +67,9 @@ func newConn(s *Server, tc Conn, info Info) *conn {
 // run serves the connection until it closes. It is called on the
 // connection's reading goroutine.
 func (c *conn) run(ctx context.Context) CloseReason {
+	if h := c.srv.cfg.OnConnect; h != nil {
+		h(c.status())
+	}
 	writerDone := make(chan struct{})
 	go c.writeLoop(writerDone)
 
@@ -88,6 +93,9 @@ func (c *conn) run(ctx context.Context) CloseReason {
 	why, code := c.closeWhy, c.closeCode
 	c.mu.Unlock()
 	c.srv.closes[why].Add(1)
+	if h := c.srv.cfg.OnClose; h != nil {
+		h(c.status(), why)
+	}
 	c.srv.cfg.Logger.Debug("relay: connection closed", "conn", c.id, "topic", c.info.Topic,
 		"reason", why.String(), "code", int(code))
 	return why
@@ -122,6 +130,11 @@ func (c *conn) readLoop() {
 		}
 		c.msgsIn.Add(1)
 		c.bytesIn.Add(uint64(len(data)))
+		c.lastActivity.Store(c.srv.cfg.Now().UnixNano())
+		if c.info.SystemTopic {
+			c.close(ClosePolicy, ReasonPolicy, "nobody may write to a system topic")
+			return
+		}
 		if !c.info.CanWrite {
 			c.drops[DropNotPermitted].Add(1)
 			continue
@@ -246,6 +259,7 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 		}
 		c.msgsOut.Add(count)
 		c.bytesOut.Add(n)
+		c.lastActivity.Store(c.srv.cfg.Now().UnixNano())
 	}
 }
 
@@ -306,18 +320,26 @@ func (c *conn) status() ConnStatus {
 	queued := c.queued + c.inflight
 	c.mu.Unlock()
 	var drops uint64
+	var byReason [NumDropReasons]uint64
 	for i := range c.drops {
-		drops += c.drops[i].Load()
+		byReason[i] = c.drops[i].Load()
+		drops += byReason[i]
+	}
+	last := c.connectedAt
+	if ns := c.lastActivity.Load(); ns != 0 {
+		last = time.Unix(0, ns)
 	}
 	return ConnStatus{
-		ID:          c.id,
-		Info:        c.info,
-		ConnectedAt: c.connectedAt,
-		MessagesIn:  c.msgsIn.Load(),
-		BytesIn:     c.bytesIn.Load(),
-		MessagesOut: c.msgsOut.Load(),
-		BytesOut:    c.bytesOut.Load(),
-		Drops:       drops,
-		QueuedBytes: queued,
+		ID:            c.id,
+		Info:          c.info,
+		ConnectedAt:   c.connectedAt,
+		MessagesIn:    c.msgsIn.Load(),
+		BytesIn:       c.bytesIn.Load(),
+		MessagesOut:   c.msgsOut.Load(),
+		BytesOut:      c.bytesOut.Load(),
+		Drops:         drops,
+		DropsByReason: byReason,
+		QueuedBytes:   queued,
+		LastActivity:  last,
 	}
 }

@@ -14,13 +14,14 @@ const (
 	// DropNotPermitted: the sender has no write permission; its message was
 	// discarded (counted once per message, not per receiver).
 	DropNotPermitted
-	numDropReasons
+	// NumDropReasons is the number of drop reasons.
+	NumDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"queue_head", "queue_tail", "not_permitted"}
+var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted"}
 
 func (r DropReason) String() string {
-	if r < numDropReasons {
+	if r < NumDropReasons {
 		return dropReasonNames[r]
 	}
 	return "unknown"
@@ -60,7 +61,7 @@ func (r CloseReason) String() string {
 
 // DropReasons lists every drop reason, for exporting counters.
 func DropReasons() []DropReason {
-	rs := make([]DropReason, numDropReasons)
+	rs := make([]DropReason, NumDropReasons)
 	for i := range rs {
 		rs[i] = DropReason(i)
 	}

@@ -118,4 +118,7 @@ type Info struct {
 	TokenID    string
 	RemoteAddr string
 	UserAgent  string
+	// SystemTopic marks a topic only the server publishes to (e.g. stats):
+	// a message from this connection is a policy violation (1008).
+	SystemTopic bool
 }

@@ -577,3 +577,49 @@ func TestSlowConsumerCloseFrame(t *testing.T) {
 		t.Fatalf("closed with %d, want %d", code, CloseSlowConsumer)
 	}
 }
+
+func TestSystemTopicAndPublish(t *testing.T) {
+	var connects, closes atomic.Int32
+	h := newHarness(t, Config{
+		OnConnect: func(ConnStatus) { connects.Add(1) },
+		OnClose:   func(ConnStatus, CloseReason) { closes.Add(1) },
+	})
+	r1 := h.connect(Info{Topic: "stats", CanRead: true, SystemTopic: true})
+	r2 := h.connect(Info{Topic: "stats", CanRead: true, SystemTopic: true})
+	if n := h.srv.Publish("stats", Message{Type: Text, Data: []byte(`{"n":1}`)}); n != 2 {
+		t.Fatalf("published to %d readers, want 2", n)
+	}
+	for _, r := range []*memConn{r1, r2} {
+		if got := r.recv(t); string(got.Data) != `{"n":1}` {
+			t.Fatalf("got %q", got.Data)
+		}
+	}
+	if n := h.srv.Publish("nobody", Message{Type: Text, Data: []byte("x")}); n != 0 {
+		t.Fatalf("published to %d readers of an empty topic", n)
+	}
+	if h.srv.Readers("stats") != 2 {
+		t.Fatalf("readers %d", h.srv.Readers("stats"))
+	}
+	// Writing to a system topic is a policy violation.
+	r1.send(t, Text, "hello")
+	if code := r1.waitClosed(t); code != ClosePolicy {
+		t.Fatalf("closed with %d, want 1008", code)
+	}
+	waitFor(t, "hooks", func() bool { return connects.Load() == 2 && closes.Load() == 1 })
+	r2.expectNothing(t)
+}
+
+func TestConnStatus(t *testing.T) {
+	h := newHarness(t, Config{})
+	w, r := h.connect(rw("t")), h.connect(Info{Topic: "t", CanRead: true, BookingID: "b"})
+	w.send(t, Text, "12345")
+	r.recv(t)
+	waitFor(t, "counters", func() bool {
+		for _, cs := range h.srv.Connections() {
+			if cs.Info.BookingID == "b" && cs.MessagesOut == 1 && cs.BytesOut == 5 && !cs.LastActivity.Before(cs.ConnectedAt) {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -31,7 +31,7 @@ type Server struct {
 // trafficTotals are traffic counters summed over connections.
 type trafficTotals struct {
 	msgsIn, bytesIn, msgsOut, bytesOut uint64
-	drops                              [numDropReasons]uint64
+	drops                              [NumDropReasons]uint64
 }
 
 func (t *trafficTotals) add(c *conn) {
@@ -189,6 +189,33 @@ func (s *Server) CloseWhere(match func(*Info) bool, code CloseCode, why CloseRea
 	return len(hit)
 }
 
+// Publish delivers m, as the server, to every reader of topic, under the
+// same queueing rules as a peer's message. It returns how many readers it
+// was queued for. Like a peer's message, m.Data must not be modified after.
+func (s *Server) Publish(topic string, m Message) int {
+	s.mu.Lock()
+	t := s.topics[topic]
+	s.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	readers := *t.readers.Load()
+	for _, r := range readers {
+		r.enqueue(m)
+	}
+	return len(readers)
+}
+
+// Readers returns how many connections may read topic now.
+func (s *Server) Readers(topic string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.topics[topic]; t != nil {
+		return len(*t.readers.Load())
+	}
+	return 0
+}
+
 // Stats are the server's counters since it started.
 type Stats struct {
 	Connections   int    // open now
@@ -214,7 +241,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Unlock()
 	st.Accepted = s.accepted.Load()
 	st.MessagesIn, st.BytesIn, st.MessagesOut, st.BytesOut = t.msgsIn, t.bytesIn, t.msgsOut, t.bytesOut
-	st.Drops = make(map[string]uint64, numDropReasons)
+	st.Drops = make(map[string]uint64, NumDropReasons)
 	for i, n := range t.drops {
 		st.Drops[DropReason(i).String()] = n
 	}
@@ -228,15 +255,17 @@ func (s *Server) Stats() Stats {
 
 // ConnStatus describes one open connection.
 type ConnStatus struct {
-	ID          uint64
-	Info        Info
-	ConnectedAt time.Time
-	MessagesIn  uint64
-	BytesIn     uint64
-	MessagesOut uint64
-	BytesOut    uint64
-	Drops       uint64
-	QueuedBytes int
+	ID            uint64
+	Info          Info
+	ConnectedAt   time.Time
+	MessagesIn    uint64
+	BytesIn       uint64
+	MessagesOut   uint64
+	BytesOut      uint64
+	Drops         uint64 // all reasons
+	DropsByReason [NumDropReasons]uint64
+	QueuedBytes   int
+	LastActivity  time.Time // last message in or out (ConnectedAt if none)
 }
 
 // Connections returns the status of every open connection.
