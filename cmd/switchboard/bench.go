@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	goio "io"
 	"os"
 	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"switchboard/internal/bench"
 	"switchboard/internal/datadir"
@@ -22,12 +24,9 @@ func newBenchCommand(io stdio) *cobra.Command {
 	return cmd
 }
 
-type benchFanoutFlags struct {
-	url        string
-	token      string
-	secret     string
-	secretFile string
-	topic      string
+// benchRunFlags are the flags of every bench command: the scenario's shape,
+// the output and the CPU profile.
+type benchRunFlags struct {
 	readers    int
 	size       byteSize
 	rate       float64
@@ -35,14 +34,63 @@ type benchFanoutFlags struct {
 	warmup     time.Duration
 	drain      time.Duration
 	json       bool
+	cpuProfile string
+}
+
+func (f *benchRunFlags) register(fs *pflag.FlagSet) {
+	f.size = bench.DefaultSize
+	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections")
+	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
+	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by the writer (0: unpaced)")
+	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
+	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
+	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after the writer stops")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
+	_ = fs.MarkHidden("cpuprofile")
+}
+
+// check checks the flags and returns the scenario's warm-up option.
+func (f *benchRunFlags) check() (warmup time.Duration, err error) {
+	if f.duration <= 0 {
+		return 0, fmt.Errorf("--duration %v: must be positive", f.duration)
+	}
+	if f.warmup == 0 {
+		return -1, nil // none
+	}
+	return f.warmup, nil
+}
+
+// startProfile starts the CPU profile if asked; the caller must call stop.
+func (f *benchRunFlags) startProfile() (stop func(), err error) {
+	if f.cpuProfile == "" {
+		return func() {}, nil
+	}
+	return startCPUProfile(f.cpuProfile)
+}
+
+// output writes res as one JSON object or as a table.
+func (f *benchRunFlags) output(io stdio, res interface{ WriteTable(w goio.Writer) error }) error {
+	if f.json {
+		return json.NewEncoder(io.out).Encode(res)
+	}
+	return res.WriteTable(io.out)
+}
+
+type benchFanoutFlags struct {
+	benchRunFlags
+	url        string
+	token      string
+	secret     string
+	secretFile string
+	topic      string
 	serverPID  int
 	serverArgs []string
-	cpuProfile string
 	queue      byteSize // compare: the tcp-baseline hub's queue per reader
 }
 
 func newBenchFanoutCommand(io stdio) *cobra.Command {
-	f := benchFanoutFlags{size: bench.DefaultSize}
+	var f benchFanoutFlags
 	cmd := &cobra.Command{
 		Use:   "fanout",
 		Short: "One writer, many readers on one topic: throughput, latency, drops",
@@ -73,17 +121,9 @@ func addBenchFanoutFlags(cmd *cobra.Command, f *benchFanoutFlags) {
 	fs.StringVar(&f.secret, "secret", "", "the relay's token signing secret (HS256), to mint tokens")
 	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the relay's token signing secret")
 	fs.StringVar(&f.topic, "topic", bench.DefaultTopic, "topic")
-	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections")
-	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
-	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by the writer (0: unpaced)")
-	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
-	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
-	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after the writer stops")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of the relay given by --url, to report its CPU time and peak RSS")
 	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server, e.g. --server-arg=--send-queue=1MiB (repeatable)")
-	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
-	_ = fs.MarkHidden("cpuprofile")
+	f.benchRunFlags.register(fs)
 }
 
 func runBenchFanout(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
@@ -96,11 +136,7 @@ func runBenchFanout(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.json {
-		enc := json.NewEncoder(io.out)
-		return enc.Encode(&res)
-	}
-	return res.WriteTable(io.out)
+	return f.output(io, &res)
 }
 
 // benchFanoutSetup turns the flags into FanoutOptions, starting a server
@@ -122,15 +158,13 @@ func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts b
 	if f.secret != "" && f.secretFile != "" {
 		return opts, stop, fmt.Errorf("give --secret or --secret-file, not both")
 	}
+	warmup, err := f.check()
+	if err != nil {
+		return opts, stop, err
+	}
 	opts = bench.FanoutOptions{
 		URL: f.url, Token: f.token, Topic: f.topic, Readers: f.readers, Size: int(f.size),
-		Rate: f.rate, Duration: f.duration, Warmup: f.warmup, Drain: f.drain, ServerPID: f.serverPID,
-	}
-	if f.warmup == 0 {
-		opts.Warmup = -1 // none
-	}
-	if f.duration <= 0 {
-		return opts, stop, fmt.Errorf("--duration %v: must be positive", f.duration)
+		Rate: f.rate, Duration: f.duration, Warmup: warmup, Drain: f.drain, ServerPID: f.serverPID,
 	}
 	switch {
 	case f.secret != "":
@@ -165,13 +199,11 @@ func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts b
 		}
 	}
 
-	if f.cpuProfile != "" {
-		stopProfile, err := startCPUProfile(f.cpuProfile)
-		if err != nil {
-			return opts, stop, err
-		}
-		stops = append(stops, stopProfile)
+	stopProfile, err := f.startProfile()
+	if err != nil {
+		return opts, stop, err
 	}
+	stops = append(stops, stopProfile)
 	return opts, stop, nil
 }
 
@@ -190,19 +222,12 @@ func startCPUProfile(path string) (func(), error) {
 }
 
 type benchTCPBaselineFlags struct {
-	readers    int
-	size       byteSize
-	rate       float64
-	duration   time.Duration
-	warmup     time.Duration
-	drain      time.Duration
-	queue      byteSize
-	json       bool
-	cpuProfile string
+	benchRunFlags
+	queue byteSize
 }
 
 func newBenchTCPBaselineCommand(io stdio) *cobra.Command {
-	f := benchTCPBaselineFlags{size: bench.DefaultSize, queue: bench.DefaultBaselineQueueBytes}
+	f := benchTCPBaselineFlags{queue: bench.DefaultBaselineQueueBytes}
 	cmd := &cobra.Command{
 		Use:   "tcp-baseline",
 		Short: "The fanout scenario over plain loopback TCP: this machine's limit",
@@ -217,53 +242,36 @@ the bench process, so the CPU time is the hub's and the clients' together.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runBenchTCPBaseline(cmd, io, &f) },
 	}
-	fs := cmd.Flags()
-	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections")
-	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
-	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by the writer (0: unpaced)")
-	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
-	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
-	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after the writer stops")
-	fs.Var(&f.queue, "queue", "bound of each reader's queue in the hub")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
-	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
-	_ = fs.MarkHidden("cpuprofile")
+	f.benchRunFlags.register(cmd.Flags())
+	cmd.Flags().Var(&f.queue, "queue", "bound of each reader's queue in the hub")
 	return cmd
 }
 
 func runBenchTCPBaseline(cmd *cobra.Command, io stdio, f *benchTCPBaselineFlags) error {
-	if f.duration <= 0 {
-		return fmt.Errorf("--duration %v: must be positive", f.duration)
-	}
-	opts := bench.TCPBaselineOptions{
-		Readers: f.readers, Size: int(f.size), Rate: f.rate, Duration: f.duration,
-		Warmup: f.warmup, Drain: f.drain, QueueBytes: int(f.queue),
-	}
-	if f.warmup == 0 {
-		opts.Warmup = -1 // none
+	warmup, err := f.check()
+	if err != nil {
+		return err
 	}
 	if f.queue == 0 {
 		return fmt.Errorf("--queue: must be positive")
 	}
-	if f.cpuProfile != "" {
-		stop, err := startCPUProfile(f.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	res, err := bench.TCPBaseline(cmd.Context(), opts)
+	stop, err := f.startProfile()
 	if err != nil {
 		return err
 	}
-	if f.json {
-		return json.NewEncoder(io.out).Encode(&res)
+	defer stop()
+	res, err := bench.TCPBaseline(cmd.Context(), bench.TCPBaselineOptions{
+		Readers: f.readers, Size: int(f.size), Rate: f.rate, Duration: f.duration,
+		Warmup: warmup, Drain: f.drain, QueueBytes: int(f.queue),
+	})
+	if err != nil {
+		return err
 	}
-	return res.WriteTable(io.out)
+	return f.output(io, &res)
 }
 
 func newBenchCompareCommand(io stdio) *cobra.Command {
-	f := benchFanoutFlags{size: bench.DefaultSize, queue: bench.DefaultBaselineQueueBytes}
+	f := benchFanoutFlags{queue: bench.DefaultBaselineQueueBytes}
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "Run tcp-baseline then fanout with the same options and compare them",
@@ -295,8 +303,5 @@ func runBenchCompare(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.json {
-		return json.NewEncoder(io.out).Encode(&res)
-	}
-	return res.WriteTable(io.out)
+	return f.output(io, &res)
 }

@@ -1,5 +1,6 @@
 // Package bench holds the load generators behind `switchboard bench`: the
-// scenarios (Fanout: one writer, many readers on one topic), the helpers
+// scenarios (Fanout: one writer, many readers on one topic; TCPBaseline:
+// the same over plain loopback TCP; both run by runScenario), the helpers
 // they share (a child relay server, token minting, /proc sampling) and a
 // lock-free log-linear latency histogram.
 //
@@ -10,15 +11,11 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"switchboard/internal/auth"
@@ -41,7 +38,7 @@ const (
 	syncTimeout = 10 * time.Second
 	// syncInterval is how often probes are sent while waiting for readers.
 	syncInterval = 2 * time.Millisecond
-	// dialParallel is how many connections are dialled at once.
+	// dialParallel is how many relay connections are dialled at once.
 	dialParallel = 16
 	// closeTimeout bounds closing the connections at the end.
 	closeTimeout = 5 * time.Second
@@ -93,10 +90,27 @@ type FanoutOptions struct {
 }
 
 func (o *FanoutOptions) withDefaults() (FanoutOptions, error) {
-	c := *o
+	c, err := o.scenarioDefaults(0)
 	if c.Topic == "" {
 		c.Topic = DefaultTopic
 	}
+	switch {
+	case err != nil:
+		return c, err
+	case c.Token == "" && len(c.Secret) == 0:
+		return c, errors.New("bench: a token or a secret is needed")
+	}
+	if err := CheckLoopbackURL(c.URL); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// scenarioDefaults fills in and checks what every scenario has: readers,
+// size (at most maxSize if positive), rate, duration, warm-up, drain and
+// connect timeout.
+func (o *FanoutOptions) scenarioDefaults(maxSize int) (FanoutOptions, error) {
+	c := *o
 	if c.Readers == 0 {
 		c.Readers = DefaultReaders
 	}
@@ -120,17 +134,14 @@ func (o *FanoutOptions) withDefaults() (FanoutOptions, error) {
 	switch {
 	case c.Readers < 1:
 		return c, fmt.Errorf("bench: readers %d: want at least 1", c.Readers)
+	case maxSize > 0 && (c.Size < MinSize || c.Size > maxSize):
+		return c, fmt.Errorf("bench: size %d: want %d to %d bytes", c.Size, MinSize, maxSize)
 	case c.Size < MinSize:
 		return c, fmt.Errorf("bench: size %d: want at least %d bytes", c.Size, MinSize)
 	case c.Rate < 0:
 		return c, fmt.Errorf("bench: rate %v: want 0 (unpaced) or a positive rate", c.Rate)
 	case c.Duration < 0:
 		return c, fmt.Errorf("bench: duration %v: must be positive", c.Duration)
-	case c.Token == "" && len(c.Secret) == 0:
-		return c, errors.New("bench: a token or a secret is needed")
-	}
-	if err := CheckLoopbackURL(c.URL); err != nil {
-		return c, err
 	}
 	return c, nil
 }
@@ -185,417 +196,79 @@ type FanoutResult struct {
 	ServerPeakRSSBytes *int64   `json:"server_peak_rss_bytes,omitempty"`
 }
 
-// reader is one reader connection and what it saw. Its fields are written
-// only by its own goroutine until done is closed.
-type reader struct {
-	conn *client.Conn
-	buf  []byte
-
-	next      uint64 // next expected sequence number
-	received  uint64 // measured data messages
-	bytes     uint64
-	gaps      uint64
-	reordered uint64
-	probed    bool
-	complete  bool  // saw the end of the stream
-	err       error // a failure before the end; not set when the bench closed the connection
-	hist      Histogram
-}
-
-// run reads until the end of the stream or an error. It does not allocate
-// or synchronise per message.
-func (r *reader) run(ready *atomic.Int64, aborting *atomic.Bool) {
-	ctx := context.Background() // no Done: no timer per read in the websocket library
-	buf := r.buf
-	for {
-		_, data, err := r.conn.ReadInto(ctx, buf)
-		if err != nil {
-			if !aborting.Load() {
-				r.err = err
-			}
-			return
-		}
-		buf = data
-		if len(data) < headerSize {
-			continue
-		}
-		now := time.Now().UnixNano()
-		sent := int64(binary.LittleEndian.Uint64(data))
-		w := binary.LittleEndian.Uint64(data[8:])
-		seq := w & seqMask
-		switch {
-		case w&flagProbe != 0:
-			if !r.probed {
-				r.probed = true
-				ready.Add(1)
-			}
-			continue
-		case w&flagEnd != 0:
-			if seq > r.next {
-				r.gaps += seq - r.next
-			}
-			r.complete = true
-			return
-		}
-		if seq < r.next {
-			r.reordered++
-			continue
-		}
-		r.gaps += seq - r.next
-		r.next = seq + 1
-		if w&flagMeasured != 0 {
-			r.received++
-			r.bytes += uint64(len(data))
-			r.hist.Record(now - sent)
-		}
-	}
-}
-
-// writerStats is what the writer did.
-type writerStats struct {
-	total         uint64 // data messages sent
-	measured      uint64
-	measuredStart time.Time
-	measuredEnd   time.Time
-	err           error
-}
-
-// Fanout runs the fan-out scenario: one writer and opts.Readers readers on
-// one topic. It connects everything, waits until every reader receives the
-// writer's probes, sends for Warmup+Duration, waits up to Drain for the
-// readers to see the end of the stream, closes everything and returns the
-// measurements. It returns an error if it could not connect or the writer
-// failed; reader failures are reported in the result.
+// Fanout runs the fan-out scenario through the relay: one writer and
+// opts.Readers readers on one topic. It connects everything, waits until
+// every reader receives the writer's probes, sends for Warmup+Duration,
+// waits up to Drain for the readers to see the end of the stream, closes
+// everything and returns the measurements. It returns an error if it could
+// not connect or the writer failed; reader failures are reported in the
+// result.
 func Fanout(ctx context.Context, opts FanoutOptions) (FanoutResult, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return FanoutResult{}, err
 	}
-	res := FanoutResult{URL: o.URL, Topic: o.Topic, Readers: o.Readers, Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds()}
-
 	token := o.Token
 	if token == "" {
 		ttl := o.ConnectTimeout + syncTimeout + o.Warmup + o.Duration + o.Drain + time.Hour
 		if token, err = MintToken(o.Secret, o.URL, o.Topic, ttl); err != nil {
-			return res, err
+			return newResult(o), err
 		}
 	}
+	return runScenario(ctx, o, &wsTransport{url: o.URL, topic: o.Topic, token: token, opts: o.Client, size: o.Size})
+}
 
-	// Connect.
-	connectStart := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	defer cancel()
-	readers := make([]*reader, o.Readers)
-	var all []*client.Conn // everything connected, for the final close
-	defer func() { closeAll(all) }()
-	if err := dialAll(cctx, o.URL, o.Topic, token, o.Client, readers, o.Size); err != nil {
-		for _, r := range readers {
-			if r != nil {
-				all = append(all, r.conn)
-			}
-		}
-		return res, err
-	}
-	for _, r := range readers {
-		all = append(all, r.conn)
-	}
-	wc, err := client.Dial(cctx, o.URL, o.Topic, token, o.Client)
+// wsTransport connects to the relay's topic with pkg/client.
+type wsTransport struct {
+	url, topic, token string
+	opts              *client.Options
+	size              int // payload size, for the readers' buffers
+}
+
+func (t *wsTransport) parallelDials() int { return dialParallel }
+
+func (t *wsTransport) dialReader(ctx context.Context) (msgConn, error) {
+	c, err := client.Dial(ctx, t.url, t.topic, t.token, t.opts)
 	if err != nil {
-		return res, fmt.Errorf("bench: connect writer: %w", err)
+		return nil, err
 	}
-	all = append(all, wc)
+	return &wsConn{Conn: c, buf: make([]byte, 0, 2*t.size+64)}, nil
+}
+
+func (t *wsTransport) dialWriter(ctx context.Context) (msgConn, error) {
+	c, err := client.Dial(ctx, t.url, t.topic, t.token, t.opts)
+	if err != nil {
+		return nil, err
+	}
 	// The writer reads too, so that it answers pings and sees a close.
 	go func() {
 		for {
-			if _, _, err := wc.Read(context.Background()); err != nil {
+			if _, _, err := c.Read(context.Background()); err != nil {
 				return
 			}
 		}
 	}()
-
-	var ready atomic.Int64
-	var aborting atomic.Bool
-	var wg sync.WaitGroup
-	for _, r := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.run(&ready, &aborting)
-		}()
-	}
-	readersDone := make(chan struct{})
-	go func() { wg.Wait(); close(readersDone) }()
-	abortReaders := func() {
-		aborting.Store(true)
-		for _, r := range readers {
-			_ = r.conn.CloseNow()
-		}
-		<-readersDone
-	}
-
-	// Wait until every reader is subscribed: probe until each has seen one.
-	if err := syncReaders(cctx, wc, &ready, int64(o.Readers), readersDone); err != nil {
-		abortReaders()
-		return res, err
-	}
-	res.ConnectSec = time.Since(connectStart).Seconds()
-
-	// Send, sampling CPU at the edges of the measured window.
-	start := time.Now()
-	measureStart := start.Add(o.Warmup)
-	end := measureStart.Add(o.Duration)
-	wsCh := make(chan writerStats, 1)
-	go func() { wsCh <- write(ctx, wc, o.Size, o.Rate, start, measureStart, end) }()
-
-	selfPID := os.Getpid()
-	var clientCPU0, serverCPU0 time.Duration
-	var serverErr error
-	sampleStart := time.NewTimer(time.Until(measureStart))
-	var ws writerStats
-	select {
-	case <-sampleStart.C:
-		clientCPU0, _ = ProcCPU(selfPID)
-		if o.ServerPID > 0 {
-			serverCPU0, serverErr = ProcCPU(o.ServerPID)
-		}
-		ws = <-wsCh
-	case ws = <-wsCh:
-		sampleStart.Stop()
-	}
-	clientCPU1, _ := ProcCPU(selfPID)
-	var serverCPU1 time.Duration
-	if o.ServerPID > 0 && serverErr == nil {
-		serverCPU1, serverErr = ProcCPU(o.ServerPID)
-	}
-	if ws.err != nil {
-		abortReaders()
-		return res, ws.err
-	}
-	writerEnd := time.Now()
-
-	// Drain: wait until every reader saw the end of the stream, or give up.
-	drain := time.NewTimer(o.Drain)
-	select {
-	case <-readersDone:
-		drain.Stop()
-	case <-drain.C:
-		abortReaders()
-	case <-ctx.Done():
-		drain.Stop()
-		abortReaders()
-		return res, ctx.Err()
-	}
-	res.DrainSec = time.Since(writerEnd).Seconds()
-
-	// Collect.
-	var hist Histogram
-	var bytes uint64
-	for _, r := range readers {
-		res.Delivered += r.received
-		bytes += r.bytes
-		res.Gaps += r.gaps
-		res.Reordered += r.reordered
-		if ws.measured > r.received {
-			res.Drops += ws.measured - r.received
-		}
-		if !r.complete {
-			res.Incomplete++
-			if r.err != nil {
-				res.ReaderErrors++
-				if res.FirstError == "" {
-					res.FirstError = r.err.Error()
-				}
-			}
-		}
-		hist.Merge(&r.hist)
-	}
-	d := ws.measuredEnd.Sub(ws.measuredStart)
-	if ws.measured == 0 || d <= 0 {
-		d = o.Duration
-	}
-	res.DurationSec = d.Seconds()
-	res.Sent = ws.measured
-	res.SentPerSec = float64(ws.measured) / d.Seconds()
-	res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
-	res.MBPerSec = float64(bytes) / 1e6 / d.Seconds()
-	us := func(ns float64) float64 { return ns / 1e3 }
-	res.LatencyUS = LatencyUS{
-		P50: us(hist.Quantile(0.50)), P90: us(hist.Quantile(0.90)), P99: us(hist.Quantile(0.99)),
-		P999: us(hist.Quantile(0.999)), Max: us(float64(hist.Max())),
-	}
-	res.ClientCPUSec = (clientCPU1 - clientCPU0).Seconds()
-	if o.ServerPID > 0 && serverErr == nil {
-		v := (serverCPU1 - serverCPU0).Seconds()
-		res.ServerCPUSec = &v
-		if rss, err := ProcPeakRSS(o.ServerPID); err == nil {
-			res.ServerPeakRSSBytes = &rss
-		}
-	}
-	return res, nil
+	return &wsConn{Conn: c}, nil
 }
 
-// dialAll connects every reader, a few at a time.
-func dialAll(ctx context.Context, baseURL, topic, token string, copts *client.Options, readers []*reader, size int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, dialParallel)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for i := range readers {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			c, err := client.Dial(ctx, baseURL, topic, token, copts)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("bench: connect reader %d: %w", i, err)
-					cancel()
-				}
-				return
-			}
-			readers[i] = &reader{conn: c, buf: make([]byte, 0, 2*size+64)}
-		}()
-	}
-	wg.Wait()
-	return firstErr
+// wsConn is a relay connection; messages are binary.
+type wsConn struct {
+	*client.Conn
+	buf []byte // reused by ReadMessage
 }
 
-// syncReaders sends probes every syncInterval until want readers have seen
-// one.
-func syncReaders(ctx context.Context, wc *client.Conn, ready *atomic.Int64, want int64, readersDone <-chan struct{}) error {
-	var probe [headerSize]byte
-	deadline := time.NewTimer(syncTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(syncInterval)
-	defer tick.Stop()
-	for {
-		binary.LittleEndian.PutUint64(probe[0:], uint64(time.Now().UnixNano()))
-		binary.LittleEndian.PutUint64(probe[8:], flagProbe)
-		if err := wc.Write(ctx, client.Binary, probe[:]); err != nil {
-			return fmt.Errorf("bench: writer: %w", err)
-		}
-		if ready.Load() == want {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-readersDone:
-			return errors.New("bench: readers disconnected before the start")
-		case <-deadline.C:
-			return fmt.Errorf("bench: only %d of %d readers subscribed within %v", ready.Load(), want, syncTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+func (c *wsConn) WriteMessage(ctx context.Context, p []byte) error {
+	return c.Write(ctx, client.Binary, p)
 }
 
-// write sends data messages from start until end, unpaced (rate 0) or
-// message i at start + i/rate, then the end-of-stream message.
-func write(ctx context.Context, wc *client.Conn, size int, rate float64, start, measureStart, end time.Time) writerStats {
-	var st writerStats
-	payload := make([]byte, size)
-	for i := headerSize; i < size; i++ {
-		payload[i] = byte(i)
+func (c *wsConn) ReadMessage() ([]byte, error) {
+	// No Done: no timer per read in the websocket library.
+	_, data, err := c.ReadInto(context.Background(), c.buf)
+	if err != nil {
+		return nil, err
 	}
-	bg := context.Background() // no Done: no timer per write
-	done := ctx.Done()
-	ms, en := measureStart.UnixNano(), end.UnixNano()
-	var interval float64
-	var pace *time.Timer
-	if rate > 0 {
-		interval = 1e9 / rate
-		pace = time.NewTimer(time.Hour)
-		defer pace.Stop()
-	}
-	for i := uint64(0); ; i++ {
-		now := time.Now()
-		var slot int64 // the time that places the message in warm-up, window or after
-		if rate > 0 {
-			// Message i is due at start + i/rate. When late, it goes at
-			// once: the schedule, not the previous send, sets the next.
-			due := start.Add(time.Duration(float64(i) * interval))
-			slot = due.UnixNano()
-			if slot >= en {
-				break
-			}
-			if wait := due.Sub(now); wait > 0 {
-				pace.Reset(wait)
-				select {
-				case <-pace.C:
-				case <-done:
-					st.err = ctx.Err()
-					return st
-				}
-				now = time.Now()
-			}
-		} else {
-			slot = now.UnixNano()
-			if slot >= en {
-				break
-			}
-			if i&255 == 0 {
-				select {
-				case <-done:
-					st.err = ctx.Err()
-					return st
-				default:
-				}
-			}
-		}
-		w := i & seqMask
-		if slot >= ms {
-			w |= flagMeasured
-		}
-		binary.LittleEndian.PutUint64(payload[0:], uint64(now.UnixNano()))
-		binary.LittleEndian.PutUint64(payload[8:], w)
-		if err := wc.Write(bg, client.Binary, payload); err != nil {
-			st.err = fmt.Errorf("bench: writer: %w", err)
-			return st
-		}
-		st.total++
-		if w&flagMeasured != 0 {
-			st.measured++
-		}
-	}
-	// The window starts at measureStart. Paced, it is the schedule's;
-	// unpaced, it lasts until the last measured message was written (a
-	// write may block past end).
-	st.measuredStart, st.measuredEnd = measureStart, time.Now()
-	if rate > 0 || st.measuredEnd.Before(end) {
-		st.measuredEnd = end
-	}
-	var m [headerSize]byte
-	binary.LittleEndian.PutUint64(m[0:], uint64(time.Now().UnixNano()))
-	binary.LittleEndian.PutUint64(m[8:], flagEnd|st.total)
-	if err := wc.Write(bg, client.Binary, m[:]); err != nil {
-		st.err = fmt.Errorf("bench: writer: %w", err)
-	}
-	return st
-}
-
-// closeAll closes conns in parallel, bounded by closeTimeout.
-func closeAll(conns []*client.Conn) {
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = c.Close() }()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(closeTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		for _, c := range conns {
-			_ = c.CloseNow()
-		}
-		<-done
-	}
+	c.buf = data
+	return data, nil
 }
 
 // MintToken returns an HS256 token signed with secret granting read and

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,44 +68,24 @@ type TCPBaselineOptions struct {
 	QueueBytes int
 }
 
-func (o *TCPBaselineOptions) withDefaults() (TCPBaselineOptions, error) {
-	c := *o
-	if c.Readers == 0 {
-		c.Readers = DefaultReaders
-	}
-	if c.Size == 0 {
-		c.Size = DefaultSize
-	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Warmup == 0 {
-		c.Warmup = DefaultWarmup
-	} else if c.Warmup < 0 {
-		c.Warmup = 0
-	}
-	if c.Drain <= 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = DefaultConnectTimeout
-	}
-	if c.QueueBytes == 0 {
-		c.QueueBytes = DefaultBaselineQueueBytes
+// withDefaults returns the scenario's options with the defaults applied
+// and the hub's queue bound.
+func (o *TCPBaselineOptions) withDefaults() (FanoutOptions, int, error) {
+	c, err := (&FanoutOptions{
+		Readers: o.Readers, Size: o.Size, Rate: o.Rate, Duration: o.Duration,
+		Warmup: o.Warmup, Drain: o.Drain, ConnectTimeout: o.ConnectTimeout,
+	}).scenarioDefaults(baselineMaxSize)
+	queue := o.QueueBytes
+	if queue == 0 {
+		queue = DefaultBaselineQueueBytes
 	}
 	switch {
-	case c.Readers < 1:
-		return c, fmt.Errorf("bench: readers %d: want at least 1", c.Readers)
-	case c.Size < MinSize || c.Size > baselineMaxSize:
-		return c, fmt.Errorf("bench: size %d: want %d to %d bytes", c.Size, MinSize, baselineMaxSize)
-	case c.Rate < 0:
-		return c, fmt.Errorf("bench: rate %v: want 0 (unpaced) or a positive rate", c.Rate)
-	case c.Duration < 0:
-		return c, fmt.Errorf("bench: duration %v: must be positive", c.Duration)
-	case c.QueueBytes < c.Size+BaselineMessageOverhead:
-		return c, fmt.Errorf("bench: queue %d bytes: want at least size + %d = %d", c.QueueBytes, BaselineMessageOverhead, c.Size+BaselineMessageOverhead)
+	case err != nil:
+		return c, queue, err
+	case queue < c.Size+BaselineMessageOverhead:
+		return c, queue, fmt.Errorf("bench: queue %d bytes: want at least size + %d = %d", queue, BaselineMessageOverhead, c.Size+BaselineMessageOverhead)
 	}
-	return c, nil
+	return c, queue, nil
 }
 
 // BaselineOptionsFrom returns the TCPBaseline options matching a Fanout
@@ -145,161 +123,56 @@ type TCPBaselineResult struct {
 // stream, closes everything and returns the measurements. Reader failures
 // are reported in the result.
 func TCPBaseline(ctx context.Context, opts TCPBaselineOptions) (TCPBaselineResult, error) {
-	o, err := opts.withDefaults()
+	o, queue, err := opts.withDefaults()
 	if err != nil {
 		return TCPBaselineResult{}, err
 	}
-	h, err := startHub(o.QueueBytes)
+	h, err := startHub(queue)
 	if err != nil {
 		return TCPBaselineResult{}, err
 	}
 	defer h.close()
-	res := TCPBaselineResult{
-		Scenario: "tcp-baseline", QueueBytes: o.QueueBytes, CPUIncludesHub: true,
-		FanoutResult: FanoutResult{URL: "tcp://" + h.addr(), Readers: o.Readers, Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds()},
-	}
-
-	// Connect.
-	connectStart := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	defer cancel()
-	var all []net.Conn
-	defer func() {
-		for _, c := range all {
-			_ = c.Close()
-		}
-	}()
-	readers := make([]*tcpReader, o.Readers)
-	for i := range readers {
-		c, err := dialHub(cctx, h.addr(), roleReader)
-		if err != nil {
-			return res, fmt.Errorf("bench: connect reader %d: %w", i, err)
-		}
-		all = append(all, c)
-		readers[i] = &tcpReader{conn: c, br: bufio.NewReaderSize(c, baselineReadBuffer)}
-	}
-	wc, err := dialHub(cctx, h.addr(), roleWriter)
+	o.URL = "tcp://" + h.addr()
+	fr, err := runScenario(ctx, o, &tcpTransport{addr: h.addr(), size: o.Size})
+	res := TCPBaselineResult{Scenario: "tcp-baseline", FanoutResult: fr, QueueBytes: queue, CPUIncludesHub: true}
 	if err != nil {
-		return res, fmt.Errorf("bench: connect writer: %w", err)
-	}
-	all = append(all, wc)
-
-	var ready atomic.Int64
-	var aborting atomic.Bool
-	var wg sync.WaitGroup
-	for _, r := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.run(&ready, &aborting)
-		}()
-	}
-	readersDone := make(chan struct{})
-	go func() { wg.Wait(); close(readersDone) }()
-	abortReaders := func() {
-		aborting.Store(true)
-		for _, r := range readers {
-			_ = r.conn.Close()
-		}
-		<-readersDone
-	}
-
-	if err := syncTCPReaders(cctx, wc, &ready, int64(o.Readers), readersDone); err != nil {
-		abortReaders()
 		return res, err
 	}
-	res.ConnectSec = time.Since(connectStart).Seconds()
-
-	// Send, sampling CPU at the edges of the measured window.
-	start := time.Now()
-	measureStart := start.Add(o.Warmup)
-	end := measureStart.Add(o.Duration)
-	wsCh := make(chan writerStats, 1)
-	go func() { wsCh <- writeTCP(ctx, wc, o.Size, o.Rate, start, measureStart, end) }()
-
-	selfPID := os.Getpid()
-	var cpu0 time.Duration
-	sampleStart := time.NewTimer(time.Until(measureStart))
-	var ws writerStats
-	select {
-	case <-sampleStart.C:
-		cpu0, _ = ProcCPU(selfPID)
-		ws = <-wsCh
-	case ws = <-wsCh:
-		sampleStart.Stop()
-	}
-	cpu1, _ := ProcCPU(selfPID)
-	if ws.err != nil {
-		abortReaders()
-		return res, ws.err
-	}
-	writerEnd := time.Now()
-
-	// Drain.
-	drain := time.NewTimer(o.Drain)
-	select {
-	case <-readersDone:
-		drain.Stop()
-	case <-drain.C:
-		abortReaders()
-	case <-ctx.Done():
-		drain.Stop()
-		abortReaders()
-		return res, ctx.Err()
-	}
-	res.DrainSec = time.Since(writerEnd).Seconds()
-
-	// Stop the hub so that its counts are final.
-	for _, c := range all {
-		_ = c.Close()
-	}
-	all = nil
+	// Stop the hub so that its counts are final (runScenario closed every
+	// connection).
 	if err := h.close(); err != nil {
 		return res, err
-	}
-
-	// Collect.
-	var hist Histogram
-	var bytes uint64
-	for _, r := range readers {
-		res.Delivered += r.received
-		bytes += r.bytes
-		res.Gaps += r.gaps
-		res.Reordered += r.reordered
-		if ws.measured > r.received {
-			res.Drops += ws.measured - r.received
-		}
-		if !r.complete {
-			res.Incomplete++
-			if r.err != nil {
-				res.ReaderErrors++
-				if res.FirstError == "" {
-					res.FirstError = r.err.Error()
-				}
-			}
-		}
-		hist.Merge(&r.hist)
 	}
 	for _, s := range h.allSubs() {
 		res.HubDelivered += s.delivered
 		res.HubDropped += s.dropped
 	}
-	d := ws.measuredEnd.Sub(ws.measuredStart)
-	if ws.measured == 0 || d <= 0 {
-		d = o.Duration
-	}
-	res.DurationSec = d.Seconds()
-	res.Sent = ws.measured
-	res.SentPerSec = float64(ws.measured) / d.Seconds()
-	res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
-	res.MBPerSec = float64(bytes) / 1e6 / d.Seconds()
-	us := func(ns float64) float64 { return ns / 1e3 }
-	res.LatencyUS = LatencyUS{
-		P50: us(hist.Quantile(0.50)), P90: us(hist.Quantile(0.90)), P99: us(hist.Quantile(0.99)),
-		P999: us(hist.Quantile(0.999)), Max: us(float64(hist.Max())),
-	}
-	res.ClientCPUSec = (cpu1 - cpu0).Seconds()
 	return res, nil
+}
+
+// tcpTransport connects to the hub.
+type tcpTransport struct {
+	addr string
+	size int // payload size, for the writer's frame buffer
+}
+
+// parallelDials is 1: readers are dialled one after the other.
+func (t *tcpTransport) parallelDials() int { return 1 }
+
+func (t *tcpTransport) dialReader(ctx context.Context) (msgConn, error) {
+	c, err := dialHub(ctx, t.addr, roleReader)
+	if err != nil {
+		return nil, err
+	}
+	return &tcpConn{Conn: c, br: bufio.NewReaderSize(c, baselineReadBuffer)}, nil
+}
+
+func (t *tcpTransport) dialWriter(ctx context.Context) (msgConn, error) {
+	c, err := dialHub(ctx, t.addr, roleWriter)
+	if err != nil {
+		return nil, err
+	}
+	return &tcpConn{Conn: c, frame: make([]byte, 0, frameHeader+t.size)}, nil
 }
 
 // dialHub connects to the hub and announces the role.
@@ -316,223 +189,60 @@ func dialHub(ctx context.Context, addr string, role byte) (net.Conn, error) {
 	return c, nil
 }
 
-// tcpReader is one client-side reader connection and what it saw; the
-// bookkeeping is Fanout's reader's. Its fields are written only by its own
-// goroutine until it returns.
-type tcpReader struct {
-	conn net.Conn
-	br   *bufio.Reader
-	buf  []byte // for payloads larger than br's buffer
-
-	next      uint64
-	received  uint64
-	bytes     uint64
-	gaps      uint64
-	reordered uint64
-	probed    bool
-	complete  bool
-	err       error
-	hist      Histogram
+// tcpConn is a client connection to the hub: length-prefixed messages.
+// Only readers read (br is nil for the writer).
+type tcpConn struct {
+	net.Conn
+	br      *bufio.Reader
+	pending int    // bytes of the last message, still in br
+	big     []byte // for payloads larger than br's buffer
+	frame   []byte // the length prefix and payload being written
 }
 
-// run reads length-prefixed messages until the end of the stream or an
-// error. Payloads that fit in the bufio.Reader's buffer are parsed in place.
-func (r *tcpReader) run(ready *atomic.Int64, aborting *atomic.Bool) {
-	fail := func(err error) {
-		if !aborting.Load() {
-			r.err = err
-		}
+// WriteMessage writes the length prefix and p in one write. ctx is not
+// used: a TCP write has no context.
+func (c *tcpConn) WriteMessage(_ context.Context, p []byte) error {
+	c.frame = binary.LittleEndian.AppendUint32(c.frame[:0], uint32(len(p)))
+	c.frame = append(c.frame, p...)
+	_, err := c.Write(c.frame)
+	return err
+}
+
+// ReadMessage returns the next payload. One that fits in the bufio.Reader's
+// buffer is returned in place and discarded at the next call.
+func (c *tcpConn) ReadMessage() ([]byte, error) {
+	if c.pending > 0 {
+		_, _ = c.br.Discard(c.pending)
+		c.pending = 0
 	}
-	for {
-		hdr, err := r.br.Peek(frameHeader)
+	hdr, err := c.br.Peek(frameHeader)
+	if err != nil {
+		return nil, err
+	}
+	n := int(binary.LittleEndian.Uint32(hdr))
+	if n > baselineMaxSize {
+		return nil, fmt.Errorf("bench: message of %d bytes from the hub", n)
+	}
+	if frameHeader+n <= c.br.Size() {
+		b, err := c.br.Peek(frameHeader + n)
 		if err != nil {
-			fail(err)
-			return
+			return nil, err
 		}
-		n := int(binary.LittleEndian.Uint32(hdr))
-		if n > baselineMaxSize {
-			fail(fmt.Errorf("bench: message of %d bytes from the hub", n))
-			return
-		}
-		var data []byte
-		inPlace := frameHeader+n <= r.br.Size()
-		if inPlace {
-			b, err := r.br.Peek(frameHeader + n)
-			if err != nil {
-				fail(err)
-				return
-			}
-			data = b[frameHeader:]
-		} else {
-			_, _ = r.br.Discard(frameHeader)
-			if cap(r.buf) < n {
-				r.buf = make([]byte, n)
-			}
-			data = r.buf[:n]
-			if _, err := io.ReadFull(r.br, data); err != nil {
-				fail(err)
-				return
-			}
-		}
-		end := r.observe(data, ready)
-		if inPlace {
-			_, _ = r.br.Discard(frameHeader + n)
-		}
-		if end {
-			return
-		}
+		c.pending = frameHeader + n
+		return b[frameHeader:], nil
 	}
+	_, _ = c.br.Discard(frameHeader)
+	if cap(c.big) < n {
+		c.big = make([]byte, n)
+	}
+	data := c.big[:n]
+	if _, err := io.ReadFull(c.br, data); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
-// observe records one message exactly as Fanout's reader does; it returns
-// true at the end of the stream.
-func (r *tcpReader) observe(data []byte, ready *atomic.Int64) bool {
-	if len(data) < headerSize {
-		return false
-	}
-	now := time.Now().UnixNano()
-	sent := int64(binary.LittleEndian.Uint64(data))
-	w := binary.LittleEndian.Uint64(data[8:])
-	seq := w & seqMask
-	switch {
-	case w&flagProbe != 0:
-		if !r.probed {
-			r.probed = true
-			ready.Add(1)
-		}
-		return false
-	case w&flagEnd != 0:
-		if seq > r.next {
-			r.gaps += seq - r.next
-		}
-		r.complete = true
-		return true
-	}
-	if seq < r.next {
-		r.reordered++
-		return false
-	}
-	r.gaps += seq - r.next
-	r.next = seq + 1
-	if w&flagMeasured != 0 {
-		r.received++
-		r.bytes += uint64(len(data))
-		r.hist.Record(now - sent)
-	}
-	return false
-}
-
-// syncTCPReaders sends probes every syncInterval until want readers have
-// seen one.
-func syncTCPReaders(ctx context.Context, wc net.Conn, ready *atomic.Int64, want int64, readersDone <-chan struct{}) error {
-	var probe [frameHeader + headerSize]byte
-	binary.LittleEndian.PutUint32(probe[0:], headerSize)
-	deadline := time.NewTimer(syncTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(syncInterval)
-	defer tick.Stop()
-	for {
-		binary.LittleEndian.PutUint64(probe[frameHeader:], uint64(time.Now().UnixNano()))
-		binary.LittleEndian.PutUint64(probe[frameHeader+8:], flagProbe)
-		if _, err := wc.Write(probe[:]); err != nil {
-			return fmt.Errorf("bench: writer: %w", err)
-		}
-		if ready.Load() == want {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-readersDone:
-			return errors.New("bench: readers disconnected before the start")
-		case <-deadline.C:
-			return fmt.Errorf("bench: only %d of %d readers subscribed within %v", ready.Load(), want, syncTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// writeTCP is Fanout's write over the hub connection: data messages from
-// start until end, unpaced (rate 0) or message i at start + i/rate, each in
-// one write, then the end-of-stream message.
-func writeTCP(ctx context.Context, wc net.Conn, size int, rate float64, start, measureStart, end time.Time) writerStats {
-	var st writerStats
-	frame := make([]byte, frameHeader+size)
-	binary.LittleEndian.PutUint32(frame, uint32(size))
-	payload := frame[frameHeader:]
-	for i := headerSize; i < size; i++ {
-		payload[i] = byte(i)
-	}
-	done := ctx.Done()
-	ms, en := measureStart.UnixNano(), end.UnixNano()
-	var interval float64
-	var pace *time.Timer
-	if rate > 0 {
-		interval = 1e9 / rate
-		pace = time.NewTimer(time.Hour)
-		defer pace.Stop()
-	}
-	for i := uint64(0); ; i++ {
-		now := time.Now()
-		var slot int64
-		if rate > 0 {
-			due := start.Add(time.Duration(float64(i) * interval))
-			slot = due.UnixNano()
-			if slot >= en {
-				break
-			}
-			if wait := due.Sub(now); wait > 0 {
-				pace.Reset(wait)
-				select {
-				case <-pace.C:
-				case <-done:
-					st.err = ctx.Err()
-					return st
-				}
-				now = time.Now()
-			}
-		} else {
-			slot = now.UnixNano()
-			if slot >= en {
-				break
-			}
-			if i&255 == 0 {
-				select {
-				case <-done:
-					st.err = ctx.Err()
-					return st
-				default:
-				}
-			}
-		}
-		w := i & seqMask
-		if slot >= ms {
-			w |= flagMeasured
-		}
-		binary.LittleEndian.PutUint64(payload[0:], uint64(now.UnixNano()))
-		binary.LittleEndian.PutUint64(payload[8:], w)
-		if _, err := wc.Write(frame); err != nil {
-			st.err = fmt.Errorf("bench: writer: %w", err)
-			return st
-		}
-		st.total++
-		if w&flagMeasured != 0 {
-			st.measured++
-		}
-	}
-	st.measuredStart, st.measuredEnd = measureStart, time.Now()
-	if rate > 0 || st.measuredEnd.Before(end) {
-		st.measuredEnd = end
-	}
-	var m [frameHeader + headerSize]byte
-	binary.LittleEndian.PutUint32(m[0:], headerSize)
-	binary.LittleEndian.PutUint64(m[frameHeader:], uint64(time.Now().UnixNano()))
-	binary.LittleEndian.PutUint64(m[frameHeader+8:], flagEnd|st.total)
-	if _, err := wc.Write(m[:]); err != nil {
-		st.err = fmt.Errorf("bench: writer: %w", err)
-	}
-	return st
-}
+func (c *tcpConn) CloseNow() error { return c.Close() }
 
 // hub is the in-process fan-out: it accepts one writer and any number of
 // readers on a loopback listener and copies every message from the writer

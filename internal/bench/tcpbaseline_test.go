@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -122,5 +126,56 @@ func TestTCPBaselineOptionErrors(t *testing.T) {
 		if _, err := TCPBaseline(context.Background(), o); err == nil {
 			t.Errorf("%+v: want an error", o)
 		}
+	}
+}
+
+// The per-message path of the TCP transport and the readers' accounting
+// must not allocate.
+func TestTCPConnNoAllocs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	wc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	rc := <-accepted
+	if rc == nil {
+		t.Fatal("accept failed")
+	}
+	defer rc.Close()
+	const size = 1024
+	w := &tcpConn{Conn: wc, frame: make([]byte, 0, frameHeader+size)}
+	r := &reader{conn: &tcpConn{Conn: rc, br: bufio.NewReaderSize(rc, baselineReadBuffer)}}
+	var ready atomic.Int64
+	payload := make([]byte, size)
+	bg := context.Background()
+	var seq uint64
+	allocs := testing.AllocsPerRun(1000, func() {
+		binary.LittleEndian.PutUint64(payload[0:], uint64(time.Now().UnixNano()))
+		binary.LittleEndian.PutUint64(payload[8:], seq|flagMeasured)
+		seq++
+		if err := w.WriteMessage(bg, payload); err != nil {
+			t.Fatal(err)
+		}
+		data, err := r.conn.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.observe(data, &ready)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per message, want 0", allocs)
+	}
+	if r.gaps != 0 || r.reordered != 0 || r.received != seq {
+		t.Errorf("received %d of %d, gaps %d, reordered %d", r.received, seq, r.gaps, r.reordered)
 	}
 }

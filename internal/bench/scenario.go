@@ -1,0 +1,444 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The fan-out scenario, whatever carries the messages: Fanout runs it over
+// the relay (websocket, pkg/client), TCPBaseline over plain loopback TCP
+// through an in-process hub. Only the transport differs; pacing, probes,
+// the readers' accounting, the drain and the results are the same code.
+
+// msgConn is a connection as the scenario sees it: it sends and receives
+// whole messages (payloads).
+type msgConn interface {
+	// WriteMessage sends one message. ctx bounds the write where the
+	// transport supports it; the writer's hot path passes
+	// context.Background(), which costs no timer per write.
+	WriteMessage(ctx context.Context, p []byte) error
+	// ReadMessage returns the next message, in storage owned by the
+	// connection and valid until the next call. It does not allocate once
+	// its buffer has grown to the message size.
+	ReadMessage() ([]byte, error)
+	// Close closes the connection gracefully, CloseNow at once.
+	Close() error
+	CloseNow() error
+}
+
+// transport connects the scenario's readers and writer.
+type transport interface {
+	dialReader(ctx context.Context) (msgConn, error)
+	dialWriter(ctx context.Context) (msgConn, error)
+	// parallelDials is how many readers are dialled at once.
+	parallelDials() int
+}
+
+// reader is one reader connection and what it saw. Its fields are written
+// only by its own goroutine until it returns.
+type reader struct {
+	conn msgConn
+
+	next      uint64 // next expected sequence number
+	received  uint64 // measured data messages
+	bytes     uint64
+	gaps      uint64
+	reordered uint64
+	probed    bool
+	complete  bool  // saw the end of the stream
+	err       error // a failure before the end; not set when the bench closed the connection
+	hist      Histogram
+}
+
+// run reads until the end of the stream or an error. It does not allocate
+// or synchronise per message.
+func (r *reader) run(ready *atomic.Int64, aborting *atomic.Bool) {
+	for {
+		data, err := r.conn.ReadMessage()
+		if err != nil {
+			if !aborting.Load() {
+				r.err = err
+			}
+			return
+		}
+		if r.observe(data, ready) {
+			return
+		}
+	}
+}
+
+// observe records one message; it returns true at the end of the stream.
+func (r *reader) observe(data []byte, ready *atomic.Int64) bool {
+	if len(data) < headerSize {
+		return false
+	}
+	now := time.Now().UnixNano()
+	sent := int64(binary.LittleEndian.Uint64(data))
+	w := binary.LittleEndian.Uint64(data[8:])
+	seq := w & seqMask
+	switch {
+	case w&flagProbe != 0:
+		if !r.probed {
+			r.probed = true
+			ready.Add(1)
+		}
+		return false
+	case w&flagEnd != 0:
+		if seq > r.next {
+			r.gaps += seq - r.next
+		}
+		r.complete = true
+		return true
+	}
+	if seq < r.next {
+		r.reordered++
+		return false
+	}
+	r.gaps += seq - r.next
+	r.next = seq + 1
+	if w&flagMeasured != 0 {
+		r.received++
+		r.bytes += uint64(len(data))
+		r.hist.Record(now - sent)
+	}
+	return false
+}
+
+// writerStats is what the writer did.
+type writerStats struct {
+	total         uint64 // data messages sent
+	measured      uint64
+	measuredStart time.Time
+	measuredEnd   time.Time
+	err           error
+}
+
+// newResult is the result of o before anything ran.
+func newResult(o FanoutOptions) FanoutResult {
+	return FanoutResult{URL: o.URL, Topic: o.Topic, Readers: o.Readers, Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds()}
+}
+
+// runScenario runs the fan-out over tr with o (defaults applied; URL and
+// Topic are only reported): it connects o.Readers readers and one writer,
+// waits until every reader receives the writer's probes, sends for
+// Warmup+Duration, waits up to Drain for the readers to see the end of the
+// stream, closes everything and returns the measurements. It returns an
+// error if it could not connect or the writer failed; reader failures are
+// reported in the result.
+func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResult, error) {
+	res := newResult(o)
+
+	// Connect.
+	connectStart := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
+	readers := make([]*reader, o.Readers)
+	var all []msgConn // everything connected, for the final close
+	defer func() { closeAll(all) }()
+	if err := dialAll(cctx, tr, readers); err != nil {
+		for _, r := range readers {
+			if r != nil {
+				all = append(all, r.conn)
+			}
+		}
+		return res, err
+	}
+	for _, r := range readers {
+		all = append(all, r.conn)
+	}
+	wc, err := tr.dialWriter(cctx)
+	if err != nil {
+		return res, fmt.Errorf("bench: connect writer: %w", err)
+	}
+	all = append(all, wc)
+
+	var ready atomic.Int64
+	var aborting atomic.Bool
+	var wg sync.WaitGroup
+	for _, r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.run(&ready, &aborting)
+		}()
+	}
+	readersDone := make(chan struct{})
+	go func() { wg.Wait(); close(readersDone) }()
+	abortReaders := func() {
+		aborting.Store(true)
+		for _, r := range readers {
+			_ = r.conn.CloseNow()
+		}
+		<-readersDone
+	}
+
+	// Wait until every reader is subscribed: probe until each has seen one.
+	if err := syncReaders(cctx, wc, &ready, int64(o.Readers), readersDone); err != nil {
+		abortReaders()
+		return res, err
+	}
+	res.ConnectSec = time.Since(connectStart).Seconds()
+
+	// Send, sampling CPU at the edges of the measured window.
+	start := time.Now()
+	measureStart := start.Add(o.Warmup)
+	end := measureStart.Add(o.Duration)
+	wsCh := make(chan writerStats, 1)
+	go func() { wsCh <- write(ctx, wc, o.Size, o.Rate, start, measureStart, end) }()
+
+	selfPID := os.Getpid()
+	var clientCPU0, serverCPU0 time.Duration
+	var serverErr error
+	sampleStart := time.NewTimer(time.Until(measureStart))
+	var ws writerStats
+	select {
+	case <-sampleStart.C:
+		clientCPU0, _ = ProcCPU(selfPID)
+		if o.ServerPID > 0 {
+			serverCPU0, serverErr = ProcCPU(o.ServerPID)
+		}
+		ws = <-wsCh
+	case ws = <-wsCh:
+		sampleStart.Stop()
+	}
+	clientCPU1, _ := ProcCPU(selfPID)
+	var serverCPU1 time.Duration
+	if o.ServerPID > 0 && serverErr == nil {
+		serverCPU1, serverErr = ProcCPU(o.ServerPID)
+	}
+	if ws.err != nil {
+		abortReaders()
+		return res, ws.err
+	}
+	writerEnd := time.Now()
+
+	// Drain: wait until every reader saw the end of the stream, or give up.
+	drain := time.NewTimer(o.Drain)
+	select {
+	case <-readersDone:
+		drain.Stop()
+	case <-drain.C:
+		abortReaders()
+	case <-ctx.Done():
+		drain.Stop()
+		abortReaders()
+		return res, ctx.Err()
+	}
+	res.DrainSec = time.Since(writerEnd).Seconds()
+
+	// Collect.
+	var hist Histogram
+	var bytes uint64
+	for _, r := range readers {
+		res.Delivered += r.received
+		bytes += r.bytes
+		res.Gaps += r.gaps
+		res.Reordered += r.reordered
+		if ws.measured > r.received {
+			res.Drops += ws.measured - r.received
+		}
+		if !r.complete {
+			res.Incomplete++
+			if r.err != nil {
+				res.ReaderErrors++
+				if res.FirstError == "" {
+					res.FirstError = r.err.Error()
+				}
+			}
+		}
+		hist.Merge(&r.hist)
+	}
+	d := ws.measuredEnd.Sub(ws.measuredStart)
+	if ws.measured == 0 || d <= 0 {
+		d = o.Duration
+	}
+	res.DurationSec = d.Seconds()
+	res.Sent = ws.measured
+	res.SentPerSec = float64(ws.measured) / d.Seconds()
+	res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
+	res.MBPerSec = float64(bytes) / 1e6 / d.Seconds()
+	us := func(ns float64) float64 { return ns / 1e3 }
+	res.LatencyUS = LatencyUS{
+		P50: us(hist.Quantile(0.50)), P90: us(hist.Quantile(0.90)), P99: us(hist.Quantile(0.99)),
+		P999: us(hist.Quantile(0.999)), Max: us(float64(hist.Max())),
+	}
+	res.ClientCPUSec = (clientCPU1 - clientCPU0).Seconds()
+	if o.ServerPID > 0 && serverErr == nil {
+		v := (serverCPU1 - serverCPU0).Seconds()
+		res.ServerCPUSec = &v
+		if rss, err := ProcPeakRSS(o.ServerPID); err == nil {
+			res.ServerPeakRSSBytes = &rss
+		}
+	}
+	return res, nil
+}
+
+// dialAll connects every reader, tr.parallelDials() at a time.
+func dialAll(ctx context.Context, tr transport, readers []*reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, tr.parallelDials())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := range readers {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, err := tr.dialReader(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("bench: connect reader %d: %w", i, err)
+					cancel()
+				}
+				return
+			}
+			readers[i] = &reader{conn: c}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// syncReaders sends probes every syncInterval until want readers have seen
+// one.
+func syncReaders(ctx context.Context, wc msgConn, ready *atomic.Int64, want int64, readersDone <-chan struct{}) error {
+	var probe [headerSize]byte
+	deadline := time.NewTimer(syncTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(syncInterval)
+	defer tick.Stop()
+	for {
+		binary.LittleEndian.PutUint64(probe[0:], uint64(time.Now().UnixNano()))
+		binary.LittleEndian.PutUint64(probe[8:], flagProbe)
+		if err := wc.WriteMessage(ctx, probe[:]); err != nil {
+			return fmt.Errorf("bench: writer: %w", err)
+		}
+		if ready.Load() == want {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-readersDone:
+			return errors.New("bench: readers disconnected before the start")
+		case <-deadline.C:
+			return fmt.Errorf("bench: only %d of %d readers subscribed within %v", ready.Load(), want, syncTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// write sends data messages from start until end, unpaced (rate 0) or
+// message i at start + i/rate, then the end-of-stream message.
+func write(ctx context.Context, wc msgConn, size int, rate float64, start, measureStart, end time.Time) writerStats {
+	var st writerStats
+	payload := make([]byte, size)
+	for i := headerSize; i < size; i++ {
+		payload[i] = byte(i)
+	}
+	bg := context.Background() // no Done: no timer per write
+	done := ctx.Done()
+	ms, en := measureStart.UnixNano(), end.UnixNano()
+	var interval float64
+	var pace *time.Timer
+	if rate > 0 {
+		interval = 1e9 / rate
+		pace = time.NewTimer(time.Hour)
+		defer pace.Stop()
+	}
+	for i := uint64(0); ; i++ {
+		now := time.Now()
+		var slot int64 // the time that places the message in warm-up, window or after
+		if rate > 0 {
+			// Message i is due at start + i/rate. When late, it goes at
+			// once: the schedule, not the previous send, sets the next.
+			due := start.Add(time.Duration(float64(i) * interval))
+			slot = due.UnixNano()
+			if slot >= en {
+				break
+			}
+			if wait := due.Sub(now); wait > 0 {
+				pace.Reset(wait)
+				select {
+				case <-pace.C:
+				case <-done:
+					st.err = ctx.Err()
+					return st
+				}
+				now = time.Now()
+			}
+		} else {
+			slot = now.UnixNano()
+			if slot >= en {
+				break
+			}
+			if i&255 == 0 {
+				select {
+				case <-done:
+					st.err = ctx.Err()
+					return st
+				default:
+				}
+			}
+		}
+		w := i & seqMask
+		if slot >= ms {
+			w |= flagMeasured
+		}
+		binary.LittleEndian.PutUint64(payload[0:], uint64(now.UnixNano()))
+		binary.LittleEndian.PutUint64(payload[8:], w)
+		if err := wc.WriteMessage(bg, payload); err != nil {
+			st.err = fmt.Errorf("bench: writer: %w", err)
+			return st
+		}
+		st.total++
+		if w&flagMeasured != 0 {
+			st.measured++
+		}
+	}
+	// The window starts at measureStart. Paced, it is the schedule's;
+	// unpaced, it lasts until the last measured message was written (a
+	// write may block past end).
+	st.measuredStart, st.measuredEnd = measureStart, time.Now()
+	if rate > 0 || st.measuredEnd.Before(end) {
+		st.measuredEnd = end
+	}
+	var m [headerSize]byte
+	binary.LittleEndian.PutUint64(m[0:], uint64(time.Now().UnixNano()))
+	binary.LittleEndian.PutUint64(m[8:], flagEnd|st.total)
+	if err := wc.WriteMessage(bg, m[:]); err != nil {
+		st.err = fmt.Errorf("bench: writer: %w", err)
+	}
+	return st
+}
+
+// closeAll closes conns in parallel, bounded by closeTimeout.
+func closeAll(conns []msgConn) {
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = c.Close() }()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		for _, c := range conns {
+			_ = c.CloseNow()
+		}
+		<-done
+	}
+}
