@@ -81,10 +81,21 @@ var allowed = map[string][]string{
 	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
 		"switchboard/internal/apierr", "switchboard/internal/wsconn"},
+	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
+		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic",
+		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
 	"switchboard/internal/bench":  {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
+	"switchboard/internal/store":  {},
+	"switchboard/internal/store/sqlite": {"switchboard/internal/store", "modernc.org/sqlite", "modernc.org/sqlite/lib",
+		"github.com/pressly/goose/v3"},
+	"switchboard/internal/store/postgres": {"switchboard/internal/store", "github.com/jackc/pgx/v5/", "github.com/jackc/pgx/v5",
+		"github.com/pressly/goose/v3"},
+	"switchboard/internal/store/storetest": {"switchboard/internal/store"},
+	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5"},
+	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
 }
 
 func TestImportRules(t *testing.T) {
