@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	goio "io"
+	"log/slog"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"switchboard/internal/bench"
 	"switchboard/internal/datadir"
+	"switchboard/internal/store/storeload"
 )
 
 func newBenchCommand(io stdio) *cobra.Command {
@@ -20,7 +23,7 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmark a relay",
 	}
-	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io))
+	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io))
 	return cmd
 }
 
@@ -304,4 +307,155 @@ func runBenchCompare(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 		return err
 	}
 	return f.output(io, &res)
+}
+
+type benchDenyFlags struct {
+	url, secret, secretFile string
+	serverArgs              []string
+	opts                    bench.DenyOptions
+	json                    bool
+}
+
+func newBenchDenyCommand(io stdio) *cobra.Command {
+	var f benchDenyFlags
+	cmd := &cobra.Command{
+		Use:   "deny",
+		Short: "Control plane under load: deny-to-disconnect latency and /status time with many connections",
+		Long: `Opens --conns connections (--denied of them with one booking id), times
+GET /status with all of them open, denies the booking with POST /bids/deny and
+times how long each of its connections takes to see the 4003 close, checking
+that no other connection closes.
+
+Without --url it starts its own server (this binary, SQLite in a temporary
+data directory). With --url, give the server's --secret or --secret-file: the
+scenario mints connection, admin and stats tokens.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			secret, url, stop, err := benchTarget(cmd.Context(), io, f.url, f.secret, f.secretFile, f.serverArgs)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			f.opts.URL, f.opts.Secret = url, secret
+			res, err := bench.Deny(cmd.Context(), f.opts)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return json.NewEncoder(io.out).Encode(&res)
+			}
+			_, err = fmt.Fprintf(io.out, `scenario         deny: %d connections, %d on the denied booking
+connect          %.1f s
+/status          p50 %.1f ms  max %.1f ms  (%d bytes)
+deny request     %.1f ms
+disconnect       p50 %.1f ms  p90 %.1f ms  p99 %.1f ms  max %.1f ms  (from sending the deny to the client seeing 4003)
+closed with 4003 %d of %d; not closed %d; other connections closed %d
+`, res.Conns, res.Denied, res.ConnectSec, res.StatusMS.P50, res.StatusMS.Max, res.StatusBytes, res.DenyResponseMS,
+				res.DisconnectMS.P50, res.DisconnectMS.P90, res.DisconnectMS.P99, res.DisconnectMS.Max,
+				res.Closed4003, res.Denied, res.NotClosed, res.WronglyClosed)
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.url, "url", "", "relay base URL (default: start a server child process)")
+	fs.StringVar(&f.secret, "secret", "", "the relay's token signing secret (HS256)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the relay's token signing secret")
+	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	fs.IntVar(&f.opts.Conns, "conns", 10_000, "connections held")
+	fs.IntVar(&f.opts.Denied, "denied", 1_000, "connections on the denied booking")
+	fs.IntVar(&f.opts.Topics, "topics", 100, "topics the connections are spread over")
+	fs.IntVar(&f.opts.StatusRuns, "status-runs", 5, "GET /status requests timed")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
+	return cmd
+}
+
+// benchTarget returns the secret and URL of the relay to measure: the one
+// given, or a child server it starts (stopped by the returned func).
+func benchTarget(ctx context.Context, io stdio, url, secret, secretFile string, serverArgs []string) ([]byte, string, func(), error) {
+	var key []byte
+	switch {
+	case secret != "" && secretFile != "":
+		return nil, "", nil, fmt.Errorf("give --secret or --secret-file, not both")
+	case secret != "":
+		key = []byte(secret)
+	case secretFile != "":
+		s, err := datadir.ReadSecretFile(secretFile)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		key = s
+	}
+	if url != "" {
+		if key == nil {
+			return nil, "", nil, fmt.Errorf("with --url, give --secret or --secret-file")
+		}
+		return key, url, func() {}, nil
+	}
+	if key != nil {
+		return nil, "", nil, fmt.Errorf("--secret and --secret-file go with --url")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("bench: find own binary: %w", err)
+	}
+	srv, err := bench.StartServer(ctx, exe, serverArgs, io.err)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return srv.Secret, srv.URL, func() { srv.Stop() }, nil
+}
+
+func newBenchStoreCommand(io stdio) *cobra.Command {
+	var (
+		dbURL, dir string
+		opts       storeload.Options
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "store",
+		Short: "Audited write throughput of the store (SQLite by default)",
+		Long: `Runs a bounded load of audited writes against the store: with --batch 1 each
+write is a revocation with its audit entry in one transaction; with a larger
+--batch, audit entries are appended that many per transaction. SQLite in a
+temporary directory (or --data-dir) unless --database-url names PostgreSQL.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if dir == "" {
+				tmp, err := os.MkdirTemp("", "switchboard-bench-store-*")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				dir = tmp
+			}
+			db, err := openStore(ctx, dbURL, dir, slog.New(slog.DiscardHandler))
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			res, err := storeload.Run(ctx, db, opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(io.out).Encode(map[string]any{
+					"writers": max(opts.Writers, 1), "batch": max(opts.Batch, 1), "ops": res.Ops, "calls": res.Calls,
+					"elapsed_sec": res.Elapsed.Seconds(), "ops_per_sec": res.OpsPerSec,
+					"p50_ms": float64(res.P50) / 1e6, "p99_ms": float64(res.P99) / 1e6, "max_ms": float64(res.Max) / 1e6,
+				})
+			}
+			_, err = fmt.Fprintf(io.out, "store: %d writers, batch %d: %s\n", max(opts.Writers, 1), max(opts.Batch, 1), res)
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dbURL, "database-url", "", "PostgreSQL URL; default SQLite")
+	fs.StringVar(&dir, "data-dir", "", "directory of the SQLite file (default: a temporary one)")
+	fs.IntVar(&opts.Writers, "writers", 4, "concurrent writers")
+	fs.IntVar(&opts.Batch, "batch", 1, "audit entries per transaction (1: one revocation with its entry)")
+	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long")
+	fs.IntVar(&opts.MaxOps, "max-ops", 1_000_000, "stop after this many writes")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
 }

@@ -169,7 +169,7 @@ func TestClientExitCodes(t *testing.T) {
 
 func TestTokenNeedsSecretAndTopic(t *testing.T) {
 	ctx := context.Background()
-	if _, err := run(ctx, nil, "token", "--data-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "--topic") {
+	if _, err := run(ctx, nil, "token", "--scopes", "read", "--data-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "--topic") {
 		t.Fatalf("no topic: %v", err)
 	}
 	if _, err := run(ctx, nil, "token", "--topic", "x", "--data-dir", t.TempDir()); err == nil || !strings.Contains(err.Error(), "no secret") {

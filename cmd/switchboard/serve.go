@@ -3,16 +3,24 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"switchboard/internal/control"
 	"switchboard/internal/datadir"
 	"switchboard/internal/relay"
 	"switchboard/internal/server"
+	"switchboard/internal/store"
+	"switchboard/internal/store/postgres"
+	"switchboard/internal/store/sqlite"
 )
 
 // secretFlags select the token signing secret, shared by serve and token.
@@ -69,6 +77,12 @@ type serveFlags struct {
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
 	cpuProfile      string
+	databaseURL     string
+	statsEvery      time.Duration
+	metricsListen   string
+	trustedProxies  []string
+	maxTokenTTL     time.Duration
+	maxRefreshLife  time.Duration
 }
 
 func newServeCommand(io stdio) *cobra.Command {
@@ -99,6 +113,12 @@ secret and node id in ./data, and relays on the "session" prefix.`,
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown")
+	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
+	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (e.g. 127.0.0.1:9100)")
+	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable)")
+	fs.DurationVar(&f.maxTokenTTL, "max-token-ttl", control.DefaultMaxTokenTTL, "longest lifetime of tokens minted by the token API")
+	fs.DurationVar(&f.maxRefreshLife, "max-refresh-lifetime", control.DefaultMaxRefreshLife, "how long after its first issue a token chain can be refreshed to")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
 	_ = fs.MarkHidden("cpuprofile")
 	return cmd
@@ -140,6 +160,23 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	if _, _, err := net.SplitHostPort(f.listen); err != nil {
 		return fmt.Errorf("--listen %q: %w", f.listen, err)
 	}
+	var proxies []netip.Prefix
+	for _, p := range f.trustedProxies {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return fmt.Errorf("--trusted-proxy %q: want a CIDR such as 10.0.0.0/8 or an address", p)
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		proxies = append(proxies, pfx.Masked())
+	}
+	db, err := openStore(ctx, f.databaseURL, f.dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	srv, err := server.Start(server.Config{
 		Listen: f.listen, PublicURL: f.publicURL, Secret: secret, JWTAlgorithm: f.alg, Leeway: f.leeway,
 		NodeID: nodeID, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
@@ -148,6 +185,8 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			WriteTimeout: f.writeTimeout, PingInterval: f.pingInterval, PongTimeout: f.pongTimeout,
 		},
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
+		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
+		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
 	})
 	if err != nil {
 		return err
@@ -166,6 +205,30 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// openStore opens PostgreSQL when url is given, else SQLite in dataDir.
+func openStore(ctx context.Context, url, dataDir string, log *slog.Logger) (store.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if url != "" {
+		if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
+			return nil, fmt.Errorf("--database-url: want postgres://…")
+		}
+		db, err := postgres.Open(ctx, url, postgres.Options{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("store: PostgreSQL")
+		return db, nil
+	}
+	path := filepath.Join(dataDir, "switchboard.db")
+	db, err := sqlite.Open(ctx, path, sqlite.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store: SQLite", "path", path)
+	return db, nil
 }
 
 // defaultPublicURL returns the URL the server in dataDir last served, or the

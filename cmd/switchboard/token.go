@@ -41,8 +41,8 @@ audience are read from the same --data-dir.`,
 	}
 	fs := cmd.Flags()
 	f.secretFlags.register(cmd)
-	fs.StringVar(&f.topic, "topic", "", "topic or pattern (expt42/*) the token grants (required)")
-	fs.StringSliceVar(&f.scopes, "scopes", []string{auth.ScopeRead, auth.ScopeWrite}, "scopes, comma-separated")
+	fs.StringVar(&f.topic, "topic", "", "topic or pattern (expt42/*) the token grants (required with read or write)")
+	fs.StringSliceVar(&f.scopes, "scopes", []string{auth.ScopeRead, auth.ScopeWrite}, "scopes, comma-separated: read, write; relay:admin, relay:stats, relay:issue for the control plane")
 	fs.DurationVar(&f.ttl, "ttl", time.Hour, "lifetime")
 	fs.StringVar(&f.prefix, "prefix", "session", "connection type")
 	fs.StringVar(&f.bookingID, "booking-id", "", "booking id (the key for revoking it)")
@@ -52,11 +52,17 @@ audience are read from the same --data-dir.`,
 }
 
 func mintToken(f *tokenFlags, now time.Time) (string, error) {
-	if f.topic == "" {
-		return "", fmt.Errorf("--topic is required")
+	needsTopic := false
+	for _, s := range f.scopes {
+		needsTopic = needsTopic || s == auth.ScopeRead || s == auth.ScopeWrite
 	}
-	if err := topic.ValidPattern(f.topic); err != nil {
-		return "", fmt.Errorf("--topic: %w", err)
+	if f.topic == "" && needsTopic {
+		return "", fmt.Errorf("--topic is required for scopes read and write")
+	}
+	if f.topic != "" {
+		if err := topic.ValidPattern(f.topic); err != nil {
+			return "", fmt.Errorf("--topic: %w", err)
+		}
 	}
 	if f.ttl <= 0 {
 		return "", fmt.Errorf("--ttl %v: must be positive", f.ttl)

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"switchboard/internal/apierr"
@@ -56,10 +58,28 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Denier, if set, is asked on every access request and code exchange
+	// whether the token has been revoked.
+	Denier Denier
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For header is believed for the client's address.
+	TrustedProxies []netip.Prefix
+	// SystemTopics maps topics only the server publishes to (e.g. "stats")
+	// to the scope needed to read them. Nobody may write to them.
+	SystemTopics map[string]string
+}
+
+// Denier reports revocations. It is called on every access request and code
+// exchange, so it must be fast (an in-memory lookup).
+type Denier interface {
+	// Denied reports whether a token with these claims is revoked, and
+	// the revocation's kind ("booking", "subject" or "token").
+	Denied(bookingID, subject, tokenID string) (kind string, denied bool)
 }
 
 // Handler serves the access and websocket endpoints.
 type Handler struct {
+	outcomes   outcomeCounters
 	cfg        Config
 	wsBase     string // ws(s)://host/path-prefix of handed-out URIs
 	selfOrigin string
@@ -175,9 +195,9 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// bearer extracts the token from the Authorization header, accepting
+// BearerToken extracts the token from the Authorization header, accepting
 // "Bearer <jwt>" and the bare "<jwt>" that practable clients send.
-func bearer(r *http.Request) (string, *apierr.Error) {
+func BearerToken(r *http.Request) (string, *apierr.Error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 || vals[0] == "" {
 		return "", apierr.New(http.StatusUnauthorized, "missing_token", "Authorization header with a token is required")
@@ -207,13 +227,13 @@ func bearer(r *http.Request) (string, *apierr.Error) {
 
 func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 	if !h.originAllowed(r) {
-		apierr.WriteNew(w, http.StatusForbidden, "origin_forbidden", "origin not allowed")
+		h.refuse(w, StageAccess, apierr.New(http.StatusForbidden, "origin_forbidden", "origin not allowed"))
 		return
 	}
 	h.setCORS(w, r)
 	prefix, name, e := target(r)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refuse(w, StageAccess, e)
 		return
 	}
 	g, e := h.authorize(r, prefix, name)
@@ -221,28 +241,117 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		}
-		apierr.Write(w, e)
+		h.refuse(w, StageAccess, e)
 		return
 	}
 	code := NewCode(h.cfg.NodeID)
 	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
 		if errors.Is(err, ErrCodeStoreFull) {
-			apierr.WriteNew(w, http.StatusTooManyRequests, "too_many_codes", "too many pending codes; retry shortly")
+			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, "too_many_codes", "too many pending codes; retry shortly"))
 			return
 		}
 		h.cfg.Logger.Error("access: storing code failed", "err", err)
-		apierr.WriteNew(w, http.StatusServiceUnavailable, "code_store_unavailable", "could not issue a code; retry shortly")
+		h.refuse(w, StageAccess, apierr.New(http.StatusServiceUnavailable, "code_store_unavailable", "could not issue a code; retry shortly"))
 		return
 	}
+	h.outcomes.add(StageAccess, "ok")
 	apierr.WriteJSON(w, http.StatusOK, struct {
 		URI string `json:"uri"`
 	}{h.wsBase + "/" + prefix + "/" + name + "?code=" + code})
 }
 
+// Stages of a connection, for counting outcomes.
+const (
+	StageAccess   = "access"   // token → code
+	StageExchange = "exchange" // code → websocket
+)
+
+// refuse answers with e and counts it under its code.
+func (h *Handler) refuse(w http.ResponseWriter, stage string, e *apierr.Error) {
+	h.outcomes.add(stage, e.Code)
+	apierr.Write(w, e)
+}
+
+// Outcomes returns how many access requests and code exchanges ended with
+// each outcome ("ok" or an error code), by stage.
+func (h *Handler) Outcomes() map[string]map[string]uint64 { return h.outcomes.snapshot() }
+
+// outcomeCounters counts outcomes by stage and code.
+type outcomeCounters struct {
+	mu sync.Mutex
+	n  map[[2]string]uint64 // guarded by mu; key: stage, outcome
+}
+
+func (o *outcomeCounters) add(stage, outcome string) {
+	o.mu.Lock()
+	if o.n == nil {
+		o.n = make(map[[2]string]uint64)
+	}
+	o.n[[2]string{stage, outcome}]++
+	o.mu.Unlock()
+}
+
+func (o *outcomeCounters) snapshot() map[string]map[string]uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string]map[string]uint64{StageAccess: {}, StageExchange: {}}
+	for k, v := range o.n {
+		out[k[0]][k[1]] = v
+	}
+	return out
+}
+
+// remoteAddr is the peer's address: the connection's, or the client named
+// in X-Forwarded-For when the connection comes from a trusted proxy.
+func (h *Handler) remoteAddr(r *http.Request) string {
+	if len(h.cfg.TrustedProxies) == 0 {
+		return r.RemoteAddr
+	}
+	return ClientAddr(r, h.cfg.TrustedProxies)
+}
+
+// ClientAddr returns the client address of r: X-Forwarded-For is believed,
+// from the right, only as far as each hop is one of the trusted proxies.
+func ClientAddr(r *http.Request, trusted []netip.Prefix) string {
+	addr := r.RemoteAddr
+	peer, err := netip.ParseAddrPort(addr)
+	if err != nil || !isTrusted(peer.Addr(), trusted) {
+		return addr
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	var chain []string
+	for _, h := range hops {
+		for _, p := range strings.Split(h, ",") {
+			chain = append(chain, strings.TrimSpace(p))
+		}
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(chain[i])
+		if err != nil {
+			return addr // malformed: keep the last address we could trust
+		}
+		addr = a.String()
+		if !isTrusted(a, trusted) {
+			return addr
+		}
+	}
+	return addr
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // authorize checks the request's token for prefix and topic name and returns
 // the grant a code will stand for.
 func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apierr.Error) {
-	tok, e := bearer(r)
+	tok, e := BearerToken(r)
 	if e != nil {
 		return Grant{}, e
 	}
@@ -264,45 +373,72 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		return Grant{}, apierr.New(http.StatusForbidden, "topic_forbidden", "token does not grant this topic")
 	}
 	g := Grant{
-		Topic: name, Prefix: prefix,
+		Topic: name, Prefix: prefix, Scopes: c.Scopes,
 		CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite),
 		BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID, TokenExpiry: c.Expiry(),
+	}
+	if scope, ok := h.cfg.SystemTopics[name]; ok {
+		if !c.HasScope(scope) {
+			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", fmt.Sprintf("topic %s needs scope %s", name, scope))
+		}
+		g.CanRead, g.CanWrite, g.System = true, false, true
 	}
 	if !g.CanRead && !g.CanWrite {
 		return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "token needs scope read and/or write")
 	}
+	if e := h.checkDenied(&g); e != nil {
+		return Grant{}, e
+	}
 	return g, nil
+}
+
+// checkDenied refuses a grant whose booking, subject or token is revoked.
+func (h *Handler) checkDenied(g *Grant) *apierr.Error {
+	if h.cfg.Denier == nil {
+		return nil
+	}
+	kind, denied := h.cfg.Denier.Denied(g.BookingID, g.Subject, g.TokenID)
+	if !denied {
+		return nil
+	}
+	if kind == "booking" {
+		return apierr.New(http.StatusForbidden, "booking_denied", "this booking has been denied")
+	}
+	return apierr.New(http.StatusForbidden, "token_revoked", "this token has been revoked ("+kind+")")
 }
 
 func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	prefix, name, e := target(r)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refuse(w, StageExchange, e)
 		return
 	}
 	if !h.originAllowed(r) {
-		apierr.WriteNew(w, http.StatusForbidden, "origin_forbidden", "origin not allowed")
+		h.refuse(w, StageExchange, apierr.New(http.StatusForbidden, "origin_forbidden", "origin not allowed"))
 		return
 	}
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
-		apierr.WriteNew(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint needs a websocket upgrade; POST here first to get a code")
+		h.refuse(w, StageExchange, apierr.New(http.StatusUpgradeRequired, "upgrade_required", "this endpoint needs a websocket upgrade; POST here first to get a code"))
 		return
 	}
 	g, e := h.redeem(r.URL.Query().Get("code"), prefix, name)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refuse(w, StageExchange, e)
 		return
 	}
 	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage})
 	if err != nil {
+		h.outcomes.add(StageExchange, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
 		return
 	}
+	h.outcomes.add(StageExchange, "ok")
 	info := relay.Info{
 		Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
 		ExpiresAt: g.TokenExpiry, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID,
-		RemoteAddr: r.RemoteAddr, UserAgent: truncate(r.UserAgent(), 256),
+		Scopes: g.Scopes, SystemTopic: g.System,
+		RemoteAddr: h.remoteAddr(r), UserAgent: truncate(r.UserAgent(), 256),
 	}
 	// The request context ends when the handler returns; the connection's
 	// lifetime is the relay's to manage.
@@ -334,6 +470,9 @@ func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 	}
 	if !g.TokenExpiry.IsZero() && !now.Before(g.TokenExpiry) {
 		return Grant{}, apierr.New(http.StatusUnauthorized, auth.CodeExpired, "token has expired")
+	}
+	if e := h.checkDenied(&g); e != nil {
+		return Grant{}, e
 	}
 	return g, nil
 }

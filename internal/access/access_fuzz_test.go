@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -156,5 +157,30 @@ func TestMemoryCodeStoreBounded(t *testing.T) {
 	}
 	if s.Len() != 1 {
 		t.Fatalf("len %d after sweep, want 1", s.Len())
+	}
+}
+
+func TestClientAddr(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}
+	for _, tc := range []struct {
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"192.0.2.1:5000", []string{"198.51.100.7"}, "192.0.2.1:5000"},            // untrusted peer: header ignored
+		{"127.0.0.1:5000", []string{"198.51.100.7"}, "198.51.100.7"},              // trusted proxy
+		{"127.0.0.1:5000", []string{"198.51.100.7, 10.1.2.3"}, "198.51.100.7"},    // chain of trusted proxies
+		{"127.0.0.1:5000", []string{"203.0.113.9, 198.51.100.7"}, "198.51.100.7"}, // spoofed left entry ignored
+		{"127.0.0.1:5000", []string{"junk"}, "127.0.0.1:5000"},
+		{"127.0.0.1:5000", nil, "127.0.0.1:5000"},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		for _, v := range tc.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := ClientAddr(r, trusted); got != tc.want {
+			t.Errorf("%s %v: %q, want %q", tc.remote, tc.xff, got, tc.want)
+		}
 	}
 }

@@ -21,6 +21,8 @@ type Grant struct {
 	Subject     string
 	TokenID     string
 	TokenExpiry time.Time
+	Scopes      []string // as in the token; shared, never modified
+	System      bool     // a system topic: read-only for everyone
 }
 
 // CodeStore keeps pending one-time codes. Implementations must make Take

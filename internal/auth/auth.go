@@ -27,6 +27,7 @@ const (
 	ScopeWrite = "write"       // send messages on a topic
 	ScopeAdmin = "relay:admin" // operate the relay (deny, allow, mint tokens)
 	ScopeStats = "relay:stats" // read the stats topic and status endpoints
+	ScopeIssue = "relay:issue" // mint connection tokens through the token API
 )
 
 // DefaultLeeway is the clock skew tolerated on exp, nbf and iat.
@@ -49,6 +50,9 @@ type Claims struct {
 	Agent string `json:"agent,omitempty"`
 	// Labels are the labels an agent may claim, as "key=value".
 	Labels []string `json:"labels,omitempty"`
+	// OrigIssuedAt is when the first token of a refresh chain was issued;
+	// refreshing never extends a token beyond a configured lifetime from it.
+	OrigIssuedAt *jwt.NumericDate `json:"orig_iat,omitempty"`
 
 	jwt.RegisteredClaims
 }

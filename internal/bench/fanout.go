@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"time"
 
 	"switchboard/internal/auth"
@@ -274,13 +273,9 @@ func (c *wsConn) ReadMessage() ([]byte, error) {
 // MintToken returns an HS256 token signed with secret granting read and
 // write on topic (prefix session) for ttl, with audience baseURL.
 func MintToken(secret []byte, baseURL, topic string, ttl time.Duration) (string, error) {
-	key, err := auth.NewHMACKey("HS256", secret)
-	if err != nil {
-		return "", err
-	}
-	c := auth.NewClaims(strings.TrimSuffix(baseURL, "/"), time.Now(), ttl)
-	c.Topic, c.Prefix, c.Scopes, c.Subject = topic, client.DefaultPrefix, []string{auth.ScopeRead, auth.ScopeWrite}, "switchboard-bench"
-	return key.Sign(c)
+	return mintToken(secret, baseURL, ttl, func(c *auth.Claims) {
+		c.Topic, c.Prefix, c.Scopes = topic, client.DefaultPrefix, []string{auth.ScopeRead, auth.ScopeWrite}
+	})
 }
 
 // CheckLoopbackURL returns an error unless raw is an http(s) or ws(s) URL

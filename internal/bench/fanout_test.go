@@ -4,18 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"switchboard/internal/auth"
 	"switchboard/internal/server"
+	"switchboard/internal/store/sqlite"
 )
 
 func startServer(t *testing.T) (*server.Server, []byte) {
 	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1"})
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "switchboard.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"switchboard/internal/datadir"
 	"switchboard/internal/server"
+	"switchboard/internal/store/sqlite"
 )
 
 // childEnv makes the test binary act as `switchboard serve` (the subset
@@ -46,7 +48,13 @@ func fakeServe(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	srv, err := server.Start(server.Config{Listen: listen, Secret: secret, NodeID: "n1"})
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "switchboard.db"), sqlite.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer db.Close()
+	srv, err := server.Start(server.Config{Listen: listen, Secret: secret, NodeID: "n1", Store: db})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -116,6 +116,7 @@ type Info struct {
 	BookingID  string
 	Subject    string
 	TokenID    string
+	Scopes     []string // as granted by the token; shared, never modified
 	RemoteAddr string
 	UserAgent  string
 	// SystemTopic marks a topic only the server publishes to (e.g. stats):

@@ -11,15 +11,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/internal/control"
 	"switchboard/internal/relay"
+	"switchboard/internal/store"
 )
 
 // DefaultShutdownTimeout bounds a graceful shutdown.
@@ -55,11 +59,27 @@ type Config struct {
 	// Now returns the current time for token and code checks; nil means
 	// time.Now. Tests use it to move time.
 	Now func() time.Time
+
+	// Store keeps revocations and the audit log. Required.
+	Store store.Store
+	// StatsEvery is how often the stats topic gets a report (default 5 s).
+	StatsEvery time.Duration
+	// MetricsListen, if set, serves /metrics without authentication on
+	// this address (the main listener serves it to relay:stats tokens).
+	MetricsListen string
+	// TrustedProxies are networks whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// MaxTokenTTL and MaxRefreshLifetime bound the token API (defaults
+	// 24 h and 7 days).
+	MaxTokenTTL, MaxRefreshLifetime time.Duration
 }
 
 // Server is a running relay node.
 type Server struct {
 	cfg       Config
+	stats     *control.StatsPublisher
+	metrics   *http.Server // nil without MetricsListen
+	metricsLn net.Listener
 	log       *slog.Logger
 	relay     *relay.Server
 	http      *http.Server
@@ -67,6 +87,9 @@ type Server struct {
 	publicURL *url.URL
 	draining  atomic.Bool
 	served    chan error
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // Start listens on cfg.Listen and serves in the background until Shutdown.
@@ -79,6 +102,17 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("server: a secret is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("server: a store is required")
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	rev := control.NewRevocations(now)
+	if err := loadRevocations(cfg.Store, rev, now()); err != nil {
+		return nil, err
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("server: --tls-cert and --tls-key go together")
@@ -93,10 +127,28 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Relay.Logger == nil {
 		cfg.Relay.Logger = cfg.Logger
 	}
+	// The stats publisher needs the relay and the relay's hooks need the
+	// publisher: the hooks reach it through this variable, set below
+	// before any connection can exist.
+	var stats *control.StatsPublisher
+	onConnect, onClose := cfg.Relay.OnConnect, cfg.Relay.OnClose
+	cfg.Relay.OnConnect = func(cs relay.ConnStatus) {
+		stats.Changed()
+		if onConnect != nil {
+			onConnect(cs)
+		}
+	}
+	cfg.Relay.OnClose = func(cs relay.ConnStatus, why relay.CloseReason) {
+		stats.Changed()
+		if onClose != nil {
+			onClose(cs, why)
+		}
+	}
 	rs, err := relay.NewServer(cfg.Relay)
 	if err != nil {
 		return nil, err
 	}
+	stats = control.NewStatsPublisher(rs, cfg.StatsEvery)
 	var tlsConfig *tls.Config
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -115,18 +167,43 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: cfg.Now})
+	codes := access.NewMemoryCodeStore(0, cfg.Now)
 	ah, err := access.New(access.Config{
-		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs,
+		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
+		Denier: rev, TrustedProxies: cfg.TrustedProxies,
+		SystemTopics: map[string]string{control.StatsTopic: auth.ScopeStats},
 	})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1)}
+	ctl, err := control.New(control.Config{
+		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
+		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats}
+	if cfg.MetricsListen != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("server: metrics listen: %w", err)
+		}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", ctl.Metrics())
+		s.metrics = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
+			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+		go s.metrics.Serve(s.metricsLn)
+	}
 
 	mux := http.NewServeMux()
 	ah.Register(mux)
+	ctl.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -163,8 +240,33 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.served <- err
 	}()
+	stats.Start()
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
 	return s, nil
+}
+
+// loadRevocations fills rev from the store at start.
+func loadRevocations(st store.Store, rev *control.Revocations, now time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	revs, err := st.Revocations(ctx, "", now)
+	if err != nil {
+		return fmt.Errorf("server: load revocations: %w", err)
+	}
+	allows, err := st.Allowances(ctx, now)
+	if err != nil {
+		return fmt.Errorf("server: load allowances: %w", err)
+	}
+	rev.Load(revs, allows)
+	return nil
+}
+
+// MetricsAddr returns the address of the metrics listener, or nil.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
 }
 
 // publicURL returns the configured public URL, or one derived from the
@@ -204,11 +306,20 @@ func (s *Server) Done() <-chan error { return s.served }
 // Shutdown stops accepting requests, closes every relay connection with 1001
 // and waits for them, within ctx and the configured shutdown timeout.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	httpErr := s.http.Shutdown(ctx) // stops the listener; hijacked websockets are the relay's
 	relayErr := s.relay.Shutdown(ctx)
+	s.stats.Stop()
+	if s.metrics != nil {
+		s.metrics.Shutdown(ctx)
+	}
 	if httpErr != nil && !errors.Is(httpErr, context.DeadlineExceeded) {
 		return httpErr
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,8 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/internal/store"
+	"switchboard/internal/store/sqlite"
 	"switchboard/pkg/client"
 )
 
@@ -31,6 +34,17 @@ type clock struct{ offset atomic.Int64 }
 
 func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// openStore opens the SQLite store in dir, closed when the test ends.
+func openStore(t *testing.T, dir string) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "switchboard.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
 
 type testServer struct {
 	*Server
@@ -47,6 +61,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 		Relay: relay.Config{PingInterval: -1}}
 	if mod != nil {
 		mod(&cfg)
+	}
+	if cfg.Store == nil {
+		cfg.Store = openStore(t, t.TempDir())
 	}
 	s, err := Start(cfg)
 	if err != nil {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"switchboard/internal/auth"
 	"switchboard/internal/server"
+	"switchboard/internal/store/sqlite"
 	"switchboard/pkg/client"
 )
 
@@ -19,7 +22,14 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	secret := []byte("an example secret of 32 bytes...")
-	relay, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1"})
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "switchboard.db"), sqlite.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	relay, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,0 +1,343 @@
+// Package control is the relay's control plane: revocation (practable's
+// /bids/deny and /bids/allow, plus revocation by subject and token id), the
+// status report and stats topic, Prometheus metrics, the token API for
+// booking systems, and the audit log. Decisions are stored (package store)
+// before they take effect, and take effect at once: denied connections are
+// closed with 4003 and their pending codes deleted.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"switchboard/internal/access"
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+	"switchboard/internal/store"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxTokenTTL     = 24 * time.Hour
+	DefaultMaxRefreshLife  = 7 * 24 * time.Hour
+	DefaultStatsEvery      = 5 * time.Second
+	maxBodyBytes           = 64 << 10
+	maxRevocationValueLen  = 256
+	maxRevocationReasonLen = 1024
+)
+
+// CodeDeleter deletes pending one-time codes (access.MemoryCodeStore).
+type CodeDeleter interface {
+	DeleteWhere(match func(*access.Grant) bool) int
+}
+
+// Config configures a Handler.
+type Config struct {
+	Store       store.Store
+	Relay       *relay.Server
+	Revocations *Revocations
+	Codes       CodeDeleter // may be nil
+	Verifier    *auth.Verifier
+	Key         *auth.Key // signs tokens minted by the token API
+	// Audience is put in minted tokens: the relay's public URL.
+	Audience string
+	// MaxTokenTTL bounds the lifetime of minted tokens (default 24 h).
+	MaxTokenTTL time.Duration
+	// MaxRefreshLifetime bounds how long after its original issue a token
+	// can be refreshed to (default 7 days).
+	MaxRefreshLifetime time.Duration
+	// Access, if set, provides access outcome counters for metrics.
+	Access *access.Handler
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Handler serves the control-plane endpoints.
+type Handler struct {
+	cfg     Config
+	metrics *Metrics
+}
+
+// New returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Store == nil || cfg.Relay == nil || cfg.Revocations == nil || cfg.Verifier == nil || cfg.Key == nil {
+		return nil, errors.New("control: Store, Relay, Revocations, Verifier and Key are required")
+	}
+	if cfg.MaxTokenTTL <= 0 {
+		cfg.MaxTokenTTL = DefaultMaxTokenTTL
+	}
+	if cfg.MaxRefreshLifetime <= 0 {
+		cfg.MaxRefreshLifetime = DefaultMaxRefreshLife
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Handler{cfg: cfg}
+	h.metrics = newMetrics(h)
+	return h, nil
+}
+
+// Register adds the control-plane routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /bids/deny", h.admin(h.serveDeny))
+	mux.HandleFunc("POST /bids/allow", h.admin(h.serveAllow))
+	mux.HandleFunc("GET /bids/deny", h.admin(h.serveListDenied))
+	mux.HandleFunc("GET /bids/allow", h.admin(h.serveListAllowed))
+	mux.HandleFunc("GET /api/v1/revocations", h.admin(h.serveListRevocations))
+	mux.HandleFunc("POST /api/v1/revocations", h.admin(h.serveAddRevocation))
+	mux.HandleFunc("DELETE /api/v1/revocations/{kind}/{value}", h.admin(h.serveRemoveRevocation))
+	mux.HandleFunc("GET /api/v1/audit", h.admin(h.serveAudit))
+	mux.HandleFunc("POST /api/v1/tokens", h.withScope([]string{auth.ScopeAdmin, auth.ScopeIssue}, h.serveMintToken))
+	mux.HandleFunc("POST /api/v1/account/token/refresh", h.serveRefresh)
+	mux.HandleFunc("GET /status", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.serveStatus))
+	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.metrics.serveScoped))
+}
+
+// Metrics returns the handler's metrics, to serve on a separate listener.
+func (h *Handler) Metrics() http.Handler { return h.metrics }
+
+type scopedHandler func(w http.ResponseWriter, r *http.Request, c *auth.Claims)
+
+func (h *Handler) admin(next scopedHandler) http.HandlerFunc {
+	return h.withScope([]string{auth.ScopeAdmin}, next)
+}
+
+// withScope authenticates the request's bearer token and requires one of
+// scopes.
+func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, e := h.authenticate(r)
+		if e != nil {
+			if e.Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			}
+			apierr.Write(w, e)
+			return
+		}
+		for _, s := range scopes {
+			if c.HasScope(s) {
+				next(w, r, c)
+				return
+			}
+		}
+		apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", "this endpoint needs scope "+strings.Join(scopes, " or "))
+	}
+}
+
+// authenticate verifies the bearer token of an API request.
+func (h *Handler) authenticate(r *http.Request) (*auth.Claims, *apierr.Error) {
+	tok, e := access.BearerToken(r)
+	if e != nil {
+		return nil, e
+	}
+	c, err := h.cfg.Verifier.Verify(tok)
+	if err != nil {
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			return nil, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
+		}
+		return nil, apierr.New(http.StatusUnauthorized, auth.CodeMalformed, "token rejected")
+	}
+	if kind, denied := h.cfg.Revocations.Denied(c.BookingID, c.Subject, c.ID); denied {
+		return nil, apierr.New(http.StatusForbidden, "token_revoked", "this token has been revoked ("+kind+")")
+	}
+	return c, nil
+}
+
+// storeError answers a failed store call: 503 when the database is
+// unavailable (or failing), never a 500.
+func (h *Handler) storeError(w http.ResponseWriter, op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	h.cfg.Logger.Error("control: store failed", "op", op, "err", err)
+	apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; nothing was changed, retry later")
+}
+
+// timed runs a store call and records its latency.
+func (h *Handler) timed(op string, f func() error) error {
+	start := time.Now()
+	err := f()
+	h.metrics.observeStore(op, time.Since(start), err)
+	return err
+}
+
+// --- practable-compatible deny/allow ---
+
+// bidParams parses ?bid=…&exp=… as practable sends them.
+func (h *Handler) bidParams(r *http.Request) (string, time.Time, *apierr.Error) {
+	q := r.URL.Query()
+	bid := q.Get("bid")
+	if e := checkValue("bid", bid); e != nil {
+		return "", time.Time{}, e
+	}
+	exp, e := parseExp(q.Get("exp"), h.cfg.Now())
+	return bid, exp, e
+}
+
+func checkValue(name, v string) *apierr.Error {
+	switch {
+	case v == "":
+		return apierr.New(http.StatusBadRequest, "invalid_"+name, name+" is required")
+	case len(v) > maxRevocationValueLen:
+		return apierr.New(http.StatusBadRequest, "invalid_"+name, fmt.Sprintf("%s longer than %d bytes", name, maxRevocationValueLen))
+	case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return apierr.New(http.StatusBadRequest, "invalid_"+name, name+" contains control characters")
+	}
+	return nil
+}
+
+// parseExp parses a unix time in seconds that must be in the future.
+func parseExp(s string, now time.Time) (time.Time, *apierr.Error) {
+	if s == "" {
+		return time.Time{}, apierr.New(http.StatusBadRequest, "invalid_exp", "exp (unix seconds when the entry may be forgotten) is required")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, apierr.New(http.StatusBadRequest, "invalid_exp", "exp must be unix seconds")
+	}
+	exp := time.Unix(n, 0)
+	if !exp.After(now) {
+		return time.Time{}, apierr.New(http.StatusBadRequest, "invalid_exp", "exp is in the past")
+	}
+	if exp.After(now.AddDate(10, 0, 0)) {
+		return time.Time{}, apierr.New(http.StatusBadRequest, "invalid_exp", "exp is more than ten years ahead")
+	}
+	return exp, nil
+}
+
+func (h *Handler) serveDeny(w http.ResponseWriter, r *http.Request, c *auth.Claims) {
+	bid, exp, e := h.bidParams(r)
+	if e != nil {
+		apierr.Write(w, e)
+		return
+	}
+	if err := h.revoke(r.Context(), store.Revocation{Kind: store.RevokeBooking, Value: bid, Reason: "deny", ExpiresAt: exp}, c, "deny"); err != nil {
+		h.storeError(w, "revoke", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) serveAllow(w http.ResponseWriter, r *http.Request, c *auth.Claims) {
+	bid, exp, e := h.bidParams(r)
+	if e != nil {
+		apierr.Write(w, e)
+		return
+	}
+	now := h.cfg.Now()
+	allow := &store.Allowance{BookingID: bid, Actor: c.Subject, CreatedAt: now, ExpiresAt: exp}
+	if _, err := h.unrevoke(r.Context(), store.RevokeBooking, bid, allow, c, "allow"); err != nil {
+		h.storeError(w, "unrevoke", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type bookingIDs struct {
+	BookingIDs []string `json:"booking_ids"`
+}
+
+func (h *Handler) serveListDenied(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
+	out := bookingIDs{BookingIDs: []string{}}
+	for _, rv := range h.cfg.Revocations.List(store.RevokeBooking) {
+		out.BookingIDs = append(out.BookingIDs, rv.Value)
+	}
+	apierr.WriteJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) serveListAllowed(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
+	out := bookingIDs{BookingIDs: []string{}}
+	for _, a := range h.cfg.Revocations.Allowances() {
+		out.BookingIDs = append(out.BookingIDs, a.BookingID)
+	}
+	apierr.WriteJSON(w, http.StatusOK, out)
+}
+
+// revoke stores a revocation with its audit event, then enforces it: the
+// in-memory set, open connections (closed with 4003) and pending codes.
+func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.Claims, action string) error {
+	now := h.cfg.Now()
+	rv.Actor, rv.CreatedAt = actor.Subject, now
+	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(rv.Kind) + ":" + rv.Value, Reason: rv.Reason,
+		Detail: detailJSON(map[string]any{"expires_at": rv.ExpiresAt.UTC().Format(time.RFC3339)})}
+	if err := h.timed("revoke", func() error { return h.cfg.Store.Revoke(ctx, rv, ev) }); err != nil {
+		return err
+	}
+	h.cfg.Revocations.Add(rv)
+	match := Matcher(rv.Kind, rv.Value)
+	closed := h.cfg.Relay.CloseWhere(match, relay.CloseDenied, relay.ReasonDenied, string(rv.Kind)+" revoked")
+	if h.cfg.Codes != nil {
+		h.cfg.Codes.DeleteWhere(grantMatcher(rv.Kind, rv.Value))
+	}
+	h.metrics.revocations.WithLabelValues(string(rv.Kind)).Inc()
+	h.cfg.Logger.Info("revoked", "kind", rv.Kind, "value", rv.Value, "actor", actor.Subject, "closed", closed)
+	return nil
+}
+
+func (h *Handler) unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, actor *auth.Claims, action string) (bool, error) {
+	now := h.cfg.Now()
+	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(kind) + ":" + value}
+	var removed bool
+	err := h.timed("unrevoke", func() (err error) {
+		removed, err = h.cfg.Store.Unrevoke(ctx, kind, value, allow, ev)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	h.cfg.Revocations.Remove(kind, value, allow)
+	h.cfg.Logger.Info("revocation removed", "kind", kind, "value", value, "actor", actor.Subject, "existed", removed)
+	return removed, nil
+}
+
+func grantMatcher(kind store.RevocationKind, value string) func(*access.Grant) bool {
+	switch kind {
+	case store.RevokeBooking:
+		return func(g *access.Grant) bool { return g.BookingID == value }
+	case store.RevokeSubject:
+		return func(g *access.Grant) bool { return g.Subject == value }
+	case store.RevokeToken:
+		return func(g *access.Grant) bool { return g.TokenID == value }
+	}
+	return func(*access.Grant) bool { return false }
+}
+
+func detailJSON(v map[string]any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// decodeJSON reads a size-limited JSON body into v, refusing unknown
+// fields and trailing data.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *apierr.Error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return apierr.New(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body larger than %d bytes", maxBodyBytes))
+		}
+		if errors.Is(err, io.EOF) {
+			return apierr.New(http.StatusBadRequest, "invalid_json", "request body is empty; a JSON object is required")
+		}
+		return apierr.New(http.StatusBadRequest, "invalid_json", "request body: "+err.Error())
+	}
+	if dec.More() {
+		return apierr.New(http.StatusBadRequest, "invalid_json", "request body has data after the JSON object")
+	}
+	return nil
+}

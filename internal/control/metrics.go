@@ -1,0 +1,129 @@
+package control
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+	"switchboard/internal/store"
+)
+
+// Metrics is the Prometheus view of the relay. Counters owned elsewhere
+// (relay, access) are read at scrape time, so the hot paths carry no
+// metrics code of their own.
+type Metrics struct {
+	h           *Handler
+	registry    *prometheus.Registry
+	http        http.Handler
+	revocations *prometheus.CounterVec
+	storeTime   *prometheus.HistogramVec
+}
+
+func newMetrics(h *Handler) *Metrics {
+	m := &Metrics{h: h, registry: prometheus.NewRegistry()}
+	m.revocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_revocations_total", Help: "Revocations applied, by kind.",
+	}, []string{"kind"})
+	m.storeTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "switchboard_store_seconds", Help: "Latency of store operations.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"op", "outcome"})
+	m.registry.MustRegister(m.revocations, m.storeTime, &relayCollector{h: h},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.http = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	return m
+}
+
+func (m *Metrics) observeStore(op string, d time.Duration, err error) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		outcome = "unavailable"
+	case err != nil:
+		outcome = "error"
+	}
+	m.storeTime.WithLabelValues(op, outcome).Observe(d.Seconds())
+}
+
+// ServeHTTP serves the metrics in the Prometheus text format.
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.http.ServeHTTP(w, r) }
+
+// serveHTTP adapts ServeHTTP to the scoped handlers of the main listener.
+func (m *Metrics) serveScoped(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
+	m.ServeHTTP(w, r)
+}
+
+// closeCodes maps close reasons to the code the server sends (peer closes
+// carry the peer's own code and are labelled "peer").
+var closeCodes = map[relay.CloseReason]string{
+	relay.ReasonPeerClosed: "peer", relay.ReasonReadError: "none", relay.ReasonWriteError: "none",
+	relay.ReasonPingTimeout: "1001", relay.ReasonTooBig: "1009", relay.ReasonInvalidUTF8: "1007",
+	relay.ReasonPolicy: "1008", relay.ReasonTokenExpired: "4001", relay.ReasonDenied: "4003",
+	relay.ReasonSlowConsumer: "4008", relay.ReasonShutdown: "1001", relay.ReasonServerClosed: "1000",
+}
+
+var (
+	descConns     = prometheus.NewDesc("switchboard_connections", "Open relay connections, by prefix.", []string{"prefix"}, nil)
+	descTopics    = prometheus.NewDesc("switchboard_topics", "Topics with at least one connection.", nil, nil)
+	descAccepted  = prometheus.NewDesc("switchboard_connections_accepted_total", "Relay connections accepted.", nil, nil)
+	descMsgs      = prometheus.NewDesc("switchboard_messages_total", "Messages received from peers (in) and written to peers (out).", []string{"direction"}, nil)
+	descBytes     = prometheus.NewDesc("switchboard_bytes_total", "Payload bytes received from peers (in) and written to peers (out).", []string{"direction"}, nil)
+	descDrops     = prometheus.NewDesc("switchboard_drops_total", "Messages not delivered, by reason.", []string{"reason"}, nil)
+	descCloses    = prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason and the close code sent.", []string{"reason", "code"}, nil)
+	descOutcomes  = prometheus.NewDesc("switchboard_access_total", "Access requests (stage access) and code exchanges (stage exchange), by outcome.", []string{"stage", "outcome"}, nil)
+	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
+)
+
+// relayCollector reads the relay's and access handler's counters at scrape
+// time.
+type relayCollector struct{ h *Handler }
+
+func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRevActive} {
+		ch <- d
+	}
+}
+
+func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
+	rs := c.h.cfg.Relay
+	st := rs.Stats()
+	byPrefix := map[string]int{}
+	for _, cs := range rs.Connections() {
+		byPrefix[cs.Info.Prefix]++
+	}
+	for p, n := range byPrefix {
+		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(n), p)
+	}
+	ch <- prometheus.MustNewConstMetric(descTopics, prometheus.GaugeValue, float64(st.Topics))
+	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted))
+	ch <- prometheus.MustNewConstMetric(descMsgs, prometheus.CounterValue, float64(st.MessagesIn), "in")
+	ch <- prometheus.MustNewConstMetric(descMsgs, prometheus.CounterValue, float64(st.MessagesOut), "out")
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesIn), "in")
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(st.BytesOut), "out")
+	for reason, n := range st.Drops {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), reason)
+	}
+	for _, r := range relay.CloseReasons() {
+		ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(st.Closes[r.String()]), r.String(), closeCodes[r])
+	}
+	if a := c.h.cfg.Access; a != nil {
+		for stage, outcomes := range a.Outcomes() {
+			for outcome, n := range outcomes {
+				ch <- prometheus.MustNewConstMetric(descOutcomes, prometheus.CounterValue, float64(n), stage, outcome)
+			}
+		}
+	}
+	counts := map[store.RevocationKind]int{store.RevokeBooking: 0, store.RevokeSubject: 0, store.RevokeToken: 0}
+	for _, rv := range c.h.cfg.Revocations.List("") {
+		counts[rv.Kind]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descRevActive, prometheus.GaugeValue, float64(n), string(k))
+	}
+}

@@ -1,0 +1,174 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+)
+
+// StatsTopic is the system topic the status report is published on.
+const StatsTopic = "stats"
+
+// ConnReport describes one connection in the status report. The first
+// fields are practable/relay's.
+type ConnReport struct {
+	Topic       string    `json:"topic"`
+	CanRead     bool      `json:"can_read"`
+	CanWrite    bool      `json:"can_write"`
+	ConnectedAt time.Time `json:"connected_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	RemoteAddr  string    `json:"remote_addr"`
+	UserAgent   string    `json:"user_agent"`
+	Scopes      []string  `json:"scopes"`
+
+	ID           string            `json:"id"`
+	Prefix       string            `json:"prefix"`
+	BookingID    string            `json:"booking_id"`
+	Sub          string            `json:"sub"`
+	MessagesIn   uint64            `json:"messages_in"`
+	BytesIn      uint64            `json:"bytes_in"`
+	MessagesOut  uint64            `json:"messages_out"`
+	BytesOut     uint64            `json:"bytes_out"`
+	Drops        DropCounts        `json:"drops"`
+	QueuedBytes  int               `json:"queued_bytes"`
+	LastActivity time.Time         `json:"last_activity"`
+}
+
+// DropCounts are a connection's drops by reason (see relay.DropReason).
+type DropCounts struct {
+	QueueHead    uint64 `json:"queue_head"`
+	QueueTail    uint64 `json:"queue_tail"`
+	NotPermitted uint64 `json:"not_permitted"`
+}
+
+// Report returns the status of every connection, oldest first.
+func Report(rs *relay.Server) []ConnReport {
+	conns := rs.Connections()
+	slices.SortFunc(conns, func(a, b relay.ConnStatus) int {
+		if c := a.ConnectedAt.Compare(b.ConnectedAt); c != 0 {
+			return c
+		}
+		return int(a.ID) - int(b.ID)
+	})
+	out := make([]ConnReport, len(conns))
+	for i, cs := range conns {
+		drops := DropCounts{
+			QueueHead:    cs.DropsByReason[relay.DropQueueHead],
+			QueueTail:    cs.DropsByReason[relay.DropQueueTail],
+			NotPermitted: cs.DropsByReason[relay.DropNotPermitted],
+		}
+		scopes := cs.Info.Scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		out[i] = ConnReport{
+			Topic: cs.Info.Topic, CanRead: cs.Info.CanRead, CanWrite: cs.Info.CanWrite,
+			ConnectedAt: cs.ConnectedAt.UTC(), ExpiresAt: cs.Info.ExpiresAt.UTC(),
+			RemoteAddr: cs.Info.RemoteAddr, UserAgent: cs.Info.UserAgent, Scopes: scopes,
+			ID: strconv.FormatUint(cs.ID, 10), Prefix: cs.Info.Prefix, BookingID: cs.Info.BookingID, Sub: cs.Info.Subject,
+			MessagesIn: cs.MessagesIn, BytesIn: cs.BytesIn, MessagesOut: cs.MessagesOut, BytesOut: cs.BytesOut,
+			Drops: drops, QueuedBytes: cs.QueuedBytes, LastActivity: cs.LastActivity.UTC(),
+		}
+	}
+	return out
+}
+
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
+	apierr.WriteJSON(w, http.StatusOK, Report(h.cfg.Relay))
+}
+
+// StatsPublisher publishes the status report on the stats topic every
+// interval and soon after any connect or disconnect (debounced), while the
+// topic has readers.
+type StatsPublisher struct {
+	relay    *relay.Server
+	every    time.Duration
+	debounce time.Duration
+	changed  chan struct{} // capacity 1
+	done     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// NewStatsPublisher returns a publisher for rs; every 0 means
+// DefaultStatsEvery. Call Changed from the relay's connect and close hooks,
+// Run to start it and Stop to end it.
+func NewStatsPublisher(rs *relay.Server, every time.Duration) *StatsPublisher {
+	if every <= 0 {
+		every = DefaultStatsEvery
+	}
+	return &StatsPublisher{relay: rs, every: every, debounce: 250 * time.Millisecond,
+		changed: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Changed notes that a connection came or went. It never blocks.
+func (p *StatsPublisher) Changed() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the publisher until Stop.
+func (p *StatsPublisher) Start() {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.run()
+	}()
+}
+
+// Stop ends the publisher and waits for it.
+func (p *StatsPublisher) Stop() {
+	p.stopOnce.Do(func() { close(p.done) })
+	p.wg.Wait()
+}
+
+func (p *StatsPublisher) run() {
+	tick := time.NewTicker(p.every)
+	defer tick.Stop()
+	// debounce is armed by the first change after a publish; later
+	// changes ride along, so a burst of connects costs one report within
+	// p.debounce of its start.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	armed := false
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.changed:
+			if !armed {
+				debounce.Reset(p.debounce)
+				armed = true
+			}
+			continue
+		case <-debounce.C:
+			armed = false
+		case <-tick.C:
+		}
+		p.publish()
+	}
+}
+
+func (p *StatsPublisher) publish() {
+	if p.relay.Readers(StatsTopic) == 0 {
+		return
+	}
+	b, err := json.Marshal(Report(p.relay))
+	if err != nil {
+		return
+	}
+	p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
+}
+
+// PublishNow publishes a report at once (for tests and tools).
+func (p *StatsPublisher) PublishNow(context.Context) { p.publish() }
