@@ -105,6 +105,38 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.metrics.serveScoped))
 }
 
+// PurgeEvery is how often expired revocations are deleted.
+const PurgeEvery = 10 * time.Minute
+
+// RunPurger deletes expired revocations and allowances from the store and
+// from memory every PurgeEvery until ctx is done. A failed purge is logged
+// and retried at the next tick: expired entries are ignored anyway.
+func (h *Handler) RunPurger(ctx context.Context) {
+	t := time.NewTicker(PurgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := h.cfg.Now()
+		var n int
+		err := h.timed("purge", func() (err error) {
+			n, err = h.cfg.Store.PurgeExpired(ctx, now)
+			return err
+		})
+		if err != nil {
+			h.cfg.Logger.Warn("control: purging expired revocations failed", "err", err)
+			continue
+		}
+		h.cfg.Revocations.Purge(now)
+		if n > 0 {
+			h.cfg.Logger.Debug("control: purged expired revocations", "count", n)
+		}
+	}
+}
+
 // Metrics returns the handler's metrics, to serve on a separate listener.
 func (h *Handler) Metrics() http.Handler { return h.metrics }
 

@@ -46,6 +46,16 @@ func TestRevocations(t *testing.T) {
 	if a := r.Allowances(); len(a) != 1 {
 		t.Fatalf("re-deny kept the allowance: %+v", a)
 	}
+	r.Purge(now.Add(2 * time.Hour))
+	if l, a := r.List(""), r.Allowances(); len(l) != 0 || len(a) != 0 {
+		t.Fatalf("after Purge: %+v %+v", l, a)
+	}
+	r.mu.RLock()
+	n := len(r.revoked[store.RevokeToken])
+	r.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("Purge kept %d expired token revocations in memory", n)
+	}
 	m := Matcher(store.RevokeSubject, "mallory")
 	if !m(&relay.Info{Subject: "mallory"}) || m(&relay.Info{Subject: "alice", BookingID: "mallory"}) {
 		t.Fatal("Matcher")

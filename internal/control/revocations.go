@@ -149,3 +149,21 @@ func Matcher(kind store.RevocationKind, value string) func(*relay.Info) bool {
 	}
 	return func(*relay.Info) bool { return false }
 }
+
+// Purge forgets revocations and allowances that expired at now.
+func (r *Revocations) Purge(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.revoked {
+		for v, rv := range m {
+			if !now.Before(rv.ExpiresAt) {
+				delete(m, v)
+			}
+		}
+	}
+	for b, a := range r.allowed {
+		if !now.Before(a.ExpiresAt) {
+			delete(r.allowed, b)
+		}
+	}
+}

@@ -29,17 +29,17 @@ type ConnReport struct {
 	UserAgent   string    `json:"user_agent"`
 	Scopes      []string  `json:"scopes"`
 
-	ID           string            `json:"id"`
-	Prefix       string            `json:"prefix"`
-	BookingID    string            `json:"booking_id"`
-	Sub          string            `json:"sub"`
-	MessagesIn   uint64            `json:"messages_in"`
-	BytesIn      uint64            `json:"bytes_in"`
-	MessagesOut  uint64            `json:"messages_out"`
-	BytesOut     uint64            `json:"bytes_out"`
-	Drops        DropCounts        `json:"drops"`
-	QueuedBytes  int               `json:"queued_bytes"`
-	LastActivity time.Time         `json:"last_activity"`
+	ID           string     `json:"id"`
+	Prefix       string     `json:"prefix"`
+	BookingID    string     `json:"booking_id"`
+	Sub          string     `json:"sub"`
+	MessagesIn   uint64     `json:"messages_in"`
+	BytesIn      uint64     `json:"bytes_in"`
+	MessagesOut  uint64     `json:"messages_out"`
+	BytesOut     uint64     `json:"bytes_out"`
+	Drops        DropCounts `json:"drops"`
+	QueuedBytes  int        `json:"queued_bytes"`
+	LastActivity time.Time  `json:"last_activity"`
 }
 
 // DropCounts are a connection's drops by reason (see relay.DropReason).

@@ -67,6 +67,8 @@ func future(s *testServer, d time.Duration) string {
 
 func TestDenyAllow(t *testing.T) {
 	s := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	admin := s.adminToken()
 	denied := []*client.Conn{
 		s.dial("lab", s.bookingToken("lab", "b1", "read", "write")),
@@ -99,8 +101,8 @@ func TestDenyAllow(t *testing.T) {
 	// The other booking is untouched.
 	w := s.dial("lab", s.bookingToken("lab", "b2", "write"))
 	waitFor(t, "writer", func() bool { return s.Relay().Stats().Connections == 2 })
-	w.Write(context.Background(), client.Text, []byte("still here"))
-	if _, data, err := other.Read(context.Background()); err != nil || string(data) != "still here" {
+	w.Write(ctx, client.Text, []byte("still here"))
+	if _, data, err := other.Read(ctx); err != nil || string(data) != "still here" {
 		t.Fatalf("other booking: %q %v", data, err)
 	}
 
@@ -115,8 +117,9 @@ func TestDenyAllow(t *testing.T) {
 		t.Fatalf("deny list after allow: %s", b)
 	}
 	again := s.dial("lab", s.bookingToken("lab", "b1", "read"))
-	w.Write(context.Background(), client.Text, []byte("welcome back"))
-	if _, data, err := again.Read(context.Background()); err != nil || string(data) != "welcome back" {
+	waitFor(t, "reconnected", func() bool { return s.Relay().Stats().Connections == 3 })
+	w.Write(ctx, client.Text, []byte("welcome back"))
+	if _, data, err := again.Read(ctx); err != nil || string(data) != "welcome back" {
 		t.Fatalf("after allow: %q %v", data, err)
 	}
 	// Deny again, idempotently.

@@ -90,6 +90,8 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+	stopPurge    context.CancelFunc
+	background   sync.WaitGroup // the purger
 }
 
 // Start listens on cfg.Listen and serves in the background until Shutdown.
@@ -241,6 +243,10 @@ func Start(cfg Config) (*Server, error) {
 		s.served <- err
 	}()
 	stats.Start()
+	purgeCtx, stopPurge := context.WithCancel(context.Background())
+	s.stopPurge = stopPurge
+	s.background.Add(1)
+	go func() { defer s.background.Done(); ctl.RunPurger(purgeCtx) }()
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
 	return s, nil
 }
@@ -317,6 +323,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 	httpErr := s.http.Shutdown(ctx) // stops the listener; hijacked websockets are the relay's
 	relayErr := s.relay.Shutdown(ctx)
 	s.stats.Stop()
+	s.stopPurge()
+	s.background.Wait()
 	if s.metrics != nil {
 		s.metrics.Shutdown(ctx)
 	}

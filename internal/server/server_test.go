@@ -438,7 +438,8 @@ func expectClose(t *testing.T, c *client.Conn, code int) {
 
 func TestCloseCodes(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.Relay.MaxMessageBytes = 1024; c.Relay.SendQueueBytes = 64 << 10 })
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 
 	t.Run("too big closes the sender only", func(t *testing.T) {
 		w, r := s.dial("big", s.token("big", "read", "write")), s.dial("big", s.token("big", "read"))
