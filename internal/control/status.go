@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -52,12 +51,6 @@ type DropCounts struct {
 // Report returns the status of every connection, oldest first.
 func Report(rs *relay.Server) []ConnReport {
 	conns := rs.Connections()
-	slices.SortFunc(conns, func(a, b relay.ConnStatus) int {
-		if c := a.ConnectedAt.Compare(b.ConnectedAt); c != 0 {
-			return c
-		}
-		return int(a.ID) - int(b.ID)
-	})
 	out := make([]ConnReport, len(conns))
 	for i, cs := range conns {
 		drops := DropCounts{

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,11 +270,13 @@ type ConnStatus struct {
 	LastActivity  time.Time // last message in or out (ConnectedAt if none)
 }
 
-// Connections returns the status of every open connection.
+// Connections returns the status of every open connection, oldest first
+// (in the order they were accepted).
 func (s *Server) Connections() []ConnStatus {
 	s.mu.Lock()
 	conns := s.connsLocked()
 	s.mu.Unlock()
+	slices.SortFunc(conns, func(a, b *conn) int { return cmp.Compare(a.id, b.id) })
 	out := make([]ConnStatus, 0, len(conns))
 	for _, c := range conns {
 		out = append(out, c.status())
