@@ -64,6 +64,9 @@ type Config struct {
 	// TrustedProxies are the networks of reverse proxies whose
 	// X-Forwarded-For header is believed for the client's address.
 	TrustedProxies []netip.Prefix
+	// ShellAnswerTimeout is how long a shell host has to dial a new
+	// session; 0 means DefaultShellAnswerTimeout.
+	ShellAnswerTimeout time.Duration
 	// SystemTopics maps topics only the server publishes to (e.g. "stats")
 	// to the scope needed to read them. Nobody may write to them.
 	SystemTopics map[string]string
@@ -80,6 +83,7 @@ type Denier interface {
 // Handler serves the access and websocket endpoints.
 type Handler struct {
 	outcomes   outcomeCounters
+	shell      shellHub
 	cfg        Config
 	wsBase     string // ws(s)://host/path-prefix of handed-out URIs
 	selfOrigin string
@@ -101,6 +105,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.CodeTTL <= 0 {
 		cfg.CodeTTL = DefaultCodeTTL
+	}
+	if cfg.ShellAnswerTimeout <= 0 {
+		cfg.ShellAnswerTimeout = DefaultShellAnswerTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -146,13 +153,13 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 // knownPrefix reports whether prefix names a connection type this node serves.
-func knownPrefix(prefix string) bool { return prefix == PrefixSession }
+func knownPrefix(prefix string) bool { return prefix == PrefixSession || prefix == PrefixShell }
 
 // target checks the prefix and topic of a request path.
 func target(r *http.Request) (prefix, name string, err *apierr.Error) {
 	prefix, name = r.PathValue("prefix"), r.PathValue("topic")
 	if !knownPrefix(prefix) {
-		return "", "", apierr.New(http.StatusNotFound, "unknown_prefix", fmt.Sprintf("no connection type %q here (known: %s)", truncate(prefix, 32), PrefixSession))
+		return "", "", apierr.New(http.StatusNotFound, "unknown_prefix", fmt.Sprintf("no connection type %q here (known: %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell))
 	}
 	if e := topic.Valid(name); e != nil {
 		return "", "", apierr.New(http.StatusBadRequest, "invalid_topic", e.Error())
@@ -377,7 +384,16 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite),
 		BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID, TokenExpiry: c.Expiry(),
 	}
-	if scope, ok := h.cfg.SystemTopics[name]; ok {
+	if prefix == PrefixShell {
+		role, e := shellRole(c)
+		if e != nil {
+			return Grant{}, e
+		}
+		g.Role, g.CanRead, g.CanWrite = role, true, true
+		if role == roleClient && !h.hostPresent(name) {
+			return Grant{}, errHostUnavailable
+		}
+	} else if scope, ok := h.cfg.SystemTopics[name]; ok {
 		if !c.HasScope(scope) {
 			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", fmt.Sprintf("topic %s needs scope %s", name, scope))
 		}
@@ -427,13 +443,31 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageExchange, e)
 		return
 	}
+	var session *pendingSession // the shell session whose host side this is
+	switch {
+	case g.Role == roleClient && !h.hostPresent(g.Topic):
+		h.refuse(w, StageExchange, errHostUnavailable)
+		return
+	case g.Role == roleSession:
+		if session = h.claimSession(g.Session); session == nil {
+			h.refuse(w, StageExchange, apierr.New(http.StatusGone, "session_gone", "the shell session has ended"))
+			return
+		}
+	}
 	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage})
 	if err != nil {
 		h.outcomes.add(StageExchange, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
+		if session != nil {
+			session.host <- nil
+		}
 		return
 	}
 	h.outcomes.add(StageExchange, "ok")
+	if session != nil { // the user's goroutine runs the pair
+		session.host <- &shellSide{conn: conn, remoteAddr: h.remoteAddr(r), userAgent: truncate(r.UserAgent(), 256)}
+		return
+	}
 	info := relay.Info{
 		Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
 		ExpiresAt: g.TokenExpiry, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID,
@@ -442,7 +476,12 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request context ends when the handler returns; the connection's
 	// lifetime is the relay's to manage.
-	h.cfg.Relay.Accept(context.WithoutCancel(r.Context()), conn, info)
+	ctx := context.WithoutCancel(r.Context())
+	if prefix == PrefixShell {
+		h.serveShell(ctx, conn, g, info)
+		return
+	}
+	h.cfg.Relay.Accept(ctx, conn, info)
 }
 
 // redeem takes a code and checks it against the request.

@@ -23,6 +23,8 @@ type Grant struct {
 	TokenExpiry time.Time
 	Scopes      []string // as in the token; shared, never modified
 	System      bool     // a system topic: read-only for everyone
+	Role        string   // shell prefix: host, client or session
+	Session     string   // shell prefix, role session: the session id
 }
 
 // CodeStore keeps pending one-time codes. Implementations must make Take

@@ -28,6 +28,9 @@ const (
 	ScopeAdmin = "relay:admin" // operate the relay (deny, allow, mint tokens)
 	ScopeStats = "relay:stats" // read the stats topic and status endpoints
 	ScopeIssue = "relay:issue" // mint connection tokens through the token API
+	// On the shell prefix (1:1 sessions), practable's names:
+	ScopeHost   = "host"   // a host serving sessions on a topic
+	ScopeClient = "client" // a user opening a session
 )
 
 // DefaultLeeway is the clock skew tolerated on exp, nbf and iat.

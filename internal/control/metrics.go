@@ -66,6 +66,7 @@ var closeCodes = map[relay.CloseReason]string{
 	relay.ReasonPingTimeout: "1001", relay.ReasonTooBig: "1009", relay.ReasonInvalidUTF8: "1007",
 	relay.ReasonPolicy: "1008", relay.ReasonTokenExpired: "4001", relay.ReasonDenied: "4003",
 	relay.ReasonSlowConsumer: "4008", relay.ReasonShutdown: "1001", relay.ReasonServerClosed: "1000",
+	relay.ReasonPairClosed: "1000", relay.ReasonNoHost: "4004", relay.ReasonSuperseded: "4009",
 }
 
 var (

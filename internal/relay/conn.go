@@ -26,6 +26,11 @@ type conn struct {
 	// wake has room for one token: the queue has messages, or the
 	// connection is closing. Sent without blocking by enqueue and close.
 	wake chan struct{}
+	// done is closed when the connection starts closing.
+	done chan struct{}
+	// space has room for one token, sent by the write loop after each
+	// batch; senders to a Backpressure connection wait on it. Nil otherwise.
+	space chan struct{}
 	// closingFlag mirrors closing for lock-free checks on the read path.
 	closingFlag atomic.Bool
 	pinging     atomic.Bool
@@ -54,14 +59,19 @@ type conn struct {
 }
 
 func newConn(s *Server, tc Conn, info Info) *conn {
-	return &conn{
+	c := &conn{
 		srv:         s,
 		tc:          tc,
 		info:        info,
 		id:          s.nextID.Add(1),
 		connectedAt: s.cfg.Now(),
 		wake:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}
+	if info.Backpressure {
+		c.space = make(chan struct{}, 1)
+	}
+	return c
 }
 
 // run serves the connection until it closes. It is called on the
@@ -142,18 +152,30 @@ func (c *conn) readLoop() {
 		m := Message{Type: typ, Data: data}
 		for _, r := range *c.topic.readers.Load() {
 			if r != c {
-				r.enqueue(m)
+				r.enqueue(m, c.done)
 			}
 		}
 	}
 }
 
-// enqueue queues m for writing to c without blocking. It is called from
-// senders' read loops and must not allocate in the steady state.
-func (c *conn) enqueue(m Message) {
+// enqueue queues m for writing to c. It is called from senders' read loops
+// and must not allocate in the steady state. It never blocks, except for a
+// Backpressure connection whose queue is full: then it waits for room, for
+// c to close, or for senderDone (the sender closing; nil for the server).
+func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 	size := len(m.Data) + MessageOverhead
 	limit := c.srv.cfg.SendQueueBytes
 	c.mu.Lock()
+	for c.space != nil && !c.closing && c.queued+c.inflight+size > limit && c.queued+c.inflight > 0 {
+		c.mu.Unlock()
+		select {
+		case <-c.space:
+		case <-c.done:
+		case <-senderDone:
+			return // the sender is going away; so is its message
+		}
+		c.mu.Lock()
+	}
 	if c.closing {
 		c.mu.Unlock()
 		return
@@ -252,6 +274,10 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 			c.spare = backing[:0]
 		}
 		c.mu.Unlock()
+		select {
+		case c.space <- struct{}{}: // a nil channel (no back-pressure) is never ready
+		default:
+		}
 		if err != nil {
 			c.closeTransportDone(CloseGoingAway, ReasonWriteError)
 			c.tc.Abort()
@@ -300,6 +326,7 @@ func (c *conn) setClosing(code CloseCode, why CloseReason, text string, transpor
 	}
 	c.closing = true
 	c.closingFlag.Store(true)
+	close(c.done)
 	c.closeCode, c.closeWhy, c.closeText, c.closeIsDone = code, why, text, transportDone
 	clear(c.q)
 	c.q, c.qHead, c.queued, c.spare = nil, 0, 0, nil

@@ -44,12 +44,16 @@ const (
 	ReasonSlowConsumer                    // the send queue overflowed under PolicyClose (4008)
 	ReasonShutdown                        // the server is shutting down (1001)
 	ReasonServerClosed                    // closed by the server for another reason (CloseWhere)
+	ReasonPairClosed                      // the other side of a pair closed (1000)
+	ReasonNoHost                          // a shell session's host did not answer (4004)
+	ReasonSuperseded                      // a shell host replaced by a newer one (4009)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"peer_closed", "read_error", "write_error", "ping_timeout", "message_too_big", "invalid_utf8",
 	"policy_violation", "token_expired", "denied", "slow_consumer", "shutdown", "server_closed",
+	"pair_closed", "no_host", "superseded",
 }
 
 func (r CloseReason) String() string {

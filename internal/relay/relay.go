@@ -64,7 +64,9 @@ const (
 	CloseInternal     CloseCode = 1011 // the server failed unexpectedly
 	CloseTokenExpired CloseCode = 4001 // the token's exp passed
 	CloseDenied       CloseCode = 4003 // an operator revoked the booking, subject or token
+	CloseNoHost       CloseCode = 4004 // a shell session's host did not answer
 	CloseSlowConsumer CloseCode = 4008 // the send queue overflowed under PolicyClose
+	CloseSuperseded   CloseCode = 4009 // a shell host replaced by a newer connection
 )
 
 // CloseError reports that a connection was closed with a close frame. A Conn
@@ -122,4 +124,8 @@ type Info struct {
 	// SystemTopic marks a topic only the server publishes to (e.g. stats):
 	// a message from this connection is a policy violation (1008).
 	SystemTopic bool
+	// Backpressure makes a full send queue hold up the sender until there
+	// is room, instead of dropping or closing: for 1:1 byte streams (see
+	// Server.AcceptPair), where a lost message would corrupt the stream.
+	Backpressure bool
 }

@@ -499,7 +499,7 @@ func TestFanOutAllocations(t *testing.T) {
 	m := Message{Type: Binary, Data: make([]byte, 1024)}
 	fanout := func() {
 		for _, r := range *c.topic.readers.Load() {
-			r.enqueue(m)
+			r.enqueue(m, nil)
 		}
 	}
 	for range 1000 { // warm up queue arrays
@@ -542,7 +542,7 @@ func BenchmarkFanOut100(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		for _, r := range *c.topic.readers.Load() {
-			r.enqueue(m)
+			r.enqueue(m, nil)
 		}
 	}
 	b.StopTimer()
@@ -622,4 +622,50 @@ func TestConnStatus(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestAcceptPair: a pair relays 1:1 both ways with back-pressure instead of
+// drops, and when one side closes the other is closed with 1000.
+func TestAcceptPair(t *testing.T) {
+	srv, _ := NewServer(Config{SendQueueBytes: 4 << 10, MaxMessageBytes: 1 << 10, PingInterval: -1, WriteTimeout: time.Minute})
+	a, b := newMemConn(), newMemConn()
+	b.stall = make(chan struct{}) // b is slow at first
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", CanRead: true, CanWrite: true})
+	}()
+	waitFor(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
+	// 100 × 1000 bytes through a 4 KiB queue to a stalled reader: the
+	// sender is held up, nothing is dropped.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range 100 {
+			a.in <- Message{Type: Binary, Data: []byte(fmt.Sprintf("%04d%0996d", i, 0))}
+		}
+	}()
+	waitFor(t, "sender held up", func() bool { return len(a.in) == cap(a.in) })
+	close(b.stall)
+	for i := range 100 {
+		if got := string(b.recv(t).Data[:4]); got != fmt.Sprintf("%04d", i) {
+			t.Fatalf("message %s, want %04d", got, i)
+		}
+	}
+	<-sent
+	b.send(t, Text, "back")
+	if got := a.recv(t); string(got.Data) != "back" {
+		t.Fatalf("a got %q", got.Data)
+	}
+	if st := srv.Stats(); st.Drops["queue_head"]+st.Drops["queue_tail"] != 0 {
+		t.Fatalf("drops in a pair: %+v", st.Drops)
+	}
+	b.peerClose(CloseNormal)
+	if code := a.waitClosed(t); code != CloseNormal {
+		t.Fatalf("a closed with %d, want 1000", code)
+	}
+	<-done
+	if srv.Stats().Closes["pair_closed"] != 1 {
+		t.Fatalf("closes %+v", srv.Stats().Closes)
+	}
 }

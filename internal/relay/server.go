@@ -85,12 +85,48 @@ func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
 	return c.run(ctx)
 }
 
-func (s *Server) register(c *conn) error {
+// AcceptPair runs a and b as a pair on one topic that no other connection
+// may use: each one's messages go to the other alone, a full queue holds up
+// the sender instead of dropping (Info.Backpressure is set on both), and when
+// one closes the other is closed with CloseNormal. Both are registered before
+// either is read, so nothing sent by one is missed by the other. The caller's
+// goroutine reads a; AcceptPair returns when both have closed.
+func (s *Server) AcceptPair(ctx context.Context, a Conn, ia Info, b Conn, ib Info) {
+	ia.Backpressure, ib.Backpressure = true, true
+	ca, cb := newConn(s, a, ia), newConn(s, b, ib)
+	if err := s.register(ca, cb); err != nil {
+		s.closes[ReasonShutdown].Add(2)
+		_ = a.Close(CloseGoingAway, "server shutting down")
+		_ = b.Close(CloseGoingAway, "server shutting down")
+		return
+	}
+	bDone := make(chan struct{})
+	go func() {
+		defer close(bDone)
+		defer s.active.Done()
+		cb.run(ctx)
+		ca.close(CloseNormal, ReasonPairClosed, "the other side closed")
+	}()
+	ca.run(ctx)
+	cb.close(CloseNormal, ReasonPairClosed, "the other side closed")
+	s.active.Done()
+	<-bDone
+}
+
+// register adds connections, atomically: all or none.
+func (s *Server) register(conns ...*conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shuttingDown {
 		return ErrShuttingDown
 	}
+	for _, c := range conns {
+		s.registerLocked(c)
+	}
+	return nil
+}
+
+func (s *Server) registerLocked(c *conn) {
 	s.active.Add(1)
 	s.accepted.Add(1)
 	s.conns[c] = struct{}{}
@@ -110,7 +146,6 @@ func (s *Server) register(c *conn) error {
 		t.readers.Store(&readers)
 	}
 	c.topic = t
-	return nil
 }
 
 // unregister removes a finished connection and folds its final counters into
@@ -203,7 +238,7 @@ func (s *Server) Publish(topic string, m Message) int {
 	}
 	readers := *t.readers.Load()
 	for _, r := range readers {
-		r.enqueue(m)
+		r.enqueue(m, nil)
 	}
 	return len(readers)
 }

@@ -72,6 +72,9 @@ type Config struct {
 	// MaxTokenTTL and MaxRefreshLifetime bound the token API (defaults
 	// 24 h and 7 days).
 	MaxTokenTTL, MaxRefreshLifetime time.Duration
+	// ShellAnswerTimeout is how long a shell host has to dial a new
+	// session (default 10 s).
+	ShellAnswerTimeout time.Duration
 }
 
 // Server is a running relay node.
@@ -173,7 +176,7 @@ func Start(cfg Config) (*Server, error) {
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
-		Denier: rev, TrustedProxies: cfg.TrustedProxies,
+		Denier: rev, TrustedProxies: cfg.TrustedProxies, ShellAnswerTimeout: cfg.ShellAnswerTimeout,
 		SystemTopics: map[string]string{control.StatsTopic: auth.ScopeStats},
 	})
 	if err != nil {
