@@ -151,6 +151,7 @@ type batch struct {
 	headers []byte
 	iov     net.Buffers
 	all     net.Buffers // iov before WriteTo consumed it
+	chunk   net.Buffers // the part being written (a field: no allocation for WriteTo)
 	flat    []byte      // for connections without vectored writes
 }
 
@@ -165,7 +166,7 @@ func (b *batch) release() {
 	if cap(b.all) > maxPooledIOV {
 		return
 	}
-	b.headers, b.iov, b.all, b.flat = b.headers[:0], b.all[:0], nil, b.flat[:0]
+	b.headers, b.iov, b.all, b.chunk, b.flat = b.headers[:0], b.all[:0], nil, nil, b.flat[:0]
 	batchPool.Put(b)
 }
 
@@ -221,6 +222,7 @@ type lockedConn struct {
 	net.Conn
 	vectored bool // the socket supports writev
 	mu       sync.Mutex
+	broken   error // guarded by mu; set when a write failed part-way
 }
 
 func newLockedConn(nc net.Conn) *lockedConn {
@@ -234,25 +236,80 @@ func newLockedConn(nc net.Conn) *lockedConn {
 func (c *lockedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.Conn.Write(p)
+	if c.broken != nil {
+		return 0, c.broken
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.broken = err
+	}
+	return n, err
 }
 
 // flatChunk is the most bytes gathered into one write on sockets without
 // vectored writes (TLS: one write makes at most a few TLS records).
 const flatChunk = 64 << 10
 
+// chunkBytes bounds how much of a batch is written under one hold of the
+// socket lock: the library's control frames (pings, pongs, close) wait for
+// one chunk at most, never for a whole 8 MiB queue, and each chunk gets the
+// write timeout afresh, so the timeout bounds progress, not the batch.
+const chunkBytes = 256 << 10
+
+// writeBatch writes the frames in b.iov (header and payload pairs) in
+// chunks of whole frames. After an error the socket is marked broken: no
+// frame may follow a half-written one.
 func (c *lockedConn) writeBatch(b *batch, deadline time.Time) error {
-	b.all = b.iov
+	timeout := time.Until(deadline)
+	iov := b.iov
+	b.all = iov
+	for start := 0; start < len(iov); {
+		end, n := start, 0
+		for end < len(iov) && (end == start || n+len(iov[end])+len(iov[end+1]) <= chunkBytes) {
+			n += len(iov[end]) + len(iov[end+1])
+			end += 2
+		}
+		b.chunk = iov[start:end]
+		if err := c.writeChunk(b, timeout); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// writeChunk writes b.chunk (consuming it).
+func (c *lockedConn) writeChunk(b *batch, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+	if c.broken != nil {
+		return c.broken
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		c.broken = err
 		return err
 	}
+	var err error
 	if c.vectored {
-		_, err := b.iov.WriteTo(c.Conn)
-		return err
+		_, err = b.chunk.WriteTo(c.Conn) // writev
+	} else {
+		err = c.writeFlat(b, b.chunk)
 	}
-	for _, p := range b.all {
+	if err == nil {
+		// The library bounds its own writes with contexts, not deadlines:
+		// a deadline left behind would fail its next ping or pong.
+		err = c.Conn.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		c.broken = err
+	}
+	return err
+}
+
+// writeFlat gathers the chunk into writes of up to flatChunk bytes.
+func (c *lockedConn) writeFlat(b *batch, chunk net.Buffers) error {
+	b.flat = b.flat[:0]
+	for _, p := range chunk {
 		if len(b.flat)+len(p) > flatChunk && len(b.flat) > 0 {
 			if _, err := c.Conn.Write(b.flat); err != nil {
 				return err

@@ -242,3 +242,70 @@ func BenchmarkWriteMessages(b *testing.B) {
 		}
 	}
 }
+
+// TestControlFramesAfterBatchDeadline: a batch's write deadline must not
+// outlive it, or the library's next ping or pong fails (regression).
+func TestControlFramesAfterBatchDeadline(t *testing.T) {
+	sc, cl := pair(t, 1<<20)
+	go func() { // the client reads, so it answers pings
+		for {
+			if _, _, err := cl.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // the server reads, so it sees pongs
+		for {
+			if _, _, err := sc.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(50 * time.Millisecond)
+	if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("x")}}, deadline); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline.Add(20 * time.Millisecond)) {
+		time.Sleep(10 * time.Millisecond) // let the batch's deadline pass: that is the point
+	}
+	if err := sc.Ping(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatalf("ping after the batch deadline passed: %v", err)
+	}
+	if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("y")}}, time.Now().Add(5*time.Second)); err != nil {
+		t.Fatalf("write after: %v", err)
+	}
+}
+
+// TestLargeBatchInChunks: a batch bigger than a chunk arrives whole and in
+// order, and a ping sent meanwhile gets through.
+func TestLargeBatchInChunks(t *testing.T) {
+	sc, cl := pair(t, 1<<20)
+	go func() {
+		for {
+			if _, _, err := sc.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	msgs := make([]relay.Message, 60) // 60 × 100 KiB: many chunks
+	for i := range msgs {
+		msgs[i] = relay.Message{Type: relay.Binary, Data: bytes.Repeat([]byte{byte(i)}, 100<<10)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- sc.WriteMessages(msgs, time.Now().Add(10*time.Second)) }()
+	go func() { errc <- sc.Ping(time.Now().Add(10 * time.Second)) }()
+	for i := range msgs {
+		_, data, err := cl.Read(ctx)
+		if err != nil || len(data) != 100<<10 || data[0] != byte(i) || data[len(data)-1] != byte(i) {
+			t.Fatalf("message %d: %d bytes, %v", i, len(data), err)
+		}
+	}
+	go func() { cl.Read(ctx) }() // for the pong
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
