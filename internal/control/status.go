@@ -46,6 +46,7 @@ type DropCounts struct {
 	QueueHead    uint64 `json:"queue_head"`
 	QueueTail    uint64 `json:"queue_tail"`
 	NotPermitted uint64 `json:"not_permitted"`
+	SenderClosed uint64 `json:"sender_closed"`
 }
 
 // Report returns the status of every connection, oldest first.
@@ -57,6 +58,7 @@ func Report(rs *relay.Server) []ConnReport {
 			QueueHead:    cs.DropsByReason[relay.DropQueueHead],
 			QueueTail:    cs.DropsByReason[relay.DropQueueTail],
 			NotPermitted: cs.DropsByReason[relay.DropNotPermitted],
+			SenderClosed: cs.DropsByReason[relay.DropSenderClosed],
 		}
 		scopes := cs.Info.Scopes
 		if scopes == nil {

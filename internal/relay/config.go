@@ -81,6 +81,12 @@ type Config struct {
 	// block: they delay the connection they report on.
 	OnConnect func(ConnStatus)
 	OnClose   func(ConnStatus, CloseReason)
+	// Denied, if set, is asked while a connection is being registered,
+	// under the same lock as CloseWhere: a connection it denies is closed
+	// with CloseDenied instead. So a revocation that first updates what
+	// Denied answers and then calls CloseWhere cannot miss a connection
+	// that is being admitted at that moment.
+	Denied func(*Info) bool
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -171,8 +171,9 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 		select {
 		case <-c.space:
 		case <-c.done:
-		case <-senderDone:
-			return // the sender is going away; so is its message
+		case <-senderDone: // the sender is going away; so is its message
+			c.drops[DropSenderClosed].Add(1)
+			return
 		}
 		c.mu.Lock()
 	}
@@ -184,6 +185,12 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 		if c.srv.cfg.SlowConsumer == PolicyClose {
 			c.mu.Unlock()
 			c.close(CloseSlowConsumer, ReasonSlowConsumer, "slow consumer: send queue full")
+			return
+		}
+		if c.inflight+size > limit {
+			// Even an empty queue could not take it: keep the queue.
+			c.mu.Unlock()
+			c.drops[DropQueueTail].Add(1)
 			return
 		}
 		for c.queued+c.inflight+size > limit && c.qHead < len(c.q) {

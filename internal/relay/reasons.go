@@ -14,11 +14,14 @@ const (
 	// DropNotPermitted: the sender has no write permission; its message was
 	// discarded (counted once per message, not per receiver).
 	DropNotPermitted
+	// DropSenderClosed: a message to a back-pressure connection (a pair)
+	// waited for room and its sender closed meanwhile.
+	DropSenderClosed
 	// NumDropReasons is the number of drop reasons.
 	NumDropReasons
 )
 
-var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted"}
+var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted", "sender_closed"}
 
 func (r DropReason) String() string {
 	if r < NumDropReasons {

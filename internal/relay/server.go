@@ -3,6 +3,7 @@ package relay
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -77,9 +78,7 @@ func (s *Server) Config() Config { return s.cfg }
 func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
 	c := newConn(s, tc, info)
 	if err := s.register(c); err != nil {
-		s.closes[ReasonShutdown].Add(1)
-		_ = tc.Close(CloseGoingAway, "server shutting down")
-		return ReasonShutdown
+		return s.refuse(err, tc)
 	}
 	defer s.active.Done()
 	return c.run(ctx)
@@ -95,9 +94,8 @@ func (s *Server) AcceptPair(ctx context.Context, a Conn, ia Info, b Conn, ib Inf
 	ia.Backpressure, ib.Backpressure = true, true
 	ca, cb := newConn(s, a, ia), newConn(s, b, ib)
 	if err := s.register(ca, cb); err != nil {
-		s.closes[ReasonShutdown].Add(2)
-		_ = a.Close(CloseGoingAway, "server shutting down")
-		_ = b.Close(CloseGoingAway, "server shutting down")
+		s.refuse(err, a)
+		s.refuse(err, b)
 		return
 	}
 	bDone := make(chan struct{})
@@ -113,12 +111,34 @@ func (s *Server) AcceptPair(ctx context.Context, a Conn, ia Info, b Conn, ib Inf
 	<-bDone
 }
 
+// errDenied: Config.Denied refused a connection being registered.
+var errDenied = errors.New("relay: denied")
+
+// refuse closes a connection that register turned away and counts it.
+func (s *Server) refuse(err error, tc Conn) CloseReason {
+	if errors.Is(err, errDenied) {
+		s.closes[ReasonDenied].Add(1)
+		_ = tc.Close(CloseDenied, "denied")
+		return ReasonDenied
+	}
+	s.closes[ReasonShutdown].Add(1)
+	_ = tc.Close(CloseGoingAway, "server shutting down")
+	return ReasonShutdown
+}
+
 // register adds connections, atomically: all or none.
 func (s *Server) register(conns ...*conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shuttingDown {
 		return ErrShuttingDown
+	}
+	if s.cfg.Denied != nil {
+		for _, c := range conns {
+			if s.cfg.Denied(&c.info) {
+				return errDenied
+			}
+		}
 	}
 	for _, c := range conns {
 		s.registerLocked(c)

@@ -149,6 +149,10 @@ func Start(cfg Config) (*Server, error) {
 			onClose(cs, why)
 		}
 	}
+	cfg.Relay.Denied = func(i *relay.Info) bool {
+		_, denied := rev.Denied(i.BookingID, i.Subject, i.TokenID)
+		return denied
+	}
 	rs, err := relay.NewServer(cfg.Relay)
 	if err != nil {
 		return nil, err
