@@ -11,6 +11,8 @@ package access
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -253,8 +255,9 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 	}
 	code := NewCode(h.cfg.NodeID)
 	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
-		if errors.Is(err, ErrCodeStoreFull) {
-			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, "too_many_codes", "too many pending codes; retry shortly"))
+		if errors.Is(err, ErrCodeStoreFull) || errors.Is(err, ErrTooManyForOwner) {
+			w.Header().Set("Retry-After", "5")
+			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, "too_many_codes", "too many pending codes; use or let some expire, then retry"))
 			return
 		}
 		h.cfg.Logger.Error("access: storing code failed", "err", err)
@@ -379,7 +382,9 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 	if !topic.Match(c.Topic, name) {
 		return Grant{}, apierr.New(http.StatusForbidden, "topic_forbidden", "token does not grant this topic")
 	}
+	owner := sha256.Sum256([]byte(tok))
 	g := Grant{
+		Owner: base64.RawURLEncoding.EncodeToString(owner[:12]),
 		Topic: name, Prefix: prefix, Scopes: c.Scopes,
 		CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite),
 		BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID, TokenExpiry: c.Expiry(),
@@ -436,6 +441,10 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		h.refuse(w, StageExchange, apierr.New(http.StatusUpgradeRequired, "upgrade_required", "this endpoint needs a websocket upgrade; POST here first to get a code"))
+		return
+	}
+	if e := checkHandshake(w, r); e != nil {
+		h.refuse(w, StageExchange, e)
 		return
 	}
 	g, e := h.redeem(r.URL.Query().Get("code"), prefix, name)
@@ -507,7 +516,7 @@ func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 	if g.Topic != name || g.Prefix != prefix {
 		return Grant{}, apierr.New(http.StatusForbidden, "code_topic_mismatch", "code was issued for another topic")
 	}
-	if !g.TokenExpiry.IsZero() && !now.Before(g.TokenExpiry) {
+	if !g.TokenExpiry.IsZero() && !now.Before(g.TokenExpiry.Add(h.cfg.Verifier.Leeway())) {
 		return Grant{}, apierr.New(http.StatusUnauthorized, auth.CodeExpired, "token has expired")
 	}
 	if e := h.checkDenied(&g); e != nil {
@@ -518,6 +527,21 @@ func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 
 func isUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+// checkHandshake checks the rest of a websocket handshake (RFC 6455 §4.2.1)
+// before the code is used up, so a malformed one gets a JSON error and can
+// be retried with the same code.
+func checkHandshake(w http.ResponseWriter, r *http.Request) *apierr.Error {
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return apierr.New(http.StatusUpgradeRequired, "bad_websocket_version", "websocket version 13 is required")
+	}
+	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
+	if err != nil || len(key) != 16 {
+		return apierr.New(http.StatusBadRequest, "bad_websocket_key", "Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	return nil
 }
 
 func headerHasToken(h http.Header, key, token string) bool {

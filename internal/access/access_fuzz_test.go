@@ -61,6 +61,8 @@ func FuzzAccess(f *testing.F) {
 		if method == "GET" {
 			req.Header.Set("Connection", "Upgrade")
 			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		}
 		if method == "OPTIONS" {
 			req.Header.Set("Origin", "http://relay.test")
@@ -182,5 +184,34 @@ func TestClientAddr(t *testing.T) {
 		if got := ClientAddr(r, trusted); got != tc.want {
 			t.Errorf("%s %v: %q, want %q", tc.remote, tc.xff, got, tc.want)
 		}
+	}
+}
+
+func TestMemoryCodeStorePerOwner(t *testing.T) {
+	now := time.Now()
+	s := NewMemoryCodeStore(0, func() time.Time { return now })
+	var first string
+	for i := range DefaultCodesPerOwner {
+		code := NewCode("n1")
+		if i == 0 {
+			first = code
+		}
+		if err := s.Put(code, Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != ErrTooManyForOwner {
+		t.Fatalf("over quota: %v", err)
+	}
+	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-b"}, now.Add(30*time.Second)); err != nil {
+		t.Fatalf("another token: %v", err)
+	}
+	s.Take(first) // using a code frees its place
+	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil {
+		t.Fatalf("after take: %v", err)
+	}
+	now = now.Add(time.Minute) // all expire: the next put frees every place
+	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil || s.Len() != 1 {
+		t.Fatalf("after expiry: %v, len %d", err, s.Len())
 	}
 }

@@ -25,6 +25,7 @@ type Grant struct {
 	System      bool     // a system topic: read-only for everyone
 	Role        string   // shell prefix: host, client or session
 	Session     string   // shell prefix, role session: the session id
+	Owner       string   // identifies the token that asked (a digest), for per-token quotas
 }
 
 // CodeStore keeps pending one-time codes. Implementations must make Take
@@ -90,20 +91,35 @@ func ValidNodeID(id string) bool {
 // MemoryCodeStore is a CodeStore in memory. Codes are kept under their
 // SHA-256 digest, so that the map lookup's timing depends on the digest, not
 // on how much of a guessed code is right, and so a memory dump does not
-// reveal usable codes.
+// reveal usable codes. Each token (Grant.Owner) may hold a bounded number of
+// pending codes, so one token holder cannot fill the store for everyone.
 type MemoryCodeStore struct {
-	max int
-	now func() time.Time
+	max, maxPerOwner int
+	now              func() time.Time
 
-	mu    sync.Mutex
-	codes map[[sha256.Size]byte]pendingCode // guarded by mu
-	puts  int                               // guarded by mu; puts since the last sweep
+	mu      sync.Mutex
+	codes   map[[sha256.Size]byte]pendingCode // guarded by mu
+	owners  map[string]int                    // guarded by mu; pending codes per owner
+	order   []orderEntry                      // guarded by mu; in Put order = expiry order (one TTL)
+	orderAt int                               // guarded by mu; first live entry of order
 }
 
 type pendingCode struct {
 	grant   Grant
 	expires time.Time
 }
+
+type orderEntry struct {
+	key     [sha256.Size]byte
+	expires time.Time
+}
+
+// DefaultCodesPerOwner bounds the pending codes of one token.
+const DefaultCodesPerOwner = 100
+
+// ErrTooManyForOwner is returned by Put when the token already holds
+// DefaultCodesPerOwner pending codes.
+var ErrTooManyForOwner = errors.New("access: too many pending codes for this token")
 
 // NewMemoryCodeStore returns a store holding at most max pending codes
 // (0 means 100,000). now may be nil (time.Now).
@@ -114,22 +130,29 @@ func NewMemoryCodeStore(max int, now func() time.Time) *MemoryCodeStore {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryCodeStore{max: max, now: now, codes: make(map[[sha256.Size]byte]pendingCode)}
+	return &MemoryCodeStore{max: max, maxPerOwner: DefaultCodesPerOwner, now: now,
+		codes: make(map[[sha256.Size]byte]pendingCode), owners: make(map[string]int)}
 }
 
-// Put implements CodeStore.
+// Put implements CodeStore. Codes are expected to share one lifetime, so
+// insertion order is expiry order and expired codes are found at the front
+// of a queue, never by scanning the map.
 func (s *MemoryCodeStore) Put(code string, g Grant, expires time.Time) error {
 	key := sha256.Sum256([]byte(code))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.puts++
-	if len(s.codes) >= s.max || s.puts >= 1024 {
-		s.sweepLocked()
-	}
+	s.expireLocked(s.now())
 	if len(s.codes) >= s.max {
 		return ErrCodeStoreFull
 	}
+	if g.Owner != "" && s.owners[g.Owner] >= s.maxPerOwner {
+		return ErrTooManyForOwner
+	}
 	s.codes[key] = pendingCode{grant: g, expires: expires}
+	if g.Owner != "" {
+		s.owners[g.Owner]++
+	}
+	s.order = append(s.order, orderEntry{key: key, expires: expires})
 	return nil
 }
 
@@ -137,10 +160,39 @@ func (s *MemoryCodeStore) Put(code string, g Grant, expires time.Time) error {
 func (s *MemoryCodeStore) Take(code string) (Grant, time.Time, bool) {
 	key := sha256.Sum256([]byte(code))
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	p, ok := s.codes[key]
-	delete(s.codes, key)
-	s.mu.Unlock()
+	if ok {
+		s.deleteLocked(key, p)
+	}
 	return p.grant, p.expires, ok
+}
+
+func (s *MemoryCodeStore) deleteLocked(key [sha256.Size]byte, p pendingCode) {
+	delete(s.codes, key)
+	if o := p.grant.Owner; o != "" {
+		if s.owners[o]--; s.owners[o] <= 0 {
+			delete(s.owners, o)
+		}
+	}
+}
+
+// expireLocked drops the codes that expired before now, from the front of
+// the queue.
+func (s *MemoryCodeStore) expireLocked(now time.Time) {
+	for s.orderAt < len(s.order) && now.After(s.order[s.orderAt].expires) {
+		e := s.order[s.orderAt]
+		if p, ok := s.codes[e.key]; ok && p.expires.Equal(e.expires) {
+			s.deleteLocked(e.key, p)
+		}
+		s.order[s.orderAt] = orderEntry{}
+		s.orderAt++
+	}
+	if s.orderAt > 1024 && s.orderAt > len(s.order)/2 {
+		n := copy(s.order, s.order[s.orderAt:])
+		s.order = s.order[:n]
+		s.orderAt = 0
+	}
 }
 
 // DeleteWhere removes every pending code whose grant matches, and returns
@@ -151,7 +203,7 @@ func (s *MemoryCodeStore) DeleteWhere(match func(*Grant) bool) int {
 	n := 0
 	for k, p := range s.codes {
 		if match(&p.grant) {
-			delete(s.codes, k)
+			s.deleteLocked(k, p)
 			n++
 		}
 	}
@@ -163,16 +215,4 @@ func (s *MemoryCodeStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.codes)
-}
-
-// sweepLocked drops expired codes. Called every 1024 puts, so its cost is
-// amortised over the puts and memory stays bounded by the issue rate.
-func (s *MemoryCodeStore) sweepLocked() {
-	now := s.now()
-	for k, p := range s.codes {
-		if now.After(p.expires) {
-			delete(s.codes, k)
-		}
-	}
-	s.puts = 0
 }

@@ -178,6 +178,9 @@ func NewVerifier(key *Key, audience string, opts VerifierOptions) *Verifier {
 	return v
 }
 
+// Leeway returns the clock skew the verifier tolerates.
+func (v *Verifier) Leeway() time.Duration { return v.leeway }
+
 // Audience returns the audience the verifier requires.
 func (v *Verifier) Audience() string { return v.audience }
 

@@ -288,8 +288,14 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	if c.IssuedAt == nil {
+	switch {
+	case c.IssuedAt == nil:
 		apierr.WriteNew(w, http.StatusBadRequest, "token_not_refreshable", "token has no iat")
+		return
+	case c.BookingID != "":
+		// A booking's tokens end with the booking: refreshing would let a
+		// user outstay it.
+		apierr.WriteNew(w, http.StatusForbidden, "token_not_refreshable", "tokens of a booking cannot be refreshed")
 		return
 	}
 	orig := c.IssuedAt.Time

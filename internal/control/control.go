@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"switchboard/internal/access"
@@ -65,6 +66,10 @@ type Config struct {
 type Handler struct {
 	cfg     Config
 	metrics *Metrics
+	// changeMu serialises revocation changes: the store write, the
+	// in-memory set and the disconnects of one change happen before those
+	// of the next, so memory and database agree whatever the interleaving.
+	changeMu sync.Mutex
 }
 
 // New returns a Handler.
@@ -301,6 +306,8 @@ func (h *Handler) serveListAllowed(w http.ResponseWriter, r *http.Request, _ *au
 // revoke stores a revocation with its audit event, then enforces it: the
 // in-memory set, open connections (closed with 4003) and pending codes.
 func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.Claims, action string) error {
+	h.changeMu.Lock()
+	defer h.changeMu.Unlock()
 	now := h.cfg.Now()
 	rv.Actor, rv.CreatedAt = actor.Subject, now
 	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(rv.Kind) + ":" + rv.Value, Reason: rv.Reason,
@@ -320,6 +327,8 @@ func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.C
 }
 
 func (h *Handler) unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, actor *auth.Claims, action string) (bool, error) {
+	h.changeMu.Lock()
+	defer h.changeMu.Unlock()
 	now := h.cfg.Now()
 	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(kind) + ":" + value}
 	var removed bool

@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -89,5 +90,35 @@ func TestDropCountsCoverEveryReason(t *testing.T) {
 	}
 	if len(m) != int(relay.NumDropReasons) {
 		t.Errorf("DropCounts has %d fields, relay has %d reasons", len(m), relay.NumDropReasons)
+	}
+}
+
+func TestReportMessagesSplit(t *testing.T) {
+	report := make([]ConnReport, 100)
+	for i := range report {
+		report[i] = ConnReport{ID: fmt.Sprint(i), Topic: "t", Scopes: []string{}}
+	}
+	whole, _ := json.Marshal(report)
+	if msgs := reportMessages(report, len(whole)); len(msgs) != 1 {
+		t.Fatalf("%d messages for a report that fits", len(msgs))
+	}
+	msgs := reportMessages(report, len(whole)/5)
+	if len(msgs) < 5 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	var ids []string
+	for _, m := range msgs {
+		var part []ConnReport
+		if len(m) > len(whole)/5 || json.Unmarshal(m, &part) != nil {
+			t.Fatalf("part of %d bytes, limit %d", len(m), len(whole)/5)
+		}
+		for _, r := range part {
+			ids = append(ids, r.ID)
+		}
+	}
+	for i, id := range ids {
+		if id != fmt.Sprint(i) {
+			t.Fatalf("connection %d is %s: parts out of order or lost", i, id)
+		}
 	}
 }

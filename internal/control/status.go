@@ -158,11 +158,24 @@ func (p *StatsPublisher) publish() {
 	if p.relay.Readers(StatsTopic) == 0 {
 		return
 	}
-	b, err := json.Marshal(Report(p.relay))
-	if err != nil {
-		return
+	for _, b := range reportMessages(Report(p.relay), p.relay.Config().MaxMessageBytes) {
+		p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
 	}
-	p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
+}
+
+// reportMessages encodes a report as JSON arrays of at most max bytes each:
+// one message normally; several, each an array of some connections, when
+// there are too many connections for one message to be delivered.
+func reportMessages(report []ConnReport, max int) [][]byte {
+	b, err := json.Marshal(report)
+	if err != nil {
+		return nil
+	}
+	if len(b) <= max || len(report) <= 1 {
+		return [][]byte{b}
+	}
+	half := len(report) / 2
+	return append(reportMessages(report[:half], max), reportMessages(report[half:], max)...)
 }
 
 // PublishNow publishes a report at once (for tests and tools).

@@ -339,7 +339,7 @@ func TestStatusStatsTopicAndMetrics(t *testing.T) {
 func TestTokenAPIAndRefresh(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxRefreshLifetime = 40 * time.Minute })
 	admin := s.adminToken()
-	st, b := s.api("POST", "/api/v1/tokens", admin, `{"topic":"lab","scopes":["read","write"],"booking_id":"b5","sub":"carol","ttl":"30m"}`)
+	st, b := s.api("POST", "/api/v1/tokens", admin, `{"topic":"lab","scopes":["read","write"],"sub":"carol","ttl":"30m"}`)
 	var minted struct {
 		Token     string    `json:"token"`
 		ExpiresAt time.Time `json:"expires_at"`
@@ -366,11 +366,15 @@ func TestTokenAPIAndRefresh(t *testing.T) {
 	}
 	claims := new(auth.Claims)
 	jwt.NewParser().ParseUnverified(refreshed.Token, claims)
-	if claims.BookingID != "b5" || claims.Subject != "carol" || claims.Topic != "lab" || claims.OrigIssuedAt == nil {
+	if claims.Subject != "carol" || claims.Topic != "lab" || claims.OrigIssuedAt == nil {
 		t.Fatalf("refreshed claims %+v", claims)
 	}
+	// A booking's tokens end with the booking: no refresh.
+	if st, b := s.api("POST", "/api/v1/account/token/refresh", s.bookingToken("lab", "b6", "read"), ""); st != 403 || errCode(b) != "token_not_refreshable" {
+		t.Fatalf("refresh booking token: %d %s", st, b)
+	}
 	// Revoked tokens cannot be refreshed.
-	s.api("POST", "/api/v1/revocations", admin, `{"kind":"booking","value":"b5","ttl":"1h"}`)
+	s.api("POST", "/api/v1/revocations", admin, `{"kind":"subject","value":"carol","ttl":"1h"}`)
 	if st, b := s.api("POST", "/api/v1/account/token/refresh", refreshed.Token, ""); st != 403 || errCode(b) != "token_revoked" {
 		t.Fatalf("refresh revoked: %d %s", st, b)
 	}

@@ -327,8 +327,13 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
-	httpErr := s.http.Shutdown(ctx) // stops the listener; hijacked websockets are the relay's
+	// HTTP and relay drain side by side: a slow request must not use up
+	// the time the websockets need for their 1001 close frames. The
+	// listener closes at once; hijacked websockets are the relay's.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	relayErr := s.relay.Shutdown(ctx)
+	httpErr := <-httpDone
 	s.stats.Stop()
 	s.stopPurge()
 	s.background.Wait()

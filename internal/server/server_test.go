@@ -357,7 +357,7 @@ func TestWebsocketBadCodes(t *testing.T) {
 		c := s.claims("demo", "read")
 		c.ExpiresAt = jwt.NewNumericDate(s.clock.Now().Add(10 * time.Second))
 		uri := s.access("demo", s.sign(c))
-		s.clock.Advance(11 * time.Second)
+		s.clock.Advance(16 * time.Second) // past exp and the 5 s leeway
 		if status, code := wsStatus(t, uri, nil); status != 401 || code != "token_expired" {
 			t.Fatalf("got %d %q", status, code)
 		}
@@ -374,6 +374,27 @@ func TestWebsocketBadCodes(t *testing.T) {
 		}
 		if st, _ := wsStatus(t, uri, nil); st != http.StatusSwitchingProtocols {
 			t.Fatalf("code unusable after plain GET: %d", st)
+		}
+	})
+	t.Run("malformed handshake does not burn the code", func(t *testing.T) {
+		uri := s.access("demo", tok)
+		httpURL := strings.Replace(uri, "ws://", "http://", 1)
+		for _, tc := range []struct {
+			version, key string
+			status       int
+			code         string
+		}{{"8", "dGhlIHNhbXBsZSBub25jZQ==", 426, "bad_websocket_version"}, {"13", "short", 400, "bad_websocket_key"}} {
+			req, _ := http.NewRequest("GET", httpURL, nil)
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", tc.version)
+			req.Header.Set("Sec-WebSocket-Key", tc.key)
+			if status, code, _ := do(t, req); status != tc.status || code != tc.code {
+				t.Fatalf("version %s key %s: %d %s", tc.version, tc.key, status, code)
+			}
+		}
+		if st, _ := wsStatus(t, uri, nil); st != http.StatusSwitchingProtocols {
+			t.Fatalf("code unusable after malformed handshakes: %d", st)
 		}
 	})
 	t.Run("forbidden origin", func(t *testing.T) {

@@ -222,7 +222,7 @@ func DialURI(ctx context.Context, uri string, opts *Options) (*Conn, error) {
 			}
 			return nil, accessError(resp.StatusCode, body)
 		}
-		return nil, fmt.Errorf("client: dial: %w", err)
+		return nil, fmt.Errorf("client: dial: %w", redactURL(err))
 	}
 	limit := int64(DefaultReadLimit)
 	if opts != nil && opts.ReadLimit != 0 {
@@ -230,6 +230,18 @@ func DialURI(ctx context.Context, uri string, opts *Options) (*Conn, error) {
 	}
 	ws.SetReadLimit(limit)
 	return &Conn{ws: ws}, nil
+}
+
+// redactURL removes the query (the one-time code) from URLs in err.
+func redactURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil && u.RawQuery != "" {
+			u.RawQuery = "code=REDACTED"
+			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
+		}
+	}
+	return err
 }
 
 // Read returns the next message. When the relay closes the connection it
