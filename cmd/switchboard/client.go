@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"switchboard/internal/playscript"
 	"switchboard/pkg/client"
 )
 
@@ -27,6 +28,8 @@ type clientFlags struct {
 	record    string
 	keepOpen  bool
 	dataDir   string
+	play      string
+	strict    bool
 }
 
 func newClientCommand(io stdio) *cobra.Command {
@@ -38,9 +41,18 @@ func newClientCommand(io stdio) *cobra.Command {
 printed as lines, binary ones base64-encoded (raw with --binary). Lines read
 from stdin are sent as text messages (raw chunks as binary with --binary).
 
-When stdin ends the client closes normally, unless --keep-open is given.
+With --play FILE the messages come from a script instead of stdin (which is
+then not read): lines sent as messages, [500ms] delays, and
+<'regex',count,timeout> waits for received messages (docs/playback.md). The
+whole script is checked before connecting; a malformed line is reported with
+its line number and nothing is sent. A wait that times out is logged and the
+script goes on, unless --play-strict is given.
+
+When stdin or the script ends the client closes normally, unless --keep-open
+is given.
 Exit status: 0 normal end, 2 refused by the relay, 3 closed by the relay,
-1 any other failure.`,
+4 a wait of the script timed out under --play-strict, 1 any other failure
+(a malformed script included).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runClient(cmd.Context(), io, &f) },
 	}
@@ -52,7 +64,9 @@ Exit status: 0 normal end, 2 refused by the relay, 3 closed by the relay,
 	fs.StringVar(&f.prefix, "prefix", client.DefaultPrefix, "connection type")
 	fs.BoolVar(&f.binary, "binary", false, "raw bytes: send stdin in binary chunks, print binary messages unencoded")
 	fs.StringVar(&f.record, "record", "", "append received messages to this file as JSON lines with RFC 3339 nanosecond timestamps")
-	fs.BoolVar(&f.keepOpen, "keep-open", false, "keep receiving after stdin ends")
+	fs.BoolVar(&f.keepOpen, "keep-open", false, "keep receiving after stdin (or the --play script) ends")
+	fs.StringVar(&f.play, "play", "", "send the messages of this script (docs/playback.md) instead of reading stdin")
+	fs.BoolVar(&f.strict, "play-strict", false, "with --play: a wait that times out ends the client with status 4")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory of a local server (for the default --url)")
 	return cmd
 }
@@ -72,6 +86,16 @@ func runClient(ctx context.Context, io stdio, f *clientFlags) error {
 	if err != nil {
 		return err
 	}
+	// The whole script is checked before anything is opened or sent.
+	var script *playscript.Script
+	switch {
+	case f.play != "":
+		if script, err = loadScript(f.play); err != nil {
+			return err
+		}
+	case f.strict:
+		return fmt.Errorf("--play-strict needs --play")
+	}
 	base := f.url
 	if base == "" {
 		base = defaultPublicURL(f.dataDir)
@@ -89,16 +113,31 @@ func runClient(ctx context.Context, io stdio, f *clientFlags) error {
 	}
 	defer conn.CloseNow()
 
+	var player *playscript.Runner
+	if script != nil {
+		player = newPlayer(script, conn, f.strict, io.err)
+	}
 	readErr := make(chan error, 1)
-	go func() { readErr <- receive(ctx, conn, io.out, rec, f.binary) }()
+	go func() { readErr <- receive(ctx, conn, io.out, rec, f.binary, player) }()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- send(ctx, conn, io.in, f.binary) }()
+	go func() {
+		if player != nil {
+			sendErr <- player.Run(ctx)
+			return
+		}
+		sendErr <- send(ctx, conn, io.in, f.binary)
+	}()
 
 	for {
 		select {
 		case err := <-readErr:
 			return clientExit(err)
 		case err := <-sendErr:
+			var te *playscript.TimeoutError
+			if errors.As(err, &te) {
+				conn.Close()
+				return &exitError{code: 4, msg: te.Error() + " (--play-strict)"}
+			}
 			if err != nil {
 				return clientExit(err)
 			}
@@ -111,6 +150,33 @@ func runClient(ctx context.Context, io stdio, f *clientFlags) error {
 			return clientExit(conn.Close())
 		}
 	}
+}
+
+// loadScript reads and checks a whole --play script.
+func loadScript(path string) (*playscript.Script, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--play: %w", err)
+	}
+	defer file.Close()
+	return playscript.Parse(file, path)
+}
+
+// newPlayer returns the runner of a --play script that sends on conn and
+// logs timeouts it goes on after to logw.
+func newPlayer(s *playscript.Script, conn *client.Conn, strict bool, logw io.Writer) *playscript.Runner {
+	r := playscript.NewRunner(s, playscript.SenderFunc(func(ctx context.Context, m *playscript.Message) error {
+		typ := client.Text
+		if m.Binary() {
+			typ = client.Binary
+		}
+		return conn.Write(ctx, typ, m.Data)
+	}))
+	r.Strict = strict
+	r.OnTimeout = func(e *playscript.TimeoutError) {
+		fmt.Fprintf(logw, "switchboard: warning: %v; going on\n", e)
+	}
+	return r
 }
 
 func readToken(token, file string) (string, error) {
@@ -150,7 +216,9 @@ func clientExit(err error) error {
 	return err
 }
 
-func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File, raw bool) error {
+// receive prints (and records) what arrives, and hands it to player, if any,
+// once it is printed and recorded.
+func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File, raw bool, player *playscript.Runner) error {
 	w := bufio.NewWriter(out)
 	var buf []byte
 	for {
@@ -183,6 +251,9 @@ func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File
 			if _, err := rec.Write(append(b, '\n')); err != nil {
 				return fmt.Errorf("--record: %w", err)
 			}
+		}
+		if player != nil {
+			player.Received(data)
 		}
 	}
 }

@@ -87,6 +87,8 @@ var allowed = map[string][]string{
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
 	"switchboard/internal/bench":  {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
+	"switchboard/internal/agent": {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic",
+		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
 	"switchboard/internal/store":  {},
 	"switchboard/internal/store/sqlite": {"switchboard/internal/store", "modernc.org/sqlite", "modernc.org/sqlite/lib",
@@ -96,6 +98,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/store/storetest": {"switchboard/internal/store"},
 	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5"},
 	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
+	"switchboard/internal/playscript":      {},
 }
 
 func TestImportRules(t *testing.T) {
