@@ -23,7 +23,7 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmark a relay",
 	}
-	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io))
+	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io))
 	return cmd
 }
 
@@ -372,37 +372,44 @@ closed with 4003 %d of %d; not closed %d; other connections closed %d
 // benchTarget returns the secret and URL of the relay to measure: the one
 // given, or a child server it starts (stopped by the returned func).
 func benchTarget(ctx context.Context, io stdio, url, secret, secretFile string, serverArgs []string) ([]byte, string, func(), error) {
+	key, target, stop, _, err := benchTargetPID(ctx, io, url, secret, secretFile, serverArgs)
+	return key, target, stop, err
+}
+
+// benchTargetPID is benchTarget that also returns the started server's
+// process id (0 for a relay given by URL).
+func benchTargetPID(ctx context.Context, io stdio, url, secret, secretFile string, serverArgs []string) ([]byte, string, func(), int, error) {
 	var key []byte
 	switch {
 	case secret != "" && secretFile != "":
-		return nil, "", nil, fmt.Errorf("give --secret or --secret-file, not both")
+		return nil, "", nil, 0, fmt.Errorf("give --secret or --secret-file, not both")
 	case secret != "":
 		key = []byte(secret)
 	case secretFile != "":
 		s, err := datadir.ReadSecretFile(secretFile)
 		if err != nil {
-			return nil, "", nil, err
+			return nil, "", nil, 0, err
 		}
 		key = s
 	}
 	if url != "" {
 		if key == nil {
-			return nil, "", nil, fmt.Errorf("with --url, give --secret or --secret-file")
+			return nil, "", nil, 0, fmt.Errorf("with --url, give --secret or --secret-file")
 		}
-		return key, url, func() {}, nil
+		return key, url, func() {}, 0, nil
 	}
 	if key != nil {
-		return nil, "", nil, fmt.Errorf("--secret and --secret-file go with --url")
+		return nil, "", nil, 0, fmt.Errorf("--secret and --secret-file go with --url")
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("bench: find own binary: %w", err)
+		return nil, "", nil, 0, fmt.Errorf("bench: find own binary: %w", err)
 	}
 	srv, err := bench.StartServer(ctx, exe, serverArgs, io.err)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, 0, err
 	}
-	return srv.Secret, srv.URL, func() { srv.Stop() }, nil
+	return srv.Secret, srv.URL, func() { srv.Stop() }, srv.PID, nil
 }
 
 func newBenchStoreCommand(io stdio) *cobra.Command {
@@ -456,6 +463,63 @@ temporary directory (or --data-dir) unless --database-url names PostgreSQL.`,
 	fs.IntVar(&opts.Batch, "batch", 1, "audit entries per transaction (1: one revocation with its entry)")
 	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long")
 	fs.IntVar(&opts.MaxOps, "max-ops", 1_000_000, "stop after this many writes")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func newBenchConnsCommand(io stdio) *cobra.Command {
+	var (
+		url, secret, secretFile string
+		serverArgs              []string
+		opts                    bench.ConnsOptions
+		asJSON                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "conns",
+		Short: "Idle connections: handshake rate, server memory and goroutines per connection",
+		Long: `Opens --conns idle connections (client side spread over loopback source
+addresses 127.0.0.2, 127.0.0.3, … so one address's ephemeral ports do not run
+out), holds them, and reports the handshake rate (access + code exchange +
+websocket), the server's RSS per connection (from /proc, when the bench starts
+the server or --server-pid is given) and its goroutines per connection (from
+/metrics). Both processes need a file descriptor per connection.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, target, stop, pid, err := benchTargetPID(cmd.Context(), io, url, secret, secretFile, serverArgs)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.URL, opts.Secret = target, key
+			if opts.ServerPID == 0 {
+				opts.ServerPID = pid
+			}
+			res, err := bench.Conns(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(io.out).Encode(&res)
+			}
+			_, err = fmt.Fprintf(io.out, `scenario          conns: %d idle connections
+connect           %.1f s (%.0f handshakes/s)
+server RSS        %.1f MiB before, %.1f MiB held: %.1f KiB per connection
+goroutines        %d before, %d held: %.2f per connection
+`, res.Conns, res.ConnectSec, res.HandshakesPerSec, float64(res.ServerRSSBefore)/(1<<20), float64(res.ServerRSSHeld)/(1<<20),
+				res.RSSPerConn/1024, res.GoroutinesBefore, res.GoroutinesHeld, res.GoroutinesPerConn)
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&url, "url", "", "relay base URL (default: start a server child process)")
+	fs.StringVar(&secret, "secret", "", "the relay's token signing secret (HS256)")
+	fs.StringVar(&secretFile, "secret-file", "", "file holding the relay's token signing secret")
+	fs.StringSliceVar(&serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	fs.IntVar(&opts.Conns, "conns", 10_000, "idle connections to hold")
+	fs.IntVar(&opts.Sources, "sources", 0, "client source addresses (default: one per 20,000 connections)")
+	fs.IntVar(&opts.Parallel, "parallel", 64, "connections opened at once")
+	fs.DurationVar(&opts.Hold, "hold", 2*time.Second, "how long to hold before measuring")
+	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the relay given by --url, for its RSS")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

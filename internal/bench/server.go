@@ -173,13 +173,19 @@ func ProcCPU(pid int) (time.Duration, error) {
 
 // ProcPeakRSS returns the peak resident set size (VmHWM) of process pid in
 // bytes, from /proc/PID/status (Linux only).
-func ProcPeakRSS(pid int) (int64, error) {
+func ProcPeakRSS(pid int) (int64, error) { return procStatusKB(pid, "VmHWM:") }
+
+// ProcRSS returns the current resident set size of process pid (VmRSS).
+func ProcRSS(pid int) (int64, error) { return procStatusKB(pid, "VmRSS:") }
+
+// procStatusKB reads a "kB" field of /proc/PID/status, in bytes.
+func procStatusKB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return 0, fmt.Errorf("bench: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		rest, ok := strings.CutPrefix(line, field)
 		if !ok {
 			continue
 		}
@@ -193,5 +199,5 @@ func ProcPeakRSS(pid int) (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("bench: /proc/%d/status: no VmHWM", pid)
+	return 0, fmt.Errorf("bench: /proc/%d/status: no %s", pid, field)
 }
