@@ -25,6 +25,7 @@ type clientFlags struct {
 	tokenFile string
 	prefix    string
 	binary    bool
+	shell     bool
 	record    string
 	keepOpen  bool
 	dataDir   string
@@ -40,6 +41,11 @@ func newClientCommand(io stdio) *cobra.Command {
 		Long: `Connect to a topic through the access endpoint. Received text messages are
 printed as lines, binary ones base64-encoded (raw with --binary). Lines read
 from stdin are sent as text messages (raw chunks as binary with --binary).
+
+With --shell the client opens a 1:1 session with the host serving the topic
+on the shell prefix and moves raw bytes between stdin/stdout and the host's
+local service, so it can be an ssh ProxyCommand:
+  ssh -o ProxyCommand='switchboard client --shell --url URL --topic T --token-file F' user@lab
 
 With --play FILE the messages come from a script instead of stdin (which is
 then not read): lines sent as messages, [500ms] delays, and
@@ -63,6 +69,7 @@ Exit status: 0 normal end, 2 refused by the relay, 3 closed by the relay,
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token")
 	fs.StringVar(&f.prefix, "prefix", client.DefaultPrefix, "connection type")
 	fs.BoolVar(&f.binary, "binary", false, "raw bytes: send stdin in binary chunks, print binary messages unencoded")
+	fs.BoolVar(&f.shell, "shell", false, "a 1:1 session with a host on the shell prefix, raw bytes both ways (for ssh: -o ProxyCommand='switchboard client --shell --topic T --token-file F')")
 	fs.StringVar(&f.record, "record", "", "append received messages to this file as JSON lines with RFC 3339 nanosecond timestamps")
 	fs.BoolVar(&f.keepOpen, "keep-open", false, "keep receiving after stdin (or the --play script) ends")
 	fs.StringVar(&f.play, "play", "", "send the messages of this script (docs/playback.md) instead of reading stdin")
@@ -79,6 +86,14 @@ type recordLine struct {
 }
 
 func runClient(ctx context.Context, io stdio, f *clientFlags) error {
+	if f.shell {
+		if f.play != "" {
+			return fmt.Errorf("--shell and --play do not go together: a shell session carries raw bytes")
+		}
+		// Raw bytes both ways and nothing else on stdout, so that the
+		// client can stand in for a TCP connection (ssh ProxyCommand).
+		f.prefix, f.binary = "shell", true
+	}
 	if f.topic == "" {
 		return fmt.Errorf("--topic is required")
 	}
@@ -118,7 +133,7 @@ func runClient(ctx context.Context, io stdio, f *clientFlags) error {
 		player = newPlayer(script, conn, f.strict, io.err)
 	}
 	readErr := make(chan error, 1)
-	go func() { readErr <- receive(ctx, conn, io.out, rec, f.binary, player) }()
+	go func() { readErr <- receive(ctx, conn, io.out, rec, f.binary, f.shell, player) }()
 	sendErr := make(chan error, 1)
 	go func() {
 		if player != nil {
@@ -218,7 +233,7 @@ func clientExit(err error) error {
 
 // receive prints (and records) what arrives, and hands it to player, if any,
 // once it is printed and recorded.
-func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File, raw bool, player *playscript.Runner) error {
+func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File, raw, shell bool, player *playscript.Runner) error {
 	w := bufio.NewWriter(out)
 	var buf []byte
 	for {
@@ -227,6 +242,9 @@ func receive(ctx context.Context, conn *client.Conn, out io.Writer, rec *os.File
 		if err != nil {
 			w.Flush()
 			return err
+		}
+		if shell && typ == client.Text {
+			continue // a byte stream: text messages are not part of it
 		}
 		now := time.Now().UTC()
 		switch {
