@@ -483,14 +483,17 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		Scopes: g.Scopes, SystemTopic: g.System,
 		RemoteAddr: h.remoteAddr(r), UserAgent: truncate(r.UserAgent(), 256),
 	}
-	// The request context ends when the handler returns; the connection's
-	// lifetime is the relay's to manage.
-	ctx := context.WithoutCancel(r.Context())
-	if prefix == PrefixShell {
-		h.serveShell(ctx, conn, g, info)
-		return
-	}
-	h.cfg.Relay.Accept(ctx, conn, info)
+	// The connection is the relay's from here, on a goroutine of its own:
+	// this handler's goroutine returns, and with it its deep stack and the
+	// request's buffers, which an idle connection would otherwise pin.
+	// The relay's Shutdown ends it.
+	go func() {
+		if prefix == PrefixShell {
+			h.serveShell(context.Background(), conn, g, info)
+			return
+		}
+		h.cfg.Relay.Accept(context.Background(), conn, info)
+	}()
 }
 
 // redeem takes a code and checks it against the request.

@@ -24,8 +24,11 @@ type conn struct {
 	topic       *topicState // set by register, then read-only
 
 	// wake has room for one token: the queue has messages, or the
-	// connection is closing. Sent without blocking by enqueue and close.
+	// connection is closing. Sent without blocking, to a running writer.
 	wake chan struct{}
+	// writers counts write-loop goroutines: one while there is something
+	// to write or close, none for an idle connection (see kickLocked).
+	writers sync.WaitGroup
 	// done is closed when the connection starts closing.
 	done chan struct{}
 	// space has room for one token, sent by the write loop after each
@@ -48,6 +51,9 @@ type conn struct {
 	closeText   string
 	closeIsDone bool        // guarded by mu; the transport already closed, no close frame to send
 	abortTimer  *time.Timer // guarded by mu; aborts a close that takes too long
+	writing     bool        // guarded by mu; a write loop is running
+	closeSent   bool        // guarded by mu; a write loop performed the transport close
+	pingTimer   *time.Timer // guarded by mu; fires pingTick every PingInterval
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last message in or out
 
@@ -80,9 +86,11 @@ func (c *conn) run(ctx context.Context) CloseReason {
 	if h := c.srv.cfg.OnConnect; h != nil {
 		h(c.status())
 	}
-	writerDone := make(chan struct{})
-	go c.writeLoop(writerDone)
-
+	if d := c.srv.cfg.PingInterval; d > 0 {
+		c.mu.Lock()
+		c.pingTimer = time.AfterFunc(d, c.pingTick)
+		c.mu.Unlock()
+	}
 	if !c.info.ExpiresAt.IsZero() {
 		t := time.AfterFunc(c.info.ExpiresAt.Sub(c.srv.cfg.Now()), func() {
 			c.close(CloseTokenExpired, ReasonTokenExpired, "token expired")
@@ -94,8 +102,13 @@ func (c *conn) run(ctx context.Context) CloseReason {
 	})
 	defer stop()
 
-	c.readLoop()
-	<-writerDone
+	c.readLoop() // returns once the connection is closing
+	c.mu.Lock()
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+	c.mu.Unlock()
+	c.writers.Wait() // the last one performed the transport close
 	c.pings.Wait()
 	c.srv.unregister(c)
 
@@ -214,39 +227,45 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 	}
 	c.q = append(c.q, m)
 	c.queued += size
+	c.kickLocked()
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
-// writeLoop writes queued messages in batches until the connection closes,
-// then performs the transport close.
-func (c *conn) writeLoop(done chan<- struct{}) {
-	defer close(done)
-	defer func() {
-		c.mu.Lock()
-		if c.abortTimer != nil {
-			c.abortTimer.Stop()
-		}
-		c.mu.Unlock()
-	}()
-	var pingC <-chan time.Time
-	if c.srv.cfg.PingInterval > 0 {
-		t := time.NewTicker(c.srv.cfg.PingInterval)
-		defer t.Stop()
-		pingC = t.C
-	}
-	for {
+// writerLinger is how long an idle write loop waits for more before it
+// exits: long enough to carry a steady stream without a goroutine start per
+// message, short enough that an idle connection holds no writer.
+const writerLinger = time.Second
+
+// kickLocked makes sure a write loop will look at the queue and the closing
+// state: it wakes the running one or starts one. c.mu must be held.
+func (c *conn) kickLocked() {
+	if c.writing {
 		select {
-		case <-c.wake:
-		case <-pingC:
-			c.startPing()
-			continue
+		case c.wake <- struct{}{}:
+		default:
 		}
+		return
+	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop writes queued messages in batches; once the connection is
+// closing it performs the transport close. It exits after writerLinger with
+// nothing to do, so that an idle connection has no writer goroutine.
+func (c *conn) writeLoop() {
+	defer c.writers.Done()
+	var linger *time.Timer
+	for {
 		c.mu.Lock()
 		if c.closing {
+			c.writing = false
+			if c.closeSent {
+				c.mu.Unlock()
+				return
+			}
+			c.closeSent = true
 			code, text, transportDone := c.closeCode, c.closeText, c.closeIsDone
 			c.mu.Unlock()
 			if transportDone {
@@ -254,9 +273,32 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 			} else {
 				_ = c.tc.Close(code, text)
 			}
+			c.mu.Lock()
+			if c.abortTimer != nil {
+				c.abortTimer.Stop()
+			}
+			c.mu.Unlock()
 			return
 		}
 		if c.qHead == len(c.q) {
+			c.mu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-c.wake:
+				linger.Stop()
+				continue
+			case <-linger.C:
+			}
+			c.mu.Lock()
+			if c.qHead == len(c.q) && !c.closing {
+				c.writing = false
+				c.mu.Unlock()
+				return
+			}
 			c.mu.Unlock()
 			continue
 		}
@@ -287,6 +329,9 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 		}
 		if err != nil {
 			c.closeTransportDone(CloseGoingAway, ReasonWriteError)
+			c.mu.Lock()
+			c.closeSent, c.writing = true, false
+			c.mu.Unlock()
 			c.tc.Abort()
 			return
 		}
@@ -296,11 +341,28 @@ func (c *conn) writeLoop(done chan<- struct{}) {
 	}
 }
 
+// pingTick runs every PingInterval on a timer (no goroutine of its own).
+func (c *conn) pingTick() {
+	c.startPing()
+	c.mu.Lock()
+	if !c.closing {
+		c.pingTimer.Reset(c.srv.cfg.PingInterval)
+	}
+	c.mu.Unlock()
+}
+
 func (c *conn) startPing() {
 	if !c.pinging.CompareAndSwap(false, true) {
 		return
 	}
+	c.mu.Lock()
+	if c.closing { // run may be waiting for the pings already
+		c.mu.Unlock()
+		c.pinging.Store(false)
+		return
+	}
 	c.pings.Add(1)
+	c.mu.Unlock()
 	go func() {
 		defer c.pings.Done()
 		defer c.pinging.Store(false)
@@ -342,11 +404,8 @@ func (c *conn) setClosing(code CloseCode, why CloseReason, text string, transpor
 		// CloseTimeout to send the close frame, then abort.
 		c.abortTimer = time.AfterFunc(c.srv.cfg.CloseTimeout, c.tc.Abort)
 	}
+	c.kickLocked()
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (c *conn) status() ConnStatus {
