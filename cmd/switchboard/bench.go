@@ -23,7 +23,7 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmark a relay",
 	}
-	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io))
+	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io))
 	return cmd
 }
 

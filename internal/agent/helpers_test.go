@@ -1,0 +1,252 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"switchboard/internal/auth"
+	"switchboard/internal/server"
+	"switchboard/internal/store/sqlite"
+	"switchboard/pkg/client"
+)
+
+var testSecret = []byte("agent test secret of 32 bytes...")
+
+// testRelay is a real relay on a loopback port.
+type testRelay struct {
+	*server.Server
+	t   *testing.T
+	url string
+	key *auth.Key
+}
+
+func startRelay(t *testing.T, mod func(*server.Config)) *testRelay {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "switchboard.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg := server.Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: db}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := server.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	key, _ := auth.NewHMACKey("HS256", testSecret)
+	return &testRelay{Server: s, t: t, url: s.PublicURL(), key: key}
+}
+
+// token signs a token for topic with the given prefix, lifetime and scopes.
+func (r *testRelay) token(topic, prefix string, ttl time.Duration, scopes ...string) string {
+	now := time.Now()
+	tok, err := r.key.Sign(auth.Claims{
+		Topic: topic, Prefix: prefix, Scopes: scopes,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Audience:  jwt.ClaimStrings{r.url},
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			IssuedAt:  jwt.NewNumericDate(now),
+		},
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return tok
+}
+
+// tokenFile writes a session token (read, write) for topic to a file.
+func (r *testRelay) tokenFile(topic string) string {
+	return writeFile(r.t, "token", r.token(topic, "session", time.Hour, "read", "write")+"\n")
+}
+
+func (r *testRelay) dial(topic string) *client.Conn {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, r.url, topic, r.token(topic, "session", time.Hour, "read", "write"), nil)
+	if err != nil {
+		r.t.Fatalf("dial %s: %v", topic, err)
+	}
+	r.t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// topicConns counts the relay's connections on topic.
+func (r *testRelay) topicConns(topic string) int {
+	n := 0
+	for _, c := range r.Relay().Connections() {
+		if c.Info.Topic == topic {
+			n++
+		}
+	}
+	return n
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fastBackoff makes tests retry quickly.
+var fastBackoff = Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond, Stable: time.Hour, Long: time.Hour}
+
+// runAgent starts an agent on cfg and stops it at the end of the test,
+// checking that Run returns.
+func runAgent(t *testing.T, cfg *Config, opts Options) *Agent {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return startAgent(t, cfg, opts)
+}
+
+// startAgent is runAgent without validating cfg again.
+func startAgent(t *testing.T, cfg *Config, opts Options) *Agent {
+	t.Helper()
+	if opts.Backoff == (Backoff{}) {
+		opts.Backoff = fastBackoff
+	}
+	a, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	for _, s := range a.streams {
+		if err := s.prepare(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { done <- a.runPrepared(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("agent did not stop within 15 s")
+		}
+	})
+	return a
+}
+
+// status returns the status of the link named name.
+func status(t *testing.T, a *Agent, name string) LinkStatus {
+	t.Helper()
+	for _, s := range a.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no link %q", name)
+	return LinkStatus{}
+}
+
+// readN reads messages from c until want bytes have arrived and returns
+// them and the messages.
+func readN(t *testing.T, c *client.Conn, want int) ([]byte, [][]byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var all []byte
+	var msgs [][]byte
+	for len(all) < want {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read after %d of %d bytes: %v", len(all), want, err)
+		}
+		all = append(all, data...)
+		msgs = append(msgs, data)
+	}
+	return all, msgs
+}
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// listenLocal opens a loopback listener for a local service.
+func listenLocal(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// accept accepts one connection within 10 s.
+func accept(t *testing.T, ln net.Listener) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c
+	case <-time.After(10 * time.Second):
+		ln.Close()
+		t.Fatal("no local connection within 10 s")
+	}
+	return nil
+}
