@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,7 +24,8 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmark a relay",
 	}
-	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io))
+	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io),
+		newBenchLatencyCommand(io), newBenchAccessCommand(io), newBenchRateSearchCommand(io), newBenchSoakCommand(io))
 	return cmd
 }
 
@@ -31,6 +33,8 @@ func newBenchCommand(io stdio) *cobra.Command {
 // the output and the CPU profile.
 type benchRunFlags struct {
 	readers    int
+	writers    int
+	topics     int
 	size       byteSize
 	rate       float64
 	duration   time.Duration
@@ -42,9 +46,11 @@ type benchRunFlags struct {
 
 func (f *benchRunFlags) register(fs *pflag.FlagSet) {
 	f.size = bench.DefaultSize
-	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections")
+	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections (per topic)")
+	fs.IntVar(&f.writers, "writers", 1, "writer connections (per topic)")
+	fs.IntVar(&f.topics, "topics", 1, "topics, each with --writers writers and --readers readers (more than one: named TOPIC/0, TOPIC/1, …)")
 	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
-	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by the writer (0: unpaced)")
+	fs.Float64Var(&f.rate, "rate", 0, "messages per second sent by each writer (0: unpaced)")
 	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
 	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
 	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after the writer stops")
@@ -96,12 +102,17 @@ func newBenchFanoutCommand(io stdio) *cobra.Command {
 	var f benchFanoutFlags
 	cmd := &cobra.Command{
 		Use:   "fanout",
-		Short: "One writer, many readers on one topic: throughput, latency, drops",
+		Short: "Writers and readers on one or more topics: throughput, latency, drops",
 		Long: `One writer and --readers readers connect to one topic. The writer sends
 --size byte messages, unpaced (--rate 0) or at --rate messages per second, for
 --warmup then --duration; readers count and time what they receive. Reported:
 messages sent and delivered, delivered messages/s and MB/s (1 MB = 1e6 bytes),
 one-way latency quantiles, drops and sequence gaps, measured over --duration.
+
+With --topics T and --writers W there are T topics (TOPIC/0 … TOPIC/T-1), each
+with W writers and --readers readers; --rate is per writer, and paced writers
+are spread evenly over one interval. With more than one topic a --token must
+grant TOPIC/*.
 
 Without --url the bench starts its own server (this binary, "serve" on a
 loopback port with a temporary data directory) and also reports the server's
@@ -166,7 +177,7 @@ func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts b
 		return opts, stop, err
 	}
 	opts = bench.FanoutOptions{
-		URL: f.url, Token: f.token, Topic: f.topic, Readers: f.readers, Size: int(f.size),
+		URL: f.url, Token: f.token, Topic: f.topic, Readers: f.readers, Writers: f.writers, Topics: f.topics, Size: int(f.size),
 		Rate: f.rate, Duration: f.duration, Warmup: warmup, Drain: f.drain, ServerPID: f.serverPID,
 	}
 	switch {
@@ -235,7 +246,8 @@ func newBenchTCPBaselineCommand(io stdio) *cobra.Command {
 		Use:   "tcp-baseline",
 		Short: "The fanout scenario over plain loopback TCP: this machine's limit",
 		Long: `The fan-out of "bench fanout" (one writer, --readers readers, --size byte
-messages, unpaced or at --rate, --warmup then --duration) without the relay:
+messages, unpaced or at --rate, --warmup then --duration; --topics and
+--writers as in fanout) without the relay:
 plain TCP on loopback with length-prefixed messages through an in-process hub
 that queues each message for every reader (bounded by --queue, dropping the
 oldest when full) and writes each reader's queue in one batched write. No
@@ -264,7 +276,7 @@ func runBenchTCPBaseline(cmd *cobra.Command, io stdio, f *benchTCPBaselineFlags)
 	}
 	defer stop()
 	res, err := bench.TCPBaseline(cmd.Context(), bench.TCPBaselineOptions{
-		Readers: f.readers, Size: int(f.size), Rate: f.rate, Duration: f.duration,
+		Readers: f.readers, Writers: f.writers, Topics: f.topics, Size: int(f.size), Rate: f.rate, Duration: f.duration,
 		Warmup: warmup, Drain: f.drain, QueueBytes: int(f.queue),
 	})
 	if err != nil {
@@ -279,7 +291,8 @@ func newBenchCompareCommand(io stdio) *cobra.Command {
 		Use:   "compare",
 		Short: "Run tcp-baseline then fanout with the same options and compare them",
 		Long: `Runs "bench tcp-baseline" and then "bench fanout", one after the other, with
-the same --readers, --size, --rate, --duration, --warmup and --drain, prints
+the same --readers, --writers, --topics, --size, --rate, --duration, --warmup
+and --drain, prints
 both results and the ratio of the relay's delivered messages/s to the
 baseline's (1 would be the machine's limit) and, for paced runs, the ratio of
 their p99 latencies. The relay flags are fanout's: without --url a server
@@ -521,5 +534,247 @@ goroutines        %d before, %d held: %.2f per connection
 	fs.DurationVar(&opts.Hold, "hold", 2*time.Second, "how long to hold before measuring")
 	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the relay given by --url, for its RSS")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+// addBenchTargetFlags registers the flags that choose the relay (or start
+// one) and how to get tokens, for the scenarios that build on
+// benchFanoutSetup without fanout's shape flags.
+func addBenchTargetFlags(fs *pflag.FlagSet, f *benchFanoutFlags, topic, tokenHelp string) {
+	fs.StringVar(&f.url, "url", "", "relay base URL (default: start a server child process)")
+	fs.StringVar(&f.token, "token", "", tokenHelp)
+	fs.StringVar(&f.secret, "secret", "", "the relay's token signing secret (HS256), to mint tokens")
+	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the relay's token signing secret")
+	fs.StringVar(&f.topic, "topic", topic, "topic")
+	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of the relay given by --url, to report its CPU time and peak RSS")
+	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server, e.g. --server-arg=--cpuprofile=/tmp/serve.prof (repeatable)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
+	_ = fs.MarkHidden("cpuprofile")
+}
+
+func newBenchLatencyCommand(io stdio) *cobra.Command {
+	f := benchFanoutFlags{benchRunFlags: benchRunFlags{readers: 1, size: bench.DefaultLatencySize}}
+	cmd := &cobra.Command{
+		Use:   "latency",
+		Short: "One writer at a low fixed rate, one reader echoing: one-way and round-trip latency",
+		Long: `One writer sends --size byte messages at --rate messages per second on a topic;
+one reader sends every message back on the same topic at once (the relay does
+not send a writer its own messages, so the writer receives only the echoes).
+Reported over --duration, after --warmup: one-way latency (writer send to
+reader receipt) and round trip (writer send to the echo's receipt) quantiles,
+and messages lost. Without --url the bench starts its own server; with --url
+give --token (read and write on the topic) or --secret/--secret-file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.rate <= 0 {
+				return fmt.Errorf("--rate %v: must be positive", f.rate)
+			}
+			opts, stop, err := benchFanoutSetup(cmd, io, &f)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			res, err := bench.Latency(cmd.Context(), bench.LatencyOptions{
+				URL: opts.URL, Token: opts.Token, Secret: opts.Secret, Topic: opts.Topic, Rate: opts.Rate, Size: opts.Size,
+				Duration: opts.Duration, Warmup: opts.Warmup, Drain: opts.Drain, ServerPID: opts.ServerPID,
+			})
+			if err != nil {
+				return err
+			}
+			return f.output(io, &res)
+		},
+	}
+	fs := cmd.Flags()
+	addBenchTargetFlags(fs, &f, bench.DefaultLatencyTopic, "token granting read and write on the topic")
+	fs.Float64Var(&f.rate, "rate", bench.DefaultLatencyRate, "messages per second sent by the writer")
+	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
+	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured period")
+	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before --duration")
+	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last echoes after the writer stops")
+	return cmd
+}
+
+func newBenchAccessCommand(io stdio) *cobra.Command {
+	f := benchFanoutFlags{benchRunFlags: benchRunFlags{readers: 1}}
+	var opts bench.AccessOptions
+	cmd := &cobra.Command{
+		Use:   "access",
+		Short: "Access endpoint + code exchange rate and latency with many concurrent clients",
+		Long: `--clients clients each loop for --duration: POST the token to the access
+endpoint (over a pool of keep-alive connections), open the websocket with the
+one-time code (a new TCP connection, from one of --sources loopback source
+addresses 127.0.0.2, 127.0.0.3, … in turn, so that ports in TIME_WAIT do not run
+out), and close it at once. Reported: completed exchanges per second and the
+latency quantiles of each stage. With a secret (or a started server) client i
+uses topic TOPIC/c<i>; with --token every client uses --topic, which the token
+must grant with read scope. Bounded by --duration and --max. The client is
+pkg/client (net/http and coder/websocket) unless --raw: then a minimal client
+writes HTTP/1.1 and the websocket handshakes by hand, which costs the shared
+machine much less CPU per exchange and leaves more to the relay.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.duration = opts.Duration
+			fo, stop, err := benchFanoutSetup(cmd, io, &f)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.URL, opts.Token, opts.Secret, opts.Topic, opts.ServerPID = fo.URL, fo.Token, fo.Secret, fo.Topic, fo.ServerPID
+			res, err := bench.Access(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if err := f.output(io, &res); err != nil {
+				return err
+			}
+			if res.Exchanges == 0 {
+				return fmt.Errorf("no exchange completed: %s", res.FirstError)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	addBenchTargetFlags(fs, &f, bench.DefaultAccessTopic, "token granting read on the topic")
+	fs.IntVar(&opts.Clients, "clients", bench.DefaultAccessClients, "concurrent clients")
+	fs.IntVar(&opts.Sources, "sources", bench.DefaultAccessSources, "loopback source addresses for the websockets")
+	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long the clients loop")
+	fs.IntVar(&opts.Max, "max", bench.DefaultAccessMax, "stop after this many exchanges")
+	fs.BoolVar(&opts.Raw, "raw", false, "use a minimal client on plain sockets (HTTP/1.1 and the websocket handshakes by hand) instead of pkg/client, so the client takes less CPU")
+	return cmd
+}
+
+func newBenchRateSearchCommand(io stdio) *cobra.Command {
+	f := benchFanoutFlags{benchRunFlags: benchRunFlags{size: bench.DefaultSize}}
+	var opts bench.RateSearchOptions
+	cmd := &cobra.Command{
+		Use:   "rate-search",
+		Short: "Highest paced fan-out rate with zero drops over a window",
+		Long: `Finds the highest rate at which the fan-out (one writer → --readers readers of
+--size bytes by default; --writers and --topics as in fanout) delivers with
+zero drops over --window. First an unpaced run of --unpaced gives the scale;
+then paced probes, each a fanout run of --window, double the rate from
+--start (default an eighth of the unpaced delivered rate per reader) until
+one fails, then bisect until the highest pass and the lowest failure are
+within --tolerance, at most --max-probes probes. A probe passes with no
+drops, gaps, reordering or unfinished readers, writers at most --max-late
+behind their schedule and readers at most --max-drain behind at the end (a
+backlog the relay's queues hide in a short window). Progress goes to stderr;
+the result
+reports every probe and the best rate as a fraction of the unpaced run's
+delivered rate.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.duration = opts.Window
+			fo, stop, err := benchFanoutSetup(cmd, io, &f)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.Fanout = fo
+			opts.Progress = func(p bench.RateProbe) { fmt.Fprintln(io.err, p.ProbeLine()) }
+			res, err := bench.RateSearch(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			return f.output(io, &res)
+		},
+	}
+	fs := cmd.Flags()
+	addBenchTargetFlags(fs, &f, bench.DefaultTopic, "token granting read and write on the topic")
+	fs.IntVar(&f.readers, "readers", bench.DefaultReaders, "reader connections (per topic)")
+	fs.IntVar(&f.writers, "writers", 1, "writer connections (per topic)")
+	fs.IntVar(&f.topics, "topics", 1, "topics")
+	fs.Var(&f.size, "size", fmt.Sprintf("message size (at least %d bytes)", bench.MinSize))
+	fs.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unmeasured period before each probe's window")
+	fs.DurationVar(&f.drain, "drain", bench.DefaultDrain, "longest wait for the last messages after each probe")
+	fs.DurationVar(&opts.Window, "window", bench.DefaultRateWindow, "measured period of each paced probe")
+	fs.DurationVar(&opts.Unpaced, "unpaced", bench.DefaultRateUnpaced, "measured period of the unpaced run")
+	fs.Float64Var(&opts.Start, "start", 0, "first rate probed, msg/s per writer (default: unpaced delivered rate per reader / 8)")
+	fs.IntVar(&opts.MaxProbes, "max-probes", bench.DefaultRateMaxProbes, "most paced probes")
+	fs.Float64Var(&opts.Tolerance, "tolerance", bench.DefaultRateTolerance, "stop when the lowest failure is within this fraction of the highest pass")
+	fs.DurationVar(&opts.MaxLate, "max-late", bench.DefaultRateMaxLate, "a probe fails if a writer falls further behind its schedule")
+	fs.DurationVar(&opts.MaxDrain, "max-drain", bench.DefaultRateMaxDrain, "a probe fails if the readers are further behind when the writers end")
+	return cmd
+}
+
+func newBenchSoakCommand(io stdio) *cobra.Command {
+	var (
+		url, secret, secretFile string
+		serverArgs              []string
+		opts                    bench.SoakOptions
+		size                    = byteSize(bench.DefaultSize)
+		asJSON                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "soak",
+		Short: "Mixed load for a long time; fails if server memory or goroutines grow",
+		Long: `Runs a mixed load for --duration: a paced fan-out (--readers readers, --rate
+msg/s of --size bytes), connection churn on the fan-out topic (--churn-rate
+connections/s, each held --churn-hold), access + code exchange cycles
+(--exchange-rate/s, closed at once) and a revocation every --deny-every (a
+connection with a booking id is denied with POST /bids/deny and must close
+with 4003, access must then be refused, and POST /bids/allow must let it in
+again; 8 booking ids in turn).
+
+Every --sample it prints the server's RSS (from /proc: a started server or
+--server-pid) and goroutines (go_goroutines from /metrics). At the end it fits
+a least-squares line to each series, leaving out the first sample as warm-up,
+and FAILS (exit status 1) if the line predicts more growth per 10 minutes than
+max(--threshold × the mean, a floor of 8 MiB or 20 goroutines), or if any
+operation failed. With --json the samples go to stderr and one JSON object to
+stdout. Without --url it starts its own server; with --url give --secret or
+--secret-file (admin and stats tokens are minted).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, target, stop, pid, err := benchTargetPID(cmd.Context(), io, url, secret, secretFile, serverArgs)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.URL, opts.Secret, opts.Size = target, key, int(size)
+			if opts.ServerPID == 0 {
+				opts.ServerPID = pid
+			}
+			progress := io.out
+			if asJSON {
+				progress = io.err
+			}
+			opts.Progress = func(s bench.SoakSample) { bench.WriteSampleLine(progress, s) }
+			res, err := bench.Soak(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = json.NewEncoder(io.out).Encode(&res)
+			} else {
+				err = res.WriteTable(io.out)
+			}
+			if err != nil {
+				return err
+			}
+			if !res.Pass {
+				return fmt.Errorf("soak failed: %s", strings.Join(res.Failures, "; "))
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&url, "url", "", "relay base URL (default: start a server child process)")
+	fs.StringVar(&secret, "secret", "", "the relay's token signing secret (HS256)")
+	fs.StringVar(&secretFile, "secret-file", "", "file holding the relay's token signing secret")
+	fs.StringSliceVar(&serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the relay given by --url, for its RSS")
+	fs.DurationVar(&opts.Duration, "duration", bench.DefaultSoakDuration, "how long the load runs")
+	fs.DurationVar(&opts.Sample, "sample", bench.DefaultSoakSample, "sampling period")
+	fs.IntVar(&opts.Readers, "readers", bench.DefaultSoakReaders, "fan-out readers")
+	fs.Float64Var(&opts.Rate, "rate", bench.DefaultSoakRate, "fan-out messages per second")
+	fs.Var(&size, "size", "fan-out message size")
+	fs.Float64Var(&opts.ChurnRate, "churn-rate", bench.DefaultSoakChurnRate, "connections per second joining the fan-out topic")
+	fs.DurationVar(&opts.ChurnHold, "churn-hold", bench.DefaultSoakChurnHold, "how long each churn connection stays")
+	fs.Float64Var(&opts.ExchangeRate, "exchange-rate", bench.DefaultSoakExchangeRate, "access + code exchange cycles per second")
+	fs.DurationVar(&opts.DenyEvery, "deny-every", bench.DefaultSoakDenyEvery, "period of the revocation cycle")
+	fs.Float64Var(&opts.Threshold, "threshold", bench.DefaultSoakThreshold, "fail if growth per 10 minutes exceeds this fraction of the mean (and the floor)")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object (samples on stderr)")
 	return cmd
 }

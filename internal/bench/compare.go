@@ -83,13 +83,20 @@ func (r *TCPBaselineResult) WriteTable(w io.Writer) error {
 		rate = fmt.Sprintf("%g msg/s", r.Rate)
 	}
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
-	row("scenario", "tcp-baseline: 1 writer, %d readers, length-prefixed TCP through an in-process hub", r.Readers)
+	if r.Writers <= 1 && r.Topics <= 1 {
+		row("scenario", "tcp-baseline: 1 writer, %d readers, length-prefixed TCP through an in-process hub", r.Readers)
+	} else {
+		row("scenario", "tcp-baseline: %s, length-prefixed TCP through an in-process hub", r.shape())
+	}
 	row("hub", "%s (queue %d B per reader, drop oldest)", r.URL, r.QueueBytes)
 	row("message size", "%d B", r.Size)
 	row("rate", "%s", rate)
 	row("measured", "%.3f s (after %.3f s warm-up; connect %.3f s, drain %.3f s)", r.DurationSec, r.WarmupSec, r.ConnectSec, r.DrainSec)
 	row("sent", "%d (%.0f msg/s)", r.Sent, r.SentPerSec)
 	row("delivered", "%d (%.0f msg/s, %.1f MB/s); hub wrote %d", r.Delivered, r.DeliveredPerSec, r.MBPerSec, r.HubDelivered)
+	if r.DrainSec > 0.1*r.DurationSec && r.DeliveredPerSecWithDrain > 0 {
+		row("", "%.0f msg/s counting the %.1f s drain: readers were far behind at the end", r.DeliveredPerSecWithDrain, r.DrainSec)
+	}
 	l := r.LatencyUS
 	row("latency µs", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max))
 	row("drops", "%d (%.2f%% of expected; hub dropped %d), gaps %d, reordered %d", r.Drops, pct(r.Drops, r.Sent*uint64(r.Readers)), r.HubDropped, r.Gaps, r.Reordered)

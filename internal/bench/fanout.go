@@ -1,6 +1,7 @@
 // Package bench holds the load generators behind `switchboard bench`: the
-// scenarios (Fanout: one writer, many readers on one topic; TCPBaseline:
-// the same over plain loopback TCP; both run by runScenario), the helpers
+// scenarios (Fanout: writers and readers on one or more topics;
+// TCPBaseline: the same over plain loopback TCP; both run by runScenario;
+// Latency, Access, RateSearch, Soak, Conns, Deny), the helpers
 // they share (a child relay server, token minting, /proc sampling) and a
 // lock-free log-linear latency histogram.
 //
@@ -44,13 +45,19 @@ const (
 )
 
 // Payload header: bytes 0-7 the send time (UnixNano, little endian), bytes
-// 8-15 the sequence number with flags in the top bits.
+// 8-15 the sequence number (bits 0-39), the writer's number within its topic
+// (bits 40-55) and flags in the top bits.
 const (
 	headerSize   = 16
 	flagProbe    = uint64(1) << 63 // subscription probe, not a data message
 	flagEnd      = uint64(1) << 62 // end of stream; the sequence is the number of data messages sent
 	flagMeasured = uint64(1) << 61 // sent inside the measured window
-	seqMask      = uint64(1)<<56 - 1
+	flagEcho     = uint64(1) << 60 // latency: the echo of a message
+	seqMask      = uint64(1)<<40 - 1
+	writerShift  = 40
+	writerMask   = uint64(1)<<16 - 1
+	// MaxWriters is the largest number of writers per topic.
+	MaxWriters = int(writerMask) + 1
 )
 
 // FanoutOptions configure Fanout. Zero values mean the defaults above.
@@ -64,11 +71,20 @@ type FanoutOptions struct {
 	Secret []byte
 	// Topic is the topic used (default bench/fanout).
 	Topic string
-	// Readers is the number of reader connections (default 100).
+	// Readers is the number of reader connections per topic (default 100).
 	Readers int
+	// Writers is the number of writer connections per topic (default 1).
+	// With more than one writer and a secret, writers get write-only
+	// tokens, so that they do not receive each other's messages.
+	Writers int
+	// Topics is the number of topics (default 1). One topic is named Topic;
+	// more are named Topic/0, Topic/1, …, and a Token must then grant the
+	// pattern Topic/*.
+	Topics int
 	// Size is the payload size in bytes (default 1024, at least MinSize).
 	Size int
-	// Rate is the writer's rate in messages per second; 0 means unpaced.
+	// Rate is each writer's rate in messages per second; 0 means unpaced.
+	// Paced writers are spread evenly over one interval.
 	Rate float64
 	// Duration is the measured window (default 10 s).
 	Duration time.Duration
@@ -113,6 +129,12 @@ func (o *FanoutOptions) scenarioDefaults(maxSize int) (FanoutOptions, error) {
 	if c.Readers == 0 {
 		c.Readers = DefaultReaders
 	}
+	if c.Writers == 0 {
+		c.Writers = 1
+	}
+	if c.Topics == 0 {
+		c.Topics = 1
+	}
 	if c.Size == 0 {
 		c.Size = DefaultSize
 	}
@@ -133,6 +155,10 @@ func (o *FanoutOptions) scenarioDefaults(maxSize int) (FanoutOptions, error) {
 	switch {
 	case c.Readers < 1:
 		return c, fmt.Errorf("bench: readers %d: want at least 1", c.Readers)
+	case c.Writers < 1 || c.Writers > MaxWriters:
+		return c, fmt.Errorf("bench: writers %d: want 1 to %d", c.Writers, MaxWriters)
+	case c.Topics < 1:
+		return c, fmt.Errorf("bench: topics %d: want at least 1", c.Topics)
 	case maxSize > 0 && (c.Size < MinSize || c.Size > maxSize):
 		return c, fmt.Errorf("bench: size %d: want %d to %d bytes", c.Size, MinSize, maxSize)
 	case c.Size < MinSize:
@@ -159,22 +185,29 @@ type LatencyUS struct {
 type FanoutResult struct {
 	URL     string  `json:"url"`
 	Topic   string  `json:"topic,omitempty"` // empty for tcp-baseline
-	Readers int     `json:"readers"`
+	Readers int     `json:"readers"`         // per topic
+	Writers int     `json:"writers"`         // per topic
+	Topics  int     `json:"topics"`
 	Size    int     `json:"size"`
-	Rate    float64 `json:"rate"` // requested; 0 = unpaced
+	Rate    float64 `json:"rate"` // requested, per writer; 0 = unpaced
 
 	DurationSec float64 `json:"duration_sec"` // measured window, as it happened
 	WarmupSec   float64 `json:"warmup_sec"`
 	ConnectSec  float64 `json:"connect_sec"` // connecting and subscribing every connection
 	DrainSec    float64 `json:"drain_sec"`   // from the writer's end until every reader had everything (or gave up)
 
-	Sent            uint64    `json:"sent"`
-	SentPerSec      float64   `json:"sent_per_sec"`
-	Delivered       uint64    `json:"delivered"` // sum over readers
-	DeliveredPerSec float64   `json:"delivered_per_sec"`
-	MBPerSec        float64   `json:"mb_per_sec"` // delivered payload, 1 MB = 1e6 bytes
-	LatencyUS       LatencyUS `json:"latency_us"` // one-way, writer send to reader receipt
-	// Drops is, summed over readers, measured messages sent minus received.
+	Sent            uint64  `json:"sent"` // by all writers
+	SentPerSec      float64 `json:"sent_per_sec"`
+	Delivered       uint64  `json:"delivered"`         // sum over readers
+	DeliveredPerSec float64 `json:"delivered_per_sec"` // delivered over the measured window
+	// DeliveredPerSecWithDrain is delivered over the measured window plus
+	// the drain: lower than DeliveredPerSec when the readers were far
+	// behind at the end (deliveries made during the drain count in both).
+	DeliveredPerSecWithDrain float64   `json:"delivered_per_sec_with_drain"`
+	MBPerSec                 float64   `json:"mb_per_sec"` // delivered payload, 1 MB = 1e6 bytes
+	LatencyUS                LatencyUS `json:"latency_us"` // one-way, writer send to reader receipt
+	// Drops is, summed over readers, measured messages sent to the
+	// reader's topic minus those it received.
 	Drops uint64 `json:"drops"`
 	// Gaps is, summed over readers, the messages missing from their
 	// sequence (whole run, warm-up included).
@@ -190,52 +223,86 @@ type FanoutResult struct {
 	// when the drain period ran out.
 	Incomplete int `json:"incomplete"`
 
+	// WriterMaxLateUS (paced runs) is the longest any measured message was
+	// sent after its due time: large values mean the writers could not
+	// keep to the schedule, so the rate was not what was asked.
+	WriterMaxLateUS *float64 `json:"writer_max_late_us,omitempty"`
+
 	ClientCPUSec       float64  `json:"client_cpu_sec"` // this process, measured window
 	ServerCPUSec       *float64 `json:"server_cpu_sec,omitempty"`
 	ServerPeakRSSBytes *int64   `json:"server_peak_rss_bytes,omitempty"`
 }
 
-// Fanout runs the fan-out scenario through the relay: one writer and
-// opts.Readers readers on one topic. It connects everything, waits until
-// every reader receives the writer's probes, sends for Warmup+Duration,
-// waits up to Drain for the readers to see the end of the stream, closes
-// everything and returns the measurements. It returns an error if it could
-// not connect or the writer failed; reader failures are reported in the
-// result.
+// Fanout runs the fan-out scenario through the relay: on each of
+// opts.Topics topics, opts.Writers writers and opts.Readers readers. It
+// connects everything, waits until every reader receives a probe, lets the
+// writers send for Warmup+Duration, waits up to Drain for the readers to see
+// the end of every writer's stream, closes everything and returns the
+// measurements. It returns an error if it could not connect or a writer
+// failed; reader failures are reported in the result.
 func Fanout(ctx context.Context, opts FanoutOptions) (FanoutResult, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return FanoutResult{}, err
 	}
-	token := o.Token
-	if token == "" {
+	topics := FanoutTopics(o.Topic, o.Topics)
+	readTok, writeTok := o.Token, o.Token
+	if o.Token == "" {
 		ttl := o.ConnectTimeout + syncTimeout + o.Warmup + o.Duration + o.Drain + time.Hour
-		if token, err = MintToken(o.Secret, o.URL, o.Topic, ttl); err != nil {
+		pattern := o.Topic
+		if o.Topics > 1 {
+			pattern = o.Topic + "/*"
+		}
+		if readTok, err = MintToken(o.Secret, o.URL, pattern, ttl); err != nil {
 			return newResult(o), err
 		}
+		writeTok = readTok
+		if o.Writers > 1 {
+			writeTok, err = mintToken(o.Secret, o.URL, ttl, func(c *auth.Claims) {
+				c.Topic, c.Prefix, c.Scopes = pattern, client.DefaultPrefix, []string{auth.ScopeWrite}
+			})
+			if err != nil {
+				return newResult(o), err
+			}
+		}
 	}
-	return runScenario(ctx, o, &wsTransport{url: o.URL, topic: o.Topic, token: token, opts: o.Client, size: o.Size})
+	return runScenario(ctx, o, &wsTransport{url: o.URL, topics: topics, readToken: readTok, writeToken: writeTok, opts: o.Client, size: o.Size})
 }
 
-// wsTransport connects to the relay's topic with pkg/client.
+// FanoutTopics returns the names of n fan-out topics based on topic: topic
+// itself for one, topic/0 … topic/n-1 for more.
+func FanoutTopics(topic string, n int) []string {
+	if n <= 1 {
+		return []string{topic}
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s/%d", topic, i)
+	}
+	return names
+}
+
+// wsTransport connects to the relay's topics with pkg/client.
 type wsTransport struct {
-	url, topic, token string
-	opts              *client.Options
-	size              int // payload size, for the readers' buffers
+	url                   string
+	topics                []string
+	readToken, writeToken string
+	opts                  *client.Options
+	size                  int // payload size, for the readers' buffers
 }
 
 func (t *wsTransport) parallelDials() int { return dialParallel }
 
-func (t *wsTransport) dialReader(ctx context.Context) (msgConn, error) {
-	c, err := client.Dial(ctx, t.url, t.topic, t.token, t.opts)
+func (t *wsTransport) dialReader(ctx context.Context, topic int) (msgConn, error) {
+	c, err := client.Dial(ctx, t.url, t.topics[topic], t.readToken, t.opts)
 	if err != nil {
 		return nil, err
 	}
 	return &wsConn{Conn: c, buf: make([]byte, 0, 2*t.size+64)}, nil
 }
 
-func (t *wsTransport) dialWriter(ctx context.Context) (msgConn, error) {
-	c, err := client.Dial(ctx, t.url, t.topic, t.token, t.opts)
+func (t *wsTransport) dialWriter(ctx context.Context, topic int) (msgConn, error) {
+	c, err := client.Dial(ctx, t.url, t.topics[topic], t.writeToken, t.opts)
 	if err != nil {
 		return nil, err
 	}

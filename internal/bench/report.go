@@ -15,13 +15,20 @@ func (r *FanoutResult) WriteTable(w io.Writer) error {
 		rate = fmt.Sprintf("%g msg/s", r.Rate)
 	}
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
-	row("scenario", "fanout: 1 writer, %d readers, topic %s", r.Readers, r.Topic)
+	if r.Writers <= 1 && r.Topics <= 1 {
+		row("scenario", "fanout: 1 writer, %d readers, topic %s", r.Readers, r.Topic)
+	} else {
+		row("scenario", "fanout: %s, topic%s %s", r.shape(), plural(r.Topics), topicRange(r.Topic, r.Topics))
+	}
 	row("relay", "%s", r.URL)
 	row("message size", "%d B", r.Size)
 	row("rate", "%s", rate)
 	row("measured", "%.3f s (after %.3f s warm-up; connect %.3f s, drain %.3f s)", r.DurationSec, r.WarmupSec, r.ConnectSec, r.DrainSec)
 	row("sent", "%d (%.0f msg/s)", r.Sent, r.SentPerSec)
 	row("delivered", "%d (%.0f msg/s, %.1f MB/s)", r.Delivered, r.DeliveredPerSec, r.MBPerSec)
+	if r.DrainSec > 0.1*r.DurationSec && r.DeliveredPerSecWithDrain > 0 {
+		row("", "%.0f msg/s counting the %.1f s drain: readers were far behind at the end", r.DeliveredPerSecWithDrain, r.DrainSec)
+	}
 	l := r.LatencyUS
 	row("latency µs", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max))
 	row("drops", "%d (%.2f%% of expected), gaps %d, reordered %d", r.Drops, pct(r.Drops, r.Sent*uint64(r.Readers)), r.Gaps, r.Reordered)
@@ -56,4 +63,28 @@ func pct(n, of uint64) float64 {
 		return 0
 	}
 	return 100 * float64(n) / float64(of)
+}
+
+// shape describes the topics, writers and readers of r.
+func (r *FanoutResult) shape() string {
+	s := fmt.Sprintf("%d writer%s → %d readers", max(r.Writers, 1), plural(r.Writers), r.Readers)
+	if r.Topics > 1 {
+		s = fmt.Sprintf("%d topics × (%s), %d readers in all", r.Topics, s, r.Topics*r.Readers)
+	}
+	return s
+}
+
+// topicRange names the topics of FanoutTopics(topic, n) briefly.
+func topicRange(topic string, n int) string {
+	if n <= 1 {
+		return topic
+	}
+	return fmt.Sprintf("%s/0 … %s/%d", topic, topic, n-1)
+}
+
+func plural(n int) string {
+	if n == 1 || n == 0 {
+		return ""
+	}
+	return "s"
 }

@@ -32,21 +32,24 @@ type msgConn interface {
 	CloseNow() error
 }
 
-// transport connects the scenario's readers and writer.
+// transport connects the scenario's readers and writers to topic number
+// topic (0 to Topics-1).
 type transport interface {
-	dialReader(ctx context.Context) (msgConn, error)
-	dialWriter(ctx context.Context) (msgConn, error)
-	// parallelDials is how many readers are dialled at once.
+	dialReader(ctx context.Context, topic int) (msgConn, error)
+	dialWriter(ctx context.Context, topic int) (msgConn, error)
+	// parallelDials is how many connections are dialled at once.
 	parallelDials() int
 }
 
 // reader is one reader connection and what it saw. Its fields are written
 // only by its own goroutine until it returns.
 type reader struct {
-	conn msgConn
+	conn  msgConn
+	topic int
 
-	next      uint64 // next expected sequence number
-	received  uint64 // measured data messages
+	next      []uint64 // per writer of the topic: next expected sequence number
+	ended     int      // writers whose end of stream was seen
+	received  uint64   // measured data messages
 	bytes     uint64
 	gaps      uint64
 	reordered uint64
@@ -54,6 +57,11 @@ type reader struct {
 	complete  bool  // saw the end of the stream
 	err       error // a failure before the end; not set when the bench closed the connection
 	hist      Histogram
+}
+
+// newReader returns the reader of conn on topic, which has writers writers.
+func newReader(conn msgConn, topic, writers int) *reader {
+	return &reader{conn: conn, topic: topic, next: make([]uint64, writers)}
 }
 
 // run reads until the end of the stream or an error. It does not allocate
@@ -73,7 +81,8 @@ func (r *reader) run(ready *atomic.Int64, aborting *atomic.Bool) {
 	}
 }
 
-// observe records one message; it returns true at the end of the stream.
+// observe records one message; it returns true at the end of the stream
+// (when every writer of the topic has ended its own).
 func (r *reader) observe(data []byte, ready *atomic.Int64) bool {
 	if len(data) < headerSize {
 		return false
@@ -82,6 +91,7 @@ func (r *reader) observe(data []byte, ready *atomic.Int64) bool {
 	sent := int64(binary.LittleEndian.Uint64(data))
 	w := binary.LittleEndian.Uint64(data[8:])
 	seq := w & seqMask
+	wi := int(w >> writerShift & writerMask)
 	switch {
 	case w&flagProbe != 0:
 		if !r.probed {
@@ -89,19 +99,25 @@ func (r *reader) observe(data []byte, ready *atomic.Int64) bool {
 			ready.Add(1)
 		}
 		return false
+	case wi >= len(r.next):
+		return false // not from a writer of this scenario
 	case w&flagEnd != 0:
-		if seq > r.next {
-			r.gaps += seq - r.next
+		if seq > r.next[wi] {
+			r.gaps += seq - r.next[wi]
+		}
+		r.ended++
+		if r.ended < len(r.next) {
+			return false
 		}
 		r.complete = true
 		return true
 	}
-	if seq < r.next {
+	if seq < r.next[wi] {
 		r.reordered++
 		return false
 	}
-	r.gaps += seq - r.next
-	r.next = seq + 1
+	r.gaps += seq - r.next[wi]
+	r.next[wi] = seq + 1
 	if w&flagMeasured != 0 {
 		r.received++
 		r.bytes += uint64(len(data))
@@ -116,47 +132,54 @@ type writerStats struct {
 	measured      uint64
 	measuredStart time.Time
 	measuredEnd   time.Time
+	maxLate       time.Duration // paced: the latest a message went after its due time
 	err           error
 }
 
 // newResult is the result of o before anything ran.
 func newResult(o FanoutOptions) FanoutResult {
-	return FanoutResult{URL: o.URL, Topic: o.Topic, Readers: o.Readers, Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds()}
+	return FanoutResult{
+		URL: o.URL, Topic: o.Topic, Readers: o.Readers, Writers: max(o.Writers, 1), Topics: max(o.Topics, 1),
+		Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds(),
+	}
 }
 
 // runScenario runs the fan-out over tr with o (defaults applied; URL and
-// Topic are only reported): it connects o.Readers readers and one writer,
-// waits until every reader receives the writer's probes, sends for
-// Warmup+Duration, waits up to Drain for the readers to see the end of the
-// stream, closes everything and returns the measurements. It returns an
-// error if it could not connect or the writer failed; reader failures are
-// reported in the result.
+// Topic are only reported): on each of o.Topics topics it connects
+// o.Readers readers and o.Writers writers, waits until every reader receives
+// a probe of its topic's first writer, lets every writer send for
+// Warmup+Duration, waits up to Drain for the readers to see the end of every
+// writer's stream, closes everything and returns the measurements. It
+// returns an error if it could not connect or a writer failed; reader
+// failures are reported in the result.
 func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResult, error) {
 	res := newResult(o)
+	nTopics, nWriters := max(o.Topics, 1), max(o.Writers, 1)
 
 	// Connect.
 	connectStart := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
-	readers := make([]*reader, o.Readers)
 	var all []msgConn // everything connected, for the final close
 	defer func() { closeAll(all) }()
-	if err := dialAll(cctx, tr, readers); err != nil {
-		for _, r := range readers {
-			if r != nil {
-				all = append(all, r.conn)
-			}
-		}
+	rconns, err := dialAll(cctx, tr.parallelDials(), nTopics*o.Readers, "reader", func(ctx context.Context, i int) (msgConn, error) {
+		return tr.dialReader(ctx, i/o.Readers)
+	})
+	all = append(all, rconns...)
+	if err != nil {
 		return res, err
 	}
-	for _, r := range readers {
-		all = append(all, r.conn)
+	readers := make([]*reader, len(rconns))
+	for i, c := range rconns {
+		readers[i] = newReader(c, i/o.Readers, nWriters)
 	}
-	wc, err := tr.dialWriter(cctx)
+	wconns, err := dialAll(cctx, tr.parallelDials(), nTopics*nWriters, "writer", func(ctx context.Context, i int) (msgConn, error) {
+		return tr.dialWriter(ctx, i/nWriters)
+	})
+	all = append(all, wconns...)
 	if err != nil {
-		return res, fmt.Errorf("bench: connect writer: %w", err)
+		return res, err
 	}
-	all = append(all, wc)
 
 	var ready atomic.Int64
 	var aborting atomic.Bool
@@ -172,39 +195,63 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	go func() { wg.Wait(); close(readersDone) }()
 	abortReaders := func() {
 		aborting.Store(true)
+		// In parallel: a websocket's CloseNow waits for its reader to let
+		// go, which on a saturated machine takes a scheduling round each.
+		var cwg sync.WaitGroup
 		for _, r := range readers {
-			_ = r.conn.CloseNow()
+			cwg.Add(1)
+			go func() { defer cwg.Done(); _ = r.conn.CloseNow() }()
 		}
+		cwg.Wait()
 		<-readersDone
 	}
 
-	// Wait until every reader is subscribed: probe until each has seen one.
-	if err := syncReaders(cctx, wc, &ready, int64(o.Readers), readersDone); err != nil {
+	// Wait until every reader is subscribed: the first writer of each topic
+	// probes until each reader has seen one.
+	probers := make([]msgConn, nTopics)
+	for t := range probers {
+		probers[t] = wconns[t*nWriters]
+	}
+	if err := syncReaders(cctx, probers, &ready, int64(len(readers)), readersDone); err != nil {
 		abortReaders()
 		return res, err
 	}
 	res.ConnectSec = time.Since(connectStart).Seconds()
 
-	// Send, sampling CPU at the edges of the measured window.
+	// Send, sampling CPU at the edges of the measured window. Paced writers
+	// are spread evenly over one interval, so that they do not all send at
+	// the same instant.
 	start := time.Now()
 	measureStart := start.Add(o.Warmup)
 	end := measureStart.Add(o.Duration)
-	wsCh := make(chan writerStats, 1)
-	go func() { wsCh <- write(ctx, wc, o.Size, o.Rate, start, measureStart, end) }()
+	stats := make([]writerStats, len(wconns))
+	writersDone := make(chan struct{})
+	var wwg sync.WaitGroup
+	for j, wc := range wconns {
+		wwg.Add(1)
+		go func() {
+			defer wwg.Done()
+			s := start
+			if o.Rate > 0 {
+				s = start.Add(time.Duration(float64(j) / float64(len(wconns)) * 1e9 / o.Rate))
+			}
+			stats[j] = write(ctx, wc, j%nWriters, o.Size, o.Rate, s, measureStart, end)
+		}()
+	}
+	go func() { wwg.Wait(); close(writersDone) }()
 
 	selfPID := os.Getpid()
 	var clientCPU0, serverCPU0 time.Duration
 	var serverErr error
 	sampleStart := time.NewTimer(time.Until(measureStart))
-	var ws writerStats
 	select {
 	case <-sampleStart.C:
 		clientCPU0, _ = ProcCPU(selfPID)
 		if o.ServerPID > 0 {
 			serverCPU0, serverErr = ProcCPU(o.ServerPID)
 		}
-		ws = <-wsCh
-	case ws = <-wsCh:
+		<-writersDone
+	case <-writersDone:
 		sampleStart.Stop()
 	}
 	clientCPU1, _ := ProcCPU(selfPID)
@@ -212,9 +259,11 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	if o.ServerPID > 0 && serverErr == nil {
 		serverCPU1, serverErr = ProcCPU(o.ServerPID)
 	}
-	if ws.err != nil {
-		abortReaders()
-		return res, ws.err
+	for _, ws := range stats {
+		if ws.err != nil {
+			abortReaders()
+			return res, ws.err
+		}
 	}
 	writerEnd := time.Now()
 
@@ -233,6 +282,17 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	res.DrainSec = time.Since(writerEnd).Seconds()
 
 	// Collect.
+	topicMeasured := make([]uint64, nTopics) // measured messages sent to each topic
+	measuredEnd := measureStart
+	var maxLate time.Duration
+	for j, ws := range stats {
+		topicMeasured[j/nWriters] += ws.measured
+		res.Sent += ws.measured
+		if ws.measuredEnd.After(measuredEnd) {
+			measuredEnd = ws.measuredEnd
+		}
+		maxLate = max(maxLate, ws.maxLate)
+	}
 	var hist Histogram
 	var bytes uint64
 	for _, r := range readers {
@@ -240,8 +300,8 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 		bytes += r.bytes
 		res.Gaps += r.gaps
 		res.Reordered += r.reordered
-		if ws.measured > r.received {
-			res.Drops += ws.measured - r.received
+		if m := topicMeasured[r.topic]; m > r.received {
+			res.Drops += m - r.received
 		}
 		if !r.complete {
 			res.Incomplete++
@@ -254,19 +314,23 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 		}
 		hist.Merge(&r.hist)
 	}
-	d := ws.measuredEnd.Sub(ws.measuredStart)
-	if ws.measured == 0 || d <= 0 {
+	d := measuredEnd.Sub(measureStart)
+	if res.Sent == 0 || d <= 0 {
 		d = o.Duration
 	}
 	res.DurationSec = d.Seconds()
-	res.Sent = ws.measured
-	res.SentPerSec = float64(ws.measured) / d.Seconds()
+	res.SentPerSec = float64(res.Sent) / d.Seconds()
 	res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
+	res.DeliveredPerSecWithDrain = float64(res.Delivered) / (d.Seconds() + res.DrainSec)
 	res.MBPerSec = float64(bytes) / 1e6 / d.Seconds()
 	us := func(ns float64) float64 { return ns / 1e3 }
 	res.LatencyUS = LatencyUS{
 		P50: us(hist.Quantile(0.50)), P90: us(hist.Quantile(0.90)), P99: us(hist.Quantile(0.99)),
 		P999: us(hist.Quantile(0.999)), Max: us(float64(hist.Max())),
+	}
+	if o.Rate > 0 {
+		v := us(float64(maxLate))
+		res.WriterMaxLateUS = &v
 	}
 	res.ClientCPUSec = (clientCPU1 - clientCPU0).Seconds()
 	if o.ServerPID > 0 && serverErr == nil {
@@ -279,49 +343,65 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	return res, nil
 }
 
-// dialAll connects every reader, tr.parallelDials() at a time.
-func dialAll(ctx context.Context, tr transport, readers []*reader) error {
+// dialAll connects n connections with dial, width at a time. On error it
+// returns the connections made so far (nil where none) with the first error.
+func dialAll(ctx context.Context, width, n int, what string, dial func(ctx context.Context, i int) (msgConn, error)) ([]msgConn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, tr.parallelDials())
+	sem := make(chan struct{}, width)
+	conns := make([]msgConn, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	for i := range readers {
+	for i := range conns {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := tr.dialReader(ctx)
+			c, err := dial(ctx, i)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				if firstErr == nil {
-					firstErr = fmt.Errorf("bench: connect reader %d: %w", i, err)
+					firstErr = fmt.Errorf("bench: connect %s %d: %w", what, i, err)
 					cancel()
 				}
 				return
 			}
-			readers[i] = &reader{conn: c}
+			conns[i] = c
 		}()
 	}
 	wg.Wait()
-	return firstErr
+	if firstErr != nil {
+		made := conns[:0:0]
+		for _, c := range conns {
+			if c != nil {
+				made = append(made, c)
+			}
+		}
+		return made, firstErr
+	}
+	return conns, nil
 }
 
-// syncReaders sends probes every syncInterval until want readers have seen
-// one.
-func syncReaders(ctx context.Context, wc msgConn, ready *atomic.Int64, want int64, readersDone <-chan struct{}) error {
+// syncReaders sends probes on every connection of probers every
+// syncInterval until want readers have seen one.
+func syncReaders(ctx context.Context, probers []msgConn, ready *atomic.Int64, want int64, readersDone <-chan struct{}) error {
 	var probe [headerSize]byte
 	deadline := time.NewTimer(syncTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(syncInterval)
 	defer tick.Stop()
 	for {
-		binary.LittleEndian.PutUint64(probe[0:], uint64(time.Now().UnixNano()))
-		binary.LittleEndian.PutUint64(probe[8:], flagProbe)
-		if err := wc.WriteMessage(ctx, probe[:]); err != nil {
-			return fmt.Errorf("bench: writer: %w", err)
+		for _, wc := range probers {
+			if ready.Load() == want {
+				return nil
+			}
+			binary.LittleEndian.PutUint64(probe[0:], uint64(time.Now().UnixNano()))
+			binary.LittleEndian.PutUint64(probe[8:], flagProbe)
+			if err := wc.WriteMessage(ctx, probe[:]); err != nil {
+				return fmt.Errorf("bench: writer: %w", err)
+			}
 		}
 		if ready.Load() == want {
 			return nil
@@ -338,9 +418,10 @@ func syncReaders(ctx context.Context, wc msgConn, ready *atomic.Int64, want int6
 	}
 }
 
-// write sends data messages from start until end, unpaced (rate 0) or
-// message i at start + i/rate, then the end-of-stream message.
-func write(ctx context.Context, wc msgConn, size int, rate float64, start, measureStart, end time.Time) writerStats {
+// write sends data messages as writer number id of its topic from start
+// until end, unpaced (rate 0) or message i at start + i/rate, then the
+// end-of-stream message.
+func write(ctx context.Context, wc msgConn, id, size int, rate float64, start, measureStart, end time.Time) writerStats {
 	var st writerStats
 	payload := make([]byte, size)
 	for i := headerSize; i < size; i++ {
@@ -349,6 +430,7 @@ func write(ctx context.Context, wc msgConn, size int, rate float64, start, measu
 	bg := context.Background() // no Done: no timer per write
 	done := ctx.Done()
 	ms, en := measureStart.UnixNano(), end.UnixNano()
+	wid := uint64(id) << writerShift
 	var interval float64
 	var pace *time.Timer
 	if rate > 0 {
@@ -377,6 +459,9 @@ func write(ctx context.Context, wc msgConn, size int, rate float64, start, measu
 				}
 				now = time.Now()
 			}
+			if slot >= ms {
+				st.maxLate = max(st.maxLate, now.Sub(due))
+			}
 		} else {
 			slot = now.UnixNano()
 			if slot >= en {
@@ -391,7 +476,7 @@ func write(ctx context.Context, wc msgConn, size int, rate float64, start, measu
 				}
 			}
 		}
-		w := i & seqMask
+		w := i&seqMask | wid
 		if slot >= ms {
 			w |= flagMeasured
 		}
@@ -415,7 +500,7 @@ func write(ctx context.Context, wc msgConn, size int, rate float64, start, measu
 	}
 	var m [headerSize]byte
 	binary.LittleEndian.PutUint64(m[0:], uint64(time.Now().UnixNano()))
-	binary.LittleEndian.PutUint64(m[8:], flagEnd|st.total)
+	binary.LittleEndian.PutUint64(m[8:], flagEnd|wid|st.total)
 	if err := wc.WriteMessage(bg, m[:]); err != nil {
 		st.err = fmt.Errorf("bench: writer: %w", err)
 	}

@@ -22,7 +22,9 @@ import (
 //
 // Wire format, both directions: a 4-byte little-endian payload length, then
 // the payload (the same payload as Fanout's: send time, sequence, filler).
-// A connection's first byte says what it is: roleWriter or roleReader.
+// A connection's first byte says what it is, roleWriter or roleReader, and
+// the next four (little endian) the number of its topic: a writer's messages
+// go to the readers of its topic.
 
 // Defaults of TCPBaselineOptions.
 const (
@@ -47,11 +49,15 @@ const (
 // TCPBaselineOptions configure TCPBaseline. Zero values mean the defaults
 // of Fanout (readers, size, duration, warm-up, drain, connect timeout).
 type TCPBaselineOptions struct {
-	// Readers is the number of reader connections (default 100).
+	// Readers is the number of reader connections per topic (default 100).
 	Readers int
+	// Writers is the number of writer connections per topic (default 1).
+	Writers int
+	// Topics is the number of topics (default 1).
+	Topics int
 	// Size is the payload size in bytes (default 1024, at least MinSize).
 	Size int
-	// Rate is the writer's rate in messages per second; 0 means unpaced.
+	// Rate is each writer's rate in messages per second; 0 means unpaced.
 	Rate float64
 	// Duration is the measured window (default 10 s).
 	Duration time.Duration
@@ -72,7 +78,7 @@ type TCPBaselineOptions struct {
 // and the hub's queue bound.
 func (o *TCPBaselineOptions) withDefaults() (FanoutOptions, int, error) {
 	c, err := (&FanoutOptions{
-		Readers: o.Readers, Size: o.Size, Rate: o.Rate, Duration: o.Duration,
+		Readers: o.Readers, Writers: o.Writers, Topics: o.Topics, Size: o.Size, Rate: o.Rate, Duration: o.Duration,
 		Warmup: o.Warmup, Drain: o.Drain, ConnectTimeout: o.ConnectTimeout,
 	}).scenarioDefaults(baselineMaxSize)
 	queue := o.QueueBytes
@@ -89,10 +95,11 @@ func (o *TCPBaselineOptions) withDefaults() (FanoutOptions, int, error) {
 }
 
 // BaselineOptionsFrom returns the TCPBaseline options matching a Fanout
-// run's: readers, size, rate, duration, warm-up, drain, connect timeout.
+// run's: readers, writers, topics, size, rate, duration, warm-up, drain,
+// connect timeout.
 func BaselineOptionsFrom(o FanoutOptions) TCPBaselineOptions {
 	return TCPBaselineOptions{
-		Readers: o.Readers, Size: o.Size, Rate: o.Rate, Duration: o.Duration,
+		Readers: o.Readers, Writers: o.Writers, Topics: o.Topics, Size: o.Size, Rate: o.Rate, Duration: o.Duration,
 		Warmup: o.Warmup, Drain: o.Drain, ConnectTimeout: o.ConnectTimeout,
 	}
 }
@@ -159,30 +166,30 @@ type tcpTransport struct {
 // parallelDials is 1: readers are dialled one after the other.
 func (t *tcpTransport) parallelDials() int { return 1 }
 
-func (t *tcpTransport) dialReader(ctx context.Context) (msgConn, error) {
-	c, err := dialHub(ctx, t.addr, roleReader)
+func (t *tcpTransport) dialReader(ctx context.Context, topic int) (msgConn, error) {
+	c, err := dialHub(ctx, t.addr, roleReader, topic)
 	if err != nil {
 		return nil, err
 	}
 	return &tcpConn{Conn: c, br: bufio.NewReaderSize(c, baselineReadBuffer)}, nil
 }
 
-func (t *tcpTransport) dialWriter(ctx context.Context) (msgConn, error) {
-	c, err := dialHub(ctx, t.addr, roleWriter)
+func (t *tcpTransport) dialWriter(ctx context.Context, topic int) (msgConn, error) {
+	c, err := dialHub(ctx, t.addr, roleWriter, topic)
 	if err != nil {
 		return nil, err
 	}
 	return &tcpConn{Conn: c, frame: make([]byte, 0, frameHeader+t.size)}, nil
 }
 
-// dialHub connects to the hub and announces the role.
-func dialHub(ctx context.Context, addr string, role byte) (net.Conn, error) {
+// dialHub connects to the hub and announces the role and topic.
+func dialHub(ctx context.Context, addr string, role byte, topic int) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Write([]byte{role}); err != nil {
+	if _, err := c.Write(binary.LittleEndian.AppendUint32([]byte{role}, uint32(topic))); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -250,8 +257,8 @@ func (c *tcpConn) CloseNow() error { return c.Close() }
 type hub struct {
 	ln         net.Listener
 	queueBytes int
-	subs       atomic.Pointer[[]*hubSub] // replaced, never modified
-	done       chan struct{}             // closed by close
+	subs       atomic.Pointer[[][]*hubSub] // by topic; replaced, never modified
+	done       chan struct{}               // closed by close
 	wg         sync.WaitGroup
 
 	mu     sync.Mutex
@@ -285,7 +292,7 @@ func startHub(queueBytes int) (*hub, error) {
 		return nil, fmt.Errorf("bench: hub: %w", err)
 	}
 	h := &hub{ln: ln, queueBytes: queueBytes, done: make(chan struct{})}
-	h.subs.Store(&[]*hubSub{})
+	h.subs.Store(&[][]*hubSub{})
 	h.wg.Add(1)
 	go h.acceptLoop()
 	return h, nil
@@ -293,7 +300,21 @@ func startHub(queueBytes int) (*hub, error) {
 
 func (h *hub) addr() string { return h.ln.Addr().String() }
 
-func (h *hub) allSubs() []*hubSub { return *h.subs.Load() }
+func (h *hub) allSubs() []*hubSub {
+	var all []*hubSub
+	for _, subs := range *h.subs.Load() {
+		all = append(all, subs...)
+	}
+	return all
+}
+
+// topicSubs returns the readers of topic.
+func (h *hub) topicSubs(topic uint32) []*hubSub {
+	if t := *h.subs.Load(); int(topic) < len(t) {
+		return t[topic]
+	}
+	return nil
+}
 
 // close stops the hub: it closes the listener and every connection and
 // waits (bounded by closeTimeout) for the hub's goroutines to end.
@@ -340,36 +361,46 @@ func (h *hub) acceptLoop() {
 	}
 }
 
-// serve reads the role byte and runs the connection.
+// maxHubTopics bounds the topic numbers the hub accepts.
+const maxHubTopics = 1 << 20
+
+// serve reads the role and topic and runs the connection.
 func (h *hub) serve(c net.Conn) {
 	defer h.wg.Done()
 	br := bufio.NewReaderSize(c, baselineReadBuffer)
-	role, err := br.ReadByte()
-	if err != nil {
+	var hello [1 + 4]byte
+	if _, err := io.ReadFull(br, hello[:]); err != nil {
 		_ = c.Close()
 		return
 	}
-	switch role {
+	topic := binary.LittleEndian.Uint32(hello[1:])
+	if topic >= maxHubTopics {
+		_ = c.Close()
+		return
+	}
+	switch hello[0] {
 	case roleReader:
 		s := &hubSub{conn: c, wake: make(chan struct{}, 1)}
 		h.mu.Lock()
 		old := *h.subs.Load()
-		subs := make([]*hubSub, len(old), len(old)+1)
-		copy(subs, old)
-		subs = append(subs, s)
-		h.subs.Store(&subs)
+		topics := make([][]*hubSub, max(len(old), int(topic)+1))
+		copy(topics, old)
+		subs := make([]*hubSub, len(topics[topic]), len(topics[topic])+1)
+		copy(subs, topics[topic])
+		topics[topic] = append(subs, s)
+		h.subs.Store(&topics)
 		h.mu.Unlock()
 		s.writeLoop(h.done)
 	case roleWriter:
-		h.dispatch(br)
+		h.dispatch(br, topic)
 	default:
 	}
 	_ = c.Close()
 }
 
-// dispatch reads frames from the writer and queues each, shared, for every
-// reader.
-func (h *hub) dispatch(br *bufio.Reader) {
+// dispatch reads frames from a writer and queues each, shared, for every
+// reader of its topic.
+func (h *hub) dispatch(br *bufio.Reader, topic uint32) {
 	var hdr [frameHeader]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -384,13 +415,15 @@ func (h *hub) dispatch(br *bufio.Reader) {
 		if _, err := io.ReadFull(br, frame[frameHeader:]); err != nil {
 			return
 		}
-		for _, s := range *h.subs.Load() {
+		for _, s := range h.topicSubs(topic) {
 			s.enqueue(frame, h.queueBytes)
 		}
 	}
 }
 
 // measured reports whether frame is a data message of the measured window.
+// (With several writers per topic, the writers' frames are interleaved
+// whole: each writer connection has its own dispatch loop.)
 func measured(frame []byte) bool {
 	if len(frame) < frameHeader+headerSize {
 		return false
