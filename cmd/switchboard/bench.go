@@ -323,10 +323,9 @@ func runBenchCompare(cmd *cobra.Command, io stdio, f *benchFanoutFlags) error {
 }
 
 type benchDenyFlags struct {
-	url, secret, secretFile string
-	serverArgs              []string
-	opts                    bench.DenyOptions
-	json                    bool
+	target benchTargetFlags
+	opts   bench.DenyOptions
+	json   bool
 }
 
 func newBenchDenyCommand(io stdio) *cobra.Command {
@@ -344,7 +343,7 @@ data directory). With --url, give the server's --secret or --secret-file: the
 scenario mints connection, admin and stats tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			secret, url, stop, err := benchTarget(cmd.Context(), io, f.url, f.secret, f.secretFile, f.serverArgs)
+			secret, url, stop, _, err := f.target.resolve(cmd.Context(), io)
 			if err != nil {
 				return err
 			}
@@ -370,10 +369,7 @@ closed with 4003 %d of %d; not closed %d; other connections closed %d
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.url, "url", "", "relay base URL (default: start a server child process)")
-	fs.StringVar(&f.secret, "secret", "", "the relay's token signing secret (HS256)")
-	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the relay's token signing secret")
-	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	f.target.register(fs)
 	fs.IntVar(&f.opts.Conns, "conns", 10_000, "connections held")
 	fs.IntVar(&f.opts.Denied, "denied", 1_000, "connections on the denied booking")
 	fs.IntVar(&f.opts.Topics, "topics", 100, "topics the connections are spread over")
@@ -382,15 +378,29 @@ closed with 4003 %d of %d; not closed %d; other connections closed %d
 	return cmd
 }
 
-// benchTarget returns the secret and URL of the relay to measure: the one
-// given, or a child server it starts (stopped by the returned func).
-func benchTarget(ctx context.Context, io stdio, url, secret, secretFile string, serverArgs []string) ([]byte, string, func(), error) {
-	key, target, stop, _, err := benchTargetPID(ctx, io, url, secret, secretFile, serverArgs)
-	return key, target, stop, err
+// benchTargetFlags choose the relay a scenario measures: one given by URL
+// (with its secret, to mint tokens), or a server child process it starts.
+type benchTargetFlags struct {
+	url, secret, secretFile string
+	serverArgs              []string
 }
 
-// benchTargetPID is benchTarget that also returns the started server's
-// process id (0 for a relay given by URL).
+func (t *benchTargetFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&t.url, "url", "", "relay base URL (default: start a server child process)")
+	fs.StringVar(&t.secret, "secret", "", "the relay's token signing secret (HS256)")
+	fs.StringVar(&t.secretFile, "secret-file", "", "file holding the relay's token signing secret")
+	fs.StringSliceVar(&t.serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+}
+
+// resolve returns the secret and URL of the relay to measure, a func that
+// stops a started server, and that server's process id (0 for --url).
+func (t *benchTargetFlags) resolve(ctx context.Context, io stdio) ([]byte, string, func(), int, error) {
+	return benchTargetPID(ctx, io, t.url, t.secret, t.secretFile, t.serverArgs)
+}
+
+// benchTargetPID returns the secret and URL of the relay to measure (the
+// one given, or a child server it starts, stopped by the returned func) and
+// the started server's process id (0 for a relay given by URL).
 func benchTargetPID(ctx context.Context, io stdio, url, secret, secretFile string, serverArgs []string) ([]byte, string, func(), int, error) {
 	var key []byte
 	switch {
@@ -482,10 +492,9 @@ temporary directory (or --data-dir) unless --database-url names PostgreSQL.`,
 
 func newBenchConnsCommand(io stdio) *cobra.Command {
 	var (
-		url, secret, secretFile string
-		serverArgs              []string
-		opts                    bench.ConnsOptions
-		asJSON                  bool
+		target benchTargetFlags
+		opts   bench.ConnsOptions
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "conns",
@@ -498,12 +507,12 @@ the server or --server-pid is given) and its goroutines per connection (from
 /metrics). Both processes need a file descriptor per connection.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, target, stop, pid, err := benchTargetPID(cmd.Context(), io, url, secret, secretFile, serverArgs)
+			key, relayURL, stop, pid, err := target.resolve(cmd.Context(), io)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			opts.URL, opts.Secret = target, key
+			opts.URL, opts.Secret = relayURL, key
 			if opts.ServerPID == 0 {
 				opts.ServerPID = pid
 			}
@@ -524,10 +533,7 @@ goroutines        %d before, %d held: %.2f per connection
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&url, "url", "", "relay base URL (default: start a server child process)")
-	fs.StringVar(&secret, "secret", "", "the relay's token signing secret (HS256)")
-	fs.StringVar(&secretFile, "secret-file", "", "file holding the relay's token signing secret")
-	fs.StringSliceVar(&serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	target.register(fs)
 	fs.IntVar(&opts.Conns, "conns", 10_000, "idle connections to hold")
 	fs.IntVar(&opts.Sources, "sources", 0, "client source addresses (default: one per 20,000 connections)")
 	fs.IntVar(&opts.Parallel, "parallel", 64, "connections opened at once")
@@ -700,11 +706,10 @@ delivered rate.`,
 
 func newBenchSoakCommand(io stdio) *cobra.Command {
 	var (
-		url, secret, secretFile string
-		serverArgs              []string
-		opts                    bench.SoakOptions
-		size                    = byteSize(bench.DefaultSize)
-		asJSON                  bool
+		target benchTargetFlags
+		opts   bench.SoakOptions
+		size   = byteSize(bench.DefaultSize)
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "soak",
@@ -727,12 +732,12 @@ stdout. Without --url it starts its own server; with --url give --secret or
 --secret-file (admin and stats tokens are minted).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, target, stop, pid, err := benchTargetPID(cmd.Context(), io, url, secret, secretFile, serverArgs)
+			key, relayURL, stop, pid, err := target.resolve(cmd.Context(), io)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			opts.URL, opts.Secret, opts.Size = target, key, int(size)
+			opts.URL, opts.Secret, opts.Size = relayURL, key, int(size)
 			if opts.ServerPID == 0 {
 				opts.ServerPID = pid
 			}
@@ -760,10 +765,7 @@ stdout. Without --url it starts its own server; with --url give --secret or
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&url, "url", "", "relay base URL (default: start a server child process)")
-	fs.StringVar(&secret, "secret", "", "the relay's token signing secret (HS256)")
-	fs.StringVar(&secretFile, "secret-file", "", "file holding the relay's token signing secret")
-	fs.StringSliceVar(&serverArgs, "server-arg", nil, "extra argument for the started server (repeatable)")
+	target.register(fs)
 	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the relay given by --url, for its RSS")
 	fs.DurationVar(&opts.Duration, "duration", bench.DefaultSoakDuration, "how long the load runs")
 	fs.DurationVar(&opts.Sample, "sample", bench.DefaultSoakSample, "sampling period")
