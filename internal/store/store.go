@@ -109,8 +109,11 @@ type AuditEvent struct {
 	Detail string // JSON object with further details, or ""
 }
 
-// Store is the database.
+// Store is the database: revocations, allowances and the audit log, and
+// (JobStore) jobs, their runs and the agents seen.
 type Store interface {
+	JobStore
+
 	// Revoke adds or replaces the revocation (Kind, Value), removes any
 	// allowance of the same booking, and appends ev to the audit log, in
 	// one transaction. Revoking again is not an error: it updates reason,

@@ -88,7 +88,7 @@ func TestSchemaTooNew(t *testing.T) {
 	if errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("schema too new reported as unavailable: %v", err)
 	}
-	for _, want := range []string{"9999", "up to 1", "upgrade"} {
+	for _, want := range []string{"9999", "up to 2", "upgrade"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -214,6 +214,23 @@ func TestServerStopped(t *testing.T) {
 		{"AppendAudit", func() error { _, err := s.AppendAudit(octx, store.AuditEvent{Action: "x"}); return err }},
 		{"Audit", func() error { _, err := s.Audit(octx, 0, time.Time{}, 0); return err }},
 		{"Ping", func() error { return s.Ping(octx) }},
+		{"CreateJob", func() error {
+			return s.CreateJob(octx, store.Job{ID: "during", Phase: store.PhasePending})
+		}},
+		{"Job", func() error { _, err := s.Job(octx, "j"); return err }},
+		{"Jobs", func() error { _, err := s.Jobs(octx, store.JobFilter{}); return err }},
+		{"UpdateJob", func() error {
+			_, err := s.UpdateJob(octx, "j", func(j *store.Job) error { return nil })
+			return err
+		}},
+		{"DeleteJob", func() error { return s.DeleteJob(octx, "j") }},
+		{"ActiveJobs", func() error { _, err := s.ActiveJobs(octx); return err }},
+		{"PutRun", func() error { return s.PutRun(octx, store.Run{JobID: "j", AgentID: "a"}) }},
+		{"Runs", func() error { _, err := s.Runs(octx, "j"); return err }},
+		{"ClearResults", func() error { _, err := s.ClearResults(octx, "j"); return err }},
+		{"PutAgent", func() error { return s.PutAgent(octx, store.Agent{ID: "a"}) }},
+		{"Agents", func() error { _, err := s.Agents(octx); return err }},
+		{"DisconnectAgents", func() error { return s.DisconnectAgents(octx, "n1", time.Now()) }},
 	}
 	// Twice: the first round meets pooled connections the server closed,
 	// the second has to dial.

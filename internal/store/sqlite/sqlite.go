@@ -237,8 +237,11 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(*sql.Tx) error) err
 	if err != nil {
 		return s.wrap(op, err)
 	}
+	// Rolls back if fn panics (UpdateJob runs the caller's function), so
+	// the single writer connection is never left in a transaction; after
+	// Commit it does nothing.
+	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		tx.Rollback()
 		return s.wrap(op, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,20 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"CanceledContextChangesNothing", testCanceledContext},
 		{"UseAfterClose", testUseAfterClose},
+
+		{"JobRoundTrip", testJobRoundTrip},
+		{"CreateJobErrors", testCreateJobErrors},
+		{"JobNotFound", testJobNotFound},
+		{"UpdateJob", testUpdateJob},
+		{"UpdateJobConcurrent", testUpdateJobConcurrent},
+		{"UpdateJobPanic", testUpdateJobPanic},
+		{"JobsFilter", testJobsFilter},
+		{"ActiveJobs", testActiveJobs},
+		{"Runs", testRuns},
+		{"DeleteJobDeletesRuns", testDeleteJobDeletesRuns},
+		{"ClearResults", testClearResults},
+		{"Agents", testAgents},
+		{"DisconnectAgents", testDisconnectAgents},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -648,8 +663,15 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 
 func testCanceledContext(t *testing.T, s store.Store) {
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeBooking, Value: "keep", CreatedAt: t0})
+	jobFixture(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
+	for name, call := range jobCalls(s, ctx) {
+		if err := call(); err == nil {
+			t.Errorf("%s with a canceled context succeeded", name)
+		}
+	}
+	checkJobFixture(t, s)
 	if err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "new", CreatedAt: t0}, ev("revoke", "new")); err == nil {
 		t.Error("Revoke with a canceled context succeeded")
 	}
@@ -682,6 +704,7 @@ func testCanceledContext(t *testing.T, s store.Store) {
 func testUseAfterClose(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "x", CreatedAt: t0})
+	jobFixture(t, s)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -703,6 +726,7 @@ func testUseAfterClose(t *testing.T, s store.Store) {
 		"Audit":       func() error { _, err := s.Audit(ctx, 0, time.Time{}, 0); return err },
 		"Ping":        func() error { return s.Ping(ctx) },
 	}
+	maps.Copy(calls, jobCalls(s, ctx))
 	for name, call := range calls {
 		if err := call(); err == nil {
 			t.Errorf("%s after Close succeeded", name)

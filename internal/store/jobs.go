@@ -1,0 +1,242 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFound is returned for a job that does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// Phase is a UWS 1.1 execution phase.
+type Phase string
+
+// UWS 1.1 phases.
+const (
+	PhasePending   Phase = "PENDING"
+	PhaseQueued    Phase = "QUEUED"
+	PhaseExecuting Phase = "EXECUTING"
+	PhaseCompleted Phase = "COMPLETED"
+	PhaseError     Phase = "ERROR"
+	PhaseAborted   Phase = "ABORTED"
+	PhaseUnknown   Phase = "UNKNOWN"
+	PhaseHeld      Phase = "HELD"
+	PhaseSuspended Phase = "SUSPENDED"
+	PhaseArchived  Phase = "ARCHIVED"
+)
+
+// Phases lists every phase.
+var Phases = []Phase{PhasePending, PhaseQueued, PhaseExecuting, PhaseCompleted, PhaseError,
+	PhaseAborted, PhaseUnknown, PhaseHeld, PhaseSuspended, PhaseArchived}
+
+// Valid reports whether p is a UWS phase.
+func (p Phase) Valid() bool {
+	for _, q := range Phases {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// Final reports whether a job in phase p will not run any more.
+func (p Phase) Final() bool {
+	return p == PhaseCompleted || p == PhaseError || p == PhaseAborted || p == PhaseArchived
+}
+
+// Job is a UWS job: an action to run on a set of agents.
+type Job struct {
+	ID      string // assigned by the caller, unique
+	RunID   string // the client's RUNID, may be ""
+	Owner   string // sub of the creator
+	Action  string
+	Targets string            // as given: agent ids or a label selector
+	Params  map[string]string // validated action parameters
+	Phase   Phase
+	// Agents are the agents the job was dispatched to, set at RUN.
+	Agents       []string
+	CreatedAt    time.Time
+	StartedAt    time.Time     // zero: not started
+	EndedAt      time.Time     // zero: not ended
+	Quote        time.Time     // zero: no estimate
+	Destruction  time.Time     // zero: never
+	ExecDuration time.Duration // 0: unlimited
+	ErrorType    string        // "transient" or "fatal" when ErrorSummary is set
+	ErrorSummary string
+	// UpdatedAt is set by the store on every write.
+	UpdatedAt time.Time
+}
+
+// JobFilter selects jobs for Jobs.
+type JobFilter struct {
+	Owner  string    // "" for every owner
+	Phases []Phase   // empty: every phase except ARCHIVED (unless listed)
+	After  time.Time // zero: no bound; else CreatedAt strictly after
+	// Last, if positive, returns only the Last most recently created
+	// matching jobs (still ordered oldest first).
+	Last int
+	// Limit, if positive, caps the result (oldest first); applied after Last.
+	Limit int
+}
+
+// RunState is where one agent's part of a job is.
+type RunState string
+
+// Run states. Dispatched: sent to the agent; running: the agent reported
+// its start; the rest are final.
+const (
+	RunDispatched RunState = "dispatched"
+	RunRunning    RunState = "running"
+	RunSucceeded  RunState = "succeeded"
+	RunFailed     RunState = "failed"
+	RunAborted    RunState = "aborted"
+	RunTimedOut   RunState = "timed_out"
+	RunRejected   RunState = "rejected"
+	RunLost       RunState = "lost" // the agent disconnected and did not come back in time
+)
+
+// Final reports whether s is a final state.
+func (s RunState) Final() bool { return s != RunDispatched && s != RunRunning && s != "" }
+
+// Run is one agent's part of a job.
+type Run struct {
+	JobID     string
+	AgentID   string
+	State     RunState
+	ExitCode  int // -1: no exit status
+	Error     string
+	StartedAt time.Time
+	EndedAt   time.Time
+	Stdout    string          // tail
+	Stderr    string          // tail
+	Metrics   json.RawMessage // a JSON object or nil
+	Files     []ResultFile
+	UpdatedAt time.Time // set by the store on every write
+}
+
+// ResultFile is an output file of a run, kept in the blob directory at
+// Path (relative to it).
+type ResultFile struct {
+	Name   string
+	Size   int64
+	SHA256 string
+	Path   string
+}
+
+// Agent is a host agent the hub has seen.
+type Agent struct {
+	ID         string
+	Labels     []string        // "key=value"
+	Actions    json.RawMessage // JSON array of jobproto.Action
+	Version    string
+	Node       string // node it is (or was last) connected to
+	Connected  bool
+	FirstSeen  time.Time
+	LastSeen   time.Time // connect time while connected, else disconnect time
+	RemoteAddr string
+}
+
+// JobStore keeps jobs, their runs and the agents seen. Part of Store.
+//
+// Round trips: times, and Job.ExecDuration, are kept in UTC with
+// microsecond precision (finer parts truncated); zero times stay zero,
+// except a zero Job.CreatedAt, which the store sets to the current time.
+// Empty Params, Agents, Files and Labels come back nil. Run.Metrics and
+// Agent.Actions must be empty or valid JSON; they come back byte for byte
+// as given, or nil when empty. Listings ordered by an id order it bytewise.
+// Invalid input (an empty id, an invalid phase, invalid JSON) is an error
+// that does not wrap ErrUnavailable.
+type JobStore interface {
+	// CreateJob stores a new job; an existing ID is an error (not
+	// ErrNotFound). ID must not be empty and Phase must be valid.
+	CreateJob(ctx context.Context, j Job) error
+	// Job returns the job with this id, or ErrNotFound.
+	Job(ctx context.Context, id string) (Job, error)
+	// Jobs lists jobs matching f, oldest CreatedAt first (ties by ID).
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// UpdateJob reads the job, calls fn with it and, if fn returns nil,
+	// writes it back, in one transaction that serialises with other
+	// UpdateJob calls on the same job. fn must not change ID. It returns
+	// the job as written, ErrNotFound, or fn's error as fn returned it
+	// (nothing written). fn is called at most once; a job fn leaves
+	// invalid (changed ID, invalid phase) is an error and is not written.
+	// If fn panics, nothing is written and the panic goes on.
+	UpdateJob(ctx context.Context, id string, fn func(*Job) error) (Job, error)
+	// DeleteJob deletes the job and its runs; ErrNotFound if absent.
+	DeleteJob(ctx context.Context, id string) error
+	// ActiveJobs lists the jobs whose phase is QUEUED or EXECUTING, and
+	// those with a destruction time, whatever their phase, except ARCHIVED
+	// ones: what the hub re-arms at start.
+	ActiveJobs(ctx context.Context) ([]Job, error)
+
+	// PutRun inserts or replaces the run (JobID, AgentID); ErrNotFound if
+	// the job does not exist.
+	PutRun(ctx context.Context, r Run) error
+	// Runs lists the runs of a job ordered by AgentID (none, and no error,
+	// for an unknown job).
+	Runs(ctx context.Context, jobID string) ([]Run, error)
+	// ClearResults empties Stdout, Stderr, Metrics and Files of every run
+	// of the job (at destruction) and returns the files it forgot, in
+	// AgentID order (none, and no error, for an unknown job). State,
+	// ExitCode, Error and the times of the runs are kept.
+	ClearResults(ctx context.Context, jobID string) ([]ResultFile, error)
+
+	// PutAgent inserts or replaces an agent; FirstSeen of an existing
+	// agent is kept (unless it is zero).
+	PutAgent(ctx context.Context, a Agent) error
+	// Agents lists every agent seen, by ID.
+	Agents(ctx context.Context) ([]Agent, error)
+	// DisconnectAgents marks every agent connected to node as
+	// disconnected at t (at start, for agents a crashed node held): it
+	// sets Connected false and LastSeen t. Other agents are untouched.
+	DisconnectAgents(ctx context.Context, node string, t time.Time) error
+}
+
+// Validate reports whether j can be stored: a non-empty ID and a valid
+// Phase.
+func (j Job) Validate() error {
+	if j.ID == "" {
+		return errors.New("store: job id is empty")
+	}
+	if !j.Phase.Valid() {
+		return fmt.Errorf("store: job %q: invalid phase %q", j.ID, j.Phase)
+	}
+	return nil
+}
+
+// Validate reports whether f can be used: every phase in Phases valid.
+func (f JobFilter) Validate() error {
+	for _, p := range f.Phases {
+		if !p.Valid() {
+			return fmt.Errorf("store: job filter: invalid phase %q", p)
+		}
+	}
+	return nil
+}
+
+// Validate reports whether r can be stored: a non-empty JobID and AgentID,
+// and Metrics empty or valid JSON.
+func (r Run) Validate() error {
+	if r.JobID == "" || r.AgentID == "" {
+		return fmt.Errorf("store: run needs a job id and an agent id (got %q, %q)", r.JobID, r.AgentID)
+	}
+	if len(r.Metrics) > 0 && !json.Valid(r.Metrics) {
+		return fmt.Errorf("store: run %s/%s: metrics are not valid JSON", r.JobID, r.AgentID)
+	}
+	return nil
+}
+
+// Validate reports whether a can be stored: a non-empty ID, and Actions
+// empty or valid JSON.
+func (a Agent) Validate() error {
+	if a.ID == "" {
+		return errors.New("store: agent id is empty")
+	}
+	if len(a.Actions) > 0 && !json.Valid(a.Actions) {
+		return fmt.Errorf("store: agent %q: actions are not valid JSON", a.ID)
+	}
+	return nil
+}
