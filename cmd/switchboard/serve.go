@@ -16,6 +16,7 @@ import (
 
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
+	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
 	"switchboard/internal/server"
 	"switchboard/internal/store"
@@ -77,6 +78,10 @@ type serveFlags struct {
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
 	cpuProfile      string
+	resultsDir      string
+	jobs            jobs.Config
+	jobMaxFile      byteSize
+	jobMaxRun       byteSize
 	databaseURL     string
 	statsEvery      time.Duration
 	metricsListen   string
@@ -119,6 +124,13 @@ secret and node id in ./data, and relays on the "session" prefix.`,
 	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable)")
 	fs.DurationVar(&f.maxTokenTTL, "max-token-ttl", control.DefaultMaxTokenTTL, "longest lifetime of tokens minted by the token API")
 	fs.DurationVar(&f.maxRefreshLife, "max-refresh-lifetime", control.DefaultMaxRefreshLife, "how long after its first issue a token chain can be refreshed to")
+	fs.StringVar(&f.resultsDir, "results-dir", "", "directory of jobs' output files (default <data-dir>/results)")
+	fs.DurationVar(&f.jobs.LostGrace, "job-lost-grace", jobs.DefaultLostGrace, "how long a job's run survives its agent's disconnection before it is marked lost")
+	fs.DurationVar(&f.jobs.MaxWait, "job-max-wait", jobs.DefaultMaxWait, "longest WAIT of a blocking job request (what WAIT=-1 means)")
+	fs.DurationVar(&f.jobs.DefaultDestruction, "job-destruction", jobs.DefaultDestruction, "destruction time of a new job, from its creation (negative: never)")
+	f.jobMaxFile, f.jobMaxRun = jobs.DefaultMaxFileBytes, jobs.DefaultMaxRunBytes
+	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
+	fs.Var(&f.jobMaxRun, "job-max-run", "largest total of one run's output files")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
 	_ = fs.MarkHidden("cpuprofile")
 	return cmd
@@ -172,6 +184,11 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		}
 		proxies = append(proxies, pfx.Masked())
 	}
+	resultsDir := f.resultsDir
+	if resultsDir == "" {
+		resultsDir = filepath.Join(f.dataDir, "results")
+	}
+	f.jobs.MaxFileBytes, f.jobs.MaxRunBytes = int64(f.jobMaxFile), int64(f.jobMaxRun)
 	db, err := openStore(ctx, f.databaseURL, f.dataDir, log)
 	if err != nil {
 		return err
@@ -187,6 +204,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
 		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
+		BlobDir: resultsDir, Jobs: f.jobs,
 	})
 	if err != nil {
 		return err

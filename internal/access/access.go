@@ -33,6 +33,10 @@ import (
 // PrefixSession is the connection type for shared topics.
 const PrefixSession = "session"
 
+// PrefixAgent is the connection type of host agents' control channels
+// (docs/jobs.md).
+const PrefixAgent = "agent"
+
 // DefaultCodeTTL is how long a one-time code stays valid.
 const DefaultCodeTTL = 30 * time.Second
 
@@ -72,6 +76,31 @@ type Config struct {
 	// SystemTopics maps topics only the server publishes to (e.g. "stats")
 	// to the scope needed to read them. Nobody may write to them.
 	SystemTopics map[string]string
+	// SystemPrefixes are topic prefixes (ending in "/") under which only
+	// the server publishes (e.g. "jobs/" for the jobs' live logs); the
+	// scope read is enough to read them.
+	SystemPrefixes []string
+	// Agents, if set, serves the agent control channel (prefix agent).
+	Agents AgentAcceptor
+}
+
+// AgentAcceptor takes host agents' control channels.
+type AgentAcceptor interface {
+	// AcceptAgent serves an agent's control channel until it ends; it
+	// owns conn and closes it.
+	AcceptAgent(conn relay.Conn, a AgentGrant)
+}
+
+// AgentGrant is what an agent's token allows.
+type AgentGrant struct {
+	ID          string   // the agent id (the topic)
+	Labels      []string // labels the agent may claim ("key=value" or "key=*")
+	Subject     string
+	BookingID   string
+	TokenID     string
+	TokenExpiry time.Time
+	RemoteAddr  string
+	UserAgent   string
 }
 
 // Denier reports revocations. It is called on every access request and code
@@ -155,13 +184,25 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 // knownPrefix reports whether prefix names a connection type this node serves.
-func knownPrefix(prefix string) bool { return prefix == PrefixSession || prefix == PrefixShell }
+func (h *Handler) knownPrefix(prefix string) bool {
+	return prefix == PrefixSession || prefix == PrefixShell || (prefix == PrefixAgent && h.cfg.Agents != nil)
+}
+
+// systemTopic reports whether name is under a system prefix.
+func (h *Handler) underSystemPrefix(name string) bool {
+	for _, p := range h.cfg.SystemPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // target checks the prefix and topic of a request path.
-func target(r *http.Request) (prefix, name string, err *apierr.Error) {
+func (h *Handler) target(r *http.Request) (prefix, name string, err *apierr.Error) {
 	prefix, name = r.PathValue("prefix"), r.PathValue("topic")
-	if !knownPrefix(prefix) {
-		return "", "", apierr.New(http.StatusNotFound, "unknown_prefix", fmt.Sprintf("no connection type %q here (known: %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell))
+	if !h.knownPrefix(prefix) {
+		return "", "", apierr.New(http.StatusNotFound, "unknown_prefix", fmt.Sprintf("no connection type %q here (known: %s, %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell, PrefixAgent))
 	}
 	if e := topic.Valid(name); e != nil {
 		return "", "", apierr.New(http.StatusBadRequest, "invalid_topic", e.Error())
@@ -189,7 +230,7 @@ func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
-	if _, _, e := target(r); e != nil {
+	if _, _, e := h.target(r); e != nil {
 		apierr.Write(w, e)
 		return
 	}
@@ -240,7 +281,7 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.setCORS(w, r)
-	prefix, name, e := target(r)
+	prefix, name, e := h.target(r)
 	if e != nil {
 		h.refuse(w, StageAccess, e)
 		return
@@ -398,11 +439,27 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		if role == roleClient && !h.hostPresent(name) {
 			return Grant{}, errHostUnavailable
 		}
+	} else if prefix == PrefixAgent {
+		if !c.HasScope(auth.ScopeAgent) {
+			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "the agent control channel needs scope agent")
+		}
+		if c.Agent != name {
+			return Grant{}, apierr.New(http.StatusForbidden, "agent_forbidden", "the token's agent claim must name this agent")
+		}
+		if strings.Contains(name, "/") {
+			return Grant{}, apierr.New(http.StatusBadRequest, "invalid_topic", "an agent id is one topic segment (no /)")
+		}
+		g.CanRead, g.CanWrite, g.Labels = true, true, c.Labels
 	} else if scope, ok := h.cfg.SystemTopics[name]; ok {
 		if !c.HasScope(scope) {
 			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", fmt.Sprintf("topic %s needs scope %s", name, scope))
 		}
 		g.CanRead, g.CanWrite, g.System = true, false, true
+	} else if h.underSystemPrefix(name) {
+		if !g.CanRead {
+			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "topic "+name+" is written by the server only; it needs scope read")
+		}
+		g.CanWrite, g.System = false, true
 	}
 	if !g.CanRead && !g.CanWrite {
 		return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "token needs scope read and/or write")
@@ -429,7 +486,7 @@ func (h *Handler) checkDenied(g *Grant) *apierr.Error {
 }
 
 func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
-	prefix, name, e := target(r)
+	prefix, name, e := h.target(r)
 	if e != nil {
 		h.refuse(w, StageExchange, e)
 		return
@@ -487,6 +544,12 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	// this handler's goroutine returns, and with it its deep stack and the
 	// request's buffers, which an idle connection would otherwise pin.
 	// The relay's Shutdown ends it.
+	if prefix == PrefixAgent {
+		a := AgentGrant{ID: g.Topic, Labels: g.Labels, Subject: g.Subject, BookingID: g.BookingID, TokenID: g.TokenID,
+			TokenExpiry: g.TokenExpiry, RemoteAddr: info.RemoteAddr, UserAgent: info.UserAgent}
+		go h.cfg.Agents.AcceptAgent(conn, a)
+		return
+	}
 	go func() {
 		if prefix == PrefixShell {
 			h.serveShell(context.Background(), conn, g, info)

@@ -26,6 +26,7 @@ type Grant struct {
 	Role        string   // shell prefix: host, client or session
 	Session     string   // shell prefix, role session: the session id
 	Owner       string   // identifies the token that asked (a digest), for per-token quotas
+	Labels      []string // agent prefix: the labels the token allows; shared, never modified
 }
 
 // CodeStore keeps pending one-time codes. Implementations must make Take

@@ -86,8 +86,8 @@ var allowed = map[string][]string{
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
-	"switchboard/internal/bench":  {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
-	"switchboard/internal/agent": {"switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic",
+	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
+	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
 	"switchboard/internal/store":  {},
@@ -99,6 +99,9 @@ var allowed = map[string][]string{
 	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5"},
 	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
 	"switchboard/internal/playscript":      {},
+	"switchboard/internal/jobproto":        {},
+	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/access", "switchboard/internal/store", "switchboard/internal/auth",
+		"switchboard/internal/apierr", "switchboard/internal/relay", "switchboard/internal/topic"},
 }
 
 func TestImportRules(t *testing.T) {

@@ -31,6 +31,10 @@ const (
 	// On the shell prefix (1:1 sessions), practable's names:
 	ScopeHost   = "host"   // a host serving sessions on a topic
 	ScopeClient = "client" // a user opening a session
+	// Jobs (docs/jobs.md):
+	ScopeAgent     = "agent"      // a host agent's control channel
+	ScopeJobsRead  = "jobs:read"  // list and read jobs
+	ScopeJobsWrite = "jobs:write" // create, change and delete jobs
 )
 
 // DefaultLeeway is the clock skew tolerated on exp, nbf and iat.

@@ -279,7 +279,7 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request, actor *auth.Clai
 // the same claims and a new expiry: the token's own lifetime again, but never
 // beyond MaxRefreshLifetime after the chain's original issue.
 func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) {
-	c, e := h.authenticate(r)
+	c, e := h.Authenticate(r)
 	if e != nil {
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)

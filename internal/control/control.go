@@ -47,8 +47,11 @@ type Config struct {
 	Relay       *relay.Server
 	Revocations *Revocations
 	Codes       CodeDeleter // may be nil
-	Verifier    *auth.Verifier
-	Key         *auth.Key // signs tokens minted by the token API
+	// Others are further connections a revocation closes (the agents'
+	// control channels); may be empty.
+	Others   []ConnCloser
+	Verifier *auth.Verifier
+	Key      *auth.Key // signs tokens minted by the token API
 	// Audience is put in minted tokens: the relay's public URL.
 	Audience string
 	// MaxTokenTTL bounds the lifetime of minted tokens (default 24 h).
@@ -155,7 +158,7 @@ func (h *Handler) admin(next scopedHandler) http.HandlerFunc {
 // scopes.
 func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, e := h.authenticate(r)
+		c, e := h.Authenticate(r)
 		if e != nil {
 			if e.Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -174,7 +177,15 @@ func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFun
 }
 
 // authenticate verifies the bearer token of an API request.
-func (h *Handler) authenticate(r *http.Request) (*auth.Claims, *apierr.Error) {
+// ConnCloser closes the connections whose token matches, as the relay's
+// CloseWhere does.
+type ConnCloser interface {
+	CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int
+}
+
+// Authenticate checks a request's bearer token: signature, expiry and
+// revocations. Other APIs of the server (jobs) use it too.
+func (h *Handler) Authenticate(r *http.Request) (*auth.Claims, *apierr.Error) {
 	tok, e := access.BearerToken(r)
 	if e != nil {
 		return nil, e
@@ -318,6 +329,9 @@ func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.C
 	h.cfg.Revocations.Add(rv)
 	match := Matcher(rv.Kind, rv.Value)
 	closed := h.cfg.Relay.CloseWhere(match, relay.CloseDenied, relay.ReasonDenied, string(rv.Kind)+" revoked")
+	for _, o := range h.cfg.Others {
+		closed += o.CloseWhere(match, relay.CloseDenied, string(rv.Kind)+" revoked")
+	}
 	if h.cfg.Codes != nil {
 		h.cfg.Codes.DeleteWhere(grantMatcher(rv.Kind, rv.Value))
 	}

@@ -22,6 +22,7 @@ import (
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/control"
+	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
 )
@@ -75,6 +76,12 @@ type Config struct {
 	// ShellAnswerTimeout is how long a shell host has to dial a new
 	// session (default 10 s).
 	ShellAnswerTimeout time.Duration
+	// BlobDir holds jobs' output files. Empty: no jobs API and no agent
+	// control channel on this node.
+	BlobDir string
+	// Jobs tunes the jobs manager (Store, BlobDir, NodeID, Publisher,
+	// Authenticate, Logger and Now are filled in by Start).
+	Jobs jobs.Config
 }
 
 // Server is a running relay node.
@@ -91,6 +98,7 @@ type Server struct {
 	draining  atomic.Bool
 	served    chan error
 
+	jobs         *jobs.Manager // nil without BlobDir
 	shutdownOnce sync.Once
 	shutdownErr  error
 	stopPurge    context.CancelFunc
@@ -177,26 +185,57 @@ func Start(cfg Config) (*Server, error) {
 	}
 	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: cfg.Now})
 	codes := access.NewMemoryCodeStore(0, cfg.Now)
+	// The jobs manager needs the control handler's authentication and the
+	// access handler needs the manager: Authenticate reaches ctl through
+	// this variable, set below before the server serves.
+	var ctl *control.Handler
+	var jm *jobs.Manager
+	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
+	var systemPrefixes []string
+	var agents access.AgentAcceptor
+	var closers []control.ConnCloser
+	if cfg.BlobDir != "" {
+		jc := cfg.Jobs
+		jc.Store, jc.BlobDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.BlobDir, cfg.NodeID, rs
+		jc.Authenticate = func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }
+		jc.Logger, jc.Now = cfg.Logger, cfg.Now
+		if jm, err = jobs.New(jc); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
+		systemPrefixes = append(systemPrefixes, jobs.LogTopicPrefix)
+		agents, closers = jm, append(closers, jm)
+	}
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
 		Denier: rev, TrustedProxies: cfg.TrustedProxies, ShellAnswerTimeout: cfg.ShellAnswerTimeout,
-		SystemTopics: map[string]string{control.StatsTopic: auth.ScopeStats},
+		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes, Agents: agents,
 	})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	ctl, err := control.New(control.Config{
+	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now,
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers,
 	})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats}
+	if jm != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := jm.Start(ctx)
+		cancel()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			ln.Close()
@@ -213,6 +252,9 @@ func Start(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	ah.Register(mux)
 	ctl.Register(mux)
+	if jm != nil {
+		jm.Register(mux, pub.String())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -332,8 +374,19 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// listener closes at once; hijacked websockets are the relay's.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
+	jobsDone := make(chan error, 1)
+	go func() {
+		if s.jobs != nil {
+			jobsDone <- s.jobs.Stop(ctx)
+			return
+		}
+		jobsDone <- nil
+	}()
 	relayErr := s.relay.Shutdown(ctx)
 	httpErr := <-httpDone
+	if err := <-jobsDone; err != nil {
+		s.log.Warn("jobs: stop", "err", err)
+	}
 	s.stats.Stop()
 	s.stopPurge()
 	s.background.Wait()

@@ -65,6 +65,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if cfg.Store == nil {
 		cfg.Store = openStore(t, t.TempDir())
 	}
+	if cfg.BlobDir == "" {
+		cfg.BlobDir = t.TempDir()
+	}
 	s, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)

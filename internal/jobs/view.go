@@ -1,0 +1,89 @@
+package jobs
+
+import (
+	"strings"
+
+	"switchboard/internal/store"
+)
+
+// jobView is what the API shows of one job: the job, its runs, and where
+// it lives.
+type jobView struct {
+	Job  store.Job
+	Runs []store.Run
+	// Base is the absolute URL of the job list, without a trailing slash
+	// ("https://hub.example.org/api/v1/jobs"); hrefs are built from it.
+	Base string
+}
+
+// href returns the absolute URL of the job.
+func (v *jobView) href() string { return v.Base + "/" + v.Job.ID }
+
+// resultRef is one entry of a job's result list.
+type resultRef struct {
+	ID       string // "summary" or "{agent}/{file}"
+	MimeType string
+	Size     int64 // -1: unknown (the summary is generated on request)
+	// File is the stored file of an uploaded result; nil for the summary.
+	File *store.ResultFile
+}
+
+// SummaryResult is the id of the generated CSV result.
+const SummaryResult = "summary"
+
+// results lists the results of a job: the summary once any run has
+// finished, then every uploaded file, by agent then name. An ARCHIVED job
+// has none.
+func (v *jobView) results() []resultRef {
+	if v.Job.Phase == store.PhaseArchived {
+		return nil
+	}
+	var out []resultRef
+	finished := false
+	for _, r := range v.Runs {
+		if r.State.Final() {
+			finished = true
+			break
+		}
+	}
+	if finished {
+		out = append(out, resultRef{ID: SummaryResult, MimeType: "text/csv", Size: -1})
+	}
+	for i := range v.Runs {
+		r := &v.Runs[i]
+		for j := range r.Files {
+			f := &r.Files[j]
+			out = append(out, resultRef{ID: r.AgentID + "/" + f.Name, MimeType: mimeType(f.Name), Size: f.Size, File: f})
+		}
+	}
+	return out
+}
+
+// mimeType guesses a result file's media type from its extension.
+func mimeType(name string) string {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return "application/octet-stream"
+	}
+	switch strings.ToLower(name[i+1:]) {
+	case "csv":
+		return "text/csv"
+	case "json":
+		return "application/json"
+	case "txt", "log":
+		return "text/plain"
+	case "xml":
+		return "application/xml"
+	case "html":
+		return "text/html"
+	case "png":
+		return "image/png"
+	case "jpg", "jpeg":
+		return "image/jpeg"
+	case "fits":
+		return "application/fits"
+	case "gz":
+		return "application/gzip"
+	}
+	return "application/octet-stream"
+}
