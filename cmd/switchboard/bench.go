@@ -25,7 +25,8 @@ func newBenchCommand(io stdio) *cobra.Command {
 		Short: "Benchmark a relay",
 	}
 	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io),
-		newBenchLatencyCommand(io), newBenchAccessCommand(io), newBenchRateSearchCommand(io), newBenchSoakCommand(io))
+		newBenchLatencyCommand(io), newBenchAccessCommand(io), newBenchRateSearchCommand(io), newBenchSoakCommand(io),
+		newBenchJobsCommand(io))
 	return cmd
 }
 
@@ -778,5 +779,87 @@ stdout. Without --url it starts its own server; with --url give --secret or
 	fs.DurationVar(&opts.DenyEvery, "deny-every", bench.DefaultSoakDenyEvery, "period of the revocation cycle")
 	fs.Float64Var(&opts.Threshold, "threshold", bench.DefaultSoakThreshold, "fail if growth per 10 minutes exceeds this fraction of the mean (and the floor)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object (samples on stderr)")
+	return cmd
+}
+
+func newBenchJobsCommand(io stdio) *cobra.Command {
+	var (
+		target     benchTargetFlags
+		opts       bench.JobsOptions
+		asJSON     bool
+		cpuProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "jobs",
+		Short: "Jobs over simulated agents: RUN to COMPLETED time; blocking WAIT requests: memory and release latency",
+		Long: `Two measurements of the jobs API (docs/jobs.md).
+
+Jobs: --agents simulated host agents (in this process, each on its own agent
+control channel websocket over loopback) declare one action. --jobs jobs run
+one after the other on all of them; every agent answers its run at once:
+started, one log line, a result with a small metrics object and, with
+--files, one small uploaded file. Each job is timed from sending the POST
+that sets PHASE=RUN until a blocking GET ?WAIT= has returned COMPLETED and the
+summary result has one row per agent (every row is checked); min, median and
+max are reported (target: 2 s).
+
+Waiters: --waiters concurrent GET /api/v1/jobs/{id}?WAIT=--wait requests, each
+on its own connection, are held on a PENDING job. They count as held when the
+server's goroutines (go_goroutines from /metrics) have risen by at least
+--waiters and stopped changing. The server's RSS (from /proc: a started server
+or --server-pid) is read before and while they are held (target: 50 MiB
+more); then PHASE=ABORT is posted and for every request the time from that
+POST's response to the request's response is measured (target: 100 ms).
+
+The bench's jobs are deleted at the end. Without --url it starts its own
+server; with --url give --secret or --secret-file (agent, user and stats
+tokens are minted). Profile the started server with
+--server-arg=--cpuprofile=FILE.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Agents <= 0 || opts.Jobs <= 0 || opts.Waiters <= 0 || opts.WaitSec <= 0 {
+				return fmt.Errorf("--agents, --jobs, --waiters and --wait must be positive")
+			}
+			if target.url == "" && opts.ServerPID != 0 {
+				return fmt.Errorf("--server-pid goes with --url")
+			}
+			key, relayURL, stop, pid, err := target.resolve(cmd.Context(), io)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			opts.URL, opts.Secret = relayURL, key
+			if opts.ServerPID == 0 {
+				opts.ServerPID = pid
+			}
+			if cpuProfile != "" {
+				stopProfile, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
+			res, err := bench.Jobs(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(io.out).Encode(&res)
+			}
+			return res.WriteTable(io.out)
+		},
+	}
+	fs := cmd.Flags()
+	target.register(fs)
+	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the hub given by --url, for its RSS and CPU time")
+	fs.IntVar(&opts.Agents, "agents", bench.DefaultJobsAgents, "simulated agents")
+	fs.IntVar(&opts.Jobs, "jobs", bench.DefaultJobsRuns, "jobs timed, one after the other")
+	fs.BoolVar(&opts.Files, "files", false, "each agent also uploads one small file per run")
+	fs.IntVar(&opts.Waiters, "waiters", bench.DefaultJobsWaiters, "blocking WAIT requests held on a PENDING job")
+	fs.IntVar(&opts.WaitSec, "wait", bench.DefaultJobsWaitSec, "WAIT of the blocking requests, in seconds (the server caps it)")
+	fs.DurationVar(&opts.JobTimeout, "job-timeout", bench.DefaultJobsJobTimeout, "longest a job may take before the bench gives up")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
+	_ = fs.MarkHidden("cpuprofile")
 	return cmd
 }

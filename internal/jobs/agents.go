@@ -356,7 +356,7 @@ func (m *Manager) resend(s *agentSession) {
 					msg.Timeout = jobproto.Duration(max(time.Until(j.StartedAt.Add(j.ExecDuration)), time.Second))
 				}
 				if s.send(msg) {
-					m.stopTimer("lost:" + j.ID + "/" + s.id)
+					m.armLost(j.ID, s.id) // a fresh grace period to start it
 				}
 			}
 		}
@@ -465,17 +465,12 @@ func (m *Manager) runStarted(s *agentSession, msg jobproto.Started) {
 	defer unlock()
 	ctx, cancel := bgCtx()
 	defer cancel()
-	runs, err := m.st.Runs(ctx, msg.Job)
-	if err != nil {
-		return
-	}
-	i := slices.IndexFunc(runs, func(r store.Run) bool { return r.AgentID == s.id })
-	if i < 0 || runs[i].State != store.RunDispatched {
+	r, err := m.st.Run(ctx, msg.Job, s.id)
+	if err != nil || r.State != store.RunDispatched {
 		return
 	}
 	s.setRunning(msg.Job, true)
 	m.stopTimer("lost:" + msg.Job + "/" + s.id)
-	r := runs[i]
 	r.State, r.StartedAt = store.RunRunning, msg.StartedAt
 	if r.StartedAt.IsZero() {
 		r.StartedAt = m.cfg.Now()
@@ -484,7 +479,7 @@ func (m *Manager) runStarted(s *agentSession, msg jobproto.Started) {
 		m.log.Error("jobs: record run start", "job", msg.Job, "agent", s.id, "err", err)
 		return
 	}
-	m.changed(msg.Job)
+	m.runsChanged(msg.Job)
 }
 
 var outcomeState = map[jobproto.Outcome]store.RunState{
@@ -508,18 +503,16 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	unlock := m.lockJob(res.Job)
 	ctx, cancel := bgCtx()
 	defer cancel()
-	runs, err := m.st.Runs(ctx, res.Job)
+	r, err := m.st.Run(ctx, res.Job, s.id)
+	if errors.Is(err, store.ErrNotFound) {
+		unlock()
+		return ack // no such run (the job was deleted): forget it
+	}
 	if err != nil {
 		unlock()
 		ack.Error = "the hub's database is unavailable; send it again later"
 		return ack
 	}
-	i := slices.IndexFunc(runs, func(r store.Run) bool { return r.AgentID == s.id })
-	if i < 0 {
-		unlock()
-		return ack // no such run (the job was deleted): forget it
-	}
-	r := runs[i]
 	if r.State.Final() && r.State != store.RunLost {
 		unlock()
 		return ack // a repeat
@@ -550,7 +543,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 		return ack
 	}
 	m.stopTimer("lost:" + res.Job + "/" + s.id)
-	m.changed(res.Job)
+	m.runsChanged(res.Job)
 	m.finishIfDone(res.Job)
 	return ack
 }

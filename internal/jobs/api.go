@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"switchboard/internal/apierr"
@@ -377,17 +379,26 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 		inPhase = ps[0]
 	}
 	id := r.PathValue("id")
-	var changed <-chan struct{}
+	var w0 *watcher
 	if wait > 0 {
-		changed = m.watch(id) // before reading: no change can slip between
+		w0 = m.watch(id) // before reading: no change can slip between
 	}
 	j, ok := m.loadJob(w, r, c)
 	if !ok {
 		return
 	}
 	if wait > 0 && activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase) {
-		j, ok = m.waitPhase(w, r, c, j, changed, wait)
+		woken, ok := m.waitPhase(r, j, w0, wait)
 		if !ok {
+			return // the client went away
+		}
+		if woken != nil {
+			// Every request blocked on this job wakes at once: they share
+			// one rendering of the new state.
+			m.writeRendering(w, *woken, wantsXML(r))
+			return
+		}
+		if j, ok = m.loadJob(w, r, c); !ok { // the wait ended (or the job went): read it again
 			return
 		}
 	}
@@ -400,30 +411,111 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // waitPhase blocks until the job leaves phase j.Phase, the wait ends or
-// the client goes, and returns the job as it then is.
-func (m *Manager) waitPhase(w http.ResponseWriter, r *http.Request, c *caller, j store.Job, changed <-chan struct{}, wait time.Duration) (store.Job, bool) {
+// the client goes (ok false). It returns the job's new state when a phase
+// change brought it, else nil (the caller reads the job again).
+func (m *Manager) waitPhase(r *http.Request, j store.Job, w *watcher, wait time.Duration) (woken *store.Job, ok bool) {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	m.addWaiting(j.ID, 1)
 	defer m.addWaiting(j.ID, -1)
-	start := j.Phase
 	for {
 		select {
-		case <-changed:
+		case <-w.done:
 		case <-t.C:
-			return j, true
+			return nil, true
 		case <-r.Context().Done():
-			return j, false
+			return nil, false
 		}
-		changed = m.watch(j.ID)
-		var ok bool
-		if j, ok = m.loadJob(w, r, c); !ok {
-			return j, false
+		if !w.known {
+			return nil, true
 		}
-		if j.Phase != start {
-			return j, true
+		if w.job.Phase != j.Phase {
+			return &w.job, true
 		}
+		w = m.watch(j.ID)
 	}
+}
+
+// rendering is a job document rendered once for all the WAIT requests a
+// phase change wakes.
+type rendering struct {
+	updated time.Time
+	gen     uint64
+	once    sync.Once
+	rec     *recorder
+	err     error
+}
+
+// maxRenderings bounds the cache of renderings.
+const maxRenderings = 1024
+
+// writeRendering writes j's document, rendering it at most once per job
+// version, run changes and format.
+func (m *Manager) writeRendering(w http.ResponseWriter, j store.Job, asXML bool) {
+	key := j.ID + "|json"
+	if asXML {
+		key = j.ID + "|xml"
+	}
+	m.mu.Lock()
+	gen := m.runGen[j.ID]
+	rd := m.rendered[key]
+	if rd == nil || !rd.updated.Equal(j.UpdatedAt) || rd.gen != gen {
+		if len(m.rendered) >= maxRenderings {
+			clear(m.rendered)
+		}
+		rd = &rendering{updated: j.UpdatedAt, gen: gen}
+		m.rendered[key] = rd
+	}
+	m.mu.Unlock()
+	rd.once.Do(func() {
+		ctx, cancel := bgCtx()
+		defer cancel()
+		v, err := m.view(ctx, j)
+		if err != nil {
+			rd.err = err
+			return
+		}
+		rd.rec = newRecorder()
+		writeJob(rd.rec, asXML, v)
+	})
+	if rd.err != nil {
+		m.log.Error("jobs: store failed", "op", "read runs", "err", rd.err)
+		apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; retry later")
+		return
+	}
+	rd.rec.replay(w)
+}
+
+// recorder keeps a response to replay it.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newRecorder() *recorder { return &recorder{header: http.Header{}} }
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(p)
+}
+
+func (r *recorder) replay(w http.ResponseWriter) {
+	for k, v := range r.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(r.status)
+	w.Write(r.body.Bytes())
 }
 
 func (m *Manager) servePostJob(w http.ResponseWriter, r *http.Request) {
@@ -513,7 +605,6 @@ func (m *Manager) change(ctx context.Context, id, name, v string) error {
 			return err
 		}
 		m.armDestruction(j)
-		m.changed(id)
 	case "executionduration":
 		d, err := parseExecutionDuration(v)
 		if err != nil {
@@ -534,7 +625,6 @@ func (m *Manager) change(ctx context.Context, id, name, v string) error {
 		if j.Phase == store.PhaseExecuting {
 			m.armExecDeadline(j)
 		}
-		m.changed(id)
 	}
 	return nil
 }
@@ -830,19 +920,16 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "file_too_large", fmt.Sprintf("files are limited to %d bytes", m.cfg.MaxFileBytes))
 		return
 	}
-	unlock := m.lockJob(jobID)
-	runs, err := m.st.Runs(r.Context(), jobID)
-	unlock()
-	if err != nil {
-		m.storeError(w, r, "read runs", err)
-		return
-	}
-	i := slices.IndexFunc(runs, func(x store.Run) bool { return x.AgentID == agentID })
-	if i < 0 {
+	run, err := m.st.Run(r.Context(), jobID, agentID)
+	if errors.Is(err, store.ErrNotFound) {
 		apierr.WriteNew(w, http.StatusNotFound, "run_not_found", "no run of this job on this agent")
 		return
 	}
-	if runs[i].State.Final() && runs[i].State != store.RunLost {
+	if err != nil {
+		m.storeError(w, r, "read run", err)
+		return
+	}
+	if run.State.Final() && run.State != store.RunLost {
 		apierr.WriteNew(w, http.StatusConflict, "run_finished", "the run's result is already stored")
 		return
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -91,7 +90,9 @@ type Manager struct {
 
 	mu       sync.Mutex
 	agents   map[string]*agentSession // connected, by id
-	watchers map[string]chan struct{} // job id → closed at its next change
+	watchers map[string]*watcher      // job id → its next phase change
+	runGen   map[string]uint64        // job id → count of run changes, for the render cache
+	rendered map[string]*rendering    // job id → its last rendering for woken WAIT requests
 	timers   map[string]*time.Timer   // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent
 	jobLocks map[string]*jobLock      // serialises transitions of one job
 	waiting  map[string]int           // blocked WAIT requests per job
@@ -145,7 +146,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("jobs: blob directory: %w", err)
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store,
-		agents: map[string]*agentSession{}, watchers: map[string]chan struct{}{},
+		agents: map[string]*agentSession{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
 
@@ -167,7 +168,8 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.armDestruction(j)
 		switch j.Phase {
 		case store.PhaseQueued:
-			m.goBackground(func() { m.dispatch(j.ID) })
+			// Give the agents the grace period to reconnect first.
+			m.setTimer("dispatch:"+j.ID, m.cfg.LostGrace, func() { m.dispatch(j.ID) })
 		case store.PhaseExecuting:
 			m.armExecDeadline(j)
 			runs, err := m.st.Runs(ctx, j.ID)
@@ -250,26 +252,53 @@ func (m *Manager) lockJob(id string) func() {
 	}
 }
 
-// changed wakes the WAIT requests of a job.
-func (m *Manager) changed(id string) {
+// watcher is closed at a job's next phase change (or deletion).
+type watcher struct {
+	done chan struct{}
+	// job is the job after the change, when known (set before done is
+	// closed): woken requests answer from it without reading the store.
+	job   store.Job
+	known bool
+}
+
+// phaseChanged wakes the WAIT requests of j with its new state.
+func (m *Manager) phaseChanged(j store.Job) { m.wake(j.ID, &j) }
+
+// changed wakes the WAIT requests of a job, which read it again (after a
+// deletion, or a change whose result is not at hand).
+func (m *Manager) changed(id string) { m.wake(id, nil) }
+
+func (m *Manager) wake(id string, j *store.Job) {
 	m.mu.Lock()
-	if ch := m.watchers[id]; ch != nil {
-		close(ch)
-		delete(m.watchers, id)
+	w := m.watchers[id]
+	delete(m.watchers, id)
+	m.mu.Unlock()
+	if w == nil {
+		return
 	}
+	if j != nil {
+		w.job, w.known = *j, true
+	}
+	close(w.done)
+}
+
+// runsChanged records that a job's runs changed (its rendering too).
+func (m *Manager) runsChanged(id string) {
+	m.mu.Lock()
+	m.runGen[id]++
 	m.mu.Unlock()
 }
 
-// watch returns a channel closed at the job's next change.
-func (m *Manager) watch(id string) <-chan struct{} {
+// watch returns the watcher of the job's next phase change.
+func (m *Manager) watch(id string) *watcher {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ch := m.watchers[id]
-	if ch == nil {
-		ch = make(chan struct{})
-		m.watchers[id] = ch
+	w := m.watchers[id]
+	if w == nil {
+		w = &watcher{done: make(chan struct{})}
+		m.watchers[id] = w
 	}
-	return ch
+	return w
 }
 
 // Waiting returns how many WAIT requests are blocked on the job.
@@ -384,7 +413,7 @@ func (m *Manager) run(ctx context.Context, id string) (store.Job, error) {
 	if err != nil {
 		return j, err
 	}
-	m.changed(id)
+	m.phaseChanged(j)
 	m.dispatch(id)
 	return m.st.Job(ctx, id)
 }
@@ -430,7 +459,7 @@ func (m *Manager) dispatch(id string) {
 			return nil
 		})
 		if err == nil {
-			m.changed(id)
+			m.phaseChanged(j)
 		}
 		return
 	}
@@ -461,16 +490,19 @@ func (m *Manager) dispatch(id string) {
 		m.log.Error("jobs: dispatch", "job", id, "err", err)
 		return
 	}
-	m.changed(id)
+	m.runsChanged(id)
+	m.phaseChanged(j)
 	m.armExecDeadline(j)
 	msg := jobproto.Run{Type: jobproto.TypeRun, Job: id, Action: j.Action, Params: j.Params}
 	if j.ExecDuration > 0 {
 		msg.Timeout = jobproto.Duration(j.ExecDuration)
 	}
 	for _, s := range targets {
-		if !s.send(msg) {
-			m.armLost(id, s.id) // it went away meanwhile
-		}
+		// The run must be started (or reported) within the grace period,
+		// whether the agent stays connected or not: no job waits forever
+		// on an agent that never answers.
+		m.armLost(id, s.id)
+		s.send(msg)
 	}
 }
 
@@ -521,7 +553,7 @@ func (m *Manager) abort(id, why string) (store.Job, error) {
 		return j, err
 	}
 	m.stopTimer("exec:" + id)
-	m.changed(id)
+	m.phaseChanged(j)
 	m.abortRuns(ctx, id, "job aborted")
 	return j, nil
 }
@@ -552,19 +584,17 @@ func (m *Manager) markLost(jobID, agentID string) {
 	unlock := m.lockJob(jobID)
 	ctx, cancel := bgCtx()
 	defer cancel()
-	runs, err := m.st.Runs(ctx, jobID)
-	if err != nil {
+	r, err := m.st.Run(ctx, jobID, agentID)
+	if err != nil || r.State.Final() {
 		unlock()
 		return
 	}
-	i := slices.IndexFunc(runs, func(r store.Run) bool { return r.AgentID == agentID })
-	if i < 0 || runs[i].State.Final() {
-		unlock()
-		return
+	if r.State == store.RunDispatched && m.session(agentID) != nil {
+		r.Error = fmt.Sprintf("agent %s did not start the run within %s", agentID, m.cfg.LostGrace)
+	} else {
+		r.Error = fmt.Sprintf("agent %s disconnected mid-run and did not report the run within %s", agentID, m.cfg.LostGrace)
 	}
-	r := runs[i]
 	r.State, r.EndedAt = store.RunLost, m.cfg.Now()
-	r.Error = fmt.Sprintf("agent %s disconnected mid-run and did not report the run within %s", agentID, m.cfg.LostGrace)
 	err = m.st.PutRun(ctx, r)
 	unlock()
 	if err != nil {
@@ -572,7 +602,7 @@ func (m *Manager) markLost(jobID, agentID string) {
 		return
 	}
 	m.log.Warn("jobs: run lost", "job", jobID, "agent", agentID)
-	m.changed(jobID)
+	m.runsChanged(jobID)
 	m.finishIfDone(jobID)
 }
 
@@ -583,6 +613,16 @@ func (m *Manager) finishIfDone(id string) {
 	defer unlock()
 	ctx, cancel := bgCtx()
 	defer cancel()
+	// Counting first keeps a job of N agents linear: only the last
+	// result reads all the runs.
+	total, unfinished, err := m.st.UnfinishedRuns(ctx, id)
+	if err != nil {
+		m.log.Error("jobs: finish", "job", id, "err", err)
+		return
+	}
+	if total == 0 || unfinished > 0 {
+		return
+	}
 	runs, err := m.st.Runs(ctx, id)
 	if err != nil {
 		m.log.Error("jobs: finish", "job", id, "err", err)
@@ -631,7 +671,7 @@ func (m *Manager) finishIfDone(id string) {
 		return
 	}
 	m.stopTimer("exec:" + id)
-	m.changed(id)
+	m.phaseChanged(j)
 	m.log.Info("jobs: job ended", "job", id, "phase", j.Phase, "runs", len(runs), "failed", len(failed))
 }
 
@@ -675,14 +715,16 @@ func (m *Manager) destroy(id string) {
 	if err := os.RemoveAll(m.jobDir(id)); err != nil {
 		m.log.Error("jobs: destroy: remove files", "job", id, "err", err)
 	}
-	if _, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
+	j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
 		j.Phase = store.PhaseArchived
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		m.log.Error("jobs: destroy", "job", id, "err", err)
 		return
 	}
-	m.changed(id)
+	m.runsChanged(id)
+	m.phaseChanged(j)
 }
 
 // remove deletes a job: runs aborted, files and records deleted.
@@ -707,6 +749,10 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	if err := os.RemoveAll(m.jobDir(id)); err != nil {
 		m.log.Error("jobs: delete files", "job", id, "err", err)
 	}
+	m.mu.Lock()
+	delete(m.runGen, id)
+	delete(m.rendered, id)
+	m.mu.Unlock()
 	m.changed(id)
 	return nil
 }

@@ -752,3 +752,15 @@ func TestRevokingAnAgentClosesItsChannel(t *testing.T) {
 		t.Fatalf("revoked agent's access: %d %s", status, body)
 	}
 }
+
+func TestJobRunNeverStartedIsLost(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Jobs.LostGrace = 300 * time.Millisecond })
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1) // and never answer it
+	d := s.waitPhase(user, id, "ERROR")
+	if d.ErrorSummary == nil || !strings.Contains(d.ErrorSummary.Message, "did not start the run") {
+		t.Fatalf("summary: %+v", d.ErrorSummary)
+	}
+}

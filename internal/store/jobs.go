@@ -175,6 +175,11 @@ type JobStore interface {
 	// PutRun inserts or replaces the run (JobID, AgentID); ErrNotFound if
 	// the job does not exist.
 	PutRun(ctx context.Context, r Run) error
+	// Run returns one run, or ErrNotFound.
+	Run(ctx context.Context, jobID, agentID string) (Run, error)
+	// UnfinishedRuns counts the job's runs, and those in state dispatched
+	// or running (zeros for an unknown job).
+	UnfinishedRuns(ctx context.Context, jobID string) (total, unfinished int, err error)
 	// Runs lists the runs of a job ordered by AgentID (none, and no error,
 	// for an unknown job).
 	Runs(ctx context.Context, jobID string) ([]Run, error)

@@ -272,9 +272,33 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 
 // Runs implements store.JobStore.
 func (s *Store) Runs(ctx context.Context, jobID string) ([]store.Run, error) {
+	return s.queryRuns(ctx, fmt.Sprintf("runs of job %q", jobID), `job_id = $1`, jobID)
+}
+
+// Run implements store.JobStore.
+func (s *Store) Run(ctx context.Context, jobID, agentID string) (store.Run, error) {
+	runs, err := s.queryRuns(ctx, fmt.Sprintf("run %q/%q", jobID, agentID), `job_id = $1 AND agent_id = $2`, jobID, agentID)
+	if err != nil {
+		return store.Run{}, err
+	}
+	if len(runs) == 0 {
+		return store.Run{}, store.ErrNotFound
+	}
+	return runs[0], nil
+}
+
+// UnfinishedRuns implements store.JobStore.
+func (s *Store) UnfinishedRuns(ctx context.Context, jobID string) (total, unfinished int, err error) {
+	err = s.query(ctx, fmt.Sprintf("count runs of job %q", jobID), func(conn *pgxpool.Conn) error {
+		return conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('dispatched', 'running')) FROM runs WHERE job_id = $1`, jobID).Scan(&total, &unfinished)
+	})
+	return total, unfinished, err
+}
+
+func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([]store.Run, error) {
 	var out []store.Run
-	err := s.query(ctx, fmt.Sprintf("runs of job %q", jobID), func(conn *pgxpool.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT `+runCols+` FROM runs WHERE job_id = $1 ORDER BY agent_id`, jobID)
+	err := s.query(ctx, op, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id`, args...)
 		if err != nil {
 			return err
 		}

@@ -277,11 +277,39 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 
 // Runs implements store.JobStore.
 func (s *Store) Runs(ctx context.Context, jobID string) ([]store.Run, error) {
-	op := fmt.Sprintf("runs of job %q", jobID)
+	return s.queryRuns(ctx, fmt.Sprintf("runs of job %q", jobID), `job_id = ?`, jobID)
+}
+
+// Run implements store.JobStore.
+func (s *Store) Run(ctx context.Context, jobID, agentID string) (store.Run, error) {
+	runs, err := s.queryRuns(ctx, fmt.Sprintf("run %q/%q", jobID, agentID), `job_id = ? AND agent_id = ?`, jobID, agentID)
+	if err != nil {
+		return store.Run{}, err
+	}
+	if len(runs) == 0 {
+		return store.Run{}, store.ErrNotFound
+	}
+	return runs[0], nil
+}
+
+// UnfinishedRuns implements store.JobStore.
+func (s *Store) UnfinishedRuns(ctx context.Context, jobID string) (total, unfinished int, err error) {
+	op := fmt.Sprintf("count runs of job %q", jobID)
+	if s.closed.Load() {
+		return 0, 0, fmt.Errorf("sqlite: %s: %w", op, errClosed)
+	}
+	err = s.read.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('dispatched', 'running')) FROM runs WHERE job_id = ?`, jobID).Scan(&total, &unfinished)
+	if err != nil {
+		return 0, 0, s.wrap(op, err)
+	}
+	return total, unfinished, nil
+}
+
+func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([]store.Run, error) {
 	if s.closed.Load() {
 		return nil, fmt.Errorf("sqlite: %s: %w", op, errClosed)
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT `+runCols+` FROM runs WHERE job_id = ? ORDER BY agent_id`, jobID)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id`, args...)
 	if err != nil {
 		return nil, s.wrap(op, err)
 	}

@@ -728,6 +728,26 @@ func testRuns(t *testing.T, s store.Store) {
 	if rs := listRuns(t, s, "nope"); len(rs) != 0 {
 		t.Errorf("Runs of an unknown job = %+v", rs)
 	}
+
+	// Run reads one; UnfinishedRuns counts.
+	one, err := s.Run(ctx, "j", "a")
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkRun(t, "Run", one, replaced)
+	_, err = s.Run(ctx, "j", "zz")
+	checkNotFound(t, "Run of an unknown agent", err)
+	total, unfinished, err := s.UnfinishedRuns(ctx, "j")
+	if err != nil || total != 3 || unfinished != 2 { // a running, b dispatched, c failed
+		t.Errorf("UnfinishedRuns = %d, %d, %v; want 3, 2", total, unfinished, err)
+	}
+	mustPutRun(t, s, store.Run{JobID: "j", AgentID: "b", State: store.RunSucceeded, ExitCode: 0})
+	if total, unfinished, err = s.UnfinishedRuns(ctx, "j"); err != nil || total != 3 || unfinished != 1 {
+		t.Errorf("UnfinishedRuns after b finished = %d, %d, %v; want 3, 1", total, unfinished, err)
+	}
+	if total, unfinished, err = s.UnfinishedRuns(ctx, "nope"); err != nil || total != 0 || unfinished != 0 {
+		t.Errorf("UnfinishedRuns of an unknown job = %d, %d, %v", total, unfinished, err)
+	}
 }
 
 func testDeleteJobDeletesRuns(t *testing.T, s store.Store) {
