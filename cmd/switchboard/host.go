@@ -34,7 +34,9 @@ func newHostCommand(io stdio) *cobra.Command {
 things to topics, each stream on its own link that reconnects by itself.
 Stream kinds: tcp (one local TCP connection), http-push (a local listener for
 pushed streams such as ffmpeg's MPEG-TS, and local websockets), exec (a
-process's stdin and stdout) and shell (1:1 sessions, e.g. ssh).
+process's stdin and stdout) and shell (1:1 sessions, e.g. ssh). With an
+agent section, the host also registers with the hub's job service and runs
+the actions it declares (docs/jobs.md).
 
   switchboard host --config host.yaml
   switchboard host --url https://relay.example --token-file ctl.jwt --topic expt42/ctl --tcp 127.0.0.1:9000
@@ -130,7 +132,7 @@ func runHost(ctx context.Context, io stdio, f *hostFlags) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + version})
+	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + version, Version: version})
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,9 @@ func startMain(t *testing.T, args ...string) *child {
 		<-c.exited
 		if t.Failed() {
 			t.Logf("%s stderr:\n%s", args[0], c.errOut.String())
+			if out := c.out.String(); out != "" {
+				t.Logf("%s stdout:\n%s", args[0], out)
+			}
 		}
 	})
 	return c

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,8 @@ type tokenFlags struct {
 	bookingID string
 	sub       string
 	audience  string
+	agent     string
+	labels    []string
 }
 
 func newTokenCommand(io stdio) *cobra.Command {
@@ -48,10 +51,26 @@ audience are read from the same --data-dir.`,
 	fs.StringVar(&f.bookingID, "booking-id", "", "booking id (the key for revoking it)")
 	fs.StringVar(&f.sub, "sub", "", "subject (user)")
 	fs.StringVar(&f.audience, "audience", "", "audience: the relay's public URL (default: the one the server in --data-dir uses)")
+	fs.StringVar(&f.agent, "agent", "", "agent id, for a host agent's token (with --prefix agent --scopes agent; --topic defaults to it)")
+	fs.StringSliceVar(&f.labels, "labels", nil, "labels the agent may claim, comma-separated key=value (key=* allows any value)")
 	return cmd
 }
 
 func mintToken(f *tokenFlags, now time.Time) (string, error) {
+	if len(f.labels) > 0 && f.agent == "" {
+		return "", fmt.Errorf("--labels are for an agent's token: give --agent too")
+	}
+	if f.agent != "" && f.topic == "" {
+		f.topic = f.agent // an agent token's topic is its id
+	}
+	if f.agent != "" && f.topic != f.agent {
+		return "", fmt.Errorf("--agent %q: an agent token's topic is its id: give --topic %s", f.agent, f.agent)
+	}
+	for _, l := range f.labels {
+		if k, _, ok := strings.Cut(l, "="); !ok || k == "" {
+			return "", fmt.Errorf("--labels: %q: want key=value or key=*", l)
+		}
+	}
 	needsTopic := false
 	for _, s := range f.scopes {
 		needsTopic = needsTopic || s == auth.ScopeRead || s == auth.ScopeWrite
@@ -84,5 +103,6 @@ func mintToken(f *tokenFlags, now time.Time) (string, error) {
 	}
 	c := auth.NewClaims(aud, now, f.ttl)
 	c.Topic, c.Prefix, c.Scopes, c.BookingID, c.Subject = f.topic, f.prefix, f.scopes, f.bookingID, f.sub
+	c.Agent, c.Labels = f.agent, f.labels
 	return key.Sign(c)
 }

@@ -13,6 +13,11 @@
 //   - shell: the host side of the relay's 1:1 sessions (docs/protocol.md,
 //     "Shell sessions"): a fresh local TCP connection per user.
 //
+// With an agent section the host also keeps the hub's agent control
+// channel (docs/jobs.md): it declares its actions, runs them when the hub
+// asks, streams their output and keeps their results in a state directory
+// until the hub acknowledges them.
+//
 // A link re-reads its token file on every connect, retries with exponential
 // backoff and jitter, backs off long when denied, and never spins. Status
 // reports each link's state; StatusHandler serves it as JSON and Prometheus
@@ -43,6 +48,15 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent to the relay; "" means "switchboard-host".
 	UserAgent string
+	// Version is the agent's version, sent to the hub in hello.
+	Version string
+
+	// killGrace is how long a run's process group has between SIGTERM and
+	// SIGKILL; 0 means stopGrace (tests shorten it).
+	killGrace time.Duration
+	// logFlush is how often a run's output lines are sent; 0 means
+	// logFlushInterval.
+	logFlush time.Duration
 }
 
 // Agent runs the streams of a Config. Create it with New, then call Run.
@@ -55,6 +69,7 @@ type Agent struct {
 	header  http.Header
 	links   []*linkStats // in configuration order
 	streams []stream
+	jobs    *jobAgent // nil without an agent section
 }
 
 // stream is one configured stream.
@@ -69,8 +84,8 @@ type stream interface {
 // New checks cfg and builds the agent's streams. cfg must have passed
 // Validate (LoadConfig does it).
 func New(cfg *Config, opts Options) (*Agent, error) {
-	if cfg == nil || cfg.URL == "" || len(cfg.Streams) == 0 {
-		return nil, errors.New("agent: a validated configuration with a URL and streams is required")
+	if cfg == nil || cfg.URL == "" || (len(cfg.Streams) == 0 && cfg.Agent == nil) {
+		return nil, errors.New("agent: a validated configuration with a URL and streams or an agent section is required")
 	}
 	a := &Agent{cfg: cfg, log: opts.Logger, backoff: opts.Backoff.withDefaults(), http: opts.HTTPClient}
 	if a.log == nil {
@@ -100,6 +115,13 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: stream %q: unknown kind %q", sc.Name, sc.Kind)
 		}
 		a.streams = append(a.streams, s)
+	}
+	if cfg.Agent != nil {
+		j, err := newJobAgent(a, cfg.Agent, opts)
+		if err != nil {
+			return nil, err
+		}
+		a.jobs = j
 	}
 	return a, nil
 }
@@ -137,6 +159,9 @@ func (a *Agent) runPrepared(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, s := range a.streams {
 		wg.Go(func() { s.run(ctx) })
+	}
+	if a.jobs != nil {
+		wg.Go(func() { a.jobs.run(ctx) })
 	}
 	a.log.Info("host agent running", "relay", a.cfg.URL, "streams", len(a.streams), "links", len(a.links))
 	wg.Wait()

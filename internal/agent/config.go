@@ -54,6 +54,9 @@ type Config struct {
 	StatusListen string
 	// Streams are bridged to the relay, each on its own links.
 	Streams []StreamConfig
+	// Agent, if set, registers the host on the hub's agent control
+	// channel and offers its actions (docs/jobs.md).
+	Agent *AgentConfig
 }
 
 // StreamConfig is one stream. Which fields apply depends on Kind.
@@ -110,8 +113,8 @@ type Overrides struct {
 }
 
 // LoadConfig reads and validates a YAML configuration file, after applying
-// o. Relative paths in the file (token files, exec commands and
-// directories) are relative to the file's directory. The error lists every
+// o. Relative paths in the file (token files, commands, directories, the
+// agent's state directory) are relative to the file's directory. The error lists every
 // problem found, each naming its key.
 func LoadConfig(path string, o Overrides) (*Config, error) {
 	f, err := os.Open(path)
@@ -271,7 +274,7 @@ func (d *decoder) int(n *yaml.Node, path string) int {
 }
 
 var (
-	topKeys    = []string{"url", "token_file", "status_listen", "streams"}
+	topKeys    = []string{"url", "token_file", "status_listen", "streams", "agent"}
 	streamKeys = []string{"name", "kind", "topic", "token_file", "chunk", "addr", "listen", "feeds", "command", "env", "dir", "max_sessions"}
 	feedKeys   = []string{"name", "topic", "token_file"}
 	// kindKeys are the keys each kind accepts besides name, kind and token_file.
@@ -307,6 +310,8 @@ func (d *decoder) config(doc *yaml.Node) *Config {
 				d.lines[fmt.Sprintf("streams[%d]", i)] = s.Line
 				cfg.Streams = append(cfg.Streams, d.stream(s, fmt.Sprintf("streams[%d]", i)))
 			}
+		case "agent":
+			cfg.Agent = d.agent(v, p)
 		}
 	})
 	return cfg
@@ -339,18 +344,7 @@ func (d *decoder) stream(n *yaml.Node, path string) StreamConfig {
 		case "command":
 			s.Command = d.strList(v, p)
 		case "env":
-			s.Env = map[string]string{}
-			if v.Kind != yaml.MappingNode {
-				d.fail(p, v, "want a mapping of variable names to values")
-			} else {
-				for i := 0; i+1 < len(v.Content); i += 2 {
-					name := v.Content[i].Value
-					if _, dup := s.Env[name]; dup {
-						d.fail(p+"."+name, v.Content[i], "given twice")
-					}
-					s.Env[name] = d.str(v.Content[i+1], p+"."+name)
-				}
-			}
+			s.Env = d.env(v, p)
 		case "feeds":
 			if v.Kind != yaml.SequenceNode {
 				d.fail(p, v, "want a list of feeds")
@@ -434,8 +428,11 @@ func (c *Config) validate(baseDir string, lines map[string]int) error {
 			fail("status_listen", "%v", err)
 		}
 	}
-	if len(c.Streams) == 0 {
-		fail("streams", "at least one stream is required")
+	if len(c.Streams) == 0 && c.Agent == nil {
+		fail("streams", "at least one stream is required (or an agent section)")
+	}
+	if c.Agent != nil {
+		c.validateAgent(fail, resolve, checkToken)
 	}
 	names := map[string]string{}
 	listens := map[string]string{}

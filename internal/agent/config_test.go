@@ -205,7 +205,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, yaml string) {
 		cfg, err := ParseConfig(strings.NewReader(yaml), dir)
 		if err == nil {
-			if cfg.URL == "" || len(cfg.Streams) == 0 {
+			if cfg.URL == "" || (len(cfg.Streams) == 0 && cfg.Agent == nil) {
 				t.Fatalf("accepted without url or streams: %+v", cfg)
 			}
 			return

@@ -37,6 +37,9 @@ type fakeRelay struct {
 	// onSession serves a shell session's websocket: one whose code starts
 	// with "sess-"; the session is the path's last segment.
 	onSession func(ws *websocket.Conn, session string)
+	// onPut, if set, answers PUT requests (the hub's upload of a run's
+	// output files); without it they get 404.
+	onPut http.HandlerFunc
 }
 
 func newFakeRelay(t *testing.T) *fakeRelay {
@@ -48,6 +51,14 @@ func newFakeRelay(t *testing.T) *fakeRelay {
 }
 
 func (f *fakeRelay) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPut {
+		if f.onPut == nil {
+			http.NotFound(w, r)
+			return
+		}
+		f.onPut(w, r)
+		return
+	}
 	if r.Method == http.MethodPost {
 		n := f.accesses.Add(1)
 		f.mu.Lock()

@@ -36,6 +36,7 @@ type link struct {
 	prefix    string
 	topic     string
 	tokenFile string
+	readLimit int64 // largest message read; 0: pkg/client's default
 	log       *slog.Logger
 }
 
@@ -82,7 +83,7 @@ func (l *link) connect(ctx context.Context) (*client.Conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	return client.Dial(cctx, l.a.cfg.URL, l.topic, tok, &client.Options{
-		Prefix: l.prefix, HTTPClient: l.a.http, Header: l.a.header,
+		Prefix: l.prefix, HTTPClient: l.a.http, Header: l.a.header, ReadLimit: l.readLimit,
 	})
 }
 

@@ -15,7 +15,7 @@ import (
 // http-push stream), read by Status.
 type linkStats struct {
 	name, stream, kind, topic string // fixed at creation
-	local                     string // which local side the kind has: "conn", "process", "push", "sessions"
+	local                     string // which local side the kind has: "conn", "process", "push", "sessions", "runs"
 
 	mu         sync.Mutex // guards the fields below
 	connected  bool
@@ -33,6 +33,10 @@ type linkStats struct {
 	localAttempts                        atomic.Int64 // local connections or process starts tried
 	active                               atomic.Int64 // http-push: pushes and local websockets; shell: sessions
 	sessions, sessionsFailed             atomic.Int64 // shell: sessions started, sessions that failed to open
+	// agent: runs started, runs that succeeded and that did not (failed,
+	// timed out, aborted, rejected), results waiting for the hub's ack;
+	// active holds the runs in progress.
+	runsStarted, runsSucceeded, runsFailed, resultsPending atomic.Int64
 }
 
 func newLinkStats(name, stream, kind, topic, local string) *linkStats {
@@ -121,8 +125,15 @@ type LocalStatus struct {
 	// http-push: active pushes and local websockets; shell: open sessions.
 	Active *int64 `json:"active,omitempty"`
 	// shell: sessions started and sessions that could not be opened.
-	Sessions       *int64     `json:"sessions,omitempty"`
-	SessionsFailed *int64     `json:"sessions_failed,omitempty"`
+	Sessions       *int64 `json:"sessions,omitempty"`
+	SessionsFailed *int64 `json:"sessions_failed,omitempty"`
+	// agent: runs in progress (Active), started, succeeded, and ended
+	// otherwise (failed, timed out, aborted, rejected); results not yet
+	// acknowledged by the hub.
+	RunsStarted    *int64     `json:"runs_started,omitempty"`
+	RunsSucceeded  *int64     `json:"runs_succeeded,omitempty"`
+	RunsFailed     *int64     `json:"runs_failed,omitempty"`
+	ResultsPending *int64     `json:"results_pending,omitempty"`
 	LastError      string     `json:"last_error,omitempty"`
 	LastErrAt      *time.Time `json:"last_error_at,omitempty"`
 }
@@ -158,6 +169,9 @@ func (s *linkStats) snapshot() LinkStatus {
 	case "sessions":
 		a, n, f := s.active.Load(), s.sessions.Load(), s.sessionsFailed.Load()
 		l.Active, l.Sessions, l.SessionsFailed = &a, &n, &f
+	case "runs":
+		a, st, ok, f, p := s.active.Load(), s.runsStarted.Load(), s.runsSucceeded.Load(), s.runsFailed.Load(), s.resultsPending.Load()
+		l.Active, l.RunsStarted, l.RunsSucceeded, l.RunsFailed, l.ResultsPending = &a, &st, &ok, &f, &p
 	}
 	st.Local = l
 	return st
@@ -253,7 +267,7 @@ func writeMetrics(w *bufio.Writer, links []LinkStatus) {
 		}))
 	family("switchboard_host_local_attempts_total", "counter", "Local connections or process starts tried (tcp, exec).",
 		local(func(l *LocalStatus) (float64, bool) { return float64(l.Attempts), l.Connected != nil }))
-	family("switchboard_host_local_active", "gauge", "Active pushes and local websockets (http-push), open sessions (shell).",
+	family("switchboard_host_local_active", "gauge", "Active pushes and local websockets (http-push), open sessions (shell), runs in progress (agent).",
 		local(func(l *LocalStatus) (float64, bool) {
 			if l.Active == nil {
 				return 0, false
@@ -273,6 +287,31 @@ func writeMetrics(w *bufio.Writer, links []LinkStatus) {
 				return 0, false
 			}
 			return float64(*l.SessionsFailed), true
+		}))
+	runs := func(outcome string, f func(l *LocalStatus) *int64) series {
+		return func(l LinkStatus) (string, float64, bool) {
+			if l.Local == nil || f(l.Local) == nil {
+				return "", 0, false
+			}
+			return `,outcome="` + outcome + `"`, float64(*f(l.Local)), true
+		}
+	}
+	family("switchboard_host_runs_started_total", "counter", "Runs of actions started (agent).",
+		local(func(l *LocalStatus) (float64, bool) {
+			if l.RunsStarted == nil {
+				return 0, false
+			}
+			return float64(*l.RunsStarted), true
+		}))
+	family("switchboard_host_runs_ended_total", "counter", "Runs of actions ended, by outcome: succeeded, or failed (failed, timed out, aborted, rejected) (agent).",
+		runs("succeeded", func(l *LocalStatus) *int64 { return l.RunsSucceeded }),
+		runs("failed", func(l *LocalStatus) *int64 { return l.RunsFailed }))
+	family("switchboard_host_results_pending", "gauge", "Results of runs not yet acknowledged by the hub (agent).",
+		local(func(l *LocalStatus) (float64, bool) {
+			if l.ResultsPending == nil {
+				return 0, false
+			}
+			return float64(*l.ResultsPending), true
 		}))
 }
 

@@ -100,6 +100,8 @@ var allowed = map[string][]string{
 	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
 	"switchboard/internal/playscript":      {},
 	"switchboard/internal/jobproto":        {},
+	"switchboard/internal/web": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/store",
+		"switchboard/internal/apierr", "switchboard/internal/topic", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
 	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/access", "switchboard/internal/store", "switchboard/internal/auth",
 		"switchboard/internal/apierr", "switchboard/internal/relay", "switchboard/internal/topic"},
 }
