@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"switchboard/internal/store"
+	"switchboard/internal/store/jobcodec"
 )
 
 // The jobs, runs and agents tables are described in
@@ -36,10 +37,10 @@ func scanJob(row pgx.Row) (store.Job, error) {
 		return store.Job{}, err
 	}
 	var err error
-	if j.Params, err = decodeParams(params); err != nil {
+	if j.Params, err = jobcodec.DecodeParams(params); err != nil {
 		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
 	}
-	if j.Agents, err = decodeStrings(agents); err != nil {
+	if j.Agents, err = jobcodec.DecodeStrings(agents); err != nil {
 		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
 	}
 	j.Phase = store.Phase(phase)
@@ -48,7 +49,7 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	j.EndedAt = fromNull(ended)
 	j.Quote = fromNull(quote)
 	j.Destruction = fromNull(destruction)
-	j.ExecDuration = fromDurationMicros(execUS)
+	j.ExecDuration = jobcodec.FromDurationMicros(execUS)
 	j.UpdatedAt = j.UpdatedAt.UTC()
 	return j, nil
 }
@@ -59,14 +60,14 @@ func collectJobs(rows pgx.Rows) ([]store.Job, error) {
 
 // prepareJob validates j, sets UpdatedAt (and CreatedAt if zero) to now,
 // and returns it as stored with its encoded JSON columns.
-func prepareJob(j store.Job, now time.Time) (store.Job, encodedJob, error) {
-	enc, err := encodeJob(j)
+func prepareJob(j store.Job, now time.Time) (store.Job, jobcodec.EncodedJob, error) {
+	enc, err := jobcodec.EncodeJob(j)
 	if err != nil {
 		return store.Job{}, enc, err
 	}
 	j.CreatedAt = orNow(j.CreatedAt, now)
 	j.UpdatedAt = now
-	return normalizeJob(j), enc, nil
+	return jobcodec.NormalizeJob(j), enc, nil
 }
 
 // CreateJob implements store.JobStore.
@@ -81,7 +82,7 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			durationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
 		if err != nil {
 			return err
 		}
@@ -192,7 +193,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 			WHERE id = $1`,
 			id, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			durationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
 		out = j
 		return err
 	})
@@ -247,7 +248,7 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	files, err := encodeFiles(r.Files)
+	files, err := jobcodec.EncodeFiles(r.Files)
 	if err != nil {
 		return fmt.Errorf("postgres: put run %s/%s: %w", r.JobID, r.AgentID, err)
 	}
@@ -265,7 +266,7 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 				stdout = excluded.stdout, stderr = excluded.stderr, metrics = excluded.metrics,
 				files = excluded.files, updated_at = excluded.updated_at`,
 			r.JobID, r.AgentID, string(r.State), r.ExitCode, r.Error, nullTime(r.StartedAt), nullTime(r.EndedAt),
-			r.Stdout, r.Stderr, encodeRaw(r.Metrics), files, now)
+			r.Stdout, r.Stderr, jobcodec.EncodeRaw(r.Metrics), files, now)
 		return err
 	})
 }
@@ -316,10 +317,10 @@ func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([
 			r.State = store.RunState(state)
 			r.StartedAt = fromNull(started)
 			r.EndedAt = fromNull(ended)
-			r.Metrics = decodeRaw(metrics)
+			r.Metrics = jobcodec.DecodeRaw(metrics)
 			r.UpdatedAt = r.UpdatedAt.UTC()
 			var err error
-			if r.Files, err = decodeFiles(files); err != nil {
+			if r.Files, err = jobcodec.DecodeFiles(files); err != nil {
 				return store.Run{}, fmt.Errorf("run %s/%s: %w", r.JobID, r.AgentID, err)
 			}
 			return r, nil
@@ -347,7 +348,7 @@ func (s *Store) ClearResults(ctx context.Context, jobID string) ([]store.ResultF
 		var agent, files string
 		var agents []string
 		_, err = pgx.ForEachRow(rows, []any{&agent, &files}, func() error {
-			fs, err := decodeFiles(files)
+			fs, err := jobcodec.DecodeFiles(files)
 			if err != nil {
 				return fmt.Errorf("run %s/%s: %w", jobID, agent, err)
 			}
@@ -373,7 +374,7 @@ func (s *Store) PutAgent(ctx context.Context, a store.Agent) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	labels, err := encodeStrings(a.Labels)
+	labels, err := jobcodec.EncodeStrings(a.Labels)
 	if err != nil {
 		return fmt.Errorf("postgres: put agent %q: %w", a.ID, err)
 	}
@@ -384,7 +385,7 @@ func (s *Store) PutAgent(ctx context.Context, a store.Agent) error {
 				version = excluded.version, node = excluded.node, connected = excluded.connected,
 				first_seen = coalesce(agents.first_seen, excluded.first_seen),
 				last_seen = excluded.last_seen, remote_addr = excluded.remote_addr`,
-			a.ID, labels, encodeRaw(a.Actions), a.Version, a.Node, a.Connected,
+			a.ID, labels, jobcodec.EncodeRaw(a.Actions), a.Version, a.Node, a.Connected,
 			nullTime(a.FirstSeen), nullTime(a.LastSeen), a.RemoteAddr)
 		return err
 	})
@@ -410,10 +411,10 @@ func (s *Store) Agents(ctx context.Context) ([]store.Agent, error) {
 				return store.Agent{}, err
 			}
 			var err error
-			if a.Labels, err = decodeStrings(labels); err != nil {
+			if a.Labels, err = jobcodec.DecodeStrings(labels); err != nil {
 				return store.Agent{}, fmt.Errorf("agent %q: %w", a.ID, err)
 			}
-			a.Actions = decodeRaw(actions)
+			a.Actions = jobcodec.DecodeRaw(actions)
 			a.FirstSeen = fromNull(firstSeen)
 			a.LastSeen = fromNull(lastSeen)
 			return a, nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"switchboard/internal/store"
+	"switchboard/internal/store/jobcodec"
 )
 
 // The jobs, runs and agents tables are described in
@@ -36,10 +37,10 @@ func scanJob(row scanner) (store.Job, error) {
 		return store.Job{}, err
 	}
 	var err error
-	if j.Params, err = decodeParams(params); err != nil {
+	if j.Params, err = jobcodec.DecodeParams(params); err != nil {
 		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
 	}
-	if j.Agents, err = decodeStrings(agents); err != nil {
+	if j.Agents, err = jobcodec.DecodeStrings(agents); err != nil {
 		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
 	}
 	j.Phase = store.Phase(phase)
@@ -48,21 +49,21 @@ func scanJob(row scanner) (store.Job, error) {
 	j.EndedAt = fromNullMicros(ended)
 	j.Quote = fromNullMicros(quote)
 	j.Destruction = fromNullMicros(destruction)
-	j.ExecDuration = fromDurationMicros(execUS)
+	j.ExecDuration = jobcodec.FromDurationMicros(execUS)
 	j.UpdatedAt = fromMicros(updated)
 	return j, nil
 }
 
 // prepareJob validates j, sets UpdatedAt (and CreatedAt if zero) to now,
 // and returns it as stored with its encoded JSON columns.
-func prepareJob(j store.Job, now time.Time) (store.Job, encodedJob, error) {
-	enc, err := encodeJob(j)
+func prepareJob(j store.Job, now time.Time) (store.Job, jobcodec.EncodedJob, error) {
+	enc, err := jobcodec.EncodeJob(j)
 	if err != nil {
 		return store.Job{}, enc, err
 	}
 	j.CreatedAt = orNow(j.CreatedAt, now)
 	j.UpdatedAt = now
-	return normalizeJob(j), enc, nil
+	return jobcodec.NormalizeJob(j), enc, nil
 }
 
 func (s *Store) queryJobs(ctx context.Context, op, q string, args ...any) ([]store.Job, error) {
@@ -101,7 +102,7 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
-			nullMicros(j.Destruction), durationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
+			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
 			micros(j.UpdatedAt))
 		if err != nil {
 			return err
@@ -204,7 +205,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 			WHERE id = ?`,
 			j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
-			nullMicros(j.Destruction), durationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
+			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
 			micros(j.UpdatedAt), id)
 		out = j
 		return err
@@ -252,7 +253,7 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	files, err := encodeFiles(r.Files)
+	files, err := jobcodec.EncodeFiles(r.Files)
 	if err != nil {
 		return fmt.Errorf("sqlite: put run %s/%s: %w", r.JobID, r.AgentID, err)
 	}
@@ -270,7 +271,7 @@ func (s *Store) PutRun(ctx context.Context, r store.Run) error {
 				stdout = excluded.stdout, stderr = excluded.stderr, metrics = excluded.metrics,
 				files = excluded.files, updated_at = excluded.updated_at`,
 			r.JobID, r.AgentID, string(r.State), r.ExitCode, r.Error, nullMicros(r.StartedAt), nullMicros(r.EndedAt),
-			r.Stdout, r.Stderr, encodeRaw(r.Metrics), files, micros(now))
+			r.Stdout, r.Stderr, jobcodec.EncodeRaw(r.Metrics), files, micros(now))
 		return err
 	})
 }
@@ -331,9 +332,9 @@ func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([
 		r.StartedAt = fromNullMicros(started)
 		r.EndedAt = fromNullMicros(ended)
 		if metrics.Valid {
-			r.Metrics = decodeRaw(&metrics.String)
+			r.Metrics = jobcodec.DecodeRaw(&metrics.String)
 		}
-		if r.Files, err = decodeFiles(files); err != nil {
+		if r.Files, err = jobcodec.DecodeFiles(files); err != nil {
 			return nil, s.wrap(op, fmt.Errorf("run %s/%s: %w", r.JobID, r.AgentID, err))
 		}
 		r.UpdatedAt = fromMicros(updated)
@@ -361,7 +362,7 @@ func (s *Store) ClearResults(ctx context.Context, jobID string) ([]store.ResultF
 			if err := rows.Scan(&agent, &files); err != nil {
 				return err
 			}
-			fs, err := decodeFiles(files)
+			fs, err := jobcodec.DecodeFiles(files)
 			if err != nil {
 				return fmt.Errorf("run %s/%s: %w", jobID, agent, err)
 			}
@@ -386,7 +387,7 @@ func (s *Store) PutAgent(ctx context.Context, a store.Agent) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	labels, err := encodeStrings(a.Labels)
+	labels, err := jobcodec.EncodeStrings(a.Labels)
 	if err != nil {
 		return fmt.Errorf("sqlite: put agent %q: %w", a.ID, err)
 	}
@@ -397,7 +398,7 @@ func (s *Store) PutAgent(ctx context.Context, a store.Agent) error {
 				version = excluded.version, node = excluded.node, connected = excluded.connected,
 				first_seen = coalesce(agents.first_seen, excluded.first_seen),
 				last_seen = excluded.last_seen, remote_addr = excluded.remote_addr`,
-			a.ID, labels, encodeRaw(a.Actions), a.Version, a.Node, a.Connected,
+			a.ID, labels, jobcodec.EncodeRaw(a.Actions), a.Version, a.Node, a.Connected,
 			nullMicros(a.FirstSeen), nullMicros(a.LastSeen), a.RemoteAddr)
 		return err
 	})
@@ -425,11 +426,11 @@ func (s *Store) Agents(ctx context.Context) ([]store.Agent, error) {
 		if err := rows.Scan(&a.ID, &labels, &actions, &a.Version, &a.Node, &a.Connected, &firstSeen, &lastSeen, &a.RemoteAddr); err != nil {
 			return nil, s.wrap("agents", err)
 		}
-		if a.Labels, err = decodeStrings(labels); err != nil {
+		if a.Labels, err = jobcodec.DecodeStrings(labels); err != nil {
 			return nil, s.wrap("agents", fmt.Errorf("agent %q: %w", a.ID, err))
 		}
 		if actions.Valid {
-			a.Actions = decodeRaw(&actions.String)
+			a.Actions = jobcodec.DecodeRaw(&actions.String)
 		}
 		a.FirstSeen = fromNullMicros(firstSeen)
 		a.LastSeen = fromNullMicros(lastSeen)

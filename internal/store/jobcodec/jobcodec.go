@@ -1,8 +1,6 @@
-package postgres
-
-// The JSON text columns of the jobs, runs and agents tables. The same
-// formats are used by both backends (keep this file in step with the other
-// backend's jobcodec.go):
+// Package jobcodec encodes the JSON text columns of the jobs, runs and
+// agents tables, the same way for both backends (store/sqlite and
+// store/postgres):
 //   - jobs.params: a JSON object of strings, "{}" when empty;
 //   - jobs.agents, agents.labels: a JSON array of strings, "[]" when empty;
 //   - runs.files: a JSON array of {"name","size","sha256","path"} objects,
@@ -12,6 +10,7 @@ package postgres
 //
 // Decoding returns nil for an empty object or array, so an empty map or
 // slice comes back nil.
+package jobcodec
 
 import (
 	"encoding/json"
@@ -21,23 +20,23 @@ import (
 	"switchboard/internal/store"
 )
 
-// storedTime returns t as stored: UTC, truncated to microseconds.
-func storedTime(t time.Time) time.Time {
+// StoredTime returns t as stored: UTC, truncated to microseconds.
+func StoredTime(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}
 	return t.UTC().Truncate(time.Microsecond)
 }
 
-// durationMicros returns d in whole microseconds, as exec_duration stores
+// DurationMicros returns d in whole microseconds, as exec_duration stores
 // it.
-func durationMicros(d time.Duration) int64 { return d.Microseconds() }
+func DurationMicros(d time.Duration) int64 { return d.Microseconds() }
 
-// fromDurationMicros is the inverse of durationMicros.
-func fromDurationMicros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+// FromDurationMicros is the inverse of DurationMicros.
+func FromDurationMicros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
 
-// encodeParams encodes job parameters.
-func encodeParams(m map[string]string) (string, error) {
+// EncodeParams encodes job parameters.
+func EncodeParams(m map[string]string) (string, error) {
 	if len(m) == 0 {
 		return "{}", nil
 	}
@@ -48,8 +47,8 @@ func encodeParams(m map[string]string) (string, error) {
 	return string(b), nil
 }
 
-// decodeParams decodes what encodeParams stored; empty is nil.
-func decodeParams(s string) (map[string]string, error) {
+// DecodeParams decodes what EncodeParams stored; empty is nil.
+func DecodeParams(s string) (map[string]string, error) {
 	var m map[string]string
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
 		return nil, fmt.Errorf("decode params: %w", err)
@@ -60,8 +59,8 @@ func decodeParams(s string) (map[string]string, error) {
 	return m, nil
 }
 
-// encodeStrings encodes a list of strings (job agents, agent labels).
-func encodeStrings(ss []string) (string, error) {
+// EncodeStrings encodes a list of strings (job agents, agent labels).
+func EncodeStrings(ss []string) (string, error) {
 	if len(ss) == 0 {
 		return "[]", nil
 	}
@@ -72,8 +71,8 @@ func encodeStrings(ss []string) (string, error) {
 	return string(b), nil
 }
 
-// decodeStrings decodes what encodeStrings stored; empty is nil.
-func decodeStrings(s string) ([]string, error) {
+// DecodeStrings decodes what EncodeStrings stored; empty is nil.
+func DecodeStrings(s string) ([]string, error) {
 	var ss []string
 	if err := json.Unmarshal([]byte(s), &ss); err != nil {
 		return nil, fmt.Errorf("decode strings: %w", err)
@@ -93,8 +92,8 @@ type file struct {
 	Path   string `json:"path"`
 }
 
-// encodeFiles encodes the result files of a run.
-func encodeFiles(fs []store.ResultFile) (string, error) {
+// EncodeFiles encodes the result files of a run.
+func EncodeFiles(fs []store.ResultFile) (string, error) {
 	if len(fs) == 0 {
 		return "[]", nil
 	}
@@ -109,8 +108,8 @@ func encodeFiles(fs []store.ResultFile) (string, error) {
 	return string(b), nil
 }
 
-// decodeFiles decodes what encodeFiles stored; empty is nil.
-func decodeFiles(s string) ([]store.ResultFile, error) {
+// DecodeFiles decodes what EncodeFiles stored; empty is nil.
+func DecodeFiles(s string) ([]store.ResultFile, error) {
 	var in []file
 	if err := json.Unmarshal([]byte(s), &in); err != nil {
 		return nil, fmt.Errorf("decode files: %w", err)
@@ -125,9 +124,9 @@ func decodeFiles(s string) ([]store.ResultFile, error) {
 	return out, nil
 }
 
-// encodeRaw returns JSON text to store as given, or nil (NULL) when empty.
+// EncodeRaw returns JSON text to store as given, or nil (NULL) when empty.
 // Validate it first (store.Run.Validate, store.Agent.Validate).
-func encodeRaw(m json.RawMessage) *string {
+func EncodeRaw(m json.RawMessage) *string {
 	if len(m) == 0 {
 		return nil
 	}
@@ -135,45 +134,45 @@ func encodeRaw(m json.RawMessage) *string {
 	return &s
 }
 
-// decodeRaw is the inverse of encodeRaw.
-func decodeRaw(s *string) json.RawMessage {
+// DecodeRaw is the inverse of EncodeRaw.
+func DecodeRaw(s *string) json.RawMessage {
 	if s == nil || *s == "" {
 		return nil
 	}
 	return json.RawMessage(*s)
 }
 
-// encodedJob holds the encoded JSON columns of a job.
-type encodedJob struct {
+// EncodedJob holds the encoded JSON columns of a job.
+type EncodedJob struct {
 	Params, Agents string
 }
 
-// encodeJob validates j and encodes its JSON columns.
-func encodeJob(j store.Job) (encodedJob, error) {
+// EncodeJob validates j and encodes its JSON columns.
+func EncodeJob(j store.Job) (EncodedJob, error) {
 	if err := j.Validate(); err != nil {
-		return encodedJob{}, err
+		return EncodedJob{}, err
 	}
 	var (
-		e   encodedJob
+		e   EncodedJob
 		err error
 	)
-	if e.Params, err = encodeParams(j.Params); err != nil {
-		return encodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
+	if e.Params, err = EncodeParams(j.Params); err != nil {
+		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
-	if e.Agents, err = encodeStrings(j.Agents); err != nil {
-		return encodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
+	if e.Agents, err = EncodeStrings(j.Agents); err != nil {
+		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
 	return e, nil
 }
 
-// normalizeJob returns j as the store returns it after writing it: times in
+// NormalizeJob returns j as the store returns it after writing it: times in
 // UTC truncated to microseconds, ExecDuration truncated to microseconds,
 // empty maps and slices nil. The store sets UpdatedAt itself.
-func normalizeJob(j store.Job) store.Job {
+func NormalizeJob(j store.Job) store.Job {
 	for _, t := range []*time.Time{&j.CreatedAt, &j.StartedAt, &j.EndedAt, &j.Quote, &j.Destruction, &j.UpdatedAt} {
-		*t = storedTime(*t)
+		*t = StoredTime(*t)
 	}
-	j.ExecDuration = fromDurationMicros(durationMicros(j.ExecDuration))
+	j.ExecDuration = FromDurationMicros(DurationMicros(j.ExecDuration))
 	if len(j.Params) == 0 {
 		j.Params = nil
 	}
