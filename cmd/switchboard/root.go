@@ -32,7 +32,7 @@ Every flag has an environment twin: --public-url is SWITCHBOARD_PUBLIC_URL.`,
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errOut)
-	root.AddCommand(newServeCommand(io), newTokenCommand(io), newClientCommand(io), newHostCommand(io), newBenchCommand(io), newVersionCommand(io))
+	root.AddCommand(newServeCommand(io), newTokenCommand(io), newClientCommand(io), newHostCommand(io), newBenchCommand(io), newLoginLinkCommand(io), newVersionCommand(io))
 	return root
 }
 

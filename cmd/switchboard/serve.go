@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
@@ -22,6 +23,7 @@ import (
 	"switchboard/internal/store"
 	"switchboard/internal/store/postgres"
 	"switchboard/internal/store/sqlite"
+	"switchboard/internal/web"
 )
 
 // secretFlags select the token signing secret, shared by serve and token.
@@ -88,6 +90,111 @@ type serveFlags struct {
 	trustedProxies  []string
 	maxTokenTTL     time.Duration
 	maxRefreshLife  time.Duration
+	web             webFlags
+}
+
+// webFlags configure the dashboard's login.
+type webFlags struct {
+	sessionTTL, accountTokenTTL time.Duration
+
+	oidcIssuer, oidcClientID, oidcClientSecret, oidcClientSecretFile  string
+	oidcRedirectURL, oidcRolesClaim, oidcName, oidcDefaultRole        string
+	oidcScopes, oidcAdminGroups, oidcOperatorGroups, oidcViewerGroups []string
+	oidcAllowSubjects, oidcAllowEmails                                []string
+
+	githubClientID, githubClientSecret, githubClientSecretFile, githubRedirectURL string
+	githubAllowLogins, githubAllowOrgs, githubAdmins, githubOperators             []string
+}
+
+func (f *webFlags) register(fs *pflag.FlagSet) {
+	fs.DurationVar(&f.sessionTTL, "session-ttl", 12*time.Hour, "how long a dashboard login lasts (sessions live in memory: a restart logs everyone out)")
+	fs.DurationVar(&f.accountTokenTTL, "account-token-ttl", 24*time.Hour, "lifetime of the API tokens users create at /account/token/create")
+	fs.StringVar(&f.oidcIssuer, "oidc-issuer", "", "OpenID Connect issuer URL for dashboard login (discovery at <issuer>/.well-known/openid-configuration)")
+	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "OIDC client id")
+	fs.StringVar(&f.oidcClientSecret, "oidc-client-secret", "", "OIDC client secret (prefer --oidc-client-secret-file or the environment: flags show in ps)")
+	fs.StringVar(&f.oidcClientSecretFile, "oidc-client-secret-file", "", "file holding the OIDC client secret")
+	fs.StringVar(&f.oidcRedirectURL, "oidc-redirect-url", "", "OIDC redirect URL registered at the provider (default <public-url>/auth/oidc/callback)")
+	fs.StringSliceVar(&f.oidcScopes, "oidc-scopes", nil, "OIDC scopes requested besides openid, profile and email (e.g. groups)")
+	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "groups", "ID token claim listing the user's groups (a dotted path such as realm_access.roles reaches into objects)")
+	fs.StringSliceVar(&f.oidcAdminGroups, "oidc-admin-groups", nil, "groups whose members are dashboard admins")
+	fs.StringSliceVar(&f.oidcOperatorGroups, "oidc-operator-groups", nil, "groups whose members are dashboard operators")
+	fs.StringSliceVar(&f.oidcViewerGroups, "oidc-viewer-groups", nil, "groups whose members are dashboard viewers")
+	fs.StringVar(&f.oidcDefaultRole, "oidc-default-role", "none", "role of allowlisted users in none of those groups: none, viewer, operator or admin (needs an allowlist)")
+	fs.StringSliceVar(&f.oidcAllowSubjects, "oidc-allow-subjects", nil, "if set (or --oidc-allow-emails), only these OIDC subjects (sub claims) may log in")
+	fs.StringSliceVar(&f.oidcAllowEmails, "oidc-allow-emails", nil, "if set (or --oidc-allow-subjects), only these verified e-mail addresses may log in")
+	fs.StringVar(&f.oidcName, "oidc-name", "", "name of the OIDC provider on the login button (default: the issuer's host)")
+	fs.StringVar(&f.githubClientID, "github-client-id", "", "GitHub OAuth app client id for dashboard login")
+	fs.StringVar(&f.githubClientSecret, "github-client-secret", "", "GitHub OAuth app client secret (prefer --github-client-secret-file or the environment)")
+	fs.StringVar(&f.githubClientSecretFile, "github-client-secret-file", "", "file holding the GitHub OAuth app client secret")
+	fs.StringVar(&f.githubRedirectURL, "github-redirect-url", "", "GitHub OAuth callback URL (default <public-url>/auth/github/callback)")
+	fs.StringSliceVar(&f.githubAllowLogins, "github-allow-logins", nil, "GitHub logins allowed to log in")
+	fs.StringSliceVar(&f.githubAllowOrgs, "github-allow-orgs", nil, "GitHub organisations whose members may log in")
+	fs.StringSliceVar(&f.githubAdmins, "github-admins", nil, "allowed GitHub logins who are dashboard admins (others are viewers)")
+	fs.StringSliceVar(&f.githubOperators, "github-operators", nil, "allowed GitHub logins who are dashboard operators")
+}
+
+// config returns the dashboard's part of the server configuration.
+func (f *webFlags) config() (web.Config, error) {
+	c := web.Config{SessionTTL: f.sessionTTL, APITokenTTL: f.accountTokenTTL, Version: version}
+	if f.sessionTTL <= 0 {
+		return c, fmt.Errorf("--session-ttl %v: must be positive", f.sessionTTL)
+	}
+	if f.accountTokenTTL <= 0 {
+		return c, fmt.Errorf("--account-token-ttl %v: must be positive", f.accountTokenTTL)
+	}
+	oidcSecret, err := clientSecret("oidc", f.oidcClientSecret, f.oidcClientSecretFile)
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case f.oidcIssuer != "":
+		if f.oidcClientID == "" {
+			return c, fmt.Errorf("--oidc-issuer needs --oidc-client-id")
+		}
+		role := web.RoleNone
+		if f.oidcDefaultRole != "none" && f.oidcDefaultRole != "" {
+			if role, err = web.ParseRole(f.oidcDefaultRole); err != nil {
+				return c, fmt.Errorf("--oidc-default-role: %w", err)
+			}
+		}
+		c.OIDC = &web.OIDCConfig{
+			Issuer: f.oidcIssuer, ClientID: f.oidcClientID, ClientSecret: oidcSecret, RedirectURL: f.oidcRedirectURL,
+			Scopes: f.oidcScopes, RolesClaim: f.oidcRolesClaim, Name: f.oidcName, DefaultRole: role,
+			AdminGroups: f.oidcAdminGroups, OperatorGroups: f.oidcOperatorGroups, ViewerGroups: f.oidcViewerGroups,
+			AllowSubjects: f.oidcAllowSubjects, AllowEmails: f.oidcAllowEmails,
+		}
+	case f.oidcClientID != "" || oidcSecret != "":
+		return c, fmt.Errorf("--oidc-client-id and --oidc-client-secret need --oidc-issuer")
+	}
+	ghSecret, err := clientSecret("github", f.githubClientSecret, f.githubClientSecretFile)
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case f.githubClientID != "":
+		c.GitHub = &web.GitHubConfig{
+			ClientID: f.githubClientID, ClientSecret: ghSecret, RedirectURL: f.githubRedirectURL,
+			AllowLogins: f.githubAllowLogins, AllowOrgs: f.githubAllowOrgs, Admins: f.githubAdmins, Operators: f.githubOperators,
+		}
+	case ghSecret != "" || len(f.githubAllowLogins)+len(f.githubAllowOrgs) > 0:
+		return c, fmt.Errorf("--github-client-secret and --github-allow-* need --github-client-id")
+	}
+	return c, nil
+}
+
+// clientSecret returns a provider's client secret from its flag or file.
+func clientSecret(provider, value, file string) (string, error) {
+	switch {
+	case value != "" && file != "":
+		return "", fmt.Errorf("give --%s-client-secret or --%s-client-secret-file, not both", provider, provider)
+	case file != "":
+		b, err := datadir.ReadSecretFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--%s-client-secret-file: %w", provider, err)
+		}
+		return string(b), nil
+	}
+	return value, nil
 }
 
 func newServeCommand(io stdio) *cobra.Command {
@@ -96,7 +203,12 @@ func newServeCommand(io stdio) *cobra.Command {
 		Use:   "serve",
 		Short: "Run a relay node",
 		Long: `Run a relay node. With no flags it listens on 127.0.0.1:8080, keeps a generated
-secret and node id in ./data, and relays on the "session" prefix.`,
+secret and node id in ./data, and relays on the "session" prefix.
+
+The web dashboard is at <public-url>/ui/. Users sign in with OpenID Connect
+(--oidc-*) or GitHub (--github-*); with neither configured, serve prints a
+one-time admin login link at start (valid 15 minutes), and
+"switchboard login-link" prints a fresh one at any time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd.Context(), io, &f) },
 	}
@@ -131,6 +243,7 @@ secret and node id in ./data, and relays on the "session" prefix.`,
 	f.jobMaxFile, f.jobMaxRun = jobs.DefaultMaxFileBytes, jobs.DefaultMaxRunBytes
 	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
 	fs.Var(&f.jobMaxRun, "job-max-run", "largest total of one run's output files")
+	f.web.register(fs)
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
 	_ = fs.MarkHidden("cpuprofile")
 	return cmd
@@ -189,6 +302,10 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		resultsDir = filepath.Join(f.dataDir, "results")
 	}
 	f.jobs.MaxFileBytes, f.jobs.MaxRunBytes = int64(f.jobMaxFile), int64(f.jobMaxRun)
+	webConfig, err := f.web.config()
+	if err != nil {
+		return err
+	}
 	db, err := openStore(ctx, f.databaseURL, f.dataDir, log)
 	if err != nil {
 		return err
@@ -204,13 +321,18 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
 		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
-		BlobDir: resultsDir, Jobs: f.jobs,
+		BlobDir: resultsDir, Jobs: f.jobs, Web: webConfig,
 	})
 	if err != nil {
 		return err
 	}
 	if err := datadir.WritePublicURL(f.dataDir, srv.PublicURL()); err != nil {
 		log.Warn("could not record the public URL in the data dir; `switchboard token` will need --audience", "err", err)
+	}
+	if providers := srv.Dashboard().Providers(); len(providers) > 0 {
+		log.Info("dashboard: single sign-on", "providers", strings.Join(providers, ","), "login", srv.PublicURL()+"/login")
+	} else if err := printLoginLink(io, log, srv.Dashboard(), f.dataDir); err != nil {
+		log.Warn("dashboard: could not make a login link; use `switchboard login-link`", "err", err)
 	}
 	select {
 	case <-ctx.Done():

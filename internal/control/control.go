@@ -103,7 +103,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /bids/allow", h.admin(h.serveAllow))
 	mux.HandleFunc("GET /bids/deny", h.admin(h.serveListDenied))
 	mux.HandleFunc("GET /bids/allow", h.admin(h.serveListAllowed))
-	mux.HandleFunc("GET /api/v1/revocations", h.admin(h.serveListRevocations))
+	// Listing is status, not control: dashboard viewers (relay:stats) see it.
+	mux.HandleFunc("GET /api/v1/revocations", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.serveListRevocations))
 	mux.HandleFunc("POST /api/v1/revocations", h.admin(h.serveAddRevocation))
 	mux.HandleFunc("DELETE /api/v1/revocations/{kind}/{value}", h.admin(h.serveRemoveRevocation))
 	mux.HandleFunc("GET /api/v1/audit", h.admin(h.serveAudit))

@@ -1,10 +1,13 @@
 // Package server assembles `switchboard serve`: it wires the relay core, the
-// access endpoints and the health checks into one HTTP server with sane
-// timeouts, and drains it on shutdown.
+// access endpoints, the control plane, the jobs API, the web dashboard and
+// the health checks into one HTTP server with sane timeouts, and drains it
+// on shutdown.
 package server
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,6 +28,7 @@ import (
 	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
+	"switchboard/internal/web"
 )
 
 // DefaultShutdownTimeout bounds a graceful shutdown.
@@ -82,7 +86,16 @@ type Config struct {
 	// Jobs tunes the jobs manager (Store, BlobDir, NodeID, Publisher,
 	// Authenticate, Logger and Now are filled in by Start).
 	Jobs jobs.Config
+	// Web configures the dashboard: login providers (OIDC, GitHub),
+	// SessionTTL, APITokenTTL, Version, HTTPClient. Start fills in
+	// PublicURL, Key, Verifier, Store, Relay, API, CookieKey (derived from
+	// Secret), Revocations, NodeID, Logger and Now.
+	Web web.Config
 }
+
+// cookieKeyInfo is the HKDF info deriving the dashboard's cookie key from
+// the server secret.
+const cookieKeyInfo = "switchboard session cookie"
 
 // Server is a running relay node.
 type Server struct {
@@ -99,6 +112,7 @@ type Server struct {
 	served    chan error
 
 	jobs         *jobs.Manager // nil without BlobDir
+	web          *web.Handler
 	shutdownOnce sync.Once
 	shutdownErr  error
 	stopPurge    context.CancelFunc
@@ -226,6 +240,23 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
+	// The dashboard: its cookie key is derived from the secret, so every
+	// node of a cluster (same secret) opens every node's cookies, while
+	// cookies and tokens never share a key.
+	mux := http.NewServeMux()
+	cookieKey, err := hkdf.Key(sha256.New, cfg.Secret, nil, cookieKeyInfo, 32)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("server: derive the cookie key: %w", err)
+	}
+	wc := cfg.Web
+	wc.PublicURL, wc.Key, wc.Verifier, wc.Store, wc.Relay, wc.API = pub, key, verifier, cfg.Store, rs, mux
+	wc.CookieKey, wc.Revocations, wc.NodeID, wc.Logger, wc.Now = cookieKey, rev, cfg.NodeID, cfg.Logger, cfg.Now
+	wh, err := web.New(wc)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if jm != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := jm.Start(ctx)
@@ -235,7 +266,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm}
+	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm, web: wh}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			ln.Close()
@@ -249,7 +280,6 @@ func Start(cfg Config) (*Server, error) {
 		go s.metrics.Serve(s.metricsLn)
 	}
 
-	mux := http.NewServeMux()
 	ah.Register(mux)
 	ctl.Register(mux)
 	if jm != nil {
@@ -265,6 +295,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	wh.Register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
@@ -296,6 +327,7 @@ func Start(cfg Config) (*Server, error) {
 	s.stopPurge = stopPurge
 	s.background.Add(1)
 	go func() { defer s.background.Done(); ctl.RunPurger(purgeCtx) }()
+	wh.Start(purgeCtx)
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
 	return s, nil
 }
@@ -355,6 +387,9 @@ func (s *Server) PublicURL() string { return s.publicURL.String() }
 // Relay returns the relay core.
 func (s *Server) Relay() *relay.Server { return s.relay }
 
+// Dashboard returns the web dashboard's handler (login links, providers).
+func (s *Server) Dashboard() *web.Handler { return s.web }
+
 // Done returns a channel that receives the serve loop's error when it ends.
 func (s *Server) Done() <-chan error { return s.served }
 
@@ -390,6 +425,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.stats.Stop()
 	s.stopPurge()
 	s.background.Wait()
+	s.web.Stop()
 	if s.metrics != nil {
 		s.metrics.Shutdown(ctx)
 	}

@@ -1,0 +1,231 @@
+// Live data through the relay itself.
+//
+// subscribe(topic, {onMessage, onOpen}) keeps a websocket open on a
+// system topic with the normal access flow:
+//
+//   GET  /ui/api/live-token?topic=T   → {token, topic, prefix, expires_at}
+//   POST /{prefix}/{topic}  (Bearer)  → {uri}
+//   new WebSocket(uri)
+//
+// When the connection ends it does all three again, with exponential
+// backoff (0.5 s doubling to 15 s, with jitter), and the page's status
+// line (#live-status, role=status) says "Reconnecting…" meanwhile. The
+// token is short-lived and the relay closes a connection when its token
+// expires (4001), so shortly before that a second connection is opened
+// and the first closed once the second is up: no gap, no "reconnecting".
+// There are no polling loops: every update is a message on the topic.
+
+import { url, apiError, ApiError } from './util.js';
+
+const subscriptions = new Set();
+
+/** Subscribes to topic; returns an object with stop(). */
+export function subscribe(topic, { onMessage, onOpen } = {}) {
+  const s = new LiveSubscription(topic, onMessage || (() => {}), onOpen || (() => {}));
+  s.start();
+  return s;
+}
+
+const backoffBase = 500;
+const backoffMax = 15000;
+const rolloverLead = 30000; // open the next connection this long before the token expires
+const stableAfter = 10000; // a connection open this long resets the backoff
+
+class LiveSubscription {
+  constructor(topic, onMessage, onOpen) {
+    this.topic = topic;
+    this.onMessage = onMessage;
+    this.onOpen = onOpen;
+    this.ws = null; // the connection whose messages are delivered
+    this.pending = null; // a connection being opened
+    this.state = 'connecting';
+    this.reason = '';
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.rolloverTimer = null;
+    this.stopped = false;
+    this.openedAt = 0;
+  }
+
+  start() {
+    subscriptions.add(this);
+    this.setState('connecting');
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.rolloverTimer);
+    for (const ws of [this.ws, this.pending]) {
+      if (ws) {
+        ws.onclose = null;
+        ws.close(1000, 'page closed');
+      }
+    }
+    this.ws = this.pending = null;
+    subscriptions.delete(this);
+    renderStatus();
+  }
+
+  setState(state, reason = '') {
+    this.state = state;
+    this.reason = reason;
+    renderStatus();
+  }
+
+  // connect opens a connection; when one is already live (a rollover) it
+  // replaces it once open.
+  async connect() {
+    if (this.stopped || this.pending) return;
+    const rollover = this.ws !== null;
+    let tok;
+    let ws;
+    try {
+      const res = await fetch(url('/ui/api/live-token?topic=' + encodeURIComponent(this.topic)), {
+        headers: { Accept: 'application/json' }, credentials: 'same-origin',
+      });
+      if (!res.ok) throw await apiError(res);
+      tok = await res.json();
+      const acc = await fetch(url('/' + tok.prefix + '/' + tok.topic), {
+        method: 'POST', headers: { Authorization: 'Bearer ' + tok.token, Accept: 'application/json' }, credentials: 'omit',
+      });
+      if (!acc.ok) throw await apiError(acc);
+      const { uri } = await acc.json();
+      if (this.stopped) return;
+      ws = new WebSocket(uri);
+    } catch (err) {
+      this.failed(err, rollover);
+      return;
+    }
+    this.pending = ws;
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => {
+      if (this.stopped) {
+        ws.close(1000);
+        return;
+      }
+      const old = this.ws;
+      clearTimeout(this.retryTimer);
+      this.pending = null;
+      this.ws = ws;
+      this.openedAt = Date.now();
+      if (old) {
+        old.onclose = null;
+        old.onmessage = null;
+        old.close(1000, 'replaced');
+      }
+      this.setState('live');
+      this.scheduleRollover(tok.expires_at);
+      try {
+        this.onOpen({ rollover: old !== null });
+      } catch (err) {
+        reportError(err);
+      }
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws) return;
+      try {
+        this.onMessage(ev.data);
+      } catch (err) {
+        reportError(err);
+      }
+    };
+    ws.onclose = (ev) => {
+      if (this.stopped) return;
+      if (ws === this.pending) { // never opened
+        this.pending = null;
+        this.failed(new Error(`the websocket closed before it opened (${ev.code})`), rollover && this.ws !== null);
+        return;
+      }
+      if (ws !== this.ws) return;
+      this.ws = null;
+      clearTimeout(this.rolloverTimer);
+      if (Date.now() - this.openedAt > stableAfter) this.attempt = 0;
+      if (ev.code === 4001 && this.attempt === 0) { // token expired: a new one at once
+        this.attempt = 1;
+        this.setState('connecting');
+        this.connect();
+        return;
+      }
+      this.retry(closeReason(ev));
+    };
+  }
+
+  failed(err, rollover) {
+    if (this.stopped) return;
+    if (err instanceof ApiError && (err.status === 401 || (err.status === 403 && err.code !== 'token_revoked' && err.code !== 'booking_denied') || err.status === 400 || err.status === 404)) {
+      // Retrying cannot help: signed out, not allowed, or no such topic.
+      if (rollover) return; // the live connection carries on until it ends
+      this.setState('failed', err.status === 401 ? 'Live updates stopped: you are signed out. Reload the page to sign in again.'
+        : `Live updates unavailable: ${err.message}`);
+      return;
+    }
+    if (rollover) { // keep the live connection; try again a little later
+      clearTimeout(this.rolloverTimer);
+      this.rolloverTimer = setTimeout(() => this.connect(), 5000);
+      return;
+    }
+    this.retry(err.message);
+  }
+
+  retry(reason) {
+    const delay = Math.min(backoffMax, backoffBase * 2 ** this.attempt) * (0.8 + 0.4 * Math.random());
+    this.attempt++;
+    this.setState('reconnecting', reason);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  scheduleRollover(expiresAt) {
+    clearTimeout(this.rolloverTimer);
+    const exp = Date.parse(expiresAt);
+    if (Number.isNaN(exp)) return;
+    const wait = Math.max(5000, exp - Date.now() - rolloverLead);
+    this.rolloverTimer = setTimeout(() => this.connect(), wait);
+  }
+}
+
+function closeReason(ev) {
+  const codes = {
+    1001: 'the server is shutting down', 1006: 'the connection was lost', 1008: 'policy violation',
+    1011: 'server error', 4001: 'the token expired', 4003: 'access was revoked', 4008: 'too slow to keep up',
+  };
+  return codes[ev.code] || (ev.reason ? ev.reason : `closed (${ev.code})`);
+}
+
+function reportError(err) {
+  // A bug in a page's handler must not stop the subscription.
+  setTimeout(() => { throw err; });
+}
+
+// The status line shows the worst state of the page's subscriptions.
+function renderStatus() {
+  const el = document.getElementById('live-status');
+  if (!el) return;
+  const subs = [...subscriptions];
+  if (subs.length === 0) {
+    el.hidden = true;
+    el.dataset.state = 'idle';
+    return;
+  }
+  let state = 'live';
+  let text = 'Live';
+  const failed = subs.find((s) => s.state === 'failed');
+  const reconnecting = subs.find((s) => s.state === 'reconnecting');
+  if (failed) {
+    state = 'failed';
+    text = failed.reason;
+  } else if (reconnecting) {
+    state = 'reconnecting';
+    text = 'Reconnecting… live updates are interrupted';
+    el.title = reconnecting.reason;
+  } else if (subs.some((s) => s.state === 'connecting')) {
+    state = 'connecting';
+    text = 'Connecting to live updates…';
+  }
+  if (state !== 'reconnecting') el.removeAttribute('title');
+  el.hidden = false;
+  el.dataset.state = state;
+  if (el.textContent !== text) el.textContent = text;
+}

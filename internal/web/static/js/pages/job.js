@@ -1,0 +1,191 @@
+// A job: phase, progress by agent, parameters, results with downloads,
+// the live log, and (operators) Abort.
+//
+// The log comes live from the relay (topic jobs/{id}/log) while the job
+// is active. No topic carries the job's own changes, so while it is active
+// the page asks the jobs API with UWS's blocking WAIT: the server answers
+// as soon as the phase changes (or after 25 s); the runs are also read
+// again shortly after log output arrives.
+
+import { api, byId, h, url, fmtBytes, timeEl, emptyRow, showMessage, stateBadge, debounce } from '../util.js';
+import { subscribe } from '../live.js';
+import { confirmAction } from '../dialog.js';
+
+const id = byId('job').dataset.jobId;
+const jobPath = '/api/v1/jobs/' + encodeURIComponent(id);
+const activePhases = new Set(['PENDING', 'QUEUED', 'EXECUTING', 'HELD', 'SUSPENDED']);
+const maxLogLines = 5000;
+const waitSeconds = 25;
+
+const messageEl = byId('job-message');
+const abortBtn = document.getElementById('job-abort');
+const actionMsg = byId('job-action-message');
+const logBox = document.querySelector('[data-testid="job-log"]');
+const logList = byId('log-lines');
+
+let job = null;
+let logSub = null;
+let waiting = false;
+let settleTries = 0;
+
+function text(elId, value) {
+  const el = byId(elId);
+  if (el.textContent !== value) el.textContent = value;
+}
+
+function setTime(elId, value) {
+  byId(elId).replaceChildren(timeEl(value));
+}
+
+function resultHref(rid) {
+  return url('/ui/api' + jobPath + '/results/' + rid.split('/').map(encodeURIComponent).join('/'));
+}
+
+function render(j) {
+  job = j;
+  const phaseEl = byId('job-phase');
+  phaseEl.textContent = j.phase;
+  phaseEl.dataset.phase = j.phase;
+  const params = j.parameters || {};
+  text('job-action', params.action || '—');
+  text('job-targets', params.targets || '—');
+  text('job-owner', j.ownerId || '—');
+  text('job-runid', j.runId || '—');
+  setTime('job-created', j.creationTime);
+  setTime('job-started', j.startTime);
+  setTime('job-ended', j.endTime);
+  const summary = byId('job-error-summary');
+  if (j.errorSummary && j.errorSummary.message) {
+    summary.textContent = `Error (${j.errorSummary.type}): ${j.errorSummary.message}`;
+    summary.hidden = false;
+  } else summary.hidden = true;
+  if (abortBtn) abortBtn.hidden = !activePhases.has(j.phase);
+
+  const runs = (j.jobInfo && j.jobInfo.runs) || [];
+  const runsBody = byId('job-runs-rows');
+  if (runs.length === 0) emptyRow(runsBody, activePhases.has(j.phase) ? 'No run has been dispatched yet.' : 'No agent ran this job.');
+  else {
+    runsBody.replaceChildren(...runs.map((r) => h('tr', { 'data-testid': 'run-row', dataset: { agent: r.agent, state: r.state } },
+      h('td', { class: 'topic', text: r.agent }),
+      h('td', {}, stateBadge(r.state)),
+      h('td', { class: 'num', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
+      h('td', {}, timeEl(r.startTime)),
+      h('td', {}, timeEl(r.endTime)),
+      h('td', { class: 'wrap', text: r.error || '' }))));
+  }
+
+  const pbody = byId('job-params-rows');
+  const entries = Object.entries(params).filter(([k]) => k !== 'action' && k !== 'targets');
+  if (entries.length === 0) emptyRow(pbody, 'No parameters.');
+  else pbody.replaceChildren(...entries.map(([k, v]) => h('tr', {}, h('td', { class: 'topic', text: k }), h('td', { class: 'wrap', text: v }))));
+
+  const results = j.results || [];
+  const rbody = byId('job-results-rows');
+  if (results.length === 0) emptyRow(rbody, activePhases.has(j.phase) ? 'No results yet: they appear as agents finish.' : 'No results.');
+  else {
+    rbody.replaceChildren(...results.map((r) => {
+      const name = r.id === 'summary' ? 'summary (CSV, one row per agent and metric)' : r.id;
+      const file = r.id === 'summary' ? `${id}-summary.csv` : r.id.split('/').pop();
+      return h('tr', { 'data-testid': 'result-row', dataset: { result: r.id } },
+        h('td', { class: 'wrap', text: name }),
+        h('td', { text: r.mimeType || '' }),
+        h('td', { class: 'num', text: r.size === null || r.size === undefined ? '—' : fmtBytes(r.size) }),
+        h('td', {}, h('a', { href: resultHref(r.id), download: file, 'data-testid': 'result-download', 'aria-label': `Download ${r.id}`, text: 'Download' })));
+    }));
+  }
+
+  if (activePhases.has(j.phase)) {
+    startLog();
+    if (!waiting) waitForChange();
+  } else if (logSub) {
+    // Late lines can still be on their way; then the log is complete.
+    const sub = logSub;
+    logSub = null;
+    setTimeout(() => sub.stop(), 3000);
+  }
+  // A finished job can still have runs whose agents have not reported
+  // (an abort): read it again a few times until they have.
+  if (!activePhases.has(j.phase) && runs.some((r) => r.state === 'running' || r.state === 'dispatched')) {
+    if (settleTries < 10) {
+      settleTries++;
+      setTimeout(load, 2000);
+    }
+  }
+  if (!activePhases.has(j.phase) && logList.children.length === 0) {
+    logList.append(h('li', { class: 'empty', text: 'No output arrived while this page was open (the live log shows lines as the agents send them).' }));
+  }
+}
+
+async function load() {
+  try {
+    render(await api(jobPath));
+    showMessage(messageEl, '');
+  } catch (err) {
+    showMessage(messageEl, err, 'error');
+    text('job-phase', 'unknown');
+  }
+}
+
+// waitForChange asks again and again while the job is active, each time
+// blocking on the server until the phase changes (UWS WAIT).
+async function waitForChange() {
+  waiting = true;
+  let failures = 0;
+  while (job && activePhases.has(job.phase)) {
+    try {
+      const j = await api(jobPath, { query: { WAIT: String(waitSeconds), PHASE: job.phase } });
+      failures = 0;
+      render(j);
+    } catch (err) {
+      failures++;
+      if (failures >= 3) showMessage(messageEl, err, 'error');
+      await new Promise((r) => setTimeout(r, Math.min(30000, 1000 * 2 ** failures)));
+    }
+  }
+  waiting = false;
+}
+
+const refreshSoon = debounce(() => load(), 1500);
+
+function appendLog(data) {
+  let m;
+  try {
+    m = JSON.parse(data);
+  } catch {
+    return;
+  }
+  if (!m || typeof m.line !== 'string') return;
+  const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 8;
+  const empty = logList.querySelector('li.empty');
+  if (empty) empty.remove();
+  logList.append(h('li', { class: m.stream === 'stderr' ? 'stderr' : undefined },
+    h('span', { class: 'log-src', text: `[${m.agent} ${m.stream}] ` }), m.line));
+  while (logList.children.length > maxLogLines) logList.firstElementChild.remove();
+  if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+  refreshSoon();
+}
+
+function startLog() {
+  if (logSub) return;
+  logSub = subscribe(`jobs/${id}/log`, { onMessage: appendLog });
+}
+
+if (abortBtn) {
+  abortBtn.addEventListener('click', async () => {
+    showMessage(actionMsg, '');
+    const j = await confirmAction({
+      title: 'Abort job',
+      text: `Abort job ${id}? Every agent still running it is told to stop its process.`,
+      confirmLabel: 'Abort job',
+      returnFocus: byId('main'),
+      action: () => api(jobPath + '/phase', { method: 'POST', form: { PHASE: 'ABORT' } }),
+    });
+    if (j) {
+      if (typeof j === 'object') render(j);
+      else load();
+      showMessage(actionMsg, 'Abort requested.');
+    }
+  });
+}
+
+load();
