@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -141,7 +142,10 @@ func TestDashboardProviderDownLeavesRelayAlone(t *testing.T) {
 	}
 	tok := s.token("expt1", auth.ScopeRead, auth.ScopeWrite)
 	a, b := s.dial("expt1", tok), s.dial("expt1", tok)
-	ctx := t.Context()
+	// The websockets are open before the relay has registered them.
+	waitFor(t, "both connections registered", func() bool { return s.Relay().Readers("expt1") == 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
 	if err := a.Write(ctx, client.Text, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}

@@ -197,6 +197,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		mux.Handle(m+" /ui/", mounted)
 	}
+	// Browsers ask for /favicon.ico whatever the page says (e.g. on a raw
+	// JSON answer); without this the access endpoint's wildcard answers.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, h.path("/ui/static/icon.svg"), http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, h.path("/ui/"), http.StatusMovedPermanently)
 	})
