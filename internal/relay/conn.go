@@ -218,8 +218,13 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 			return
 		}
 	}
-	if c.qHead > 0 && len(c.q) == cap(c.q) {
-		// Reclaim the dropped prefix instead of growing the array.
+	if c.qHead > 0 && len(c.q) == cap(c.q) && c.qHead >= len(c.q)/2 {
+		// Reclaim the dropped prefix instead of growing the array, once it
+		// is at least half of it: a full queue drops one message per
+		// enqueue, and compacting each time would copy the whole queue per
+		// message (quadratic; it stalled 1 → 1,000 fan-out). Below half,
+		// append grows the array once; after that each compaction is paid
+		// for by as many enqueues as it copies.
 		n := copy(c.q, c.q[c.qHead:])
 		clear(c.q[n:])
 		c.q = c.q[:n]
