@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Message types. Agent → hub: Hello, Started, Log, Result. Hub → agent:
@@ -358,6 +359,9 @@ func (p *Param) Check(v string) error {
 		}
 		if strings.ContainsRune(v, 0) {
 			return fail("contains a NUL byte")
+		}
+		if !utf8.ValidString(v) {
+			return fail("is not valid UTF-8")
 		}
 		if p.Pattern != "" {
 			re, err := regexp.Compile(p.Pattern)

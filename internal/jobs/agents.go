@@ -167,10 +167,9 @@ func (m *Manager) serveAgent(s *agentSession) error {
 		return err
 	}
 	s.labels, s.actions = hello.Labels, hello.Actions
-	for _, j := range hello.Running {
-		s.running[j] = true
+	if err := m.register(s, hello); err != nil {
+		return err
 	}
-	m.register(s, hello)
 	defer m.unregister(s)
 	go m.watchdog(s, stop)
 	for {
@@ -296,31 +295,50 @@ func labelAllowed(l string, allowed []string) bool {
 	return false
 }
 
+// truncate returns the first n bytes of s at most, never a partial
+// character.
 func truncate(s string, n int) string {
 	if len(s) > n {
-		return s[:n]
+		return strings.ToValidUTF8(s[:n], "")
 	}
 	return s
 }
 
 // register makes s the agent's session, superseding an older one, records
 // it and re-sends what the agent should have.
-func (m *Manager) register(s *agentSession, h *jobproto.Hello) {
+func (m *Manager) register(s *agentSession, h *jobproto.Hello) error {
+	ctx, cancel := bgCtx()
+	defer cancel()
+	// Only the agent's own unfinished runs count as running: a job it
+	// has no run in must not accept its log lines.
+	var running []string
+	for _, j := range h.Running {
+		if r, err := m.st.Run(ctx, j, s.id); err == nil && !r.State.Final() {
+			running = append(running, j)
+		}
+	}
+	s.mu.Lock()
+	for _, j := range running {
+		s.running[j] = true
+	}
+	s.mu.Unlock()
 	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return &protocolError{relay.CloseGoingAway, "server shutting down"}
+	}
 	old := m.agents[s.id]
 	m.agents[s.id] = s
 	m.mu.Unlock()
 	if old != nil {
 		old.close(relay.CloseSuperseded, "superseded by a newer connection of this agent")
 	}
-	for _, j := range h.Running {
+	for _, j := range running {
 		m.stopTimer("lost:" + j + "/" + s.id)
 	}
 	acts, _ := json.Marshal(s.actions)
-	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Version: truncate(h.Version, 64), Node: m.cfg.NodeID,
+	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Version: cleanText(truncate(h.Version, 64)), Node: m.cfg.NodeID,
 		Connected: true, LastSeen: s.since, FirstSeen: s.since, RemoteAddr: s.grant.RemoteAddr}
-	ctx, cancel := bgCtx()
-	defer cancel()
 	if err := m.st.PutAgent(ctx, a); err != nil {
 		m.log.Error("jobs: record agent", "agent", s.id, "err", err)
 	}
@@ -331,6 +349,7 @@ func (m *Manager) register(s *agentSession, h *jobproto.Hello) {
 	// crash swallowed, are sent again; the agent ignores a run it already
 	// has and answers one it finished with its stored result.
 	m.goBackground(func() { m.resend(s) })
+	return nil
 }
 
 // resend sends the agent its dispatched runs again.
@@ -358,6 +377,12 @@ func (m *Manager) resend(s *agentSession) {
 				if s.send(msg) {
 					m.armLost(j.ID, s.id) // a fresh grace period to start it
 				}
+			}
+			// A run the agent started but no longer lists as running
+			// (it restarted, and superseded its old connection before the
+			// hub saw that one die): it has the grace period to report it.
+			if r.AgentID == s.id && r.State == store.RunRunning && !s.isRunning(j.ID) {
+				m.armLostIfUnarmed(j.ID, s.id)
 			}
 		}
 	}
@@ -523,12 +548,12 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 		ack.Error = ferr.Error()
 		return ack
 	}
-	r.State, r.ExitCode, r.Error = state, res.ExitCode, truncate(res.Error, 4096)
+	r.State, r.ExitCode, r.Error = state, res.ExitCode, cleanText(truncate(res.Error, 4096))
 	r.StartedAt, r.EndedAt = res.StartedAt, res.EndedAt
 	if r.EndedAt.IsZero() {
 		r.EndedAt = m.cfg.Now()
 	}
-	r.Stdout, r.Stderr = tail(res.Stdout, jobproto.MaxTailBytes), tail(res.Stderr, jobproto.MaxTailBytes)
+	r.Stdout, r.Stderr = cleanText(tail(res.Stdout, jobproto.MaxTailBytes)), cleanText(tail(res.Stderr, jobproto.MaxTailBytes))
 	r.Metrics = nil
 	if len(res.Metrics) > 0 && len(res.Metrics) <= jobproto.MaxMetricsBytes && isJSONObject(res.Metrics) {
 		r.Metrics = res.Metrics
@@ -553,11 +578,18 @@ func isJSONObject(b []byte) bool {
 	return json.Unmarshal(b, &v) == nil && v != nil
 }
 
+// tail returns the last n bytes of s at most, never a partial character.
 func tail(s string, n int) string {
 	if len(s) > n {
-		return s[len(s)-n:]
+		return strings.ToValidUTF8(s[len(s)-n:], "")
 	}
 	return s
+}
+
+// cleanText makes text from an agent storable: valid UTF-8 without NUL
+// bytes (PostgreSQL text refuses both).
+func cleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // checkFiles checks the uploaded files a result lists.

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
@@ -227,8 +228,8 @@ func (m *Manager) serveCreate(w http.ResponseWriter, r *http.Request) {
 	if c.claims.Subject == "" {
 		j.Owner = "admin"
 	}
-	if len(j.RunID) > 256 {
-		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "RUNID is longer than 256 bytes")
+	if len(j.RunID) > 256 || !utf8.ValidString(j.RunID) || strings.ContainsRune(j.RunID, 0) {
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "RUNID must be at most 256 bytes of UTF-8 text without NUL")
 		return
 	}
 	if m.cfg.DefaultDestruction > 0 {
@@ -385,7 +386,13 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j, ok := m.loadJob(w, r, c)
 	if !ok {
+		if w0 != nil {
+			m.unwatch(id, w0)
+		}
 		return
+	}
+	if w0 != nil && !(activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase)) {
+		m.unwatch(id, w0)
 	}
 	if wait > 0 && activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase) {
 		woken, ok := m.waitPhase(r, j, w0, wait)
@@ -412,8 +419,10 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 
 // waitPhase blocks until the job leaves phase j.Phase, the wait ends or
 // the client goes (ok false). It returns the job's new state when a phase
-// change brought it, else nil (the caller reads the job again).
+// change brought it, else nil (the caller reads the job again). It
+// releases w (and the watchers it takes after it).
 func (m *Manager) waitPhase(r *http.Request, j store.Job, w *watcher, wait time.Duration) (woken *store.Job, ok bool) {
+	defer func() { m.unwatch(j.ID, w) }()
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	m.addWaiting(j.ID, 1)
@@ -432,6 +441,7 @@ func (m *Manager) waitPhase(r *http.Request, j store.Job, w *watcher, wait time.
 		if w.job.Phase != j.Phase {
 			return &w.job, true
 		}
+		m.unwatch(j.ID, w)
 		w = m.watch(j.ID)
 	}
 }

@@ -259,6 +259,7 @@ type watcher struct {
 	// closed): woken requests answer from it without reading the store.
 	job   store.Job
 	known bool
+	refs  int // requests holding it, under Manager.mu
 }
 
 // phaseChanged wakes the WAIT requests of j with its new state.
@@ -298,7 +299,17 @@ func (m *Manager) watch(id string) *watcher {
 		w = &watcher{done: make(chan struct{})}
 		m.watchers[id] = w
 	}
+	w.refs++
 	return w
+}
+
+// unwatch releases a watcher from watch; the last release forgets it.
+func (m *Manager) unwatch(id string, w *watcher) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.refs--; w.refs <= 0 && m.watchers[id] == w {
+		delete(m.watchers, id)
+	}
 }
 
 // Waiting returns how many WAIT requests are blocked on the job.
@@ -375,6 +386,16 @@ func (m *Manager) armLost(jobID, agentID string) {
 	m.setTimer("lost:"+jobID+"/"+agentID, m.cfg.LostGrace, func() { m.markLost(jobID, agentID) })
 }
 
+// armLostIfUnarmed arms the lost timer of a run unless it is running.
+func (m *Manager) armLostIfUnarmed(jobID, agentID string) {
+	m.mu.Lock()
+	armed := m.timers["lost:"+jobID+"/"+agentID] != nil
+	m.mu.Unlock()
+	if !armed {
+		m.armLost(jobID, agentID)
+	}
+}
+
 // bgCtx returns a context for store calls made outside a request.
 func bgCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)
@@ -429,12 +450,16 @@ func (m *Manager) dispatch(id string) {
 	ctx, cancel := bgCtx()
 	defer cancel()
 	j, err := m.st.Job(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.retryDispatch(id, err)
+		return
+	}
 	if err != nil || j.Phase != store.PhaseQueued {
 		return
 	}
 	existing, err := m.st.Runs(ctx, id)
 	if err != nil {
-		m.log.Error("jobs: dispatch", "job", id, "err", err)
+		m.retryDispatch(id, err)
 		return
 	}
 	sel, _ := parseTargets(j.Targets)
@@ -472,7 +497,7 @@ func (m *Manager) dispatch(id string) {
 			continue
 		}
 		if err := m.st.PutRun(ctx, store.Run{JobID: id, AgentID: s.id, State: store.RunDispatched, ExitCode: -1}); err != nil {
-			m.log.Error("jobs: dispatch", "job", id, "agent", s.id, "err", err)
+			m.retryDispatch(id, err)
 			return
 		}
 		existing = append(existing, store.Run{AgentID: s.id})
@@ -487,7 +512,7 @@ func (m *Manager) dispatch(id string) {
 		return nil
 	})
 	if err != nil {
-		m.log.Error("jobs: dispatch", "job", id, "err", err)
+		m.retryDispatch(id, err)
 		return
 	}
 	m.runsChanged(id)
@@ -504,6 +529,28 @@ func (m *Manager) dispatch(id string) {
 		m.armLost(id, s.id)
 		s.send(msg)
 	}
+	// Runs recorded before a crash whose agents are not among the targets
+	// (not connected now) get the grace period too.
+	sent := map[string]bool{}
+	for _, s := range targets {
+		sent[s.id] = true
+	}
+	for _, r := range existing {
+		if !sent[r.AgentID] && !r.State.Final() {
+			m.armLostIfUnarmed(id, r.AgentID)
+		}
+	}
+}
+
+// dispatchRetry is how long a QUEUED job waits before its dispatch is
+// tried again after a store failure.
+const dispatchRetry = 5 * time.Second
+
+// retryDispatch logs a failed dispatch and tries again later, so that a
+// database outage does not leave the job QUEUED for ever.
+func (m *Manager) retryDispatch(id string, err error) {
+	m.log.Error("jobs: dispatch failed; retrying", "job", id, "retry_in", dispatchRetry, "err", err)
+	m.setTimer("dispatch:"+id, dispatchRetry, func() { m.dispatch(id) })
 }
 
 // connected returns the connected agents.
@@ -659,7 +706,7 @@ func (m *Manager) finishIfDone(id string) {
 		j.Phase, j.ErrorType = store.PhaseError, "fatal"
 		j.ErrorSummary = fmt.Sprintf("%d of %d agents failed: %s", len(failed), len(runs), strings.Join(failed, "; "))
 		if len(j.ErrorSummary) > 4000 {
-			j.ErrorSummary = j.ErrorSummary[:4000] + "…"
+			j.ErrorSummary = truncate(j.ErrorSummary, 4000) + "…"
 		}
 		return nil
 	})
@@ -683,7 +730,7 @@ func describeFailure(r store.Run) string {
 	if r.Error != "" {
 		e := r.Error
 		if len(e) > 200 {
-			e = e[:200] + "…"
+			e = truncate(e, 200) + "…"
 		}
 		s += ": " + e
 	}
@@ -751,7 +798,8 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	delete(m.runGen, id)
-	delete(m.rendered, id)
+	delete(m.rendered, id+"|json")
+	delete(m.rendered, id+"|xml")
 	m.mu.Unlock()
 	m.changed(id)
 	return nil

@@ -19,6 +19,9 @@ import (
 	"switchboard/internal/bench"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
+	"switchboard/internal/store"
+	"switchboard/internal/store/pgtest"
+	"switchboard/internal/store/postgres"
 	"switchboard/pkg/client"
 )
 
@@ -761,6 +764,155 @@ func TestJobRunNeverStartedIsLost(t *testing.T) {
 	nextRun(t, c1) // and never answer it
 	d := s.waitPhase(user, id, "ERROR")
 	if d.ErrorSummary == nil || !strings.Contains(d.ErrorSummary.Message, "did not start the run") {
+		t.Fatalf("summary: %+v", d.ErrorSummary)
+	}
+}
+
+// TestJobRunForgottenBySupersedingConnectionIsLost: an agent restarts and
+// connects again before the hub notices its old connection died; its new
+// hello does not list the run it was running. The run must end as lost
+// after the grace period, not stay running for ever.
+func TestJobRunForgottenBySupersedingConnectionIsLost(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Jobs.LostGrace = 300 * time.Millisecond })
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	waitFor(t, "run running", func() bool {
+		d := s.job(user, id, "")
+		return len(d.JobInfo.Runs) == 1 && d.JobInfo.Runs[0].State == "running"
+	})
+	s.agent("c1") // supersedes the first connection; knows nothing of the run
+	d := s.waitPhase(user, id, "ERROR")
+	if d.JobInfo.Runs[0].State != "lost" {
+		t.Fatalf("run: %+v", d.JobInfo.Runs)
+	}
+}
+
+// TestJobQueuedWithRunsAfterCrash: a crash between recording a job's runs
+// and moving it to EXECUTING leaves a QUEUED job with runs. If their agent
+// never comes back, the runs are lost and the job ends in ERROR.
+func TestJobQueuedWithRunsAfterCrash(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	acts, _ := json.Marshal([]jobproto.Action{downloadAction()})
+	if err := st.PutAgent(ctx, store.Agent{ID: "c2", Actions: acts, FirstSeen: time.Now(), LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateJob(ctx, store.Job{ID: "crashedjob", Owner: "alice", Action: "download", Targets: "c2",
+		Params: map[string]string{"server": "a", "count": "1"}, Phase: store.PhaseQueued, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutRun(ctx, store.Run{JobID: "crashedjob", AgentID: "c2", State: store.RunDispatched, ExitCode: -1}); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, func(c *Config) { c.Store, c.Jobs.LostGrace = st, 300*time.Millisecond })
+	user := s.userToken("alice", auth.ScopeJobsRead)
+	d := s.waitPhase(user, "crashedjob", "ERROR")
+	if len(d.JobInfo.Runs) != 1 || d.JobInfo.Runs[0].State != "lost" {
+		t.Fatalf("runs: %+v", d.JobInfo.Runs)
+	}
+}
+
+// TestAgentCannotWriteAnotherJobsLog: an agent that lists, in its hello,
+// a job it has no run in cannot publish on that job's log.
+func TestAgentCannotWriteAnotherJobsLog(t *testing.T) {
+	s := startServer(t, nil)
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	logConn := s.dial(jobs.LogTopic(id), s.sign(s.claims(jobs.LogTopic(id), auth.ScopeRead)))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evil, err := bench.DialAgent(ctx, s.url, s.agentToken("c2"), jobproto.Hello{Agent: "c2",
+		Actions: []jobproto.Action{downloadAction()}, Running: []string{id}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.CloseNow()
+	send(t, evil, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: []string{"forged"}})
+	// The hub handles an agent's messages in order: once this ack is back,
+	// the log message has been handled.
+	finish(t, evil, jobproto.Result{Job: "nosuchjob", Outcome: jobproto.OutcomeSucceeded})
+	send(t, c1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: []string{"genuine"}})
+	_, line, err := logConn.Read(ctx)
+	if err != nil || !strings.Contains(string(line), "genuine") {
+		t.Fatalf("first log line: %s %v", line, err)
+	}
+}
+
+// TestAgentConnectingDuringStop: an agent whose hello arrives while the
+// manager stops is refused, and Stop does not wait for it.
+func TestAgentConnectingDuringStop(t *testing.T) {
+	s := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	late, err := client.Dial(ctx, s.url, "c1", s.agentToken("c1"), &client.Options{Prefix: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.CloseNow()
+	stopped := make(chan error, 1)
+	go func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer scancel()
+		stopped <- s.jobs.Stop(sctx)
+	}()
+	// Stop has begun once new agents are turned away.
+	var ce *client.CloseError
+	waitFor(t, "the manager to stop", func() bool {
+		a, err := bench.DialAgent(ctx, s.url, s.agentToken("probe"), jobproto.Hello{Agent: "probe"}, nil)
+		if err == nil {
+			a.CloseNow()
+			return false
+		}
+		return errors.As(err, &ce) && ce.Code == 1001
+	})
+	hello, _ := json.Marshal(jobproto.Hello{Type: jobproto.TypeHello, Agent: "c1"})
+	late.Write(ctx, client.Text, hello)
+	if _, m, err := late.Read(ctx); !errors.As(err, &ce) || ce.Code != 1001 {
+		t.Fatalf("hello during Stop: got %s %v, want close 1001", m, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// TestJobLongNonASCIIErrorsOnPostgres: errors cut for the summary must stay
+// valid UTF-8 (PostgreSQL refuses anything else), and NUL bytes in output
+// must not make a result unstorable: the job reaches its final phase.
+func TestJobLongNonASCIIErrorsOnPostgres(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, pgtest.Start(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s := startServer(t, func(c *Config) { c.Store = db })
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	send(t, c1, jobproto.Result{Type: jobproto.TypeResult, Job: id, Outcome: jobproto.OutcomeFailed, ExitCode: 1,
+		StartedAt: time.Now().Add(-time.Second), EndedAt: time.Now(),
+		Error: "x" + strings.Repeat("é", 300), Stdout: "bin\x00ary", Stderr: strings.Repeat("é", jobproto.MaxTailBytes) + "\x00"})
+	// The run may be sent again (the resend after hello races the
+	// dispatch): skip it, as an agent would answer it, until the ack.
+	for {
+		m := nextRunOrAbort(t, c1)
+		if ack, ok := m.(*jobproto.Ack); ok {
+			if ack.Error != "" {
+				t.Fatalf("ack: %+v", ack)
+			}
+			break
+		}
+	}
+	d := s.waitPhase(user, id, "ERROR")
+	if d.ErrorSummary == nil || !strings.Contains(d.ErrorSummary.Message, "c1 failed") {
 		t.Fatalf("summary: %+v", d.ErrorSummary)
 	}
 }
