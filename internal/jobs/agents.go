@@ -542,6 +542,12 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 		unlock()
 		return ack // a repeat
 	}
+	if j, err := m.st.Job(ctx, res.Job); err == nil && j.Phase == store.PhaseArchived {
+		// Too late: the job's results were destroyed. Forget this one too.
+		os.RemoveAll(filepath.Join(m.jobDir(res.Job), s.id))
+		unlock()
+		return ack
+	}
 	files, ferr := m.checkFiles(res.Job, s.id, res.Files)
 	if ferr != nil {
 		unlock()

@@ -943,6 +943,12 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusConflict, "run_finished", "the run's result is already stored")
 		return
 	}
+	if j, err := m.st.Job(r.Context(), jobID); err == nil && j.Phase == store.PhaseArchived {
+		// 409 like a stored result: the agent stops uploading, and the hub
+		// forgets the result it then sends.
+		apierr.WriteNew(w, http.StatusConflict, "job_archived", "the job is archived: its results were destroyed")
+		return
+	}
 	dir := filepath.Join(m.jobDir(jobID), agentID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		m.log.Error("jobs: upload", "err", err)

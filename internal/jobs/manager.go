@@ -744,9 +744,10 @@ func (m *Manager) destroy(id string) {
 	defer cancel()
 	j, err := m.st.Job(ctx, id)
 	if err != nil {
+		m.retryDestroy(id, err)
 		return
 	}
-	if now := m.cfg.Now(); j.Destruction.IsZero() || j.Destruction.After(now.Add(time.Second)) {
+	if !m.destructionDue(j) {
 		m.armDestruction(j) // moved meanwhile
 		return
 	}
@@ -755,8 +756,17 @@ func (m *Manager) destroy(id string) {
 	}
 	unlock := m.lockJob(id)
 	defer unlock()
+	// Read again under the lock: DESTRUCTION may have moved meanwhile.
+	if j, err = m.st.Job(ctx, id); err != nil {
+		m.retryDestroy(id, err)
+		return
+	}
+	if !m.destructionDue(j) {
+		m.armDestruction(j)
+		return
+	}
 	if _, err := m.st.ClearResults(ctx, id); err != nil {
-		m.log.Error("jobs: destroy", "job", id, "err", err)
+		m.retryDestroy(id, err)
 		return
 	}
 	if err := os.RemoveAll(m.jobDir(id)); err != nil {
@@ -767,11 +777,27 @@ func (m *Manager) destroy(id string) {
 		return nil
 	})
 	if err != nil {
-		m.log.Error("jobs: destroy", "job", id, "err", err)
+		m.retryDestroy(id, err)
 		return
 	}
 	m.runsChanged(id)
 	m.phaseChanged(j)
+}
+
+// destructionDue reports whether j's destruction time has come (and it is
+// not archived yet).
+func (m *Manager) destructionDue(j store.Job) bool {
+	return j.Phase != store.PhaseArchived && !j.Destruction.IsZero() && !j.Destruction.After(m.cfg.Now().Add(time.Second))
+}
+
+// retryDestroy logs a failed destruction and tries again in a minute,
+// unless the job is gone.
+func (m *Manager) retryDestroy(id string, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	m.log.Error("jobs: destroy failed; retrying", "job", id, "retry_in", time.Minute, "err", err)
+	m.setTimer("destroy:"+id, time.Minute, func() { m.destroy(id) })
 }
 
 // remove deletes a job: runs aborted, files and records deleted.

@@ -916,3 +916,33 @@ func TestJobLongNonASCIIErrorsOnPostgres(t *testing.T) {
 		t.Fatalf("summary: %+v", d.ErrorSummary)
 	}
 }
+
+func TestLateResultOfAnArchivedJobIsForgotten(t *testing.T) {
+	s := startServer(t, nil)
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	s.form("POST", "/api/v1/jobs/"+id+"/phase", user, url.Values{"PHASE": {"ABORT"}})
+	soon := time.Now().Add(1200 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	if status, body, _ := s.form("POST", "/api/v1/jobs/"+id+"/destruction", user, url.Values{"DESTRUCTION": {soon}}); status != http.StatusSeeOther {
+		t.Fatalf("destruction: %d %s", status, body)
+	}
+	s.waitPhase(user, id, "ARCHIVED")
+	ctx := context.Background()
+	if status, _ := c1.Upload(ctx, id, "late.txt", []byte("x")); status != http.StatusConflict {
+		t.Fatalf("upload to an archived job: %d, want 409", status)
+	}
+	for {
+		m := nextRunOrAbort(t, c1) // the abort may still be queued
+		if _, ok := m.(*jobproto.Abort); ok {
+			break
+		}
+	}
+	if ack := finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeAborted, Metrics: json.RawMessage(`{"n":1}`)}); ack.Error != "" {
+		t.Fatalf("ack: %+v", ack)
+	}
+	if d := s.job(user, id, ""); d.Phase != "ARCHIVED" || len(d.Results) != 0 || string(d.JobInfo.Runs[0].Metrics) == `{"n":1}` {
+		t.Fatalf("archived job after a late result: %+v", d)
+	}
+}
