@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ const (
 	closeTokenExpired = 4001
 	closeDenied       = 4003
 	closeSuperseded   = 4009
+	closePolicy       = 1008
 )
 
 // link keeps one relay connection up for a stream (or a feed): it re-reads
@@ -105,6 +107,12 @@ func (l *link) retryDelay(err error, bo *backoff) time.Duration {
 			what = "superseded by another host on the same topic"
 		}
 		l.log.Error("link closed: "+what+"; backing off long", "topic", l.topic, "code", ce.Code, "retry_in", d)
+		return d
+	case errors.As(err, &ce) && ce.Code == closePolicy && strings.HasPrefix(ce.Reason, "label_forbidden"):
+		// The hub refused a label the token does not allow: retrying soon
+		// cannot help until an operator changes the token or the config.
+		d := bo.long()
+		l.log.Error("link closed: the token does not allow a configured label; backing off long", "topic", l.topic, "reason", ce.Reason, "retry_in", d)
 		return d
 	case errors.As(err, &ae) && (ae.Code == "booking_denied" || ae.Code == "token_revoked"):
 		d := bo.long()

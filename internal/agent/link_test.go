@@ -219,7 +219,11 @@ func TestRetryDelay(t *testing.T) {
 	if d := l.retryDelay(&client.CloseError{Code: 4001}, bo); d > time.Second {
 		t.Fatalf("4001: delay %v, want the minimum", d)
 	}
+	if d := l.retryDelay(&client.CloseError{Code: 1008, Reason: "the first message must be a hello"}, bo); d > 8*time.Second {
+		t.Fatalf("1008 for a protocol error: delay %v, want the normal backoff", d)
+	}
 	for _, err := range []error{&client.CloseError{Code: 4003}, &client.CloseError{Code: 4009},
+		&client.CloseError{Code: 1008, Reason: "label_forbidden: the token does not allow label role=x"},
 		&client.AccessError{Status: 403, Code: "booking_denied"}, &client.AccessError{Status: 403, Code: "token_revoked"}} {
 		if d := l.retryDelay(err, bo); d < 30*time.Minute {
 			t.Fatalf("%v: delay %v, want long", err, d)
