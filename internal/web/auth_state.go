@@ -80,3 +80,28 @@ func (h *Handler) takeLoginState(w http.ResponseWriter, r *http.Request, provide
 	}
 	return ls, nil
 }
+
+// beginCallback does what every provider's callback does first: it answers
+// a provider's error, takes the login state (refusing a wrong, missing or
+// stale one) and the code. ok is false when it has answered the request.
+// who names the provider in messages ("GitHub").
+func (h *Handler) beginCallback(w http.ResponseWriter, r *http.Request, provider, who string) (ls loginState, code string, ok bool) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		h.clearCookie(w, LoginCookie, h.loginCookiePath())
+		h.renderAuthError(w, http.StatusBadRequest, "Login refused",
+			who+" did not let you in: "+truncateMsg(e+" "+q.Get("error_description"), 200))
+		return loginState{}, "", false
+	}
+	ls, err := h.takeLoginState(w, r, provider)
+	if err != nil {
+		h.log.Info("web: login callback refused", "provider", provider, "reason", err.Error())
+		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: "+err.Error()+". Please sign in again.")
+		return loginState{}, "", false
+	}
+	if code = q.Get("code"); code == "" {
+		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: the callback carries no code. Please sign in again.")
+		return loginState{}, "", false
+	}
+	return ls, code, true
+}

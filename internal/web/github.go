@@ -95,22 +95,8 @@ type githubUser struct {
 
 func (g *githubProvider) serveCallback(w http.ResponseWriter, r *http.Request) {
 	h := g.h
-	q := r.URL.Query()
-	if e := q.Get("error"); e != "" {
-		h.clearCookie(w, LoginCookie, h.loginCookiePath())
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused",
-			"GitHub did not let you in: "+truncateMsg(e+" "+q.Get("error_description"), 200))
-		return
-	}
-	ls, err := h.takeLoginState(w, r, "github")
-	if err != nil {
-		h.log.Info("web: GitHub callback refused", "reason", err.Error())
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: "+err.Error()+". Please sign in again.")
-		return
-	}
-	code := q.Get("code")
-	if code == "" {
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: the callback carries no code. Please sign in again.")
+	ls, code, ok := h.beginCallback(w, r, "github", "GitHub")
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), oauth2.HTTPClient, h.cfg.HTTPClient), 30*time.Second)

@@ -170,22 +170,8 @@ func (p *oidcProvider) serveLogin(w http.ResponseWriter, r *http.Request) {
 // the user in if the allowlists and group mapping give them a role.
 func (p *oidcProvider) serveCallback(w http.ResponseWriter, r *http.Request) {
 	h := p.h
-	q := r.URL.Query()
-	if e := q.Get("error"); e != "" {
-		h.clearCookie(w, LoginCookie, h.loginCookiePath())
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused",
-			"The identity provider did not let you in: "+truncateMsg(e+" "+q.Get("error_description"), 200))
-		return
-	}
-	ls, err := h.takeLoginState(w, r, "oidc")
-	if err != nil {
-		h.log.Info("web: OIDC callback refused", "reason", err.Error())
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: "+err.Error()+". Please sign in again.")
-		return
-	}
-	code := q.Get("code")
-	if code == "" {
-		h.renderAuthError(w, http.StatusBadRequest, "Login refused", "Login refused: the callback carries no code. Please sign in again.")
+	ls, code, ok := h.beginCallback(w, r, "oidc", "The identity provider")
+	if !ok {
 		return
 	}
 	prov, verifier, err := p.discover(r.Context())
