@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -80,6 +81,7 @@ type serveFlags struct {
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
 	cpuProfile      string
+	memProfile      string
 	resultsDir      string
 	jobs            jobs.Config
 	jobMaxFile      byteSize
@@ -246,6 +248,8 @@ one-time admin login link at start (valid 15 minutes), and
 	f.web.register(fs)
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
 	_ = fs.MarkHidden("cpuprofile")
+	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile to this file when shutdown starts, before connections close (for benchmarking)")
+	_ = fs.MarkHidden("memprofile")
 	return cmd
 }
 
@@ -340,11 +344,35 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	case err := <-srv.Done():
 		return fmt.Errorf("serve: %w", err)
 	}
+	if f.memProfile != "" {
+		if err := writeMemProfile(f.memProfile, log); err != nil {
+			log.Warn("could not write the heap profile", "err", err)
+		}
+	}
 	if err := srv.Shutdown(context.Background()); err != nil {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// writeMemProfile writes a heap profile (after a collection, so that it
+// shows what is live now) and logs the runtime's memory statistics.
+func writeMemProfile(path string, log *slog.Logger) error {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	log.Info("memory", "heap_inuse", ms.HeapInuse, "heap_alloc", ms.HeapAlloc, "heap_objects", ms.HeapObjects,
+		"stack_inuse", ms.StackInuse, "sys", ms.Sys, "goroutines", runtime.NumGoroutine())
+	pf, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(pf, 0); err != nil {
+		pf.Close()
+		return err
+	}
+	return pf.Close()
 }
 
 // openStore opens PostgreSQL when url is given, else SQLite in dataDir.

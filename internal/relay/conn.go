@@ -82,15 +82,13 @@ func newConn(s *Server, tc Conn, info Info) *conn {
 
 // run serves the connection until it closes. It is called on the
 // connection's reading goroutine.
+//
+// The goroutine spends an idle connection's life parked in readLoop, under
+// run's frame: the work before and after the loop is in functions of their
+// own so that run's frame stays small and the goroutine's stack fits in its
+// first few KiB instead of doubling for the connection's life.
 func (c *conn) run(ctx context.Context) CloseReason {
-	if h := c.srv.cfg.OnConnect; h != nil {
-		h(c.status())
-	}
-	if d := c.srv.cfg.PingInterval; d > 0 {
-		c.mu.Lock()
-		c.pingTimer = time.AfterFunc(d, c.pingTick)
-		c.mu.Unlock()
-	}
+	c.started()
 	if !c.info.ExpiresAt.IsZero() {
 		t := time.AfterFunc(c.info.ExpiresAt.Sub(c.srv.cfg.Now()), func() {
 			c.close(CloseTokenExpired, ReasonTokenExpired, "token expired")
@@ -103,6 +101,24 @@ func (c *conn) run(ctx context.Context) CloseReason {
 	defer stop()
 
 	c.readLoop() // returns once the connection is closing
+	return c.finish()
+}
+
+// started calls the OnConnect hook and starts the ping timer.
+func (c *conn) started() {
+	if h := c.srv.cfg.OnConnect; h != nil {
+		h(c.status())
+	}
+	if d := c.srv.cfg.PingInterval; d > 0 {
+		c.mu.Lock()
+		c.pingTimer = time.AfterFunc(d, c.pingTick)
+		c.mu.Unlock()
+	}
+}
+
+// finish waits for the connection's other goroutines once readLoop has
+// returned, unregisters it and reports why it closed.
+func (c *conn) finish() CloseReason {
 	c.mu.Lock()
 	if c.pingTimer != nil {
 		c.pingTimer.Stop()
