@@ -309,3 +309,56 @@ func TestLargeBatchInChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestFramesPipelinedWithTheHandshake: a client that sends its first
+// frames in the same packet as the handshake loses none of them (the HTTP
+// server's read buffer, which then holds them, is kept).
+func TestFramesPipelinedWithTheHandshake(t *testing.T) {
+	got := make(chan *Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(w, r, Options{MaxMessageBytes: 1 << 20})
+		if err != nil {
+			t.Errorf("upgrade: %v", err)
+			return
+		}
+		got <- c
+	}))
+	defer srv.Close()
+	nc, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	frame := func(payload string) []byte {
+		mask := []byte{1, 2, 3, 4}
+		b := []byte{0x81, 0x80 | byte(len(payload))}
+		b = append(b, mask...)
+		for i := range len(payload) {
+			b = append(b, payload[i]^mask[i%4])
+		}
+		return b
+	}
+	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	all := append([]byte(req), frame("first")...)
+	all = append(all, frame("second")...)
+	if _, err := nc.Write(all); err != nil { // one write: the frames arrive with the handshake
+		t.Fatal(err)
+	}
+	var c *Conn
+	select {
+	case c = <-got:
+		defer c.Abort()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no server connection")
+	}
+	// A lost frame would leave ReadMessage waiting: give up after 5 s.
+	stop := time.AfterFunc(5*time.Second, c.Abort)
+	defer stop.Stop()
+	for _, want := range []string{"first", "second"} {
+		typ, data, err := c.ReadMessage()
+		if err != nil || typ != relay.Text || string(data) != want {
+			t.Fatalf("ReadMessage = %v %q %v, want %q", typ, data, err, want)
+		}
+	}
+}
