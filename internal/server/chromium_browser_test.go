@@ -80,26 +80,36 @@ func startBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.WindowSize(1280, 900),
 	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
+	// Chromium now and then crashes while starting on a loaded machine
+	// ("chrome failed to start", seen once in CI): a few attempts.
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancel := chromedp.NewContext(allocCtx)
+		// The first Do starts the browser and binds it to ctx (not to a
+		// timeout's context, which would end the browser with the
+		// timeout): bound it from here instead.
+		started := make(chan error, 1)
+		go func() { started <- chromedp.Do(ctx) }()
+		select {
+		case err := <-started:
+			if err == nil {
+				t.Cleanup(func() {
+					cancel()
+					cancelAlloc()
+				})
+				return ctx
+			}
+			lastErr = err
+			t.Logf("start chromium (%s), attempt %d: %v", exe, attempt, err)
+		case <-time.After(browserStart):
+			lastErr = fmt.Errorf("did not start within %s", browserStart)
+		}
 		cancel()
 		cancelAlloc()
-	})
-	// The first Do starts the browser and binds it to ctx (not to a
-	// timeout's context, which would end the browser with the timeout):
-	// bound it from here instead.
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("start chromium (%s): %v", exe, err)
-		}
-	case <-time.After(browserStart):
-		t.Fatalf("chromium (%s) did not start within %s", exe, browserStart)
 	}
-	return ctx
+	t.Fatalf("start chromium (%s): %v", exe, lastErr)
+	return nil
 }
 
 // consoleEntry is one message of a tab's console.
