@@ -467,6 +467,9 @@ func TestCloseCodes(t *testing.T) {
 
 	t.Run("too big closes the sender only", func(t *testing.T) {
 		w, r := s.dial("big", s.token("big", "read", "write")), s.dial("big", s.token("big", "read"))
+		// The websockets are open before the relay has registered them: a
+		// message sent before r is registered would not reach it.
+		waitFor(t, "both readers registered", func() bool { return s.Relay().Readers("big") == 2 })
 		if err := w.Write(ctx, client.Binary, make([]byte, 1025)); err != nil {
 			t.Fatal(err)
 		}
