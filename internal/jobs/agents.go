@@ -36,6 +36,7 @@ type agentSession struct {
 	writeMu  sync.Mutex // serialises writes
 	mu       sync.Mutex
 	running  map[string]bool // jobs this agent reports running
+	sent     map[string]bool // jobs whose run was sent on this connection
 	closed   bool
 	closeErr chan struct{}
 }
@@ -54,6 +55,27 @@ func (s *agentSession) isRunning(job string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.running[job]
+}
+
+// markSent records that job's run was sent on this connection and reports
+// whether it was the first time.
+func (s *agentSession) markSent(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sent[job] {
+		return false
+	}
+	if s.sent == nil {
+		s.sent = map[string]bool{}
+	}
+	s.sent[job] = true
+	return true
+}
+
+func (s *agentSession) wasSent(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent[job]
 }
 
 func (s *agentSession) setRunning(job string, on bool) {
@@ -364,17 +386,21 @@ func (m *Manager) resend(s *agentSession) {
 		if j.Phase != store.PhaseExecuting || !slices.Contains(j.Agents, s.id) {
 			continue
 		}
+		// Under the job's lock, so that a dispatch on this session and
+		// this re-send do not both send the run.
+		unlock := m.lockJob(j.ID)
 		runs, err := m.st.Runs(ctx, j.ID)
 		if err != nil {
+			unlock()
 			return
 		}
 		for _, r := range runs {
-			if r.AgentID == s.id && r.State == store.RunDispatched && !s.isRunning(j.ID) {
+			if r.AgentID == s.id && r.State == store.RunDispatched && !s.isRunning(j.ID) && !s.wasSent(j.ID) {
 				msg := jobproto.Run{Type: jobproto.TypeRun, Job: j.ID, Action: j.Action, Params: j.Params}
 				if j.ExecDuration > 0 {
 					msg.Timeout = jobproto.Duration(max(time.Until(j.StartedAt.Add(j.ExecDuration)), time.Second))
 				}
-				if s.send(msg) {
+				if s.markSent(j.ID) && s.send(msg) {
 					m.armLost(j.ID, s.id) // a fresh grace period to start it
 				}
 			}
@@ -385,6 +411,7 @@ func (m *Manager) resend(s *agentSession) {
 				m.armLostIfUnarmed(j.ID, s.id)
 			}
 		}
+		unlock()
 	}
 }
 

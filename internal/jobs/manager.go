@@ -527,7 +527,9 @@ func (m *Manager) dispatch(id string) {
 		// whether the agent stays connected or not: no job waits forever
 		// on an agent that never answers.
 		m.armLost(id, s.id)
-		s.send(msg)
+		if s.markSent(id) {
+			s.send(msg)
+		}
 	}
 	// Runs recorded before a crash whose agents are not among the targets
 	// (not connected now) get the grace period too.
