@@ -208,13 +208,21 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// the relay sets its own per write.
 	_ = nc.SetDeadline(time.Time{})
 	h.nc = newLockedConn(nc)
+	// The HTTP server's 4 KiB read buffer would stay with the connection
+	// for its life. Unless it holds bytes the client sent after the
+	// handshake, a smaller one replaces it: frames at least as long as the
+	// buffer are read straight into the caller's slice anyway.
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(h.nc, readBufferSize)
+	}
 	// The library's own frames (control frames) are small and flushed whole
-	// into the lockedConn, so a small buffer suffices. (Replacing the HTTP
-	// server's 4 KiB read buffer by a 2 KiB one saved 2 KiB per idle
-	// connection, but a CI run then lost the first frame after a dial
-	// once; until that is understood, the server's buffer stays.)
-	return h.nc, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.nc, 512)), nil
+	// into the lockedConn, so a small buffer suffices.
+	return h.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(h.nc, 512)), nil
 }
+
+// readBufferSize is the size of a connection's read buffer.
+const readBufferSize = 2 << 10
 
 func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
