@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"switchboard/internal/auth"
 )
 
 // Role is what a dashboard user may do. Roles are ordered: each includes
@@ -61,9 +63,9 @@ func ParseRole(s string) (Role, error) {
 func (r Role) Scopes() []string {
 	switch r {
 	case RoleViewer:
-		return []string{"relay:stats", "jobs:read"}
+		return []string{auth.ScopeStats, auth.ScopeJobsRead}
 	case RoleOperator, RoleAdmin:
-		return []string{"relay:stats", "relay:admin", "jobs:read", "jobs:write"}
+		return []string{auth.ScopeStats, auth.ScopeAdmin, auth.ScopeJobsRead, auth.ScopeJobsWrite}
 	}
 	return nil
 }
