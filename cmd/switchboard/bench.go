@@ -89,14 +89,15 @@ func (f *benchRunFlags) output(io stdio, res interface{ WriteTable(w goio.Writer
 
 type benchFanoutFlags struct {
 	benchRunFlags
-	url        string
-	token      string
-	secret     string
-	secretFile string
-	topic      string
-	serverPID  int
-	serverArgs []string
-	queue      byteSize // compare: the tcp-baseline hub's queue per reader
+	url          string
+	token        string
+	secret       string
+	secretFile   string
+	topic        string
+	serverPID    int
+	serverArgs   []string
+	queue        byteSize // compare: the tcp-baseline hub's queue per reader
+	readerClient string
 }
 
 func newBenchFanoutCommand(io stdio) *cobra.Command {
@@ -138,6 +139,7 @@ func addBenchFanoutFlags(cmd *cobra.Command, f *benchFanoutFlags) {
 	fs.StringVar(&f.topic, "topic", bench.DefaultTopic, "topic")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of the relay given by --url, to report its CPU time and peak RSS")
 	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for the started server, e.g. --server-arg=--send-queue=1MiB (repeatable)")
+	fs.StringVar(&f.readerClient, "reader-client", "", `how readers read: "lean" (a minimal websocket frame reader, like tcp-baseline's; the default on http) or "pkg" (pkg/client, as applications do; the default on https)`)
 	f.benchRunFlags.register(fs)
 }
 
@@ -180,6 +182,7 @@ func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts b
 	opts = bench.FanoutOptions{
 		URL: f.url, Token: f.token, Topic: f.topic, Readers: f.readers, Writers: f.writers, Topics: f.topics, Size: int(f.size),
 		Rate: f.rate, Duration: f.duration, Warmup: warmup, Drain: f.drain, ServerPID: f.serverPID,
+		ReaderClient: f.readerClient,
 	}
 	switch {
 	case f.secret != "":

@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"switchboard/internal/auth"
@@ -99,6 +101,10 @@ type FanoutOptions struct {
 	ConnectTimeout time.Duration
 	// Client configures every connection; nil means the client's defaults.
 	Client *client.Options
+	// ReaderClient is how readers read: ReaderClientLean (the default: a
+	// minimal frame reader, as tcp-baseline's readers are minimal) or
+	// ReaderClientPkg (pkg/client, what applications use).
+	ReaderClient string
 	// ServerPID, if positive, is the relay's process id: its CPU time in the
 	// measured window and its peak RSS are reported.
 	ServerPID int
@@ -117,6 +123,16 @@ func (o *FanoutOptions) withDefaults() (FanoutOptions, error) {
 	}
 	if err := CheckLoopbackURL(c.URL); err != nil {
 		return c, err
+	}
+	switch c.ReaderClient {
+	case "":
+		c.ReaderClient = ReaderClientLean
+		if strings.HasPrefix(c.URL, "https:") || strings.HasPrefix(c.URL, "wss:") {
+			c.ReaderClient = ReaderClientPkg // the lean reader has no TLS
+		}
+	case ReaderClientLean, ReaderClientPkg:
+	default:
+		return c, fmt.Errorf("bench: reader client %q: want %q or %q", c.ReaderClient, ReaderClientLean, ReaderClientPkg)
 	}
 	return c, nil
 }
@@ -190,6 +206,9 @@ type FanoutResult struct {
 	Topics  int     `json:"topics"`
 	Size    int     `json:"size"`
 	Rate    float64 `json:"rate"` // requested, per writer; 0 = unpaced
+	// ReaderClient is how the readers read (lean or pkg); empty for
+	// tcp-baseline.
+	ReaderClient string `json:"reader_client,omitempty"`
 
 	DurationSec float64 `json:"duration_sec"` // measured window, as it happened
 	WarmupSec   float64 `json:"warmup_sec"`
@@ -266,7 +285,7 @@ func Fanout(ctx context.Context, opts FanoutOptions) (FanoutResult, error) {
 			}
 		}
 	}
-	return runScenario(ctx, o, &wsTransport{url: o.URL, topics: topics, readToken: readTok, writeToken: writeTok, opts: o.Client, size: o.Size})
+	return runScenario(ctx, o, &wsTransport{url: o.URL, topics: topics, readToken: readTok, writeToken: writeTok, opts: o.Client, lean: o.ReaderClient != ReaderClientPkg, size: o.Size})
 }
 
 // FanoutTopics returns the names of n fan-out topics based on topic: topic
@@ -288,12 +307,24 @@ type wsTransport struct {
 	topics                []string
 	readToken, writeToken string
 	opts                  *client.Options
-	size                  int // payload size, for the readers' buffers
+	lean                  bool // readers are leanConns, not pkg/client
+	size                  int  // payload size, for the readers' buffers
 }
 
 func (t *wsTransport) parallelDials() int { return dialParallel }
 
 func (t *wsTransport) dialReader(ctx context.Context, topic int) (msgConn, error) {
+	if t.lean {
+		uri, err := client.Access(ctx, t.url, t.topics[topic], t.readToken, t.opts)
+		if err != nil {
+			return nil, err
+		}
+		var h http.Header
+		if t.opts != nil {
+			h = t.opts.Header
+		}
+		return dialLean(ctx, uri, h, t.size)
+	}
 	c, err := client.Dial(ctx, t.url, t.topics[topic], t.readToken, t.opts)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"os"
@@ -38,14 +39,23 @@ func startServer(t *testing.T) (*server.Server, []byte) {
 
 func TestFanoutPaced(t *testing.T) {
 	srv, secret := startServer(t)
+	for _, rc := range []string{"", ReaderClientPkg} {
+		t.Run("reader client "+rc, func(t *testing.T) { testFanoutPaced(t, srv.PublicURL(), secret, rc) })
+	}
+}
+
+func testFanoutPaced(t *testing.T, url string, secret []byte, readerClient string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := Fanout(ctx, FanoutOptions{
-		URL: srv.PublicURL(), Secret: secret, Readers: 5, Size: 100,
+		URL: url, Secret: secret, Readers: 5, Size: 100, ReaderClient: readerClient,
 		Rate: 200, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := cmp.Or(readerClient, ReaderClientLean); res.ReaderClient != want {
+		t.Errorf("reader client %q, want %q", res.ReaderClient, want)
 	}
 	// 200 msg/s for 300 ms, on a schedule: 60 messages (±1 at the edges).
 	if res.Sent < 59 || res.Sent > 61 {
@@ -103,6 +113,13 @@ func TestFanoutUnpacedCountsAgree(t *testing.T) {
 	}
 	if res.Reordered != 0 || res.Incomplete != 0 || res.ReaderErrors != 0 {
 		t.Errorf("reordered %d incomplete %d errors %d (%s)", res.Reordered, res.Incomplete, res.ReaderErrors, res.FirstError)
+	}
+}
+
+func TestFanoutRefusesUnknownReaderClient(t *testing.T) {
+	_, err := Fanout(context.Background(), FanoutOptions{URL: "http://127.0.0.1:1", Secret: []byte("x"), ReaderClient: "fast"})
+	if err == nil || !strings.Contains(err.Error(), `reader client "fast"`) {
+		t.Fatalf("err = %v, want the reader client named", err)
 	}
 }
 

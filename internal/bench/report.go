@@ -23,6 +23,9 @@ func (r *FanoutResult) WriteTable(w io.Writer) error {
 	row("relay", "%s", r.URL)
 	row("message size", "%d B", r.Size)
 	row("rate", "%s", rate)
+	if r.ReaderClient != "" {
+		row("reader client", "%s", r.ReaderClient)
+	}
 	row("measured", "%.3f s (after %.3f s warm-up; connect %.3f s, drain %.3f s)", r.DurationSec, r.WarmupSec, r.ConnectSec, r.DrainSec)
 	row("sent", "%d (%.0f msg/s)", r.Sent, r.SentPerSec)
 	row("delivered", "%d (%.0f msg/s, %.1f MB/s)", r.Delivered, r.DeliveredPerSec, r.MBPerSec)

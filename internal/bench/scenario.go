@@ -140,7 +140,7 @@ type writerStats struct {
 func newResult(o FanoutOptions) FanoutResult {
 	return FanoutResult{
 		URL: o.URL, Topic: o.Topic, Readers: o.Readers, Writers: max(o.Writers, 1), Topics: max(o.Topics, 1),
-		Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds(),
+		Size: o.Size, Rate: o.Rate, WarmupSec: o.Warmup.Seconds(), ReaderClient: o.ReaderClient,
 	}
 }
 
