@@ -10,10 +10,12 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -156,6 +158,7 @@ type Verifier struct {
 	audience string // without trailing "/"
 	leeway   time.Duration
 	now      func() time.Time
+	verified verifiedCache
 }
 
 // VerifierOptions configure a Verifier. The zero value of each field is a
@@ -179,6 +182,7 @@ func NewVerifier(key *Key, audience string, opts VerifierOptions) *Verifier {
 	if v.now == nil {
 		v.now = time.Now
 	}
+	v.verified.m = make(map[[sha256.Size]byte]verifiedToken)
 	return v
 }
 
@@ -192,10 +196,17 @@ var errWrongAlg = errors.New("wrong algorithm")
 
 // Verify parses and checks a token: algorithm, signature, exp (required),
 // nbf, iat and audience. It does not check relay-specific claims; see
-// CheckRelayClaims. Every failure is an *Error.
+// CheckRelayClaims. Every failure is an *Error. The returned Claims are the
+// caller's, but their slices are shared with later calls for the same token
+// and must not be modified.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, newError(CodeTokenTooLarge, "token longer than %d bytes", MaxTokenBytes)
+	}
+	sum := sha256.Sum256([]byte(token))
+	now := v.now()
+	if c := v.verified.get(sum, now); c != nil {
+		return c, nil
 	}
 	var gotAlg string
 	claims := new(Claims)
@@ -235,7 +246,79 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if !v.audienceOK(claims.Audience) {
 		return nil, newError(CodeAudience, "token audience does not include %s", v.audience)
 	}
+	from, until := v.validity(claims)
+	v.verified.put(sum, claims, from, until, now)
 	return claims, nil
+}
+
+// validity returns the interval in which the parser accepts claims' time
+// claims: from the later of nbf and iat, less the leeway, to exp plus the
+// leeway (exp is required, so claims that verified have one).
+func (v *Verifier) validity(c *Claims) (from, until time.Time) {
+	for _, d := range []*jwt.NumericDate{c.NotBefore, c.IssuedAt} {
+		if d != nil && d.Add(-v.leeway).After(from) {
+			from = d.Add(-v.leeway)
+		}
+	}
+	return from, c.ExpiresAt.Add(v.leeway)
+}
+
+// maxVerified bounds the verified-token cache: at most a few MiB of claims.
+const maxVerified = 4096
+
+// verifiedCache remembers tokens that verified, by their SHA-256, with the
+// interval in which they stay valid. Clients present the same token again
+// on every reconnect, and a full verification costs ≈ 12 µs and 67
+// allocations, most of it the JSON decoding of the claims, whose nested
+// decoders also grow each new connection goroutine's stack (profile in
+// docs/BENCHMARKS.md). Only a verification of the same bytes under the same
+// key, audience and leeway is remembered, so a hit is exactly what parsing
+// again would decide, inside the interval; outside it the token is parsed
+// again and gets its precise error. Revocations are checked by the callers
+// after Verify, so they are not affected. Failures are never cached.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedToken
+}
+
+type verifiedToken struct {
+	claims      *Claims // never modified once stored
+	from, until time.Time
+}
+
+// get returns a copy of the claims of the token whose hash is sum if it
+// verified before and now is inside its interval, or nil.
+func (c *verifiedCache) get(sum [sha256.Size]byte, now time.Time) *Claims {
+	c.mu.Lock()
+	e, ok := c.m[sum]
+	c.mu.Unlock()
+	if !ok || now.Before(e.from) || !now.Before(e.until) {
+		return nil
+	}
+	claims := *e.claims
+	return &claims
+}
+
+// put remembers claims. When the cache is full it first forgets the tokens
+// that expired, then, if none had, an arbitrary eighth of them.
+func (c *verifiedCache) put(sum [sha256.Size]byte, claims *Claims, from, until, now time.Time) {
+	stored := *claims // the caller may modify its own copy's fields
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxVerified {
+		for k, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, k)
+			}
+		}
+		for k := range c.m {
+			if len(c.m) < maxVerified-maxVerified/8 {
+				break
+			}
+			delete(c.m, k)
+		}
+	}
+	c.m[sum] = verifiedToken{claims: &stored, from: from, until: until}
 }
 
 func (v *Verifier) audienceOK(aud jwt.ClaimStrings) bool {

@@ -93,9 +93,14 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Twice: the second answer may come from the verified-token cache.
 			c, err := v.Verify(tc.token)
 			if got := codeOf(err); got != tc.code || (tc.code != "" && err == nil) {
 				t.Fatalf("Verify: code %q (err %v), want %q", got, err, tc.code)
+			}
+			c, err = v.Verify(tc.token)
+			if got := codeOf(err); got != tc.code || (tc.code != "" && err == nil) {
+				t.Fatalf("Verify again: code %q (err %v), want %q", got, err, tc.code)
 			}
 			if tc.code == "" && c.Topic != "demo" {
 				t.Fatalf("claims not decoded: %+v", c)
@@ -104,6 +109,89 @@ func TestVerify(t *testing.T) {
 				t.Fatalf("error message contains the token")
 			}
 		})
+	}
+}
+
+// TestVerifyCachedToken checks that a token verified once (and so cached)
+// is still refused outside its validity, by exactly the parser's rules, and
+// that a caller's changes to its claims do not reach later callers.
+func TestVerifyCachedToken(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	now := start
+	key := mustKey(t, "HS256")
+	v := NewVerifier(key, "http://relay.test", VerifierOptions{Now: func() time.Time { return now }})
+	c := goodClaims(start)
+	c.NotBefore = jwt.NewNumericDate(start.Add(time.Minute))
+	tok, err := key.Sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		at   time.Duration
+		code string
+	}{
+		{0, CodeNotYetValid},
+		{time.Minute - DefaultLeeway, ""}, // nbf less the leeway
+		{time.Minute, ""},
+		{time.Minute - DefaultLeeway - time.Second, CodeNotYetValid}, // before nbf again, after a success
+		{time.Hour + DefaultLeeway - time.Second, ""},
+		{time.Hour + DefaultLeeway, CodeExpired},
+		{time.Hour + DefaultLeeway - time.Second, ""},
+	}
+	for _, st := range steps {
+		now = start.Add(st.at)
+		got, err := v.Verify(tok)
+		if code := codeOf(err); code != st.code || (st.code != "" && err == nil) {
+			t.Fatalf("at +%v: code %q (err %v), want %q", st.at, code, err, st.code)
+		}
+		if err == nil {
+			if got.Topic != "demo" || got.BookingID != "b1" {
+				t.Fatalf("at +%v: claims %+v", st.at, got)
+			}
+			got.Topic, got.BookingID = "changed", "changed" // must not reach the next caller
+		}
+	}
+	if _, err := NewVerifier(key, "http://other.test", VerifierOptions{Now: func() time.Time { return now }}).Verify(tok); codeOf(err) != CodeAudience {
+		t.Fatalf("another audience's verifier: err %v, want %s", err, CodeAudience)
+	}
+}
+
+// TestVerifiedCacheBounded fills the cache beyond its bound.
+func TestVerifiedCacheBounded(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	key := mustKey(t, "HS256")
+	v := NewVerifier(key, "http://relay.test", VerifierOptions{Now: func() time.Time { return now }})
+	for i := range maxVerified + 100 {
+		c := goodClaims(now)
+		c.BookingID = strings.Repeat("b", i%7) + string(rune('a'+i%26)) + time.Duration(i).String()
+		tok, err := key.Sign(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.verified.mu.Lock()
+	n := len(v.verified.m)
+	v.verified.mu.Unlock()
+	if n > maxVerified || n < maxVerified/2 {
+		t.Fatalf("cache holds %d tokens, want at most %d (and not emptied)", n, maxVerified)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	key := mustKey(b, "HS256")
+	v := NewVerifier(key, "http://relay.test", VerifierOptions{})
+	tok, err := key.Sign(goodClaims(time.Now()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
