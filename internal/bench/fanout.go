@@ -222,9 +222,15 @@ type FanoutResult struct {
 	// DeliveredPerSecWithDrain is delivered over the measured window plus
 	// the drain: lower than DeliveredPerSec when the readers were far
 	// behind at the end (deliveries made during the drain count in both).
-	DeliveredPerSecWithDrain float64   `json:"delivered_per_sec_with_drain"`
-	MBPerSec                 float64   `json:"mb_per_sec"` // delivered payload, 1 MB = 1e6 bytes
-	LatencyUS                LatencyUS `json:"latency_us"` // one-way, writer send to reader receipt
+	DeliveredPerSecWithDrain float64 `json:"delivered_per_sec_with_drain"`
+	MBPerSec                 float64 `json:"mb_per_sec"` // delivered payload, 1 MB = 1e6 bytes
+	// ReceivedInWindow counts data messages that readers received while
+	// the clock was in the measured window, whenever they were sent: with
+	// a backlog from the warm-up (unpaced, many readers) few measured
+	// messages arrive in time, and this is the rate the relay delivered at.
+	ReceivedInWindow       uint64    `json:"received_in_window"`
+	ReceivedInWindowPerSec float64   `json:"received_in_window_per_sec"`
+	LatencyUS              LatencyUS `json:"latency_us"` // one-way, writer send to reader receipt
 	// Drops is, summed over readers, measured messages sent to the
 	// reader's topic minus those it received.
 	Drops uint64 `json:"drops"`

@@ -54,15 +54,26 @@ type reader struct {
 	gaps      uint64
 	reordered uint64
 	probed    bool
-	complete  bool  // saw the end of the stream
-	err       error // a failure before the end; not set when the bench closed the connection
-	hist      Histogram
+	// inWindow counts data messages received (whenever sent) while the
+	// clock was inside the measured window: the delivery rate even when
+	// a backlog from the warm-up means few measured messages arrive.
+	inWindow uint64
+	window   *window
+	complete bool  // saw the end of the stream
+	err      error // a failure before the end; not set when the bench closed the connection
+	hist     Histogram
 }
 
 // newReader returns the reader of conn on topic, which has writers writers.
-func newReader(conn msgConn, topic, writers int) *reader {
-	return &reader{conn: conn, topic: topic, next: make([]uint64, writers)}
+func newReader(conn msgConn, topic, writers int, w *window) *reader {
+	return &reader{conn: conn, topic: topic, next: make([]uint64, writers), window: w}
 }
+
+// window is the measured window in Unix nanoseconds, set once before the
+// writers start (zero until then: no time is inside it).
+type window struct{ from, to atomic.Int64 }
+
+func (w *window) contains(ns int64) bool { return ns >= w.from.Load() && ns < w.to.Load() }
 
 // run reads until the end of the stream or an error. It does not allocate
 // or synchronise per message.
@@ -111,6 +122,9 @@ func (r *reader) observe(data []byte, ready *atomic.Int64) bool {
 		}
 		r.complete = true
 		return true
+	}
+	if r.window.contains(now) {
+		r.inWindow++
 	}
 	if seq < r.next[wi] {
 		r.reordered++
@@ -170,8 +184,9 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 		return res, err
 	}
 	readers := make([]*reader, len(rconns))
+	var win window
 	for i, c := range rconns {
-		readers[i] = newReader(c, i/o.Readers, nWriters)
+		readers[i] = newReader(c, i/o.Readers, nWriters, &win)
 	}
 	wconns, err := dialAll(cctx, tr.parallelDials(), nTopics*nWriters, "writer", func(ctx context.Context, i int) (msgConn, error) {
 		return tr.dialWriter(ctx, i/nWriters)
@@ -224,6 +239,8 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	start := time.Now()
 	measureStart := start.Add(o.Warmup)
 	end := measureStart.Add(o.Duration)
+	win.to.Store(end.UnixNano())
+	win.from.Store(measureStart.UnixNano())
 	stats := make([]writerStats, len(wconns))
 	writersDone := make(chan struct{})
 	var wwg sync.WaitGroup
@@ -297,6 +314,7 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	var bytes uint64
 	for _, r := range readers {
 		res.Delivered += r.received
+		res.ReceivedInWindow += r.inWindow
 		bytes += r.bytes
 		res.Gaps += r.gaps
 		res.Reordered += r.reordered
@@ -323,6 +341,7 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	res.DeliveredPerSec = float64(res.Delivered) / d.Seconds()
 	res.DeliveredPerSecWithDrain = float64(res.Delivered) / (d.Seconds() + res.DrainSec)
 	res.MBPerSec = float64(bytes) / 1e6 / d.Seconds()
+	res.ReceivedInWindowPerSec = float64(res.ReceivedInWindow) / o.Duration.Seconds()
 	us := func(ns float64) float64 { return ns / 1e3 }
 	res.LatencyUS = LatencyUS{
 		P50: us(hist.Quantile(0.50)), P90: us(hist.Quantile(0.90)), P99: us(hist.Quantile(0.99)),

@@ -86,7 +86,7 @@ func TestTCPBaselineTopicsWriters(t *testing.T) {
 
 // A reader keeps one sequence per writer and ends when every writer has.
 func TestReaderSeveralWriters(t *testing.T) {
-	r := newReader(nil, 0, 2)
+	r := newReader(nil, 0, 2, new(window))
 	var ready atomic.Int64
 	msg := func(w uint64) []byte {
 		b := make([]byte, headerSize)
@@ -117,5 +117,38 @@ func TestReaderSeveralWriters(t *testing.T) {
 	}
 	if ready.Load() != 1 || r.received != 5 || r.gaps != 2 || r.reordered != 1 || !r.complete {
 		t.Errorf("ready %d received %d gaps %d reordered %d complete %v", ready.Load(), r.received, r.gaps, r.reordered, r.complete)
+	}
+}
+
+// A reader counts the data messages it receives while the clock is inside
+// the measured window, whichever window they were sent in.
+func TestReaderCountsWhatArrivesInTheWindow(t *testing.T) {
+	var ready atomic.Int64
+	msg := func(w uint64) []byte {
+		b := make([]byte, headerSize)
+		binary.LittleEndian.PutUint64(b, uint64(time.Now().Add(-time.Hour).UnixNano())) // sent long ago
+		binary.LittleEndian.PutUint64(b[8:], w)
+		return b
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		from, to time.Time
+		want     uint64
+	}{
+		{"inside", now.Add(-time.Minute), now.Add(time.Minute), 3},
+		{"over", now.Add(-2 * time.Minute), now.Add(-time.Minute), 0},
+		{"not yet", now.Add(time.Minute), now.Add(2 * time.Minute), 0},
+	} {
+		var w window
+		w.from.Store(tc.from.UnixNano())
+		w.to.Store(tc.to.UnixNano())
+		r := newReader(nil, 0, 1, &w)
+		for _, m := range []uint64{flagProbe, 0, 1 | flagMeasured, 2 | flagMeasured, 5 << writerShift, flagEnd | 3} {
+			r.observe(msg(m), &ready)
+		}
+		if r.inWindow != tc.want {
+			t.Errorf("%s: %d counted in the window, want %d", tc.name, r.inWindow, tc.want)
+		}
 	}
 }

@@ -154,7 +154,7 @@ func TestTCPConnNoAllocs(t *testing.T) {
 	defer rc.Close()
 	const size = 1024
 	w := &tcpConn{Conn: wc, frame: make([]byte, 0, frameHeader+size)}
-	r := newReader(&tcpConn{Conn: rc, br: bufio.NewReaderSize(rc, baselineReadBuffer)}, 0, 1)
+	r := newReader(&tcpConn{Conn: rc, br: bufio.NewReaderSize(rc, baselineReadBuffer)}, 0, 1, new(window))
 	var ready atomic.Int64
 	payload := make([]byte, size)
 	bg := context.Background()
