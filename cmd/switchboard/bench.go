@@ -539,7 +539,7 @@ goroutines        %d before, %d held: %.2f per connection
 	fs := cmd.Flags()
 	target.register(fs)
 	fs.IntVar(&opts.Conns, "conns", 10_000, "idle connections to hold")
-	fs.IntVar(&opts.Sources, "sources", 0, "client source addresses (default: one per 20,000 connections)")
+	fs.IntVar(&opts.Sources, "sources", 0, "client source addresses (default: one per 5,000 connections)")
 	fs.IntVar(&opts.Parallel, "parallel", 64, "connections opened at once")
 	fs.DurationVar(&opts.Hold, "hold", 2*time.Second, "how long to hold before measuring")
 	fs.IntVar(&opts.ServerPID, "server-pid", 0, "process id of the relay given by --url, for its RSS")
