@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +173,36 @@ func TestLeanReaderProtocolErrors(t *testing.T) {
 				t.Fatalf("close frame sent: % x, want a masked close with 1002", p)
 			}
 		})
+	}
+}
+
+// TestLeanReaderAllocations: reading and observing a message allocates
+// nothing once the buffer has grown, so the reader costs the client what
+// tcp-baseline's does.
+func TestLeanReaderAllocations(t *testing.T) {
+	const size, n = 1024, 1100
+	var stream bytes.Buffer
+	payload := make([]byte, size)
+	for i := range n {
+		binary.LittleEndian.PutUint64(payload[0:], uint64(time.Now().UnixNano()))
+		binary.LittleEndian.PutUint64(payload[8:], uint64(i)|flagMeasured)
+		stream.Write([]byte{0x82, 126, size >> 8, size & 0xff})
+		stream.Write(payload)
+	}
+	c := &leanConn{br: bufio.NewReaderSize(&stream, baselineReadBuffer), buf: make([]byte, 0, size), closed: make(chan struct{})}
+	r := newReader(c, 0, 1, new(window))
+	var ready atomic.Int64
+	allocs := testing.AllocsPerRun(1000, func() {
+		data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.observe(data, &ready)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per message, want 0", allocs)
+	}
+	if r.received < 1000 || r.gaps != 0 {
+		t.Errorf("received %d, gaps %d: the frames were not parsed in order", r.received, r.gaps)
 	}
 }
