@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,6 +298,13 @@ func Start(cfg Config) (*Server, error) {
 	})
 	wh.Register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// This pattern matches every method, so the router never answers
+		// 405 itself: a known path asked with another method lands here.
+		if allow := allowedMethods(mux, r); allow != "" {
+			w.Header().Set("Allow", allow)
+			apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+truncateASCII(r.Method, 16)+" not allowed here; allowed: "+allow)
+			return
+		}
 		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
 
@@ -455,6 +463,38 @@ func rejectUncleanPaths(next http.Handler) http.Handler {
 }
 
 // statusWriter records the status code of a response for logging.
+// allowedMethods returns the methods, comma-separated, that mux serves r's
+// path with through a pattern other than the catch-all "/", or "".
+func allowedMethods(mux *http.ServeMux, r *http.Request) string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := *r // shallow: only the method differs, and Handler only reads
+		probe.Method = m
+		h, pattern := mux.Handler(&probe)
+		if pattern != "" && pattern != "/" && reflect.TypeOf(h) != redirectHandlerType {
+			allow = append(allow, m)
+		}
+	}
+	return strings.Join(allow, ", ")
+}
+
+// redirectHandlerType is the type of the handler ServeMux.Handler returns
+// when it would redirect to a canonical path (e.g. add a trailing slash):
+// that method is not served at this path.
+var redirectHandlerType = reflect.TypeOf(http.RedirectHandler("/", http.StatusMovedPermanently))
+
+// truncateASCII shortens s to at most n bytes of printable ASCII, for
+// echoing client input in an error message.
+func truncateASCII(s string, n int) string {
+	b := make([]byte, 0, min(len(s), n))
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		if c := s[i]; c > ' ' && c < 0x7f {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	status int

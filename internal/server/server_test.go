@@ -589,6 +589,19 @@ func TestHealthAndUnknownPaths(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", path, status, want)
 		}
 	}
+	// A known path with a method it does not serve: the router's 405, in
+	// JSON like every other error (do fails on anything else), with Allow.
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodDelete, "/healthz", "GET, HEAD"},
+		{http.MethodPut, "/api/v1/revocations", "GET, HEAD, POST"},
+		{http.MethodDelete, "/session/demo", "GET, HEAD, POST"}, // the access endpoint and the websocket
+	} {
+		req, _ := http.NewRequest(tc.method, s.url+tc.path, nil)
+		status, _, h := do(t, req)
+		if status != http.StatusMethodNotAllowed || h.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", tc.method, tc.path, status, h.Get("Allow"), tc.allow)
+		}
+	}
 }
 
 // TestDeadPeerDetection: a peer that stops answering pings (it never reads,
