@@ -196,9 +196,9 @@ var errWrongAlg = errors.New("wrong algorithm")
 
 // Verify parses and checks a token: algorithm, signature, exp (required),
 // nbf, iat and audience. It does not check relay-specific claims; see
-// CheckRelayClaims. Every failure is an *Error. The returned Claims are the
-// caller's, but their slices are shared with later calls for the same token
-// and must not be modified.
+// CheckRelayClaims. Every failure is an *Error. The returned Claims and
+// their time claims are the caller's, but their slices are shared with later
+// calls for the same token and must not be modified.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, newError(CodeTokenTooLarge, "token longer than %d bytes", MaxTokenBytes)
@@ -247,7 +247,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, newError(CodeAudience, "token audience does not include %s", v.audience)
 	}
 	from, until := v.validity(claims)
-	v.verified.put(sum, claims, from, until, now)
+	v.verified.put(sum, len(token), claims, from, until, now)
 	return claims, nil
 }
 
@@ -263,8 +263,15 @@ func (v *Verifier) validity(c *Claims) (from, until time.Time) {
 	return from, c.ExpiresAt.Add(v.leeway)
 }
 
-// maxVerified bounds the verified-token cache: at most a few MiB of claims.
-const maxVerified = 4096
+// Bounds of the verified-token cache. Decoded claims take up to about three
+// times the token's length (many short strings), so these keep it under
+// roughly 8 MiB even when someone able to mint tokens fills it with large
+// ones; a typical relay token is 300-600 bytes.
+const (
+	maxVerified           = 4096    // tokens
+	maxVerifiedBytes      = 2 << 20 // sum of their lengths
+	maxVerifiedTokenBytes = 2 << 10 // longer tokens are verified every time
+)
 
 // verifiedCache remembers tokens that verified, by their SHA-256, with the
 // interval in which they stay valid. Clients present the same token again
@@ -277,17 +284,20 @@ const maxVerified = 4096
 // again and gets its precise error. Revocations are checked by the callers
 // after Verify, so they are not affected. Failures are never cached.
 type verifiedCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]verifiedToken
+	mu    sync.Mutex
+	m     map[[sha256.Size]byte]verifiedToken
+	bytes int // sum of the cached tokens' lengths
 }
 
 type verifiedToken struct {
 	claims      *Claims // never modified once stored
+	size        int     // the token's length
 	from, until time.Time
 }
 
 // get returns a copy of the claims of the token whose hash is sum if it
-// verified before and now is inside its interval, or nil.
+// verified before and now is inside its interval, or nil. The copy has its
+// own time claims; its slices are shared (Verify's contract).
 func (c *verifiedCache) get(sum [sha256.Size]byte, now time.Time) *Claims {
 	c.mu.Lock()
 	e, ok := c.m[sum]
@@ -295,30 +305,56 @@ func (c *verifiedCache) get(sum [sha256.Size]byte, now time.Time) *Claims {
 	if !ok || now.Before(e.from) || !now.Before(e.until) {
 		return nil
 	}
-	claims := *e.claims
-	return &claims
+	return copyClaims(e.claims)
 }
 
-// put remembers claims. When the cache is full it first forgets the tokens
-// that expired, then, if none had, an arbitrary eighth of them.
-func (c *verifiedCache) put(sum [sha256.Size]byte, claims *Claims, from, until, now time.Time) {
-	stored := *claims // the caller may modify its own copy's fields
+// copyClaims copies c and the time claims it points to.
+func copyClaims(c *Claims) *Claims {
+	cp := *c
+	cp.ExpiresAt, cp.NotBefore, cp.IssuedAt = copyDate(c.ExpiresAt), copyDate(c.NotBefore), copyDate(c.IssuedAt)
+	cp.OrigIssuedAt = copyDate(c.OrigIssuedAt)
+	return &cp
+}
+
+func copyDate(d *jwt.NumericDate) *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	v := *d
+	return &v
+}
+
+// put remembers claims of a token of size bytes. When a bound would be
+// passed it first forgets the tokens that expired, then arbitrary ones
+// until an eighth of each bound is free.
+func (c *verifiedCache) put(sum [sha256.Size]byte, size int, claims *Claims, from, until, now time.Time) {
+	if size > maxVerifiedTokenBytes {
+		return
+	}
+	stored := copyClaims(claims) // the caller owns claims and may change it
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= maxVerified {
+	if old, ok := c.m[sum]; ok {
+		c.bytes -= old.size
+		delete(c.m, sum)
+	}
+	if len(c.m) >= maxVerified || c.bytes+size > maxVerifiedBytes {
 		for k, e := range c.m {
 			if !now.Before(e.until) {
+				c.bytes -= e.size
 				delete(c.m, k)
 			}
 		}
-		for k := range c.m {
-			if len(c.m) < maxVerified-maxVerified/8 {
+		for k, e := range c.m {
+			if len(c.m) < maxVerified-maxVerified/8 && c.bytes+size <= maxVerifiedBytes-maxVerifiedBytes/8 {
 				break
 			}
+			c.bytes -= e.size
 			delete(c.m, k)
 		}
 	}
-	c.m[sum] = verifiedToken{claims: &stored, from: from, until: until}
+	c.m[sum] = verifiedToken{claims: stored, size: size, from: from, until: until}
+	c.bytes += size
 }
 
 func (v *Verifier) audienceOK(aud jwt.ClaimStrings) bool {

@@ -148,7 +148,10 @@ func TestVerifyCachedToken(t *testing.T) {
 			if got.Topic != "demo" || got.BookingID != "b1" {
 				t.Fatalf("at +%v: claims %+v", st.at, got)
 			}
-			got.Topic, got.BookingID = "changed", "changed" // must not reach the next caller
+			// Must not reach the next caller:
+			got.Topic, got.BookingID = "changed", "changed"
+			got.ExpiresAt.Time = start.Add(time.Second)
+			got.NotBefore = nil
 		}
 	}
 	if _, err := NewVerifier(key, "http://other.test", VerifierOptions{Now: func() time.Time { return now }}).Verify(tok); codeOf(err) != CodeAudience {
@@ -177,6 +180,50 @@ func TestVerifiedCacheBounded(t *testing.T) {
 	v.verified.mu.Unlock()
 	if n > maxVerified || n < maxVerified/2 {
 		t.Fatalf("cache holds %d tokens, want at most %d (and not emptied)", n, maxVerified)
+	}
+
+	// Large tokens: the byte budget binds before the count, and tokens
+	// over the per-token limit are verified but not kept.
+	verifiedBytes := func() (int, int) {
+		v.verified.mu.Lock()
+		defer v.verified.mu.Unlock()
+		sum := 0
+		for _, e := range v.verified.m {
+			sum += e.size
+		}
+		if sum != v.verified.bytes {
+			t.Fatalf("the cache counts %d bytes, its entries hold %d", v.verified.bytes, sum)
+		}
+		return len(v.verified.m), sum
+	}
+	for i := range 3000 {
+		c := goodClaims(now)
+		c.BookingID = strings.Repeat("x", 1200) + time.Duration(i).String()
+		tok, err := key.Sign(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, b := verifiedBytes(); b > maxVerifiedBytes || b < maxVerifiedBytes/2 {
+		t.Fatalf("cache holds %d bytes of tokens, want at most %d (and not emptied)", b, maxVerifiedBytes)
+	}
+	c := goodClaims(now)
+	c.BookingID = strings.Repeat("y", maxVerifiedTokenBytes)
+	big, err := key.Sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := verifiedBytes()
+	for range 2 {
+		if got, err := v.Verify(big); err != nil || got.BookingID != c.BookingID {
+			t.Fatalf("a token over the cache's limit: %v", err)
+		}
+	}
+	if after, _ := verifiedBytes(); after != before {
+		t.Fatalf("a token of %d bytes was cached", len(big))
 	}
 }
 

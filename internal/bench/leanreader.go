@@ -25,6 +25,12 @@ import (
 // and per frame, which at a million messages a second costs more CPU than
 // the relay itself on a machine where client and server share the cores
 // (see docs/BENCHMARKS.md); --reader-client pkg measures with it instead.
+//
+// What it leaves out, being a benchmark reader of a relay it trusts: UTF-8
+// checks of text messages and close reasons, checks of the 101 response's
+// Upgrade and Connection headers, a random handshake key and masking key
+// (both fixed), and 1009 for a message over its limit (it closes with 1002).
+// It never sends data.
 
 // Reader clients for FanoutOptions.ReaderClient.
 const (
@@ -67,6 +73,9 @@ func dialLean(ctx context.Context, uri string, header http.Header, size int) (*l
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	// A cancelled ctx (another dial failed) ends the handshake at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	req := make([]byte, 0, 512)
 	req = append(req, "GET "...)
 	req = append(req, u.RequestURI()...)
@@ -200,6 +209,9 @@ func (c *leanConn) readHeader() (fin bool, op byte, n uint64, err error) {
 		for _, b := range h[2 : 2+ext] {
 			n = n<<8 | uint64(b)
 		}
+		if n>>63 != 0 {
+			return false, 0, 0, c.fail("64-bit length with the most significant bit set")
+		}
 	}
 	_, _ = c.br.Discard(2 + ext)
 	return fin, op, n, nil
@@ -215,14 +227,33 @@ func (c *leanConn) fail(why string) error {
 // already) and returns its code and reason.
 func (c *leanConn) closeReceived(p []byte) error {
 	ce := &client.CloseError{Code: 1005} // no status
-	if len(p) >= 2 {
+	switch {
+	case len(p) == 1:
+		return c.fail("close frame with a 1-byte body")
+	case len(p) >= 2:
 		ce.Code, ce.Reason = int(p[0])<<8|int(p[1]), string(p[2:])
+		if !validCloseCode(ce.Code) {
+			return c.fail(fmt.Sprintf("close code %d may not be sent", ce.Code))
+		}
 		_ = c.writeControl(0x8, p[:2])
-	} else {
+	default:
 		_ = c.writeControl(0x8, nil)
 	}
 	c.closeOnce.Do(func() { close(c.closed) })
 	return ce
+}
+
+// validCloseCode reports whether code may appear in a close frame (RFC 6455
+// section 7.4: 1000-1003, 1007-1011 and the registered and private ranges
+// 3000-4999; 1004-1006 and 1015 are reserved or never sent).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 // writeControl writes one masked control frame; once a close frame has
@@ -272,7 +303,10 @@ func (c *leanConn) Close() error {
 				if err != nil {
 					return fmt.Errorf("bench: lean reader: waiting for the close frame: %w", err)
 				}
-				if _, err := c.br.Discard(int(min(n, leanMaxMessage))); err != nil {
+				if n > leanMaxMessage {
+					return errors.New("bench: lean reader: frame too large while waiting for the close frame")
+				}
+				if _, err := c.br.Discard(int(n)); err != nil {
 					return err
 				}
 				if op == 0x8 && fin {

@@ -150,6 +150,10 @@ func TestLeanReaderProtocolErrors(t *testing.T) {
 		{"fragmented ping", []byte{0x09, 0x00}, "control"},
 		{"long ping", append([]byte{0x89, 126, 0, 126}, make([]byte, 126)...), "control"},
 		{"too large", []byte{0x82, 127, 0, 0, 0, 0, 0x10, 0, 0, 0}, "too large"},
+		{"64-bit length with the top bit", []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1}, "most significant bit"},
+		{"close with a 1-byte body", []byte{0x88, 0x01, 0x03}, "1-byte"},
+		{"close code 1005", []byte{0x88, 0x02, 0x03, 0xed}, "1005"},
+		{"close code 999", []byte{0x88, 0x02, 0x03, 0xe7}, "999"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cli, srv := net.Pipe()

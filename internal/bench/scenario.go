@@ -54,9 +54,10 @@ type reader struct {
 	gaps      uint64
 	reordered uint64
 	probed    bool
-	// inWindow counts data messages received (whenever sent) while the
-	// clock was inside the measured window: the delivery rate even when
-	// a backlog from the warm-up means few measured messages arrive.
+	// inWindow counts data messages received (whenever sent, repeated or
+	// out of order included) while the clock was inside the measured
+	// window: the delivery rate even when a backlog from the warm-up means
+	// few measured messages arrive.
 	inWindow uint64
 	window   *window
 	complete bool  // saw the end of the stream
@@ -239,8 +240,9 @@ func runScenario(ctx context.Context, o FanoutOptions, tr transport) (FanoutResu
 	start := time.Now()
 	measureStart := start.Add(o.Warmup)
 	end := measureStart.Add(o.Duration)
-	win.to.Store(end.UnixNano())
+	// from first: until to is stored the window is empty, never [0, end).
 	win.from.Store(measureStart.UnixNano())
+	win.to.Store(end.UnixNano())
 	stats := make([]writerStats, len(wconns))
 	writersDone := make(chan struct{})
 	var wwg sync.WaitGroup
