@@ -235,6 +235,21 @@ func (d *decoder) str(n *yaml.Node, path string) string {
 	return n.Value
 }
 
+// list decodes the sequence n at path with item, giving each element its
+// path (path[i]) and recording its line for error messages; anything but a
+// sequence is an error naming what the list holds.
+func (d *decoder) list(n *yaml.Node, path, what string, item func(e *yaml.Node, path string)) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(path, n, "want a list of %s", what)
+		return
+	}
+	for i, e := range n.Content {
+		ep := fmt.Sprintf("%s[%d]", path, i)
+		d.lines[ep] = e.Line
+		item(e, ep)
+	}
+}
+
 func (d *decoder) strList(n *yaml.Node, path string) []string {
 	if n.Kind != yaml.SequenceNode {
 		d.fail(path, n, "want a list of strings")
@@ -302,14 +317,7 @@ func (d *decoder) config(doc *yaml.Node) *Config {
 		case "status_listen":
 			cfg.StatusListen = d.str(v, p)
 		case "streams":
-			if v.Kind != yaml.SequenceNode {
-				d.fail(p, v, "want a list of streams")
-				return
-			}
-			for i, s := range v.Content {
-				d.lines[fmt.Sprintf("streams[%d]", i)] = s.Line
-				cfg.Streams = append(cfg.Streams, d.stream(s, fmt.Sprintf("streams[%d]", i)))
-			}
+			d.list(v, p, "streams", func(s *yaml.Node, sp string) { cfg.Streams = append(cfg.Streams, d.stream(s, sp)) })
 		case "agent":
 			cfg.Agent = d.agent(v, p)
 		}
@@ -346,14 +354,7 @@ func (d *decoder) stream(n *yaml.Node, path string) StreamConfig {
 		case "env":
 			s.Env = d.env(v, p)
 		case "feeds":
-			if v.Kind != yaml.SequenceNode {
-				d.fail(p, v, "want a list of feeds")
-				return
-			}
-			for i, f := range v.Content {
-				d.lines[fmt.Sprintf("%s[%d]", p, i)] = f.Line
-				s.Feeds = append(s.Feeds, d.feed(f, fmt.Sprintf("%s[%d]", p, i)))
-			}
+			d.list(v, p, "feeds", func(f *yaml.Node, fp string) { s.Feeds = append(s.Feeds, d.feed(f, fp)) })
 		}
 	})
 	// Keys that do not belong to the kind are mistakes, not silently ignored.

@@ -74,15 +74,7 @@ func (d *decoder) agent(n *yaml.Node, path string) *AgentConfig {
 		case "state_dir":
 			ac.StateDir = d.str(v, p)
 		case "actions":
-			if v.Kind != yaml.SequenceNode {
-				d.fail(p, v, "want a list of actions")
-				return
-			}
-			for i, a := range v.Content {
-				ap := fmt.Sprintf("%s[%d]", p, i)
-				d.lines[ap] = a.Line
-				ac.Actions = append(ac.Actions, d.action(a, ap))
-			}
+			d.list(v, p, "actions", func(a *yaml.Node, ap string) { ac.Actions = append(ac.Actions, d.action(a, ap)) })
 		}
 	})
 	return ac
@@ -107,16 +99,8 @@ func (d *decoder) action(n *yaml.Node, path string) ActionConfig {
 		case "dir":
 			a.Dir = d.str(v, p)
 		case "params":
-			if v.Kind != yaml.SequenceNode {
-				d.fail(p, v, "want a list of parameters")
-				return
-			}
-			a.Params = []jobproto.Param{}
-			for i, e := range v.Content {
-				pp := fmt.Sprintf("%s[%d]", p, i)
-				d.lines[pp] = e.Line
-				a.Params = append(a.Params, d.param(e, pp))
-			}
+			a.Params = []jobproto.Param{} // declared, even if empty
+			d.list(v, p, "parameters", func(e *yaml.Node, ep string) { a.Params = append(a.Params, d.param(e, ep)) })
 		}
 	})
 	return a
