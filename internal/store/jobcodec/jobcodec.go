@@ -165,6 +165,33 @@ func EncodeJob(j store.Job) (EncodedJob, error) {
 	return e, nil
 }
 
+// PrepareJob validates j for storing at now and returns it as the store
+// will read it back (UpdatedAt now, CreatedAt now if zero, normalised) with
+// its encoded JSON columns.
+func PrepareJob(j store.Job, now time.Time) (store.Job, EncodedJob, error) {
+	enc, err := EncodeJob(j)
+	if err != nil {
+		return store.Job{}, enc, err
+	}
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = now
+	}
+	j.UpdatedAt = now
+	return NormalizeJob(j), enc, nil
+}
+
+// DecodeJobColumns fills j's Params and Agents from their stored JSON.
+func DecodeJobColumns(j *store.Job, params, agents string) error {
+	var err error
+	if j.Params, err = DecodeParams(params); err != nil {
+		return fmt.Errorf("job %q: %w", j.ID, err)
+	}
+	if j.Agents, err = DecodeStrings(agents); err != nil {
+		return fmt.Errorf("job %q: %w", j.ID, err)
+	}
+	return nil
+}
+
 // NormalizeJob returns j as the store returns it after writing it: times in
 // UTC truncated to microseconds, ExecDuration truncated to microseconds,
 // empty maps and slices nil. The store sets UpdatedAt itself.

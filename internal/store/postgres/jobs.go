@@ -36,12 +36,8 @@ func scanJob(row pgx.Row) (store.Job, error) {
 		&j.CreatedAt, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &j.UpdatedAt); err != nil {
 		return store.Job{}, err
 	}
-	var err error
-	if j.Params, err = jobcodec.DecodeParams(params); err != nil {
-		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
-	}
-	if j.Agents, err = jobcodec.DecodeStrings(agents); err != nil {
-		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
+	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
+		return store.Job{}, err
 	}
 	j.Phase = store.Phase(phase)
 	j.CreatedAt = j.CreatedAt.UTC()
@@ -58,21 +54,9 @@ func collectJobs(rows pgx.Rows) ([]store.Job, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Job, error) { return scanJob(row) })
 }
 
-// prepareJob validates j, sets UpdatedAt (and CreatedAt if zero) to now,
-// and returns it as stored with its encoded JSON columns.
-func prepareJob(j store.Job, now time.Time) (store.Job, jobcodec.EncodedJob, error) {
-	enc, err := jobcodec.EncodeJob(j)
-	if err != nil {
-		return store.Job{}, enc, err
-	}
-	j.CreatedAt = orNow(j.CreatedAt, now)
-	j.UpdatedAt = now
-	return jobcodec.NormalizeJob(j), enc, nil
-}
-
 // CreateJob implements store.JobStore.
 func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
-	j, enc, err := prepareJob(j, time.Now())
+	j, enc, err := jobcodec.PrepareJob(j, time.Now())
 	if err != nil {
 		return err
 	}
@@ -183,7 +167,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		if j.ID != id {
 			return fmt.Errorf("the update changed the job id to %q", j.ID)
 		}
-		j, enc, err := prepareJob(j, time.Now())
+		j, enc, err := jobcodec.PrepareJob(j, time.Now())
 		if err != nil {
 			return err
 		}

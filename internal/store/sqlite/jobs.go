@@ -36,12 +36,8 @@ func scanJob(row scanner) (store.Job, error) {
 		&created, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &updated); err != nil {
 		return store.Job{}, err
 	}
-	var err error
-	if j.Params, err = jobcodec.DecodeParams(params); err != nil {
-		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
-	}
-	if j.Agents, err = jobcodec.DecodeStrings(agents); err != nil {
-		return store.Job{}, fmt.Errorf("job %q: %w", j.ID, err)
+	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
+		return store.Job{}, err
 	}
 	j.Phase = store.Phase(phase)
 	j.CreatedAt = fromMicros(created)
@@ -52,18 +48,6 @@ func scanJob(row scanner) (store.Job, error) {
 	j.ExecDuration = jobcodec.FromDurationMicros(execUS)
 	j.UpdatedAt = fromMicros(updated)
 	return j, nil
-}
-
-// prepareJob validates j, sets UpdatedAt (and CreatedAt if zero) to now,
-// and returns it as stored with its encoded JSON columns.
-func prepareJob(j store.Job, now time.Time) (store.Job, jobcodec.EncodedJob, error) {
-	enc, err := jobcodec.EncodeJob(j)
-	if err != nil {
-		return store.Job{}, enc, err
-	}
-	j.CreatedAt = orNow(j.CreatedAt, now)
-	j.UpdatedAt = now
-	return jobcodec.NormalizeJob(j), enc, nil
 }
 
 func (s *Store) queryJobs(ctx context.Context, op, q string, args ...any) ([]store.Job, error) {
@@ -91,7 +75,7 @@ func (s *Store) queryJobs(ctx context.Context, op, q string, args ...any) ([]sto
 
 // CreateJob implements store.JobStore.
 func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
-	j, enc, err := prepareJob(j, time.Now())
+	j, enc, err := jobcodec.PrepareJob(j, time.Now())
 	if err != nil {
 		return err
 	}
@@ -195,7 +179,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		if j.ID != id {
 			return fmt.Errorf("the update changed the job id to %q", j.ID)
 		}
-		j, enc, err := prepareJob(j, time.Now())
+		j, enc, err := jobcodec.PrepareJob(j, time.Now())
 		if err != nil {
 			return err
 		}
