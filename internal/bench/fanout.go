@@ -154,20 +154,7 @@ func (o *FanoutOptions) scenarioDefaults(maxSize int) (FanoutOptions, error) {
 	if c.Size == 0 {
 		c.Size = DefaultSize
 	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Warmup == 0 {
-		c.Warmup = DefaultWarmup
-	} else if c.Warmup < 0 {
-		c.Warmup = 0
-	}
-	if c.Drain <= 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = DefaultConnectTimeout
-	}
+	defaultTiming(&c.Duration, &c.Warmup, &c.Drain, &c.ConnectTimeout)
 	switch {
 	case c.Readers < 1:
 		return c, fmt.Errorf("bench: readers %d: want at least 1", c.Readers)
@@ -402,4 +389,24 @@ func CheckLoopbackURL(raw string) error {
 		return nil
 	}
 	return fmt.Errorf("bench: URL %q: only loopback addresses are allowed", raw)
+}
+
+// defaultTiming fills in the timing options every scenario shares: a zero
+// duration is DefaultDuration; a zero warm-up DefaultWarmup and a negative
+// one none; drain and connect timeout, if not positive, their defaults.
+func defaultTiming(duration, warmup, drain, connectTimeout *time.Duration) {
+	if *duration == 0 {
+		*duration = DefaultDuration
+	}
+	if *warmup == 0 {
+		*warmup = DefaultWarmup
+	} else if *warmup < 0 {
+		*warmup = 0
+	}
+	if *drain <= 0 {
+		*drain = DefaultDrain
+	}
+	if *connectTimeout <= 0 {
+		*connectTimeout = DefaultConnectTimeout
+	}
 }

@@ -88,20 +88,7 @@ func (o *LatencyOptions) withDefaults() (LatencyOptions, error) {
 	if c.Size == 0 {
 		c.Size = DefaultLatencySize
 	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Warmup == 0 {
-		c.Warmup = DefaultWarmup
-	} else if c.Warmup < 0 {
-		c.Warmup = 0
-	}
-	if c.Drain <= 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = DefaultConnectTimeout
-	}
+	defaultTiming(&c.Duration, &c.Warmup, &c.Drain, &c.ConnectTimeout)
 	switch {
 	case c.Rate < 0:
 		return c, fmt.Errorf("bench: rate %v: want a positive rate", c.Rate)
