@@ -88,3 +88,38 @@ func TestDenialSurvivesKill9(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondServeOnDataDirRefused: a second `switchboard serve` on a data
+// directory that a running one holds exits at once with an error naming the
+// holder's pid, instead of sharing its SQLite file and node id (and
+// rewriting its recorded public URL).
+func TestSecondServeOnDataDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	child, url := startChild(t, dir)
+
+	second := exec.Command(os.Args[0])
+	second.Env = append(os.Environ(), mainArgsEnv+"="+strings.Join([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn"}, "\x1f"))
+	var stderr syncBuffer
+	second.Stderr = &stderr
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- second.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatalf("second serve exited 0; stderr:\n%s", stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		second.Process.Kill()
+		<-exited
+		t.Fatalf("second serve on a held data dir kept running; stderr:\n%s", stderr.String())
+	}
+	if want := fmt.Sprintf("process %d", child.Process.Pid); !strings.Contains(stderr.String(), want) {
+		t.Fatalf("second serve's error does not name the holder (%s):\n%s", want, stderr.String())
+	}
+	if got, _ := datadir.ReadPublicURL(dir); got != url {
+		t.Fatalf("recorded public URL rewritten: %q, want %q", got, url)
+	}
+}

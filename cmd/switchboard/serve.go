@@ -258,9 +258,13 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := datadir.Ensure(f.dataDir); err != nil {
-		return err
+	// One process per data directory: a second one would share the SQLite
+	// file and the node id without sharing revocations held in memory.
+	lock, err := datadir.Acquire(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
+	defer lock.Release()
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
