@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -102,6 +103,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	r := cloneValues(common)
 	r.Add("_pragma", "query_only(1)")
 
+	// The database holds revocations, audit events and dashboard sessions:
+	// create it readable by its owner only, whatever the directory's mode
+	// (SQLite gives the -wal and -shm files the database file's mode).
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	s := &Store{path: path}
 	var err error
 	if s.write, err = sql.Open("sqlite", dsn(path, w)); err != nil {
@@ -505,4 +512,14 @@ func (s *Store) Close() error {
 		s.closeErr = errors.Join(s.read.Close(), s.write.Close())
 	})
 	return s.closeErr
+}
+
+// createPrivate creates the database file with mode 0600 if it does not
+// exist yet; an existing file keeps the mode its owner gave it.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: create %s: %w", path, err)
+	}
+	return f.Close()
 }

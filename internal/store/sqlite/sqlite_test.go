@@ -320,3 +320,28 @@ func durabilityChild(t *testing.T, path string) {
 		}
 	}
 }
+
+// TestDatabaseFileIsPrivate: the database (revocations, audit events,
+// dashboard sessions) and its WAL are created 0600 even in a directory
+// anyone may read, and whatever the umask lets through.
+func TestDatabaseFileIsPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "switchboard.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s has mode %o, want 600", filepath.Base(p), mode)
+		}
+	}
+}
