@@ -43,9 +43,20 @@ type shellHub struct {
 // pendingSession is a user's session waiting for the host's connection.
 type pendingSession struct {
 	topic string
+	user  relay.Info      // the user's identity, for revocations
 	host  chan *shellSide // capacity 1: the host's side, nil if its upgrade failed
-	gone  chan struct{}   // closed if the host's control connection went away
+	gone  chan struct{}   // closed when the session is withdrawn; then why says how
+	why   goneReason      // written before gone is closed
 }
+
+// goneReason is how a pending session was withdrawn: the close code and
+// reason its user gets.
+type goneReason struct {
+	code   relay.CloseCode
+	reason string
+}
+
+var hostWentAway = goneReason{relay.CloseNoHost, "the host went away"}
 
 // shellSide is the host's side of a session as its handler hands it over.
 type shellSide struct {
@@ -108,9 +119,29 @@ func (h *Handler) failPending(topic string) {
 	for id, ps := range h.shell.pending {
 		if ps.topic == topic {
 			delete(h.shell.pending, id)
+			ps.why = hostWentAway
 			close(ps.gone)
 		}
 	}
+}
+
+// CloseWhere withdraws the pending shell sessions whose user matches (a
+// revocation): each user is closed with code and reason, and the host's
+// side can no longer claim the session. Connections already in the relay
+// are the relay's CloseWhere's. It returns how many sessions it withdrew.
+func (h *Handler) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
+	h.shell.mu.Lock()
+	defer h.shell.mu.Unlock()
+	n := 0
+	for id, ps := range h.shell.pending {
+		if match(&ps.user) {
+			delete(h.shell.pending, id)
+			ps.why = goneReason{code, reason}
+			close(ps.gone)
+			n++
+		}
+	}
+	return n
 }
 
 // shellConnect is the message a host receives for each new session.
@@ -124,8 +155,15 @@ func (h *Handler) serveShellClient(ctx context.Context, user *wsconn.Conn, g Gra
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := base64.RawURLEncoding.EncodeToString(b[:])
-	ps := &pendingSession{topic: g.Topic, host: make(chan *shellSide, 1), gone: make(chan struct{})}
+	ps := &pendingSession{topic: g.Topic, user: info, host: make(chan *shellSide, 1), gone: make(chan struct{})}
 	h.shell.mu.Lock()
+	// Admission under the lock CloseWhere takes: a revocation recorded
+	// since the code was redeemed is seen here, or its CloseWhere sees ps.
+	if h.checkDenied(&g) != nil {
+		h.shell.mu.Unlock()
+		_ = user.Close(relay.CloseDenied, "denied")
+		return
+	}
 	if h.shell.pending == nil {
 		h.shell.pending = make(map[string]*pendingSession)
 	}
@@ -142,7 +180,10 @@ func (h *Handler) serveShellClient(ctx context.Context, user *wsconn.Conn, g Gra
 		URI: h.wsBase + "/" + PrefixShell + "/" + hg.Topic + "?code=" + code})
 	if err := h.cfg.Codes.Put(code, hg, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil ||
 		h.cfg.Relay.Publish(shellHostTopic(g.Topic), relay.Message{Type: relay.Text, Data: msg}) == 0 {
-		h.abandon(id, user, "host unavailable")
+		if !h.abandon(id, user, "host unavailable") { // withdrawn meanwhile
+			<-ps.gone
+			_ = user.Close(ps.why.code, ps.why.reason)
+		}
 		return
 	}
 
@@ -152,11 +193,19 @@ func (h *Handler) serveShellClient(ctx context.Context, user *wsconn.Conn, g Gra
 	select {
 	case host = <-ps.host:
 	case <-ps.gone:
-		_ = user.Close(relay.CloseNoHost, "the host went away")
+		_ = user.Close(ps.why.code, ps.why.reason)
 		return
 	case <-timer.C:
-		if !h.abandon(id, user, "the host did not answer") {
-			host = <-ps.host // the host's side arrived just in time
+		if h.abandon(id, user, "the host did not answer") {
+			return
+		}
+		// No longer pending: either the host's side claimed it just in
+		// time, or it was withdrawn (gone) at the same moment.
+		select {
+		case host = <-ps.host:
+		case <-ps.gone:
+			_ = user.Close(ps.why.code, ps.why.reason)
+			return
 		}
 	}
 	if host == nil {

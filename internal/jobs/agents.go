@@ -133,17 +133,38 @@ func (s *agentSession) close(code relay.CloseCode, reason string) {
 }
 
 // CloseWhere closes the control channels whose token matches (a
-// revocation) with code and reason, and reports how many.
+// revocation) with code and reason, and reports how many. It covers every
+// admitted channel, including those still waiting for their hello.
 func (m *Manager) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
-	n := 0
-	for _, s := range m.connected() {
+	var hit []*agentSession
+	m.mu.Lock()
+	for s := range m.links {
 		g := &s.grant
 		if match(&relay.Info{Topic: g.ID, Prefix: access.PrefixAgent, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
-			s.close(code, reason)
-			n++
+			hit = append(hit, s)
 		}
 	}
-	return n
+	m.mu.Unlock()
+	for _, s := range hit {
+		s.close(code, reason)
+	}
+	return len(hit)
+}
+
+// deniedLocked reports whether g's token is revoked. m.mu is held, so that
+// admission and CloseWhere are ordered (see Config.Denier).
+func (m *Manager) deniedLocked(g *access.AgentGrant) bool {
+	if m.cfg.Denier == nil {
+		return false
+	}
+	_, denied := m.cfg.Denier.Denied(g.BookingID, g.Subject, g.TokenID)
+	return denied
+}
+
+func (s *agentSession) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // protocolError is an agent that broke the control protocol.
@@ -156,16 +177,27 @@ func (e *protocolError) Error() string { return e.reason }
 
 // AcceptAgent serves an agent's control channel (access.AgentAcceptor).
 func (m *Manager) AcceptAgent(conn relay.Conn, g access.AgentGrant) {
+	s := &agentSession{m: m, conn: conn, id: g.ID, grant: g, since: m.cfg.Now(), running: map[string]bool{}}
 	m.mu.Lock()
 	if m.stopped {
 		m.mu.Unlock()
 		conn.Close(relay.CloseGoingAway, "server shutting down")
 		return
 	}
+	if m.deniedLocked(&g) {
+		m.mu.Unlock()
+		conn.Close(relay.CloseDenied, "denied")
+		return
+	}
+	m.links[s] = true
 	m.bg.Add(1)
 	m.mu.Unlock()
-	defer m.bg.Done()
-	s := &agentSession{m: m, conn: conn, id: g.ID, grant: g, since: m.cfg.Now(), running: map[string]bool{}}
+	defer func() {
+		m.mu.Lock()
+		delete(m.links, s)
+		m.mu.Unlock()
+		m.bg.Done()
+	}()
 	err := m.serveAgent(s)
 	var pe *protocolError
 	switch {
@@ -348,6 +380,12 @@ func (m *Manager) register(s *agentSession, h *jobproto.Hello) error {
 	if m.stopped {
 		m.mu.Unlock()
 		return &protocolError{relay.CloseGoingAway, "server shutting down"}
+	}
+	// A revocation since admission closed (or is closing) s; one recorded
+	// just now is seen here, under the lock its CloseWhere takes.
+	if s.isClosed() || m.deniedLocked(&s.grant) {
+		m.mu.Unlock()
+		return &protocolError{relay.CloseDenied, "denied"}
 	}
 	old := m.agents[s.id]
 	m.agents[s.id] = s

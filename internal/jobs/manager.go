@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/jobproto"
@@ -79,6 +80,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Denier, if set, is asked whether an agent's token is revoked when
+	// its channel is admitted and again at its hello, each time under the
+	// lock CloseWhere takes. A revocation that is visible to Denier before
+	// CloseWhere runs therefore cannot miss a channel being admitted.
+	Denier access.Denier
 }
 
 // Manager runs jobs on agents. Create it with New, call Start, and Stop at
@@ -90,6 +96,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	agents   map[string]*agentSession // connected, by id
+	links    map[*agentSession]bool   // every admitted channel, before its hello too
 	watchers map[string]*watcher      // job id → its next phase change
 	runGen   map[string]uint64        // job id → count of run changes, for the render cache
 	rendered map[string]*rendering    // job id → its last rendering for woken WAIT requests
@@ -146,7 +153,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("jobs: blob directory: %w", err)
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store,
-		agents: map[string]*agentSession{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
+		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
 

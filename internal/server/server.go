@@ -213,7 +213,7 @@ func Start(cfg Config) (*Server, error) {
 		jc := cfg.Jobs
 		jc.Store, jc.BlobDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.BlobDir, cfg.NodeID, rs
 		jc.Authenticate = func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }
-		jc.Logger, jc.Now = cfg.Logger, cfg.Now
+		jc.Logger, jc.Now, jc.Denier = cfg.Logger, cfg.Now, rev
 		if jm, err = jobs.New(jc); err != nil {
 			ln.Close()
 			return nil, err
@@ -232,6 +232,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
+	closers = append(closers, ah) // shell sessions waiting for their host
 	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
