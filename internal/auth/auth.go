@@ -37,6 +37,9 @@ const (
 	ScopeAgent     = "agent"      // a host agent's control channel
 	ScopeJobsRead  = "jobs:read"  // list and read jobs
 	ScopeJobsWrite = "jobs:write" // create, change and delete jobs
+	// The dashboard's one-time login link (internal/web): it signs its
+	// holder in once and is worth nothing to the API; it is never refreshed.
+	ScopeLogin = "login"
 )
 
 // DefaultLeeway is the clock skew tolerated on exp, nbf and iat.

@@ -297,6 +297,11 @@ func (h *Handler) serveRefresh(w http.ResponseWriter, r *http.Request) {
 		// user outstay it.
 		apierr.WriteNew(w, http.StatusForbidden, "token_not_refreshable", "tokens of a booking cannot be refreshed")
 		return
+	case c.HasScope(auth.ScopeLogin):
+		// A login link signs in once: a refreshed copy (same jti, later
+		// expiry) would outlive the record of its use.
+		apierr.WriteNew(w, http.StatusForbidden, "token_not_refreshable", "a login link cannot be refreshed")
+		return
 	}
 	orig := c.IssuedAt.Time
 	if c.OrigIssuedAt != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"switchboard/internal/auth"
 	"switchboard/internal/store"
 	"switchboard/internal/web"
@@ -93,7 +95,7 @@ func TestLoginLinkRefusals(t *testing.T) {
 	now := e.clock.Now()
 	sign := func(mod func(*auth.Claims)) string {
 		c := auth.NewClaims(e.url, now, 10*time.Minute)
-		c.Subject, c.Scopes = web.LinkSubject, []string{web.ScopeLogin}
+		c.Subject, c.Scopes = web.LinkSubject, []string{auth.ScopeLogin}
 		mod(&c)
 		s, err := e.key.Sign(c)
 		if err != nil {
@@ -111,6 +113,7 @@ func TestLoginLinkRefusals(t *testing.T) {
 		{"admin scope too", sign(func(c *auth.Claims) { c.Scopes = append(c.Scopes, auth.ScopeAdmin) }), "not a login link"},
 		{"other server", sign(func(c *auth.Claims) { c.Audience = []string{"https://elsewhere.example"} }), "not valid"},
 		{"long-lived", sign(func(c *auth.Claims) { c.ExpiresAt.Time = now.Add(24 * time.Hour) }), "not a login link"},
+		{"refreshed", sign(func(c *auth.Claims) { c.OrigIssuedAt = jwt.NewNumericDate(now.Add(-time.Hour)) }), "not a login link"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -87,7 +87,7 @@ type Handler struct {
 	github   *githubProvider // nil if not configured
 
 	linkMu    sync.Mutex           // serialises login-link redemption
-	usedLinks map[string]time.Time // guarded by linkMu; jti → expiry, links redeemed by this process
+	usedLinks map[string]time.Time // guarded by linkMu; jti → end of its record (linkUseRecordedUntil), links seen used
 
 	ui uiState // the pages' state (history.go)
 }

@@ -15,15 +15,13 @@ import (
 // secret (printed by `serve` when no provider is configured, and by
 // `switchboard login-link`). A link is a token signed with the server's
 // key, for the server's public URL, with subject LinkSubject and the single
-// scope ScopeLogin, which the API ignores: it lets its holder sign in once,
-// nothing else.
+// scope auth.ScopeLogin, which the API ignores and the refresh endpoint
+// refuses: it lets its holder sign in once, nothing else.
 const (
 	// LoginLinkTTL is how long a login link is valid.
 	LoginLinkTTL = 15 * time.Minute
 	// LinkSubject is the subject of login links and of their sessions.
 	LinkSubject = "link:admin"
-	// ScopeLogin is the only scope of a login-link token.
-	ScopeLogin = "login"
 )
 
 // NewLoginLink returns a fresh one-time admin login link for the server at
@@ -32,7 +30,7 @@ const (
 func NewLoginLink(key *auth.Key, publicURL string, now time.Time) (string, time.Time, error) {
 	publicURL = strings.TrimSuffix(publicURL, "/")
 	c := auth.NewClaims(publicURL, now, LoginLinkTTL)
-	c.Subject, c.Scopes = LinkSubject, []string{ScopeLogin}
+	c.Subject, c.Scopes = LinkSubject, []string{auth.ScopeLogin}
 	tok, err := key.Sign(c)
 	if err != nil {
 		return "", time.Time{}, err
@@ -73,8 +71,11 @@ func (h *Handler) serveLink(w http.ResponseWriter, r *http.Request) {
 	}
 	// A link has no prefix and no topic: the token API always sets the
 	// prefix, so holders of relay:admin cannot mint themselves a login.
-	if c.Subject != LinkSubject || len(c.Scopes) != 1 || !c.HasScope(ScopeLogin) || c.ID == "" ||
-		c.Prefix != "" || c.Topic != "" || c.BookingID != "" || c.Agent != "" ||
+	// Nor is it part of a refresh chain (orig_iat): a refreshed copy has
+	// the link's jti and a later expiry, so it would outlive the record of
+	// the link's use (servers before issue 12 refreshed links).
+	if c.Subject != LinkSubject || len(c.Scopes) != 1 || !c.HasScope(auth.ScopeLogin) || c.ID == "" ||
+		c.Prefix != "" || c.Topic != "" || c.BookingID != "" || c.Agent != "" || c.OrigIssuedAt != nil ||
 		c.IssuedAt == nil || c.Expiry().Sub(c.IssuedAt.Time) > LoginLinkTTL+time.Minute {
 		h.renderAuthError(w, http.StatusBadRequest, "Login link invalid", "This token is not a login link.")
 		return
@@ -102,6 +103,13 @@ type revocationAdder interface {
 	Add(store.Revocation)
 }
 
+// linkUseRecordedUntil is how long the use of the link c is remembered:
+// its whole life, that is until the verifier refuses it as expired (its
+// expiry plus the verifier's leeway), and a minute more.
+func (h *Handler) linkUseRecordedUntil(c *auth.Claims) time.Time {
+	return c.Expiry().Add(h.cfg.Verifier.Leeway() + time.Minute)
+}
+
 // redeemLink marks the link's token id used. It reports used if it already
 // was (by this process, or recorded in the store by any process).
 func (h *Handler) redeemLink(ctx context.Context, c *auth.Claims) (used bool, err error) {
@@ -113,11 +121,12 @@ func (h *Handler) redeemLink(ctx context.Context, c *auth.Claims) (used bool, er
 	h.linkMu.Lock()
 	defer h.linkMu.Unlock()
 	now := h.cfg.Now()
-	for id, exp := range h.usedLinks {
-		if now.After(exp.Add(time.Minute)) {
+	for id, until := range h.usedLinks {
+		if now.After(until) {
 			delete(h.usedLinks, id)
 		}
 	}
+	until := h.linkUseRecordedUntil(c)
 	if _, ok := h.usedLinks[c.ID]; ok {
 		return true, nil
 	}
@@ -127,20 +136,19 @@ func (h *Handler) redeemLink(ctx context.Context, c *auth.Claims) (used bool, er
 	}
 	for _, rv := range revs {
 		if rv.Value == c.ID {
-			h.usedLinks[c.ID] = c.Expiry()
+			h.usedLinks[c.ID] = until
 			return true, nil
 		}
 	}
 	// The revocation outlives the token by the verifier's leeway, so the
 	// link cannot be replayed in the window the leeway leaves open.
-	exp := c.Expiry().Add(h.cfg.Verifier.Leeway() + time.Minute)
-	rv := store.Revocation{Kind: store.RevokeToken, Value: c.ID, Reason: "login link used", Actor: LinkSubject, CreatedAt: now, ExpiresAt: exp}
+	rv := store.Revocation{Kind: store.RevokeToken, Value: c.ID, Reason: "login link used", Actor: LinkSubject, CreatedAt: now, ExpiresAt: until}
 	ev := store.AuditEvent{Time: now, Actor: LinkSubject, Action: "login.link", Target: "token:" + c.ID, Reason: "login link used",
-		Detail: authDetailJSON(map[string]any{"expires_at": exp.UTC().Format(time.RFC3339)})}
+		Detail: authDetailJSON(map[string]any{"expires_at": until.UTC().Format(time.RFC3339)})}
 	if err := h.cfg.Store.Revoke(ctx, rv, ev); err != nil {
 		return false, err
 	}
-	h.usedLinks[c.ID] = exp
+	h.usedLinks[c.ID] = until
 	if a, ok := h.cfg.Revocations.(revocationAdder); ok {
 		a.Add(rv) // listed by the API at once, not only after a restart
 	}
