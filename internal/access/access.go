@@ -176,12 +176,21 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// RoutePath is the path pattern of the access and websocket endpoints. It
+// matches any path of two or more segments: a router asking which methods a
+// path allows must ignore it unless the first segment is a KnownPrefix.
+const RoutePath = "/{prefix}/{topic...}"
+
 // Register adds the handler's routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /{prefix}/{topic...}", h.serveAccess)
-	mux.HandleFunc("OPTIONS /{prefix}/{topic...}", h.servePreflight)
-	mux.HandleFunc("GET /{prefix}/{topic...}", h.serveWebsocket)
+	mux.HandleFunc("POST "+RoutePath, h.serveAccess)
+	mux.HandleFunc("OPTIONS "+RoutePath, h.servePreflight)
+	mux.HandleFunc("GET "+RoutePath, h.serveWebsocket)
 }
+
+// KnownPrefix reports whether prefix names a connection type this node
+// serves (the first segment of its access and websocket paths).
+func (h *Handler) KnownPrefix(prefix string) bool { return h.knownPrefix(prefix) }
 
 // knownPrefix reports whether prefix names a connection type this node serves.
 func (h *Handler) knownPrefix(prefix string) bool {
@@ -217,9 +226,11 @@ func (h *Handler) originAllowed(r *http.Request) bool {
 	if o == "" || h.anyOrigin || h.origins[o] || o == h.selfOrigin {
 		return true
 	}
-	// Same origin as the request's own Host (e.g. behind a proxy that keeps Host).
+	// Same origin as the request's own Host (e.g. behind a proxy that keeps
+	// Host), on the scheme browsers reach this server by: an http page of
+	// the same host is another origin than an https one.
 	u, err := url.Parse(o)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) && u.Scheme == h.cfg.PublicURL.Scheme
 }
 
 func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {

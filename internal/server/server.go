@@ -301,7 +301,7 @@ func Start(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// This pattern matches every method, so the router never answers
 		// 405 itself: a known path asked with another method lands here.
-		if allow := allowedMethods(mux, r); allow != "" {
+		if allow := allowedMethods(mux, r, ah.KnownPrefix); allow != "" {
 			w.Header().Set("Allow", allow)
 			apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+truncateASCII(r.Method, 16)+" not allowed here; allowed: "+allow)
 			return
@@ -310,7 +310,7 @@ func Start(cfg Config) (*Server, error) {
 	})
 
 	s.http = &http.Server{
-		Handler:           logRequests(cfg.Logger, rejectUncleanPaths(mux)),
+		Handler:           logRequests(cfg.Logger, rejectUncleanPaths(routeErrors(mux, ah.KnownPrefix))),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -320,12 +320,13 @@ func Start(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	go func() {
-		var err error
+		// TLS is terminated beneath the JSON rewriting of net/http's own
+		// errors (so HTTP/1.1 only: the relay and the API need no HTTP/2).
+		served := jsonErrorListener{Listener: ln, handshakeTimeout: 10 * time.Second}
 		if tlsConfig != nil {
-			err = s.http.ServeTLS(ln, "", "")
-		} else {
-			err = s.http.Serve(ln)
+			served.Listener = tls.NewListener(ln, tlsConfig)
 		}
+		err := s.http.Serve(served)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -465,16 +466,24 @@ func rejectUncleanPaths(next http.Handler) http.Handler {
 
 // statusWriter records the status code of a response for logging.
 // allowedMethods returns the methods, comma-separated, that mux serves r's
-// path with through a pattern other than the catch-all "/", or "".
-func allowedMethods(mux *http.ServeMux, r *http.Request) string {
+// path with through a pattern other than the catch-all "/" (and other than
+// the access endpoints' pattern, unless the path's first segment is a
+// connection type), or "".
+func allowedMethods(mux *http.ServeMux, r *http.Request, isAccessPrefix func(string) bool) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	accessPath := isAccessPrefix(first)
 	var allow []string
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := *r // shallow: only the method differs, and Handler only reads
 		probe.Method = m
 		h, pattern := mux.Handler(&probe)
-		if pattern != "" && pattern != "/" && reflect.TypeOf(h) != redirectHandlerType {
-			allow = append(allow, m)
+		if pattern == "" || pattern == "/" || reflect.TypeOf(h) == redirectHandlerType {
+			continue
 		}
+		if !accessPath && strings.HasSuffix(pattern, " "+access.RoutePath) {
+			continue
+		}
+		allow = append(allow, m)
 	}
 	return strings.Join(allow, ", ")
 }

@@ -204,6 +204,12 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// A connection the HTTP server wrapped for its own answers (the
+	// server's JSON rewriting of net/http's errors) offers the one
+	// beneath: the relay writes to the socket itself, with writev.
+	if u, ok := nc.(interface{ Unwrap() net.Conn }); ok {
+		nc = u.Unwrap()
+	}
 	// Clear any deadline the HTTP server set for the request: from here on
 	// the relay sets its own per write.
 	_ = nc.SetDeadline(time.Time{})

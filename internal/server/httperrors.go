@@ -1,0 +1,160 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"switchboard/internal/apierr"
+)
+
+// net/http answers some malformed requests itself, before any handler runs
+// (431 for headers over MaxHeaderBytes, 400 for a bad request line or Host,
+// 501 for an unknown transfer coding, 505 for an unknown version), in plain
+// text written straight to the connection in one Write of this shape:
+//
+//	HTTP/1.1 <status line><cannedErrorHeaders><text>
+//
+// jsonErrorConn rewrites exactly that shape as our JSON error, so that every
+// answer of the server is JSON. A handler's own response never has it: net/http
+// always adds a Date header after the ones a handler sets.
+const cannedErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+// rewriteCannedError returns the JSON version of a response net/http wrote
+// itself, or false if b is not one.
+func rewriteCannedError(b []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(b, []byte("HTTP/1.1 ")) {
+		return nil, false
+	}
+	i := bytes.Index(b, []byte(cannedErrorHeaders))
+	if i < 0 || bytes.IndexByte(b[:i], '\n') >= 0 {
+		return nil, false
+	}
+	status := string(b[len("HTTP/1.1 "):i])
+	code, err := strconv.Atoi(status[:min(3, len(status))])
+	if err != nil || code < 400 || code > 599 {
+		return nil, false
+	}
+	detail := strings.TrimSpace(string(b[i+len(cannedErrorHeaders):]))
+	var errCode string
+	switch code {
+	case http.StatusRequestHeaderFieldsTooLarge:
+		errCode, detail = "headers_too_large", "request headers are larger than the server accepts"
+	case http.StatusNotImplemented:
+		errCode = "unsupported_transfer_encoding"
+	case http.StatusHTTPVersionNotSupported:
+		errCode = "unsupported_http_version"
+	default:
+		errCode = "bad_request"
+	}
+	var body bytes.Buffer
+	_ = json.NewEncoder(&body).Encode(struct {
+		Error *apierr.Error `json:"error"`
+	}{apierr.New(code, errCode, detail)})
+	var out bytes.Buffer
+	out.WriteString("HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n")
+	out.WriteString("Content-Type: application/json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n")
+	out.WriteString("Connection: close\r\nContent-Length: " + strconv.Itoa(body.Len()) + "\r\n\r\n")
+	out.Write(body.Bytes())
+	return out.Bytes(), true
+}
+
+// jsonErrorListener wraps each accepted connection in a jsonErrorConn.
+type jsonErrorListener struct {
+	net.Listener
+	handshakeTimeout time.Duration // for TLS connections
+}
+
+func (l jsonErrorListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		return &jsonErrorTLSConn{jsonErrorConn{tc}, tc, l.handshakeTimeout}, nil
+	}
+	return &jsonErrorConn{c}, nil
+}
+
+// jsonErrorConn is a connection whose canned net/http errors are rewritten
+// as JSON (see cannedErrorHeaders).
+type jsonErrorConn struct {
+	net.Conn
+}
+
+func (c *jsonErrorConn) Write(b []byte) (int, error) {
+	if out, ok := rewriteCannedError(b); ok {
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// Unwrap returns the connection beneath: a hijacked websocket writes to it
+// directly (internal/wsconn unwraps), keeping writev on TCP sockets.
+func (c *jsonErrorConn) Unwrap() net.Conn { return c.Conn }
+
+// jsonErrorTLSConn is a jsonErrorConn over TLS. net/http sets Request.TLS
+// from ConnectionState, which it asks for before reading the first request:
+// the handshake is completed here, within the handshake timeout.
+type jsonErrorTLSConn struct {
+	jsonErrorConn
+	tls              *tls.Conn
+	handshakeTimeout time.Duration
+}
+
+func (c *jsonErrorTLSConn) ConnectionState() tls.ConnectionState {
+	ctx, cancel := context.WithTimeout(context.Background(), c.handshakeTimeout)
+	defer cancel()
+	// A failed handshake leaves the state empty; the first read then
+	// fails with the same error and the server closes the connection.
+	_ = c.tls.HandshakeContext(ctx)
+	return c.tls.ConnectionState()
+}
+
+// routeErrors answers in JSON what http.ServeMux would otherwise answer on
+// its own, with an empty body or a route meant for something else:
+//   - a connection-type path without a topic (POST /session): 400;
+//   - OPTIONS on a path of the API, dashboard or jobs: 204 with Allow, or
+//     404 (access paths keep their CORS preflight);
+//   - a method other than GET and HEAD on a path ServeMux would redirect
+//     to add a slash: 404 instead of a 307 that few clients follow.
+func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		if isAccessPrefix(first) {
+			if rest == "" {
+				apierr.WriteNew(w, http.StatusBadRequest, "invalid_topic", "a topic is required: /"+first+"/{topic}")
+				return
+			}
+			mux.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodOptions {
+			allow := allowedMethods(mux, r, isAccessPrefix)
+			if allow == "" {
+				apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+				return
+			}
+			w.Header().Set("Allow", allow+", "+http.MethodOptions)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if h, _ := mux.Handler(r); reflect.TypeOf(h) == redirectHandlerType {
+				apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
