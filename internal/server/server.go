@@ -232,16 +232,6 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	closers = append(closers, ah) // shell sessions waiting for their host
-	ctl, err = control.New(control.Config{
-		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
-		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers,
-	})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
 	// The dashboard: its cookie key is derived from the secret, so every
 	// node of a cluster (same secret) opens every node's cookies, while
 	// cookies and tokens never share a key.
@@ -255,6 +245,17 @@ func Start(cfg Config) (*Server, error) {
 	wc.PublicURL, wc.Key, wc.Verifier, wc.Store, wc.Relay, wc.API = pub, key, verifier, cfg.Store, rs, mux
 	wc.CookieKey, wc.Revocations, wc.NodeID, wc.Logger, wc.Now = cookieKey, rev, cfg.NodeID, cfg.Logger, cfg.Now
 	wh, err := web.New(wc)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	closers = append(closers, ah) // shell sessions waiting for their host
+	closers = append(closers, wh) // dashboard sessions: a revoked subject's end at once
+	ctl, err = control.New(control.Config{
+		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
+		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers,
+	})
 	if err != nil {
 		ln.Close()
 		return nil, err

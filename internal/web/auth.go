@@ -245,6 +245,13 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, id identi
 	if old, _ := h.sessionOf(r); old != nil {
 		h.sessions.Delete(old.ID) // one browser, one session
 	}
+	if h.subjectRevoked(id.Subject) {
+		// No session is made for a revoked user: it would outlive the
+		// revocation's enforcement (CloseWhere) that already ran.
+		h.log.Info("web: login refused: the subject is revoked", "subject", id.Subject, "provider", id.Provider)
+		h.renderDenied(w, r, "Your access to this server has been revoked.", nil)
+		return
+	}
 	s := h.sessions.Create(Session{Subject: id.Subject, Name: id.Name, Email: id.Email, Provider: id.Provider, Role: id.Role}, h.cfg.SessionTTL)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()

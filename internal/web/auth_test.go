@@ -415,6 +415,32 @@ func TestRevokedSubjectLosesSession(t *testing.T) {
 	}
 }
 
+// TestRevokedSubjectCannotSignIn: while a subject is revoked its logins
+// make no session (one made then would outlive the revocation's
+// enforcement, which has already run).
+func TestRevokedSubjectCannotSignIn(t *testing.T) {
+	d := &denier{}
+	d.subject.Store(web.LinkSubject)
+	e := newEnv(t, func(c *web.Config) { c.Revocations = d })
+	link, _, err := e.h.LoginLink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.get(link)
+	if r.status != http.StatusForbidden || !strings.Contains(r.body, "revoked") {
+		t.Fatalf("login link of a revoked subject: %d %s", r.status, r.body)
+	}
+	for _, line := range r.header.Values("Set-Cookie") {
+		if strings.HasPrefix(line, web.SessionCookie+"=") {
+			t.Fatalf("a session cookie was set: %s", line)
+		}
+	}
+	d.subject.Store("")
+	if r := e.get("/test/whoami"); r.status != http.StatusSeeOther {
+		t.Fatalf("after the revocation was lifted: %d, want no session", r.status)
+	}
+}
+
 func TestNewRefusesBadProviderConfig(t *testing.T) {
 	e := newEnv(t, nil)
 	for name, tweak := range map[string]func(*web.Config){

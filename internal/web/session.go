@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"switchboard/internal/relay"
 )
 
 // Cookie names.
@@ -81,6 +83,22 @@ func (st *sessionStore) Delete(id string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	delete(st.m, id)
+}
+
+// DeleteWhere forgets every session match reports true for and returns
+// copies of them. match runs under the store's lock: it must not call back
+// into the store.
+func (st *sessionStore) DeleteWhere(match func(*Session) bool) []Session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []Session
+	for id, s := range st.m {
+		if match(s) {
+			delete(st.m, id)
+			out = append(out, *s)
+		}
+	}
+	return out
 }
 
 // Len returns the number of sessions held, expired or not.
@@ -189,13 +207,40 @@ func (h *Handler) sessionOf(r *http.Request) (s *Session, present bool) {
 	if s == nil {
 		return nil, true
 	}
-	if h.cfg.Revocations != nil {
-		if _, denied := h.cfg.Revocations.Denied("", s.Subject, ""); denied {
-			// The user was revoked: the login ends with it.
-			h.sessions.Delete(s.ID)
-			h.log.Info("web: session ended, its subject is revoked", "subject", s.Subject)
-			return nil, true
-		}
+	if h.subjectRevoked(s.Subject) {
+		// The user was revoked (by a revocation this node has not enforced
+		// through CloseWhere yet): the login ends with it.
+		h.sessions.Delete(s.ID)
+		h.log.Info("web: session ended, its subject is revoked", "subject", s.Subject)
+		return nil, true
 	}
 	return s, true
+}
+
+// subjectRevoked reports whether a revocation of subject is in force.
+func (h *Handler) subjectRevoked(subject string) bool {
+	if h.cfg.Revocations == nil {
+		return false
+	}
+	_, denied := h.cfg.Revocations.Denied("", subject, "")
+	return denied
+}
+
+// CloseWhere ends, at once, every dashboard session that a revocation's
+// matcher covers, and returns how many it ended: it implements
+// control.ConnCloser, so the control plane calls it when it records a
+// revocation, as it closes the relay's connections. A session is matched
+// as a connection with the session's subject and nothing else (no booking,
+// no token id), so revoking a subject ends that user's sessions and a
+// booking or token revocation ends none. The session's cookie stops
+// working, and lifting the revocation later does not bring the session
+// back. The dashboard holds no connections of its own: a page's live
+// views are relay connections under the user's subject, which the same
+// revocation closes with code. code is therefore unused; reason is logged.
+func (h *Handler) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
+	ended := h.sessions.DeleteWhere(func(s *Session) bool { return match(&relay.Info{Subject: s.Subject}) })
+	for _, s := range ended {
+		h.log.Info("web: session ended", "subject", s.Subject, "provider", s.Provider, "reason", reason)
+	}
+	return len(ended)
 }
