@@ -82,6 +82,7 @@ type Handler struct {
 	cop      *http.CrossOriginProtection
 	secure   bool   // cookies are Secure: PublicURL is https
 	base     string // PublicURL's path, "" or "/prefix": put before our paths in redirects
+	pageCSP  string // the pages' Content-Security-Policy (pageCSP)
 	authTmpl *template.Template
 	oidc     *oidcProvider   // nil if not configured
 	github   *githubProvider // nil if not configured
@@ -126,6 +127,7 @@ func New(cfg Config) (*Handler, error) {
 		sealer:    sealer,
 		secure:    cfg.PublicURL.Scheme == "https",
 		base:      strings.TrimSuffix(cfg.PublicURL.Path, "/"),
+		pageCSP:   pageCSP(cfg.PublicURL),
 		usedLinks: map[string]time.Time{},
 	}
 	if h.authTmpl, err = parseAuthTemplates(); err != nil {

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -24,11 +26,29 @@ import (
 //go:embed templates/jobs.html templates/job.html templates/revocations.html templates/tokens.html templates/audit.html
 var pageTemplateFiles embed.FS
 
-// pageCSP is the Content-Security-Policy of every page: scripts, styles and
-// images from our own origin only (no inline script or style), fetches to
-// our origin and websockets to the relay.
-const pageCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; " +
-	"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+// pageCSP returns the Content-Security-Policy of every page of the server
+// at public (its public URL): scripts, styles and images from our own origin
+// only (no inline script or style), and fetches and websockets to this
+// server only: the page's own origin ('self'), the public URL's origin, and
+// that origin's websocket equivalent (ws: for http, wss: for https), where
+// the access flow's websocket URIs point. A host that a CSP source cannot
+// name (an IPv6 literal) is left to 'self'.
+func pageCSP(public *url.URL) string {
+	connect := "'self'"
+	if cspHost.MatchString(public.Host) {
+		ws := "ws"
+		if public.Scheme == "https" {
+			ws = "wss"
+		}
+		connect += " " + public.Scheme + "://" + public.Host + " " + ws + "://" + public.Host
+	}
+	return "default-src 'self'; connect-src " + connect + "; img-src 'self' data:; " +
+		"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
+
+// cspHost matches the hosts (with an optional port) a CSP host-source can
+// name: DNS names and IPv4 addresses.
+var cspHost = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$`)
 
 // pageNames are the templates of the pages, each executed with the layout.
 var pageNames = []string{"overview", "connections", "agents", "jobs", "job", "revocations", "tokens", "audit"}
@@ -163,15 +183,15 @@ func (h *Handler) render(w http.ResponseWriter, name string, d *pageData) {
 		http.Error(w, "internal error: the page could not be rendered", http.StatusInternalServerError)
 		return
 	}
-	setPageHeaders(w.Header())
+	setPageHeaders(w.Header(), h.pageCSP)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
 }
 
-func setPageHeaders(hd http.Header) {
+func setPageHeaders(hd http.Header, csp string) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Cache-Control", "no-store")
-	hd.Set("Content-Security-Policy", pageCSP)
+	hd.Set("Content-Security-Policy", csp)
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("Referrer-Policy", "same-origin")

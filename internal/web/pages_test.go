@@ -211,7 +211,7 @@ func TestPagesRenderForViewer(t *testing.T) {
 		if ct := hd.Get("Content-Type"); ct != "text/html; charset=utf-8" {
 			t.Errorf("GET %s: Content-Type %q", path, ct)
 		}
-		if csp := hd.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "connect-src 'self' ws: wss:") {
+		if csp := hd.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "connect-src 'self' https://hub.example.org wss://hub.example.org;") {
 			t.Errorf("GET %s: CSP %q", path, csp)
 		}
 		if hd.Get("Cache-Control") != "no-store" {
@@ -232,6 +232,37 @@ func TestPagesRenderForViewer(t *testing.T) {
 		}
 		if strings.Contains(body, " style=") || strings.Contains(body, "<script>") || regexp.MustCompile(`\son[a-z]+=`).MatchString(body) {
 			t.Errorf("GET %s: inline style, script or event handler (the CSP forbids them)", path)
+		}
+	}
+}
+
+// TestPageCSPConnectsOnlyToThisServer: the pages may fetch from and open
+// websockets to this server's origin only (issue 12, item 14): no scheme
+// wildcard such as ws: or wss:, which would let an injected script send
+// data to any host.
+func TestPageCSPConnectsOnlyToThisServer(t *testing.T) {
+	for public, want := range map[string][]string{
+		"https://hub.example.org":           {"'self'", "https://hub.example.org", "wss://hub.example.org"},
+		"https://hub.example.org:8443/base": {"'self'", "https://hub.example.org:8443", "wss://hub.example.org:8443"},
+		"http://127.0.0.1:8080":             {"'self'", "http://127.0.0.1:8080", "ws://127.0.0.1:8080"},
+		"http://[::1]:8080":                 {"'self'"}, // a CSP source cannot name an IPv6 literal
+	} {
+		u, err := url.Parse(public)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csp := pageCSP(u)
+		var connect []string
+		for _, d := range strings.Split(csp, ";") {
+			if f := strings.Fields(d); len(f) > 0 && f[0] == "connect-src" {
+				connect = f[1:]
+			}
+		}
+		if !slices.Equal(connect, want) {
+			t.Errorf("public URL %s: connect-src %q, want %q (CSP %q)", public, connect, want, csp)
+		}
+		if !strings.Contains(csp, "default-src 'self';") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("public URL %s: CSP %q", public, csp)
 		}
 	}
 }
