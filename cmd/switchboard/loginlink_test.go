@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -68,20 +69,29 @@ func useLink(t *testing.T, link string) int {
 	return resp.StatusCode
 }
 
+// TestServePrintsLoginLinkAndLoginLinkCommand: serve, whose stderr is not
+// a terminal (as under systemd or docker), writes its login link to the
+// data directory's login-link file (mode 0600) and only says where in the
+// log: neither the link nor its token is in serve's output (issue 12,
+// item 14).
 func TestServePrintsLoginLinkAndLoginLinkCommand(t *testing.T) {
 	dir, stderr := serveWithStderr(t)
+	file := filepath.Join(dir, datadir.LoginLinkFile)
 	var link string
-	waitFor(t, "login link printed", func() bool {
-		link = linkRE.FindString(stderr.String())
+	waitFor(t, "login link written", func() bool {
+		b, _ := os.ReadFile(file)
+		link = linkRE.FindString(string(b))
 		return link != ""
 	})
-	for _, line := range strings.Split(stderr.String(), "\n") {
-		if strings.Contains(line, "msg=") && strings.Contains(line, "auth/link") {
-			t.Fatalf("the login link is in a log record: %s", line)
-		}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("login-link file: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
-	if !strings.Contains(stderr.String(), "one-time admin login link printed on stderr") {
-		t.Fatalf("no log record announcing the link:\n%s", stderr)
+	waitFor(t, "the log record announcing the link", func() bool {
+		return strings.Contains(stderr.String(), "one-time admin login link written in "+file)
+	})
+	token := link[strings.Index(link, "?t=")+len("?t="):]
+	if out := stderr.String(); strings.Contains(out, token) || strings.Contains(out, "/auth/link") {
+		t.Fatalf("the login link is in serve's output (its log):\n%s", out)
 	}
 	if got := useLink(t, link); got != http.StatusSeeOther {
 		t.Fatalf("printed link: %d", got)
@@ -181,6 +191,49 @@ func TestServeRefusesBadLoginFlags(t *testing.T) {
 		_, err := run(ctx, nil, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)...)
 		if err == nil {
 			t.Errorf("serve %v: started", args)
+		}
+	}
+}
+
+// TestLoginLinkOnATerminalIsPrintedApartFromTheLog: on a terminal the link
+// is printed as plain text, and the log (here a buffer of its own) still
+// holds only where it is.
+func TestLoginLinkOnATerminalIsPrintedApartFromTheLog(t *testing.T) {
+	dir := t.TempDir()
+	const token = "eyJhbGciOiJIUzI1NiJ9.test-token.signature"
+	link := "http://127.0.0.1:1/auth/link?t=" + token
+	for _, terminal := range []bool{true, false} {
+		var printed, logged strings.Builder
+		log := slog.New(slog.NewTextHandler(&logged, nil))
+		if err := announceLoginLink(&printed, terminal, log, link, time.Now().Add(15*time.Minute), dir); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logged.String(), token) || !strings.Contains(logged.String(), filepath.Join(dir, datadir.LoginLinkFile)) {
+			t.Fatalf("terminal %v: log %q: the token is in it, or the file is not", terminal, logged.String())
+		}
+		if got := strings.Contains(printed.String(), "\n    "+link+"\n"); got != terminal {
+			t.Fatalf("terminal %v: printed %q", terminal, printed.String())
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, datadir.LoginLinkFile)); err != nil || string(b) != link+"\n" {
+			t.Fatalf("terminal %v: file %q %v", terminal, b, err)
+		}
+	}
+	if isTerminal(&strings.Builder{}) {
+		t.Fatal("a buffer is a terminal")
+	}
+	f, err := os.Create(filepath.Join(dir, "plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if isTerminal(f) {
+		t.Fatal("a regular file is a terminal")
+	}
+	// A pseudo-terminal (what a shell's stderr is) is one.
+	if pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0); err == nil {
+		defer pty.Close()
+		if !isTerminal(pty) {
+			t.Fatal("a pseudo-terminal is not a terminal")
 		}
 	}
 }

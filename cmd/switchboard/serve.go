@@ -208,8 +208,9 @@ func newServeCommand(io stdio) *cobra.Command {
 secret and node id in ./data, and relays on the "session" prefix.
 
 The web dashboard is at <public-url>/ui/. Users sign in with OpenID Connect
-(--oidc-*) or GitHub (--github-*); with neither configured, serve prints a
-one-time admin login link at start (valid 15 minutes), and
+(--oidc-*) or GitHub (--github-*); with neither configured, serve writes a
+one-time admin login link (valid 15 minutes) to <data-dir>/login-link at
+start, and prints it when stderr is a terminal (never in the log), and
 "switchboard login-link" prints a fresh one at any time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd.Context(), io, &f) },

@@ -1,6 +1,7 @@
 // Package datadir manages the files a node keeps in its data directory: the
 // generated signing secret, the node id and the public URL the server last
-// served, so that `switchboard token` next to a default server just works.
+// served, so that `switchboard token` next to a default server just works,
+// and the dashboard's login link printed at start (mode 0600).
 package datadir
 
 import (
@@ -20,6 +21,7 @@ const (
 	SecretFile    = "secret"
 	NodeIDFile    = "node-id"
 	PublicURLFile = "public-url"
+	LoginLinkFile = "login-link"
 )
 
 // Ensure creates dir (mode 0700) if it does not exist.
@@ -84,6 +86,14 @@ func ReadPublicURL(dir string) (string, error) {
 		return "", fmt.Errorf("datadir: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// WriteLoginLink keeps the dashboard's one-time login link in dir (file
+// mode 0600 from its creation: the link is a credential) and returns the
+// file's path.
+func WriteLoginLink(dir, link string) (string, error) {
+	path := filepath.Join(dir, LoginLinkFile)
+	return path, writeFileAtomic(path, []byte(link+"\n"), 0o600)
 }
 
 func loadOrCreate(dir, name string, generate func() string) ([]byte, error) {
