@@ -47,6 +47,7 @@ type DropCounts struct {
 	QueueTail    uint64 `json:"queue_tail"`
 	NotPermitted uint64 `json:"not_permitted"`
 	SenderClosed uint64 `json:"sender_closed"`
+	QueueBudget  uint64 `json:"queue_budget"`
 }
 
 // Report returns the status of every connection, oldest first.
@@ -59,6 +60,7 @@ func Report(rs *relay.Server) []ConnReport {
 			QueueTail:    cs.DropsByReason[relay.DropQueueTail],
 			NotPermitted: cs.DropsByReason[relay.DropNotPermitted],
 			SenderClosed: cs.DropsByReason[relay.DropSenderClosed],
+			QueueBudget:  cs.DropsByReason[relay.DropQueueBudget],
 		}
 		scopes := cs.Info.Scopes
 		if scopes == nil {

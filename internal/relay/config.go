@@ -36,13 +36,21 @@ func ParsePolicy(s string) (Policy, error) {
 
 // Defaults for Config fields left zero.
 const (
-	DefaultSendQueueBytes  = 8 << 20
+	// DefaultSendQueueBytes holds about 4 s of a 4 Mbit/s video stream, or
+	// two maximum-size messages: a reader further behind than that is served
+	// better by losing its oldest messages than by getting them late. It was
+	// 8 MiB, which let 10,000 stalled readers pin 80 GB.
+	DefaultSendQueueBytes  = 2 << 20
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultPingInterval    = 30 * time.Second
 	DefaultPongTimeout     = 15 * time.Second
 	DefaultCloseTimeout    = 5 * time.Second
 )
+
+// FallbackQueueBudgetBytes is the default QueueBudgetBytes where the
+// machine's memory cannot be read (see DefaultQueueBudget).
+const FallbackQueueBudgetBytes = 1 << 30
 
 // MessageOverhead is the number of bytes each queued message counts for in
 // addition to its payload, so that floods of tiny messages are bounded too.
@@ -52,8 +60,18 @@ const MessageOverhead = 32
 type Config struct {
 	// SendQueueBytes bounds each connection's send queue, counting payload
 	// plus MessageOverhead per message, including the batch being written.
-	// Must be at least MaxMessageBytes + MessageOverhead. Default 8 MiB.
+	// Must be at least MaxMessageBytes + MessageOverhead. Default 2 MiB.
 	SendQueueBytes int
+	// QueueBudgetBytes bounds the bytes in all send queues of the node
+	// together, counted as SendQueueBytes counts them (so a message queued
+	// for 100 readers counts 100 times, though its bytes are shared: the
+	// budget bounds memory from above). When it is reached, the connections
+	// holding more than their fair share lose messages or are closed, by
+	// SlowConsumer, under DropQueueBudget / ReasonQueueBudget; the package
+	// doc states the rule. Zero means DefaultQueueBudget(): a quarter of the
+	// machine's or control group's memory. Must hold at least one
+	// maximum-size message.
+	QueueBudgetBytes int64
 	// MaxMessageBytes is the largest message accepted from a peer; a larger
 	// one closes the sender with CloseTooBig. Default 1 MiB.
 	MaxMessageBytes int
@@ -96,6 +114,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if c.QueueBudgetBytes == 0 {
+		// Never below one connection's queue, however small the machine.
+		c.QueueBudgetBytes = max(DefaultQueueBudget(), int64(c.SendQueueBytes))
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
@@ -120,6 +142,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SendQueueBytes < c.MaxMessageBytes+MessageOverhead:
 		return c, fmt.Errorf("relay: send queue %d bytes: must hold at least one maximum-size message (%d bytes)",
 			c.SendQueueBytes, c.MaxMessageBytes+MessageOverhead)
+	case c.QueueBudgetBytes < int64(c.MaxMessageBytes+MessageOverhead):
+		return c, fmt.Errorf("relay: queue budget %d bytes: must hold at least one maximum-size message (%d bytes); 0 means a quarter of memory",
+			c.QueueBudgetBytes, c.MaxMessageBytes+MessageOverhead)
 	case c.WriteTimeout < 0:
 		return c, fmt.Errorf("relay: write timeout %v: must be positive", c.WriteTimeout)
 	case c.CloseTimeout < 0:

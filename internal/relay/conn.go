@@ -189,13 +189,17 @@ func (c *conn) readLoop() {
 
 // enqueue queues m for writing to c. It is called from senders' read loops
 // and must not allocate in the steady state. It never blocks, except for a
-// Backpressure connection whose queue is full: then it waits for room, for
-// c to close, or for senderDone (the sender closing; nil for the server).
+// Backpressure connection whose queue is full or over the node's budget:
+// then it waits for room, for c to close, or for senderDone (the sender
+// closing; nil for the server).
 func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 	size := len(m.Data) + MessageOverhead
 	limit := c.srv.cfg.SendQueueBytes
 	c.mu.Lock()
-	for c.space != nil && !c.closing && c.queued+c.inflight+size > limit && c.queued+c.inflight > 0 {
+	// A Backpressure connection with nothing queued takes the message
+	// whatever the budget says: nothing of its own would ever make room.
+	for c.space != nil && !c.closing && c.queued+c.inflight > 0 &&
+		(c.queued+c.inflight+size > limit || !c.srv.budgetAdmits(c.queued+c.inflight, size)) {
 		c.mu.Unlock()
 		select {
 		case <-c.space:
@@ -222,11 +226,10 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 			c.drops[DropQueueTail].Add(1)
 			return
 		}
-		for c.queued+c.inflight+size > limit && c.qHead < len(c.q) {
-			c.queued -= len(c.q[c.qHead].Data) + MessageOverhead
-			c.q[c.qHead] = Message{}
-			c.qHead++
-			c.drops[DropQueueHead].Add(1)
+		for c.queued+c.inflight+size > limit {
+			if !c.dropOldestLocked(DropQueueHead) {
+				break
+			}
 		}
 		if c.queued+c.inflight+size > limit {
 			c.mu.Unlock()
@@ -234,6 +237,51 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 			return
 		}
 	}
+	switch {
+	case c.space != nil:
+		// Back-pressure has waited above for as long as waiting could help.
+		c.srv.queuedBytes.Add(int64(size))
+	case !c.srv.reserveQueued(c.queued+c.inflight, size):
+		if c.srv.cfg.SlowConsumer == PolicyClose {
+			c.mu.Unlock()
+			c.close(CloseSlowConsumer, ReasonQueueBudget, "slow consumer: node queue budget reached")
+			return
+		}
+		// Make room from this connection's own oldest messages, no more
+		// than needed; the batch being written cannot be taken back.
+		for {
+			if !c.dropOldestLocked(DropQueueBudget) {
+				c.mu.Unlock()
+				c.drops[DropQueueBudget].Add(1)
+				return
+			}
+			if c.srv.reserveQueued(c.queued+c.inflight, size) {
+				break
+			}
+		}
+	}
+	c.appendLocked(m, size)
+	c.mu.Unlock()
+}
+
+// dropOldestLocked drops the oldest queued message, counting it under why,
+// and reports whether there was one. c.mu must be held.
+func (c *conn) dropOldestLocked(why DropReason) bool {
+	if c.qHead == len(c.q) {
+		return false
+	}
+	n := len(c.q[c.qHead].Data) + MessageOverhead
+	c.queued -= n
+	c.srv.releaseQueued(n)
+	c.q[c.qHead] = Message{}
+	c.qHead++
+	c.drops[why].Add(1)
+	return true
+}
+
+// appendLocked queues m, whose size is already counted in the node's total,
+// and makes sure a write loop will send it. c.mu must be held.
+func (c *conn) appendLocked(m Message, size int) {
 	if c.qHead > 0 && len(c.q) == cap(c.q) && c.qHead >= len(c.q)/2 {
 		// Reclaim the dropped prefix instead of growing the array, once it
 		// is at least half of it: a full queue drops one message per
@@ -249,7 +297,6 @@ func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 	c.q = append(c.q, m)
 	c.queued += size
 	c.kickLocked()
-	c.mu.Unlock()
 }
 
 // writerLinger is how long an idle write loop waits for more before it
@@ -339,6 +386,7 @@ func (c *conn) writeLoop() {
 		clear(backing)
 
 		c.mu.Lock()
+		c.srv.releaseQueued(c.inflight)
 		c.inflight = 0
 		if cap(backing) <= maxSpareMessages {
 			c.spare = backing[:0]
@@ -419,6 +467,7 @@ func (c *conn) setClosing(code CloseCode, why CloseReason, text string, transpor
 	close(c.done)
 	c.closeCode, c.closeWhy, c.closeText, c.closeIsDone = code, why, text, transportDone
 	clear(c.q)
+	c.srv.releaseQueued(c.queued)
 	c.q, c.qHead, c.queued, c.spare = nil, 0, 0, nil
 	if !transportDone {
 		// The write loop may be blocked writing to a stalled peer; give it

@@ -17,11 +17,15 @@ const (
 	// DropSenderClosed: a message to a back-pressure connection (a pair)
 	// waited for room and its sender closed meanwhile.
 	DropSenderClosed
+	// DropQueueBudget: the node's queued bytes were at their budget
+	// (Config.QueueBudgetBytes) and this receiver had to make room from its
+	// own queue, or could not (see the package doc for the rule).
+	DropQueueBudget
 	// NumDropReasons is the number of drop reasons.
 	NumDropReasons
 )
 
-var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted", "sender_closed"}
+var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted", "sender_closed", "queue_budget"}
 
 func (r DropReason) String() string {
 	if r < NumDropReasons {
@@ -50,13 +54,14 @@ const (
 	ReasonPairClosed                      // the other side of a pair closed (1000)
 	ReasonNoHost                          // a shell session's host did not answer (4004)
 	ReasonSuperseded                      // a shell host replaced by a newer one (4009)
+	ReasonQueueBudget                     // the node's queue budget was reached under PolicyClose (4008)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"peer_closed", "read_error", "write_error", "ping_timeout", "message_too_big", "invalid_utf8",
 	"policy_violation", "token_expired", "denied", "slow_consumer", "shutdown", "server_closed",
-	"pair_closed", "no_host", "superseded",
+	"pair_closed", "no_host", "superseded", "queue_budget",
 }
 
 func (r CloseReason) String() string {

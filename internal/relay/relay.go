@@ -15,6 +15,23 @@
 // closed with CloseSlowConsumer (PolicyClose). Every drop and every close is
 // counted under a named reason.
 //
+// Node budget: the bytes in all queues together (payload plus
+// MessageOverhead per message per receiver, including batches being
+// written) are bounded by Config.QueueBudgetBytes, B. A connection's fair
+// share is B divided by the number of open connections. A message is
+// queued for a receiver only if, with it, the node's total stays within
+// 3/4 B, or stays within B and the receiver's own queue stays within its
+// fair share. So connections above their fair share (the slowest ones)
+// can never take the last quarter of the budget from readers that keep
+// up. When a message is refused, under PolicyDrop the receiver's own
+// oldest queued messages are dropped until it fits, and the message
+// itself if they are not enough, each counted as DropQueueBudget; under
+// PolicyClose the receiver is closed with CloseSlowConsumer
+// (ReasonQueueBudget). A Backpressure connection waits instead, as for
+// its own limit, except that one with nothing queued takes the message
+// regardless: only such connections can take the total beyond B, by at
+// most one message each.
+//
 // This package imports the standard library only (enforced by a test).
 package relay
 

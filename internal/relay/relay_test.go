@@ -172,6 +172,10 @@ func newHarness(t *testing.T, cfg Config) *harness {
 			t.Errorf("shutdown: %v", err)
 		}
 		h.wg.Wait()
+		// Every byte counted into the node's queue budget was counted out.
+		if n := srv.Stats().QueuedBytes; n != 0 {
+			t.Errorf("after shutdown the node still counts %d queued bytes", n)
+		}
 	})
 	return h
 }
@@ -467,6 +471,7 @@ func TestConfigValidation(t *testing.T) {
 		{MaxMessageBytes: -1},
 		{WriteTimeout: -time.Second},
 		{SlowConsumer: 7},
+		{QueueBudgetBytes: -1},
 	} {
 		if _, err := NewServer(cfg); err == nil {
 			t.Errorf("NewServer(%+v) accepted", cfg)

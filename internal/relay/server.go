@@ -23,6 +23,16 @@ type Server struct {
 
 	nextID atomic.Uint64
 
+	// Node-wide queue budget (Config.QueueBudgetBytes; see the package doc).
+	// queuedBytes is the sum of every connection's queued and in-flight
+	// bytes, changed under the connection's mu wherever those change.
+	// fairShare is the budget divided by the open connections, stored by
+	// register and unregister. budgetOverShare is the part of the budget
+	// connections above their fair share may fill.
+	queuedBytes     atomic.Int64
+	fairShare       atomic.Int64
+	budgetOverShare int64
+
 	// Counters, exported by Stats. Traffic is counted on each connection
 	// (no shared cache line on the hot path) and folded into retired when
 	// the connection ends.
@@ -62,11 +72,54 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
-		cfg:    cfg,
-		topics: make(map[string]*topicState),
-		conns:  make(map[*conn]struct{}),
-	}, nil
+	s := &Server{
+		cfg:             cfg,
+		topics:          make(map[string]*topicState),
+		conns:           make(map[*conn]struct{}),
+		budgetOverShare: cfg.QueueBudgetBytes - cfg.QueueBudgetBytes/budgetReserve,
+	}
+	s.fairShare.Store(cfg.QueueBudgetBytes)
+	return s, nil
+}
+
+// budgetReserve: the last 1/budgetReserve of the queue budget is kept for
+// connections holding no more than their fair share.
+const budgetReserve = 4
+
+// reserveQueued adds size bytes, about to be queued for a connection that
+// holds own bytes, to the node's total if the budget admits them, and
+// reports whether it did. The budget admits them if the total stays within
+// budgetOverShare, or within the whole budget for a connection that stays
+// within its fair share. One atomic add when the node is below
+// budgetOverShare; never allocates.
+func (s *Server) reserveQueued(own, size int) bool {
+	n := s.queuedBytes.Add(int64(size))
+	if n <= s.budgetOverShare || n <= s.cfg.QueueBudgetBytes && int64(own+size) <= s.fairShare.Load() {
+		return true
+	}
+	s.queuedBytes.Add(-int64(size))
+	return false
+}
+
+// budgetAdmits reports whether reserveQueued(own, size) would succeed now,
+// without reserving anything.
+func (s *Server) budgetAdmits(own, size int) bool {
+	n := s.queuedBytes.Load() + int64(size)
+	return n <= s.budgetOverShare || n <= s.cfg.QueueBudgetBytes && int64(own+size) <= s.fairShare.Load()
+}
+
+// releaseQueued subtracts n bytes that left a send queue (written, dropped
+// or discarded) from the node's total.
+func (s *Server) releaseQueued(n int) {
+	if n != 0 {
+		s.queuedBytes.Add(-int64(n))
+	}
+}
+
+// updateFairShareLocked recomputes the fair share after the set of
+// connections changed. s.mu must be held.
+func (s *Server) updateFairShareLocked() {
+	s.fairShare.Store(s.cfg.QueueBudgetBytes / int64(max(1, len(s.conns))))
 }
 
 // Config returns the server's configuration with defaults applied.
@@ -143,6 +196,7 @@ func (s *Server) register(conns ...*conn) error {
 	for _, c := range conns {
 		s.registerLocked(c)
 	}
+	s.updateFairShareLocked()
 	return nil
 }
 
@@ -174,6 +228,7 @@ func (s *Server) unregister(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	s.updateFairShareLocked()
 	s.retired.add(c)
 	t := c.topic
 	t.n--
@@ -285,6 +340,8 @@ type Stats struct {
 	Drops         map[string]uint64 // by DropReason name
 	Closes        map[string]uint64 // by CloseReason name
 	SendQueueSize int               // configured per-connection bound
+	QueuedBytes   int64             // in all send queues now, counted as QueueBudget counts them
+	QueueBudget   int64             // configured node-wide bound on QueuedBytes
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -307,6 +364,8 @@ func (s *Server) Stats() Stats {
 		st.Closes[CloseReason(i).String()] = s.closes[i].Load()
 	}
 	st.SendQueueSize = s.cfg.SendQueueBytes
+	st.QueuedBytes = s.queuedBytes.Load()
+	st.QueueBudget = s.cfg.QueueBudgetBytes
 	return st
 }
 
