@@ -72,6 +72,7 @@ type serveFlags struct {
 	tlsCert, tlsKey string
 	leeway          time.Duration
 	sendQueue       byteSize
+	queueBudget     byteSize
 	maxMessage      byteSize
 	slowConsumer    string
 	writeTimeout    time.Duration
@@ -225,6 +226,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file")
 	fs.DurationVar(&f.leeway, "leeway", 5*time.Second, "clock skew tolerated on token times")
 	fs.Var(&f.sendQueue, "send-queue", "per-connection send queue bound")
+	fs.Var(&f.queueBudget, "queue-budget", "bound on all send queues together; over it the connections above their fair share drop or close (default: a quarter of the machine's or cgroup's memory)")
 	fs.Var(&f.maxMessage, "max-message", "largest message accepted (larger closes the sender with 1009)")
 	fs.StringVar(&f.slowConsumer, "slow-consumer", "drop", "when a send queue is full: drop (oldest messages) or close (with 4008)")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", relay.DefaultWriteTimeout, "deadline of each write to a peer")
@@ -326,6 +328,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		Relay: relay.Config{
 			SendQueueBytes: int(f.sendQueue), MaxMessageBytes: int(f.maxMessage), SlowConsumer: policy,
 			WriteTimeout: f.writeTimeout, PingInterval: f.pingInterval, PongTimeout: f.pongTimeout,
+			QueueBudgetBytes: int64(f.queueBudget),
 		},
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
 		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
