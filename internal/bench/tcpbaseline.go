@@ -29,8 +29,9 @@ import (
 // Defaults of TCPBaselineOptions.
 const (
 	// DefaultBaselineQueueBytes bounds each reader's queue in the hub, like
-	// the relay's default send queue (8 MiB).
-	DefaultBaselineQueueBytes = 8 << 20
+	// the relay's default send queue (relay.DefaultSendQueueBytes, 2 MiB;
+	// this package may not import the relay).
+	DefaultBaselineQueueBytes = 2 << 20
 	// BaselineMessageOverhead is what each queued message counts for in
 	// addition to its payload, as in the relay.
 	BaselineMessageOverhead = 32
