@@ -234,6 +234,17 @@ type Param struct {
 	Min         *float64  `json:"min,omitempty"` // int, number
 	Max         *float64  `json:"max,omitempty"`
 	Values      []string  `json:"values,omitempty"` // enum
+	// AllowDash lets a string value start with '-'. Without it such a
+	// value is refused: in an argument of its own a program would read it
+	// as an option (ssh -oProxyCommand=…, env -S…) and run what the
+	// declaration never named. Int and number values may start with '-'
+	// only when Min is below zero.
+	AllowDash bool `json:"allow_dash,omitempty"`
+	// AllowControlChars lets a string value hold control characters:
+	// U+0001..U+001F other than tab, and U+007F (NUL is never allowed).
+	// Without it they are refused: they end lines in logs and files and
+	// drive terminals.
+	AllowControlChars bool `json:"allow_control_chars,omitempty"`
 }
 
 // Action declares what an agent can be asked to run. Command and Env stay
@@ -325,6 +336,12 @@ func (p *Param) validate() error {
 	if p.Type != ParamEnum && len(p.Values) > 0 {
 		return fmt.Errorf("parameter %s: values are for enum", p.Name)
 	}
+	if p.Type != ParamString && p.AllowDash {
+		return fmt.Errorf("parameter %s: allow_dash is for strings (int and number take negative values when min is below 0)", p.Name)
+	}
+	if p.Type != ParamString && p.AllowControlChars {
+		return fmt.Errorf("parameter %s: allow_control_chars is for strings", p.Name)
+	}
 	if p.Required && p.Default != "" {
 		return fmt.Errorf("parameter %s: a required parameter has no default", p.Name)
 	}
@@ -363,6 +380,12 @@ func (p *Param) Check(v string) error {
 		if !utf8.ValidString(v) {
 			return fail("is not valid UTF-8")
 		}
+		if i := controlChar(v); i >= 0 && !p.AllowControlChars {
+			return fail("contains the control character U+%04X (the declaration does not set allow_control_chars)", v[i])
+		}
+		if strings.HasPrefix(v, "-") && !p.AllowDash {
+			return fail("starts with '-', which the program could read as an option (the declaration does not set allow_dash)")
+		}
 		if p.Pattern != "" {
 			re, err := regexp.Compile(p.Pattern)
 			if err != nil || !fullMatch(re, v) {
@@ -374,13 +397,13 @@ func (p *Param) Check(v string) error {
 		if err != nil {
 			return fail("%q is not an integer", short(v))
 		}
-		return p.checkRange(float64(n), fail)
+		return p.checkRange(v, float64(n), fail)
 	case ParamNumber:
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
 			return fail("%q is not a number", short(v))
 		}
-		return p.checkRange(n, fail)
+		return p.checkRange(v, n, fail)
 	case ParamBool:
 		if v != "true" && v != "false" {
 			return fail("want true or false")
@@ -395,24 +418,45 @@ func (p *Param) Check(v string) error {
 	return nil
 }
 
-func (p *Param) checkRange(n float64, fail func(string, ...any) error) error {
+// checkRange checks n, read from v, against Min and Max. A value written
+// with a leading '-' ("-5", "-0", "-1e3") is an option to many programs
+// (head -5, kill -9): it is taken only when the declaration says negative
+// values are meant, with a Min below zero.
+func (p *Param) checkRange(v string, n float64, fail func(string, ...any) error) error {
 	if p.Min != nil && n < *p.Min {
 		return fail("below the minimum %s", strconv.FormatFloat(*p.Min, 'g', -1, 64))
 	}
 	if p.Max != nil && n > *p.Max {
 		return fail("above the maximum %s", strconv.FormatFloat(*p.Max, 'g', -1, 64))
 	}
+	if strings.HasPrefix(v, "-") && (p.Min == nil || *p.Min >= 0) {
+		return fail("starts with '-', which the program could read as an option (negative values need a min below 0)")
+	}
 	return nil
 }
 
-func fullMatch(re *regexp.Regexp, v string) bool {
-	loc := re.FindStringIndex(v)
-	if loc != nil && loc[0] == 0 && loc[1] == len(v) {
-		return true
+// controlChar returns the index of the first control character in v that
+// a declaration must allow (below 0x20 except tab, and 0x7f), or -1. Bytes
+// below 0x80 never occur inside a multi-byte UTF-8 sequence, so a byte scan
+// finds exactly the control code points.
+func controlChar(v string) int {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return i
+		}
 	}
-	// The leftmost match may be shorter than a full one: anchor and retry.
-	anchored, err := regexp.Compile(`^(?:` + re.String() + `)$`)
-	return err == nil && anchored.MatchString(v)
+	return -1
+}
+
+// fullMatch reports whether re matches the whole of v. With leftmost-
+// longest semantics the match found starts at the leftmost possible
+// position and is the longest there, so it spans v exactly when some match
+// of re does: no rewriting of the pattern's text, which a pattern could
+// escape.
+func fullMatch(re *regexp.Regexp, v string) bool {
+	re.Longest()
+	loc := re.FindStringIndex(v)
+	return loc != nil && loc[0] == 0 && loc[1] == len(v)
 }
 
 func short(v string) string {

@@ -3,6 +3,7 @@ package jobproto
 import (
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,10 @@ func FuzzHello(f *testing.F) {
 	f.Add([]byte(`{"type":"hello","agent":"c1","labels":["role=client"],"actions":[{"name":"download","timeout":"1m","params":[{"name":"server","type":"string","required":true,"pattern":"[a-z]+"},{"name":"n","type":"int","min":1,"max":9,"default":"1"}]}]}`), "server", "abc")
 	f.Add([]byte(`{"type":"hello","agent":"c1","actions":[{"name":"e","timeout":5,"params":[{"name":"m","type":"enum","values":["a","b"]}]}]}`), "m", "b")
 	f.Add([]byte(`{"actions":[{"name":"x","timeout":"1s","params":[{"name":"f","type":"number","min":-1e308,"max":1e308}]}]}`), "f", "1e309")
+	f.Add([]byte(`{"actions":[{"name":"ssh","timeout":"1s","params":[{"name":"host","type":"string"}]}]}`), "host", "-oProxyCommand=touch /tmp/x")
+	f.Add([]byte(`{"actions":[{"name":"env","timeout":"1s","params":[{"name":"arg","type":"string","pattern":".*","allow_dash":true}]}]}`), "arg", "-S touch /tmp/x")
+	f.Add([]byte(`{"actions":[{"name":"say","timeout":"1s","params":[{"name":"msg","type":"string","pattern":"(?m)^[a-z]+$"}]}]}`), "msg", "abc\ndef")
+	f.Add([]byte(`{"actions":[{"name":"n","timeout":"1s","params":[{"name":"n","type":"int"}]}]}`), "n", "-1")
 	f.Fuzz(func(t *testing.T, hello []byte, name, value string) {
 		var h Hello
 		if json.Unmarshal(hello, &h) != nil {
@@ -116,6 +121,43 @@ func FuzzHello(f *testing.F) {
 			if _, err := a.CheckParams(got); err != nil {
 				t.Fatalf("accepted values %v refused on a second check: %v", got, err)
 			}
+			for _, p := range a.Params {
+				v, ok := got[p.Name]
+				if !ok {
+					continue
+				}
+				checkAccepted(t, &p, v)
+			}
 		}
 	})
+}
+
+// checkAccepted fails t unless v, accepted for p, keeps p's rules: no
+// leading '-' and no control character unless allowed, a whole match of
+// the pattern.
+func checkAccepted(t *testing.T, p *Param, v string) {
+	t.Helper()
+	switch p.Type {
+	case ParamString:
+		if strings.HasPrefix(v, "-") && !p.AllowDash {
+			t.Fatalf("%s accepted %q, which starts with '-', without allow_dash", p.Name, v)
+		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) && !p.AllowControlChars {
+			t.Fatalf("%s accepted %q, which holds a control character, without allow_control_chars", p.Name, v)
+		}
+		if strings.ContainsRune(v, 0) {
+			t.Fatalf("%s accepted %q, which holds NUL", p.Name, v)
+		}
+		if p.Pattern != "" {
+			// An independent oracle: the pattern anchored by text. It may fail
+			// to compile (an unterminated \Q quotes the anchors); then skip.
+			if re, err := regexp.Compile(`^(?:` + p.Pattern + `)$`); err == nil && !re.MatchString(v) {
+				t.Fatalf("%s accepted %q, which does not wholly match %s", p.Name, v, p.Pattern)
+			}
+		}
+	case ParamInt, ParamNumber:
+		if strings.HasPrefix(v, "-") && (p.Min == nil || *p.Min >= 0) {
+			t.Fatalf("%s accepted %q, negative, without a min below 0", p.Name, v)
+		}
+	}
 }
