@@ -67,6 +67,7 @@ var closeCodes = map[relay.CloseReason]string{
 	relay.ReasonPolicy: "1008", relay.ReasonTokenExpired: "4001", relay.ReasonDenied: "4003",
 	relay.ReasonSlowConsumer: "4008", relay.ReasonShutdown: "1001", relay.ReasonServerClosed: "1000",
 	relay.ReasonPairClosed: "1000", relay.ReasonNoHost: "4004", relay.ReasonSuperseded: "4009",
+	relay.ReasonQueueBudget: "4008",
 }
 
 var (
@@ -79,6 +80,8 @@ var (
 	descCloses    = prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason and the close code sent.", []string{"reason", "code"}, nil)
 	descOutcomes  = prometheus.NewDesc("switchboard_access_total", "Access requests (stage access) and code exchanges (stage exchange), by outcome.", []string{"stage", "outcome"}, nil)
 	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
+	descQueued    = prometheus.NewDesc("switchboard_queued_bytes", "Bytes in all send queues, counted once per receiver (what --queue-budget bounds).", nil, nil)
+	descBudget    = prometheus.NewDesc("switchboard_queue_budget_bytes", "The node's bound on switchboard_queued_bytes (--queue-budget).", nil, nil)
 )
 
 // relayCollector reads the relay's and access handler's counters at scrape
@@ -86,7 +89,7 @@ var (
 type relayCollector struct{ h *Handler }
 
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRevActive} {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRevActive, descQueued, descBudget} {
 		ch <- d
 	}
 }
@@ -102,6 +105,8 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(n), p)
 	}
 	ch <- prometheus.MustNewConstMetric(descTopics, prometheus.GaugeValue, float64(st.Topics))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.QueuedBytes))
+	ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(st.QueueBudget))
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted))
 	ch <- prometheus.MustNewConstMetric(descMsgs, prometheus.CounterValue, float64(st.MessagesIn), "in")
 	ch <- prometheus.MustNewConstMetric(descMsgs, prometheus.CounterValue, float64(st.MessagesOut), "out")
