@@ -58,7 +58,7 @@ type ActionConfig struct {
 var (
 	agentKeys  = []string{"id", "token_file", "labels", "state_dir", "actions"}
 	actionKeys = []string{"name", "description", "command", "timeout", "env", "pass_env", "dir", "params"}
-	paramKeys  = []string{"name", "type", "description", "required", "default", "pattern", "max_length", "min", "max", "values"}
+	paramKeys  = []string{"name", "type", "description", "required", "default", "pattern", "max_length", "min", "max", "values", "allow_dash", "allow_control_chars"}
 )
 
 func (d *decoder) agent(n *yaml.Node, path string) *AgentConfig {
@@ -135,6 +135,10 @@ func (d *decoder) param(n *yaml.Node, path string) jobproto.Param {
 			p.Max = d.number(v, kp)
 		case "values":
 			p.Values = d.strList(v, kp)
+		case "allow_dash":
+			p.AllowDash = d.bool(v, kp)
+		case "allow_control_chars":
+			p.AllowControlChars = d.bool(v, kp)
 		}
 	})
 	return p

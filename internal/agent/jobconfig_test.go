@@ -33,6 +33,7 @@ agent:
         - {name: mode, type: enum, values: [fast, slow], description: how}
         - {name: verbose, type: bool}
         - {name: rate, type: number, min: 0.5}
+        - {name: flags, type: string, allow_dash: true, allow_control_chars: true, default: "-v"}
     - name: noop
       command: [/bin/true]
       timeout: 1s
@@ -60,9 +61,10 @@ func TestAgentConfigValid(t *testing.T) {
 		t.Fatalf("download %+v", d)
 	}
 	p := d.Params
-	if len(p) != 5 || !p[0].Required || p[0].Pattern != "[a-z0-9.-]+" || p[0].MaxLength != 253 || *p[1].Min != 1 || *p[1].Max != 100 ||
+	if len(p) != 6 || !p[0].Required || p[0].Pattern != "[a-z0-9.-]+" || p[0].MaxLength != 253 || *p[1].Min != 1 || *p[1].Max != 100 ||
 		p[1].Default != "1" || p[1].Type != jobproto.ParamInt || !slices.Equal(p[2].Values, []string{"fast", "slow"}) ||
-		p[2].Description != "how" || p[3].Type != jobproto.ParamBool || *p[4].Min != 0.5 || p[4].Max != nil {
+		p[2].Description != "how" || p[3].Type != jobproto.ParamBool || *p[4].Min != 0.5 || p[4].Max != nil ||
+		p[0].AllowDash || p[0].AllowControlChars || !p[5].AllowDash || !p[5].AllowControlChars || p[5].Default != "-v" {
 		t.Fatalf("params %+v", p)
 	}
 	if ac.Actions[1].Dir != dir || ac.Actions[1].Params != nil {
@@ -190,6 +192,12 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"required with default", param("{name: p, type: string, required: true, default: x}"), "agent.actions[0].params[0]", "a required parameter has no default"},
 		{"bad default", param("{name: p, type: int, default: x}"), "agent.actions[0].params[0]", "default"},
 		{"default out of range", param("{name: p, type: int, max: 3, default: '5'}"), "agent.actions[0].params[0]", "above the maximum 3"},
+		{"bad allow_dash", param("{name: p, type: string, allow_dash: yes}"), "agent.actions[0].params[0].allow_dash", "want true or false"},
+		{"allow_dash on an int", param("{name: p, type: int, allow_dash: true}"), "agent.actions[0].params[0]", "allow_dash is for strings"},
+		{"allow_control_chars on an enum", param("{name: p, type: enum, values: [a], allow_control_chars: true}"), "agent.actions[0].params[0]", "allow_control_chars is for strings"},
+		{"default with a dash", param("{name: p, type: string, default: '-v'}"), "agent.actions[0].params[0]", "starts with '-'"},
+		{"negative default without min", param("{name: p, type: int, default: '-1'}"), "agent.actions[0].params[0]", "negative values need a min below 0"},
+		{"default with a newline", param(`{name: p, type: string, default: "a\nb"}`), "agent.actions[0].params[0]", "control character U+000A"},
 		{"duplicate params", param("{name: p, type: string}, {name: P, type: int}"), "agent.actions[0].params", "declared twice"},
 		{"too many params", param(many(33, func(i int) string { return fmt.Sprintf("{name: p%d, type: string}", i) })), "agent.actions[0].params", "at most 32"},
 		{"params with one variable", param("{name: a-b, type: string}, {name: a_b, type: string}"), "agent.actions[0].params", "would both be $SWITCHBOARD_PARAM_A_B"},
