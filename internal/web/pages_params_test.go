@@ -42,18 +42,28 @@ func TestParamChecksMatchServer(t *testing.T) {
 		{Name: "flag", Type: jobproto.ParamBool},
 		{Name: "mode", Type: jobproto.ParamEnum, Values: []string{"fast", "slow mode"}},
 		{Name: "weird", Type: "date"},
+		{Name: "neg", Type: jobproto.ParamInt, Min: f(-10)},
+		{Name: "nonneg", Type: jobproto.ParamNumber, Min: f(0)},
+		{Name: "text", Type: jobproto.ParamString},
+		{Name: "opt", Type: jobproto.ParamString, AllowDash: true},
+		{Name: "raw", Type: jobproto.ParamString, AllowControlChars: true},
+		{Name: "mode2", Type: jobproto.ParamEnum, Values: []string{"-fast", "slow"}},
 	}
 	values := []string{"", "0", "1", "-5", "+5", "100", "101", "1.5", "abc", "9223372036854775807", "9223372036854775808",
 		"-9223372036854775808", "1_0", " 1", "1e5", "1_000", "0x1p-2", "0x_1p2", "0x1.8p1", "0x10", "inf", "-Inf", "infinity",
 		"NaN", "nan", "1e400", "1e-400", ".5", "5.", "-0", "1__0", "_1", "1_", "1e_5", "1E+2", "0.00005", "1e-5",
 		"héllo", "hello", "a\x00b", "true", "false", "True", "fast", "slow mode", "Fast",
 		"\u00a0x\u200b\x01\"\\\t", "ééééééééééééééééééééééééééééééééééééé", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH", long,
-		"😀😀😀😀😀😀😀😀😀😀😀😀", "1e308", "-1e308", "1.7976931348623157e308"}
+		"😀😀😀😀😀😀😀😀😀😀😀😀", "1e308", "-1e308", "1.7976931348623157e308",
+		// Option-like values and control characters (issue 12, item 1).
+		"-oProxyCommand=touch /tmp/x", "-S touch /tmp/x", "--split-string=x", "--", "-", "-0", "-0.0", "-0.5", "-1e3", "-0x1p-2",
+		"-11", "-fast", "a-b", "+5", "a\nb", "\r", "\x1b[31m", "x\x7f", "tab\tok", "\x1f", "é\u0085\u2028"}
 	patterns := []string{`[a-z]+`, `^[a-z]+$`, `a|ab`, `(?i)abc`, `\d{3}`, `[[:alpha:]]+`, `\pL+`, `\p{Greek}+`, `[^\s]+`,
 		`\S+`, `.+`, `a{2,}`, `x{`, `\Qa.b\E`, `[]a]+`, `[a\-z]+`, `(?P<n>a)b`, `\x41+`, `\x{1F600}`, `(?s).+`, `[\d\s]+`,
-		`\w+@\w+\.org`, `[a-c]{1,2}|z`, `\.\*\+`, `a/b`, `[/]`, `\A\w+\z`, `[[:^alpha:]]`}
+		`\w+@\w+\.org`, `[a-c]{1,2}|z`, `\.\*\+`, `a/b`, `[/]`, `\A\w+\z`, `[[:^alpha:]]`, `-[a-z]+`, `(?s).+`, `[a-z0-9][a-z0-9.-]*`}
 	pvalues := []string{"abc", "ABC", "abc1", "123", "12", "a", "ab", "aaa", "a.b", "axb", "ÄÖ", "αβγ", "a b", "", "x{", "]a", "-",
-		"ab", "AAA", "😀", "a\nb", "1 2", "me@host.org", "z", ".*+", "a/b", "/", "a_b"}
+		"ab", "AAA", "😀", "a\nb", "1 2", "me@host.org", "z", ".*+", "a/b", "/", "a_b",
+		"-abc", "-", "--abc", "data-a.example", "a\x1b"}
 
 	type pcase struct {
 		Param jobproto.Param `json:"param"`
@@ -81,9 +91,13 @@ func TestParamChecksMatchServer(t *testing.T) {
 		add(p, nil)
 	}
 	for _, pat := range patterns {
-		p := jobproto.Param{Name: "s", Type: jobproto.ParamString, Pattern: pat}
-		for _, v := range pvalues {
-			add(p, &v)
+		for _, p := range []jobproto.Param{
+			{Name: "s", Type: jobproto.ParamString, Pattern: pat},
+			{Name: "s", Type: jobproto.ParamString, Pattern: pat, AllowDash: true, AllowControlChars: true},
+		} {
+			for _, v := range pvalues {
+				add(p, &v)
+			}
 		}
 	}
 	floats := []float64{0, 1, -1, 100, 1e6, 999999, 1234567, 0.5, 0.0001, 0.00001, 1e-7, 123456789, 1e21, 1e100, -2.5e-10,

@@ -11,7 +11,10 @@
 // must match; they are translated to JavaScript, and a pattern using RE2
 // syntax with no JavaScript equivalent (flags other than a leading (?i),
 // \C, negated POSIX classes…) is left to the server, which checks every
-// value again anyway.
+// value again anyway. As in Go, a string that starts with '-' or holds a
+// control character (below 0x20 except tab, and 0x7f) is refused unless the
+// declaration sets allow_dash or allow_control_chars, and an int or number
+// starts with '-' only when min is below zero.
 //
 // This module has no DOM dependencies: internal/web's Go tests run it
 // under Node, when Node is installed, against the Go implementation.
@@ -38,21 +41,28 @@ export function checkParam(p, v) {
       const maxLen = p.max_length || 0;
       if (maxLen > 0 && bytes.length > maxLen) return fail(`longer than ${maxLen} bytes`);
       if (v.includes('\0')) return fail('contains a NUL byte');
+      const ctl = controlChar(v);
+      if (ctl >= 0 && !p.allow_control_chars) {
+        return fail(`contains the control character U+${hex(ctl, 4).toUpperCase()} (the declaration does not set allow_control_chars)`);
+      }
+      if (v.startsWith('-') && !p.allow_dash) {
+        return fail("starts with '-', which the program could read as an option (the declaration does not set allow_dash)");
+      }
       if (p.pattern) {
         const re = compilePattern(p.pattern);
-        if (re !== null && !re.test(v)) return fail(`does not match ${p.pattern}`);
+        if (re !== null && !wholeMatch(re, v)) return fail(`does not match ${p.pattern}`);
       }
       return null;
     }
     case 'int': {
       const n = parseGoInt(v);
       if (n === null) return fail(`${goQuote(short(bytes))} is not an integer`);
-      return checkRange(p, n, fail);
+      return checkRange(p, v, n, fail);
     }
     case 'number': {
       const n = parseGoFloat(v);
       if (n === null || !Number.isFinite(n)) return fail(`${goQuote(short(bytes))} is not a number`);
-      return checkRange(p, n, fail);
+      return checkRange(p, v, n, fail);
     }
     case 'bool':
       if (v !== 'true' && v !== 'false') return fail('want true or false');
@@ -70,10 +80,34 @@ export function requiredMessage(p) {
   return `parameter ${p.name}: is required`;
 }
 
-function checkRange(p, n, fail) {
-  if (p.min !== undefined && p.min !== null && n < p.min) return fail(`below the minimum ${formatG(p.min)}`);
+// checkRange is jobproto's: bounds first, then a leading '-' (an option
+// to many programs) only when min is below zero.
+function checkRange(p, v, n, fail) {
+  const hasMin = p.min !== undefined && p.min !== null;
+  if (hasMin && n < p.min) return fail(`below the minimum ${formatG(p.min)}`);
   if (p.max !== undefined && p.max !== null && n > p.max) return fail(`above the maximum ${formatG(p.max)}`);
+  if (v.startsWith('-') && !(hasMin && p.min < 0)) {
+    return fail("starts with '-', which the program could read as an option (negative values need a min below 0)");
+  }
   return null;
+}
+
+// controlChar is jobproto's: the code of the first control character a
+// declaration must allow (below 0x20 except tab, and 0x7f), or -1.
+function controlChar(v) {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return c;
+  }
+  return -1;
+}
+
+// wholeMatch reports whether re (anchored by compilePattern) matched all
+// of v: checked on the match itself, so that no pattern text can widen
+// what the anchors cover.
+function wholeMatch(re, v) {
+  const m = re.exec(v);
+  return m !== null && m.index === 0 && m[0] === v;
 }
 
 // short is jobproto's short on UTF-8 bytes: the first 40 bytes and "…".
