@@ -45,7 +45,7 @@ audience are read from the same --data-dir.`,
 	fs := cmd.Flags()
 	f.secretFlags.register(cmd)
 	fs.StringVar(&f.topic, "topic", "", "topic or pattern (expt42/*) the token grants (required with read or write)")
-	fs.StringSliceVar(&f.scopes, "scopes", []string{auth.ScopeRead, auth.ScopeWrite}, "scopes, comma-separated: read, write; relay:admin, relay:stats, relay:issue for the control plane")
+	fs.StringSliceVar(&f.scopes, "scopes", []string{auth.ScopeRead, auth.ScopeWrite}, "scopes, comma-separated: read, write; relay:admin, relay:stats, relay:deny, relay:mint, relay:issue, jobs:read, jobs:write, jobs:admin for the API (docs/control.md)")
 	fs.DurationVar(&f.ttl, "ttl", time.Hour, "lifetime")
 	fs.StringVar(&f.prefix, "prefix", "session", "connection type")
 	fs.StringVar(&f.bookingID, "booking-id", "", "booking id (the key for revoking it)")

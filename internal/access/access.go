@@ -76,10 +76,11 @@ type Config struct {
 	// SystemTopics maps topics only the server publishes to (e.g. "stats")
 	// to the scope needed to read them. Nobody may write to them.
 	SystemTopics map[string]string
-	// SystemPrefixes are topic prefixes (ending in "/") under which only
-	// the server publishes (e.g. "jobs/" for the jobs' live logs); the
-	// scope read is enough to read them.
-	SystemPrefixes []string
+	// SystemPrefixes maps topic prefixes (ending in "/") under which only
+	// the server publishes (e.g. "jobs/" for the jobs' live logs) to the
+	// scope a pattern token needs to reach topics below them; a token for
+	// exactly one such topic needs only read (system.go).
+	SystemPrefixes map[string]string
 	// Agents, if set, serves the agent control channel (prefix agent).
 	Agents AgentAcceptor
 }
@@ -195,16 +196,6 @@ func (h *Handler) KnownPrefix(prefix string) bool { return h.knownPrefix(prefix)
 // knownPrefix reports whether prefix names a connection type this node serves.
 func (h *Handler) knownPrefix(prefix string) bool {
 	return prefix == PrefixSession || prefix == PrefixShell || (prefix == PrefixAgent && h.cfg.Agents != nil)
-}
-
-// systemTopic reports whether name is under a system prefix.
-func (h *Handler) underSystemPrefix(name string) bool {
-	for _, p := range h.cfg.SystemPrefixes {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // target checks the prefix and topic of a request path.
@@ -462,13 +453,16 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		}
 		g.CanRead, g.CanWrite, g.Labels = true, true, c.Labels
 	} else if scope, ok := h.cfg.SystemTopics[name]; ok {
-		if !c.HasScope(scope) {
+		if !c.Allows(scope) {
 			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", fmt.Sprintf("topic %s needs scope %s", name, scope))
 		}
 		g.CanRead, g.CanWrite, g.System = true, false, true
-	} else if h.underSystemPrefix(name) {
+	} else if scope, ok := h.systemPrefixScope(name); ok {
 		if !g.CanRead {
 			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "topic "+name+" is written by the server only; it needs scope read")
+		}
+		if topic.IsPattern(c.Topic) && !c.Allows(scope) {
+			return Grant{}, apierr.New(http.StatusForbidden, "topic_forbidden", fmt.Sprintf("topic %s is the system's: it needs a token for that one topic, or scope %s", name, scope))
 		}
 		g.CanWrite, g.System = false, true
 	}

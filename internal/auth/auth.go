@@ -23,13 +23,29 @@ import (
 	"switchboard/internal/topic"
 )
 
-// Scopes understood by the relay. practable/relay's names are kept as they are.
+// Scopes understood by the relay. practable/relay's names are kept as they
+// are. This is the one list; docs/control.md ("Scopes") says what each
+// allows on every endpoint and which dashboard role (internal/web) gets it.
 const (
-	ScopeRead  = "read"        // receive messages on a topic
-	ScopeWrite = "write"       // send messages on a topic
-	ScopeAdmin = "relay:admin" // operate the relay (deny, allow, mint tokens)
-	ScopeStats = "relay:stats" // read the stats topic and status endpoints
-	ScopeIssue = "relay:issue" // mint connection tokens through the token API
+	ScopeRead  = "read"  // receive messages on a topic
+	ScopeWrite = "write" // send messages on a topic
+	// ScopeAdmin allows everything every other API scope allows (see
+	// Claims.Allows), and what only an admin may do: read the audit log,
+	// remove revocations (allow a denied booking), mint any scope for any
+	// subject, reach the system's topics with any pattern.
+	ScopeAdmin = "relay:admin"
+	ScopeStats = "relay:stats" // read the status endpoints, metrics, revocations and the stats and agents topics
+	// ScopeDeny denies bookings and revokes subjects and tokens; it never
+	// undoes a revocation (that is ScopeAdmin's).
+	ScopeDeny = "relay:deny"
+	// ScopeMint mints tokens through the token API for the minter's own
+	// subject: read and write on topics outside the system's, and scopes
+	// the minter holds itself.
+	ScopeMint = "relay:mint"
+	// ScopeIssue is a booking system's: it mints connection tokens (read,
+	// write) for any subject and booking through the token API, on topics
+	// outside the system's.
+	ScopeIssue = "relay:issue"
 	// On the shell prefix (1:1 sessions), practable's names:
 	ScopeHost   = "host"   // a host serving sessions on a topic
 	ScopeClient = "client" // a user opening a session
@@ -37,6 +53,9 @@ const (
 	ScopeAgent     = "agent"      // a host agent's control channel
 	ScopeJobsRead  = "jobs:read"  // list and read jobs
 	ScopeJobsWrite = "jobs:write" // create, change and delete jobs
+	// ScopeJobsAdmin reads, changes, aborts and deletes every owner's jobs
+	// and reaches every job's live log (topics under jobs/) with a pattern.
+	ScopeJobsAdmin = "jobs:admin"
 	// The dashboard's one-time login link (internal/web): it signs its
 	// holder in once and is worth nothing to the API; it is never refreshed.
 	ScopeLogin = "login"
@@ -77,6 +96,14 @@ func (c *Claims) HasScope(s string) bool {
 		}
 	}
 	return false
+}
+
+// Allows reports whether the claims allow what the API scope s allows:
+// they grant s, or relay:admin, which allows everything. Connection scopes
+// (read, write, host, client, agent) are granted by the token's topic and
+// prefix too, so they are checked with HasScope, never with Allows.
+func (c *Claims) Allows(s string) bool {
+	return c.HasScope(s) || c.HasScope(ScopeAdmin)
 }
 
 // Expiry returns the token's expiry time (zero if it has none).

@@ -203,8 +203,55 @@ type tokenResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// connectionScopes are what an issuer (relay:issue) may grant.
+// connectionScopes are the scopes of a connection on the session prefix:
+// all an issuer (relay:issue) may grant, and what a minter (relay:mint) may
+// grant besides the scopes it holds.
 var connectionScopes = map[string]bool{auth.ScopeRead: true, auth.ScopeWrite: true}
+
+// checkMint checks a token request against what its minter may grant, and
+// gives a minter that may mint for itself only its own subject when the
+// request names none (docs/control.md, "Token API"):
+//   - relay:admin mints anything for anyone;
+//   - read and write on a topic outside the system's (access.SystemScope)
+//     are granted by relay:mint and relay:issue; a topic within the
+//     system's needs the minter to be allowed its scope (jobs:admin for
+//     jobs/…, relay:stats for stats and agents);
+//   - any other scope only by a relay:mint holder that holds it itself;
+//   - for another subject, or for none, only by a relay:issue holder
+//     granting read and write only: a booking system, minting for its
+//     users. Everyone else mints for its own subject.
+func (h *Handler) checkMint(minter *auth.Claims, req *tokenRequest) *apierr.Error {
+	if minter.HasScope(auth.ScopeAdmin) {
+		return nil
+	}
+	onlyConnection := true
+	for _, s := range req.Scopes {
+		if connectionScopes[s] {
+			continue
+		}
+		onlyConnection = false
+		if !minter.HasScope(auth.ScopeMint) || !minter.HasScope(s) {
+			return apierr.New(http.StatusForbidden, "scope_forbidden",
+				fmt.Sprintf("you may grant read, write and (with %s) the scopes you hold, not %q", auth.ScopeMint, s))
+		}
+	}
+	if req.Topic != "" && h.cfg.Access != nil {
+		if scope, within := h.cfg.Access.SystemScope(req.Topic); within && !minter.Allows(scope) {
+			return apierr.New(http.StatusForbidden, "topic_forbidden",
+				fmt.Sprintf("topic %s is the system's: granting it needs scope %s", req.Topic, scope))
+		}
+	}
+	switch {
+	case onlyConnection && minter.HasScope(auth.ScopeIssue):
+		// An issuer names its users (or nobody).
+	case req.Sub == "":
+		req.Sub = minter.Subject
+	case req.Sub != minter.Subject:
+		return apierr.New(http.StatusForbidden, "subject_forbidden",
+			fmt.Sprintf("you may mint tokens for your own subject only; another subject needs %s (or %s for read and write)", auth.ScopeAdmin, auth.ScopeIssue))
+	}
+	return nil
+}
 
 func (h *Handler) serveMintToken(w http.ResponseWriter, r *http.Request, c *auth.Claims) {
 	var req tokenRequest
@@ -229,12 +276,6 @@ func (h *Handler) serveMintToken(w http.ResponseWriter, r *http.Request, c *auth
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_prefix", "prefix must be session")
 		return
 	}
-	for _, s := range req.Scopes {
-		if !c.HasScope(auth.ScopeAdmin) && !connectionScopes[s] {
-			apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", fmt.Sprintf("an issuer may grant read and write only, not %q", s))
-			return
-		}
-	}
 	if req.Topic != "" {
 		if err := topic.ValidPattern(req.Topic); err != nil {
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_topic", err.Error())
@@ -249,6 +290,10 @@ func (h *Handler) serveMintToken(w http.ResponseWriter, r *http.Request, c *auth
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_"+v.name, v.name+" too long")
 			return
 		}
+	}
+	if e := h.checkMint(c, &req); e != nil {
+		apierr.Write(w, e)
+		return
 	}
 	now := h.cfg.Now()
 	claims := auth.NewClaims(h.cfg.Audience, now, time.Duration(req.TTL))

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,7 +60,9 @@ type Config struct {
 	// MaxRefreshLifetime bounds how long after its original issue a token
 	// can be refreshed to (default 7 days).
 	MaxRefreshLifetime time.Duration
-	// Access, if set, provides access outcome counters for metrics.
+	// Access, if set, provides access outcome counters for metrics, and
+	// tells the token API which topics are the system's (SystemScope);
+	// without it the token API knows of none.
 	Access *access.Handler
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -99,19 +102,24 @@ func New(cfg Config) (*Handler, error) {
 
 // Register adds the control-plane routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /bids/deny", h.admin(h.serveDeny))
+	// relay:admin passes every check (auth.Claims.Allows); the table of
+	// scopes is in docs/control.md.
+	// Denying and revoking is an operator's (relay:deny); undoing either,
+	// and the audit log, are an admin's alone.
+	mux.HandleFunc("POST /bids/deny", h.withScope([]string{auth.ScopeDeny}, h.serveDeny))
 	mux.HandleFunc("POST /bids/allow", h.admin(h.serveAllow))
-	mux.HandleFunc("GET /bids/deny", h.admin(h.serveListDenied))
-	mux.HandleFunc("GET /bids/allow", h.admin(h.serveListAllowed))
-	// Listing is status, not control: dashboard viewers (relay:stats) see it.
-	mux.HandleFunc("GET /api/v1/revocations", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.serveListRevocations))
-	mux.HandleFunc("POST /api/v1/revocations", h.admin(h.serveAddRevocation))
+	mux.HandleFunc("POST /api/v1/revocations", h.withScope([]string{auth.ScopeDeny}, h.serveAddRevocation))
 	mux.HandleFunc("DELETE /api/v1/revocations/{kind}/{value}", h.admin(h.serveRemoveRevocation))
 	mux.HandleFunc("GET /api/v1/audit", h.admin(h.serveAudit))
-	mux.HandleFunc("POST /api/v1/tokens", h.withScope([]string{auth.ScopeAdmin, auth.ScopeIssue}, h.serveMintToken))
+	// Listing is status, not control: dashboard viewers (relay:stats) see it.
+	mux.HandleFunc("GET /bids/deny", h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListDenied))
+	mux.HandleFunc("GET /bids/allow", h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListAllowed))
+	mux.HandleFunc("GET /api/v1/revocations", h.withScope([]string{auth.ScopeStats}, h.serveListRevocations))
+	// What each minter may put in a token: checkMint (api.go).
+	mux.HandleFunc("POST /api/v1/tokens", h.withScope([]string{auth.ScopeMint, auth.ScopeIssue}, h.serveMintToken))
 	mux.HandleFunc("POST /api/v1/account/token/refresh", h.serveRefresh)
-	mux.HandleFunc("GET /status", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.serveStatus))
-	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats, auth.ScopeAdmin}, h.metrics.serveScoped))
+	mux.HandleFunc("GET /status", h.withScope([]string{auth.ScopeStats}, h.serveStatus))
+	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats}, h.metrics.serveScoped))
 }
 
 // PurgeEvery is how often expired revocations are deleted.
@@ -156,7 +164,7 @@ func (h *Handler) admin(next scopedHandler) http.HandlerFunc {
 }
 
 // withScope authenticates the request's bearer token and requires one of
-// scopes.
+// scopes, or relay:admin, which allows them all.
 func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, e := h.Authenticate(r)
@@ -168,12 +176,16 @@ func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFun
 			return
 		}
 		for _, s := range scopes {
-			if c.HasScope(s) {
+			if c.Allows(s) {
 				next(w, r, c)
 				return
 			}
 		}
-		apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", "this endpoint needs scope "+strings.Join(scopes, " or "))
+		need := scopes
+		if !slices.Contains(need, auth.ScopeAdmin) {
+			need = append(slices.Clip(need), auth.ScopeAdmin)
+		}
+		apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", "this endpoint needs scope "+strings.Join(need, " or "))
 	}
 }
 

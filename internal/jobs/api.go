@@ -61,7 +61,7 @@ func (m *Manager) authorize(w http.ResponseWriter, r *http.Request, write bool) 
 		apierr.Write(w, e)
 		return nil, false
 	}
-	cl := &caller{claims: c, admin: c.HasScope(auth.ScopeAdmin)}
+	cl := &caller{claims: c, admin: c.Allows(auth.ScopeJobsAdmin)}
 	switch {
 	case cl.admin:
 	case write && !c.HasScope(auth.ScopeJobsWrite):

@@ -206,7 +206,7 @@ func Start(cfg Config) (*Server, error) {
 	var ctl *control.Handler
 	var jm *jobs.Manager
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
-	var systemPrefixes []string
+	systemPrefixes := map[string]string{}
 	var agents access.AgentAcceptor
 	var closers []control.ConnCloser
 	if cfg.BlobDir != "" {
@@ -219,7 +219,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
-		systemPrefixes = append(systemPrefixes, jobs.LogTopicPrefix)
+		systemPrefixes[jobs.LogTopicPrefix] = auth.ScopeJobsAdmin
 		agents, closers = jm, append(closers, jm)
 	}
 	ah, err := access.New(access.Config{

@@ -84,7 +84,7 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // mayReadJob asks the jobs API, as the user, for job id: the API lets its
-// owner and relay:admin (operators) see it. If it refuses, its answer is
+// owner and jobs:admin (operators and admins) see it. If it refuses, its answer is
 // sent on and mayReadJob returns false.
 func (h *Handler) mayReadJob(w http.ResponseWriter, r *http.Request, s *Session, id string) bool {
 	if h.cfg.API == nil {

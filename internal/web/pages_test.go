@@ -138,7 +138,7 @@ func newFakeAPI(v *auth.Verifier) *fakeAPI {
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"sub": c.Subject})
 	}
 	noContent := func(w http.ResponseWriter, r *http.Request, c *auth.Claims) { w.WriteHeader(http.StatusNoContent) }
-	f.mux.HandleFunc("POST /bids/deny", scoped(auth.ScopeAdmin, noContent))
+	f.mux.HandleFunc("POST /bids/deny", scoped(auth.ScopeDeny, noContent))
 	f.mux.HandleFunc("GET /status", scoped(auth.ScopeStats, ok))
 	f.mux.HandleFunc("GET /metrics", scoped("", ok))
 	f.mux.HandleFunc("GET /api/v1/agents", scoped(auth.ScopeJobsRead, ok))
@@ -153,7 +153,7 @@ func newFakeAPI(v *auth.Verifier) *fakeAPI {
 		switch {
 		case !found:
 			apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no job "+r.PathValue("id"))
-		case owner != c.Subject && !c.HasScope(auth.ScopeAdmin):
+		case owner != c.Subject && !c.Allows(auth.ScopeJobsAdmin):
 			apierr.WriteNew(w, http.StatusForbidden, "job_forbidden", "this job belongs to another owner")
 		default:
 			apierr.WriteJSON(w, http.StatusOK, map[string]string{"jobId": r.PathValue("id"), "phase": "EXECUTING", "ownerId": owner})

@@ -42,9 +42,9 @@ var apiRules = []apiRule{
 	{"POST", "/api/v1/jobs/", true, RoleOperator},
 	{"DELETE", "/api/v1/jobs/", true, RoleOperator},
 	{"POST", "/bids/deny", false, RoleOperator},
-	{"POST", "/bids/allow", false, RoleOperator},
 	{"POST", "/api/v1/revocations", false, RoleOperator},
 	{"POST", "/api/v1/tokens", false, RoleOperator},
+	{"POST", "/bids/allow", false, RoleAdmin}, // undoes a denial, as the DELETE below
 	{"DELETE", "/api/v1/revocations/", true, RoleAdmin},
 	{"GET", "/api/v1/audit", false, RoleAdmin},
 }

@@ -59,13 +59,16 @@ func ParseRole(s string) (Role, error) {
 }
 
 // Scopes returns the token scopes a user with role r acts with on the
-// server's API (relay:admin for deny/revoke/mint, jobs:write to launch).
+// server's API, which enforces them (docs/control.md, "Scopes"): each role's
+// are exactly its rights, and include those of the roles below it.
 func (r Role) Scopes() []string {
 	switch r {
 	case RoleViewer:
 		return []string{auth.ScopeStats, auth.ScopeJobsRead}
-	case RoleOperator, RoleAdmin:
-		return []string{auth.ScopeStats, auth.ScopeAdmin, auth.ScopeJobsRead, auth.ScopeJobsWrite}
+	case RoleOperator:
+		return []string{auth.ScopeStats, auth.ScopeJobsRead, auth.ScopeJobsWrite, auth.ScopeJobsAdmin, auth.ScopeDeny, auth.ScopeMint}
+	case RoleAdmin:
+		return []string{auth.ScopeStats, auth.ScopeJobsRead, auth.ScopeJobsWrite, auth.ScopeJobsAdmin, auth.ScopeDeny, auth.ScopeMint, auth.ScopeAdmin}
 	}
 	return nil
 }
