@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/apierr"
 	"switchboard/pkg/client"
 )
 
@@ -127,7 +129,7 @@ func (p *pushStream) run(ctx context.Context) {
 	}
 	mux.HandleFunc("GET /ws/{feed}", p.handleWS)
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           localOnly(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -165,13 +167,13 @@ func (p *pushStream) enter() bool {
 func (p *pushStream) handlePush(ts bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !p.enter() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			apierr.WriteNew(w, http.StatusServiceUnavailable, "shutting_down", "the host is stopping")
 			return
 		}
 		defer p.handlers.Done()
 		f := p.feeds[r.PathValue("feed")]
 		if f == nil {
-			http.Error(w, "unknown feed", http.StatusNotFound)
+			apierr.WriteNew(w, http.StatusNotFound, "unknown_feed", "no feed "+strconv.Quote(r.PathValue("feed"))+" in this stream")
 			return
 		}
 		isTS := ts
@@ -216,7 +218,7 @@ func (p *pushStream) handlePush(ts bool) http.HandlerFunc {
 			if err != nil {
 				if superseded.Load() {
 					log.Warn("push superseded by a newer push to the same feed", "bytes", total)
-					w.WriteHeader(http.StatusConflict)
+					apierr.WriteNew(w, http.StatusConflict, "push_superseded", "a newer push to the same feed took over")
 				} else if errors.Is(err, os.ErrDeadlineExceeded) || p.ctx.Err() != nil {
 					log.Info("push stopped", "bytes", total)
 				} else {
@@ -278,13 +280,13 @@ func (f *feed) fromRelay(ctx context.Context, c *client.Conn) error {
 // handleWS bridges a local websocket to the feed's topic both ways.
 func (p *pushStream) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !p.enter() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		apierr.WriteNew(w, http.StatusServiceUnavailable, "shutting_down", "the host is stopping")
 		return
 	}
 	defer p.handlers.Done()
 	f := p.feeds[r.PathValue("feed")]
 	if f == nil {
-		http.Error(w, "unknown feed", http.StatusNotFound)
+		apierr.WriteNew(w, http.StatusNotFound, "unknown_feed", "no feed "+strconv.Quote(r.PathValue("feed"))+" in this stream")
 		return
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})

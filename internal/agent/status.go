@@ -188,6 +188,8 @@ func (a *Agent) Status() []LinkStatus {
 
 // StatusHandler serves GET /status (JSON: {"links": [LinkStatus…]}) and
 // GET /metrics (Prometheus text). Neither shows a token or a code.
+// Requests a browser sends for another origin's page are refused
+// (localOnly): a page shown on this host cannot read the host's state.
 func (a *Agent) StatusHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -204,7 +206,7 @@ func (a *Agent) StatusHandler() http.Handler {
 		writeMetrics(bw, a.Status())
 		_ = bw.Flush()
 	})
-	return mux
+	return localOnly(mux)
 }
 
 // series is one value of a metric family for a link; ok false leaves it out.

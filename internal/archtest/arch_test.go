@@ -87,7 +87,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
 	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
-	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic",
+	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
 	"switchboard/internal/store":  {},
