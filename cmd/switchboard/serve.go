@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"switchboard/internal/access"
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
 	"switchboard/internal/jobs"
@@ -64,6 +65,7 @@ func (s *secretFlags) load(create bool) ([]byte, error) {
 }
 
 type serveFlags struct {
+	limits server.Limits
 	secretFlags
 	logFlags
 	listen          string
@@ -238,7 +240,12 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
 	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (e.g. 127.0.0.1:9100)")
-	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable)")
+	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable; behind a proxy, needed for --max-requests-per-address to tell clients apart)")
+	fs.IntVar(&f.limits.ConnsPerToken, "max-conns-per-token", access.DefaultMaxConnsPerToken, "relay connections one token may hold open at once (more: 429)")
+	fs.IntVar(&f.limits.ConnsPerSubject, "max-conns-per-subject", access.DefaultMaxConnsPerSubject, "relay connections one subject may hold open at once, over all its tokens (more: 429)")
+	fs.Float64Var(&f.limits.RequestsPerSecond, "max-requests-per-address", server.DefaultRequestsPerSecond, "HTTP requests per second one client address may make, sustained (more: 429; /healthz and /readyz are never limited)")
+	fs.IntVar(&f.limits.RequestBurst, "request-burst", 0, "HTTP requests one client address may make at once (default: twice --max-requests-per-address)")
+	fs.IntVar(&f.limits.FDReserve, "fd-reserve", 0, "file descriptors kept for health checks, the store and logs: past the descriptor limit less this, new connections get 503 (default: 5% of the limit, at least 64)")
 	fs.DurationVar(&f.maxTokenTTL, "max-token-ttl", control.DefaultMaxTokenTTL, "longest lifetime of tokens minted by the token API")
 	fs.DurationVar(&f.maxRefreshLife, "max-refresh-lifetime", control.DefaultMaxRefreshLife, "how long after its first issue a token chain can be refreshed to")
 	fs.StringVar(&f.resultsDir, "results-dir", "", "directory of jobs' output files (default <data-dir>/results)")
@@ -333,7 +340,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
 		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
-		BlobDir: resultsDir, Jobs: f.jobs, Web: webConfig,
+		BlobDir: resultsDir, Jobs: f.jobs, Web: webConfig, Limits: f.limits,
 	})
 	if err != nil {
 		return err

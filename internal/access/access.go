@@ -83,6 +83,11 @@ type Config struct {
 	SystemPrefixes map[string]string
 	// Agents, if set, serves the agent control channel (prefix agent).
 	Agents AgentAcceptor
+	// MaxConnsPerToken and MaxConnsPerSubject bound the connections one
+	// token and one subject may hold open at once (of every prefix); a
+	// connection over either is refused with 429 too_many_connections.
+	// 0 means DefaultMaxConnsPerToken and DefaultMaxConnsPerSubject.
+	MaxConnsPerToken, MaxConnsPerSubject int
 }
 
 // AgentAcceptor takes host agents' control channels.
@@ -122,6 +127,7 @@ type Handler struct {
 	origins    map[string]bool
 	anyOrigin  bool
 	maxMessage int
+	limits     *connLimits
 }
 
 // New returns a Handler for cfg.
@@ -140,6 +146,15 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.ShellAnswerTimeout <= 0 {
 		cfg.ShellAnswerTimeout = DefaultShellAnswerTimeout
+	}
+	if cfg.MaxConnsPerToken < 0 || cfg.MaxConnsPerSubject < 0 {
+		return nil, errors.New("access: connection limits per token and per subject must not be negative")
+	}
+	if cfg.MaxConnsPerToken == 0 {
+		cfg.MaxConnsPerToken = DefaultMaxConnsPerToken
+	}
+	if cfg.MaxConnsPerSubject == 0 {
+		cfg.MaxConnsPerSubject = DefaultMaxConnsPerSubject
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -162,6 +177,7 @@ func New(cfg Config) (*Handler, error) {
 		selfOrigin: cfg.PublicURL.Scheme + "://" + cfg.PublicURL.Host,
 		origins:    make(map[string]bool),
 		maxMessage: cfg.Relay.Config().MaxMessageBytes,
+		limits:     newConnLimits(cfg.MaxConnsPerToken, cfg.MaxConnsPerSubject),
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -293,6 +309,10 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		}
+		h.refuse(w, StageAccess, e)
+		return
+	}
+	if e := h.limits.check(&g); e != nil {
 		h.refuse(w, StageAccess, e)
 		return
 	}
@@ -525,12 +545,23 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The host's side of a shell session is admitted by its user's
+	// session (1:1), and counts as that session, not as a connection of
+	// the user's token.
+	if session == nil {
+		if e := h.limits.acquire(&g); e != nil {
+			h.refuse(w, StageExchange, e)
+			return
+		}
+	}
 	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage})
 	if err != nil {
 		h.outcomes.add(StageExchange, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
 		if session != nil {
 			session.host <- nil
+		} else {
+			h.limits.release(&g)
 		}
 		return
 	}
@@ -552,10 +583,14 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if prefix == PrefixAgent {
 		a := AgentGrant{ID: g.Topic, Labels: g.Labels, Subject: g.Subject, BookingID: g.BookingID, TokenID: g.TokenID,
 			TokenExpiry: g.TokenExpiry, RemoteAddr: info.RemoteAddr, UserAgent: info.UserAgent}
-		go h.cfg.Agents.AcceptAgent(conn, a)
+		go func() {
+			defer h.limits.release(&g)
+			h.cfg.Agents.AcceptAgent(conn, a)
+		}()
 		return
 	}
 	go func() {
+		defer h.limits.release(&g)
 		if prefix == PrefixShell {
 			h.serveShell(context.Background(), conn, g, info)
 			return

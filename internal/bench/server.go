@@ -48,6 +48,14 @@ type ChildServer struct {
 	stopErr  error
 }
 
+// loadGeneratorArgs lift the limits meant for one client among many: a
+// load generator is one address, often one token, that opens as many
+// connections as it measures. The descriptor reserve stays small so that
+// `bench conns` can use nearly all descriptors; the node-wide bounds (queue
+// budget, descriptor limit) stay as configured.
+var loadGeneratorArgs = []string{"--max-conns-per-token", "10000000", "--max-conns-per-subject", "10000000",
+	"--max-requests-per-address", "10000000", "--fd-reserve", "64"}
+
 // StartServer starts `binary serve` listening on 127.0.0.1 with a fresh
 // temporary data directory and extraArgs appended to the command line, and
 // waits (polling, bounded by StartTimeout and ctx) until it has recorded its
@@ -59,7 +67,8 @@ func StartServer(ctx context.Context, binary string, extraArgs []string, stderr 
 	if err != nil {
 		return nil, fmt.Errorf("bench: start server: %w", err)
 	}
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn"}, extraArgs...)
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn"}, loadGeneratorArgs...)
+	args = append(args, extraArgs...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr

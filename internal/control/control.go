@@ -64,8 +64,11 @@ type Config struct {
 	// tells the token API which topics are the system's (SystemScope);
 	// without it the token API knows of none.
 	Access *access.Handler
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Refusals, if set, returns the counts of requests the server refused
+	// before any handler (rate limits, overload), by reason, for metrics.
+	Refusals func() map[string]uint64
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Handler serves the control-plane endpoints.

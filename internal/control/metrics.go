@@ -79,6 +79,7 @@ var (
 	descDrops     = prometheus.NewDesc("switchboard_drops_total", "Messages not delivered, by reason.", []string{"reason"}, nil)
 	descCloses    = prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason and the close code sent.", []string{"reason", "code"}, nil)
 	descOutcomes  = prometheus.NewDesc("switchboard_access_total", "Access requests (stage access) and code exchanges (stage exchange), by outcome.", []string{"stage", "outcome"}, nil)
+	descRefused   = prometheus.NewDesc("switchboard_requests_refused_total", "HTTP requests refused before any handler: rate_limited (429, per client address) and overloaded (503, descriptors running out).", []string{"reason"}, nil)
 	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
 	descQueued    = prometheus.NewDesc("switchboard_queued_bytes", "Bytes in all send queues, counted once per receiver (what --queue-budget bounds).", nil, nil)
 	descBudget    = prometheus.NewDesc("switchboard_queue_budget_bytes", "The node's bound on switchboard_queued_bytes (--queue-budget).", nil, nil)
@@ -89,7 +90,7 @@ var (
 type relayCollector struct{ h *Handler }
 
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRevActive, descQueued, descBudget} {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget} {
 		ch <- d
 	}
 }
@@ -123,6 +124,11 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 			for outcome, n := range outcomes {
 				ch <- prometheus.MustNewConstMetric(descOutcomes, prometheus.CounterValue, float64(n), stage, outcome)
 			}
+		}
+	}
+	if c.h.cfg.Refusals != nil {
+		for reason, n := range c.h.cfg.Refusals() {
+			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), reason)
 		}
 	}
 	counts := map[store.RevocationKind]int{store.RevokeBooking: 0, store.RevokeSubject: 0, store.RevokeToken: 0}

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/apierr"
@@ -66,27 +67,44 @@ func rewriteCannedError(b []byte) ([]byte, bool) {
 	return out.Bytes(), true
 }
 
-// jsonErrorListener wraps each accepted connection in a jsonErrorConn.
-type jsonErrorListener struct {
+// serverListener wraps each accepted connection in a jsonErrorConn that
+// counts itself in open while it is open, and reports accept errors.
+type serverListener struct {
 	net.Listener
 	handshakeTimeout time.Duration // for TLS connections
+	open             *atomic.Int64
+	acceptErrors     *acceptErrorLog
 }
 
-func (l jsonErrorListener) Accept() (net.Conn, error) {
+func (l serverListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.acceptErrors.report(err)
 		return nil, err
 	}
+	l.open.Add(1)
 	if tc, ok := c.(*tls.Conn); ok {
-		return &jsonErrorTLSConn{jsonErrorConn{tc}, tc, l.handshakeTimeout}, nil
+		return &jsonErrorTLSConn{jsonErrorConn{Conn: tc, open: l.open}, tc, l.handshakeTimeout}, nil
 	}
-	return &jsonErrorConn{c}, nil
+	return &jsonErrorConn{Conn: c, open: l.open}, nil
 }
 
 // jsonErrorConn is a connection whose canned net/http errors are rewritten
-// as JSON (see cannedErrorHeaders).
+// as JSON (see cannedErrorHeaders), counted in open until it is closed.
 type jsonErrorConn struct {
 	net.Conn
+	open   *atomic.Int64
+	closed atomic.Bool
+}
+
+// Close closes the connection and takes it off the count, once. A
+// hijacked websocket, which writes to the connection beneath, closes
+// through here (internal/wsconn).
+func (c *jsonErrorConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.open.Add(-1)
+	}
+	return c.Conn.Close()
 }
 
 func (c *jsonErrorConn) Write(b []byte) (int, error) {
@@ -99,8 +117,9 @@ func (c *jsonErrorConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// Unwrap returns the connection beneath: a hijacked websocket writes to it
-// directly (internal/wsconn unwraps), keeping writev on TCP sockets.
+// Unwrap returns the connection beneath: a hijacked websocket reads and
+// writes it directly (internal/wsconn unwraps), keeping writev on TCP
+// sockets, and closes through Close.
 func (c *jsonErrorConn) Unwrap() net.Conn { return c.Conn }
 
 // jsonErrorTLSConn is a jsonErrorConn over TLS. net/http sets Request.TLS

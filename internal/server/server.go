@@ -87,6 +87,10 @@ type Config struct {
 	// Jobs tunes the jobs manager (Store, BlobDir, NodeID, Publisher,
 	// Authenticate, Logger and Now are filled in by Start).
 	Jobs jobs.Config
+	// Limits bound what one client may take of the node (connections per
+	// token and subject, requests per address) and keep descriptors for
+	// the health checks; zero values are the documented defaults.
+	Limits Limits
 	// Web configures the dashboard: login providers (OIDC, GitHub),
 	// SessionTTL, APITokenTTL, Version, HTTPClient. Start fills in
 	// PublicURL, Key, Verifier, Store, Relay, API, CookieKey (derived from
@@ -111,6 +115,8 @@ type Server struct {
 	publicURL *url.URL
 	draining  atomic.Bool
 	served    chan error
+	open      atomic.Int64 // connections accepted and not yet closed
+	refused   *refusals    // requests refused before any handler
 
 	jobs         *jobs.Manager // nil without BlobDir
 	web          *web.Handler
@@ -138,6 +144,11 @@ func Start(cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	refused := &refusals{}
 	rev := control.NewRevocations(now)
 	if err := loadRevocations(cfg.Store, rev, now()); err != nil {
 		return nil, err
@@ -227,6 +238,7 @@ func Start(cfg Config) (*Server, error) {
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
 		Denier: rev, TrustedProxies: cfg.TrustedProxies, ShellAnswerTimeout: cfg.ShellAnswerTimeout,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes, Agents: agents,
+		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})
 	if err != nil {
 		ln.Close()
@@ -254,7 +266,7 @@ func Start(cfg Config) (*Server, error) {
 	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers,
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refused.snapshot,
 	})
 	if err != nil {
 		ln.Close()
@@ -269,7 +281,7 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm, web: wh}
+	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm, web: wh}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			ln.Close()
@@ -311,7 +323,9 @@ func Start(cfg Config) (*Server, error) {
 	})
 
 	s.http = &http.Server{
-		Handler:           logRequests(cfg.Logger, rejectUncleanPaths(routeErrors(mux, ah.KnownPrefix))),
+		Handler: logRequests(cfg.Logger, rejectUncleanPaths(limitRequests(
+			newRateLimiter(limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
+			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix)))),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -323,7 +337,8 @@ func Start(cfg Config) (*Server, error) {
 	go func() {
 		// TLS is terminated beneath the JSON rewriting of net/http's own
 		// errors (so HTTP/1.1 only: the relay and the API need no HTTP/2).
-		served := jsonErrorListener{Listener: ln, handshakeTimeout: 10 * time.Second}
+		served := serverListener{Listener: ln, handshakeTimeout: 10 * time.Second, open: &s.open,
+			acceptErrors: &acceptErrorLog{log: cfg.Logger, interval: 10 * time.Second}}
 		if tlsConfig != nil {
 			served.Listener = tls.NewListener(ln, tlsConfig)
 		}

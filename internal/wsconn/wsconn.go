@@ -188,7 +188,7 @@ func (c *Conn) Close(code relay.CloseCode, reason string) error {
 func (c *Conn) Abort() {
 	// Closing the socket first unblocks a write stuck on a stalled peer,
 	// which CloseNow would otherwise wait for.
-	_ = c.nc.Conn.Close()
+	_ = c.nc.Close()
 	_ = c.ws.CloseNow()
 }
 
@@ -205,8 +205,10 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	// A connection the HTTP server wrapped for its own answers (the
-	// server's JSON rewriting of net/http's errors) offers the one
-	// beneath: the relay writes to the socket itself, with writev.
+	// server's JSON rewriting of net/http's errors, its count of open
+	// connections) offers the one beneath: the relay reads and writes the
+	// socket itself, with writev, and closes through the wrapper.
+	var closer io.Closer = nc
 	if u, ok := nc.(interface{ Unwrap() net.Conn }); ok {
 		nc = u.Unwrap()
 	}
@@ -214,6 +216,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// the relay sets its own per write.
 	_ = nc.SetDeadline(time.Time{})
 	h.nc = newLockedConn(nc)
+	h.nc.closer = closer
 	// The HTTP server's 4 KiB read buffer would stay with the connection
 	// for its life. Unless it holds bytes the client sent after the
 	// handshake, a smaller one replaces it: frames at least as long as the
@@ -237,7 +240,8 @@ func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 // batches.
 type lockedConn struct {
 	net.Conn
-	vectored bool // the socket supports writev
+	closer   io.Closer // closes Conn (perhaps through the server's wrapper)
+	vectored bool      // the socket supports writev
 	mu       sync.Mutex
 	broken   error // guarded by mu; set when a write failed part-way
 }
@@ -248,6 +252,14 @@ func newLockedConn(nc net.Conn) *lockedConn {
 		return &lockedConn{Conn: nc, vectored: true}
 	}
 	return &lockedConn{Conn: nc}
+}
+
+// Close closes the connection (through the wrapper it came in, if any).
+func (c *lockedConn) Close() error {
+	if c.closer != nil {
+		return c.closer.Close()
+	}
+	return c.Conn.Close()
 }
 
 func (c *lockedConn) Write(p []byte) (int, error) {

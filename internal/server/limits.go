@@ -1,0 +1,230 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"switchboard/internal/access"
+	"switchboard/internal/apierr"
+)
+
+// Limits bound what one client may take of a node, and keep the node able
+// to answer its health checks when clients want more than it has. Zero
+// values mean the documented defaults; negative values are errors.
+type Limits struct {
+	// ConnsPerToken and ConnsPerSubject bound the relay connections one
+	// token and one subject hold open at once (defaults
+	// access.DefaultMaxConnsPerToken and access.DefaultMaxConnsPerSubject).
+	ConnsPerToken, ConnsPerSubject int
+	// RequestsPerSecond is the sustained rate of HTTP requests one client
+	// address may make (default 200); RequestBurst how many it may make at
+	// once (default twice the rate). Behind a proxy, name it with
+	// TrustedProxies, or every client shares the proxy's address.
+	RequestsPerSecond float64
+	RequestBurst      int
+	// FDReserve is how many file descriptors are kept for health checks,
+	// the store, logs and outgoing connections: once open connections
+	// reach the process's descriptor limit less this reserve, new
+	// connections are refused with 503 (default 5 % of the limit, at
+	// least 64).
+	FDReserve int
+}
+
+// Defaults for Limits.
+const (
+	DefaultRequestsPerSecond = 200
+	minFDReserve             = 64
+)
+
+func (l Limits) withDefaults() (Limits, error) {
+	for _, v := range []struct {
+		name string
+		bad  bool
+	}{
+		{"connections per token", l.ConnsPerToken < 0}, {"connections per subject", l.ConnsPerSubject < 0},
+		{"requests per second", l.RequestsPerSecond < 0}, {"request burst", l.RequestBurst < 0},
+		{"descriptor reserve", l.FDReserve < 0},
+	} {
+		if v.bad {
+			return l, errors.New("server: the limit on " + v.name + " must not be negative")
+		}
+	}
+	if l.RequestsPerSecond == 0 {
+		l.RequestsPerSecond = DefaultRequestsPerSecond
+	}
+	if l.RequestBurst == 0 {
+		l.RequestBurst = max(1, int(2*l.RequestsPerSecond))
+	}
+	return l, nil
+}
+
+// fdBudget is how many connections may be open at once: the descriptor
+// limit less the reserve, or 0 (no bound) if the limit cannot be read.
+func fdBudget(reserve int) int64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<40 /* unlimited */ {
+		return 0
+	}
+	if reserve == 0 {
+		reserve = max(minFDReserve, int(rl.Cur/20))
+	}
+	return max(1, int64(rl.Cur)-int64(reserve))
+}
+
+// refusals counts requests the server refused before any handler, by
+// reason, for metrics.
+type refusals struct {
+	rate, overload atomic.Uint64
+}
+
+// Refusal reasons (the metric's label values).
+const (
+	refusedRate     = "rate_limited" // 429: the client address is over its request rate
+	refusedOverload = "overloaded"   // 503: too few descriptors left
+)
+
+func (r *refusals) snapshot() map[string]uint64 {
+	return map[string]uint64{refusedRate: r.rate.Load(), refusedOverload: r.overload.Load()}
+}
+
+// rateLimiter is a token bucket per client address. Buckets that have
+// refilled completely carry no information and are swept, so the map holds
+// only addresses active in the last few seconds.
+type rateLimiter struct {
+	rate  float64 // tokens per second
+	burst float64
+	now   func() time.Time
+
+	mu        sync.Mutex
+	buckets   map[netip.Addr]*bucket // guarded by mu
+	lastSweep time.Time              // guarded by mu
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// maxBuckets bounds the limiter's memory whatever the number of addresses:
+// past it, a full sweep runs (and a flood from more addresses than this
+// within one refill period is limited only by the descriptor budget).
+const maxBuckets = 100_000
+
+func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: float64(burst), now: now, buckets: map[netip.Addr]*bucket{}}
+}
+
+// allow takes a token for addr, or reports how long until one is there.
+func (l *rateLimiter) allow(addr netip.Addr) (bool, time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fill := time.Duration(l.burst / l.rate * float64(time.Second))
+	if len(l.buckets) >= maxBuckets || now.Sub(l.lastSweep) > fill {
+		for a, b := range l.buckets {
+			if now.Sub(b.at) >= fill {
+				delete(l.buckets, a)
+			}
+		}
+		l.lastSweep = now
+	}
+	b := l.buckets[addr]
+	if b == nil {
+		if len(l.buckets) >= maxBuckets {
+			return true, 0
+		}
+		b = &bucket{tokens: l.burst, at: now}
+		l.buckets[addr] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
+	b.at = now
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	}
+	b.tokens--
+	return true, 0
+}
+
+// exemptFromLimits reports whether a request must be answered whatever the
+// load: the health checks a load balancer and an orchestrator rely on.
+func exemptFromLimits(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+}
+
+// limitRequests refuses requests from an address over its rate (429) and
+// new work when open connections have used up the descriptor budget (503),
+// both as JSON errors with Retry-After.
+func limitRequests(l *rateLimiter, open *atomic.Int64, budget int64, trusted []netip.Prefix, counts *refusals, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if exemptFromLimits(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if budget > 0 && open.Load() > budget {
+			counts.overload.Add(1)
+			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Connection", "close")
+			apierr.WriteNew(w, http.StatusServiceUnavailable, "overloaded", "this node has no room for more connections now; retry shortly or elsewhere")
+			return
+		}
+		if addr, ok := clientIP(r, trusted); ok {
+			if ok, wait := l.allow(addr); !ok {
+				counts.rate.Add(1)
+				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
+				apierr.WriteNew(w, http.StatusTooManyRequests, "rate_limited", "too many requests from this address; slow down")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// acceptErrorLog logs failed accepts at warn, at most once per interval with
+// the count of those not logged: running out of descriptors must be seen,
+// without a log line per retry.
+type acceptErrorLog struct {
+	log      *slog.Logger
+	interval time.Duration
+
+	mu         sync.Mutex
+	last       time.Time // guarded by mu
+	suppressed int       // guarded by mu
+}
+
+func (a *acceptErrorLog) report(err error) {
+	if errors.Is(err, net.ErrClosed) {
+		return // the listener closed: shutdown
+	}
+	a.mu.Lock()
+	now := time.Now()
+	if now.Sub(a.last) < a.interval {
+		a.suppressed++
+		a.mu.Unlock()
+		return
+	}
+	n := a.suppressed
+	a.last, a.suppressed = now, 0
+	a.mu.Unlock()
+	a.log.Warn("accept failed; new connections are waiting", "err", err, "not_logged_since_last", n)
+}
+
+// clientIP is the address of the client (behind trusted proxies, the first
+// untrusted one they name).
+func clientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+	a := access.ClientAddr(r, trusted)
+	if ap, err := netip.ParseAddrPort(a); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		return ip.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
