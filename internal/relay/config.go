@@ -48,6 +48,14 @@ const (
 	DefaultCloseTimeout    = 5 * time.Second
 )
 
+// SystemTopicQueueBytes is the send queue bound of a reader of a system
+// topic (Info.SystemTopic) when SendQueueBytes is smaller. The server
+// publishes a report there as one burst of parts (the stats report of
+// 10,000 connections is about 2.7 MB in ten parts), and a report that
+// arrives in part is useless; such readers are few (operators' dashboards),
+// and the node's QueueBudgetBytes bounds them like any other.
+const SystemTopicQueueBytes = 16 << 20
+
 // FallbackQueueBudgetBytes is the default QueueBudgetBytes where the
 // machine's memory cannot be read (see DefaultQueueBudget).
 const FallbackQueueBudgetBytes = 1 << 30

@@ -22,6 +22,7 @@ type conn struct {
 	id          uint64
 	connectedAt time.Time
 	topic       *topicState // set by register, then read-only
+	queueLimit  int         // bound of the send queue in bytes; read-only
 
 	// wake has room for one token: the queue has messages, or the
 	// connection is closing. Sent without blocking, to a running writer.
@@ -76,6 +77,10 @@ func newConn(s *Server, tc Conn, info Info) *conn {
 	}
 	if info.Backpressure {
 		c.space = make(chan struct{}, 1)
+	}
+	c.queueLimit = s.cfg.SendQueueBytes
+	if info.SystemTopic {
+		c.queueLimit = max(c.queueLimit, SystemTopicQueueBytes)
 	}
 	return c
 }
@@ -194,7 +199,7 @@ func (c *conn) readLoop() {
 // closing; nil for the server).
 func (c *conn) enqueue(m Message, senderDone <-chan struct{}) {
 	size := len(m.Data) + MessageOverhead
-	limit := c.srv.cfg.SendQueueBytes
+	limit := c.queueLimit
 	c.mu.Lock()
 	// A Backpressure connection with nothing queued takes the message
 	// whatever the budget says: nothing of its own would ever make room.

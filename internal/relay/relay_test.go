@@ -674,3 +674,35 @@ func TestAcceptPair(t *testing.T) {
 		t.Fatalf("closes %+v", srv.Stats().Closes)
 	}
 }
+
+// TestSystemTopicReaderHoldsAWholeReport: the server publishes a report to
+// a system topic as one burst of parts; a reader of it keeps up to
+// SystemTopicQueueBytes queued, so a report larger than an ordinary send
+// queue reaches a reader that is briefly behind whole, while an ordinary
+// reader of the same size of burst loses messages.
+func TestSystemTopicReaderHoldsAWholeReport(t *testing.T) {
+	const queue = 64 << 10
+	h := newHarness(t, Config{SendQueueBytes: queue, MaxMessageBytes: 32 << 10, WriteTimeout: time.Minute})
+	sys, plain := newMemConn(), newMemConn()
+	sys.stall, plain.stall = make(chan struct{}), make(chan struct{})
+	h.connectConn(sys, Info{Topic: "stats", CanRead: true, SystemTopic: true})
+	h.connectConn(plain, Info{Topic: "news", CanRead: true})
+	part := bytes.Repeat([]byte("r"), 30<<10)
+	const parts = 10 // 300 KiB: more than an ordinary queue, far less than a system reader's
+	for i := range parts {
+		p := append([]byte{byte('0' + i)}, part...)
+		h.srv.Publish("stats", Message{Type: Text, Data: p})
+		h.srv.Publish("news", Message{Type: Text, Data: p})
+	}
+	close(sys.stall)
+	for i := range parts {
+		if got := sys.recv(t).Data[0]; got != byte('0'+i) {
+			t.Fatalf("system reader: part %c, want %c", got, '0'+i)
+		}
+	}
+	waitFor(t, "the ordinary reader's drops", func() bool {
+		st := h.srv.Stats()
+		return st.Drops["queue_head"]+st.Drops["queue_tail"] > 0
+	})
+	close(plain.stall)
+}
