@@ -28,8 +28,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/performance"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/oauth2-proxy/mockoidc"
@@ -47,6 +49,10 @@ const (
 const (
 	browserStart = 30 * time.Second // launching Chromium
 	stepTimeout  = 10 * time.Second // one navigation, click or wait
+	// outcomeTimeout bounds the wait for an outcome whose time the test
+	// measures and judges on its own (10,000 rows on screen): generous, so
+	// a busy machine makes the test report a slow page, not a missing one.
+	outcomeTimeout = 2 * time.Minute
 )
 
 // chromiumPath finds Debian's Chromium: chromium, else chromium-browser.
@@ -143,6 +149,8 @@ type tab struct {
 	t    *testing.T
 	name string
 	ctx  context.Context
+
+	perfOnce sync.Once // enables the Performance domain (mainThreadTime)
 
 	mu       sync.Mutex
 	console  []consoleEntry   // guarded by mu
@@ -268,18 +276,20 @@ func (tb *tab) checkConsole() {
 
 // artifactDir is where a failing test leaves its files: the test's
 // artifact directory under go test -artifacts (t.ArtifactDir), else
-// $SWITCHBOARD_TEST_ARTIFACTS/<test>, else <tmp>/switchboard-artifacts/<test>
-// (t.ArtifactDir without -artifacts is removed when the test ends).
-func artifactDir(t *testing.T) (string, error) {
+// $SWITCHBOARD_TEST_ARTIFACTS/<test> when CI names a directory, else a
+// directory of the test's own that is removed when the test ends (never a
+// fixed path that runs would share). kept reports whether the files
+// outlive the test.
+func artifactDir(t *testing.T) (dir string, kept bool, err error) {
 	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
-		return t.ArtifactDir(), nil
+		return t.ArtifactDir(), true, nil
 	}
 	base := os.Getenv(envArtifacts)
 	if base == "" {
-		base = filepath.Join(os.TempDir(), "switchboard-artifacts")
+		return t.ArtifactDir(), false, nil
 	}
-	dir := filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
-	return dir, os.MkdirAll(dir, 0o755)
+	dir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	return dir, true, os.MkdirAll(dir, 0o755)
 }
 
 // saveIfFailed saves the tab's screenshot, page and console when the test
@@ -289,10 +299,14 @@ func (tb *tab) saveIfFailed() {
 	if !t.Failed() {
 		return
 	}
-	dir, err := artifactDir(t)
+	dir, kept, err := artifactDir(t)
 	if err != nil {
 		t.Logf("tab %s: no artifact directory: %v", tb.name, err)
 		return
+	}
+	if !kept {
+		t.Logf("tab %s: the screenshot, page and console below are removed when the test ends: "+
+			"run go test -artifacts, or set %s to a directory, to keep them", tb.name, envArtifacts)
 	}
 	prefix := filepath.Join(dir, tb.name)
 	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
@@ -392,6 +406,32 @@ func pollJS[T any](tb *tab, d time.Duration, what, js string) T {
 		tb.t.Fatalf("tab %s: waiting for %s: %v", tb.name, what, err)
 	}
 	return v
+}
+
+// mainThreadTime returns the CPU time the tab's renderer main thread has
+// used so far (the Performance domain's ThreadTime). Unlike wall time it
+// does not grow while the thread waits for a busy machine's CPU, so a
+// budget in it judges the page's own work, not the machine's load.
+func (tb *tab) mainThreadTime() time.Duration {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
+	defer cancel()
+	tb.perfOnce.Do(func() {
+		if _, err := chromedp.Call(ctx, performance.Enable, performance.EnableParams{TimeDomain: performance.EnableTimeDomainThreadTicks}); err != nil {
+			tb.t.Fatalf("tab %s: enable performance metrics: %v", tb.name, err)
+		}
+	})
+	res, err := chromedp.Call(ctx, performance.GetMetrics, cdp.Empty{})
+	if err != nil {
+		tb.t.Fatalf("tab %s: performance metrics: %v", tb.name, err)
+	}
+	for _, m := range res.Metrics {
+		if m.Name == "ThreadTime" {
+			return time.Duration(m.Value * float64(time.Second))
+		}
+	}
+	tb.t.Fatalf("tab %s: no ThreadTime among the performance metrics", tb.name)
+	return 0
 }
 
 // onNewDocument has every page the tab loads from now on run js before its

@@ -6,10 +6,16 @@
 //
 // A report too large for one relay message arrives as several messages
 // sent back to back, each a JSON array of some of the connections, in
-// ascending id order across the messages. A message that starts at or
-// below the id where the previous one ended therefore starts a new report;
-// otherwise the report is complete when no further part follows within
-// partWait ms.
+// ascending id order across the messages. A message that starts above the
+// id where the previous one ended therefore continues the report; one that
+// starts at or below it (or an empty one) starts a new report. (Two
+// reports in a row share at least the page's own connection, so a new one
+// never looks like a continuation; onOpen starts afresh when the page's
+// connection changes.) No message says it is the last part: a report is
+// shown once no further part has followed within partWait ms, and shown
+// again, longer, if a part that continues it comes later still (on a busy
+// machine the parts can be seconds apart): a late part is never mistaken
+// for a report of its own.
 
 import { subscribe } from './live.js';
 
@@ -17,24 +23,20 @@ const partWait = 120;
 
 /** Calls onReport(connections, receivedAtMs) for every complete report. */
 export function subscribeStats(onReport) {
-  let parts = null;
+  let report = null; // the connections of the latest report so far
   let lastID = -1;
   let timer = null;
-  const flush = () => {
-    clearTimeout(timer);
+  const show = () => {
     timer = null;
-    if (parts === null) return;
-    const report = parts.flat();
-    parts = null;
-    lastID = -1;
-    onReport(report, Date.now());
+    if (report !== null) onReport(report.slice(), Date.now());
   };
   return subscribe('stats', {
     onOpen: () => {
       // A new connection (or a rollover): a report in progress may be
       // incomplete; the next one is on its way.
       clearTimeout(timer);
-      parts = null;
+      timer = null;
+      report = null;
       lastID = -1;
     },
     onMessage: (data) => {
@@ -46,12 +48,15 @@ export function subscribeStats(onReport) {
         return;
       }
       if (!Array.isArray(part)) return;
-      if (parts !== null && part.length > 0 && Number(part[0].id) <= lastID) flush();
-      if (parts === null) parts = [];
-      parts.push(part);
+      const continues = report !== null && part.length > 0 && Number(part[0].id) > lastID;
+      if (continues) {
+        for (const c of part) report.push(c);
+      } else {
+        report = part;
+      }
       if (part.length > 0) lastID = Number(part[part.length - 1].id);
       clearTimeout(timer);
-      timer = setTimeout(flush, partWait);
+      timer = setTimeout(show, partWait);
     },
   });
 }
