@@ -141,14 +141,21 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Codes == nil {
 		cfg.Codes = NewMemoryCodeStore(0, cfg.Now)
 	}
-	if cfg.CodeTTL <= 0 {
+	switch {
+	case cfg.CodeTTL < 0:
+		return nil, fmt.Errorf("access: code TTL %v (--code-ttl): must not be negative; 0 means %v", cfg.CodeTTL, DefaultCodeTTL)
+	case cfg.ShellAnswerTimeout < 0:
+		return nil, fmt.Errorf("access: shell answer timeout %v: must not be negative; 0 means %v", cfg.ShellAnswerTimeout, DefaultShellAnswerTimeout)
+	case cfg.MaxConnsPerToken < 0:
+		return nil, fmt.Errorf("access: connections per token %d (--max-conns-per-token): must not be negative", cfg.MaxConnsPerToken)
+	case cfg.MaxConnsPerSubject < 0:
+		return nil, fmt.Errorf("access: connections per subject %d (--max-conns-per-subject): must not be negative", cfg.MaxConnsPerSubject)
+	}
+	if cfg.CodeTTL == 0 {
 		cfg.CodeTTL = DefaultCodeTTL
 	}
-	if cfg.ShellAnswerTimeout <= 0 {
+	if cfg.ShellAnswerTimeout == 0 {
 		cfg.ShellAnswerTimeout = DefaultShellAnswerTimeout
-	}
-	if cfg.MaxConnsPerToken < 0 || cfg.MaxConnsPerSubject < 0 {
-		return nil, errors.New("access: connection limits per token and per subject must not be negative")
 	}
 	if cfg.MaxConnsPerToken == 0 {
 		cfg.MaxConnsPerToken = DefaultMaxConnsPerToken

@@ -86,10 +86,16 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Store == nil || cfg.Relay == nil || cfg.Revocations == nil || cfg.Verifier == nil || cfg.Key == nil {
 		return nil, errors.New("control: Store, Relay, Revocations, Verifier and Key are required")
 	}
-	if cfg.MaxTokenTTL <= 0 {
+	switch {
+	case cfg.MaxTokenTTL < 0:
+		return nil, fmt.Errorf("control: max token TTL %v (--max-token-ttl): must not be negative; 0 means %v", cfg.MaxTokenTTL, DefaultMaxTokenTTL)
+	case cfg.MaxRefreshLifetime < 0:
+		return nil, fmt.Errorf("control: max refresh lifetime %v (--max-refresh-lifetime): must not be negative; 0 means %v", cfg.MaxRefreshLifetime, DefaultMaxRefreshLife)
+	}
+	if cfg.MaxTokenTTL == 0 {
 		cfg.MaxTokenTTL = DefaultMaxTokenTTL
 	}
-	if cfg.MaxRefreshLifetime <= 0 {
+	if cfg.MaxRefreshLifetime == 0 {
 		cfg.MaxRefreshLifetime = DefaultMaxRefreshLife
 	}
 	if cfg.Logger == nil {

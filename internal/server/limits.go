@@ -46,15 +46,17 @@ const (
 
 func (l Limits) withDefaults() (Limits, error) {
 	for _, v := range []struct {
-		name string
-		bad  bool
+		name, flag string
+		bad        bool
 	}{
-		{"connections per token", l.ConnsPerToken < 0}, {"connections per subject", l.ConnsPerSubject < 0},
-		{"requests per second", l.RequestsPerSecond < 0}, {"request burst", l.RequestBurst < 0},
-		{"descriptor reserve", l.FDReserve < 0},
+		{"connections per token", "--max-conns-per-token", l.ConnsPerToken < 0},
+		{"connections per subject", "--max-conns-per-subject", l.ConnsPerSubject < 0},
+		{"requests per second per address", "--max-requests-per-address", l.RequestsPerSecond < 0},
+		{"request burst", "--request-burst", l.RequestBurst < 0},
+		{"descriptor reserve", "--fd-reserve", l.FDReserve < 0},
 	} {
 		if v.bad {
-			return l, errors.New("server: the limit on " + v.name + " must not be negative")
+			return l, errors.New("server: the limit on " + v.name + " (" + v.flag + ") must not be negative; 0 means its default")
 		}
 	}
 	if l.RequestsPerSecond == 0 {

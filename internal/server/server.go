@@ -131,7 +131,15 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ShutdownTimeout <= 0 {
+	switch {
+	case cfg.ShutdownTimeout < 0:
+		return nil, fmt.Errorf("server: shutdown timeout %v (--shutdown-timeout): must not be negative; 0 means %v", cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	case cfg.StatsEvery < 0:
+		return nil, fmt.Errorf("server: stats interval %v (--stats-every): must not be negative; 0 means %v", cfg.StatsEvery, control.DefaultStatsEvery)
+	case cfg.Leeway < 0:
+		return nil, fmt.Errorf("server: leeway %v (--leeway): must not be negative", cfg.Leeway)
+	}
+	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if len(cfg.Secret) == 0 {

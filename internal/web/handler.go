@@ -101,10 +101,16 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.PublicURL.Scheme != "http" && cfg.PublicURL.Scheme != "https" || cfg.PublicURL.Host == "" {
 		return nil, fmt.Errorf("web: public URL %q: want http(s)://host[:port][/path]", cfg.PublicURL)
 	}
-	if cfg.SessionTTL <= 0 {
+	switch {
+	case cfg.SessionTTL < 0:
+		return nil, fmt.Errorf("web: session TTL %v (--session-ttl): must not be negative; 0 means 12h", cfg.SessionTTL)
+	case cfg.APITokenTTL < 0:
+		return nil, fmt.Errorf("web: account token TTL %v (--account-token-ttl): must not be negative; 0 means 24h", cfg.APITokenTTL)
+	}
+	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
-	if cfg.APITokenTTL <= 0 {
+	if cfg.APITokenTTL == 0 {
 		cfg.APITokenTTL = 24 * time.Hour
 	}
 	if cfg.Logger == nil {
