@@ -83,6 +83,7 @@ type serveFlags struct {
 	allowOrigins    []string
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
+	requestTimeout  time.Duration
 	cpuProfile      string
 	memProfile      string
 	resultsDir      string
@@ -237,6 +238,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown")
+	fs.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "time to read and answer an ordinary HTTP request (headers have 10 s; a WAIT lasts its wait, uploads and downloads follow --transfer-idle-timeout)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
 	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (e.g. 127.0.0.1:9100)")
@@ -251,6 +253,8 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.StringVar(&f.resultsDir, "results-dir", "", "directory of jobs' output files (default <data-dir>/results)")
 	fs.DurationVar(&f.jobs.LostGrace, "job-lost-grace", jobs.DefaultLostGrace, "how long a job's run survives its agent's disconnection before it is marked lost")
 	fs.DurationVar(&f.jobs.MaxWait, "job-max-wait", jobs.DefaultMaxWait, "longest WAIT of a blocking job request (what WAIT=-1 means)")
+	fs.IntVar(&f.jobs.MaxWaitsPerSubject, "job-max-waits-per-subject", jobs.DefaultMaxWaitsPerSubject, "blocking WAIT requests one subject may have open at once (more: 429 too_many_waits)")
+	fs.DurationVar(&f.jobs.TransferIdleTimeout, "transfer-idle-timeout", jobs.DefaultTransferIdleTimeout, "an output file upload or a result download fails when it moves no bytes for this long (its total time is not bounded)")
 	fs.DurationVar(&f.jobs.DefaultDestruction, "job-destruction", jobs.DefaultDestruction, "destruction time of a new job, from its creation (negative: never)")
 	f.jobMaxFile, f.jobMaxRun = jobs.DefaultMaxFileBytes, jobs.DefaultMaxRunBytes
 	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
@@ -338,7 +342,8 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			QueueBudgetBytes: int64(f.queueBudget),
 		},
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
-		Store: db, StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
+		RequestTimeout: f.requestTimeout, Store: db,
+		StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
 		BlobDir: resultsDir, Jobs: f.jobs, Web: webConfig, Limits: f.limits,
 	})

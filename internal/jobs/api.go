@@ -395,7 +395,20 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 		m.unwatch(id, w0)
 	}
 	if wait > 0 && activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase) {
+		release, admitted := m.admitWait(c.claims.Subject)
+		if !admitted {
+			m.unwatch(id, w0)
+			w.Header().Set("Retry-After", "1")
+			apierr.WriteNew(w, http.StatusTooManyRequests, "too_many_waits", fmt.Sprintf(
+				"this subject already has %d WAIT requests blocked; retry when one has answered", m.cfg.MaxWaitsPerSubject))
+			return
+		}
+		// The wait may outlast the server's ordinary request timeout: the
+		// connection stays open to its end, and the answer then has the
+		// transfer idle time to go out.
+		extendDeadlines(w, time.Now().Add(wait+m.cfg.TransferIdleTimeout))
 		woken, ok := m.waitPhase(r, j, w0, wait)
+		release()
 		if !ok {
 			return // the client went away
 		}
@@ -802,10 +815,13 @@ func (m *Manager) serveResult(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := refs[i]
+	// A download takes as long as the client needs: it fails only when it
+	// stalls for TransferIdleTimeout.
+	out := m.newTransfer(w).writer()
 	if ref.File == nil {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+j.ID+`-summary.csv"`)
-		writeSummaryCSV(w, v.Runs)
+		writeSummaryCSV(out, v.Runs)
 		return
 	}
 	f, err := os.Open(filepath.Join(m.cfg.BlobDir, ref.File.Path))
@@ -820,7 +836,7 @@ func (m *Manager) serveResult(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", `attachment; filename="`+ref.File.Name+`"`)
 	w.Header().Set("ETag", `"`+ref.File.SHA256+`"`)
 	w.Header().Set("X-Content-SHA256", ref.File.SHA256)
-	http.ServeContent(w, r, "", v.Job.EndedAt, f)
+	http.ServeContent(out, r, "", v.Job.EndedAt, f)
 }
 
 // agentJSON is an agent in the API.
@@ -955,10 +971,12 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
 		return
 	}
-	if used := dirSize(dir, name); used+r.ContentLength > m.cfg.MaxRunBytes {
-		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "run_files_too_large", fmt.Sprintf("a run's files are limited to %d bytes together", m.cfg.MaxRunBytes))
+	release, ok := m.reserveRunBytes(runKey(jobID, agentID), dir, name, r.ContentLength)
+	if !ok {
+		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "run_files_too_large", fmt.Sprintf("a run's files are limited to %d bytes together (uploads in flight count)", m.cfg.MaxRunBytes))
 		return
 	}
+	defer release() // after the rename below: the stored file counts from then on
 	tmp, err := os.CreateTemp(dir, ".upload-*")
 	if err != nil {
 		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
@@ -966,12 +984,24 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r.Body, r.ContentLength+1))
+	// An upload takes as long as the agent needs: it fails only when it
+	// stalls for TransferIdleTimeout.
+	t := m.newTransfer(w)
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(t.body(r.Body), r.ContentLength+1))
+	stalled := errors.Is(err, os.ErrDeadlineExceeded)
 	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	t.answer()
+	if stalled {
+		// net/http would read on to discard the rest of the body: the
+		// connection closes instead.
+		w.Header().Set("Connection", "close")
+		apierr.WriteNew(w, http.StatusRequestTimeout, "upload_stalled", fmt.Sprintf("no byte of the upload arrived for %s", m.cfg.TransferIdleTimeout))
+		return
 	}
 	if err != nil {
 		apierr.WriteNew(w, http.StatusBadRequest, "upload_failed", "the upload was cut short")
@@ -990,6 +1020,32 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
+}
+
+// runKey names a run in Manager.reserved.
+func runKey(jobID, agentID string) string { return jobID + "/" + agentID }
+
+// reserveRunBytes admits an upload of n bytes into a run's directory dir:
+// the run's stored files (less name, which the upload replaces), the
+// uploads in flight and n must stay within MaxRunBytes. The check and the
+// reservation are one step under uploadMu, so parallel uploads cannot
+// pass the limit together. release gives the bytes back; call it after
+// the file is renamed into place (counted by dirSize from then on) or
+// given up.
+func (m *Manager) reserveRunBytes(key, dir, name string, n int64) (release func(), ok bool) {
+	m.uploadMu.Lock()
+	defer m.uploadMu.Unlock()
+	if dirSize(dir, name)+m.reserved[key]+n > m.cfg.MaxRunBytes {
+		return nil, false
+	}
+	m.reserved[key] += n
+	return func() {
+		m.uploadMu.Lock()
+		if m.reserved[key] -= n; m.reserved[key] <= 0 {
+			delete(m.reserved, key)
+		}
+		m.uploadMu.Unlock()
+	}, true
 }
 
 // dirSize adds the sizes of the files in dir except skip.

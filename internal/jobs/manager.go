@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/access"
@@ -31,6 +32,12 @@ const (
 	DefaultMaxFileBytes = 64 << 20
 	DefaultMaxRunBytes  = 256 << 20
 	DefaultDestruction  = 30 * 24 * time.Hour
+	// DefaultTransferIdleTimeout is how long an upload or a download may
+	// go without moving a byte.
+	DefaultTransferIdleTimeout = 60 * time.Second
+	// DefaultMaxWaitsPerSubject is how many WAIT requests one subject may
+	// have blocked at once.
+	DefaultMaxWaitsPerSubject = 16
 	// storeTimeout bounds one store call made outside a request.
 	storeTimeout = 30 * time.Second
 )
@@ -65,10 +72,25 @@ type Config struct {
 	Authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
 	// LostGrace is how long a run survives its agent's disconnection.
 	LostGrace time.Duration
-	// MaxWait caps WAIT (and is what WAIT=-1 means).
+	// MaxWait caps WAIT (and is what WAIT=-1 means). A blocked WAIT
+	// request's connection deadlines move to the end of its wait plus
+	// TransferIdleTimeout (the time its answer has to go out), whatever
+	// the server's ordinary request timeout.
 	MaxWait time.Duration
+	// MaxWaitsPerSubject bounds the WAIT requests one subject (the
+	// token's sub; admin tokens without one share "") may have blocked at
+	// once: more get 429 too_many_waits (default 16).
+	MaxWaitsPerSubject int
+	// TransferIdleTimeout bounds an upload of an output file, and a
+	// download of a result, by progress instead of total time: each read
+	// or write that moves bytes moves the connection's deadlines this far
+	// ahead, so a transfer fails only when it stalls this long (default
+	// 60 s).
+	TransferIdleTimeout time.Duration
 	// MaxFileBytes and MaxRunBytes bound one uploaded file and one run's
-	// files together.
+	// files together; uploads in flight count against MaxRunBytes from
+	// the moment they are admitted (by their Content-Length), so parallel
+	// uploads cannot pass it together.
 	MaxFileBytes, MaxRunBytes int64
 	// DefaultDestruction is the destruction time of a new job, counted
 	// from its creation; negative means none.
@@ -103,7 +125,16 @@ type Manager struct {
 	timers   map[string]*time.Timer   // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent
 	jobLocks map[string]*jobLock      // serialises transitions of one job
 	waiting  map[string]int           // blocked WAIT requests per job
+	waitsBy  map[string]int           // blocked WAIT requests per subject
 	stopped  bool
+
+	waitsRefused atomic.Uint64 // WAIT requests refused by MaxWaitsPerSubject
+
+	uploadMu sync.Mutex
+	// reserved holds the bytes of the uploads in flight per run
+	// (runKey), guarded by uploadMu: a run's stored files plus these never
+	// pass MaxRunBytes.
+	reserved map[string]int64
 
 	bg   sync.WaitGroup // agent sessions and timer callbacks in flight
 	base string         // public URL of the job list, set by Register
@@ -124,6 +155,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.MaxWaitsPerSubject <= 0 {
+		cfg.MaxWaitsPerSubject = DefaultMaxWaitsPerSubject
+	}
+	if cfg.TransferIdleTimeout <= 0 {
+		cfg.TransferIdleTimeout = DefaultTransferIdleTimeout
 	}
 	if cfg.MaxFileBytes <= 0 {
 		cfg.MaxFileBytes = DefaultMaxFileBytes
@@ -154,7 +191,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store,
 		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
-		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
+		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{},
+		waitsBy: map[string]int{}, reserved: map[string]int64{}}, nil
 }
 
 // Start recovers from the store what a previous process left: agents it
@@ -324,6 +362,30 @@ func (m *Manager) Waiting(id string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.waiting[id]
+}
+
+// WaitsRefused returns how many WAIT requests were refused (429
+// too_many_waits) because their subject had MaxWaitsPerSubject blocked.
+func (m *Manager) WaitsRefused() uint64 { return m.waitsRefused.Load() }
+
+// admitWait takes one of subject's MaxWaitsPerSubject WAIT slots; call
+// release when the request stops waiting. ok is false (and the refusal
+// counted) when the subject has them all.
+func (m *Manager) admitWait(subject string) (release func(), ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.waitsBy[subject] >= m.cfg.MaxWaitsPerSubject {
+		m.waitsRefused.Add(1)
+		return nil, false
+	}
+	m.waitsBy[subject]++
+	return func() {
+		m.mu.Lock()
+		if m.waitsBy[subject]--; m.waitsBy[subject] <= 0 {
+			delete(m.waitsBy, subject)
+		}
+		m.mu.Unlock()
+	}, true
 }
 
 func (m *Manager) addWaiting(id string, n int) {

@@ -715,6 +715,13 @@ func writeParameters(w http.ResponseWriter, asXML bool, v *jobView) {
 // metrics (none, an empty object, or metrics that are not valid JSON) gets
 // one row with empty metric and value. exit_code is empty while a run has
 // no exit status.
+//
+// Spreadsheets run a cell that begins with = + - @ (or tab or CR, which
+// they skip) as a formula, and agents choose their ids, metric names and
+// string values: such text cells get a leading ' (csvText, the OWASP rule
+// for CSV injection). Numbers stay numbers, negative ones too: exit_code
+// and the values that are JSON numbers are written as they are (they
+// cannot hold a formula).
 func writeSummaryCSV(w io.Writer, runs []store.Run) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write([]string{"agent", "state", "exit_code", "metric", "value"}); err != nil {
@@ -736,7 +743,11 @@ func writeSummaryCSV(w io.Writer, runs []store.Run) error {
 			metrics = []metric{{}}
 		}
 		for _, m := range metrics {
-			if err := cw.Write([]string{r.AgentID, string(r.State), exit, m.Name, m.Value}); err != nil {
+			value := m.Value
+			if !m.Number {
+				value = csvText(value)
+			}
+			if err := cw.Write([]string{csvText(r.AgentID), csvText(string(r.State)), exit, csvText(m.Name), value}); err != nil {
 				return err
 			}
 		}
@@ -745,8 +756,21 @@ func writeSummaryCSV(w io.Writer, runs []store.Run) error {
 	return cw.Error()
 }
 
-// metric is one flattened metric.
-type metric struct{ Name, Value string }
+// csvText makes a text cell inert in a spreadsheet: one that begins with
+// a formula character (= + - @) or with tab or CR gets a leading '.
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// metric is one flattened metric. Number is set when Value is a JSON
+// number, written exactly as the agent sent it.
+type metric struct {
+	Name, Value string
+	Number      bool
+}
 
 // flattenMetrics flattens a JSON value into metrics (see writeSummaryCSV).
 // Invalid JSON gives none.
@@ -824,13 +848,13 @@ func flattenValue(dec *json.Decoder, name string, out *[]metric) error {
 			return fmt.Errorf("unexpected %v", t)
 		}
 	case json.Number:
-		*out = append(*out, metric{name, t.String()})
+		*out = append(*out, metric{Name: name, Value: t.String(), Number: true})
 	case string:
-		*out = append(*out, metric{name, t})
+		*out = append(*out, metric{Name: name, Value: t})
 	case bool:
-		*out = append(*out, metric{name, strconv.FormatBool(t)})
+		*out = append(*out, metric{Name: name, Value: strconv.FormatBool(t)})
 	case nil:
-		*out = append(*out, metric{name, ""})
+		*out = append(*out, metric{Name: name})
 	default:
 		return fmt.Errorf("unexpected token %T", tok)
 	}

@@ -59,8 +59,9 @@ func FuzzParseAfter(f *testing.F) {
 
 // FuzzSummaryCSV: any metrics bytes (and agent ids, states) give a summary
 // that encoding/csv reads back with five fields per record, one or more
-// rows for the run, the agent and state intact; and the JSON document of
-// the run still encodes.
+// rows for the run, the agent and state intact (a leading ' where they
+// begin like a formula); no text cell that begins like a formula; and the
+// JSON document of the run still encodes.
 func FuzzSummaryCSV(f *testing.F) {
 	f.Add("c1", "succeeded", 0, []byte(`{"bytes_read":{"server-a":5},"a":[1,2.50,null,"x,y"]}`))
 	f.Add("c2", "failed", 3, []byte(`{"big":12345678901234567890,"s":"\"quoted\", with comma\nand newline"}`))
@@ -70,6 +71,7 @@ func FuzzSummaryCSV(f *testing.F) {
 	f.Add("c6", "succeeded", 0, []byte(`[[[[[[[[[[1]]]]]]]]]]`))
 	f.Add("c7\r\n", "succeeded", 0, []byte(`{"\u0000":"\ud800","k\r":"v\r\n"}`))
 	f.Add("", "", 0, []byte("\xff\xfe{"))
+	f.Add("-c8", "=state", 0, []byte(`{"=HYPERLINK(\"http://x\")":"@SUM(A1)","n":-5,"t":"\tx","p":"+1"}`))
 	f.Fuzz(func(t *testing.T, agent, state string, exit int, metrics []byte) {
 		run := store.Run{AgentID: agent, State: store.RunState(state), ExitCode: exit, Metrics: metrics}
 		var b bytes.Buffer
@@ -91,9 +93,19 @@ func FuzzSummaryCSV(f *testing.F) {
 		if run.State.Final() && exit >= 0 {
 			wantExit = strconv.Itoa(exit)
 		}
-		for _, r := range rows {
-			if r[0] != norm(agent) || r[1] != norm(state) || r[2] != wantExit {
+		flat := flattenMetrics(metrics)
+		for i, r := range rows {
+			if r[0] != norm(csvText(agent)) || r[1] != norm(csvText(state)) || r[2] != wantExit {
 				t.Fatalf("row %q, want agent %q state %q exit %q", r, agent, state, wantExit)
+			}
+			cells := []string{r[0], r[1], r[3]}
+			if len(flat) > 0 && !flat[i].Number {
+				cells = append(cells, r[4])
+			}
+			for _, c := range cells {
+				if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+					t.Fatalf("row %q: text cell %q begins like a formula", r, c)
+				}
 			}
 		}
 		if _, err := json.Marshal(runJSON(&run)); err != nil {

@@ -1223,7 +1223,7 @@ func TestCSVFlattenArrayOrder(t *testing.T) {
 		}
 	}
 	// A scalar at the top has an empty name.
-	if got := flattenMetrics(json.RawMessage(`"x"`)); !reflect.DeepEqual(got, []metric{{"", "x"}}) {
+	if got := flattenMetrics(json.RawMessage(`"x"`)); !reflect.DeepEqual(got, []metric{{Name: "", Value: "x"}}) {
 		t.Errorf("scalar: %v", got)
 	}
 }

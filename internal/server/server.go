@@ -81,6 +81,10 @@ type Config struct {
 	// ShellAnswerTimeout is how long a shell host has to dial a new
 	// session (default 10 s).
 	ShellAnswerTimeout time.Duration
+	// RequestTimeout bounds reading and answering an ordinary request
+	// (default DefaultRequestTimeout). WAITs, uploads and downloads have
+	// their own bounds (jobs.Config MaxWait, TransferIdleTimeout).
+	RequestTimeout time.Duration
 	// BlobDir holds jobs' output files. Empty: no jobs API and no agent
 	// control channel on this node.
 	BlobDir string
@@ -336,8 +340,8 @@ func Start(cfg Config) (*Server, error) {
 			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix)))),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		ReadTimeout:       requestTimeout(cfg.RequestTimeout), // where each request starts:
+		WriteTimeout:      requestTimeout(cfg.RequestTimeout), // long ones move it (requestTimeout)
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
