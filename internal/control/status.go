@@ -48,6 +48,10 @@ type DropCounts struct {
 	NotPermitted uint64 `json:"not_permitted"`
 	SenderClosed uint64 `json:"sender_closed"`
 	QueueBudget  uint64 `json:"queue_budget"`
+	// Drops no connection is charged with (counted on the node, in
+	// relay.Stats): always 0 here, listed so the report names every reason.
+	NoReaders uint64 `json:"no_readers"`
+	BusLost   uint64 `json:"bus_lost"`
 }
 
 // Report returns the status of every connection, oldest first.

@@ -248,7 +248,7 @@ func TestQueueBudgetAllocations(t *testing.T) {
 	waitFor(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
 	c := newConn(srv, newMemConn(), rw("t"))
 	srv.mu.Lock()
-	c.topic = srv.topics["t"]
+	c.topic = srv.topicLocked("t")
 	srv.mu.Unlock()
 	m := Message{Type: Binary, Data: make([]byte, 1024)}
 	fanout := func() {

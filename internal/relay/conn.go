@@ -183,12 +183,22 @@ func (c *conn) readLoop() {
 			c.drops[DropNotPermitted].Add(1)
 			continue
 		}
-		m := Message{Type: typ, Data: data}
-		for _, r := range *c.topic.readers.Load() {
-			if r != c {
-				r.enqueue(m, c.done)
-			}
+		c.fanOut(Message{Type: typ, Data: data})
+	}
+}
+
+// fanOut queues m, written by c, for every other local reader of c's topic,
+// then offers it once to Peers if another node reads the topic. It is
+// called on c's read loop and does not allocate.
+func (c *conn) fanOut(m Message) {
+	t := c.topic
+	for _, r := range *t.readers.Load() {
+		if r != c {
+			r.enqueue(m, c.done)
 		}
+	}
+	if t.remote.Load() {
+		c.srv.peers.Forward(t.name, m)
 	}
 }
 

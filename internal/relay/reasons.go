@@ -21,11 +21,20 @@ const (
 	// (Config.QueueBudgetBytes) and this receiver had to make room from its
 	// own queue, or could not (see the package doc for the rule).
 	DropQueueBudget
+	// DropNoReaders: a message from another node (Server.Deliver) found no
+	// local reader of its topic, typically while the node's interest was
+	// being withdrawn. Counted on the node, once per message.
+	DropNoReaders
+	// DropBusLost: messages from another node were lost on the way (a gap
+	// in the source's sequence, whatever the cause: the bus's bounded
+	// queues, a failed publish). Counted on the node (Server.CountBusLost).
+	DropBusLost
 	// NumDropReasons is the number of drop reasons.
 	NumDropReasons
 )
 
-var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted", "sender_closed", "queue_budget"}
+var dropReasonNames = [NumDropReasons]string{"queue_head", "queue_tail", "not_permitted", "sender_closed", "queue_budget",
+	"no_readers", "bus_lost"}
 
 func (r DropReason) String() string {
 	if r < NumDropReasons {

@@ -32,6 +32,25 @@
 // regardless: only such connections can take the total beyond B, by at
 // most one message each.
 //
+// Other nodes: a Server joins a cluster through Peers (SetPeers; see the
+// interface for the exact contract), and knows nothing of how. It reports
+// each topic's local interest (first reader arrived, last reader left) on
+// a goroutine of its own, in order per topic, never under its lock and
+// never holding up a connection. A message a local connection writes is
+// offered to Peers.Forward once (not once per reader), after the local
+// fan-out, while another node reads its topic (SetRemoteInterest; one
+// atomic load per message otherwise). A message written on another node
+// enters with Deliver and is queued like a local one, under the same
+// bounds and drop reasons, never blocking; one that finds no local reader
+// is counted (DropNoReaders), as are messages lost between nodes
+// (DropBusLost). Publish is node-local.
+//
+// Locks: Server.mu guards the set of connections and topics and is never
+// held on the per-message path (a connection keeps its topic's pointer;
+// Publish and Deliver look topics up in a sync.Map). Lock order: Server.mu,
+// then interestReports.mu; a connection's mu is taken with neither held.
+// Peers is never called with a lock held.
+//
 // This package imports the standard library only (enforced by a test).
 package relay
 

@@ -499,7 +499,7 @@ func TestFanOutAllocations(t *testing.T) {
 	waitFor(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
 	c := newConn(srv, sender, rw("t"))
 	srv.mu.Lock()
-	c.topic = srv.topics["t"]
+	c.topic = srv.topicLocked("t")
 	srv.mu.Unlock()
 	m := Message{Type: Binary, Data: make([]byte, 1024)}
 	fanout := func() {
@@ -541,7 +541,7 @@ func BenchmarkFanOut100(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	c := newConn(srv, newMemConn(), rw("t"))
-	c.topic = srv.topics["t"]
+	c.topic = srv.topicLocked("t")
 	m := Message{Type: Binary, Data: make([]byte, 1024)}
 	b.ReportAllocs()
 	b.ResetTimer()

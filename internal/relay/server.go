@@ -15,11 +15,22 @@ import (
 type Server struct {
 	cfg Config
 
-	mu           sync.Mutex
-	topics       map[string]*topicState // guarded by mu
-	conns        map[*conn]struct{}     // guarded by mu
-	shuttingDown bool                   // guarded by mu
-	active       sync.WaitGroup         // one per running Accept
+	mu sync.Mutex
+	// topics maps a topic name to its *topicState: stored and deleted
+	// under mu, loaded without a lock (Publish and Deliver look a topic
+	// up per message; a connection keeps its own pointer).
+	topics       sync.Map
+	numTopics    int                 // guarded by mu; entries in topics
+	conns        map[*conn]struct{}  // guarded by mu
+	shuttingDown bool                // guarded by mu
+	active       sync.WaitGroup      // one per running Accept
+	remote       map[string]struct{} // guarded by mu; topics other nodes read (SetRemoteInterest)
+
+	// peers connects the server to other nodes; nil on a node of its own.
+	// Set by SetPeers under mu before the first connection, read-only
+	// after. interest passes local interest changes on to it.
+	peers    Peers
+	interest interestReports
 
 	nextID atomic.Uint64
 
@@ -39,6 +50,10 @@ type Server struct {
 	accepted atomic.Uint64
 	closes   [numCloseReasons]atomic.Uint64
 	retired  trafficTotals // guarded by mu
+	// remoteIn counts messages from other nodes (Deliver); nodeDrops the
+	// drops no connection can be charged with (DropNoReaders, DropBusLost).
+	remoteIn  atomic.Uint64
+	nodeDrops [NumDropReasons]atomic.Uint64
 }
 
 // trafficTotals are traffic counters summed over connections.
@@ -63,7 +78,12 @@ type topicState struct {
 	// readers is the copy-on-write list of connections allowed to read,
 	// loaded without locks by senders; replaced under Server.mu.
 	readers atomic.Pointer[[]*conn]
-	n       int // connections on the topic, guarded by Server.mu
+	// remote is set while another node reads the topic
+	// (SetRemoteInterest, under Server.mu): senders then offer each
+	// message to Peers.Forward. Loaded without locks by senders.
+	remote     atomic.Bool
+	n          int // connections on the topic, guarded by Server.mu
+	interested int // readers that count as local interest (not Backpressure), guarded by Server.mu
 }
 
 // NewServer returns a Server with cfg, defaults filled in.
@@ -74,8 +94,8 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:             cfg,
-		topics:          make(map[string]*topicState),
 		conns:           make(map[*conn]struct{}),
+		remote:          make(map[string]struct{}),
 		budgetOverShare: cfg.QueueBudgetBytes - cfg.QueueBudgetBytes/budgetReserve,
 	}
 	s.fairShare.Store(cfg.QueueBudgetBytes)
@@ -204,12 +224,15 @@ func (s *Server) registerLocked(c *conn) {
 	s.active.Add(1)
 	s.accepted.Add(1)
 	s.conns[c] = struct{}{}
-	t := s.topics[c.info.Topic]
+	t := s.topicLocked(c.info.Topic)
 	if t == nil {
 		t = &topicState{name: c.info.Topic}
 		empty := []*conn{}
 		t.readers.Store(&empty)
-		s.topics[t.name] = t
+		_, remote := s.remote[t.name]
+		t.remote.Store(remote)
+		s.topics.Store(t.name, t)
+		s.numTopics++
 	}
 	t.n++
 	if c.info.CanRead {
@@ -218,8 +241,23 @@ func (s *Server) registerLocked(c *conn) {
 		copy(readers, old)
 		readers = append(readers, c)
 		t.readers.Store(&readers)
+		if !c.info.Backpressure {
+			t.interested++
+			if t.interested == 1 && s.peers != nil {
+				s.interest.change(t.name, true)
+			}
+		}
 	}
 	c.topic = t
+}
+
+// topicLocked returns the state of topic, or nil if it has no connection.
+// s.mu must be held for the answer to stay true.
+func (s *Server) topicLocked(topic string) *topicState {
+	if v, ok := s.topics.Load(topic); ok {
+		return v.(*topicState)
+	}
+	return nil
 }
 
 // unregister removes a finished connection and folds its final counters into
@@ -241,15 +279,23 @@ func (s *Server) unregister(c *conn) {
 			}
 		}
 		t.readers.Store(&readers)
+		if !c.info.Backpressure {
+			t.interested--
+			if t.interested == 0 && s.peers != nil {
+				s.interest.change(t.name, false)
+			}
+		}
 	}
 	if t.n == 0 {
-		delete(s.topics, t.name)
+		s.topics.Delete(t.name)
+		s.numTopics--
 	}
 }
 
 // Shutdown closes every connection with CloseGoingAway and refuses new ones.
-// It returns when every Accept has returned, or when ctx is done, in which
-// case the remaining connections are aborted without a close handshake and
+// It returns when every Accept has returned and the last interest changes
+// have been reported to Peers, or when ctx is done, in which case the
+// remaining connections are aborted without a close handshake and
 // ctx.Err() is returned once their Accept calls have returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -263,7 +309,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.active.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		s.interest.wait(ctx.Done())
+		return ctx.Err()
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
@@ -301,29 +348,27 @@ func (s *Server) CloseWhere(match func(*Info) bool, code CloseCode, why CloseRea
 	return len(hit)
 }
 
-// Publish delivers m, as the server, to every reader of topic, under the
-// same queueing rules as a peer's message. It returns how many readers it
-// was queued for. Like a peer's message, m.Data must not be modified after.
+// Publish delivers m, as the server, to every reader of topic on this node,
+// under the same queueing rules as a peer's message. It is node-local: the
+// message is not offered to Peers (the server's reports describe this
+// node). It returns how many readers it was queued for. Like a peer's
+// message, m.Data must not be modified after.
 func (s *Server) Publish(topic string, m Message) int {
-	s.mu.Lock()
-	t := s.topics[topic]
-	s.mu.Unlock()
-	if t == nil {
+	v, ok := s.topics.Load(topic)
+	if !ok {
 		return 0
 	}
-	readers := *t.readers.Load()
+	readers := *v.(*topicState).readers.Load()
 	for _, r := range readers {
 		r.enqueue(m, nil)
 	}
 	return len(readers)
 }
 
-// Readers returns how many connections may read topic now.
+// Readers returns how many connections on this node may read topic now.
 func (s *Server) Readers(topic string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.topics[topic]; t != nil {
-		return len(*t.readers.Load())
+	if v, ok := s.topics.Load(topic); ok {
+		return len(*v.(*topicState).readers.Load())
 	}
 	return 0
 }
@@ -335,6 +380,7 @@ type Stats struct {
 	Accepted      uint64 // connections accepted in total
 	MessagesIn    uint64 // messages received from peers
 	BytesIn       uint64
+	RemoteIn      uint64 // messages from other nodes (Deliver)
 	MessagesOut   uint64 // messages written to peers (deliveries)
 	BytesOut      uint64
 	Drops         map[string]uint64 // by DropReason name
@@ -347,7 +393,7 @@ type Stats struct {
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Connections: len(s.conns), Topics: len(s.topics)}
+	st := Stats{Connections: len(s.conns), Topics: s.numTopics}
 	t := s.retired
 	for c := range s.conns {
 		t.add(c)
@@ -355,9 +401,10 @@ func (s *Server) Stats() Stats {
 	s.mu.Unlock()
 	st.Accepted = s.accepted.Load()
 	st.MessagesIn, st.BytesIn, st.MessagesOut, st.BytesOut = t.msgsIn, t.bytesIn, t.msgsOut, t.bytesOut
+	st.RemoteIn = s.remoteIn.Load()
 	st.Drops = make(map[string]uint64, NumDropReasons)
 	for i, n := range t.drops {
-		st.Drops[DropReason(i).String()] = n
+		st.Drops[DropReason(i).String()] = n + s.nodeDrops[i].Load()
 	}
 	st.Closes = make(map[string]uint64, numCloseReasons)
 	for i := range s.closes {
