@@ -26,6 +26,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/bench"
 	"switchboard/internal/jobproto"
+	"switchboard/pkg/client"
 )
 
 // The tests of this file make the server's ordinary request timeout short
@@ -49,10 +50,14 @@ func startShortTimeoutServer(t *testing.T, mod func(*Config)) *testServer {
 
 // TestWaitOutlastsRequestTimeout: WAIT=35 and WAIT=-1 once got an empty
 // reply when the server's fixed timeouts ended them first. A WAIT longer
-// than the request timeout answers with the job at its cap.
+// than the request timeout answers with the job at its cap. Websockets
+// opened before it still relay after it: a hijacked connection keeps no
+// deadline of its request.
 func TestWaitOutlastsRequestTimeout(t *testing.T) {
 	const maxWait = 2 * time.Second // the cap: more than the request timeout
 	s := startShortTimeoutServer(t, func(c *Config) { c.Jobs.MaxWait = maxWait })
+	ws1, ws2 := s.dial("demo", s.token("demo", "read", "write")), s.dial("demo", s.token("demo", "read", "write"))
+	waitFor(t, "2 websockets", func() bool { return s.Relay().Stats().Connections == 2 })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	s.agent("c1")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}})
@@ -93,6 +98,14 @@ func TestWaitOutlastsRequestTimeout(t *testing.T) {
 		if a.elapsed < maxWait || a.elapsed > maxWait+3*time.Second {
 			t.Fatalf("%s answered after %s, want the cap %s", a.query, a.elapsed, maxWait)
 		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ws1.Write(ctx, client.Text, []byte("still here")); err != nil {
+		t.Fatalf("websocket write after %s: %v", maxWait, err)
+	}
+	if _, data, err := ws2.Read(ctx); err != nil || string(data) != "still here" {
+		t.Fatalf("websocket read after %s: %q %v", maxWait, data, err)
 	}
 }
 
