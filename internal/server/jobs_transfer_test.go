@@ -413,6 +413,9 @@ func TestWaitsPerSubjectLimit(t *testing.T) {
 	if n := s.jobs.WaitsRefused(); n != 1 {
 		t.Fatalf("WaitsRefused = %d, want 1", n)
 	}
+	if _, body := s.api("GET", "/metrics", s.adminToken(), ""); !strings.Contains(string(body), `switchboard_requests_refused_total{reason="too_many_waits"} 1`) {
+		t.Fatal("metrics do not count the refused WAIT")
+	}
 	// Bob is not alice.
 	startWait(bob, bobJob)
 	waitFor(t, "bob's WAIT to block", func() bool { return s.jobs.Waiting(bobJob) == 1 })

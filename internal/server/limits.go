@@ -14,6 +14,7 @@ import (
 
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
+	"switchboard/internal/jobs"
 )
 
 // Limits bound what one client may take of a node, and keep the node able
@@ -95,6 +96,19 @@ const (
 
 func (r *refusals) snapshot() map[string]uint64 {
 	return map[string]uint64{refusedRate: r.rate.Load(), refusedOverload: r.overload.Load()}
+}
+
+// refusalCounts returns the metrics' view of refused requests: the
+// server's own, and the jobs API's WAITs over a subject's limit (jm may be
+// nil: no jobs API on this node).
+func refusalCounts(r *refusals, jm *jobs.Manager) func() map[string]uint64 {
+	return func() map[string]uint64 {
+		m := r.snapshot()
+		if jm != nil {
+			m["too_many_waits"] = jm.WaitsRefused()
+		}
+		return m
+	}
 }
 
 // rateLimiter is a token bucket per client address. Buckets that have

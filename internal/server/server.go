@@ -278,7 +278,7 @@ func Start(cfg Config) (*Server, error) {
 	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refused.snapshot,
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refusalCounts(refused, jm),
 	})
 	if err != nil {
 		ln.Close()
