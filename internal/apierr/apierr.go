@@ -20,9 +20,11 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// New returns an *Error.
-func New(status int, code, message string) *Error {
-	return &Error{Status: status, Code: code, Message: message}
+// New returns an *Error. code is a wire.ErrorCode (pkg/wire: the codes of
+// the relay's endpoints, which clients branch on) or a plain string (the
+// codes an API documents for itself).
+func New[Code ~string](status int, code Code, message string) *Error {
+	return &Error{Status: status, Code: string(code), Message: message}
 }
 
 // Write sends e as the JSON error response.
@@ -38,7 +40,7 @@ func Write(w http.ResponseWriter, e *Error) {
 }
 
 // WriteNew is shorthand for Write(w, New(status, code, message)).
-func WriteNew(w http.ResponseWriter, status int, code, message string) {
+func WriteNew[Code ~string](w http.ResponseWriter, status int, code Code, message string) {
 	Write(w, New(status, code, message))
 }
 

@@ -78,7 +78,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/datadir":  {},
 	"switchboard/internal/archtest": {},
 	"switchboard/pkg/wire":          {}, // the wire contract: standard library only
-	"switchboard/internal/auth":     {"switchboard/internal/topic", "github.com/golang-jwt/jwt/v5"},
+	"switchboard/internal/auth":     {"switchboard/internal/topic", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
 	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
 		"switchboard/internal/apierr", "switchboard/internal/wsconn"},

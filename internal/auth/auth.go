@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
 // Scopes understood by the relay. practable/relay's names are kept as they
@@ -115,17 +116,18 @@ func (c *Claims) Expiry() time.Time {
 }
 
 // Error codes carried by *Error. They are the "code" of the JSON error the
-// access endpoint answers with, so they are part of the wire contract.
+// access endpoint answers with, so they are part of the wire contract and
+// defined there (pkg/wire).
 const (
-	CodeMalformed     = "token_malformed"
-	CodeAlgorithm     = "token_algorithm_refused"
-	CodeSignature     = "token_signature_invalid"
-	CodeExpired       = "token_expired"
-	CodeNotYetValid   = "token_not_yet_valid"
-	CodeAudience      = "token_wrong_audience"
-	CodeMissingClaim  = "token_missing_claim"
-	CodeInvalidClaim  = "token_invalid_claim"
-	CodeTokenTooLarge = "token_too_large"
+	CodeMalformed     = string(wire.ErrorTokenMalformed)
+	CodeAlgorithm     = string(wire.ErrorTokenAlgorithmRefused)
+	CodeSignature     = string(wire.ErrorTokenSignatureInvalid)
+	CodeExpired       = string(wire.ErrorTokenExpired)
+	CodeNotYetValid   = string(wire.ErrorTokenNotYetValid)
+	CodeAudience      = string(wire.ErrorTokenWrongAudience)
+	CodeMissingClaim  = string(wire.ErrorTokenMissingClaim)
+	CodeInvalidClaim  = string(wire.ErrorTokenInvalidClaim)
+	CodeTokenTooLarge = string(wire.ErrorTokenTooLarge)
 )
 
 // Error is a verification failure. Its message never contains the token.
