@@ -28,14 +28,15 @@ import (
 	"switchboard/internal/relay"
 	"switchboard/internal/topic"
 	"switchboard/internal/wsconn"
+	"switchboard/pkg/wire"
 )
 
-// PrefixSession is the connection type for shared topics.
-const PrefixSession = "session"
+// PrefixSession is the connection type for shared topics (pkg/wire).
+const PrefixSession = wire.PrefixSession
 
 // PrefixAgent is the connection type of host agents' control channels
-// (docs/jobs.md).
-const PrefixAgent = "agent"
+// (pkg/wire, docs/jobs.md).
+const PrefixAgent = wire.PrefixAgent
 
 // DefaultCodeTTL is how long a one-time code stays valid.
 const DefaultCodeTTL = 30 * time.Second
@@ -135,7 +136,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.PublicURL == nil || cfg.Verifier == nil || cfg.Relay == nil {
 		return nil, errors.New("access: PublicURL, Verifier and Relay are required")
 	}
-	if !ValidNodeID(cfg.NodeID) {
+	if !wire.ValidNodeID(cfg.NodeID) {
 		return nil, fmt.Errorf("access: node id %q: want 1-32 characters of a-z 0-9 -", cfg.NodeID)
 	}
 	if cfg.Codes == nil {
@@ -225,10 +226,10 @@ func (h *Handler) knownPrefix(prefix string) bool {
 func (h *Handler) target(r *http.Request) (prefix, name string, err *apierr.Error) {
 	prefix, name = r.PathValue("prefix"), r.PathValue("topic")
 	if !h.knownPrefix(prefix) {
-		return "", "", apierr.New(http.StatusNotFound, "unknown_prefix", fmt.Sprintf("no connection type %q here (known: %s, %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell, PrefixAgent))
+		return "", "", apierr.New(http.StatusNotFound, wire.ErrorUnknownPrefix, fmt.Sprintf("no connection type %q here (known: %s, %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell, PrefixAgent))
 	}
 	if e := topic.Valid(name); e != nil {
-		return "", "", apierr.New(http.StatusBadRequest, "invalid_topic", e.Error())
+		return "", "", apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, e.Error())
 	}
 	return prefix, name, nil
 }
@@ -260,7 +261,7 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Header.Get("Origin") == "" || !h.originAllowed(r) {
-		apierr.WriteNew(w, http.StatusForbidden, "origin_forbidden", "origin not allowed")
+		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed")
 		return
 	}
 	h.setCORS(w, r)
@@ -275,34 +276,34 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
 func BearerToken(r *http.Request) (string, *apierr.Error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 || vals[0] == "" {
-		return "", apierr.New(http.StatusUnauthorized, "missing_token", "Authorization header with a token is required")
+		return "", apierr.New(http.StatusUnauthorized, wire.ErrorMissingToken, "Authorization header with a token is required")
 	}
 	if len(vals) > 1 {
-		return "", apierr.New(http.StatusBadRequest, "malformed_authorization", "more than one Authorization header")
+		return "", apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "more than one Authorization header")
 	}
 	v := vals[0]
 	if len(v) > auth.MaxTokenBytes+len("Bearer ") {
-		return "", apierr.New(http.StatusBadRequest, "authorization_too_large", fmt.Sprintf("Authorization header longer than %d bytes", auth.MaxTokenBytes))
+		return "", apierr.New(http.StatusBadRequest, wire.ErrorAuthorizationTooLarge, fmt.Sprintf("Authorization header longer than %d bytes", auth.MaxTokenBytes))
 	}
 	scheme, rest, hasSpace := strings.Cut(v, " ")
 	switch {
 	case strings.EqualFold(v, "Bearer"):
-		return "", apierr.New(http.StatusBadRequest, "malformed_authorization", "want Authorization: Bearer <token>")
+		return "", apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "want Authorization: Bearer <token>")
 	case !hasSpace:
 		return v, nil // bare token
 	case strings.EqualFold(scheme, "Bearer"):
 		tok := strings.TrimSpace(rest)
 		if tok == "" || strings.ContainsAny(tok, " \t") {
-			return "", apierr.New(http.StatusBadRequest, "malformed_authorization", "want Authorization: Bearer <token>")
+			return "", apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "want Authorization: Bearer <token>")
 		}
 		return tok, nil
 	}
-	return "", apierr.New(http.StatusBadRequest, "malformed_authorization", "want Authorization: Bearer <token>")
+	return "", apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "want Authorization: Bearer <token>")
 }
 
 func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 	if !h.originAllowed(r) {
-		h.refuse(w, StageAccess, apierr.New(http.StatusForbidden, "origin_forbidden", "origin not allowed"))
+		h.refuse(w, StageAccess, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
 	}
 	h.setCORS(w, r)
@@ -323,15 +324,15 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageAccess, e)
 		return
 	}
-	code := NewCode(h.cfg.NodeID)
+	code := wire.NewCode(h.cfg.NodeID)
 	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
 		if errors.Is(err, ErrCodeStoreFull) || errors.Is(err, ErrTooManyForOwner) {
 			w.Header().Set("Retry-After", "5")
-			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, "too_many_codes", "too many pending codes; use or let some expire, then retry"))
+			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, wire.ErrorTooManyCodes, "too many pending codes; use or let some expire, then retry"))
 			return
 		}
 		h.cfg.Logger.Error("access: storing code failed", "err", err)
-		h.refuse(w, StageAccess, apierr.New(http.StatusServiceUnavailable, "code_store_unavailable", "could not issue a code; retry shortly"))
+		h.refuse(w, StageAccess, apierr.New(http.StatusServiceUnavailable, wire.ErrorCodeStoreUnavailable, "could not issue a code; retry shortly"))
 		return
 	}
 	h.outcomes.add(StageAccess, "ok")
@@ -444,13 +445,13 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		if errors.As(err, &ae) {
 			return Grant{}, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
 		}
-		return Grant{}, apierr.New(http.StatusUnauthorized, auth.CodeMalformed, "token rejected")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenMalformed, "token rejected")
 	}
 	if c.Prefix != prefix {
-		return Grant{}, apierr.New(http.StatusForbidden, "prefix_forbidden", fmt.Sprintf("token is for connection type %q, not %q", truncate(c.Prefix, 32), prefix))
+		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorPrefixForbidden, fmt.Sprintf("token is for connection type %q, not %q", truncate(c.Prefix, 32), prefix))
 	}
 	if !topic.Match(c.Topic, name) {
-		return Grant{}, apierr.New(http.StatusForbidden, "topic_forbidden", "token does not grant this topic")
+		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, "token does not grant this topic")
 	}
 	owner := sha256.Sum256([]byte(tok))
 	g := Grant{
@@ -470,31 +471,31 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 		}
 	} else if prefix == PrefixAgent {
 		if !c.HasScope(auth.ScopeAgent) {
-			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "the agent control channel needs scope agent")
+			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "the agent control channel needs scope agent")
 		}
 		if c.Agent != name {
-			return Grant{}, apierr.New(http.StatusForbidden, "agent_forbidden", "the token's agent claim must name this agent")
+			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorAgentForbidden, "the token's agent claim must name this agent")
 		}
 		if strings.Contains(name, "/") {
-			return Grant{}, apierr.New(http.StatusBadRequest, "invalid_topic", "an agent id is one topic segment (no /)")
+			return Grant{}, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, "an agent id is one topic segment (no /)")
 		}
 		g.CanRead, g.CanWrite, g.Labels = true, true, c.Labels
 	} else if scope, ok := h.cfg.SystemTopics[name]; ok {
 		if !c.Allows(scope) {
-			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", fmt.Sprintf("topic %s needs scope %s", name, scope))
+			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, fmt.Sprintf("topic %s needs scope %s", name, scope))
 		}
 		g.CanRead, g.CanWrite, g.System = true, false, true
 	} else if scope, ok := h.systemPrefixScope(name); ok {
 		if !g.CanRead {
-			return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "topic "+name+" is written by the server only; it needs scope read")
+			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "topic "+name+" is written by the server only; it needs scope read")
 		}
 		if topic.IsPattern(c.Topic) && !c.Allows(scope) {
-			return Grant{}, apierr.New(http.StatusForbidden, "topic_forbidden", fmt.Sprintf("topic %s is the system's: it needs a token for that one topic, or scope %s", name, scope))
+			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, fmt.Sprintf("topic %s is the system's: it needs a token for that one topic, or scope %s", name, scope))
 		}
 		g.CanWrite, g.System = false, true
 	}
 	if !g.CanRead && !g.CanWrite {
-		return Grant{}, apierr.New(http.StatusForbidden, "scope_forbidden", "token needs scope read and/or write")
+		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
 	}
 	if e := h.checkDenied(&g); e != nil {
 		return Grant{}, e
@@ -512,9 +513,9 @@ func (h *Handler) checkDenied(g *Grant) *apierr.Error {
 		return nil
 	}
 	if kind == "booking" {
-		return apierr.New(http.StatusForbidden, "booking_denied", "this booking has been denied")
+		return apierr.New(http.StatusForbidden, wire.ErrorBookingDenied, "this booking has been denied")
 	}
-	return apierr.New(http.StatusForbidden, "token_revoked", "this token has been revoked ("+kind+")")
+	return apierr.New(http.StatusForbidden, wire.ErrorTokenRevoked, "this token has been revoked ("+kind+")")
 }
 
 func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
@@ -524,12 +525,12 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.originAllowed(r) {
-		h.refuse(w, StageExchange, apierr.New(http.StatusForbidden, "origin_forbidden", "origin not allowed"))
+		h.refuse(w, StageExchange, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
 	}
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
-		h.refuse(w, StageExchange, apierr.New(http.StatusUpgradeRequired, "upgrade_required", "this endpoint needs a websocket upgrade; POST here first to get a code"))
+		h.refuse(w, StageExchange, apierr.New(http.StatusUpgradeRequired, wire.ErrorUpgradeRequired, "this endpoint needs a websocket upgrade; POST here first to get a code"))
 		return
 	}
 	if e := checkHandshake(w, r); e != nil {
@@ -548,7 +549,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	case g.Role == roleSession:
 		if session = h.claimSession(g.Session); session == nil {
-			h.refuse(w, StageExchange, apierr.New(http.StatusGone, "session_gone", "the shell session has ended"))
+			h.refuse(w, StageExchange, apierr.New(http.StatusGone, wire.ErrorSessionGone, "the shell session has ended"))
 			return
 		}
 	}
@@ -609,28 +610,28 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 // redeem takes a code and checks it against the request.
 func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 	if code == "" {
-		return Grant{}, apierr.New(http.StatusUnauthorized, "code_missing", "query parameter code is required; POST to this path with a token to get one")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeMissing, "query parameter code is required; POST to this path with a token to get one")
 	}
-	node, ok := ParseCode(code)
+	node, ok := wire.ParseCode(code)
 	if !ok {
-		return Grant{}, apierr.New(http.StatusUnauthorized, "code_malformed", "code is not of the form issued by this relay")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeMalformed, "code is not of the form issued by this relay")
 	}
 	if node != h.cfg.NodeID {
-		return Grant{}, apierr.New(http.StatusMisdirectedRequest, "code_wrong_node", fmt.Sprintf("code was issued by node %q, this is %q", node, h.cfg.NodeID))
+		return Grant{}, apierr.New(http.StatusMisdirectedRequest, wire.ErrorCodeWrongNode, fmt.Sprintf("code was issued by node %q, this is %q", node, h.cfg.NodeID))
 	}
 	g, expires, ok := h.cfg.Codes.Take(code)
 	if !ok {
-		return Grant{}, apierr.New(http.StatusUnauthorized, "code_invalid", "code is unknown or already used")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeInvalid, "code is unknown or already used")
 	}
 	now := h.cfg.Now()
 	if now.After(expires) {
-		return Grant{}, apierr.New(http.StatusUnauthorized, "code_expired", "code has expired; request a new one")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeExpired, "code has expired; request a new one")
 	}
 	if g.Topic != name || g.Prefix != prefix {
-		return Grant{}, apierr.New(http.StatusForbidden, "code_topic_mismatch", "code was issued for another topic")
+		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorCodeTopicMismatch, "code was issued for another topic")
 	}
 	if !g.TokenExpiry.IsZero() && !now.Before(g.TokenExpiry.Add(h.cfg.Verifier.Leeway())) {
-		return Grant{}, apierr.New(http.StatusUnauthorized, auth.CodeExpired, "token has expired")
+		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenExpired, "token has expired")
 	}
 	if e := h.checkDenied(&g); e != nil {
 		return Grant{}, e
@@ -648,11 +649,11 @@ func isUpgrade(r *http.Request) bool {
 func checkHandshake(w http.ResponseWriter, r *http.Request) *apierr.Error {
 	if r.Header.Get("Sec-WebSocket-Version") != "13" {
 		w.Header().Set("Sec-WebSocket-Version", "13")
-		return apierr.New(http.StatusUpgradeRequired, "bad_websocket_version", "websocket version 13 is required")
+		return apierr.New(http.StatusUpgradeRequired, wire.ErrorBadWebsocketVersion, "websocket version 13 is required")
 	}
 	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
 	if err != nil || len(key) != 16 {
-		return apierr.New(http.StatusBadRequest, "bad_websocket_key", "Sec-WebSocket-Key must be 16 bytes in base64")
+		return apierr.New(http.StatusBadRequest, wire.ErrorBadWebsocketKey, "Sec-WebSocket-Key must be 16 bytes in base64")
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
 )
 
 func fuzzHandler(f *testing.F) (*http.ServeMux, string) {
@@ -86,42 +87,9 @@ func FuzzAccess(f *testing.F) {
 	})
 }
 
-// FuzzParseCode: ParseCode never panics, accepts every code NewCode makes,
-// and accepts only codes of the documented form.
-func FuzzParseCode(f *testing.F) {
-	f.Add(NewCode("n1"))
-	f.Add("AAAAAAAAAAAAAAAAAAAAAA.")
-	f.Add(".n1")
-	f.Add("AAAAAAAAAAAAAAAAAAAAAA.N1")
-	f.Fuzz(func(t *testing.T, code string) {
-		node, ok := ParseCode(code)
-		if !ok {
-			return
-		}
-		random, rest, _ := strings.Cut(code, ".")
-		if rest != node || len(random) != 22 || !ValidNodeID(node) {
-			t.Fatalf("accepted malformed code %q", code)
-		}
-	})
-}
-
-func TestNewCodeForm(t *testing.T) {
-	seen := map[string]bool{}
-	for range 1000 {
-		c := NewCode("node-7")
-		if node, ok := ParseCode(c); !ok || node != "node-7" {
-			t.Fatalf("ParseCode(%q) = %q %v", c, node, ok)
-		}
-		if seen[c] {
-			t.Fatalf("duplicate code")
-		}
-		seen[c] = true
-	}
-}
-
 func TestMemoryCodeStoreTakeOnce(t *testing.T) {
 	s := NewMemoryCodeStore(0, nil)
-	code := NewCode("n1")
+	code := wire.NewCode("n1")
 	if err := s.Put(code, Grant{Topic: "t"}, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -146,15 +114,15 @@ func TestMemoryCodeStoreBounded(t *testing.T) {
 	clock := func() time.Time { return now }
 	s := NewMemoryCodeStore(10, clock)
 	for i := range 10 {
-		if err := s.Put(NewCode("n1"), Grant{}, now.Add(time.Second)); err != nil {
+		if err := s.Put(wire.NewCode("n1"), Grant{}, now.Add(time.Second)); err != nil {
 			t.Fatalf("put %d: %v", i, err)
 		}
 	}
-	if err := s.Put(NewCode("n1"), Grant{}, now.Add(time.Second)); err != ErrCodeStoreFull {
+	if err := s.Put(wire.NewCode("n1"), Grant{}, now.Add(time.Second)); err != ErrCodeStoreFull {
 		t.Fatalf("put beyond bound: %v", err)
 	}
 	now = now.Add(2 * time.Second) // all expired: the next put sweeps them
-	if err := s.Put(NewCode("n1"), Grant{}, now.Add(time.Second)); err != nil {
+	if err := s.Put(wire.NewCode("n1"), Grant{}, now.Add(time.Second)); err != nil {
 		t.Fatalf("put after expiry: %v", err)
 	}
 	if s.Len() != 1 {
@@ -192,7 +160,7 @@ func TestMemoryCodeStorePerOwner(t *testing.T) {
 	s := NewMemoryCodeStore(0, func() time.Time { return now })
 	var first string
 	for i := range DefaultCodesPerOwner {
-		code := NewCode("n1")
+		code := wire.NewCode("n1")
 		if i == 0 {
 			first = code
 		}
@@ -200,18 +168,18 @@ func TestMemoryCodeStorePerOwner(t *testing.T) {
 			t.Fatalf("put %d: %v", i, err)
 		}
 	}
-	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != ErrTooManyForOwner {
+	if err := s.Put(wire.NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != ErrTooManyForOwner {
 		t.Fatalf("over quota: %v", err)
 	}
-	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-b"}, now.Add(30*time.Second)); err != nil {
+	if err := s.Put(wire.NewCode("n1"), Grant{Owner: "tok-b"}, now.Add(30*time.Second)); err != nil {
 		t.Fatalf("another token: %v", err)
 	}
 	s.Take(first) // using a code frees its place
-	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil {
+	if err := s.Put(wire.NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil {
 		t.Fatalf("after take: %v", err)
 	}
 	now = now.Add(time.Minute) // all expire: the next put frees every place
-	if err := s.Put(NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil || s.Len() != 1 {
+	if err := s.Put(wire.NewCode("n1"), Grant{Owner: "tok-a"}, now.Add(30*time.Second)); err != nil || s.Len() != 1 {
 		t.Fatalf("after expiry: %v, len %d", err, s.Len())
 	}
 }

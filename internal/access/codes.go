@@ -1,11 +1,8 @@
 package access
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 )
@@ -29,7 +26,8 @@ type Grant struct {
 	Labels      []string // agent prefix: the labels the token allows; shared, never modified
 }
 
-// CodeStore keeps pending one-time codes. Implementations must make Take
+// CodeStore keeps pending one-time codes (made and parsed by pkg/wire:
+// NewCode, ParseCode). Implementations must make Take
 // atomic: of any number of concurrent Takes of one code, at most one
 // succeeds.
 type CodeStore interface {
@@ -43,51 +41,6 @@ type CodeStore interface {
 
 // ErrCodeStoreFull is returned by Put when too many codes are pending.
 var ErrCodeStoreFull = errors.New("access: too many pending codes")
-
-// codeRandomBytes is the entropy of a code: 128 bits.
-const codeRandomBytes = 16
-
-// codeRandomLen is the length of the random part, base64url without padding.
-var codeRandomLen = base64.RawURLEncoding.EncodedLen(codeRandomBytes)
-
-// NewCode returns a fresh code naming nodeID: 128 random bits in base64url,
-// ".", then the node id.
-func NewCode(nodeID string) string {
-	var b [codeRandomBytes]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return base64.RawURLEncoding.EncodeToString(b[:]) + "." + nodeID
-}
-
-// ParseCode checks the form of a code and returns the node id it names.
-func ParseCode(code string) (nodeID string, ok bool) {
-	random, node, found := strings.Cut(code, ".")
-	if !found || len(random) != codeRandomLen || !ValidNodeID(node) {
-		return "", false
-	}
-	for i := 0; i < len(random); i++ {
-		c := random[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return "", false
-		}
-	}
-	return node, true
-}
-
-// ValidNodeID reports whether id is a usable node id: 1 to 32 characters of
-// [a-z0-9-], so it is safe in a code, a URL, a NATS subject and a load
-// balancer rule.
-func ValidNodeID(id string) bool {
-	if id == "" || len(id) > 32 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // MemoryCodeStore is a CodeStore in memory. Codes are kept under their
 // SHA-256 digest, so that the map lookup's timing depends on the digest, not

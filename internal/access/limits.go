@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"switchboard/internal/apierr"
+	"switchboard/pkg/wire"
 )
 
 // Default bounds on what one token or one subject may hold open at once.
@@ -71,11 +72,11 @@ func (l *connLimits) release(g *Grant) {
 
 func (l *connLimits) fullLocked(g *Grant) *apierr.Error {
 	if l.byToken[g.Owner] >= l.perToken {
-		return apierr.New(http.StatusTooManyRequests, "too_many_connections",
+		return apierr.New(http.StatusTooManyRequests, wire.ErrorTooManyConnections,
 			"this token has "+strconv.Itoa(l.perToken)+" connections open, the most allowed; close one first")
 	}
 	if g.Subject != "" && l.bySubject[g.Subject] >= l.perSubject {
-		return apierr.New(http.StatusTooManyRequests, "too_many_connections",
+		return apierr.New(http.StatusTooManyRequests, wire.ErrorTooManyConnections,
 			"this subject has "+strconv.Itoa(l.perSubject)+" connections open, the most allowed; close one first")
 	}
 	return nil

@@ -13,11 +13,12 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
 	"switchboard/internal/wsconn"
+	"switchboard/pkg/wire"
 )
 
 // PrefixShell is the connection type for 1:1 sessions with a host (ssh,
-// VNC, HTTP): see docs/protocol.md, "Shell sessions".
-const PrefixShell = "shell"
+// VNC, HTTP): see docs/protocol.md, "Shell sessions", and pkg/wire.
+const PrefixShell = wire.PrefixShell
 
 // Roles on the shell prefix.
 const (
@@ -71,13 +72,13 @@ func shellRole(c *auth.Claims) (string, *apierr.Error) {
 	host, client := c.HasScope(auth.ScopeHost), c.HasScope(auth.ScopeClient)
 	switch {
 	case host && client:
-		return "", apierr.New(http.StatusForbidden, "scope_forbidden", "a shell token has scope host or client, not both")
+		return "", apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "a shell token has scope host or client, not both")
 	case host:
 		return roleHost, nil
 	case client:
 		return roleClient, nil
 	}
-	return "", apierr.New(http.StatusForbidden, "scope_forbidden", "a shell token needs scope host or client")
+	return "", apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "a shell token needs scope host or client")
 }
 
 // hostPresent reports whether a host's control connection serves topic.
@@ -85,7 +86,7 @@ func (h *Handler) hostPresent(topic string) bool {
 	return h.cfg.Relay.Readers(shellHostTopic(topic)) > 0
 }
 
-var errHostUnavailable = apierr.New(http.StatusServiceUnavailable, "host_unavailable", "no host is connected for this shell topic; retry later")
+var errHostUnavailable = apierr.New(http.StatusServiceUnavailable, wire.ErrorHostUnavailable, "no host is connected for this shell topic; retry later")
 
 // serveShell runs an upgraded host or user connection of the shell prefix
 // (the host's side of a session goes through claimSession instead).
@@ -175,7 +176,7 @@ func (h *Handler) serveShellClient(ctx context.Context, user *wsconn.Conn, g Gra
 	// revocation.
 	hg := g
 	hg.Topic, hg.Role, hg.Session, hg.Scopes = g.Topic+"/"+id, roleSession, id, []string{auth.ScopeHost}
-	code := NewCode(h.cfg.NodeID)
+	code := wire.NewCode(h.cfg.NodeID)
 	msg, _ := json.Marshal(shellConnect{Type: "connect", Session: id,
 		URI: h.wsBase + "/" + PrefixShell + "/" + hg.Topic + "?code=" + code})
 	if err := h.cfg.Codes.Put(code, hg, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil ||

@@ -81,7 +81,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/auth":     {"switchboard/internal/topic", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
 	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
-		"switchboard/internal/apierr", "switchboard/internal/wsconn"},
+		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/pkg/wire"},
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
 		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic",
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
