@@ -288,5 +288,5 @@ func TestShellThroughRelay(t *testing.T) {
 
 func isAccess(err error, status int, code string) bool {
 	var ae *client.AccessError
-	return errors.As(err, &ae) && ae.Status == status && ae.Code == code
+	return errors.As(err, &ae) && ae.Status == status && string(ae.Code) == code
 }

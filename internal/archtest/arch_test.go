@@ -86,8 +86,8 @@ var allowed = map[string][]string{
 		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic",
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/"},
-	"switchboard/pkg/client":      {"switchboard/internal/auth", "github.com/coder/websocket"},
-	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/datadir"},
+	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
+	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir"},
 	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // A reader connection that speaks just what a subscriber needs of RFC 6455,
@@ -231,7 +232,7 @@ func (c *leanConn) closeReceived(p []byte) error {
 	case len(p) == 1:
 		return c.fail("close frame with a 1-byte body")
 	case len(p) >= 2:
-		ce.Code, ce.Reason = int(p[0])<<8|int(p[1]), string(p[2:])
+		ce.Code, ce.Reason = wire.CloseCode(p[0])<<8|wire.CloseCode(p[1]), string(p[2:])
 		if !validCloseCode(ce.Code) {
 			return c.fail(fmt.Sprintf("close code %d may not be sent", ce.Code))
 		}
@@ -246,7 +247,7 @@ func (c *leanConn) closeReceived(p []byte) error {
 // validCloseCode reports whether code may appear in a close frame (RFC 6455
 // section 7.4: 1000-1003, 1007-1011 and the registered and private ranges
 // 3000-4999; 1004-1006 and 1015 are reserved or never sent).
-func validCloseCode(code int) bool {
+func validCloseCode(code wire.CloseCode) bool {
 	switch {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
 		return true

@@ -304,7 +304,7 @@ func wsStatus(t *testing.T, uri string, header http.Header) (int, string) {
 	if !errors.As(err, &ae) {
 		t.Fatalf("dial: %v, want an access error", err)
 	}
-	return ae.Status, ae.Code
+	return ae.Status, string(ae.Code)
 }
 
 func TestWebsocketBadCodes(t *testing.T) {
@@ -453,7 +453,7 @@ func expectClose(t *testing.T, c *client.Conn, code int) {
 			continue
 		}
 		var ce *client.CloseError
-		if !errors.As(err, &ce) || ce.Code != code {
+		if !errors.As(err, &ce) || int(ce.Code) != code {
 			t.Fatalf("read error %v, want close %d", err, code)
 		}
 		return

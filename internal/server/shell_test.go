@@ -153,7 +153,7 @@ func transfer(ctx context.Context, src, dst *client.Conn, n int, seed byte) erro
 
 func isAccessError(err error, status int, code string) bool {
 	var ae *client.AccessError
-	return errors.As(err, &ae) && ae.Status == status && ae.Code == code
+	return errors.As(err, &ae) && ae.Status == status && string(ae.Code) == code
 }
 
 func TestShellRefusalsAndTimeouts(t *testing.T) {

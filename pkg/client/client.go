@@ -7,6 +7,9 @@
 //	defer conn.Close()
 //	err = conn.Write(ctx, client.Text, []byte("hello"))
 //	typ, data, err := conn.Read(ctx) // *CloseError when the relay closes, with its code
+//
+// Error codes, close codes (with their reconnect advice) and connection
+// types are those of pkg/wire, the wire contract.
 package client
 
 import (
@@ -22,7 +25,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/auth"
+	"switchboard/pkg/wire"
 )
 
 // MessageType is the type of a message.
@@ -35,7 +38,7 @@ const (
 )
 
 // DefaultPrefix is the connection type of shared topics.
-const DefaultPrefix = "session"
+const DefaultPrefix = wire.PrefixSession
 
 // DefaultReadLimit is the largest message Read accepts by default.
 const DefaultReadLimit = 16 << 20
@@ -70,8 +73,8 @@ func (o *Options) httpClient() *http.Client {
 
 // AccessError is a refusal by the relay's HTTP endpoints.
 type AccessError struct {
-	Status  int    // HTTP status
-	Code    string // machine-readable error code, e.g. "token_expired"
+	Status  int            // HTTP status
+	Code    wire.ErrorCode // machine-readable error code, e.g. wire.ErrorTokenExpired; "" if the body had none
 	Message string
 }
 
@@ -82,45 +85,28 @@ func (e *AccessError) Error() string {
 	return fmt.Sprintf("client: access refused: HTTP %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// CloseError reports that the relay closed the connection.
+// CloseError reports that the relay closed the connection. e.Code.Reconnect()
+// says whether and how to reconnect.
 type CloseError struct {
-	Code   int // websocket close code, e.g. 4001 (token expired)
+	Code   wire.CloseCode // websocket close code, e.g. wire.CloseTokenExpired
 	Reason string
 }
 
 func (e *CloseError) Error() string {
-	name := CloseCodeName(e.Code)
+	name := e.Code.String()
 	if e.Reason != "" {
 		return fmt.Sprintf("client: connection closed with %d (%s): %s", e.Code, name, e.Reason)
 	}
 	return fmt.Sprintf("client: connection closed with %d (%s)", e.Code, name)
 }
 
-// CloseCodeName names the close codes the relay uses (see docs/protocol.md).
+// CloseCodeName names the close codes the relay uses (docs/protocol.md):
+// wire.CloseCode(code).String(), or "unknown".
 func CloseCodeName(code int) string {
-	switch code {
-	case 1000:
-		return "normal closure"
-	case 1001:
-		return "going away"
-	case 1006:
-		return "abnormal closure"
-	case 1007:
-		return "invalid data"
-	case 1008:
-		return "policy violation"
-	case 1009:
-		return "message too big"
-	case 1011:
-		return "internal error"
-	case 4001:
-		return "token expired"
-	case 4003:
-		return "denied"
-	case 4008:
-		return "slow consumer"
+	if code < 0 || code > 0xffff {
+		return "unknown"
 	}
-	return "unknown"
+	return wire.CloseCode(code).String()
 }
 
 // Access posts token to baseURL/prefix/topic and returns the websocket URI
@@ -186,7 +172,7 @@ func accessError(status int, body []byte) error {
 		} `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
-		return &AccessError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+		return &AccessError{Status: status, Code: wire.ErrorCode(e.Error.Code), Message: e.Error.Message}
 	}
 	return &AccessError{Status: status, Message: strings.TrimSpace(string(body))}
 }
@@ -305,10 +291,7 @@ func (c *Conn) CloseNow() error { return c.ws.CloseNow() }
 func mapError(err error) error {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
-		return &CloseError{Code: int(ce.Code), Reason: ce.Reason}
+		return &CloseError{Code: wire.CloseCode(ce.Code), Reason: ce.Reason}
 	}
 	return fmt.Errorf("client: %w", err)
 }
-
-// Claims are the claims of a relay token, for programs that mint their own.
-type Claims = auth.Claims

@@ -37,7 +37,7 @@ func Example() {
 
 	// A booking system would mint this token; see `switchboard token`.
 	key, _ := auth.NewHMACKey("HS256", secret)
-	token, _ := key.Sign(client.Claims{
+	token, _ := key.Sign(auth.Claims{
 		Topic: "demo", Prefix: "session", Scopes: []string{"read", "write"},
 		RegisteredClaims: jwt.RegisteredClaims{
 			Audience:  jwt.ClaimStrings{relay.PublicURL()},
