@@ -13,10 +13,12 @@ import (
 
 	"switchboard/internal/jobproto"
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
-// AgentPrefix is the connection type of the agent control channel.
-const AgentPrefix = "agent"
+// AgentPrefix is the connection type of the agent control channel
+// (pkg/wire).
+const AgentPrefix = wire.PrefixAgent
 
 // AgentConfig is the optional `agent:` section: the host's identity on the
 // hub's agent control channel and the actions it offers (docs/jobs.md).

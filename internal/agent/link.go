@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // Bounds of one connection attempt and of one write to the relay.
@@ -19,14 +20,6 @@ const (
 	// writeTimeout bounds a write to the relay on a stream link; a relay
 	// that takes longer is treated as gone and the link reconnects.
 	writeTimeout = 30 * time.Second
-)
-
-// Relay close codes the link reacts to (docs/protocol.md).
-const (
-	closeTokenExpired = 4001
-	closeDenied       = 4003
-	closeSuperseded   = 4009
-	closePolicy       = 1008
 )
 
 // link keeps one relay connection up for a stream (or a feed): it re-reads
@@ -95,26 +88,27 @@ func (l *link) retryDelay(err error, bo *backoff) time.Duration {
 	var ae *client.AccessError
 	msg := redact(err.Error())
 	switch {
-	case errors.As(err, &ce) && ce.Code == closeTokenExpired:
+	case errors.As(err, &ce) && ce.Code.Reconnect() == wire.ReconnectWithNewToken: // 4001
 		bo.reset()
 		d := bo.next()
 		l.log.Info("link: token expired; re-reading the token file", "topic", l.topic, "retry_in", d)
 		return d
-	case errors.As(err, &ce) && (ce.Code == closeDenied || ce.Code == closeSuperseded):
+	case errors.As(err, &ce) && ce.Code.Reconnect() == wire.ReconnectNever: // 4003, 4009
+		// An agent never gives up, but retrying soon cannot help.
 		d := bo.long()
 		what := "denied by an operator"
-		if ce.Code == closeSuperseded {
+		if ce.Code == wire.CloseSuperseded {
 			what = "superseded by another host on the same topic"
 		}
-		l.log.Error("link closed: "+what+"; backing off long", "topic", l.topic, "code", ce.Code, "retry_in", d)
+		l.log.Error("link closed: "+what+"; backing off long", "topic", l.topic, "code", int(ce.Code), "retry_in", d)
 		return d
-	case errors.As(err, &ce) && ce.Code == closePolicy && strings.HasPrefix(ce.Reason, "label_forbidden"):
+	case errors.As(err, &ce) && ce.Code == wire.ClosePolicy && strings.HasPrefix(ce.Reason, wire.CloseTextLabelForbidden):
 		// The hub refused a label the token does not allow: retrying soon
 		// cannot help until an operator changes the token or the config.
 		d := bo.long()
 		l.log.Error("link closed: the token does not allow a configured label; backing off long", "topic", l.topic, "reason", ce.Reason, "retry_in", d)
 		return d
-	case errors.As(err, &ae) && (ae.Code == "booking_denied" || ae.Code == "token_revoked"):
+	case errors.As(err, &ae) && (ae.Code == wire.ErrorBookingDenied || ae.Code == wire.ErrorTokenRevoked):
 		d := bo.long()
 		l.log.Error("link refused: the token is revoked; backing off long", "topic", l.topic, "status", ae.Status, "code", ae.Code, "retry_in", d)
 		return d
@@ -124,7 +118,7 @@ func (l *link) retryDelay(err error, bo *backoff) time.Duration {
 		return d
 	case errors.As(err, &ce):
 		d := bo.next()
-		l.log.Warn("link closed", "topic", l.topic, "code", ce.Code, "error", msg, "retry_in", d)
+		l.log.Warn("link closed", "topic", l.topic, "code", int(ce.Code), "error", msg, "retry_in", d)
 		return d
 	}
 	d := bo.next()

@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
-// ShellPrefix is the relay's connection type of 1:1 sessions.
-const ShellPrefix = "shell"
+// ShellPrefix is the relay's connection type of 1:1 sessions (pkg/wire).
+const ShellPrefix = wire.PrefixShell
 
 // sessionDialTimeout bounds opening both sides of a session; the relay
 // gives the host 10 s to dial.

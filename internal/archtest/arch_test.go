@@ -88,7 +88,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
 	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir"},
-	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
+	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
 	"switchboard/internal/store":  {},
