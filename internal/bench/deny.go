@@ -13,6 +13,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // DenyOptions configure Deny.
@@ -224,7 +225,7 @@ func Deny(ctx context.Context, o DenyOptions) (DenyResult, error) {
 			res.NotClosed++
 		case i < o.Denied:
 			dh.Record(at - t0.UnixNano())
-			if closeCode[i].Load() == 4003 {
+			if wire.CloseCode(closeCode[i].Load()) == wire.CloseDenied {
 				res.Closed4003++
 			}
 		case at != 0:

@@ -14,6 +14,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // Defaults of HostShell.
@@ -74,7 +75,7 @@ func HostShell(ctx context.Context, o HostShellOptions) (HostShellResult, error)
 	defer srv.Stop()
 	shellToken := func(scope string) (string, error) {
 		return mintToken(srv.Secret, srv.URL, 2*time.Hour, func(c *auth.Claims) {
-			c.Topic, c.Prefix, c.Scopes = shellTopic, "shell", []string{scope}
+			c.Topic, c.Prefix, c.Scopes = shellTopic, wire.PrefixShell, []string{scope}
 		})
 	}
 	hostTok, err := shellToken(auth.ScopeHost)
@@ -161,7 +162,7 @@ func shellSession(ctx context.Context, url, token string, seed uint64, n int64) 
 	var c *client.Conn
 	var err error
 	for try := 0; try < 50; try++ {
-		if c, err = client.Dial(ctx, url, shellTopic, token, &client.Options{Prefix: "shell", ReadLimit: -1}); err == nil {
+		if c, err = client.Dial(ctx, url, shellTopic, token, &client.Options{Prefix: wire.PrefixShell, ReadLimit: -1}); err == nil {
 			break
 		}
 		var ae *client.AccessError

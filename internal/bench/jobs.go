@@ -23,6 +23,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/jobproto"
+	"switchboard/pkg/wire"
 )
 
 // The jobs scenario measures the two figures of the jobs issue
@@ -225,7 +226,7 @@ func Jobs(ctx context.Context, o JobsOptions) (JobsResult, error) {
 	}
 	b.agentToken = func(id string) (string, error) {
 		return mintToken(o.Secret, o.URL, ttl, func(c *auth.Claims) {
-			c.Topic, c.Prefix, c.Scopes, c.Agent, c.Labels = id, "agent", []string{auth.ScopeAgent}, id, []string{b.label}
+			c.Topic, c.Prefix, c.Scopes, c.Agent, c.Labels = id, wire.PrefixAgent, []string{auth.ScopeAgent}, id, []string{b.label}
 			c.Subject = "agent-" + id
 		})
 	}

@@ -13,6 +13,7 @@ import (
 
 	"switchboard/internal/jobproto"
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // SimAgent is a simulated host agent: it opens the agent control channel
@@ -34,7 +35,7 @@ func DialAgent(ctx context.Context, url, token string, hello jobproto.Hello, hc 
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	c, err := client.Dial(ctx, url, hello.Agent, token, &client.Options{Prefix: "agent", HTTPClient: hc})
+	c, err := client.Dial(ctx, url, hello.Agent, token, &client.Options{Prefix: wire.PrefixAgent, HTTPClient: hc})
 	if err != nil {
 		return nil, err
 	}

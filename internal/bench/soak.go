@@ -13,6 +13,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 // Defaults of SoakOptions.
@@ -471,7 +472,7 @@ func denyCycle(ctx context.Context, ex *exchanger, hc *http.Client, baseURL, adm
 	select {
 	case err := <-closed:
 		var ce *client.CloseError
-		if !errors.As(err, &ce) || ce.Code != 4003 {
+		if !errors.As(err, &ce) || ce.Code != wire.CloseDenied {
 			return fmt.Errorf("denied connection ended with %v, want close code 4003", err)
 		}
 	case <-ctx.Done():
@@ -481,8 +482,8 @@ func denyCycle(ctx context.Context, ex *exchanger, hc *http.Client, baseURL, adm
 	}
 	_, err = client.Access(ctx, baseURL, topic, tok, ex.post)
 	var ae *client.AccessError
-	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
-		return fmt.Errorf("access with a denied booking: got %v, want 403", err)
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || ae.Code != wire.ErrorBookingDenied {
+		return fmt.Errorf("access with a denied booking: got %v, want 403 %s", err, wire.ErrorBookingDenied)
 	}
 	if _, err := httpDo(ctx, hc, http.MethodPost, fmt.Sprintf("%s/bids/allow?bid=%s&exp=%d", baseURL, soakBooking(k), exp), admin, http.StatusNoContent); err != nil {
 		return err
