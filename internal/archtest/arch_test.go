@@ -83,7 +83,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
 		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/pkg/wire"},
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
-		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic",
+		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic", "switchboard/pkg/wire",
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…

@@ -12,6 +12,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/store"
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
 // revocationJSON is a revocation as the API shows it.
@@ -260,7 +261,7 @@ func (h *Handler) serveMintToken(w http.ResponseWriter, r *http.Request, c *auth
 		return
 	}
 	if req.Prefix == "" {
-		req.Prefix = "session"
+		req.Prefix = wire.PrefixSession
 	}
 	switch {
 	case len(req.Scopes) == 0:
@@ -272,8 +273,8 @@ func (h *Handler) serveMintToken(w http.ResponseWriter, r *http.Request, c *auth
 	case time.Duration(req.TTL) > h.cfg.MaxTokenTTL:
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_ttl", fmt.Sprintf("ttl longer than the maximum %v", h.cfg.MaxTokenTTL))
 		return
-	case req.Prefix != "session":
-		apierr.WriteNew(w, http.StatusBadRequest, "invalid_prefix", "prefix must be session")
+	case req.Prefix != wire.PrefixSession:
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_prefix", "prefix must be "+wire.PrefixSession)
 		return
 	}
 	if req.Topic != "" {

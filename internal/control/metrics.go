@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
+	"switchboard/pkg/wire"
 )
 
 // Metrics is the Prometheus view of the relay. Counters owned elsewhere
@@ -59,15 +61,19 @@ func (m *Metrics) serveScoped(w http.ResponseWriter, r *http.Request, _ *auth.Cl
 	m.ServeHTTP(w, r)
 }
 
-// closeCodes maps close reasons to the code the server sends (peer closes
-// carry the peer's own code and are labelled "peer").
-var closeCodes = map[relay.CloseReason]string{
-	relay.ReasonPeerClosed: "peer", relay.ReasonReadError: "none", relay.ReasonWriteError: "none",
-	relay.ReasonPingTimeout: "1001", relay.ReasonTooBig: "1009", relay.ReasonInvalidUTF8: "1007",
-	relay.ReasonPolicy: "1008", relay.ReasonTokenExpired: "4001", relay.ReasonDenied: "4003",
-	relay.ReasonSlowConsumer: "4008", relay.ReasonShutdown: "1001", relay.ReasonServerClosed: "1000",
-	relay.ReasonPairClosed: "1000", relay.ReasonNoHost: "4004", relay.ReasonSuperseded: "4009",
-	relay.ReasonQueueBudget: "4008",
+// closeCodeLabel is the "code" label of switchboard_closes_total for a
+// relay close reason: the code the server sends for it (pkg/wire), "peer"
+// when the peer closed with a code of its own, "none" when no close frame
+// was exchanged (the connection broke).
+func closeCodeLabel(r relay.CloseReason) string {
+	w := wire.CloseReason(r.String())
+	if code, ok := w.Code(); ok {
+		return strconv.Itoa(int(code))
+	}
+	if w == wire.ReasonPeerClosed {
+		return "peer"
+	}
+	return "none"
 }
 
 var (
@@ -117,7 +123,7 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), reason)
 	}
 	for _, r := range relay.CloseReasons() {
-		ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(st.Closes[r.String()]), r.String(), closeCodes[r])
+		ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(st.Closes[r.String()]), r.String(), closeCodeLabel(r))
 	}
 	if a := c.h.cfg.Access; a != nil {
 		for stage, outcomes := range a.Outcomes() {

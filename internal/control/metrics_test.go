@@ -7,14 +7,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
 )
 
 // TestCloseCodesCoverEveryReason: every relay close reason is exported with
-// the code the server sends for it.
+// the code the server sends for it, as pkg/wire states it.
 func TestCloseCodesCoverEveryReason(t *testing.T) {
+	want := map[relay.CloseReason]string{
+		relay.ReasonPeerClosed: "peer", relay.ReasonReadError: "none", relay.ReasonWriteError: "none",
+		relay.ReasonDenied: "4003", relay.ReasonQueueBudget: "4008", relay.ReasonPairClosed: "1000",
+	}
 	for _, r := range relay.CloseReasons() {
-		if closeCodes[r] == "" {
-			t.Errorf("closeCodes lacks %q", r)
+		if !wire.CloseReason(r.String()).Known() {
+			t.Errorf("relay close reason %q is unknown to pkg/wire", r)
+		}
+		if w, ok := want[r]; ok && closeCodeLabel(r) != w {
+			t.Errorf("close reason %q labelled %q, want %q", r, closeCodeLabel(r), w)
 		}
 	}
 }
