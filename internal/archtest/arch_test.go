@@ -85,7 +85,7 @@ var allowed = map[string][]string{
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
 		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic", "switchboard/pkg/wire",
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
-	"switchboard/internal/server": {"switchboard/internal/"},
+	"switchboard/internal/server": {"switchboard/internal/", "switchboard/pkg/wire"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
 	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir"},
 	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"switchboard/internal/apierr"
+	"switchboard/pkg/wire"
 )
 
 // net/http answers some malformed requests itself, before any handler runs
@@ -44,16 +45,16 @@ func rewriteCannedError(b []byte) ([]byte, bool) {
 		return nil, false
 	}
 	detail := strings.TrimSpace(string(b[i+len(cannedErrorHeaders):]))
-	var errCode string
+	var errCode wire.ErrorCode
 	switch code {
 	case http.StatusRequestHeaderFieldsTooLarge:
-		errCode, detail = "headers_too_large", "request headers are larger than the server accepts"
+		errCode, detail = wire.ErrorHeadersTooLarge, "request headers are larger than the server accepts"
 	case http.StatusNotImplemented:
-		errCode = "unsupported_transfer_encoding"
+		errCode = wire.ErrorUnsupportedTransferEncoding
 	case http.StatusHTTPVersionNotSupported:
-		errCode = "unsupported_http_version"
+		errCode = wire.ErrorUnsupportedHTTPVersion
 	default:
-		errCode = "bad_request"
+		errCode = wire.ErrorBadRequest
 	}
 	var body bytes.Buffer
 	_ = json.NewEncoder(&body).Encode(struct {
@@ -152,7 +153,7 @@ func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Hand
 		first, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 		if isAccessPrefix(first) {
 			if rest == "" {
-				apierr.WriteNew(w, http.StatusBadRequest, "invalid_topic", "a topic is required: /"+first+"/{topic}")
+				apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "a topic is required: /"+first+"/{topic}")
 				return
 			}
 			mux.ServeHTTP(w, r)
@@ -161,7 +162,7 @@ func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Hand
 		if r.Method == http.MethodOptions {
 			allow := allowedMethods(mux, r, isAccessPrefix)
 			if allow == "" {
-				apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+				apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 				return
 			}
 			w.Header().Set("Allow", allow+", "+http.MethodOptions)
@@ -170,7 +171,7 @@ func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Hand
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if h, _ := mux.Handler(r); reflect.TypeOf(h) == redirectHandlerType {
-				apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+				apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 				return
 			}
 		}

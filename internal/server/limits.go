@@ -15,6 +15,7 @@ import (
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/jobs"
+	"switchboard/pkg/wire"
 )
 
 // Limits bound what one client may take of a node, and keep the node able
@@ -90,8 +91,8 @@ type refusals struct {
 
 // Refusal reasons (the metric's label values).
 const (
-	refusedRate     = "rate_limited" // 429: the client address is over its request rate
-	refusedOverload = "overloaded"   // 503: too few descriptors left
+	refusedRate     = string(wire.ErrorRateLimited) // 429: the client address is over its request rate
+	refusedOverload = string(wire.ErrorOverloaded)  // 503: too few descriptors left
 )
 
 func (r *refusals) snapshot() map[string]uint64 {
@@ -188,14 +189,14 @@ func limitRequests(l *rateLimiter, open *atomic.Int64, budget int64, trusted []n
 			counts.overload.Add(1)
 			w.Header().Set("Retry-After", "5")
 			w.Header().Set("Connection", "close")
-			apierr.WriteNew(w, http.StatusServiceUnavailable, "overloaded", "this node has no room for more connections now; retry shortly or elsewhere")
+			apierr.WriteNew(w, http.StatusServiceUnavailable, wire.ErrorOverloaded, "this node has no room for more connections now; retry shortly or elsewhere")
 			return
 		}
 		if addr, ok := clientIP(r, trusted); ok {
 			if ok, wait := l.allow(addr); !ok {
 				counts.rate.Add(1)
 				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
-				apierr.WriteNew(w, http.StatusTooManyRequests, "rate_limited", "too many requests from this address; slow down")
+				apierr.WriteNew(w, http.StatusTooManyRequests, wire.ErrorRateLimited, "too many requests from this address; slow down")
 				return
 			}
 		}
