@@ -16,6 +16,7 @@ import (
 
 	"switchboard/internal/playscript"
 	"switchboard/pkg/client"
+	"switchboard/pkg/wire"
 )
 
 type clientFlags struct {
@@ -92,7 +93,7 @@ func runClient(ctx context.Context, io stdio, f *clientFlags) error {
 		}
 		// Raw bytes both ways and nothing else on stdout, so that the
 		// client can stand in for a TCP connection (ssh ProxyCommand).
-		f.prefix, f.binary = "shell", true
+		f.prefix, f.binary = wire.PrefixShell, true
 	}
 	if f.topic == "" {
 		return fmt.Errorf("--topic is required")
@@ -223,7 +224,7 @@ func clientExit(err error) error {
 		return nil
 	case errors.As(err, &ae):
 		return &exitError{code: 2, msg: strings.TrimPrefix(ae.Error(), "client: ")}
-	case errors.As(err, &ce) && ce.Code == 1000:
+	case errors.As(err, &ce) && ce.Code == wire.CloseNormal:
 		return nil
 	case errors.As(err, &ce):
 		return &exitError{code: 3, msg: strings.TrimPrefix(ce.Error(), "client: ")}

@@ -9,6 +9,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
 type tokenFlags struct {
@@ -47,7 +48,7 @@ audience are read from the same --data-dir.`,
 	fs.StringVar(&f.topic, "topic", "", "topic or pattern (expt42/*) the token grants (required with read or write)")
 	fs.StringSliceVar(&f.scopes, "scopes", []string{auth.ScopeRead, auth.ScopeWrite}, "scopes, comma-separated: read, write; relay:admin, relay:stats, relay:deny, relay:mint, relay:issue, jobs:read, jobs:write, jobs:admin for the API (docs/control.md)")
 	fs.DurationVar(&f.ttl, "ttl", time.Hour, "lifetime")
-	fs.StringVar(&f.prefix, "prefix", "session", "connection type")
+	fs.StringVar(&f.prefix, "prefix", wire.PrefixSession, "connection type")
 	fs.StringVar(&f.bookingID, "booking-id", "", "booking id (the key for revoking it)")
 	fs.StringVar(&f.sub, "sub", "", "subject (user)")
 	fs.StringVar(&f.audience, "audience", "", "audience: the relay's public URL (default: the one the server in --data-dir uses)")
