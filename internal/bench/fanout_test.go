@@ -15,6 +15,14 @@ import (
 	"switchboard/internal/store/sqlite"
 )
 
+// loadGeneratorLimits lift, for servers the bench tests start in process,
+// the limits meant for one client among many, as loadGeneratorArgs does for
+// the server child process.
+var loadGeneratorLimits = server.Limits{ConnsPerToken: 10_000_000, ConnsPerSubject: 10_000_000, RequestsPerSecond: 10_000_000, FDReserve: 64}
+
+// loadGeneratorWaits is the jobs WAIT limit per subject for those servers.
+const loadGeneratorWaits = 1_000_000
+
 func startServer(t *testing.T) (*server.Server, []byte) {
 	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
@@ -23,7 +31,7 @@ func startServer(t *testing.T) (*server.Server, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db})
+	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db, Limits: loadGeneratorLimits})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/jobs"
 	"switchboard/internal/server"
 	"switchboard/internal/store/sqlite"
 )
@@ -24,7 +25,8 @@ func startJobsServer(t *testing.T) (*server.Server, []byte) {
 	}
 	t.Cleanup(func() { db.Close() })
 	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db,
-		BlobDir: filepath.Join(dir, "results")})
+		BlobDir: filepath.Join(dir, "results"), Limits: loadGeneratorLimits,
+		Jobs: jobs.Config{MaxWaitsPerSubject: loadGeneratorWaits}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func fakeServe(args []string) int {
 		return 1
 	}
 	defer db.Close()
-	srv, err := server.Start(server.Config{Listen: listen, Secret: secret, NodeID: "n1", Store: db})
+	srv, err := server.Start(server.Config{Listen: listen, Secret: secret, NodeID: "n1", Store: db, Limits: loadGeneratorLimits})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -165,12 +165,16 @@ func TestDescriptorHeadroom(t *testing.T) {
 		resp, _ := rawExchange(t, s.Addr().String(), "GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
 		return resp.StatusCode != http.StatusServiceUnavailable
 	})
-	// Websockets count while they are open, and stop counting when closed.
-	before := s.open.Load()
+	// Websockets count while they are open, and stop counting when closed
+	// (through the hijacked connection's wrapper). The access request's
+	// keep-alive connection is closed first, so only the websocket counts.
+	http.DefaultClient.CloseIdleConnections()
+	waitFor(t, "no connection left", func() bool { return s.open.Load() == 0 })
 	ws := s.dial("lab", s.token("lab", auth.ScopeRead))
-	waitFor(t, "the websocket to be counted", func() bool { return s.open.Load() >= before+1 })
+	http.DefaultClient.CloseIdleConnections()
+	waitFor(t, "only the websocket to be counted", func() bool { return s.open.Load() == 1 })
 	ws.Close()
-	waitFor(t, "the websocket to be uncounted", func() bool { return s.open.Load() <= before })
+	waitFor(t, "the websocket to be uncounted", func() bool { return s.open.Load() == 0 })
 }
 
 func TestAcceptErrorsLoggedAtWarnRateLimited(t *testing.T) {
