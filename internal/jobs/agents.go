@@ -1,14 +1,13 @@
 package jobs
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -609,11 +608,13 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	}
 	if j, err := m.st.Job(ctx, res.Job); err == nil && j.Phase == store.PhaseArchived {
 		// Too late: the job's results were destroyed. Forget this one too.
-		os.RemoveAll(filepath.Join(m.jobDir(res.Job), s.id))
+		if err := m.blobs.Delete(ctx, runPrefix(res.Job, s.id)); err != nil {
+			m.log.Error("jobs: remove files of an archived job", "job", res.Job, "agent", s.id, "err", err)
+		}
 		unlock()
 		return ack
 	}
-	files, ferr := m.checkFiles(res.Job, s.id, res.Files)
+	files, ferr := m.checkFiles(ctx, res.Job, s.id, res.Files)
 	if ferr != nil {
 		unlock()
 		ack.Error = ferr.Error()
@@ -664,7 +665,7 @@ func cleanText(s string) string {
 }
 
 // checkFiles checks the uploaded files a result lists.
-func (m *Manager) checkFiles(job, agent string, files []jobproto.File) ([]store.ResultFile, error) {
+func (m *Manager) checkFiles(ctx context.Context, job, agent string, files []jobproto.File) ([]store.ResultFile, error) {
 	if len(files) > jobproto.MaxFiles {
 		return nil, fmt.Errorf("%d files, at most %d", len(files), jobproto.MaxFiles)
 	}
@@ -675,21 +676,22 @@ func (m *Manager) checkFiles(job, agent string, files []jobproto.File) ([]store.
 			return nil, fmt.Errorf("file name %q invalid or repeated", truncate(f.Name, 64))
 		}
 		seen[f.Name] = true
-		rel := filepath.Join(job, agent, f.Name)
-		sum, size, err := fileSHA256(filepath.Join(m.cfg.BlobDir, rel))
+		key := fileKey(job, agent, f.Name)
+		sum, size, err := m.fileSHA256(ctx, key)
 		if err != nil {
 			return nil, fmt.Errorf("file %s was not uploaded; upload it and send the result again", f.Name)
 		}
 		if size != f.Size || !strings.EqualFold(sum, f.SHA256) {
 			return nil, fmt.Errorf("file %s: uploaded size or checksum differs; upload it again", f.Name)
 		}
-		out = append(out, store.ResultFile{Name: f.Name, Size: size, SHA256: sum, Path: rel})
+		out = append(out, store.ResultFile{Name: f.Name, Size: size, SHA256: sum, Path: key})
 	}
 	return out, nil
 }
 
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
+// fileSHA256 hashes a stored file.
+func (m *Manager) fileSHA256(ctx context.Context, key string) (string, int64, error) {
+	f, _, err := m.blobs.Open(ctx, key)
 	if err != nil {
 		return "", 0, err
 	}

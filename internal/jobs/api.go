@@ -3,8 +3,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +10,6 @@ import (
 	"mime"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +19,7 @@ import (
 
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/internal/blob"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/store"
 )
@@ -824,7 +822,7 @@ func (m *Manager) serveResult(w http.ResponseWriter, r *http.Request) {
 		writeSummaryCSV(out, v.Runs)
 		return
 	}
-	f, err := os.Open(filepath.Join(m.cfg.BlobDir, ref.File.Path))
+	f, _, err := m.blobs.Open(r.Context(), ref.File.Path)
 	if err != nil {
 		m.log.Error("jobs: result file missing", "job", j.ID, "result", id, "err", err)
 		apierr.WriteNew(w, http.StatusGone, "result_gone", "the result's file is no longer stored")
@@ -965,102 +963,104 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusConflict, "job_archived", "the job is archived: its results were destroyed")
 		return
 	}
-	dir := filepath.Join(m.jobDir(jobID), agentID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		m.log.Error("jobs: upload", "err", err)
-		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
-		return
-	}
-	release, ok := m.reserveRunBytes(runKey(jobID, agentID), dir, name, r.ContentLength)
+	key := fileKey(jobID, agentID, name)
+	release, ok := m.reserveRunBytes(r.Context(), runPrefix(jobID, agentID), key, r.ContentLength)
 	if !ok {
 		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "run_files_too_large", fmt.Sprintf("a run's files are limited to %d bytes together (uploads in flight count)", m.cfg.MaxRunBytes))
 		return
 	}
-	defer release() // after the rename below: the stored file counts from then on
-	tmp, err := os.CreateTemp(dir, ".upload-*")
-	if err != nil {
-		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
-		return
-	}
-	defer os.Remove(tmp.Name())
-	h := sha256.New()
+	defer release() // after the Put below: the stored file counts from then on
 	// An upload takes as long as the agent needs: it fails only when it
 	// stalls for TransferIdleTimeout.
 	t := m.newTransfer(w)
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(t.body(r.Body), r.ContentLength+1))
-	stalled := errors.Is(err, os.ErrDeadlineExceeded)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	body := &bodyReader{r: t.body(r.Body)}
+	_, err = m.blobs.Put(r.Context(), key, body, r.ContentLength, func(i blob.Info) error {
+		switch {
+		case i.Size != r.ContentLength:
+			return errLengthMismatch
+		case i.SHA256 != want:
+			return errChecksumMismatch
+		}
+		return nil
+	})
 	t.answer()
-	if stalled {
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusCreated)
+	case errors.Is(body.err, os.ErrDeadlineExceeded):
 		// net/http would read on to discard the rest of the body: the
 		// connection closes instead.
 		w.Header().Set("Connection", "close")
 		apierr.WriteNew(w, http.StatusRequestTimeout, "upload_stalled", fmt.Sprintf("no byte of the upload arrived for %s", m.cfg.TransferIdleTimeout))
-		return
-	}
-	if err != nil {
+	case body.err != nil:
 		apierr.WriteNew(w, http.StatusBadRequest, "upload_failed", "the upload was cut short")
-		return
-	}
-	if n != r.ContentLength {
+	case errors.Is(err, errLengthMismatch), errors.Is(err, blob.ErrTooLarge):
 		apierr.WriteNew(w, http.StatusBadRequest, "length_mismatch", "the body's length differs from Content-Length")
-		return
-	}
-	if hex.EncodeToString(h.Sum(nil)) != want {
+	case errors.Is(err, errChecksumMismatch):
 		apierr.WriteNew(w, http.StatusBadRequest, "checksum_mismatch", "the body's SHA-256 differs from X-Content-SHA256")
-		return
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+	default:
+		m.log.Error("jobs: upload", "job", jobID, "agent", agentID, "file", name, "err", err)
 		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
-		return
 	}
-	w.WriteHeader(http.StatusCreated)
 }
 
-// runKey names a run in Manager.reserved.
-func runKey(jobID, agentID string) string { return jobID + "/" + agentID }
+// Refusals of an upload's content by the check of its Put.
+var (
+	errLengthMismatch   = errors.New("the body's length differs from Content-Length")
+	errChecksumMismatch = errors.New("the body's SHA-256 differs from X-Content-SHA256")
+)
 
-// reserveRunBytes admits an upload of n bytes into a run's directory dir:
-// the run's stored files (less name, which the upload replaces), the
-// uploads in flight and n must stay within MaxRunBytes. The check and the
-// reservation are one step under uploadMu, so parallel uploads cannot
-// pass the limit together. release gives the bytes back; call it after
-// the file is renamed into place (counted by dirSize from then on) or
-// given up.
-func (m *Manager) reserveRunBytes(key, dir, name string, n int64) (release func(), ok bool) {
+// bodyReader remembers the error of the request body it reads, which
+// tells a failed upload (the client's fault) from a failed store (the
+// hub's).
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// reserveRunBytes admits an upload of n bytes to key, one of the files of
+// run (runPrefix): the run's stored files (less key, which the upload
+// replaces), the uploads in flight and n must stay within MaxRunBytes.
+// The check and the reservation are one step under uploadMu, so parallel
+// uploads cannot pass the limit together. release gives the bytes back;
+// call it after the file is stored (listed from then on) or given up.
+func (m *Manager) reserveRunBytes(ctx context.Context, run, key string, n int64) (release func(), ok bool) {
 	m.uploadMu.Lock()
 	defer m.uploadMu.Unlock()
-	if dirSize(dir, name)+m.reserved[key]+n > m.cfg.MaxRunBytes {
+	if m.storedBytes(ctx, run, key)+m.reserved[run]+n > m.cfg.MaxRunBytes {
 		return nil, false
 	}
-	m.reserved[key] += n
+	m.reserved[run] += n
 	return func() {
 		m.uploadMu.Lock()
-		if m.reserved[key] -= n; m.reserved[key] <= 0 {
-			delete(m.reserved, key)
+		if m.reserved[run] -= n; m.reserved[run] <= 0 {
+			delete(m.reserved, run)
 		}
 		m.uploadMu.Unlock()
 	}, true
 }
 
-// dirSize adds the sizes of the files in dir except skip.
-func dirSize(dir, skip string) int64 {
-	entries, err := os.ReadDir(dir)
+// storedBytes adds the sizes of the files stored under prefix except
+// skip. A listing that fails counts as empty (the upload then fails on
+// the same storage, if it is really gone).
+func (m *Manager) storedBytes(ctx context.Context, prefix, skip string) int64 {
+	files, err := m.blobs.List(ctx, prefix)
 	if err != nil {
+		m.log.Warn("jobs: list stored files", "prefix", prefix, "err", err)
 		return 0
 	}
 	var n int64
-	for _, e := range entries {
-		if e.Name() == skip || strings.HasPrefix(e.Name(), ".upload-") {
-			continue
-		}
-		if info, err := e.Info(); err == nil {
-			n += info.Size()
+	for _, f := range files {
+		if f.Key != skip {
+			n += f.Size
 		}
 	}
 	return n

@@ -5,6 +5,6 @@
 // /api/v1/agents.
 //
 // Jobs, runs and agents persist in a store.JobStore; output files in a
-// blob directory. Nothing the agents report is acknowledged before it is
+// blob.Store (a directory today). Nothing the agents report is acknowledged before it is
 // stored, and a restarted hub re-arms every unfinished job from the store.
 package jobs

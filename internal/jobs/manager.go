@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/internal/blob"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
@@ -61,7 +60,10 @@ type Publisher interface {
 type Config struct {
 	// Store keeps jobs, runs and agents. Required.
 	Store store.JobStore
-	// BlobDir holds the output files, one directory per job. Required.
+	// Blobs holds the output files, under keys "job/agent/file" (see
+	// fileKey). Nil: a blob.Dir in BlobDir.
+	Blobs blob.Store
+	// BlobDir is the directory of the output files when Blobs is nil.
 	BlobDir string
 	// NodeID names this node (recorded on agents, sent in welcome).
 	NodeID string
@@ -112,9 +114,10 @@ type Config struct {
 // Manager runs jobs on agents. Create it with New, call Start, and Stop at
 // shutdown.
 type Manager struct {
-	cfg Config
-	log *slog.Logger
-	st  store.JobStore
+	cfg   Config
+	log   *slog.Logger
+	st    store.JobStore
+	blobs blob.Store
 
 	mu       sync.Mutex
 	agents   map[string]*agentSession // connected, by id
@@ -147,8 +150,8 @@ type jobLock struct {
 
 // New checks cfg and returns a Manager.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Store == nil || cfg.BlobDir == "" {
-		return nil, errors.New("jobs: Store and BlobDir are required")
+	if cfg.Store == nil || (cfg.Blobs == nil && cfg.BlobDir == "") {
+		return nil, errors.New("jobs: Store, and Blobs or BlobDir, are required")
 	}
 	if cfg.LostGrace <= 0 {
 		cfg.LostGrace = DefaultLostGrace
@@ -186,10 +189,15 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if err := os.MkdirAll(cfg.BlobDir, 0o700); err != nil {
-		return nil, fmt.Errorf("jobs: blob directory: %w", err)
+	blobs := cfg.Blobs
+	if blobs == nil {
+		d, err := blob.NewDir(cfg.BlobDir)
+		if err != nil {
+			return nil, fmt.Errorf("jobs: %w", err)
+		}
+		blobs = d
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store,
+	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs,
 		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{},
 		waitsBy: map[string]int{}, reserved: map[string]int64{}}, nil
@@ -840,7 +848,7 @@ func (m *Manager) destroy(id string) {
 		m.retryDestroy(id, err)
 		return
 	}
-	if err := os.RemoveAll(m.jobDir(id)); err != nil {
+	if err := m.blobs.Delete(ctx, id); err != nil {
 		m.log.Error("jobs: destroy: remove files", "job", id, "err", err)
 	}
 	j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
@@ -890,7 +898,7 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	for _, a := range j.Agents {
 		m.stopTimer("lost:" + id + "/" + a)
 	}
-	if err := os.RemoveAll(m.jobDir(id)); err != nil {
+	if err := m.blobs.Delete(ctx, id); err != nil {
 		m.log.Error("jobs: delete files", "job", id, "err", err)
 	}
 	m.mu.Lock()
@@ -902,8 +910,13 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// jobDir is the directory of a job's output files.
-func (m *Manager) jobDir(id string) string { return filepath.Join(m.cfg.BlobDir, id) }
+// fileKey is the blob key of a run's output file; runPrefix covers the
+// run's files, and the job id alone all of a job's. The key is also the
+// file's store.ResultFile.Path (the same as the relative path of the
+// directory layout before the blob store).
+func fileKey(jobID, agentID, name string) string { return runPrefix(jobID, agentID) + "/" + name }
+
+func runPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 
 // publishLog publishes output lines on the job's log topic.
 func (m *Manager) publishLog(jobID, agentID, stream string, lines []string) {
