@@ -1,12 +1,28 @@
 // Package access is the relay's HTTP front: the access endpoint that trades a
 // token for a one-time code, and the websocket endpoint that trades the code
-// for a relay connection.
+// for a connection of one connection type (its {prefix}).
 //
 //	POST /{prefix}/{topic...}           Authorization: Bearer <jwt>  → 200 {"uri": "ws(s)://…?code=CODE"}
-//	GET  /{prefix}/{topic...}?code=CODE (websocket upgrade)          → relay connection
+//	GET  /{prefix}/{topic...}?code=CODE (websocket upgrade)          → a connection of that type
+//
+// Connection types are an endpoint registry by prefix (Endpoint,
+// Handler.Handle): PrefixSession (shared relay topics) is built in; the
+// composition root registers the others — shell (internal/shell) and the
+// agent control channel (internal/jobs/agentlink). An unregistered prefix
+// is 404 unknown_prefix. What every type shares is done here, uniformly:
+// Origin checks, token verification, revocation checks at the access
+// request and the code exchange (Config.Denier), the one-time codes
+// (CodeStore), the connection limits per token and subject (limits.go), and
+// the websocket handshake; an endpoint decides only what a token may do on
+// its topics, may re-check at the exchange, and serves the connection.
 //
 // Every refusal is a JSON error (see internal/apierr) with the right status,
 // given before any websocket upgrade. Tokens and codes are never logged.
+//
+// Locking: the registry is copy-on-write (Handler.endpoints is read without
+// a lock; Handle writes under endpointsMu); the code store, the connection
+// limits and the outcome counters each have a mutex of their own that is
+// never held across I/O or a call into an endpoint.
 package access
 
 import (
@@ -21,6 +37,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/apierr"
@@ -71,9 +88,6 @@ type Config struct {
 	// TrustedProxies are the networks of reverse proxies whose
 	// X-Forwarded-For header is believed for the client's address.
 	TrustedProxies []netip.Prefix
-	// ShellAnswerTimeout is how long a shell host has to dial a new
-	// session; 0 means DefaultShellAnswerTimeout.
-	ShellAnswerTimeout time.Duration
 	// SystemTopics maps topics only the server publishes to (e.g. "stats")
 	// to the scope needed to read them. Nobody may write to them.
 	SystemTopics map[string]string
@@ -111,7 +125,7 @@ type AgentGrant struct {
 }
 
 // Denier reports revocations. It is called on every access request and code
-// exchange, so it must be fast (an in-memory lookup).
+// exchange, of every endpoint, so it must be fast (an in-memory lookup).
 type Denier interface {
 	// Denied reports whether a token with these claims is revoked, and
 	// the revocation's kind ("booking", "subject" or "token").
@@ -120,15 +134,18 @@ type Denier interface {
 
 // Handler serves the access and websocket endpoints.
 type Handler struct {
-	outcomes   outcomeCounters
-	shell      shellHub
-	cfg        Config
-	wsBase     string // ws(s)://host/path-prefix of handed-out URIs
-	selfOrigin string
-	origins    map[string]bool
-	anyOrigin  bool
-	maxMessage int
-	limits     *connLimits
+	outcomes outcomeCounters
+	// endpoints is the registry by prefix: an immutable map, replaced
+	// whole by Handle (under endpointsMu), read without a lock.
+	endpoints   atomic.Pointer[map[string]Endpoint]
+	endpointsMu sync.Mutex // serialises Handle
+	cfg         Config
+	wsBase      string // ws(s)://host/path-prefix of handed-out URIs
+	selfOrigin  string
+	origins     map[string]bool
+	anyOrigin   bool
+	maxMessage  int
+	limits      *connLimits
 }
 
 // New returns a Handler for cfg.
@@ -145,8 +162,6 @@ func New(cfg Config) (*Handler, error) {
 	switch {
 	case cfg.CodeTTL < 0:
 		return nil, fmt.Errorf("access: code TTL %v (--code-ttl): must not be negative; 0 means %v", cfg.CodeTTL, DefaultCodeTTL)
-	case cfg.ShellAnswerTimeout < 0:
-		return nil, fmt.Errorf("access: shell answer timeout %v: must not be negative; 0 means %v", cfg.ShellAnswerTimeout, DefaultShellAnswerTimeout)
 	case cfg.MaxConnsPerToken < 0:
 		return nil, fmt.Errorf("access: connections per token %d (--max-conns-per-token): must not be negative", cfg.MaxConnsPerToken)
 	case cfg.MaxConnsPerSubject < 0:
@@ -154,9 +169,6 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.CodeTTL == 0 {
 		cfg.CodeTTL = DefaultCodeTTL
-	}
-	if cfg.ShellAnswerTimeout == 0 {
-		cfg.ShellAnswerTimeout = DefaultShellAnswerTimeout
 	}
 	if cfg.MaxConnsPerToken == 0 {
 		cfg.MaxConnsPerToken = DefaultMaxConnsPerToken
@@ -198,6 +210,12 @@ func New(cfg Config) (*Handler, error) {
 		}
 		h.origins[u.Scheme+"://"+u.Host] = true
 	}
+	h.endpoints.Store(&map[string]Endpoint{PrefixSession: sessionEndpoint{h}})
+	if cfg.Agents != nil {
+		if err := h.Handle(PrefixAgent, agentEndpoint{cfg.Agents}); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -214,24 +232,21 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 // KnownPrefix reports whether prefix names a connection type this node
-// serves (the first segment of its access and websocket paths).
-func (h *Handler) KnownPrefix(prefix string) bool { return h.knownPrefix(prefix) }
+// serves (the first segment of its access and websocket paths): a
+// registered Endpoint.
+func (h *Handler) KnownPrefix(prefix string) bool { return h.endpoint(prefix) != nil }
 
-// knownPrefix reports whether prefix names a connection type this node serves.
-func (h *Handler) knownPrefix(prefix string) bool {
-	return prefix == PrefixSession || prefix == PrefixShell || (prefix == PrefixAgent && h.cfg.Agents != nil)
-}
-
-// target checks the prefix and topic of a request path.
-func (h *Handler) target(r *http.Request) (prefix, name string, err *apierr.Error) {
+// target checks the prefix and topic of a request path and returns the
+// prefix's endpoint.
+func (h *Handler) target(r *http.Request) (prefix, name string, ep Endpoint, err *apierr.Error) {
 	prefix, name = r.PathValue("prefix"), r.PathValue("topic")
-	if !h.knownPrefix(prefix) {
-		return "", "", apierr.New(http.StatusNotFound, wire.ErrorUnknownPrefix, fmt.Sprintf("no connection type %q here (known: %s, %s, %s)", truncate(prefix, 32), PrefixSession, PrefixShell, PrefixAgent))
+	if ep = h.endpoint(prefix); ep == nil {
+		return "", "", nil, apierr.New(http.StatusNotFound, wire.ErrorUnknownPrefix, fmt.Sprintf("no connection type %q here (known: %s)", truncate(prefix, 32), h.prefixes()))
 	}
 	if e := topic.Valid(name); e != nil {
-		return "", "", apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, e.Error())
+		return "", "", nil, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, e.Error())
 	}
-	return prefix, name, nil
+	return prefix, name, ep, nil
 }
 
 // originAllowed reports whether a request's Origin may use the relay. A
@@ -256,7 +271,7 @@ func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
-	if _, _, e := h.target(r); e != nil {
+	if _, _, _, e := h.target(r); e != nil {
 		apierr.Write(w, e)
 		return
 	}
@@ -307,12 +322,12 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.setCORS(w, r)
-	prefix, name, e := h.target(r)
+	prefix, name, ep, e := h.target(r)
 	if e != nil {
 		h.refuse(w, StageAccess, e)
 		return
 	}
-	g, e := h.authorize(r, prefix, name)
+	g, e := h.authorize(r, prefix, name, ep)
 	if e != nil {
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -324,8 +339,8 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageAccess, e)
 		return
 	}
-	code := wire.NewCode(h.cfg.NodeID)
-	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
+	uri, err := h.issue(g)
+	if err != nil {
 		if errors.Is(err, ErrCodeStoreFull) || errors.Is(err, ErrTooManyForOwner) {
 			w.Header().Set("Retry-After", "5")
 			h.refuse(w, StageAccess, apierr.New(http.StatusTooManyRequests, wire.ErrorTooManyCodes, "too many pending codes; use or let some expire, then retry"))
@@ -338,7 +353,7 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 	h.outcomes.add(StageAccess, "ok")
 	apierr.WriteJSON(w, http.StatusOK, struct {
 		URI string `json:"uri"`
-	}{h.wsBase + "/" + prefix + "/" + name + "?code=" + code})
+	}{uri})
 }
 
 // Stages of a connection, for counting outcomes.
@@ -429,9 +444,10 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// authorize checks the request's token for prefix and topic name and returns
-// the grant a code will stand for.
-func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apierr.Error) {
+// authorize checks the request's token for prefix and topic name, asks the
+// prefix's endpoint what the token may do there, and returns the grant a
+// code will stand for.
+func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (Grant, *apierr.Error) {
 	tok, e := BearerToken(r)
 	if e != nil {
 		return Grant{}, e
@@ -453,58 +469,32 @@ func (h *Handler) authorize(r *http.Request, prefix, name string) (Grant, *apier
 	if !topic.Match(c.Topic, name) {
 		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, "token does not grant this topic")
 	}
+	p, e := ep.Authorize(c, name)
+	if e != nil {
+		return Grant{}, e
+	}
+	if !p.CanRead && !p.CanWrite {
+		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
+	}
 	owner := sha256.Sum256([]byte(tok))
 	g := Grant{
 		Owner: base64.RawURLEncoding.EncodeToString(owner[:12]),
 		Topic: name, Prefix: prefix, Scopes: c.Scopes,
-		CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite),
+		CanRead: p.CanRead, CanWrite: p.CanWrite, System: p.System, Role: p.Role, Labels: p.Labels,
 		BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID, TokenExpiry: c.Expiry(),
 	}
-	if prefix == PrefixShell {
-		role, e := shellRole(c)
-		if e != nil {
-			return Grant{}, e
-		}
-		g.Role, g.CanRead, g.CanWrite = role, true, true
-		if role == roleClient && !h.hostPresent(name) {
-			return Grant{}, errHostUnavailable
-		}
-	} else if prefix == PrefixAgent {
-		if !c.HasScope(auth.ScopeAgent) {
-			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "the agent control channel needs scope agent")
-		}
-		if c.Agent != name {
-			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorAgentForbidden, "the token's agent claim must name this agent")
-		}
-		if strings.Contains(name, "/") {
-			return Grant{}, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, "an agent id is one topic segment (no /)")
-		}
-		g.CanRead, g.CanWrite, g.Labels = true, true, c.Labels
-	} else if scope, ok := h.cfg.SystemTopics[name]; ok {
-		if !c.Allows(scope) {
-			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, fmt.Sprintf("topic %s needs scope %s", name, scope))
-		}
-		g.CanRead, g.CanWrite, g.System = true, false, true
-	} else if scope, ok := h.systemPrefixScope(name); ok {
-		if !g.CanRead {
-			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "topic "+name+" is written by the server only; it needs scope read")
-		}
-		if topic.IsPattern(c.Topic) && !c.Allows(scope) {
-			return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, fmt.Sprintf("topic %s is the system's: it needs a token for that one topic, or scope %s", name, scope))
-		}
-		g.CanWrite, g.System = false, true
-	}
-	if !g.CanRead && !g.CanWrite {
-		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
-	}
-	if e := h.checkDenied(&g); e != nil {
+	if e := h.CheckDenied(&g); e != nil {
 		return Grant{}, e
 	}
 	return g, nil
 }
 
-// checkDenied refuses a grant whose booking, subject or token is revoked.
-func (h *Handler) checkDenied(g *Grant) *apierr.Error {
+// CheckDenied refuses g if its booking, subject or token is revoked
+// (Config.Denier), as the Handler does at every access request and code
+// exchange. An endpoint that admits a connection later, under a lock of its
+// own, calls it again under that lock, so that a revocation is either seen
+// there or finds the connection (internal/shell).
+func (h *Handler) CheckDenied(g *Grant) *apierr.Error {
 	if h.cfg.Denier == nil {
 		return nil
 	}
@@ -519,7 +509,7 @@ func (h *Handler) checkDenied(g *Grant) *apierr.Error {
 }
 
 func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
-	prefix, name, e := h.target(r)
+	prefix, name, ep, e := h.target(r)
 	if e != nil {
 		h.refuse(w, StageExchange, e)
 		return
@@ -542,22 +532,24 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageExchange, e)
 		return
 	}
-	var session *pendingSession // the shell session whose host side this is
-	switch {
-	case g.Role == roleClient && !h.hostPresent(g.Topic):
-		h.refuse(w, StageExchange, errHostUnavailable)
-		return
-	case g.Role == roleSession:
-		if session = h.claimSession(g.Session); session == nil {
-			h.refuse(w, StageExchange, apierr.New(http.StatusGone, wire.ErrorSessionGone, "the shell session has ended"))
+	var adm Admission
+	if a, ok := ep.(Admitter); ok {
+		if adm, e = a.Admit(g); e != nil {
+			h.refuse(w, StageExchange, e)
 			return
 		}
 	}
-	// The host's side of a shell session is admitted by its user's
-	// session (1:1), and counts as that session, not as a connection of
-	// the user's token.
-	if session == nil {
+	cancel := func() {
+		if adm.Cancel != nil {
+			adm.Cancel()
+		}
+	}
+	// A peer's connection (IssuePeer) counts as the connection that
+	// admitted it, not again as one of its token's.
+	counted := !g.Peer
+	if counted {
 		if e := h.limits.acquire(&g); e != nil {
+			cancel()
 			h.refuse(w, StageExchange, e)
 			return
 		}
@@ -566,44 +558,32 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.outcomes.add(StageExchange, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
-		if session != nil {
-			session.host <- nil
-		} else {
+		cancel()
+		if counted {
 			h.limits.release(&g)
 		}
 		return
 	}
 	h.outcomes.add(StageExchange, "ok")
-	if session != nil { // the user's goroutine runs the pair
-		session.host <- &shellSide{conn: conn, remoteAddr: h.remoteAddr(r), userAgent: truncate(r.UserAgent(), 256)}
-		return
-	}
 	info := relay.Info{
 		Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
 		ExpiresAt: g.TokenExpiry, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID,
 		Scopes: g.Scopes, SystemTopic: g.System,
 		RemoteAddr: h.remoteAddr(r), UserAgent: truncate(r.UserAgent(), 256),
 	}
-	// The connection is the relay's from here, on a goroutine of its own:
-	// this handler's goroutine returns, and with it its deep stack and the
-	// request's buffers, which an idle connection would otherwise pin.
-	// The relay's Shutdown ends it.
-	if prefix == PrefixAgent {
-		a := AgentGrant{ID: g.Topic, Labels: g.Labels, Subject: g.Subject, BookingID: g.BookingID, TokenID: g.TokenID,
-			TokenExpiry: g.TokenExpiry, RemoteAddr: info.RemoteAddr, UserAgent: info.UserAgent}
-		go func() {
-			defer h.limits.release(&g)
-			h.cfg.Agents.AcceptAgent(conn, a)
-		}()
-		return
-	}
+	// The connection is the endpoint's from here, on a goroutine of its
+	// own: this handler's goroutine returns, and with it its deep stack
+	// and the request's buffers, which an idle connection would otherwise
+	// pin. The relay's Shutdown ends it.
 	go func() {
-		defer h.limits.release(&g)
-		if prefix == PrefixShell {
-			h.serveShell(context.Background(), conn, g, info)
+		if counted {
+			defer h.limits.release(&g)
+		}
+		if adm.Serve != nil {
+			adm.Serve(context.Background(), conn, info)
 			return
 		}
-		h.cfg.Relay.Accept(context.Background(), conn, info)
+		ep.Serve(context.Background(), conn, g, info)
 	}()
 }
 
@@ -633,7 +613,7 @@ func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 	if !g.TokenExpiry.IsZero() && !now.Before(g.TokenExpiry.Add(h.cfg.Verifier.Leeway())) {
 		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenExpired, "token has expired")
 	}
-	if e := h.checkDenied(&g); e != nil {
+	if e := h.CheckDenied(&g); e != nil {
 		return Grant{}, e
 	}
 	return g, nil

@@ -20,10 +20,14 @@ type Grant struct {
 	TokenExpiry time.Time
 	Scopes      []string // as in the token; shared, never modified
 	System      bool     // a system topic: read-only for everyone
-	Role        string   // shell prefix: host, client or session
-	Session     string   // shell prefix, role session: the session id
+	Role        string   // the endpoint's (Permit.Role; shell: host, client or session)
+	Session     string   // the endpoint's (shell, role session: the session id)
 	Owner       string   // identifies the token that asked (a digest), for per-token quotas
-	Labels      []string // agent prefix: the labels the token allows; shared, never modified
+	Labels      []string // the endpoint's (Permit.Labels; agent: the labels it may claim); shared, never modified
+	// Peer marks a code issued by an endpoint for the other side of a
+	// connection it admitted (Handler.IssuePeer): its connection is not
+	// counted again against the limits of its token and subject.
+	Peer bool
 }
 
 // CodeStore keeps pending one-time codes (made and parsed by pkg/wire:

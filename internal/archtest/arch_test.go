@@ -82,6 +82,8 @@ var allowed = map[string][]string{
 	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
 		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/pkg/wire"},
+	"switchboard/internal/shell": {"switchboard/internal/access", "switchboard/internal/relay", "switchboard/internal/auth",
+		"switchboard/internal/apierr", "switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
 		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic", "switchboard/pkg/wire",
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},

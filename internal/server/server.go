@@ -28,8 +28,10 @@ import (
 	"switchboard/internal/control"
 	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
+	"switchboard/internal/shell"
 	"switchboard/internal/store"
 	"switchboard/internal/web"
+	"switchboard/pkg/wire"
 )
 
 // DefaultShutdownTimeout bounds a graceful shutdown.
@@ -248,10 +250,18 @@ func Start(cfg Config) (*Server, error) {
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
-		Denier: rev, TrustedProxies: cfg.TrustedProxies, ShellAnswerTimeout: cfg.ShellAnswerTimeout,
+		Denier: rev, TrustedProxies: cfg.TrustedProxies,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes, Agents: agents,
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	sh, err := shell.New(shell.Config{Access: ah, Relay: rs, AnswerTimeout: cfg.ShellAnswerTimeout, Logger: cfg.Logger})
+	if err == nil {
+		err = ah.Handle(wire.PrefixShell, sh)
+	}
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -273,7 +283,7 @@ func Start(cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	closers = append(closers, ah) // shell sessions waiting for their host
+	closers = append(closers, sh) // shell sessions waiting for their host
 	closers = append(closers, wh) // dashboard sessions: a revoked subject's end at once
 	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,

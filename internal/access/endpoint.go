@@ -1,0 +1,137 @@
+package access
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
+)
+
+// Endpoint serves one connection type: the {prefix} of the access and
+// websocket paths, and the token's "prefix" claim. The Handler does what is
+// the same for every type and asks the endpoint only what differs.
+//
+// The Handler, for every endpoint alike: checks the Origin; verifies the
+// token (signature, audience, expiry) and that its prefix claim names this
+// endpoint and its topic claim matches the path; refuses a revoked booking,
+// subject or token (Config.Denier) at the access request and again at the
+// code exchange; issues, and takes, the one-time code; bounds the
+// connections of each token and subject (Config.MaxConnsPerToken,
+// MaxConnsPerSubject); checks the websocket handshake before the upgrade.
+//
+// The endpoint: decides what a verified token may do on one of its topics
+// (Authorize), may check a redeemed code again before the upgrade
+// (Admitter), and serves the upgraded connection (Serve).
+type Endpoint interface {
+	// Authorize decides what the verified token c allows on topic (a valid
+	// topic name, matched by the token's topic claim), or refuses with the
+	// error the access request answers. It is called on the access
+	// request only; the code carries its Permit to the exchange. A Permit
+	// that allows neither reading nor writing is refused by the Handler.
+	Authorize(c *auth.Claims, topic string) (Permit, *apierr.Error)
+	// Serve runs an admitted, upgraded connection until it ends; it owns
+	// conn and closes it. g is the grant the code stood for; info is the
+	// relay's description of the connection, built from g and the request
+	// (remote address, user agent). Serve runs on a goroutine of its own,
+	// and the connection counts against its token's and subject's limits
+	// until Serve returns.
+	Serve(ctx context.Context, conn relay.Conn, g Grant, info relay.Info)
+}
+
+// Permit is what an Endpoint allows a token on one topic; the Handler adds
+// the token's identity to make the Grant a code stands for.
+type Permit struct {
+	CanRead, CanWrite bool
+	// System marks a topic only the server publishes to (relay.Info's
+	// SystemTopic).
+	System bool
+	// Role and Labels are the endpoint's own: the Handler only carries
+	// them to Serve (in the Grant). Labels is shared, never modified.
+	Role   string
+	Labels []string
+}
+
+// Admitter is implemented by an Endpoint that checks a connection again at
+// the code exchange, or holds a place for it, before the upgrade.
+type Admitter interface {
+	// Admit is called at the code exchange once the code has been taken
+	// and its grant re-checked (topic, expiry, revocation), before the
+	// connection limits and the upgrade. An error refuses the exchange
+	// with that HTTP error. On success, if the Handler then refuses or the
+	// upgrade fails, it calls the admission's Cancel; otherwise it serves
+	// the connection with the admission's Serve, or the endpoint's.
+	Admit(g Grant) (Admission, *apierr.Error)
+}
+
+// Admission is how an Admitter admitted a connection. The zero value means
+// the connection is served by the endpoint's Serve and nothing is held.
+type Admission struct {
+	// Serve, if set, runs the upgraded connection instead of the
+	// endpoint's Serve (e.g. hands it to the peer waiting for it), with
+	// the same contract.
+	Serve func(ctx context.Context, conn relay.Conn, info relay.Info)
+	// Cancel, if set, gives back what Admit holds when the connection is
+	// not served after all (refused by the limits, or the upgrade failed).
+	Cancel func()
+}
+
+// Handle registers ep as the connection type prefix. Call it before the
+// handler serves (a later call is safe, and takes effect for the requests
+// that follow). It fails if prefix is not a valid name (1-32 characters of
+// a-z 0-9 -) or is already registered; PrefixSession is built in.
+func (h *Handler) Handle(prefix string, ep Endpoint) error {
+	if !validPrefix(prefix) {
+		return fmt.Errorf("access: endpoint prefix %q: want 1-32 characters of a-z 0-9 -", prefix)
+	}
+	if ep == nil {
+		return fmt.Errorf("access: endpoint %q is nil", prefix)
+	}
+	h.endpointsMu.Lock()
+	defer h.endpointsMu.Unlock()
+	old := *h.endpoints.Load()
+	if _, taken := old[prefix]; taken {
+		return fmt.Errorf("access: endpoint prefix %q is already registered", prefix)
+	}
+	next := maps.Clone(old)
+	next[prefix] = ep
+	h.endpoints.Store(&next)
+	return nil
+}
+
+// endpoint returns the endpoint registered for prefix, or nil.
+func (h *Handler) endpoint(prefix string) Endpoint { return (*h.endpoints.Load())[prefix] }
+
+// prefixes returns the registered prefixes, sorted, for error messages.
+func (h *Handler) prefixes() string {
+	return strings.Join(slices.Sorted(maps.Keys(*h.endpoints.Load())), ", ")
+}
+
+// validPrefix reports whether prefix may name a connection type: the same
+// alphabet as node ids (one path segment, no escaping needed).
+func validPrefix(prefix string) bool { return wire.ValidNodeID(prefix) }
+
+// IssuePeer issues a one-time code for the other side of a connection an
+// endpoint has admitted (a shell session's host side) and returns the
+// websocket URI that carries it. The code is bound to g's topic and prefix
+// and checked at the exchange like any other (expiry, revocation of g's
+// identity, the endpoint's Admit); the connection it opens counts as the
+// admitted one, not again against the limits of g's token and subject.
+func (h *Handler) IssuePeer(g Grant) (uri string, err error) {
+	g.Peer = true
+	return h.issue(g)
+}
+
+// issue stores a code for g and returns the websocket URI that carries it.
+func (h *Handler) issue(g Grant) (uri string, err error) {
+	code := wire.NewCode(h.cfg.NodeID)
+	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
+		return "", err
+	}
+	return h.wsBase + "/" + g.Prefix + "/" + g.Topic + "?code=" + code, nil
+}

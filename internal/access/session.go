@@ -1,0 +1,45 @@
+package access
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/relay"
+	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
+)
+
+// sessionEndpoint is the built-in connection type PrefixSession: shared
+// topics of the relay, where every message goes to every other reader. What
+// a token may do is what its read and write scopes say, except on the
+// system's topics (system.go).
+type sessionEndpoint struct{ h *Handler }
+
+// Authorize implements Endpoint.
+func (s sessionEndpoint) Authorize(c *auth.Claims, name string) (Permit, *apierr.Error) {
+	p := Permit{CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite)}
+	if scope, ok := s.h.cfg.SystemTopics[name]; ok {
+		if !c.Allows(scope) {
+			return Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, fmt.Sprintf("topic %s needs scope %s", name, scope))
+		}
+		return Permit{CanRead: true, System: true}, nil
+	}
+	if scope, ok := s.h.systemPrefixScope(name); ok {
+		if !p.CanRead {
+			return Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "topic "+name+" is written by the server only; it needs scope read")
+		}
+		if topic.IsPattern(c.Topic) && !c.Allows(scope) {
+			return Permit{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, fmt.Sprintf("topic %s is the system's: it needs a token for that one topic, or scope %s", name, scope))
+		}
+		return Permit{CanRead: true, System: true}, nil
+	}
+	return p, nil
+}
+
+// Serve implements Endpoint: the connection joins its topic in the relay.
+func (s sessionEndpoint) Serve(ctx context.Context, conn relay.Conn, _ Grant, info relay.Info) {
+	s.h.cfg.Relay.Accept(ctx, conn, info)
+}
