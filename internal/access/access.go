@@ -51,10 +51,6 @@ import (
 // PrefixSession is the connection type for shared topics (pkg/wire).
 const PrefixSession = wire.PrefixSession
 
-// PrefixAgent is the connection type of host agents' control channels
-// (pkg/wire, docs/jobs.md).
-const PrefixAgent = wire.PrefixAgent
-
 // DefaultCodeTTL is how long a one-time code stays valid.
 const DefaultCodeTTL = 30 * time.Second
 
@@ -96,32 +92,11 @@ type Config struct {
 	// scope a pattern token needs to reach topics below them; a token for
 	// exactly one such topic needs only read (system.go).
 	SystemPrefixes map[string]string
-	// Agents, if set, serves the agent control channel (prefix agent).
-	Agents AgentAcceptor
 	// MaxConnsPerToken and MaxConnsPerSubject bound the connections one
 	// token and one subject may hold open at once (of every prefix); a
 	// connection over either is refused with 429 too_many_connections.
 	// 0 means DefaultMaxConnsPerToken and DefaultMaxConnsPerSubject.
 	MaxConnsPerToken, MaxConnsPerSubject int
-}
-
-// AgentAcceptor takes host agents' control channels.
-type AgentAcceptor interface {
-	// AcceptAgent serves an agent's control channel until it ends; it
-	// owns conn and closes it.
-	AcceptAgent(conn relay.Conn, a AgentGrant)
-}
-
-// AgentGrant is what an agent's token allows.
-type AgentGrant struct {
-	ID          string   // the agent id (the topic)
-	Labels      []string // labels the agent may claim ("key=value" or "key=*")
-	Subject     string
-	BookingID   string
-	TokenID     string
-	TokenExpiry time.Time
-	RemoteAddr  string
-	UserAgent   string
 }
 
 // Denier reports revocations. It is called on every access request and code
@@ -211,11 +186,6 @@ func New(cfg Config) (*Handler, error) {
 		h.origins[u.Scheme+"://"+u.Host] = true
 	}
 	h.endpoints.Store(&map[string]Endpoint{PrefixSession: sessionEndpoint{h}})
-	if cfg.Agents != nil {
-		if err := h.Handle(PrefixAgent, agentEndpoint{cfg.Agents}); err != nil {
-			return nil, err
-		}
-	}
 	return h, nil
 }
 

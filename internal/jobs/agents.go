@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/access"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
 // helloTimeout bounds the wait for an agent's hello.
@@ -30,7 +30,7 @@ type agentSession struct {
 	id       string
 	labels   []string
 	actions  []jobproto.Action
-	grant    access.AgentGrant
+	grant    AgentGrant
 	since    time.Time
 	writeMu  sync.Mutex // serialises writes
 	mu       sync.Mutex
@@ -139,7 +139,7 @@ func (m *Manager) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode,
 	m.mu.Lock()
 	for s := range m.links {
 		g := &s.grant
-		if match(&relay.Info{Topic: g.ID, Prefix: access.PrefixAgent, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
+		if match(&relay.Info{Topic: g.ID, Prefix: wire.PrefixAgent, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
 			hit = append(hit, s)
 		}
 	}
@@ -152,7 +152,7 @@ func (m *Manager) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode,
 
 // deniedLocked reports whether g's token is revoked. m.mu is held, so that
 // admission and CloseWhere are ordered (see Config.Denier).
-func (m *Manager) deniedLocked(g *access.AgentGrant) bool {
+func (m *Manager) deniedLocked(g *AgentGrant) bool {
 	if m.cfg.Denier == nil {
 		return false
 	}
@@ -174,8 +174,9 @@ type protocolError struct {
 
 func (e *protocolError) Error() string { return e.reason }
 
-// AcceptAgent serves an agent's control channel (access.AgentAcceptor).
-func (m *Manager) AcceptAgent(conn relay.Conn, g access.AgentGrant) {
+// AcceptAgent serves an agent's control channel until it ends; it owns conn
+// and closes it (internal/jobs/agentlink calls it).
+func (m *Manager) AcceptAgent(conn relay.Conn, g AgentGrant) {
 	s := &agentSession{m: m, conn: conn, id: g.ID, grant: g, since: m.cfg.Now(), running: map[string]bool{}}
 	m.mu.Lock()
 	if m.stopped {
@@ -302,7 +303,7 @@ func (m *Manager) readHello(s *agentSession) (*jobproto.Hello, error) {
 }
 
 // checkHello validates a hello against the agent's token.
-func checkHello(h *jobproto.Hello, g access.AgentGrant) error {
+func checkHello(h *jobproto.Hello, g AgentGrant) error {
 	fail := func(format string, args ...any) error {
 		return &protocolError{relay.ClosePolicy, fmt.Sprintf(format, args...)}
 	}
@@ -708,5 +709,3 @@ func (m *Manager) fileSHA256(ctx context.Context, key string) (string, int64, er
 func validAgentID(id string) bool {
 	return !strings.Contains(id, "/") && topic.Valid(id) == nil
 }
-
-var _ access.AgentAcceptor = (*Manager)(nil)

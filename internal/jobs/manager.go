@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/blob"
@@ -108,7 +107,7 @@ type Config struct {
 	// its channel is admitted and again at its hello, each time under the
 	// lock CloseWhere takes. A revocation that is visible to Denier before
 	// CloseWhere runs therefore cannot miss a channel being admitted.
-	Denier access.Denier
+	Denier Denier
 }
 
 // Manager runs jobs on agents. Create it with New, call Start, and Stop at

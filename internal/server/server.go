@@ -27,6 +27,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/control"
 	"switchboard/internal/jobs"
+	"switchboard/internal/jobs/agentlink"
 	"switchboard/internal/relay"
 	"switchboard/internal/shell"
 	"switchboard/internal/store"
@@ -232,7 +233,6 @@ func Start(cfg Config) (*Server, error) {
 	var jm *jobs.Manager
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
-	var agents access.AgentAcceptor
 	var closers []control.ConnCloser
 	if cfg.BlobDir != "" {
 		jc := cfg.Jobs
@@ -245,13 +245,13 @@ func Start(cfg Config) (*Server, error) {
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
 		systemPrefixes[jobs.LogTopicPrefix] = auth.ScopeJobsAdmin
-		agents, closers = jm, append(closers, jm)
+		closers = append(closers, jm)
 	}
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
 		Denier: rev, TrustedProxies: cfg.TrustedProxies,
-		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes, Agents: agents,
+		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})
 	if err != nil {
@@ -261,6 +261,12 @@ func Start(cfg Config) (*Server, error) {
 	sh, err := shell.New(shell.Config{Access: ah, Relay: rs, AnswerTimeout: cfg.ShellAnswerTimeout, Logger: cfg.Logger})
 	if err == nil {
 		err = ah.Handle(wire.PrefixShell, sh)
+	}
+	if err == nil && jm != nil {
+		var al *agentlink.Endpoint
+		if al, err = agentlink.New(jm); err == nil {
+			err = ah.Handle(wire.PrefixAgent, al)
+		}
 	}
 	if err != nil {
 		ln.Close()

@@ -1,0 +1,71 @@
+// Package agentlink is the hub side of the agent control channel: the
+// connection type "agent" (pkg/wire PrefixAgent, docs/jobs.md) as an access
+// endpoint. It decides what an agent's token allows (Endpoint.Authorize)
+// and hands each admitted channel to the jobs manager (Acceptor), which owns
+// it from then on.
+//
+// What every connection type shares — token verification, revocation checks
+// at the access request and the code exchange, one-time codes, the
+// connection limits per token and subject, Origin — is access's; the checks
+// under the manager's lock at admission and at the agent's hello are the
+// manager's (jobs.Config.Denier).
+package agentlink
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"switchboard/internal/access"
+	"switchboard/internal/apierr"
+	"switchboard/internal/auth"
+	"switchboard/internal/jobs"
+	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
+)
+
+// Acceptor takes agents' control channels (*jobs.Manager implements it).
+type Acceptor interface {
+	// AcceptAgent serves an agent's control channel until it ends; it
+	// owns conn and closes it.
+	AcceptAgent(conn relay.Conn, g jobs.AgentGrant)
+}
+
+// Endpoint is the agent connection type: register it with
+// access.Handler.Handle(wire.PrefixAgent, e). It holds no state of its own.
+type Endpoint struct {
+	agents Acceptor // set by New, never changed
+}
+
+// New returns the Endpoint that hands channels to agents.
+func New(agents Acceptor) (*Endpoint, error) {
+	if agents == nil {
+		return nil, errors.New("agentlink: an Acceptor is required")
+	}
+	return &Endpoint{agents: agents}, nil
+}
+
+// Authorize implements access.Endpoint: the token needs scope agent and an
+// agent claim naming the topic, which is one segment (the agent id). A
+// channel reads and writes, and may claim the token's labels.
+func (*Endpoint) Authorize(c *auth.Claims, topic string) (access.Permit, *apierr.Error) {
+	if !c.HasScope(auth.ScopeAgent) {
+		return access.Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "the agent control channel needs scope agent")
+	}
+	if c.Agent != topic {
+		return access.Permit{}, apierr.New(http.StatusForbidden, wire.ErrorAgentForbidden, "the token's agent claim must name this agent")
+	}
+	if strings.Contains(topic, "/") {
+		return access.Permit{}, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, "an agent id is one topic segment (no /)")
+	}
+	return access.Permit{CanRead: true, CanWrite: true, Labels: c.Labels}, nil
+}
+
+// Serve implements access.Endpoint: the channel is the Acceptor's.
+func (e *Endpoint) Serve(_ context.Context, conn relay.Conn, g access.Grant, info relay.Info) {
+	e.agents.AcceptAgent(conn, jobs.AgentGrant{
+		ID: g.Topic, Labels: g.Labels, Subject: g.Subject, BookingID: g.BookingID, TokenID: g.TokenID,
+		TokenExpiry: g.TokenExpiry, RemoteAddr: info.RemoteAddr, UserAgent: info.UserAgent,
+	})
+}
