@@ -107,10 +107,12 @@ var allowed = map[string][]string{
 	"switchboard/internal/web": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/store",
 		"switchboard/internal/apierr", "switchboard/internal/topic", "github.com/coreos/go-oidc/v3/oidc", "golang.org/x/oauth2"},
 	"switchboard/internal/blob": {}, // result files: standard library only
-	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/auth", "switchboard/internal/blob",
-		"switchboard/internal/apierr", "switchboard/internal/relay", "switchboard/internal/topic", "switchboard/pkg/wire"},
+	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/blob",
+		"switchboard/internal/relay", "switchboard/internal/topic", "switchboard/pkg/wire"},
 	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",
 		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire"}, // the agent channel, an access endpoint
+	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",
+		"switchboard/internal/store", "switchboard/internal/jobproto"}, // store and jobproto for their types and checks only
 }
 
 func TestImportRules(t *testing.T) {

@@ -308,17 +308,17 @@ func checkHello(h *jobproto.Hello, g AgentGrant) error {
 		return &protocolError{relay.ClosePolicy, fmt.Sprintf(format, args...)}
 	}
 	if h.Agent != g.ID {
-		return fail("hello names agent %q; the token is for %q", truncate(h.Agent, 64), g.ID)
+		return fail("hello names agent %q; the token is for %q", Truncate(h.Agent, 64), g.ID)
 	}
 	if len(h.Labels) > jobproto.MaxLabels || len(h.Actions) > jobproto.MaxActions {
 		return fail("too many labels or actions (at most %d and %d)", jobproto.MaxLabels, jobproto.MaxActions)
 	}
 	for _, l := range h.Labels {
 		if !jobproto.ValidLabel(l) {
-			return fail("label %q: want key=value", truncate(l, 64))
+			return fail("label %q: want key=value", Truncate(l, 64))
 		}
 		if !labelAllowed(l, g.Labels) {
-			return &protocolError{relay.ClosePolicy, "label_forbidden: the token does not allow label " + truncate(l, 64)}
+			return &protocolError{relay.ClosePolicy, "label_forbidden: the token does not allow label " + Truncate(l, 64)}
 		}
 	}
 	seen := map[string]bool{}
@@ -349,9 +349,9 @@ func labelAllowed(l string, allowed []string) bool {
 	return false
 }
 
-// truncate returns the first n bytes of s at most, never a partial
-// character.
-func truncate(s string, n int) string {
+// Truncate returns the first n bytes of s at most, never a partial
+// character: for quoting what a client or agent sent in a message.
+func Truncate(s string, n int) string {
 	if len(s) > n {
 		return strings.ToValidUTF8(s[:n], "")
 	}
@@ -397,7 +397,7 @@ func (m *Manager) register(s *agentSession, h *jobproto.Hello) error {
 		m.stopTimer("lost:" + j + "/" + s.id)
 	}
 	acts, _ := json.Marshal(s.actions)
-	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Version: cleanText(truncate(h.Version, 64)), Node: m.cfg.NodeID,
+	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Version: cleanText(Truncate(h.Version, 64)), Node: m.cfg.NodeID,
 		Connected: true, LastSeen: s.since, FirstSeen: s.since, RemoteAddr: s.grant.RemoteAddr}
 	if err := m.st.PutAgent(ctx, a); err != nil {
 		m.log.Error("jobs: record agent", "agent", s.id, "err", err)
@@ -503,14 +503,14 @@ func (m *Manager) unregister(s *agentSession) {
 type agentEvent struct {
 	Event string    `json:"event"` // connected, disconnected
 	Time  time.Time `json:"time"`
-	Agent agentJSON `json:"agent"`
+	Agent AgentDoc  `json:"agent"`
 }
 
 func (m *Manager) publishAgentEvent(event string, a store.Agent, running []string) {
 	if m.cfg.Publisher == nil {
 		return
 	}
-	b, err := json.Marshal(agentEvent{Event: event, Time: m.cfg.Now().UTC(), Agent: toAgentJSON(a, running)})
+	b, err := json.Marshal(agentEvent{Event: event, Time: m.cfg.Now().UTC(), Agent: agentDoc(a, running)})
 	if err != nil {
 		return
 	}
@@ -587,7 +587,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	s.setRunning(res.Job, false)
 	state, ok := outcomeState[res.Outcome]
 	if !ok {
-		ack.Error = "unknown outcome " + truncate(string(res.Outcome), 32)
+		ack.Error = "unknown outcome " + Truncate(string(res.Outcome), 32)
 		return ack
 	}
 	unlock := m.lockJob(res.Job)
@@ -609,7 +609,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	}
 	if j, err := m.st.Job(ctx, res.Job); err == nil && j.Phase == store.PhaseArchived {
 		// Too late: the job's results were destroyed. Forget this one too.
-		if err := m.blobs.Delete(ctx, runPrefix(res.Job, s.id)); err != nil {
+		if err := m.blobs.Delete(ctx, RunPrefix(res.Job, s.id)); err != nil {
 			m.log.Error("jobs: remove files of an archived job", "job", res.Job, "agent", s.id, "err", err)
 		}
 		unlock()
@@ -621,7 +621,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 		ack.Error = ferr.Error()
 		return ack
 	}
-	r.State, r.ExitCode, r.Error = state, res.ExitCode, cleanText(truncate(res.Error, 4096))
+	r.State, r.ExitCode, r.Error = state, res.ExitCode, cleanText(Truncate(res.Error, 4096))
 	r.StartedAt, r.EndedAt = res.StartedAt, res.EndedAt
 	if r.EndedAt.IsZero() {
 		r.EndedAt = m.cfg.Now()
@@ -674,10 +674,10 @@ func (m *Manager) checkFiles(ctx context.Context, job, agent string, files []job
 	seen := map[string]bool{}
 	for _, f := range files {
 		if !jobproto.ValidFileName(f.Name) || seen[f.Name] {
-			return nil, fmt.Errorf("file name %q invalid or repeated", truncate(f.Name, 64))
+			return nil, fmt.Errorf("file name %q invalid or repeated", Truncate(f.Name, 64))
 		}
 		seen[f.Name] = true
-		key := fileKey(job, agent, f.Name)
+		key := FileKey(job, agent, f.Name)
 		sum, size, err := m.fileSHA256(ctx, key)
 		if err != nil {
 			return nil, fmt.Errorf("file %s was not uploaded; upload it and send the result again", f.Name)

@@ -8,15 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
 	"switchboard/internal/blob"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/relay"
@@ -56,11 +52,17 @@ type Publisher interface {
 }
 
 // Config configures a Manager. Zero values mean the documented defaults.
+//
+// It holds the settings of the whole jobs subsystem, so that a node's
+// flags fill one place and New applies their defaults once: the UWS
+// binding (uwsapi) reads MaxWait, MaxWaitsPerSubject, TransferIdleTimeout,
+// MaxFileBytes and MaxRunBytes, and the agent link PingInterval,
+// PongTimeout and WriteTimeout, through Manager.Config.
 type Config struct {
 	// Store keeps jobs, runs and agents. Required.
 	Store store.JobStore
 	// Blobs holds the output files, under keys "job/agent/file" (see
-	// fileKey). Nil: a blob.Dir in BlobDir.
+	// FileKey). Nil: a blob.Dir in BlobDir.
 	Blobs blob.Store
 	// BlobDir is the directory of the output files when Blobs is nil.
 	BlobDir string
@@ -68,9 +70,6 @@ type Config struct {
 	NodeID string
 	// Publisher receives the live logs and agent events; nil drops them.
 	Publisher Publisher
-	// Authenticate checks a request's token (signature, expiry,
-	// revocation). Required for the HTTP API.
-	Authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
 	// LostGrace is how long a run survives its agent's disconnection.
 	LostGrace time.Duration
 	// MaxWait caps WAIT (and is what WAIT=-1 means). A blocked WAIT
@@ -121,25 +120,14 @@ type Manager struct {
 	mu       sync.Mutex
 	agents   map[string]*agentSession // connected, by id
 	links    map[*agentSession]bool   // every admitted channel, before its hello too
-	watchers map[string]*watcher      // job id → its next phase change
+	watchers map[string]*Watcher      // job id → its next phase change
 	runGen   map[string]uint64        // job id → count of run changes, for the render cache
-	rendered map[string]*rendering    // job id → its last rendering for woken WAIT requests
 	timers   map[string]*time.Timer   // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent
 	jobLocks map[string]*jobLock      // serialises transitions of one job
 	waiting  map[string]int           // blocked WAIT requests per job
-	waitsBy  map[string]int           // blocked WAIT requests per subject
 	stopped  bool
 
-	waitsRefused atomic.Uint64 // WAIT requests refused by MaxWaitsPerSubject
-
-	uploadMu sync.Mutex
-	// reserved holds the bytes of the uploads in flight per run
-	// (runKey), guarded by uploadMu: a run's stored files plus these never
-	// pass MaxRunBytes.
-	reserved map[string]int64
-
-	bg   sync.WaitGroup // agent sessions and timer callbacks in flight
-	base string         // public URL of the job list, set by Register
+	bg sync.WaitGroup // agent sessions and timer callbacks in flight
 }
 
 type jobLock struct {
@@ -197,9 +185,8 @@ func New(cfg Config) (*Manager, error) {
 		blobs = d
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs,
-		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*watcher{}, runGen: map[string]uint64{}, rendered: map[string]*rendering{},
-		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{},
-		waitsBy: map[string]int{}, reserved: map[string]int64{}}, nil
+		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
+		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
 
 // Start recovers from the store what a previous process left: agents it
@@ -304,8 +291,9 @@ func (m *Manager) lockJob(id string) func() {
 	}
 }
 
-// watcher is closed at a job's next phase change (or deletion).
-type watcher struct {
+// Watcher is closed at a job's next phase change (or deletion); see
+// Watch.
+type Watcher struct {
 	done chan struct{}
 	// job is the job after the change, when known (set before done is
 	// closed): woken requests answer from it without reading the store.
@@ -342,21 +330,23 @@ func (m *Manager) runsChanged(id string) {
 	m.mu.Unlock()
 }
 
-// watch returns the watcher of the job's next phase change.
-func (m *Manager) watch(id string) *watcher {
+// Watch returns the watcher of the job's next phase change. Take it
+// before reading the job, so that no change slips between, and give it
+// back with Unwatch (or WaitPhase).
+func (m *Manager) Watch(id string) *Watcher {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w := m.watchers[id]
 	if w == nil {
-		w = &watcher{done: make(chan struct{})}
+		w = &Watcher{done: make(chan struct{})}
 		m.watchers[id] = w
 	}
 	w.refs++
 	return w
 }
 
-// unwatch releases a watcher from watch; the last release forgets it.
-func (m *Manager) unwatch(id string, w *watcher) {
+// Unwatch releases a watcher from Watch; the last release forgets it.
+func (m *Manager) Unwatch(id string, w *Watcher) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if w.refs--; w.refs <= 0 && m.watchers[id] == w {
@@ -369,30 +359,6 @@ func (m *Manager) Waiting(id string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.waiting[id]
-}
-
-// WaitsRefused returns how many WAIT requests were refused (429
-// too_many_waits) because their subject had MaxWaitsPerSubject blocked.
-func (m *Manager) WaitsRefused() uint64 { return m.waitsRefused.Load() }
-
-// admitWait takes one of subject's MaxWaitsPerSubject WAIT slots; call
-// release when the request stops waiting. ok is false (and the refusal
-// counted) when the subject has them all.
-func (m *Manager) admitWait(subject string) (release func(), ok bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.waitsBy[subject] >= m.cfg.MaxWaitsPerSubject {
-		m.waitsRefused.Add(1)
-		return nil, false
-	}
-	m.waitsBy[subject]++
-	return func() {
-		m.mu.Lock()
-		if m.waitsBy[subject]--; m.waitsBy[subject] <= 0 {
-			delete(m.waitsBy, subject)
-		}
-		m.mu.Unlock()
-	}, true
 }
 
 func (m *Manager) addWaiting(id string, n int) {
@@ -446,7 +412,7 @@ func (m *Manager) armExecDeadline(j store.Job) {
 	}
 	d := j.StartedAt.Add(j.ExecDuration).Sub(m.cfg.Now())
 	m.setTimer("exec:"+j.ID, d, func() {
-		m.abort(j.ID, fmt.Sprintf("execution duration of %s exceeded", j.ExecDuration))
+		m.Abort(j.ID, fmt.Sprintf("execution duration of %s exceeded", j.ExecDuration))
 	})
 }
 
@@ -485,13 +451,15 @@ func newJobID() string {
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))[:20]
 }
 
-// errPhase is a request that the job's phase does not allow (403).
-type errPhase struct{ msg string }
+// PhaseError is a change that the job's phase does not allow (UWS: 403).
+type PhaseError struct{ Msg string }
 
-func (e *errPhase) Error() string { return e.msg }
+func (e *PhaseError) Error() string { return e.Msg }
 
-// run moves a PENDING (or HELD) job to QUEUED and dispatches it.
-func (m *Manager) run(ctx context.Context, id string) (store.Job, error) {
+// Run moves a PENDING (or HELD) job to QUEUED and dispatches it (PHASE=RUN);
+// a job QUEUED or EXECUTING already is left as it is. It returns the job
+// after the change, or a *PhaseError.
+func (m *Manager) Run(ctx context.Context, id string) (store.Job, error) {
 	unlock := m.lockJob(id)
 	j, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
 		switch j.Phase {
@@ -501,7 +469,7 @@ func (m *Manager) run(ctx context.Context, id string) (store.Job, error) {
 		case store.PhaseQueued, store.PhaseExecuting:
 			return errNoChange
 		}
-		return &errPhase{fmt.Sprintf("a job in phase %s cannot be run", j.Phase)}
+		return &PhaseError{fmt.Sprintf("a job in phase %s cannot be run", j.Phase)}
 	})
 	unlock()
 	if errors.Is(err, errNoChange) {
@@ -650,9 +618,10 @@ func (m *Manager) session(id string) *agentSession {
 	return m.agents[id]
 }
 
-// abort moves an unfinished job to ABORTED and tells its agents to kill
-// their runs. why, if not empty, becomes the error summary.
-func (m *Manager) abort(id, why string) (store.Job, error) {
+// Abort moves an unfinished job to ABORTED and tells its agents to kill
+// their runs (PHASE=ABORT). why, if not empty, becomes the error summary.
+// It returns the job after the change, or a *PhaseError.
+func (m *Manager) Abort(id, why string) (store.Job, error) {
 	unlock := m.lockJob(id)
 	defer unlock()
 	ctx, cancel := bgCtx()
@@ -669,7 +638,7 @@ func (m *Manager) abort(id, why string) (store.Job, error) {
 		case store.PhaseAborted:
 			return errNoChange
 		}
-		return &errPhase{fmt.Sprintf("a job in phase %s cannot be aborted", j.Phase)}
+		return &PhaseError{fmt.Sprintf("a job in phase %s cannot be aborted", j.Phase)}
 	})
 	if errors.Is(err, errNoChange) {
 		return m.st.Job(ctx, id)
@@ -784,7 +753,7 @@ func (m *Manager) finishIfDone(id string) {
 		j.Phase, j.ErrorType = store.PhaseError, "fatal"
 		j.ErrorSummary = fmt.Sprintf("%d of %d agents failed: %s", len(failed), len(runs), strings.Join(failed, "; "))
 		if len(j.ErrorSummary) > 4000 {
-			j.ErrorSummary = truncate(j.ErrorSummary, 4000) + "…"
+			j.ErrorSummary = Truncate(j.ErrorSummary, 4000) + "…"
 		}
 		return nil
 	})
@@ -808,7 +777,7 @@ func describeFailure(r store.Run) string {
 	if r.Error != "" {
 		e := r.Error
 		if len(e) > 200 {
-			e = truncate(e, 200) + "…"
+			e = Truncate(e, 200) + "…"
 		}
 		s += ": " + e
 	}
@@ -830,7 +799,7 @@ func (m *Manager) destroy(id string) {
 		return
 	}
 	if !j.Phase.Final() {
-		m.abort(id, "destruction time reached")
+		m.Abort(id, "destruction time reached")
 	}
 	unlock := m.lockJob(id)
 	defer unlock()
@@ -878,14 +847,15 @@ func (m *Manager) retryDestroy(id string, err error) {
 	m.setTimer("destroy:"+id, time.Minute, func() { m.destroy(id) })
 }
 
-// remove deletes a job: runs aborted, files and records deleted.
-func (m *Manager) remove(ctx context.Context, id string) error {
+// Remove deletes a job: runs aborted, files and records deleted, WAITs
+// woken.
+func (m *Manager) Remove(ctx context.Context, id string) error {
 	j, err := m.st.Job(ctx, id)
 	if err != nil {
 		return err
 	}
 	if !j.Phase.Final() {
-		m.abort(id, "job deleted")
+		m.Abort(id, "job deleted")
 	}
 	unlock := m.lockJob(id)
 	defer unlock()
@@ -902,20 +872,19 @@ func (m *Manager) remove(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	delete(m.runGen, id)
-	delete(m.rendered, id+"|json")
-	delete(m.rendered, id+"|xml")
 	m.mu.Unlock()
 	m.changed(id)
 	return nil
 }
 
-// fileKey is the blob key of a run's output file; runPrefix covers the
+// FileKey is the blob key of a run's output file; RunPrefix covers the
 // run's files, and the job id alone all of a job's. The key is also the
 // file's store.ResultFile.Path (the same as the relative path of the
 // directory layout before the blob store).
-func fileKey(jobID, agentID, name string) string { return runPrefix(jobID, agentID) + "/" + name }
+func FileKey(jobID, agentID, name string) string { return RunPrefix(jobID, agentID) + "/" + name }
 
-func runPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
+// RunPrefix is the blob key prefix of a run's output files.
+func RunPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 
 // publishLog publishes output lines on the job's log topic.
 func (m *Manager) publishLog(jobID, agentID, stream string, lines []string) {

@@ -32,12 +32,12 @@ func parseTargets(s string) (selector, error) {
 			return selector{}, errors.New("targets has an empty item")
 		case strings.Contains(item, "="):
 			if !jobproto.ValidLabel(item) {
-				return selector{}, fmt.Errorf("targets: %q is not a label key=value", truncate(item, 64))
+				return selector{}, fmt.Errorf("targets: %q is not a label key=value", Truncate(item, 64))
 			}
 			sel.labels = append(sel.labels, item)
 		default:
 			if !validAgentID(item) {
-				return selector{}, fmt.Errorf("targets: %q is not an agent id", truncate(item, 64))
+				return selector{}, fmt.Errorf("targets: %q is not an agent id", Truncate(item, 64))
 			}
 			sel.ids = append(sel.ids, item)
 		}
@@ -64,11 +64,11 @@ func (s selector) matches(id string, labels []string) bool {
 	return len(s.labels) > 0
 }
 
-// targetError is a create request whose targets, action or parameters do
-// not fit the agents (400).
-type targetError struct{ code, msg string }
+// TargetError is a create request whose targets, action or parameters do
+// not fit the agents (UWS: 400 with Code).
+type TargetError struct{ Code, Msg string }
 
-func (e *targetError) Error() string { return e.msg }
+func (e *TargetError) Error() string { return e.Msg }
 
 // resolveAction checks targets, action and parameters against the agents
 // known (connected or seen before) and returns the validated parameters.
@@ -77,7 +77,7 @@ func (e *targetError) Error() string { return e.msg }
 func resolveAction(agents []store.Agent, targets, action string, params map[string]string) (map[string]string, error) {
 	sel, err := parseTargets(targets)
 	if err != nil {
-		return nil, &targetError{"invalid_targets", err.Error()}
+		return nil, &TargetError{"invalid_targets", err.Error()}
 	}
 	known := map[string]bool{}
 	for _, a := range agents {
@@ -85,11 +85,11 @@ func resolveAction(agents []store.Agent, targets, action string, params map[stri
 	}
 	for _, id := range sel.ids {
 		if !known[id] {
-			return nil, &targetError{"unknown_target", fmt.Sprintf("no agent %q has ever connected", id)}
+			return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent %q has ever connected", id)}
 		}
 	}
 	if action == "" {
-		return nil, &targetError{"invalid_action", "action is required"}
+		return nil, &TargetError{"invalid_action", "action is required"}
 	}
 	var decl *jobproto.Action
 	var declaredBy string
@@ -110,21 +110,21 @@ func resolveAction(agents []store.Agent, targets, action string, params map[stri
 			continue
 		}
 		if decl != nil && !decl.Equal(&acts[i]) {
-			return nil, &targetError{"ambiguous_action", fmt.Sprintf("agents %s and %s declare action %q differently; target agents with one declaration", declaredBy, a.ID, action)}
+			return nil, &TargetError{"ambiguous_action", fmt.Sprintf("agents %s and %s declare action %q differently; target agents with one declaration", declaredBy, a.ID, action)}
 		}
 		if decl == nil {
 			decl, declaredBy = &acts[i], a.ID
 		}
 	}
 	if matched == 0 {
-		return nil, &targetError{"unknown_target", fmt.Sprintf("no agent matches targets %q", targets)}
+		return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent matches targets %q", targets)}
 	}
 	if decl == nil {
-		return nil, &targetError{"unknown_action", fmt.Sprintf("no targeted agent offers action %q", action)}
+		return nil, &TargetError{"unknown_action", fmt.Sprintf("no targeted agent offers action %q", action)}
 	}
 	out, err := decl.CheckParams(params)
 	if err != nil {
-		return nil, &targetError{"invalid_parameter", err.Error()}
+		return nil, &TargetError{"invalid_parameter", err.Error()}
 	}
 	return out, nil
 }

@@ -14,7 +14,7 @@ import (
 
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
-	"switchboard/internal/jobs"
+	"switchboard/internal/jobs/uwsapi"
 	"switchboard/pkg/wire"
 )
 
@@ -100,13 +100,13 @@ func (r *refusals) snapshot() map[string]uint64 {
 }
 
 // refusalCounts returns the metrics' view of refused requests: the
-// server's own, and the jobs API's WAITs over a subject's limit (jm may be
-// nil: no jobs API on this node).
-func refusalCounts(r *refusals, jm *jobs.Manager) func() map[string]uint64 {
+// server's own, and the jobs API's WAITs over a subject's limit (api may
+// be nil: no jobs API on this node).
+func refusalCounts(r *refusals, api *uwsapi.API) func() map[string]uint64 {
 	return func() map[string]uint64 {
 		m := r.snapshot()
-		if jm != nil {
-			m["too_many_waits"] = jm.WaitsRefused()
+		if api != nil {
+			m["too_many_waits"] = api.WaitsRefused()
 		}
 		return m
 	}

@@ -28,6 +28,7 @@ import (
 	"switchboard/internal/control"
 	"switchboard/internal/jobs"
 	"switchboard/internal/jobs/agentlink"
+	"switchboard/internal/jobs/uwsapi"
 	"switchboard/internal/relay"
 	"switchboard/internal/shell"
 	"switchboard/internal/store"
@@ -105,6 +106,13 @@ type Config struct {
 	Web web.Config
 }
 
+// jobsNode is the jobs subsystem as a node wires it: the state machine
+// and its UWS binding.
+type jobsNode struct {
+	*jobs.Manager
+	*uwsapi.API
+}
+
 // cookieKeyInfo is the HKDF info deriving the dashboard's cookie key from
 // the server secret.
 const cookieKeyInfo = "switchboard session cookie"
@@ -125,7 +133,7 @@ type Server struct {
 	open      atomic.Int64 // connections accepted and not yet closed
 	refused   *refusals    // requests refused before any handler
 
-	jobs         *jobs.Manager // nil without BlobDir
+	jobs         *jobsNode // nil without BlobDir
 	web          *web.Handler
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -231,15 +239,19 @@ func Start(cfg Config) (*Server, error) {
 	// this variable, set below before the server serves.
 	var ctl *control.Handler
 	var jm *jobs.Manager
+	var jobsAPI *uwsapi.API
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
 	var closers []control.ConnCloser
 	if cfg.BlobDir != "" {
 		jc := cfg.Jobs
 		jc.Store, jc.BlobDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.BlobDir, cfg.NodeID, rs
-		jc.Authenticate = func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }
 		jc.Logger, jc.Now, jc.Denier = cfg.Logger, cfg.Now, rev
-		if jm, err = jobs.New(jc); err != nil {
+		if jm, err = jobs.New(jc); err == nil {
+			jobsAPI, err = uwsapi.New(uwsapi.Config{Jobs: jm, Logger: cfg.Logger,
+				Authenticate: func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }})
+		}
+		if err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -294,7 +306,7 @@ func Start(cfg Config) (*Server, error) {
 	ctl, err = control.New(control.Config{
 		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refusalCounts(refused, jm),
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refusalCounts(refused, jobsAPI),
 	})
 	if err != nil {
 		ln.Close()
@@ -309,7 +321,10 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, jobs: jm, web: wh}
+	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, web: wh}
+	if jm != nil {
+		s.jobs = &jobsNode{Manager: jm, API: jobsAPI}
+	}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			ln.Close()
@@ -325,8 +340,8 @@ func Start(cfg Config) (*Server, error) {
 
 	ah.Register(mux)
 	ctl.Register(mux)
-	if jm != nil {
-		jm.Register(mux, pub.String())
+	if jobsAPI != nil {
+		jobsAPI.Register(mux, pub.String())
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 // UWS 1.1 representations (XML and JSON) of jobs, job lists, results and
 // parameters, the CSV summary result, and the parsing of UWS request

@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 import (
 	"io"
@@ -36,8 +36,8 @@ type transfer struct {
 	idle time.Duration
 }
 
-func (m *Manager) newTransfer(w http.ResponseWriter) *transfer {
-	return &transfer{w: w, rc: http.NewResponseController(w), idle: m.cfg.TransferIdleTimeout}
+func (h *API) newTransfer(w http.ResponseWriter) *transfer {
+	return &transfer{w: w, rc: http.NewResponseController(w), idle: h.cfg.TransferIdleTimeout}
 }
 
 // progress moves both deadlines idle from now.

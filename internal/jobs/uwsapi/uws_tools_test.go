@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 // Helpers for tests that need external tools (xmllint, python3 with
 // pyvo). As in internal/store/pgtest: a missing tool skips the test,
@@ -38,7 +38,7 @@ func skipOrFatal(t testing.TB, err error) {
 func moduleRoot(t testing.TB) string {
 	t.Helper()
 	if _, file, _, ok := runtime.Caller(0); ok {
-		dir := filepath.Join(filepath.Dir(file), "..", "..")
+		dir := filepath.Join(filepath.Dir(file), "..", "..", "..")
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
 			return dir
 		}

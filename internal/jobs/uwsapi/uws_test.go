@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 import (
 	"bytes"
@@ -456,7 +456,7 @@ func runPyvo(t *testing.T, docs []struct {
 	t.Helper()
 	python := pythonWithPyvo(t)
 	dir := t.TempDir()
-	script := filepath.Join(moduleRoot(t), "internal", "jobs", "testdata", "pyvo_parse.py")
+	script := filepath.Join(moduleRoot(t), "internal", "jobs", "uwsapi", "testdata", "pyvo_parse.py")
 	args := []string{script}
 	for i, d := range docs {
 		p := filepath.Join(dir, fmt.Sprintf("doc%d.xml", i))

@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/internal/jobs"
 	"switchboard/internal/store"
 	"switchboard/internal/store/sqlite"
 )
@@ -24,21 +25,24 @@ func TestWaitLeavesNoWatchers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	m, err := New(Config{Store: st, BlobDir: filepath.Join(dir, "blobs"),
-		Authenticate: func(r *http.Request) (*auth.Claims, *apierr.Error) {
-			c := &auth.Claims{Scopes: []string{auth.ScopeJobsRead}}
-			c.Subject = r.Header.Get("X-Sub")
-			return c, nil
-		}})
+	m, err := jobs.New(jobs.Config{Store: st, BlobDir: filepath.Join(dir, "blobs")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Stop(context.Background())
+	api, err := New(Config{Jobs: m, Authenticate: func(r *http.Request) (*auth.Claims, *apierr.Error) {
+		c := &auth.Claims{Scopes: []string{auth.ScopeJobsRead}}
+		c.Subject = r.Header.Get("X-Sub")
+		return c, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.CreateJob(context.Background(), store.Job{ID: "done", Owner: "alice", Phase: store.PhaseCompleted}); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	m.Register(mux, "http://hub")
+	api.Register(mux, "http://hub")
 	for i := range 20 {
 		for _, path := range []string{fmt.Sprintf("/api/v1/jobs/nosuch%d?WAIT=5", i), "/api/v1/jobs/done?WAIT=5"} {
 			for _, sub := range []string{"alice", "bob"} {
@@ -52,10 +56,7 @@ func TestWaitLeavesNoWatchers(t *testing.T) {
 			}
 		}
 	}
-	m.mu.Lock()
-	n := len(m.watchers)
-	m.mu.Unlock()
-	if n != 0 {
+	if n := m.Watched(); n != 0 {
 		t.Fatalf("%d watchers left behind", n)
 	}
 }

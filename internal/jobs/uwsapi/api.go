@@ -1,4 +1,4 @@
-package jobs
+package uwsapi
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -21,25 +23,74 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/blob"
 	"switchboard/internal/jobproto"
+	"switchboard/internal/jobs"
 	"switchboard/internal/store"
 )
+
+// Config wires an API.
+type Config struct {
+	// Jobs is the state machine the API drives; its Config has the API's
+	// settings (MaxWait, MaxWaitsPerSubject, TransferIdleTimeout,
+	// MaxFileBytes, MaxRunBytes) and its Blobs the output files. Required.
+	Jobs *jobs.Manager
+	// Authenticate checks a request's token (signature, expiry,
+	// revocation). Without it every request is answered 503.
+	Authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
+	// Logger receives the API's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// API serves the jobs and agents API (docs/jobs.md). Create it with New
+// and Register it on a mux.
+type API struct {
+	jobs         *jobs.Manager
+	cfg          jobs.Config // the settings, defaults applied
+	blobs        blob.Store
+	authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
+	log          *slog.Logger
+	base         string // public URL of the job list, set by Register
+
+	waitsRefused atomic.Uint64 // WAIT requests refused by MaxWaitsPerSubject
+
+	mu       sync.Mutex
+	waitsBy  map[string]int        // blocked WAIT requests per subject; guarded by mu
+	rendered map[string]*rendering // job id and format → its last rendering for woken WAITs; guarded by mu
+
+	uploadMu sync.Mutex
+	// reserved holds the bytes of the uploads in flight per run
+	// (runPrefix), guarded by uploadMu: a run's stored files plus these
+	// never pass MaxRunBytes.
+	reserved map[string]int64
+}
+
+// New returns an API for cfg.
+func New(cfg Config) (*API, error) {
+	if cfg.Jobs == nil {
+		return nil, errors.New("uwsapi: Jobs is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &API{jobs: cfg.Jobs, cfg: cfg.Jobs.Config(), blobs: cfg.Jobs.Blobs(), authenticate: cfg.Authenticate, log: cfg.Logger,
+		waitsBy: map[string]int{}, rendered: map[string]*rendering{}, reserved: map[string]int64{}}, nil
+}
 
 // Register adds the jobs and agents API to mux. base is the public URL of
 // the server ("https://hub.example.org"), used in Location headers and
 // hrefs.
-func (m *Manager) Register(mux *http.ServeMux, base string) {
-	m.base = strings.TrimSuffix(base, "/") + "/api/v1/jobs"
-	mux.HandleFunc("GET /api/v1/agents", m.serveAgents)
-	mux.HandleFunc("GET /api/v1/jobs", m.serveList)
-	mux.HandleFunc("POST /api/v1/jobs", m.serveCreate)
-	mux.HandleFunc("GET /api/v1/jobs/{id}", m.serveJob)
-	mux.HandleFunc("POST /api/v1/jobs/{id}", m.servePostJob)
-	mux.HandleFunc("DELETE /api/v1/jobs/{id}", m.serveDelete)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/{sub}", m.serveSub)
-	mux.HandleFunc("POST /api/v1/jobs/{id}/{sub}", m.servePostSub)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/parameters/{name}", m.serveParameter)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/results/{result...}", m.serveResult)
-	mux.HandleFunc("PUT /api/v1/jobs/{id}/runs/{agent}/files/{name}", m.serveUpload)
+func (h *API) Register(mux *http.ServeMux, base string) {
+	h.base = strings.TrimSuffix(base, "/") + "/api/v1/jobs"
+	mux.HandleFunc("GET /api/v1/agents", h.serveAgents)
+	mux.HandleFunc("GET /api/v1/jobs", h.serveList)
+	mux.HandleFunc("POST /api/v1/jobs", h.serveCreate)
+	mux.HandleFunc("GET /api/v1/jobs/{id}", h.serveJob)
+	mux.HandleFunc("POST /api/v1/jobs/{id}", h.servePostJob)
+	mux.HandleFunc("DELETE /api/v1/jobs/{id}", h.serveDelete)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/{sub}", h.serveSub)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/{sub}", h.servePostSub)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/parameters/{name}", h.serveParameter)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/results/{result...}", h.serveResult)
+	mux.HandleFunc("PUT /api/v1/jobs/{id}/runs/{agent}/files/{name}", h.serveUpload)
 }
 
 // caller is an authenticated API user.
@@ -49,12 +100,12 @@ type caller struct {
 }
 
 // authorize checks the token and that it may read (write false) or write.
-func (m *Manager) authorize(w http.ResponseWriter, r *http.Request, write bool) (*caller, bool) {
-	if m.cfg.Authenticate == nil {
+func (h *API) authorize(w http.ResponseWriter, r *http.Request, write bool) (*caller, bool) {
+	if h.authenticate == nil {
 		apierr.WriteNew(w, http.StatusServiceUnavailable, "unavailable", "the jobs API is not configured")
 		return nil, false
 	}
-	c, e := m.cfg.Authenticate(r)
+	c, e := h.authenticate(r)
 	if e != nil {
 		apierr.Write(w, e)
 		return nil, false
@@ -77,15 +128,15 @@ func (m *Manager) authorize(w http.ResponseWriter, r *http.Request, write bool) 
 
 // loadJob reads the job named in the path and checks the caller may see
 // it: 404 when absent, 403 when another owner's.
-func (m *Manager) loadJob(w http.ResponseWriter, r *http.Request, c *caller) (store.Job, bool) {
+func (h *API) loadJob(w http.ResponseWriter, r *http.Request, c *caller) (store.Job, bool) {
 	id := r.PathValue("id")
-	j, err := m.st.Job(r.Context(), id)
+	j, err := h.jobs.Job(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no job "+truncate(id, 64))
+		apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no job "+jobs.Truncate(id, 64))
 		return j, false
 	}
 	if err != nil {
-		m.storeError(w, r, "read job", err)
+		h.storeError(w, r, "read job", err)
 		return j, false
 	}
 	if !c.admin && j.Owner != c.claims.Subject {
@@ -96,24 +147,24 @@ func (m *Manager) loadJob(w http.ResponseWriter, r *http.Request, c *caller) (st
 }
 
 // storeError answers a failed store call with 503, never a 500.
-func (m *Manager) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
+func (h *API) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return
 	}
-	m.log.Error("jobs: store failed", "op", op, "err", err)
+	h.log.Error("jobs: store failed", "op", op, "err", err)
 	apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; nothing was changed, retry later")
 }
 
 // answerError maps an error of a state change to its status.
-func (m *Manager) answerError(w http.ResponseWriter, r *http.Request, err error) {
-	var pe *errPhase
-	var te *targetError
+func (h *API) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	var pe *jobs.PhaseError
+	var te *jobs.TargetError
 	var qe *paramError
 	switch {
 	case errors.As(err, &pe):
-		apierr.WriteNew(w, http.StatusForbidden, "phase_forbidden", pe.msg)
+		apierr.WriteNew(w, http.StatusForbidden, "phase_forbidden", pe.Msg)
 	case errors.As(err, &te):
-		apierr.WriteNew(w, http.StatusBadRequest, te.code, te.msg)
+		apierr.WriteNew(w, http.StatusBadRequest, te.Code, te.Msg)
 	case errors.Is(err, errBodyTooLarge):
 		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is above 1 MiB")
 	case errors.As(err, &qe):
@@ -121,12 +172,12 @@ func (m *Manager) answerError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, store.ErrNotFound):
 		apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no such job")
 	default:
-		m.storeError(w, r, "update job", err)
+		h.storeError(w, r, "update job", err)
 	}
 }
 
-func (m *Manager) seeOther(w http.ResponseWriter, id string) {
-	loc := m.base
+func (h *API) seeOther(w http.ResponseWriter, id string) {
+	loc := h.base
 	if id != "" {
 		loc += "/" + id
 	}
@@ -135,22 +186,22 @@ func (m *Manager) seeOther(w http.ResponseWriter, id string) {
 }
 
 // view loads the runs of j for rendering.
-func (m *Manager) view(ctx context.Context, j store.Job) (*jobView, error) {
-	runs, err := m.st.Runs(ctx, j.ID)
+func (h *API) view(ctx context.Context, j store.Job) (*jobView, error) {
+	runs, err := h.jobs.Runs(ctx, j.ID)
 	if err != nil {
 		return nil, err
 	}
-	return &jobView{Job: j, Runs: runs, Base: m.base}, nil
+	return &jobView{Job: j, Runs: runs, Base: h.base}, nil
 }
 
-func (m *Manager) serveList(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, false)
+func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
 	if !ok {
 		return
 	}
 	q, err := formParams(r)
 	if err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return
 	}
 	f := store.JobFilter{Limit: 10000}
@@ -158,14 +209,14 @@ func (m *Manager) serveList(w http.ResponseWriter, r *http.Request) {
 		f.Owner = c.claims.Subject
 	}
 	if f.Phases, err = parsePhases(q["phase"]); err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return
 	}
 	if v, ok := one(w, q, "after"); !ok {
 		return
 	} else if v != "" {
 		if f.After, err = parseAfter(v); err != nil {
-			m.answerError(w, r, err)
+			h.answerError(w, r, err)
 			return
 		}
 	}
@@ -173,16 +224,16 @@ func (m *Manager) serveList(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if v != "" {
 		if f.Last, err = parseLast(v); err != nil {
-			m.answerError(w, r, err)
+			h.answerError(w, r, err)
 			return
 		}
 	}
-	jobs, err := m.st.Jobs(r.Context(), f)
+	jobs, err := h.jobs.Jobs(r.Context(), f)
 	if err != nil {
-		m.storeError(w, r, "list jobs", err)
+		h.storeError(w, r, "list jobs", err)
 		return
 	}
-	writeJobList(w, wantsXML(r), jobs, m.base)
+	writeJobList(w, wantsXML(r), jobs, h.base)
 }
 
 // one returns the single value of a request parameter ("" if absent); a
@@ -211,38 +262,34 @@ type createRequest struct {
 
 const maxJSONBody = 1 << 20
 
-func (m *Manager) serveCreate(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, true)
+func (h *API) serveCreate(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, true)
 	if !ok {
 		return
 	}
-	req, ok := m.readCreate(w, r)
+	req, ok := h.readCreate(w, r)
 	if !ok {
 		return
 	}
-	now := m.cfg.Now()
-	j := store.Job{ID: newJobID(), RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
-		Targets: strings.TrimSpace(req.Targets), Phase: store.PhasePending, CreatedAt: now}
+	spec := jobs.Spec{RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
+		Targets: strings.TrimSpace(req.Targets), Params: req.Parameters}
 	if c.claims.Subject == "" {
-		j.Owner = "admin"
+		spec.Owner = "admin"
 	}
-	if len(j.RunID) > 256 || !utf8.ValidString(j.RunID) || strings.ContainsRune(j.RunID, 0) {
+	if len(spec.RunID) > 256 || !utf8.ValidString(spec.RunID) || strings.ContainsRune(spec.RunID, 0) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "RUNID must be at most 256 bytes of UTF-8 text without NUL")
 		return
 	}
-	if m.cfg.DefaultDestruction > 0 {
-		j.Destruction = now.Add(m.cfg.DefaultDestruction)
-	}
 	var err error
 	if req.Destruction != "" {
-		if j.Destruction, err = parseDestruction(req.Destruction, now); err != nil {
-			m.answerError(w, r, err)
+		if spec.Destruction, err = parseDestruction(req.Destruction, h.jobs.Now()); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
 	}
 	if req.ExecutionDuration != nil {
-		if j.ExecDuration, err = parseExecutionDuration(strconv.FormatInt(*req.ExecutionDuration, 10)); err != nil {
-			m.answerError(w, r, err)
+		if spec.ExecDuration, err = parseExecutionDuration(strconv.FormatInt(*req.ExecutionDuration, 10)); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
 	}
@@ -255,32 +302,22 @@ func (m *Manager) serveCreate(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "PHASE at creation must be RUN (or absent)")
 		return
 	}
-	agents, err := m.st.Agents(r.Context())
+	j, err := h.jobs.Create(r.Context(), spec)
 	if err != nil {
-		m.storeError(w, r, "list agents", err)
+		h.answerError(w, r, err) // a *jobs.TargetError, or the store's
 		return
 	}
-	if j.Params, err = resolveAction(agents, j.Targets, j.Action, req.Parameters); err != nil {
-		m.answerError(w, r, err)
-		return
-	}
-	if err := m.st.CreateJob(r.Context(), j); err != nil {
-		m.storeError(w, r, "create job", err)
-		return
-	}
-	m.armDestruction(j)
-	m.log.Info("jobs: job created", "job", j.ID, "action", j.Action, "targets", j.Targets, "owner", j.Owner)
 	if runNow {
-		if _, err := m.run(r.Context(), j.ID); err != nil {
-			m.answerError(w, r, err)
+		if _, err := h.jobs.Run(r.Context(), j.ID); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
 	}
-	m.seeOther(w, j.ID)
+	h.seeOther(w, j.ID)
 }
 
 // readCreate reads a creation request, form-encoded or JSON.
-func (m *Manager) readCreate(w http.ResponseWriter, r *http.Request) (createRequest, bool) {
+func (h *API) readCreate(w http.ResponseWriter, r *http.Request) (createRequest, bool) {
 	var req createRequest
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" {
@@ -299,7 +336,7 @@ func (m *Manager) readCreate(w http.ResponseWriter, r *http.Request) (createRequ
 	}
 	q, err := formParams(r)
 	if err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return req, false
 	}
 	req.Parameters = map[string]string{}
@@ -323,7 +360,7 @@ func (m *Manager) readCreate(w http.ResponseWriter, r *http.Request) (createRequ
 		case "executionduration":
 			d, err := parseExecutionDuration(v)
 			if err != nil {
-				m.answerError(w, r, err)
+				h.answerError(w, r, err)
 				return req, false
 			}
 			n := int64(d / time.Second)
@@ -347,22 +384,22 @@ func activePhase(p store.Phase) bool {
 	return false
 }
 
-func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, false)
+func (h *API) serveJob(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
 	if !ok {
 		return
 	}
 	q, err := formParams(r)
 	if err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return
 	}
 	var wait time.Duration
 	if v, ok := one(w, q, "wait"); !ok {
 		return
 	} else if v != "" {
-		if wait, err = parseWait(v, m.cfg.MaxWait); err != nil {
-			m.answerError(w, r, err)
+		if wait, err = parseWait(v, h.cfg.MaxWait); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
 	}
@@ -372,40 +409,40 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 	} else if v != "" {
 		ps, err := parsePhases([]string{v})
 		if err != nil {
-			m.answerError(w, r, err)
+			h.answerError(w, r, err)
 			return
 		}
 		inPhase = ps[0]
 	}
 	id := r.PathValue("id")
-	var w0 *watcher
+	var w0 *jobs.Watcher
 	if wait > 0 {
-		w0 = m.watch(id) // before reading: no change can slip between
+		w0 = h.jobs.Watch(id) // before reading: no change can slip between
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		if w0 != nil {
-			m.unwatch(id, w0)
+			h.jobs.Unwatch(id, w0)
 		}
 		return
 	}
 	if w0 != nil && !(activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase)) {
-		m.unwatch(id, w0)
+		h.jobs.Unwatch(id, w0)
 	}
 	if wait > 0 && activePhase(j.Phase) && (inPhase == "" || j.Phase == inPhase) {
-		release, admitted := m.admitWait(c.claims.Subject)
+		release, admitted := h.admitWait(c.claims.Subject)
 		if !admitted {
-			m.unwatch(id, w0)
+			h.jobs.Unwatch(id, w0)
 			w.Header().Set("Retry-After", "1")
 			apierr.WriteNew(w, http.StatusTooManyRequests, "too_many_waits", fmt.Sprintf(
-				"this subject already has %d WAIT requests blocked; retry when one has answered", m.cfg.MaxWaitsPerSubject))
+				"this subject already has %d WAIT requests blocked; retry when one has answered", h.cfg.MaxWaitsPerSubject))
 			return
 		}
 		// The wait may outlast the server's ordinary request timeout: the
 		// connection stays open to its end, and the answer then has the
 		// transfer idle time to go out.
-		extendDeadlines(w, time.Now().Add(wait+m.cfg.TransferIdleTimeout))
-		woken, ok := m.waitPhase(r, j, w0, wait)
+		extendDeadlines(w, time.Now().Add(wait+h.cfg.TransferIdleTimeout))
+		woken, ok := h.jobs.WaitPhase(r.Context(), j, w0, wait)
 		release()
 		if !ok {
 			return // the client went away
@@ -413,48 +450,19 @@ func (m *Manager) serveJob(w http.ResponseWriter, r *http.Request) {
 		if woken != nil {
 			// Every request blocked on this job wakes at once: they share
 			// one rendering of the new state.
-			m.writeRendering(w, *woken, wantsXML(r))
+			h.writeRendering(w, *woken, wantsXML(r))
 			return
 		}
-		if j, ok = m.loadJob(w, r, c); !ok { // the wait ended (or the job went): read it again
+		if j, ok = h.loadJob(w, r, c); !ok { // the wait ended (or the job went): read it again
 			return
 		}
 	}
-	v, err := m.view(r.Context(), j)
+	v, err := h.view(r.Context(), j)
 	if err != nil {
-		m.storeError(w, r, "read runs", err)
+		h.storeError(w, r, "read runs", err)
 		return
 	}
 	writeJob(w, wantsXML(r), v)
-}
-
-// waitPhase blocks until the job leaves phase j.Phase, the wait ends or
-// the client goes (ok false). It returns the job's new state when a phase
-// change brought it, else nil (the caller reads the job again). It
-// releases w (and the watchers it takes after it).
-func (m *Manager) waitPhase(r *http.Request, j store.Job, w *watcher, wait time.Duration) (woken *store.Job, ok bool) {
-	defer func() { m.unwatch(j.ID, w) }()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	m.addWaiting(j.ID, 1)
-	defer m.addWaiting(j.ID, -1)
-	for {
-		select {
-		case <-w.done:
-		case <-t.C:
-			return nil, true
-		case <-r.Context().Done():
-			return nil, false
-		}
-		if !w.known {
-			return nil, true
-		}
-		if w.job.Phase != j.Phase {
-			return &w.job, true
-		}
-		m.unwatch(j.ID, w)
-		w = m.watch(j.ID)
-	}
 }
 
 // rendering is a job document rendered once for all the WAIT requests a
@@ -470,28 +478,57 @@ type rendering struct {
 // maxRenderings bounds the cache of renderings.
 const maxRenderings = 1024
 
+// renderTimeout bounds the store reads of one shared rendering.
+const renderTimeout = 30 * time.Second
+
+// WaitsRefused returns how many WAIT requests were refused (429
+// too_many_waits) because their subject had MaxWaitsPerSubject blocked.
+func (h *API) WaitsRefused() uint64 { return h.waitsRefused.Load() }
+
+// admitWait takes one of subject's MaxWaitsPerSubject WAIT slots; call
+// release when the request stops waiting. ok is false (and the refusal
+// counted) when the subject has them all.
+func (h *API) admitWait(subject string) (release func(), ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.waitsBy[subject] >= h.cfg.MaxWaitsPerSubject {
+		h.waitsRefused.Add(1)
+		return nil, false
+	}
+	h.waitsBy[subject]++
+	return func() {
+		h.mu.Lock()
+		if h.waitsBy[subject]--; h.waitsBy[subject] <= 0 {
+			delete(h.waitsBy, subject)
+		}
+		h.mu.Unlock()
+	}, true
+}
+
 // writeRendering writes j's document, rendering it at most once per job
 // version, run changes and format.
-func (m *Manager) writeRendering(w http.ResponseWriter, j store.Job, asXML bool) {
+func (h *API) writeRendering(w http.ResponseWriter, j store.Job, asXML bool) {
 	key := j.ID + "|json"
 	if asXML {
 		key = j.ID + "|xml"
 	}
-	m.mu.Lock()
-	gen := m.runGen[j.ID]
-	rd := m.rendered[key]
+	gen := h.jobs.RunsVersion(j.ID)
+	h.mu.Lock()
+	rd := h.rendered[key]
 	if rd == nil || !rd.updated.Equal(j.UpdatedAt) || rd.gen != gen {
-		if len(m.rendered) >= maxRenderings {
-			clear(m.rendered)
+		if len(h.rendered) >= maxRenderings {
+			clear(h.rendered)
 		}
 		rd = &rendering{updated: j.UpdatedAt, gen: gen}
-		m.rendered[key] = rd
+		h.rendered[key] = rd
 	}
-	m.mu.Unlock()
+	h.mu.Unlock()
 	rd.once.Do(func() {
-		ctx, cancel := bgCtx()
+		// Not the request's context: the rendering is every woken
+		// request's.
+		ctx, cancel := context.WithTimeout(context.Background(), renderTimeout)
 		defer cancel()
-		v, err := m.view(ctx, j)
+		v, err := h.view(ctx, j)
 		if err != nil {
 			rd.err = err
 			return
@@ -500,7 +537,7 @@ func (m *Manager) writeRendering(w http.ResponseWriter, j store.Job, asXML bool)
 		writeJob(rd.rec, asXML, v)
 	})
 	if rd.err != nil {
-		m.log.Error("jobs: store failed", "op", "read runs", "err", rd.err)
+		h.log.Error("jobs: store failed", "op", "read runs", "err", rd.err)
 		apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; retry later")
 		return
 	}
@@ -539,17 +576,17 @@ func (r *recorder) replay(w http.ResponseWriter) {
 	w.Write(r.body.Bytes())
 }
 
-func (m *Manager) servePostJob(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, true)
+func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, true)
 	if !ok {
 		return
 	}
 	q, err := formParams(r)
 	if err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
@@ -568,11 +605,11 @@ func (m *Manager) servePostJob(w http.ResponseWriter, r *http.Request) {
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "ACTION must be DELETE")
 			return
 		}
-		if err := m.remove(r.Context(), j.ID); err != nil {
-			m.answerError(w, r, err)
+		if err := h.remove(r.Context(), j.ID); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
-		m.seeOther(w, "")
+		h.seeOther(w, "")
 		return
 	}
 	if len(q) == 0 {
@@ -587,83 +624,69 @@ func (m *Manager) servePostJob(w http.ResponseWriter, r *http.Request) {
 		if _, given := q[name]; !given {
 			continue
 		}
-		if err := m.change(r.Context(), j.ID, name, v); err != nil {
-			m.answerError(w, r, err)
+		if err := h.change(r.Context(), j.ID, name, v); err != nil {
+			h.answerError(w, r, err)
 			return
 		}
 	}
-	m.seeOther(w, j.ID)
+	h.seeOther(w, j.ID)
 }
 
 // change applies one UWS state change.
-func (m *Manager) change(ctx context.Context, id, name, v string) error {
+func (h *API) change(ctx context.Context, id, name, v string) error {
 	switch name {
 	case "phase":
 		switch strings.ToUpper(v) {
 		case "RUN":
-			_, err := m.run(ctx, id)
+			_, err := h.jobs.Run(ctx, id)
 			return err
 		case "ABORT":
-			_, err := m.abort(id, "")
+			_, err := h.jobs.Abort(id, "")
 			return err
 		}
 		return &paramError{Param: "PHASE", Message: "must be RUN or ABORT"}
 	case "destruction":
-		t, err := parseDestruction(v, m.cfg.Now())
+		t, err := parseDestruction(v, h.jobs.Now())
 		if err != nil {
 			return err
 		}
-		unlock := m.lockJob(id)
-		j, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-			if j.Phase == store.PhaseArchived {
-				return &errPhase{"an ARCHIVED job has no destruction time left to change"}
-			}
-			j.Destruction = t
-			return nil
-		})
-		unlock()
-		if err != nil {
-			return err
-		}
-		m.armDestruction(j)
+		return h.jobs.SetDestruction(ctx, id, t)
 	case "executionduration":
 		d, err := parseExecutionDuration(v)
 		if err != nil {
 			return err
 		}
-		unlock := m.lockJob(id)
-		j, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-			if j.Phase.Final() {
-				return &errPhase{fmt.Sprintf("a job in phase %s cannot change its execution duration", j.Phase)}
-			}
-			j.ExecDuration = d
-			return nil
-		})
-		unlock()
-		if err != nil {
-			return err
-		}
-		if j.Phase == store.PhaseExecuting {
-			m.armExecDeadline(j)
-		}
+		return h.jobs.SetExecutionDuration(ctx, id, d)
 	}
 	return nil
 }
 
-func (m *Manager) serveDelete(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, true)
+func (h *API) serveDelete(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, true)
 	if !ok {
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
-	if err := m.remove(r.Context(), j.ID); err != nil {
-		m.answerError(w, r, err)
+	if err := h.remove(r.Context(), j.ID); err != nil {
+		h.answerError(w, r, err)
 		return
 	}
-	m.seeOther(w, "")
+	h.seeOther(w, "")
+}
+
+// remove deletes a job and forgets its renderings.
+func (h *API) remove(ctx context.Context, id string) error {
+	if err := h.jobs.Remove(ctx, id); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	delete(h.rendered, id+"|json")
+	delete(h.rendered, id+"|xml")
+	h.mu.Unlock()
+	return nil
 }
 
 func writeText(w http.ResponseWriter, s string) {
@@ -679,8 +702,8 @@ func isoTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z")
 }
 
-func (m *Manager) serveSub(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, false)
+func (h *API) serveSub(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
 	if !ok {
 		return
 	}
@@ -688,10 +711,10 @@ func (m *Manager) serveSub(w http.ResponseWriter, r *http.Request) {
 	switch sub {
 	case "phase", "executionduration", "destruction", "error", "quote", "owner", "parameters", "results", "runid":
 	default:
-		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no job resource "+truncate(sub, 32))
+		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no job resource "+jobs.Truncate(sub, 32))
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
@@ -715,9 +738,9 @@ func (m *Manager) serveSub(w http.ResponseWriter, r *http.Request) {
 	case "runid":
 		writeText(w, j.RunID)
 	case "parameters", "results":
-		v, err := m.view(r.Context(), j)
+		v, err := h.view(r.Context(), j)
 		if err != nil {
-			m.storeError(w, r, "read runs", err)
+			h.storeError(w, r, "read runs", err)
 			return
 		}
 		if sub == "parameters" {
@@ -728,8 +751,8 @@ func (m *Manager) serveSub(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (m *Manager) servePostSub(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, true)
+func (h *API) servePostSub(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, true)
 	if !ok {
 		return
 	}
@@ -737,15 +760,15 @@ func (m *Manager) servePostSub(w http.ResponseWriter, r *http.Request) {
 	switch sub {
 	case "phase", "executionduration", "destruction":
 	default:
-		apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "job resource "+truncate(sub, 32)+" cannot be changed")
+		apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "job resource "+jobs.Truncate(sub, 32)+" cannot be changed")
 		return
 	}
 	q, err := formParams(r)
 	if err != nil {
-		m.answerError(w, r, err)
+		h.answerError(w, r, err)
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
@@ -757,19 +780,19 @@ func (m *Manager) servePostSub(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "give "+strings.ToUpper(sub)+" (only)")
 		return
 	}
-	if err := m.change(r.Context(), j.ID, sub, v); err != nil {
-		m.answerError(w, r, err)
+	if err := h.change(r.Context(), j.ID, sub, v); err != nil {
+		h.answerError(w, r, err)
 		return
 	}
-	m.seeOther(w, j.ID)
+	h.seeOther(w, j.ID)
 }
 
-func (m *Manager) serveParameter(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, false)
+func (h *API) serveParameter(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
 	if !ok {
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
@@ -788,43 +811,43 @@ func (m *Manager) serveParameter(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	apierr.WriteNew(w, http.StatusNotFound, "not_found", "the job has no parameter "+truncate(name, 64))
+	apierr.WriteNew(w, http.StatusNotFound, "not_found", "the job has no parameter "+jobs.Truncate(name, 64))
 }
 
-func (m *Manager) serveResult(w http.ResponseWriter, r *http.Request) {
-	c, ok := m.authorize(w, r, false)
+func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
 	if !ok {
 		return
 	}
-	j, ok := m.loadJob(w, r, c)
+	j, ok := h.loadJob(w, r, c)
 	if !ok {
 		return
 	}
-	v, err := m.view(r.Context(), j)
+	v, err := h.view(r.Context(), j)
 	if err != nil {
-		m.storeError(w, r, "read runs", err)
+		h.storeError(w, r, "read runs", err)
 		return
 	}
 	id := r.PathValue("result")
 	refs := v.results()
 	i := slices.IndexFunc(refs, func(x resultRef) bool { return x.ID == id })
 	if i < 0 {
-		apierr.WriteNew(w, http.StatusNotFound, "result_not_found", "the job has no result "+truncate(id, 128))
+		apierr.WriteNew(w, http.StatusNotFound, "result_not_found", "the job has no result "+jobs.Truncate(id, 128))
 		return
 	}
 	ref := refs[i]
 	// A download takes as long as the client needs: it fails only when it
 	// stalls for TransferIdleTimeout.
-	out := m.newTransfer(w).writer()
+	out := h.newTransfer(w).writer()
 	if ref.File == nil {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+j.ID+`-summary.csv"`)
 		writeSummaryCSV(out, v.Runs)
 		return
 	}
-	f, _, err := m.blobs.Open(r.Context(), ref.File.Path)
+	f, _, err := h.blobs.Open(r.Context(), ref.File.Path)
 	if err != nil {
-		m.log.Error("jobs: result file missing", "job", j.ID, "result", id, "err", err)
+		h.log.Error("jobs: result file missing", "job", j.ID, "result", id, "err", err)
 		apierr.WriteNew(w, http.StatusGone, "result_gone", "the result's file is no longer stored")
 		return
 	}
@@ -837,87 +860,25 @@ func (m *Manager) serveResult(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(out, r, "", v.Job.EndedAt, f)
 }
 
-// agentJSON is an agent in the API.
-type agentJSON struct {
-	ID          string          `json:"id"`
-	Connected   bool            `json:"connected"`
-	Node        string          `json:"node,omitempty"`
-	Labels      []string        `json:"labels"`
-	Actions     json.RawMessage `json:"actions"`
-	Version     string          `json:"version,omitempty"`
-	FirstSeen   time.Time       `json:"firstSeen"`
-	LastSeen    time.Time       `json:"lastSeen"`
-	RemoteAddr  string          `json:"remoteAddr,omitempty"`
-	RunningJobs []string        `json:"runningJobs"`
-}
-
-func toAgentJSON(a store.Agent, running []string) agentJSON {
-	out := agentJSON{ID: a.ID, Connected: a.Connected, Node: a.Node, Labels: a.Labels, Actions: a.Actions,
-		Version: a.Version, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, RemoteAddr: a.RemoteAddr, RunningJobs: running}
-	if out.Labels == nil {
-		out.Labels = []string{}
-	}
-	if len(out.Actions) == 0 {
-		out.Actions = json.RawMessage("[]")
-	}
-	if out.RunningJobs == nil {
-		out.RunningJobs = []string{}
-	}
-	return out
-}
-
-func (m *Manager) serveAgents(w http.ResponseWriter, r *http.Request) {
-	if _, ok := m.authorize(w, r, false); !ok {
+func (h *API) serveAgents(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.authorize(w, r, false); !ok {
 		return
 	}
-	agents, err := m.st.Agents(r.Context())
+	agents, err := h.jobs.Agents(r.Context())
 	if err != nil {
-		m.storeError(w, r, "list agents", err)
+		h.storeError(w, r, "list agents", err)
 		return
 	}
-	running, err := m.runningByAgent(r.Context())
-	if err != nil {
-		m.storeError(w, r, "list runs", err)
-		return
-	}
-	out := make([]agentJSON, 0, len(agents))
-	for _, a := range agents {
-		out = append(out, toAgentJSON(a, running[a.ID]))
-	}
-	apierr.WriteJSON(w, http.StatusOK, map[string]any{"agents": out})
-}
-
-// runningByAgent maps agent ids to the jobs with an unfinished run there.
-func (m *Manager) runningByAgent(ctx context.Context) (map[string][]string, error) {
-	active, err := m.st.ActiveJobs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for _, j := range active {
-		if j.Phase != store.PhaseExecuting {
-			continue
-		}
-		runs, err := m.st.Runs(ctx, j.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range runs {
-			if !r.State.Final() {
-				out[r.AgentID] = append(out[r.AgentID], j.ID)
-			}
-		}
-	}
-	return out, nil
+	apierr.WriteJSON(w, http.StatusOK, map[string]any{"agents": agents})
 }
 
 // serveUpload stores an output file an agent uploads for its run.
-func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
-	if m.cfg.Authenticate == nil {
+func (h *API) serveUpload(w http.ResponseWriter, r *http.Request) {
+	if h.authenticate == nil {
 		apierr.WriteNew(w, http.StatusServiceUnavailable, "unavailable", "the jobs API is not configured")
 		return
 	}
-	c, e := m.cfg.Authenticate(r)
+	c, e := h.authenticate(r)
 	if e != nil {
 		apierr.Write(w, e)
 		return
@@ -940,41 +901,41 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusLengthRequired, "length_required", "Content-Length is required")
 		return
 	}
-	if r.ContentLength > m.cfg.MaxFileBytes {
-		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "file_too_large", fmt.Sprintf("files are limited to %d bytes", m.cfg.MaxFileBytes))
+	if r.ContentLength > h.cfg.MaxFileBytes {
+		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "file_too_large", fmt.Sprintf("files are limited to %d bytes", h.cfg.MaxFileBytes))
 		return
 	}
-	run, err := m.st.Run(r.Context(), jobID, agentID)
+	run, err := h.jobs.AgentRun(r.Context(), jobID, agentID)
 	if errors.Is(err, store.ErrNotFound) {
 		apierr.WriteNew(w, http.StatusNotFound, "run_not_found", "no run of this job on this agent")
 		return
 	}
 	if err != nil {
-		m.storeError(w, r, "read run", err)
+		h.storeError(w, r, "read run", err)
 		return
 	}
 	if run.State.Final() && run.State != store.RunLost {
 		apierr.WriteNew(w, http.StatusConflict, "run_finished", "the run's result is already stored")
 		return
 	}
-	if j, err := m.st.Job(r.Context(), jobID); err == nil && j.Phase == store.PhaseArchived {
+	if j, err := h.jobs.Job(r.Context(), jobID); err == nil && j.Phase == store.PhaseArchived {
 		// 409 like a stored result: the agent stops uploading, and the hub
 		// forgets the result it then sends.
 		apierr.WriteNew(w, http.StatusConflict, "job_archived", "the job is archived: its results were destroyed")
 		return
 	}
-	key := fileKey(jobID, agentID, name)
-	release, ok := m.reserveRunBytes(r.Context(), runPrefix(jobID, agentID), key, r.ContentLength)
+	key := jobs.FileKey(jobID, agentID, name)
+	release, ok := h.reserveRunBytes(r.Context(), jobs.RunPrefix(jobID, agentID), key, r.ContentLength)
 	if !ok {
-		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "run_files_too_large", fmt.Sprintf("a run's files are limited to %d bytes together (uploads in flight count)", m.cfg.MaxRunBytes))
+		apierr.WriteNew(w, http.StatusRequestEntityTooLarge, "run_files_too_large", fmt.Sprintf("a run's files are limited to %d bytes together (uploads in flight count)", h.cfg.MaxRunBytes))
 		return
 	}
 	defer release() // after the Put below: the stored file counts from then on
 	// An upload takes as long as the agent needs: it fails only when it
 	// stalls for TransferIdleTimeout.
-	t := m.newTransfer(w)
+	t := h.newTransfer(w)
 	body := &bodyReader{r: t.body(r.Body)}
-	_, err = m.blobs.Put(r.Context(), key, body, r.ContentLength, func(i blob.Info) error {
+	_, err = h.blobs.Put(r.Context(), key, body, r.ContentLength, func(i blob.Info) error {
 		switch {
 		case i.Size != r.ContentLength:
 			return errLengthMismatch
@@ -991,7 +952,7 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 		// net/http would read on to discard the rest of the body: the
 		// connection closes instead.
 		w.Header().Set("Connection", "close")
-		apierr.WriteNew(w, http.StatusRequestTimeout, "upload_stalled", fmt.Sprintf("no byte of the upload arrived for %s", m.cfg.TransferIdleTimeout))
+		apierr.WriteNew(w, http.StatusRequestTimeout, "upload_stalled", fmt.Sprintf("no byte of the upload arrived for %s", h.cfg.TransferIdleTimeout))
 	case body.err != nil:
 		apierr.WriteNew(w, http.StatusBadRequest, "upload_failed", "the upload was cut short")
 	case errors.Is(err, errLengthMismatch), errors.Is(err, blob.ErrTooLarge):
@@ -999,7 +960,7 @@ func (m *Manager) serveUpload(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errChecksumMismatch):
 		apierr.WriteNew(w, http.StatusBadRequest, "checksum_mismatch", "the body's SHA-256 differs from X-Content-SHA256")
 	default:
-		m.log.Error("jobs: upload", "job", jobID, "agent", agentID, "file", name, "err", err)
+		h.log.Error("jobs: upload", "job", jobID, "agent", agentID, "file", name, "err", err)
 		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
 	}
 }
@@ -1032,29 +993,29 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // The check and the reservation are one step under uploadMu, so parallel
 // uploads cannot pass the limit together. release gives the bytes back;
 // call it after the file is stored (listed from then on) or given up.
-func (m *Manager) reserveRunBytes(ctx context.Context, run, key string, n int64) (release func(), ok bool) {
-	m.uploadMu.Lock()
-	defer m.uploadMu.Unlock()
-	if m.storedBytes(ctx, run, key)+m.reserved[run]+n > m.cfg.MaxRunBytes {
+func (h *API) reserveRunBytes(ctx context.Context, run, key string, n int64) (release func(), ok bool) {
+	h.uploadMu.Lock()
+	defer h.uploadMu.Unlock()
+	if h.storedBytes(ctx, run, key)+h.reserved[run]+n > h.cfg.MaxRunBytes {
 		return nil, false
 	}
-	m.reserved[run] += n
+	h.reserved[run] += n
 	return func() {
-		m.uploadMu.Lock()
-		if m.reserved[run] -= n; m.reserved[run] <= 0 {
-			delete(m.reserved, run)
+		h.uploadMu.Lock()
+		if h.reserved[run] -= n; h.reserved[run] <= 0 {
+			delete(h.reserved, run)
 		}
-		m.uploadMu.Unlock()
+		h.uploadMu.Unlock()
 	}, true
 }
 
 // storedBytes adds the sizes of the files stored under prefix except
 // skip. A listing that fails counts as empty (the upload then fails on
 // the same storage, if it is really gone).
-func (m *Manager) storedBytes(ctx context.Context, prefix, skip string) int64 {
-	files, err := m.blobs.List(ctx, prefix)
+func (h *API) storedBytes(ctx context.Context, prefix, skip string) int64 {
+	files, err := h.blobs.List(ctx, prefix)
 	if err != nil {
-		m.log.Warn("jobs: list stored files", "prefix", prefix, "err", err)
+		h.log.Warn("jobs: list stored files", "prefix", prefix, "err", err)
 		return 0
 	}
 	var n int64

@@ -1,0 +1,236 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"switchboard/internal/blob"
+	"switchboard/internal/store"
+)
+
+// What the UWS binding (uwsapi) asks of the state machine: reads, the
+// changes a client may make, and WAIT. Transitions take the job's lock;
+// reads go to the store as they are.
+
+// Config returns the settings, defaults applied.
+func (m *Manager) Config() Config { return m.cfg }
+
+// Blobs returns the store of the output files.
+func (m *Manager) Blobs() blob.Store { return m.blobs }
+
+// Now returns the current time of Config.Now.
+func (m *Manager) Now() time.Time { return m.cfg.Now() }
+
+// Job reads a job (store.ErrNotFound if there is none).
+func (m *Manager) Job(ctx context.Context, id string) (store.Job, error) { return m.st.Job(ctx, id) }
+
+// Runs reads a job's runs.
+func (m *Manager) Runs(ctx context.Context, id string) ([]store.Run, error) {
+	return m.st.Runs(ctx, id)
+}
+
+// AgentRun reads the run of a job on an agent (store.ErrNotFound if there
+// is none).
+func (m *Manager) AgentRun(ctx context.Context, jobID, agentID string) (store.Run, error) {
+	return m.st.Run(ctx, jobID, agentID)
+}
+
+// Jobs lists jobs.
+func (m *Manager) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
+	return m.st.Jobs(ctx, f)
+}
+
+// Spec is a job as a client asks for it.
+type Spec struct {
+	Owner, RunID, Action, Targets string
+	Params                        map[string]string
+	// Destruction is the job's destruction time; zero means
+	// Config.DefaultDestruction from now (none if that is negative).
+	Destruction  time.Time
+	ExecDuration time.Duration
+}
+
+// Create checks a job's targets, action and parameters against the agents
+// known (connected or seen before; a *TargetError if they do not fit),
+// stores it PENDING and arms its destruction.
+func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
+	now := m.cfg.Now()
+	j := store.Job{ID: newJobID(), RunID: s.RunID, Owner: s.Owner, Action: s.Action, Targets: s.Targets,
+		Phase: store.PhasePending, CreatedAt: now, Destruction: s.Destruction, ExecDuration: s.ExecDuration}
+	if j.Destruction.IsZero() && m.cfg.DefaultDestruction > 0 {
+		j.Destruction = now.Add(m.cfg.DefaultDestruction)
+	}
+	agents, err := m.st.Agents(ctx)
+	if err != nil {
+		return j, err
+	}
+	if j.Params, err = resolveAction(agents, j.Targets, j.Action, s.Params); err != nil {
+		return j, err
+	}
+	if err := m.st.CreateJob(ctx, j); err != nil {
+		return j, err
+	}
+	m.armDestruction(j)
+	m.log.Info("jobs: job created", "job", j.ID, "action", j.Action, "targets", j.Targets, "owner", j.Owner)
+	return j, nil
+}
+
+// SetDestruction moves a job's destruction time (a *PhaseError once it
+// is ARCHIVED).
+func (m *Manager) SetDestruction(ctx context.Context, id string, t time.Time) error {
+	unlock := m.lockJob(id)
+	j, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
+		if j.Phase == store.PhaseArchived {
+			return &PhaseError{"an ARCHIVED job has no destruction time left to change"}
+		}
+		j.Destruction = t
+		return nil
+	})
+	unlock()
+	if err != nil {
+		return err
+	}
+	m.armDestruction(j)
+	return nil
+}
+
+// SetExecutionDuration changes a job's execution duration (a *PhaseError
+// once it has ended); an EXECUTING job's deadline moves with it.
+func (m *Manager) SetExecutionDuration(ctx context.Context, id string, d time.Duration) error {
+	unlock := m.lockJob(id)
+	j, err := m.st.UpdateJob(ctx, id, func(j *store.Job) error {
+		if j.Phase.Final() {
+			return &PhaseError{fmt.Sprintf("a job in phase %s cannot change its execution duration", j.Phase)}
+		}
+		j.ExecDuration = d
+		return nil
+	})
+	unlock()
+	if err != nil {
+		return err
+	}
+	if j.Phase == store.PhaseExecuting {
+		m.armExecDeadline(j)
+	}
+	return nil
+}
+
+// WaitPhase blocks until the job leaves phase j.Phase, the wait ends or
+// ctx ends (ok false). It returns the job's new state when a phase change
+// brought it, else nil (the caller reads the job again). It releases w
+// (and the watchers it takes after it); while it blocks, the request
+// counts in Waiting.
+func (m *Manager) WaitPhase(ctx context.Context, j store.Job, w *Watcher, wait time.Duration) (woken *store.Job, ok bool) {
+	defer func() { m.Unwatch(j.ID, w) }()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	m.addWaiting(j.ID, 1)
+	defer m.addWaiting(j.ID, -1)
+	for {
+		select {
+		case <-w.done:
+		case <-t.C:
+			return nil, true
+		case <-ctx.Done():
+			return nil, false
+		}
+		if !w.known {
+			return nil, true
+		}
+		if w.job.Phase != j.Phase {
+			return &w.job, true
+		}
+		m.Unwatch(j.ID, w)
+		w = m.Watch(j.ID)
+	}
+}
+
+// RunsVersion counts the changes of a job's runs: a rendering of the job
+// is current while its UpdatedAt and this count are the same.
+func (m *Manager) RunsVersion(id string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.runGen[id]
+}
+
+// Watched returns how many jobs have a watcher (requests waiting for
+// their next phase change).
+func (m *Manager) Watched() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.watchers)
+}
+
+// AgentDoc is an agent as the API lists it and the agents topic announces
+// it.
+type AgentDoc struct {
+	ID          string          `json:"id"`
+	Connected   bool            `json:"connected"`
+	Node        string          `json:"node,omitempty"`
+	Labels      []string        `json:"labels"`
+	Actions     json.RawMessage `json:"actions"`
+	Version     string          `json:"version,omitempty"`
+	FirstSeen   time.Time       `json:"firstSeen"`
+	LastSeen    time.Time       `json:"lastSeen"`
+	RemoteAddr  string          `json:"remoteAddr,omitempty"`
+	RunningJobs []string        `json:"runningJobs"`
+}
+
+func agentDoc(a store.Agent, running []string) AgentDoc {
+	out := AgentDoc{ID: a.ID, Connected: a.Connected, Node: a.Node, Labels: a.Labels, Actions: a.Actions,
+		Version: a.Version, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, RemoteAddr: a.RemoteAddr, RunningJobs: running}
+	if out.Labels == nil {
+		out.Labels = []string{}
+	}
+	if len(out.Actions) == 0 {
+		out.Actions = json.RawMessage("[]")
+	}
+	if out.RunningJobs == nil {
+		out.RunningJobs = []string{}
+	}
+	return out
+}
+
+// Agents lists the agents known (connected or seen before), each with the
+// jobs it has an unfinished run in.
+func (m *Manager) Agents(ctx context.Context) ([]AgentDoc, error) {
+	agents, err := m.st.Agents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	running, err := m.runningByAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AgentDoc, 0, len(agents))
+	for _, a := range agents {
+		out = append(out, agentDoc(a, running[a.ID]))
+	}
+	return out, nil
+}
+
+// runningByAgent maps agent ids to the jobs with an unfinished run there.
+func (m *Manager) runningByAgent(ctx context.Context) (map[string][]string, error) {
+	active, err := m.st.ActiveJobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, j := range active {
+		if j.Phase != store.PhaseExecuting {
+			continue
+		}
+		runs, err := m.st.Runs(ctx, j.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range runs {
+			if !r.State.Final() {
+				out[r.AgentID] = append(out[r.AgentID], j.ID)
+			}
+		}
+	}
+	return out, nil
+}
