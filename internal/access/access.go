@@ -6,7 +6,7 @@
 //	GET  /{prefix}/{topic...}?code=CODE (websocket upgrade)          → a connection of that type
 //
 // Connection types are an endpoint registry by prefix (Endpoint,
-// Handler.Handle): PrefixSession (shared relay topics) is built in; the
+// Handler.Handle): wire.PrefixSession (shared relay topics) is built in; the
 // composition root registers the others — shell (internal/shell) and the
 // agent control channel (internal/jobs/agentlink). An unregistered prefix
 // is 404 unknown_prefix. What every type shares is done here, uniformly:
@@ -47,9 +47,6 @@ import (
 	"switchboard/internal/wsconn"
 	"switchboard/pkg/wire"
 )
-
-// PrefixSession is the connection type for shared topics (pkg/wire).
-const PrefixSession = wire.PrefixSession
 
 // DefaultCodeTTL is how long a one-time code stays valid.
 const DefaultCodeTTL = 30 * time.Second
@@ -185,7 +182,7 @@ func New(cfg Config) (*Handler, error) {
 		}
 		h.origins[u.Scheme+"://"+u.Host] = true
 	}
-	h.endpoints.Store(&map[string]Endpoint{PrefixSession: sessionEndpoint{h}})
+	h.endpoints.Store(&map[string]Endpoint{wire.PrefixSession: sessionEndpoint{h}})
 	return h, nil
 }
 

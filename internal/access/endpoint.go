@@ -84,7 +84,7 @@ type Admission struct {
 // Handle registers ep as the connection type prefix. Call it before the
 // handler serves (a later call is safe, and takes effect for the requests
 // that follow). It fails if prefix is not a valid name (1-32 characters of
-// a-z 0-9 -) or is already registered; PrefixSession is built in.
+// a-z 0-9 -) or is already registered; wire.PrefixSession is built in.
 func (h *Handler) Handle(prefix string, ep Endpoint) error {
 	if !validPrefix(prefix) {
 		return fmt.Errorf("access: endpoint prefix %q: want 1-32 characters of a-z 0-9 -", prefix)

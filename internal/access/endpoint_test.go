@@ -204,7 +204,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // built in; KnownPrefix consults the registry.
 func TestHandleRegistry(t *testing.T) {
 	f := startRegistry(t, 0, 0)
-	if !f.h.KnownPrefix(PrefixSession) {
+	if !f.h.KnownPrefix(wire.PrefixSession) {
 		t.Error("session is not built in")
 	}
 	if f.h.KnownPrefix("probe") || f.h.KnownPrefix(wire.PrefixShell) || f.h.KnownPrefix(wire.PrefixAgent) {
@@ -215,7 +215,7 @@ func TestHandleRegistry(t *testing.T) {
 			t.Errorf("Handle(%q) accepted an invalid prefix", bad)
 		}
 	}
-	if err := f.h.Handle(PrefixSession, &probeEndpoint{}); err == nil {
+	if err := f.h.Handle(wire.PrefixSession, &probeEndpoint{}); err == nil {
 		t.Error("Handle replaced the built-in session endpoint")
 	}
 	if err := f.h.Handle("probe", nil); err == nil {
@@ -267,7 +267,7 @@ func TestCustomEndpoint(t *testing.T) {
 		status            int
 		code              string
 	}{
-		{"token for another prefix", "/probe/t1", f.token(t, PrefixSession, "t1", "alice", "b1", auth.ScopeWrite), http.StatusForbidden, string(wire.ErrorPrefixForbidden)},
+		{"token for another prefix", "/probe/t1", f.token(t, wire.PrefixSession, "t1", "alice", "b1", auth.ScopeWrite), http.StatusForbidden, string(wire.ErrorPrefixForbidden)},
 		{"permit with no right", "/probe/t1", f.token(t, "probe", "t1", "alice", "b1", auth.ScopeRead), http.StatusForbidden, string(wire.ErrorScopeForbidden)},
 		{"endpoint's refusal", "/probe/forbidden", f.token(t, "probe", "*", "alice", "b1", auth.ScopeWrite), http.StatusForbidden, "probe_forbidden"},
 		{"topic not granted", "/probe/t2", f.token(t, "probe", "t1", "alice", "b1", auth.ScopeWrite), http.StatusForbidden, string(wire.ErrorTopicForbidden)},

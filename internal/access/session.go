@@ -12,7 +12,7 @@ import (
 	"switchboard/pkg/wire"
 )
 
-// sessionEndpoint is the built-in connection type PrefixSession: shared
+// sessionEndpoint is the built-in connection type wire.PrefixSession: shared
 // topics of the relay, where every message goes to every other reader. What
 // a token may do is what its read and write scopes say, except on the
 // system's topics (system.go).
