@@ -93,10 +93,15 @@ func (s *Server) Deliver(topic string, m Message) int {
 	return n
 }
 
-// CountBusLost counts n messages from other nodes that were lost before
-// they reached this node (a gap in a source's sequence), as DropBusLost.
-func (s *Server) CountBusLost(n uint64) {
-	s.nodeDrops[DropBusLost].Add(n)
+// CountRemoteDrops counts n messages from other nodes that the Peers
+// implementation dropped before they could reach a reader, under why:
+// DropBusLost for messages lost on the way (a gap in a source's sequence),
+// DropNoReaders for one that arrived after this node withdrew its interest.
+// Other reasons are connections' and are ignored here.
+func (s *Server) CountRemoteDrops(why DropReason, n uint64) {
+	if why == DropBusLost || why == DropNoReaders {
+		s.nodeDrops[why].Add(n)
+	}
 }
 
 // interestReports hands changes of local interest to Peers on a goroutine

@@ -308,9 +308,10 @@ func TestDeliver(t *testing.T) {
 	if st.Drops["no_readers"] != 1 || st.RemoteIn != 51 {
 		t.Fatalf("no_readers %d, remote in %d; want 1 and 51", st.Drops["no_readers"], st.RemoteIn)
 	}
-	h.srv.CountBusLost(3)
-	if got := h.srv.Stats().Drops["bus_lost"]; got != 3 {
-		t.Fatalf("bus_lost %d, want 3", got)
+	h.srv.CountRemoteDrops(DropBusLost, 3)
+	h.srv.CountRemoteDrops(DropQueueHead, 5) // a connection's reason: not the node's
+	if st := h.srv.Stats(); st.Drops["bus_lost"] != 3 || st.Drops["queue_head"] != 0 {
+		t.Fatalf("bus_lost %d, queue_head %d; want 3 and 0", st.Drops["bus_lost"], st.Drops["queue_head"])
 	}
 }
 

@@ -27,7 +27,7 @@ const (
 	DropNoReaders
 	// DropBusLost: messages from another node were lost on the way (a gap
 	// in the source's sequence, whatever the cause: the bus's bounded
-	// queues, a failed publish). Counted on the node (Server.CountBusLost).
+	// queues, a failed publish). Counted on the node (Server.CountRemoteDrops).
 	DropBusLost
 	// NumDropReasons is the number of drop reasons.
 	NumDropReasons
