@@ -125,6 +125,7 @@ type Server struct {
 	metricsLn net.Listener
 	log       *slog.Logger
 	relay     *relay.Server
+	bus       *busNode
 	http      *http.Server
 	ln        net.Listener
 	publicURL *url.URL
@@ -337,6 +338,10 @@ func Start(cfg Config) (*Server, error) {
 			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
 		go s.metrics.Serve(s.metricsLn)
 	}
+	if s.bus, err = startBus(cfg.NodeID, rs, cfg.Logger); err != nil {
+		ln.Close()
+		return nil, err
+	}
 
 	ah.Register(mux)
 	ctl.Register(mux)
@@ -487,6 +492,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		jobsDone <- nil
 	}()
 	relayErr := s.relay.Shutdown(ctx)
+	s.bus.close()
 	httpErr := <-httpDone
 	if err := <-jobsDone; err != nil {
 		s.log.Warn("jobs: stop", "err", err)
