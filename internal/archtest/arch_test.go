@@ -112,9 +112,9 @@ var allowed = map[string][]string{
 	"switchboard/internal/cluster/membus":  {"switchboard/internal/cluster"}, // the in-process bus
 	"switchboard/internal/cluster/bustest": {"switchboard/internal/cluster"}, // every Bus's conformance suite
 	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/blob",
-		"switchboard/internal/relay", "switchboard/internal/topic", "switchboard/pkg/wire"},
+		"switchboard/internal/relay", "switchboard/internal/topic"}, // relay for Message and Publisher only: no connection
 	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",
-		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire"}, // the agent channel, an access endpoint
+		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto"}, // the agent channel: an access endpoint and its sessions
 	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",
 		"switchboard/internal/store", "switchboard/internal/jobproto"}, // store and jobproto for their types and checks only
 }

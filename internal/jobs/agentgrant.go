@@ -17,8 +17,8 @@ type AgentGrant struct {
 }
 
 // Denier reports revocations (internal/control's Revocations implements
-// it). It is called under Manager.mu, so it must be fast (an in-memory
-// lookup) and must not call back into the Manager.
+// it). The agent link calls it under its own lock (agentlink.LinkConfig),
+// so it must be fast (an in-memory lookup) and must not call back.
 type Denier interface {
 	// Denied reports whether a token with these claims is revoked, and
 	// the revocation's kind ("booking", "subject" or "token").

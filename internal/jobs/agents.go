@@ -9,423 +9,148 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"switchboard/internal/jobproto"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
 	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
 )
 
-// helloTimeout bounds the wait for an agent's hello.
-const helloTimeout = 10 * time.Second
-
-// agentSession is one connected agent's control channel.
-type agentSession struct {
-	m        *Manager
-	conn     relay.Conn
-	id       string
-	labels   []string
-	actions  []jobproto.Action
-	grant    AgentGrant
-	since    time.Time
-	writeMu  sync.Mutex // serialises writes
-	mu       sync.Mutex
-	running  map[string]bool // jobs this agent reports running
-	sent     map[string]bool // jobs whose run was sent on this connection
-	closed   bool
-	closeErr chan struct{}
+// Agents is how the state machine reaches the connected agents: the hub
+// side of their control channels (internal/jobs/agentlink) implements it,
+// for the channels this node holds.
+//
+// No method blocks on an agent or does I/O: the state machine calls them
+// while it holds a job's lock. A send queues the message for the agent's
+// channel and returns; a message that cannot be queued is not sent (the
+// run's lost grace period covers a run that never arrives).
+type Agents interface {
+	// Connected returns the agents connected now, by id.
+	Connected() []Agent
+	// Status reports whether the agent is connected, and whether its
+	// channel reports job as running.
+	Status(agentID, job string) (connected, running bool)
+	// SendRun queues run for the agent's current channel, unless that
+	// channel was sent this job's run already; it reports whether it
+	// queued it.
+	SendRun(agentID string, run jobproto.Run) bool
+	// SendAbort queues abort for the agent's current channel and reports
+	// whether it did.
+	SendAbort(agentID string, abort jobproto.Abort) bool
 }
 
-// action returns the agent's declaration of name, or nil.
-func (s *agentSession) action(name string) *jobproto.Action {
-	for i := range s.actions {
-		if s.actions[i].Name == name {
-			return &s.actions[i]
+// Agent is a connected agent, as its hello declared it.
+type Agent struct {
+	ID         string
+	Labels     []string
+	Actions    []jobproto.Action
+	Version    string
+	RemoteAddr string
+	Since      time.Time // connected at (Config.Now)
+}
+
+// Action returns the agent's declaration of name, or nil.
+func (a *Agent) Action(name string) *jobproto.Action {
+	for i := range a.Actions {
+		if a.Actions[i].Name == name {
+			return &a.Actions[i]
 		}
 	}
 	return nil
 }
 
-func (s *agentSession) isRunning(job string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.running[job]
+// noAgents is the Agents of a Manager started without any: none is
+// connected.
+type noAgents struct{}
+
+func (noAgents) Connected() []Agent                    { return nil }
+func (noAgents) Status(string, string) (bool, bool)    { return false, false }
+func (noAgents) SendRun(string, jobproto.Run) bool     { return false }
+func (noAgents) SendAbort(string, jobproto.Abort) bool { return false }
+
+// agentsOf returns the Agents given to Start.
+func (m *Manager) agentsOf() Agents {
+	if a := m.agents.Load(); a != nil {
+		return *a
+	}
+	return noAgents{}
 }
 
-// markSent records that job's run was sent on this connection and reports
-// whether it was the first time.
-func (s *agentSession) markSent(job string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sent[job] {
-		return false
-	}
-	if s.sent == nil {
-		s.sent = map[string]bool{}
-	}
-	s.sent[job] = true
-	return true
-}
-
-func (s *agentSession) wasSent(job string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent[job]
-}
-
-func (s *agentSession) setRunning(job string, on bool) {
-	s.mu.Lock()
-	if on {
-		s.running[job] = true
-	} else {
-		delete(s.running, job)
-	}
-	s.mu.Unlock()
-}
-
-func (s *agentSession) runningJobs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.running))
-	for j := range s.running {
-		out = append(out, j)
-	}
-	slices.Sort(out)
+// connected returns the connected agents, sorted by id.
+func (m *Manager) connected() []Agent {
+	out := m.agentsOf().Connected()
+	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
 	return out
 }
 
-// send writes one message; false if the channel is broken (it is then
-// closed).
-func (s *agentSession) send(v any) bool {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return false
-	}
-	s.writeMu.Lock()
-	err = s.conn.WriteMessages([]relay.Message{{Type: relay.Text, Data: b}}, time.Now().Add(s.m.cfg.WriteTimeout))
-	s.writeMu.Unlock()
-	if err != nil {
-		s.m.log.Debug("jobs: write to agent failed", "agent", s.id, "err", err)
-		s.conn.Abort()
-		return false
-	}
-	return true
+// What the agent link reports. Each method is called from the channel's
+// own goroutine, in the order the agent sent its messages, with no lock
+// of the link held; each may take a job's lock and call the store.
+
+// Welcome returns the first message a registered agent is sent.
+func (m *Manager) Welcome() jobproto.Welcome {
+	return jobproto.Welcome{Type: jobproto.TypeWelcome, Node: m.cfg.NodeID, MaxFileBytes: m.cfg.MaxFileBytes, MaxRunBytes: m.cfg.MaxRunBytes}
 }
 
-func (s *agentSession) close(code relay.CloseCode, reason string) {
-	s.mu.Lock()
-	already := s.closed
-	s.closed = true
-	s.mu.Unlock()
-	if already {
-		return
-	}
-	go func() {
-		s.writeMu.Lock()
-		s.conn.Close(code, reason)
-		s.writeMu.Unlock()
-	}()
-}
-
-// CloseWhere closes the control channels whose token matches (a
-// revocation) with code and reason, and reports how many. It covers every
-// admitted channel, including those still waiting for their hello.
-func (m *Manager) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
-	var hit []*agentSession
-	m.mu.Lock()
-	for s := range m.links {
-		g := &s.grant
-		if match(&relay.Info{Topic: g.ID, Prefix: wire.PrefixAgent, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
-			hit = append(hit, s)
-		}
-	}
-	m.mu.Unlock()
-	for _, s := range hit {
-		s.close(code, reason)
-	}
-	return len(hit)
-}
-
-// deniedLocked reports whether g's token is revoked. m.mu is held, so that
-// admission and CloseWhere are ordered (see Config.Denier).
-func (m *Manager) deniedLocked(g *AgentGrant) bool {
-	if m.cfg.Denier == nil {
-		return false
-	}
-	_, denied := m.cfg.Denier.Denied(g.BookingID, g.Subject, g.TokenID)
-	return denied
-}
-
-func (s *agentSession) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// protocolError is an agent that broke the control protocol.
-type protocolError struct {
-	code   relay.CloseCode
-	reason string
-}
-
-func (e *protocolError) Error() string { return e.reason }
-
-// AcceptAgent serves an agent's control channel until it ends; it owns conn
-// and closes it (internal/jobs/agentlink calls it).
-func (m *Manager) AcceptAgent(conn relay.Conn, g AgentGrant) {
-	s := &agentSession{m: m, conn: conn, id: g.ID, grant: g, since: m.cfg.Now(), running: map[string]bool{}}
-	m.mu.Lock()
-	if m.stopped {
-		m.mu.Unlock()
-		conn.Close(relay.CloseGoingAway, "server shutting down")
-		return
-	}
-	if m.deniedLocked(&g) {
-		m.mu.Unlock()
-		conn.Close(relay.CloseDenied, "denied")
-		return
-	}
-	m.links[s] = true
-	m.bg.Add(1)
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.links, s)
-		m.mu.Unlock()
-		m.bg.Done()
-	}()
-	err := m.serveAgent(s)
-	var pe *protocolError
-	switch {
-	case errors.As(err, &pe):
-		m.log.Warn("jobs: agent refused", "agent", g.ID, "reason", pe.reason)
-		s.writeMu.Lock()
-		conn.Close(pe.code, pe.reason)
-		s.writeMu.Unlock()
-	default:
-		conn.Abort()
-	}
-}
-
-func (m *Manager) serveAgent(s *agentSession) error {
-	// Reading happens on this goroutine; a watchdog closes the channel at
-	// the token's expiry and when pings go unanswered.
-	stop := make(chan struct{})
-	defer close(stop)
-	hello, err := m.readHello(s)
-	if err != nil {
-		return err
-	}
-	s.labels, s.actions = hello.Labels, hello.Actions
-	if err := m.register(s, hello); err != nil {
-		return err
-	}
-	defer m.unregister(s)
-	go m.watchdog(s, stop)
-	for {
-		typ, data, err := s.conn.ReadMessage()
-		if err != nil {
-			return err
-		}
-		if typ != relay.Text {
-			return &protocolError{relay.ClosePolicy, "control messages are JSON text"}
-		}
-		if err := m.handleAgentMessage(s, data); err != nil {
-			return err
-		}
-	}
-}
-
-// watchdog closes the channel at token expiry and pings the agent.
-func (m *Manager) watchdog(s *agentSession, stop <-chan struct{}) {
-	var expiry <-chan time.Time
-	if !s.grant.TokenExpiry.IsZero() {
-		t := time.NewTimer(max(s.grant.TokenExpiry.Sub(m.cfg.Now()), 0))
-		defer t.Stop()
-		expiry = t.C
-	}
-	tick := time.NewTicker(m.cfg.PingInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-expiry:
-			s.close(relay.CloseTokenExpired, "token expired")
-			return
-		case <-tick.C:
-			if err := s.conn.Ping(time.Now().Add(m.cfg.PongTimeout)); err != nil {
-				m.log.Info("jobs: agent stopped answering pings", "agent", s.id)
-				s.conn.Abort()
-				return
-			}
-		}
-	}
-}
-
-// readHello reads and checks the agent's first message.
-func (m *Manager) readHello(s *agentSession) (*jobproto.Hello, error) {
-	type result struct {
-		h   *jobproto.Hello
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		typ, data, err := s.conn.ReadMessage()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		var h jobproto.Hello
-		if typ != relay.Text || json.Unmarshal(data, &h) != nil || h.Type != jobproto.TypeHello {
-			got <- result{err: &protocolError{relay.ClosePolicy, "the first message must be a hello"}}
-			return
-		}
-		got <- result{h: &h}
-	}()
-	t := time.NewTimer(helloTimeout)
-	defer t.Stop()
-	select {
-	case r := <-got:
-		if r.err != nil {
-			return nil, r.err
-		}
-		return r.h, checkHello(r.h, s.grant)
-	case <-t.C:
-		s.conn.Abort()
-		<-got
-		return nil, errors.New("no hello in time")
-	}
-}
-
-// checkHello validates a hello against the agent's token.
-func checkHello(h *jobproto.Hello, g AgentGrant) error {
-	fail := func(format string, args ...any) error {
-		return &protocolError{relay.ClosePolicy, fmt.Sprintf(format, args...)}
-	}
-	if h.Agent != g.ID {
-		return fail("hello names agent %q; the token is for %q", Truncate(h.Agent, 64), g.ID)
-	}
-	if len(h.Labels) > jobproto.MaxLabels || len(h.Actions) > jobproto.MaxActions {
-		return fail("too many labels or actions (at most %d and %d)", jobproto.MaxLabels, jobproto.MaxActions)
-	}
-	for _, l := range h.Labels {
-		if !jobproto.ValidLabel(l) {
-			return fail("label %q: want key=value", Truncate(l, 64))
-		}
-		if !labelAllowed(l, g.Labels) {
-			return &protocolError{relay.ClosePolicy, "label_forbidden: the token does not allow label " + Truncate(l, 64)}
-		}
-	}
-	seen := map[string]bool{}
-	for i := range h.Actions {
-		if err := h.Actions[i].Validate(); err != nil {
-			return fail("%v", err)
-		}
-		if seen[h.Actions[i].Name] {
-			return fail("action %s declared twice", h.Actions[i].Name)
-		}
-		seen[h.Actions[i].Name] = true
-	}
-	if len(h.Running) > 10000 {
-		return fail("too many running jobs listed")
-	}
-	return nil
-}
-
-// labelAllowed reports whether the token's labels allow l: the same
-// "key=value", or "key=*".
-func labelAllowed(l string, allowed []string) bool {
-	key, _, _ := strings.Cut(l, "=")
-	for _, a := range allowed {
-		if a == l || a == key+"=*" {
-			return true
-		}
-	}
-	return false
-}
-
-// Truncate returns the first n bytes of s at most, never a partial
-// character: for quoting what a client or agent sent in a message.
-func Truncate(s string, n int) string {
-	if len(s) > n {
-		return strings.ToValidUTF8(s[:n], "")
-	}
-	return s
-}
-
-// register makes s the agent's session, superseding an older one, records
-// it and re-sends what the agent should have.
-func (m *Manager) register(s *agentSession, h *jobproto.Hello) error {
+// AgentRunning returns which of the jobs an agent's hello lists as running
+// have an unfinished run on that agent: only those count as its running
+// jobs (a job it has no run in must not accept its log lines).
+func (m *Manager) AgentRunning(agentID string, listed []string) []string {
 	ctx, cancel := bgCtx()
 	defer cancel()
-	// Only the agent's own unfinished runs count as running: a job it
-	// has no run in must not accept its log lines.
 	var running []string
-	for _, j := range h.Running {
-		if r, err := m.st.Run(ctx, j, s.id); err == nil && !r.State.Final() {
+	for _, j := range listed {
+		if r, err := m.st.Run(ctx, j, agentID); err == nil && !r.State.Final() {
 			running = append(running, j)
 		}
 	}
-	s.mu.Lock()
-	for _, j := range running {
-		s.running[j] = true
-	}
-	s.mu.Unlock()
-	m.mu.Lock()
-	if m.stopped {
-		m.mu.Unlock()
-		return &protocolError{relay.CloseGoingAway, "server shutting down"}
-	}
-	// A revocation since admission closed (or is closing) s; one recorded
-	// just now is seen here, under the lock its CloseWhere takes.
-	if s.isClosed() || m.deniedLocked(&s.grant) {
-		m.mu.Unlock()
-		return &protocolError{relay.CloseDenied, "denied"}
-	}
-	old := m.agents[s.id]
-	m.agents[s.id] = s
-	m.mu.Unlock()
-	if old != nil {
-		old.close(relay.CloseSuperseded, "superseded by a newer connection of this agent")
-	}
-	for _, j := range running {
-		m.stopTimer("lost:" + j + "/" + s.id)
-	}
-	acts, _ := json.Marshal(s.actions)
-	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Version: cleanText(Truncate(h.Version, 64)), Node: m.cfg.NodeID,
-		Connected: true, LastSeen: s.since, FirstSeen: s.since, RemoteAddr: s.grant.RemoteAddr}
-	if err := m.st.PutAgent(ctx, a); err != nil {
-		m.log.Error("jobs: record agent", "agent", s.id, "err", err)
-	}
-	s.send(jobproto.Welcome{Type: jobproto.TypeWelcome, Node: m.cfg.NodeID, MaxFileBytes: m.cfg.MaxFileBytes, MaxRunBytes: m.cfg.MaxRunBytes})
-	m.publishAgentEvent("connected", a, s.runningJobs())
-	m.log.Info("jobs: agent connected", "agent", s.id, "labels", s.labels, "actions", len(s.actions))
-	// Runs dispatched while the agent was away, or whose run message a
-	// crash swallowed, are sent again; the agent ignores a run it already
-	// has and answers one it finished with its stored result.
-	m.goBackground(func() { m.resend(s) })
-	return nil
+	return running
 }
 
-// resend sends the agent its dispatched runs again.
-func (m *Manager) resend(s *agentSession) {
+// AgentConnected records that a registered an agent's channel, which
+// reports running (from AgentRunning): those runs' lost grace periods
+// end, the agent is stored as connected and announced on AgentsTopic. Send
+// the agent its Welcome after it, then call ResendRuns.
+func (m *Manager) AgentConnected(a Agent, running []string) {
+	for _, j := range running {
+		m.stopTimer("lost:" + j + "/" + a.ID)
+	}
+	acts, _ := json.Marshal(a.Actions)
+	rec := store.Agent{ID: a.ID, Labels: a.Labels, Actions: acts, Version: cleanText(Truncate(a.Version, 64)), Node: m.cfg.NodeID,
+		Connected: true, LastSeen: a.Since, FirstSeen: a.Since, RemoteAddr: a.RemoteAddr}
+	ctx, cancel := bgCtx()
+	defer cancel()
+	if err := m.st.PutAgent(ctx, rec); err != nil {
+		m.log.Error("jobs: record agent", "agent", a.ID, "err", err)
+	}
+	m.publishAgentEvent("connected", rec, running)
+	m.log.Info("jobs: agent connected", "agent", a.ID, "labels", a.Labels, "actions", len(a.Actions))
+}
+
+// ResendRuns sends a newly registered agent, in the background, the runs
+// dispatched while it was away or whose run message a crash swallowed;
+// the agent ignores a run it already has and answers one it finished
+// with its stored result.
+func (m *Manager) ResendRuns(agentID string) { m.goBackground(func() { m.resend(agentID) }) }
+
+func (m *Manager) resend(agentID string) {
 	ctx, cancel := bgCtx()
 	defer cancel()
 	active, err := m.st.ActiveJobs(ctx)
 	if err != nil {
 		return
 	}
+	agents := m.agentsOf()
 	for _, j := range active {
-		if j.Phase != store.PhaseExecuting || !slices.Contains(j.Agents, s.id) {
+		if j.Phase != store.PhaseExecuting || !slices.Contains(j.Agents, agentID) {
 			continue
 		}
-		// Under the job's lock, so that a dispatch on this session and
-		// this re-send do not both send the run.
+		// Under the job's lock, so that a dispatch and this re-send do
+		// not both send the run (SendRun sends a job's run once per
+		// channel).
 		unlock := m.lockJob(j.ID)
 		runs, err := m.st.Runs(ctx, j.ID)
 		if err != nil {
@@ -433,50 +158,47 @@ func (m *Manager) resend(s *agentSession) {
 			return
 		}
 		for _, r := range runs {
-			if r.AgentID == s.id && r.State == store.RunDispatched && !s.isRunning(j.ID) && !s.wasSent(j.ID) {
+			if r.AgentID != agentID {
+				continue
+			}
+			_, running := agents.Status(agentID, j.ID)
+			if r.State == store.RunDispatched && !running {
 				msg := jobproto.Run{Type: jobproto.TypeRun, Job: j.ID, Action: j.Action, Params: j.Params}
 				if j.ExecDuration > 0 {
 					msg.Timeout = jobproto.Duration(max(time.Until(j.StartedAt.Add(j.ExecDuration)), time.Second))
 				}
-				if s.markSent(j.ID) && s.send(msg) {
-					m.armLost(j.ID, s.id) // a fresh grace period to start it
+				if agents.SendRun(agentID, msg) {
+					m.armLost(j.ID, agentID) // a fresh grace period to start it
 				}
 			}
 			// A run the agent started but no longer lists as running
 			// (it restarted, and superseded its old connection before the
 			// hub saw that one die): it has the grace period to report it.
-			if r.AgentID == s.id && r.State == store.RunRunning && !s.isRunning(j.ID) {
-				m.armLostIfUnarmed(j.ID, s.id)
+			if r.State == store.RunRunning && !running {
+				m.armLostIfUnarmed(j.ID, agentID)
 			}
 		}
 		unlock()
 	}
 }
 
-// unregister forgets s (unless superseded) and starts the lost grace
-// period of its unfinished runs.
-func (m *Manager) unregister(s *agentSession) {
+// AgentDisconnected records that the agent's current channel ended (a
+// superseded channel is not reported): it is stored as disconnected and
+// announced, and its unfinished runs get the lost grace period.
+func (m *Manager) AgentDisconnected(a Agent) {
 	m.mu.Lock()
-	current := m.agents[s.id] == s
-	if current {
-		delete(m.agents, s.id)
-	}
 	stopped := m.stopped
 	m.mu.Unlock()
-	if !current {
-		return
-	}
-	now := m.cfg.Now()
-	acts, _ := json.Marshal(s.actions)
-	a := store.Agent{ID: s.id, Labels: s.labels, Actions: acts, Node: m.cfg.NodeID, Connected: false,
-		LastSeen: now, FirstSeen: s.since, RemoteAddr: s.grant.RemoteAddr}
+	acts, _ := json.Marshal(a.Actions)
+	rec := store.Agent{ID: a.ID, Labels: a.Labels, Actions: acts, Node: m.cfg.NodeID, Connected: false,
+		LastSeen: m.cfg.Now(), FirstSeen: a.Since, RemoteAddr: a.RemoteAddr}
 	ctx, cancel := bgCtx()
 	defer cancel()
-	if err := m.st.PutAgent(ctx, a); err != nil {
-		m.log.Error("jobs: record agent", "agent", s.id, "err", err)
+	if err := m.st.PutAgent(ctx, rec); err != nil {
+		m.log.Error("jobs: record agent", "agent", a.ID, "err", err)
 	}
-	m.publishAgentEvent("disconnected", a, nil)
-	m.log.Info("jobs: agent disconnected", "agent", s.id)
+	m.publishAgentEvent("disconnected", rec, nil)
+	m.log.Info("jobs: agent disconnected", "agent", a.ID)
 	if stopped {
 		return // the next start re-arms the runs
 	}
@@ -485,14 +207,14 @@ func (m *Manager) unregister(s *agentSession) {
 		return
 	}
 	for _, j := range active {
-		if j.Phase == store.PhaseExecuting && slices.Contains(j.Agents, s.id) {
+		if j.Phase == store.PhaseExecuting && slices.Contains(j.Agents, a.ID) {
 			runs, err := m.st.Runs(ctx, j.ID)
 			if err != nil {
 				continue
 			}
 			for _, r := range runs {
-				if r.AgentID == s.id && !r.State.Final() {
-					m.armLost(j.ID, s.id)
+				if r.AgentID == a.ID && !r.State.Final() {
+					m.armLost(j.ID, a.ID)
 				}
 			}
 		}
@@ -517,59 +239,29 @@ func (m *Manager) publishAgentEvent(event string, a store.Agent, running []strin
 	m.cfg.Publisher.Publish(AgentsTopic, relay.Message{Type: relay.Text, Data: b})
 }
 
-// handleAgentMessage handles one message after hello.
-func (m *Manager) handleAgentMessage(s *agentSession, data []byte) error {
-	var env jobproto.Envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return &protocolError{relay.ClosePolicy, "a control message is not a JSON object"}
-	}
-	switch env.Type {
-	case jobproto.TypeStarted:
-		var msg jobproto.Started
-		if err := json.Unmarshal(data, &msg); err != nil {
-			return &protocolError{relay.ClosePolicy, "malformed started message"}
-		}
-		m.runStarted(s, msg)
-	case jobproto.TypeLog:
-		var msg jobproto.Log
-		if err := json.Unmarshal(data, &msg); err != nil || len(msg.Lines) > jobproto.MaxLogLines {
-			return &protocolError{relay.ClosePolicy, "malformed log message"}
-		}
-		if s.isRunning(msg.Job) && (msg.Stream == jobproto.StreamStdout || msg.Stream == jobproto.StreamStderr) {
-			m.publishLog(msg.Job, s.id, msg.Stream, msg.Lines)
-		}
-	case jobproto.TypeResult:
-		var msg jobproto.Result
-		if err := json.Unmarshal(data, &msg); err != nil {
-			return &protocolError{relay.ClosePolicy, "malformed result message"}
-		}
-		ack := m.takeResult(s, msg)
-		s.send(ack)
-	}
-	return nil
-}
-
-// runStarted records that an agent started a run.
-func (m *Manager) runStarted(s *agentSession, msg jobproto.Started) {
+// RunStarted records that an agent started a run, and reports whether it
+// did (the run was DISPATCHED): the link then counts the job as running on
+// that channel.
+func (m *Manager) RunStarted(agentID string, msg jobproto.Started) bool {
 	unlock := m.lockJob(msg.Job)
 	defer unlock()
 	ctx, cancel := bgCtx()
 	defer cancel()
-	r, err := m.st.Run(ctx, msg.Job, s.id)
+	r, err := m.st.Run(ctx, msg.Job, agentID)
 	if err != nil || r.State != store.RunDispatched {
-		return
+		return false
 	}
-	s.setRunning(msg.Job, true)
-	m.stopTimer("lost:" + msg.Job + "/" + s.id)
+	m.stopTimer("lost:" + msg.Job + "/" + agentID)
 	r.State, r.StartedAt = store.RunRunning, msg.StartedAt
 	if r.StartedAt.IsZero() {
 		r.StartedAt = m.cfg.Now()
 	}
 	if err := m.st.PutRun(ctx, r); err != nil {
-		m.log.Error("jobs: record run start", "job", msg.Job, "agent", s.id, "err", err)
-		return
+		m.log.Error("jobs: record run start", "job", msg.Job, "agent", agentID, "err", err)
+		return true // the agent runs it: its log lines and result count
 	}
 	m.runsChanged(msg.Job)
+	return true
 }
 
 var outcomeState = map[jobproto.Outcome]store.RunState{
@@ -580,11 +272,10 @@ var outcomeState = map[jobproto.Outcome]store.RunState{
 	jobproto.OutcomeRejected:  store.RunRejected,
 }
 
-// takeResult stores a run's result and returns the ack to send. Files
+// TakeResult stores a run's result and returns the ack to send. Files
 // must have been uploaded: each is checked against its size and checksum.
-func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack {
+func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 	ack := jobproto.Ack{Type: jobproto.TypeAck, Job: res.Job}
-	s.setRunning(res.Job, false)
 	state, ok := outcomeState[res.Outcome]
 	if !ok {
 		ack.Error = "unknown outcome " + Truncate(string(res.Outcome), 32)
@@ -593,7 +284,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	unlock := m.lockJob(res.Job)
 	ctx, cancel := bgCtx()
 	defer cancel()
-	r, err := m.st.Run(ctx, res.Job, s.id)
+	r, err := m.st.Run(ctx, res.Job, agentID)
 	if errors.Is(err, store.ErrNotFound) {
 		unlock()
 		return ack // no such run (the job was deleted): forget it
@@ -609,13 +300,13 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 	}
 	if j, err := m.st.Job(ctx, res.Job); err == nil && j.Phase == store.PhaseArchived {
 		// Too late: the job's results were destroyed. Forget this one too.
-		if err := m.blobs.Delete(ctx, RunPrefix(res.Job, s.id)); err != nil {
-			m.log.Error("jobs: remove files of an archived job", "job", res.Job, "agent", s.id, "err", err)
+		if err := m.blobs.Delete(ctx, RunPrefix(res.Job, agentID)); err != nil {
+			m.log.Error("jobs: remove files of an archived job", "job", res.Job, "agent", agentID, "err", err)
 		}
 		unlock()
 		return ack
 	}
-	files, ferr := m.checkFiles(ctx, res.Job, s.id, res.Files)
+	files, ferr := m.checkFiles(ctx, res.Job, agentID, res.Files)
 	if ferr != nil {
 		unlock()
 		ack.Error = ferr.Error()
@@ -640,7 +331,7 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 		ack.Error = "the hub's database is unavailable; send it again later"
 		return ack
 	}
-	m.stopTimer("lost:" + res.Job + "/" + s.id)
+	m.stopTimer("lost:" + res.Job + "/" + agentID)
 	m.runsChanged(res.Job)
 	m.finishIfDone(res.Job)
 	return ack
@@ -649,6 +340,15 @@ func (m *Manager) takeResult(s *agentSession, res jobproto.Result) jobproto.Ack 
 func isJSONObject(b []byte) bool {
 	var v map[string]json.RawMessage
 	return json.Unmarshal(b, &v) == nil && v != nil
+}
+
+// Truncate returns the first n bytes of s at most, never a partial
+// character: for quoting what a client or agent sent in a message.
+func Truncate(s string, n int) string {
+	if len(s) > n {
+		return strings.ToValidUTF8(s[:n], "")
+	}
+	return s
 }
 
 // tail returns the last n bytes of s at most, never a partial character.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/blob"
@@ -97,32 +98,27 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
-	// Denier, if set, is asked whether an agent's token is revoked when
-	// its channel is admitted and again at its hello, each time under the
-	// lock CloseWhere takes. A revocation that is visible to Denier before
-	// CloseWhere runs therefore cannot miss a channel being admitted.
-	Denier Denier
 }
 
 // Manager runs jobs on agents. Create it with New, call Start, and Stop at
-// shutdown.
+// shutdown. See the package doc for its locks.
 type Manager struct {
-	cfg   Config
-	log   *slog.Logger
-	st    store.JobStore
-	blobs blob.Store
+	cfg   Config         // set by New, never changed
+	log   *slog.Logger   // set by New
+	st    store.JobStore // set by New
+	blobs blob.Store     // set by New
+
+	agents atomic.Pointer[Agents] // set by Start; nil: none connected
 
 	mu       sync.Mutex
-	agents   map[string]*agentSession // connected, by id
-	links    map[*agentSession]bool   // every admitted channel, before its hello too
-	watchers map[string]*Watcher      // job id → its next phase change
-	runGen   map[string]uint64        // job id → count of run changes, for the render cache
-	timers   map[string]*time.Timer   // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent
-	jobLocks map[string]*jobLock      // serialises transitions of one job
-	waiting  map[string]int           // blocked WAIT requests per job
-	stopped  bool
+	watchers map[string]*Watcher    // job id → its next phase change; guarded by mu
+	runGen   map[string]uint64      // job id → count of run changes, for renderings; guarded by mu
+	timers   map[string]*time.Timer // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent, "dispatch:"+job; guarded by mu
+	jobLocks map[string]*jobLock    // the lock of each job in use; guarded by mu
+	waiting  map[string]int         // blocked WAIT requests per job; guarded by mu
+	stopped  bool                   // guarded by mu
 
-	bg sync.WaitGroup // agent sessions and timer callbacks in flight
+	bg sync.WaitGroup // timer callbacks and background work in flight
 }
 
 type jobLock struct {
@@ -180,7 +176,7 @@ func New(cfg Config) (*Manager, error) {
 		blobs = d
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs,
-		agents: map[string]*agentSession{}, links: map[*agentSession]bool{}, watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
+		watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
 
@@ -188,8 +184,13 @@ func New(cfg Config) (*Manager, error) {
 // held are marked disconnected; every unfinished job is re-armed (its
 // runs get the lost grace period to be reported by their agents again,
 // its execution and destruction deadlines are set again), and QUEUED jobs
-// are dispatched.
-func (m *Manager) Start(ctx context.Context) error {
+// are dispatched. agents is how the Manager reaches the connected agents
+// from then on (nil: none ever connects); no agent may be registered
+// before Start returns.
+func (m *Manager) Start(ctx context.Context, agents Agents) error {
+	if agents != nil {
+		m.agents.Store(&agents)
+	}
 	now := m.cfg.Now()
 	if err := m.st.DisconnectAgents(ctx, m.cfg.NodeID, now); err != nil {
 		return fmt.Errorf("jobs: start: %w", err)
@@ -224,8 +225,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop closes every agent channel (1001), stops the timers and waits for
-// the background work, within ctx.
+// Stop stops the timers and waits for the background work, within ctx.
+// (The agents' channels are the agent link's to close.)
 func (m *Manager) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopped = true
@@ -233,23 +234,13 @@ func (m *Manager) Stop(ctx context.Context) error {
 		t.Stop()
 		delete(m.timers, k)
 	}
-	sessions := make([]*agentSession, 0, len(m.agents))
-	for _, s := range m.agents {
-		sessions = append(sessions, s)
-	}
 	m.mu.Unlock()
-	for _, s := range sessions {
-		s.close(relay.CloseGoingAway, "server shutting down")
-	}
 	done := make(chan struct{})
 	go func() { m.bg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		for _, s := range sessions {
-			s.conn.Abort()
-		}
 		return fmt.Errorf("jobs: stop: %w", ctx.Err())
 	}
 }
@@ -300,8 +291,9 @@ func FileKey(jobID, agentID, name string) string { return RunPrefix(jobID, agent
 // RunPrefix is the blob key prefix of a run's output files.
 func RunPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 
-// publishLog publishes output lines on the job's log topic.
-func (m *Manager) publishLog(jobID, agentID, stream string, lines []string) {
+// PublishLog publishes output lines an agent sent for a job it runs on
+// the job's log topic.
+func (m *Manager) PublishLog(jobID, agentID, stream string, lines []string) {
 	if m.cfg.Publisher == nil {
 		return
 	}

@@ -10,9 +10,9 @@ import (
 	"switchboard/internal/store"
 )
 
-// What the UWS binding (uwsapi) asks of the state machine: reads, the
-// changes a client may make, and WAIT. Transitions take the job's lock;
-// reads go to the store as they are.
+// What the UWS binding (uwsapi) asks of the state machine: reads and the
+// changes a client may make (WAIT is in watch.go). Changes take the
+// job's lock; reads go to the store as they are.
 
 // Config returns the settings, defaults applied.
 func (m *Manager) Config() Config { return m.cfg }
@@ -115,52 +115,6 @@ func (m *Manager) SetExecutionDuration(ctx context.Context, id string, d time.Du
 		m.armExecDeadline(j)
 	}
 	return nil
-}
-
-// WaitPhase blocks until the job leaves phase j.Phase, the wait ends or
-// ctx ends (ok false). It returns the job's new state when a phase change
-// brought it, else nil (the caller reads the job again). It releases w
-// (and the watchers it takes after it); while it blocks, the request
-// counts in Waiting.
-func (m *Manager) WaitPhase(ctx context.Context, j store.Job, w *Watcher, wait time.Duration) (woken *store.Job, ok bool) {
-	defer func() { m.Unwatch(j.ID, w) }()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	m.addWaiting(j.ID, 1)
-	defer m.addWaiting(j.ID, -1)
-	for {
-		select {
-		case <-w.done:
-		case <-t.C:
-			return nil, true
-		case <-ctx.Done():
-			return nil, false
-		}
-		if !w.known {
-			return nil, true
-		}
-		if w.job.Phase != j.Phase {
-			return &w.job, true
-		}
-		m.Unwatch(j.ID, w)
-		w = m.Watch(j.ID)
-	}
-}
-
-// RunsVersion counts the changes of a job's runs: a rendering of the job
-// is current while its UpdatedAt and this count are the same.
-func (m *Manager) RunsVersion(id string) uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.runGen[id]
-}
-
-// Watched returns how many jobs have a watcher (requests waiting for
-// their next phase change).
-func (m *Manager) Watched() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.watchers)
 }
 
 // AgentDoc is an agent as the API lists it and the agents topic announces

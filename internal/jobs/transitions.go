@@ -78,14 +78,14 @@ func (m *Manager) dispatch(id string) {
 		return
 	}
 	sel, _ := parseTargets(j.Targets)
-	var targets []*agentSession
-	for _, s := range m.connected() {
-		if !sel.matches(s.id, s.labels) {
+	var targets []Agent
+	for _, a := range m.connected() {
+		if !sel.matches(a.ID, a.Labels) {
 			continue
 		}
-		if a := s.action(j.Action); a != nil {
-			if _, err := a.CheckParams(j.Params); err == nil {
-				targets = append(targets, s)
+		if act := a.Action(j.Action); act != nil {
+			if _, err := act.CheckParams(j.Params); err == nil {
+				targets = append(targets, a)
 			}
 		}
 	}
@@ -107,15 +107,15 @@ func (m *Manager) dispatch(id string) {
 	for _, r := range existing {
 		have[r.AgentID] = true
 	}
-	for _, s := range targets {
-		if have[s.id] {
+	for _, a := range targets {
+		if have[a.ID] {
 			continue
 		}
-		if err := m.st.PutRun(ctx, store.Run{JobID: id, AgentID: s.id, State: store.RunDispatched, ExitCode: -1}); err != nil {
+		if err := m.st.PutRun(ctx, store.Run{JobID: id, AgentID: a.ID, State: store.RunDispatched, ExitCode: -1}); err != nil {
 			m.retryDispatch(id, err)
 			return
 		}
-		existing = append(existing, store.Run{AgentID: s.id})
+		existing = append(existing, store.Run{AgentID: a.ID})
 	}
 	agents := make([]string, 0, len(existing))
 	for _, r := range existing {
@@ -137,20 +137,20 @@ func (m *Manager) dispatch(id string) {
 	if j.ExecDuration > 0 {
 		msg.Timeout = jobproto.Duration(j.ExecDuration)
 	}
-	for _, s := range targets {
+	links := m.agentsOf()
+	for _, a := range targets {
 		// The run must be started (or reported) within the grace period,
 		// whether the agent stays connected or not: no job waits forever
-		// on an agent that never answers.
-		m.armLost(id, s.id)
-		if s.markSent(id) {
-			s.send(msg)
-		}
+		// on an agent that never answers. SendRun only queues: no agent's
+		// channel holds up this job's lock.
+		m.armLost(id, a.ID)
+		links.SendRun(a.ID, msg)
 	}
 	// Runs recorded before a crash whose agents are not among the targets
 	// (not connected now) get the grace period too.
 	sent := map[string]bool{}
-	for _, s := range targets {
-		sent[s.id] = true
+	for _, a := range targets {
+		sent[a.ID] = true
 	}
 	for _, r := range existing {
 		if !sent[r.AgentID] && !r.State.Final() {
@@ -168,25 +168,6 @@ const dispatchRetry = 5 * time.Second
 func (m *Manager) retryDispatch(id string, err error) {
 	m.log.Error("jobs: dispatch failed; retrying", "job", id, "retry_in", dispatchRetry, "err", err)
 	m.setTimer("dispatch:"+id, dispatchRetry, func() { m.dispatch(id) })
-}
-
-// connected returns the connected agents.
-func (m *Manager) connected() []*agentSession {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*agentSession, 0, len(m.agents))
-	for _, s := range m.agents {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, k int) bool { return out[i].id < out[k].id })
-	return out
-}
-
-// session returns the connected agent id, or nil.
-func (m *Manager) session(id string) *agentSession {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.agents[id]
 }
 
 // Abort moves an unfinished job to ABORTED and tells its agents to kill
@@ -230,20 +211,19 @@ func (m *Manager) abortRuns(ctx context.Context, id, reason string) {
 		m.log.Error("jobs: abort", "job", id, "err", err)
 		return
 	}
+	agents := m.agentsOf()
 	for _, r := range runs {
 		if r.State.Final() {
 			continue
 		}
-		if s := m.session(r.AgentID); s != nil {
-			s.send(jobproto.Abort{Type: jobproto.TypeAbort, Job: id, Reason: reason})
-		}
+		agents.SendAbort(r.AgentID, jobproto.Abort{Type: jobproto.TypeAbort, Job: id, Reason: reason})
 	}
 }
 
 // markLost ends a run whose agent did not come back within the grace
 // period.
 func (m *Manager) markLost(jobID, agentID string) {
-	if s := m.session(agentID); s != nil && s.isRunning(jobID) {
+	if _, running := m.agentsOf().Status(agentID, jobID); running {
 		return // it came back and reported the run
 	}
 	unlock := m.lockJob(jobID)
@@ -254,7 +234,7 @@ func (m *Manager) markLost(jobID, agentID string) {
 		unlock()
 		return
 	}
-	if r.State == store.RunDispatched && m.session(agentID) != nil {
+	if connected, _ := m.agentsOf().Status(agentID, jobID); r.State == store.RunDispatched && connected {
 		r.Error = fmt.Sprintf("agent %s did not start the run within %s", agentID, m.cfg.LostGrace)
 	} else {
 		r.Error = fmt.Sprintf("agent %s disconnected mid-run and did not report the run within %s", agentID, m.cfg.LostGrace)

@@ -1,6 +1,9 @@
 package jobs
 
 import (
+	"context"
+	"time"
+
 	"switchboard/internal/store"
 )
 
@@ -80,4 +83,50 @@ func (m *Manager) addWaiting(id string, n int) {
 		delete(m.waiting, id)
 	}
 	m.mu.Unlock()
+}
+
+// WaitPhase blocks until the job leaves phase j.Phase, the wait ends or
+// ctx ends (ok false). It returns the job's new state when a phase change
+// brought it, else nil (the caller reads the job again). It releases w
+// (and the watchers it takes after it); while it blocks, the request
+// counts in Waiting.
+func (m *Manager) WaitPhase(ctx context.Context, j store.Job, w *Watcher, wait time.Duration) (woken *store.Job, ok bool) {
+	defer func() { m.Unwatch(j.ID, w) }()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	m.addWaiting(j.ID, 1)
+	defer m.addWaiting(j.ID, -1)
+	for {
+		select {
+		case <-w.done:
+		case <-t.C:
+			return nil, true
+		case <-ctx.Done():
+			return nil, false
+		}
+		if !w.known {
+			return nil, true
+		}
+		if w.job.Phase != j.Phase {
+			return &w.job, true
+		}
+		m.Unwatch(j.ID, w)
+		w = m.Watch(j.ID)
+	}
+}
+
+// RunsVersion counts the changes of a job's runs: a rendering of the job
+// is current while its UpdatedAt and this count are the same.
+func (m *Manager) RunsVersion(id string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.runGen[id]
+}
+
+// Watched returns how many jobs have a watcher (requests waiting for
+// their next phase change).
+func (m *Manager) Watched() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.watchers)
 }

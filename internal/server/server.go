@@ -106,11 +106,17 @@ type Config struct {
 	Web web.Config
 }
 
-// jobsNode is the jobs subsystem as a node wires it: the state machine
-// and its UWS binding.
+// jobsNode is the jobs subsystem as a node wires it: the state machine,
+// its UWS binding and the agent link.
 type jobsNode struct {
 	*jobs.Manager
 	*uwsapi.API
+	link *agentlink.Link
+}
+
+// Stop closes the agents' channels, then stops the state machine.
+func (n *jobsNode) Stop(ctx context.Context) error {
+	return errors.Join(n.link.Stop(ctx), n.Manager.Stop(ctx))
 }
 
 // cookieKeyInfo is the HKDF info deriving the dashboard's cookie key from
@@ -240,6 +246,7 @@ func Start(cfg Config) (*Server, error) {
 	// this variable, set below before the server serves.
 	var ctl *control.Handler
 	var jm *jobs.Manager
+	var link *agentlink.Link
 	var jobsAPI *uwsapi.API
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
@@ -247,10 +254,13 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.BlobDir != "" {
 		jc := cfg.Jobs
 		jc.Store, jc.BlobDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.BlobDir, cfg.NodeID, rs
-		jc.Logger, jc.Now, jc.Denier = cfg.Logger, cfg.Now, rev
+		jc.Logger, jc.Now = cfg.Logger, cfg.Now
 		if jm, err = jobs.New(jc); err == nil {
 			jobsAPI, err = uwsapi.New(uwsapi.Config{Jobs: jm, Logger: cfg.Logger,
 				Authenticate: func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }})
+		}
+		if err == nil {
+			link, err = agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev})
 		}
 		if err != nil {
 			ln.Close()
@@ -258,7 +268,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
 		systemPrefixes[jobs.LogTopicPrefix] = auth.ScopeJobsAdmin
-		closers = append(closers, jm)
+		closers = append(closers, link)
 	}
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
@@ -277,7 +287,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if err == nil && jm != nil {
 		var al *agentlink.Endpoint
-		if al, err = agentlink.New(jm); err == nil {
+		if al, err = agentlink.New(link); err == nil {
 			err = ah.Handle(wire.PrefixAgent, al)
 		}
 	}
@@ -315,7 +325,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if jm != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := jm.Start(ctx)
+		err := jm.Start(ctx, link)
 		cancel()
 		if err != nil {
 			ln.Close()
@@ -324,7 +334,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, web: wh}
 	if jm != nil {
-		s.jobs = &jobsNode{Manager: jm, API: jobsAPI}
+		s.jobs = &jobsNode{Manager: jm, API: jobsAPI, link: link}
 	}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {

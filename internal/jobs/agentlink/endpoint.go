@@ -1,14 +1,3 @@
-// Package agentlink is the hub side of the agent control channel: the
-// connection type "agent" (pkg/wire PrefixAgent, docs/jobs.md) as an access
-// endpoint. It decides what an agent's token allows (Endpoint.Authorize)
-// and hands each admitted channel to the jobs manager (Acceptor), which owns
-// it from then on.
-//
-// What every connection type shares — token verification, revocation checks
-// at the access request and the code exchange, one-time codes, the
-// connection limits per token and subject, Origin — is access's; the checks
-// under the manager's lock at admission and at the agent's hello are the
-// manager's (jobs.Config.Denier).
 package agentlink
 
 import (
@@ -25,7 +14,7 @@ import (
 	"switchboard/pkg/wire"
 )
 
-// Acceptor takes agents' control channels (*jobs.Manager implements it).
+// Acceptor takes agents' control channels (*Link implements it).
 type Acceptor interface {
 	// AcceptAgent serves an agent's control channel until it ends; it
 	// owns conn and closes it.

@@ -1,0 +1,139 @@
+package agentlink
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"switchboard/internal/jobproto"
+	"switchboard/internal/jobs"
+	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
+)
+
+// helloTimeout bounds the wait for an agent's hello.
+const helloTimeout = 10 * time.Second
+
+// protocolError is an agent that broke the control protocol: its channel
+// is closed with code and reason.
+type protocolError struct {
+	code   relay.CloseCode
+	reason string
+}
+
+func (e *protocolError) Error() string { return e.reason }
+
+// readHello reads and checks the agent's first message.
+func (l *Link) readHello(s *session) (*jobproto.Hello, error) {
+	type result struct {
+		h   *jobproto.Hello
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		typ, data, err := s.conn.ReadMessage()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		var h jobproto.Hello
+		if typ != relay.Text || json.Unmarshal(data, &h) != nil || h.Type != jobproto.TypeHello {
+			got <- result{err: &protocolError{relay.ClosePolicy, "the first message must be a hello"}}
+			return
+		}
+		got <- result{h: &h}
+	}()
+	t := time.NewTimer(helloTimeout)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.h, checkHello(r.h, s.grant)
+	case <-t.C:
+		s.conn.Abort()
+		<-got
+		return nil, errors.New("no hello in time")
+	}
+}
+
+// checkHello validates a hello against the agent's token.
+func checkHello(h *jobproto.Hello, g jobs.AgentGrant) error {
+	fail := func(format string, args ...any) error {
+		return &protocolError{relay.ClosePolicy, fmt.Sprintf(format, args...)}
+	}
+	if h.Agent != g.ID {
+		return fail("hello names agent %q; the token is for %q", jobs.Truncate(h.Agent, 64), g.ID)
+	}
+	if len(h.Labels) > jobproto.MaxLabels || len(h.Actions) > jobproto.MaxActions {
+		return fail("too many labels or actions (at most %d and %d)", jobproto.MaxLabels, jobproto.MaxActions)
+	}
+	for _, l := range h.Labels {
+		if !jobproto.ValidLabel(l) {
+			return fail("label %q: want key=value", jobs.Truncate(l, 64))
+		}
+		if !labelAllowed(l, g.Labels) {
+			return &protocolError{relay.ClosePolicy, wire.CloseTextLabelForbidden + ": the token does not allow label " + jobs.Truncate(l, 64)}
+		}
+	}
+	seen := map[string]bool{}
+	for i := range h.Actions {
+		if err := h.Actions[i].Validate(); err != nil {
+			return fail("%v", err)
+		}
+		if seen[h.Actions[i].Name] {
+			return fail("action %s declared twice", h.Actions[i].Name)
+		}
+		seen[h.Actions[i].Name] = true
+	}
+	if len(h.Running) > 10000 {
+		return fail("too many running jobs listed")
+	}
+	return nil
+}
+
+// labelAllowed reports whether the token's labels allow l: the same
+// "key=value", or "key=*".
+func labelAllowed(l string, allowed []string) bool {
+	key, _, _ := strings.Cut(l, "=")
+	for _, a := range allowed {
+		if a == l || a == key+"=*" {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeMessage decodes a message after the hello: a jobproto.Started,
+// Log or Result, or nil for a type this hub does not know (ignored, for
+// newer agents).
+func decodeMessage(data []byte) (any, error) {
+	var env jobproto.Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, &protocolError{relay.ClosePolicy, "a control message is not a JSON object"}
+	}
+	switch env.Type {
+	case jobproto.TypeStarted:
+		var msg jobproto.Started
+		if err := json.Unmarshal(data, &msg); err != nil {
+			return nil, &protocolError{relay.ClosePolicy, "malformed started message"}
+		}
+		return msg, nil
+	case jobproto.TypeLog:
+		var msg jobproto.Log
+		if err := json.Unmarshal(data, &msg); err != nil || len(msg.Lines) > jobproto.MaxLogLines {
+			return nil, &protocolError{relay.ClosePolicy, "malformed log message"}
+		}
+		return msg, nil
+	case jobproto.TypeResult:
+		var msg jobproto.Result
+		if err := json.Unmarshal(data, &msg); err != nil {
+			return nil, &protocolError{relay.ClosePolicy, "malformed result message"}
+		}
+		return msg, nil
+	}
+	return nil, nil
+}
