@@ -6,7 +6,7 @@ GO ?= go
 test: fmt-check vet
 	@if command -v gcc >/dev/null 2>&1 || command -v cc >/dev/null 2>&1; then \
 		echo "allocation counts, without -race (it makes sync.Pool drop items at random):" && \
-		$(GO) test -count=1 -run 'Allocations' ./internal/relay ./internal/wsconn ./internal/bench && \
+		$(GO) test -count=1 -run 'Allocations' ./internal/relay ./internal/wsconn ./internal/cluster ./internal/bench && \
 		$(GO) test -race -count=1 -timeout 15m ./... ; \
 	elif [ "$$SWITCHBOARD_TEST_STRICT" = 1 ]; then \
 		echo "make test: no C compiler; the race detector needs one (apt-get install gcc)" >&2; exit 1; \
