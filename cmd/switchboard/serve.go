@@ -345,7 +345,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		RequestTimeout: f.requestTimeout, Store: db,
 		StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
-		BlobDir: resultsDir, Jobs: f.jobs, Web: webConfig, Limits: f.limits,
+		ResultsDir: resultsDir, Jobs: f.jobs, Web: webConfig, Limits: f.limits,
 	})
 	if err != nil {
 		return err

@@ -29,7 +29,7 @@ type hubUser struct {
 // agent, and returns a user with jobs:read and jobs:write.
 func startHubWithAgent(t *testing.T, actions ...ActionConfig) (hubUser, *Agent, *Config) {
 	t.Helper()
-	r := startRelay(t, func(c *server.Config) { c.BlobDir = t.TempDir() })
+	r := startRelay(t, func(c *server.Config) { c.ResultsDir = t.TempDir() })
 	sign := func(c auth.Claims, sub string) string {
 		now := time.Now()
 		c.RegisteredClaims = jwt.RegisteredClaims{Audience: jwt.ClaimStrings{r.url}, Subject: sub,

@@ -14,7 +14,7 @@ import (
 	"switchboard/internal/store/sqlite"
 )
 
-// startJobsServer starts an in-process hub with the jobs API (a BlobDir).
+// startJobsServer starts an in-process hub with the jobs API (a ResultsDir).
 func startJobsServer(t *testing.T) (*server.Server, []byte) {
 	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
@@ -25,7 +25,7 @@ func startJobsServer(t *testing.T) (*server.Server, []byte) {
 	}
 	t.Cleanup(func() { db.Close() })
 	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db,
-		BlobDir: filepath.Join(dir, "results"), Limits: loadGeneratorLimits,
+		ResultsDir: filepath.Join(dir, "results"), Limits: loadGeneratorLimits,
 		Jobs: jobs.Config{MaxWaitsPerSubject: loadGeneratorWaits}})
 	if err != nil {
 		t.Fatal(err)

@@ -58,10 +58,10 @@ type Config struct {
 	// Store keeps jobs, runs and agents. Required.
 	Store store.JobStore
 	// Blobs holds the output files, under keys "job/agent/file" (see
-	// FileKey). Nil: a blob.Dir in BlobDir.
+	// FileKey). Nil: a blob.Dir in ResultsDir.
 	Blobs blob.Store
-	// BlobDir is the directory of the output files when Blobs is nil.
-	BlobDir string
+	// ResultsDir is the directory of the output files when Blobs is nil.
+	ResultsDir string
 	// NodeID names this node (recorded on agents, sent in welcome).
 	NodeID string
 	// Publisher receives the live logs and agent events; nil drops them.
@@ -128,8 +128,8 @@ type jobLock struct {
 
 // New checks cfg and returns a Manager.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Store == nil || (cfg.Blobs == nil && cfg.BlobDir == "") {
-		return nil, errors.New("jobs: Store, and Blobs or BlobDir, are required")
+	if cfg.Store == nil || (cfg.Blobs == nil && cfg.ResultsDir == "") {
+		return nil, errors.New("jobs: Store, and Blobs or ResultsDir, are required")
 	}
 	if cfg.LostGrace <= 0 {
 		cfg.LostGrace = DefaultLostGrace
@@ -169,7 +169,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	blobs := cfg.Blobs
 	if blobs == nil {
-		d, err := blob.NewDir(cfg.BlobDir)
+		d, err := blob.NewDir(cfg.ResultsDir)
 		if err != nil {
 			return nil, fmt.Errorf("jobs: %w", err)
 		}

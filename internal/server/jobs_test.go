@@ -316,7 +316,7 @@ func TestJobEndToEnd(t *testing.T) {
 	if status, _ = s.api("GET", "/api/v1/jobs/"+id, user, ""); status != http.StatusNotFound {
 		t.Fatalf("deleted job: %d", status)
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.BlobDir, id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(s.cfg.ResultsDir, id)); !os.IsNotExist(err) {
 		t.Fatalf("files of a deleted job remain: %v", err)
 	}
 }
@@ -614,7 +614,7 @@ func TestJobAbortExecutionDurationAndDestruction(t *testing.T) {
 	if d := s.job(user, id, ""); len(d.Results) != 0 {
 		t.Fatalf("an archived job has results: %+v", d.Results)
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.BlobDir, id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(s.cfg.ResultsDir, id)); !os.IsNotExist(err) {
 		t.Fatalf("files of an archived job remain: %v", err)
 	}
 	// ARCHIVED jobs are listed only when asked for.
@@ -696,7 +696,7 @@ func TestAgentChannel(t *testing.T) {
 func TestJobsSurviveRestart(t *testing.T) {
 	dir, blobs := t.TempDir(), t.TempDir()
 	st := openStore(t, dir)
-	mod := func(c *Config) { c.Store, c.BlobDir, c.Jobs.LostGrace = st, blobs, 500*time.Millisecond }
+	mod := func(c *Config) { c.Store, c.ResultsDir, c.Jobs.LostGrace = st, blobs, 500*time.Millisecond }
 	s := startServer(t, mod)
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1, c2 := s.agent("c1"), s.agent("c2")

@@ -257,7 +257,7 @@ func TestStalledUploadFails(t *testing.T) {
 	if elapsed := time.Since(start); elapsed < shortTransferIdle {
 		t.Fatalf("stalled upload refused after %s, before the idle time %s", elapsed, shortTransferIdle)
 	}
-	runDir := filepath.Join(s.cfg.BlobDir, id, "c1")
+	runDir := filepath.Join(s.cfg.ResultsDir, id, "c1")
 	waitFor(t, "the stalled upload's temporary file to go", func() bool {
 		entries, err := os.ReadDir(runDir)
 		return err == nil && len(entries) == 0
@@ -278,7 +278,7 @@ func TestParallelUploadsKeepTheRunLimit(t *testing.T) {
 	)
 	s := startServer(t, func(c *Config) { c.Jobs.MaxFileBytes, c.Jobs.MaxRunBytes = runLimit, runLimit })
 	_, id, _ := runJobOnC1(t, s)
-	runDir := filepath.Join(s.cfg.BlobDir, id, "c1")
+	runDir := filepath.Join(s.cfg.ResultsDir, id, "c1")
 	addr := strings.TrimPrefix(s.url, "http://")
 
 	type result struct {

@@ -89,10 +89,10 @@ type Config struct {
 	// (default DefaultRequestTimeout). WAITs, uploads and downloads have
 	// their own bounds (jobs.Config MaxWait, TransferIdleTimeout).
 	RequestTimeout time.Duration
-	// BlobDir holds jobs' output files. Empty: no jobs API and no agent
+	// ResultsDir holds jobs' output files. Empty: no jobs API and no agent
 	// control channel on this node.
-	BlobDir string
-	// Jobs tunes the jobs manager (Store, BlobDir, NodeID, Publisher,
+	ResultsDir string
+	// Jobs tunes the jobs manager (Store, ResultsDir, NodeID, Publisher,
 	// Authenticate, Logger and Now are filled in by Start).
 	Jobs jobs.Config
 	// Limits bound what one client may take of the node (connections per
@@ -140,7 +140,7 @@ type Server struct {
 	open      atomic.Int64 // connections accepted and not yet closed
 	refused   *refusals    // requests refused before any handler
 
-	jobs         *jobsNode // nil without BlobDir
+	jobs         *jobsNode // nil without ResultsDir
 	web          *web.Handler
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -251,9 +251,9 @@ func Start(cfg Config) (*Server, error) {
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
 	var closers []control.ConnCloser
-	if cfg.BlobDir != "" {
+	if cfg.ResultsDir != "" {
 		jc := cfg.Jobs
-		jc.Store, jc.BlobDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.BlobDir, cfg.NodeID, rs
+		jc.Store, jc.ResultsDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.ResultsDir, cfg.NodeID, rs
 		jc.Logger, jc.Now = cfg.Logger, cfg.Now
 		if jm, err = jobs.New(jc); err == nil {
 			jobsAPI, err = uwsapi.New(uwsapi.Config{Jobs: jm, Logger: cfg.Logger,
@@ -374,10 +374,10 @@ func Start(cfg Config) (*Server, error) {
 		// 405 itself: a known path asked with another method lands here.
 		if allow := allowedMethods(mux, r, ah.KnownPrefix); allow != "" {
 			w.Header().Set("Allow", allow)
-			apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "method "+truncateASCII(r.Method, 16)+" not allowed here; allowed: "+allow)
+			apierr.WriteNew(w, http.StatusMethodNotAllowed, wire.ErrorMethodNotAllowed, "method "+truncateASCII(r.Method, 16)+" not allowed here; allowed: "+allow)
 			return
 		}
-		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such endpoint")
+		apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 	})
 
 	s.http = &http.Server{
@@ -532,14 +532,13 @@ func rejectUncleanPaths(next http.Handler) http.Handler {
 		p := r.URL.Path
 		if strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
 			strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
-			apierr.WriteNew(w, http.StatusBadRequest, "invalid_path", "path has an empty, . or .. segment")
+			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidPath, "path has an empty, . or .. segment")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// statusWriter records the status code of a response for logging.
 // allowedMethods returns the methods, comma-separated, that mux serves r's
 // path with through a pattern other than the catch-all "/" (and other than
 // the access endpoints' pattern, unless the path's first segment is a
@@ -580,6 +579,7 @@ func truncateASCII(s string, n int) string {
 	return string(b)
 }
 
+// statusWriter records the status code of a response for logging.
 type statusWriter struct {
 	http.ResponseWriter
 	status int

@@ -65,8 +65,8 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if cfg.Store == nil {
 		cfg.Store = openStore(t, t.TempDir())
 	}
-	if cfg.BlobDir == "" {
-		cfg.BlobDir = t.TempDir()
+	if cfg.ResultsDir == "" {
+		cfg.ResultsDir = t.TempDir()
 	}
 	s, err := Start(cfg)
 	if err != nil {

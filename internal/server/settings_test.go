@@ -28,7 +28,7 @@ func TestNegativeSettingsAreErrors(t *testing.T) {
 		{"--request-burst", func(c *Config) { c.Limits.RequestBurst = -1 }},
 		{"--fd-reserve", func(c *Config) { c.Limits.FDReserve = -1 }},
 	} {
-		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: openStore(t, t.TempDir()), BlobDir: t.TempDir()}
+		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: openStore(t, t.TempDir()), ResultsDir: t.TempDir()}
 		tc.mod(&cfg)
 		s, err := Start(cfg)
 		if err == nil {

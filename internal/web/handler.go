@@ -15,6 +15,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
+	"switchboard/pkg/wire"
 )
 
 // Config configures the dashboard. Zero values mean the documented
@@ -196,7 +197,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	h.registerPages(pages)
 	mounted := h.Protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := pages.Handler(r); pattern == "" {
-			apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such page")
+			apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such page")
 			return
 		}
 		pages.ServeHTTP(w, r)

@@ -25,6 +25,7 @@ import (
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/topic"
+	"switchboard/pkg/wire"
 )
 
 // liveTokenTTL is the lifetime of a live-data token. A connection ends when
@@ -37,7 +38,7 @@ const (
 	agentsTopic    = "agents"
 	jobTopicPrefix = "jobs/"
 	jobTopicSuffix = "/log"
-	livePrefix     = "session"
+	livePrefix     = wire.PrefixSession
 )
 
 // liveToken is the answer of /ui/api/live-token.
@@ -63,7 +64,7 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(t, jobTopicPrefix) && strings.HasSuffix(t, jobTopicSuffix):
 		id := strings.TrimSuffix(strings.TrimPrefix(t, jobTopicPrefix), jobTopicSuffix)
 		if id == "" || strings.Contains(id, "/") || topic.Valid(t) != nil {
-			apierr.WriteNew(w, http.StatusBadRequest, "invalid_topic", "topic must be stats, agents or jobs/{id}/log")
+			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, agents or jobs/{id}/log")
 			return
 		}
 		if !h.mayReadJob(w, r, s, id) {
@@ -71,7 +72,7 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		scopes = []string{auth.ScopeRead}
 	default:
-		apierr.WriteNew(w, http.StatusBadRequest, "invalid_topic", "topic must be stats, agents or jobs/{id}/log")
+		apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, agents or jobs/{id}/log")
 		return
 	}
 	tok, exp, err := h.mintToken(s, liveTokenTTL, t, livePrefix, scopes)

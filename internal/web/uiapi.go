@@ -17,6 +17,7 @@ import (
 
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/pkg/wire"
 )
 
 // apiTokenTTL is the lifetime of the token minted for one proxied request.
@@ -108,7 +109,7 @@ func (h *Handler) serveUIAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 func notFoundAPI(w http.ResponseWriter) {
-	apierr.WriteNew(w, http.StatusNotFound, "not_found", "no such dashboard API endpoint")
+	apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such dashboard API endpoint")
 }
 
 // apiRequest returns a copy of r for the API at target (path and query),

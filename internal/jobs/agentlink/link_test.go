@@ -166,7 +166,7 @@ func newHarness(t *testing.T, jc jobs.Config, lc LinkConfig) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jc.Store, jc.BlobDir = st, filepath.Join(dir, "blobs")
+	jc.Store, jc.ResultsDir = st, filepath.Join(dir, "blobs")
 	m, err := jobs.New(jc)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
 	"switchboard/internal/store"
+	"switchboard/pkg/wire"
 )
 
 // Config wires an API.
@@ -114,10 +115,10 @@ func (h *API) authorize(w http.ResponseWriter, r *http.Request, write bool) (*ca
 	switch {
 	case cl.admin:
 	case write && !c.HasScope(auth.ScopeJobsWrite):
-		apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", "this needs scope jobs:write")
+		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorScopeForbidden, "this needs scope jobs:write")
 		return nil, false
 	case !write && !c.HasScope(auth.ScopeJobsRead) && !c.HasScope(auth.ScopeJobsWrite):
-		apierr.WriteNew(w, http.StatusForbidden, "scope_forbidden", "this needs scope jobs:read")
+		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorScopeForbidden, "this needs scope jobs:read")
 		return nil, false
 	case c.Subject == "":
 		apierr.WriteNew(w, http.StatusForbidden, "subject_missing", "the token has no sub claim: jobs belong to a subject")
@@ -711,7 +712,7 @@ func (h *API) serveSub(w http.ResponseWriter, r *http.Request) {
 	switch sub {
 	case "phase", "executionduration", "destruction", "error", "quote", "owner", "parameters", "results", "runid":
 	default:
-		apierr.WriteNew(w, http.StatusNotFound, "not_found", "no job resource "+jobs.Truncate(sub, 32))
+		apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no job resource "+jobs.Truncate(sub, 32))
 		return
 	}
 	j, ok := h.loadJob(w, r, c)
@@ -760,7 +761,7 @@ func (h *API) servePostSub(w http.ResponseWriter, r *http.Request) {
 	switch sub {
 	case "phase", "executionduration", "destruction":
 	default:
-		apierr.WriteNew(w, http.StatusMethodNotAllowed, "method_not_allowed", "job resource "+jobs.Truncate(sub, 32)+" cannot be changed")
+		apierr.WriteNew(w, http.StatusMethodNotAllowed, wire.ErrorMethodNotAllowed, "job resource "+jobs.Truncate(sub, 32)+" cannot be changed")
 		return
 	}
 	q, err := formParams(r)
@@ -811,7 +812,7 @@ func (h *API) serveParameter(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	apierr.WriteNew(w, http.StatusNotFound, "not_found", "the job has no parameter "+jobs.Truncate(name, 64))
+	apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "the job has no parameter "+jobs.Truncate(name, 64))
 }
 
 func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {

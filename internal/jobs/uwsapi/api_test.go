@@ -25,7 +25,7 @@ func TestWaitLeavesNoWatchers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	m, err := jobs.New(jobs.Config{Store: st, BlobDir: filepath.Join(dir, "blobs")})
+	m, err := jobs.New(jobs.Config{Store: st, ResultsDir: filepath.Join(dir, "blobs")})
 	if err != nil {
 		t.Fatal(err)
 	}
