@@ -126,7 +126,7 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 		check(t, accept(t, h, m, Info{Topic: "stats", CanRead: true, SystemTopic: true}, func() { m.send(t, Text, "x") }))
 	})
 	t.Run("slow_consumer", func(t *testing.T) {
-		h := newHarness(t, Config{SendQueueBytes: 8 << 10, MaxMessageBytes: 1 << 10, SlowConsumer: PolicyClose, WriteTimeout: time.Minute, CloseTimeout: 50 * time.Millisecond})
+		h := newHarness(t, Config{SendQueueBytes: 8 << 10, MaxMessageBytes: 1 << 10, SlowConsumer: PolicyClose, WriteTimeout: time.Minute, CloseTimeout: time.Minute})
 		w := h.connect(rw("t"))
 		slow := newMemConn()
 		slow.stall = make(chan struct{})
@@ -134,6 +134,14 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 			for range 100 {
 				w.send(t, Binary, string(make([]byte, 900)))
 			}
+			// The close is usually decided while the write loop is stuck
+			// in its first write to the stalled peer; the close frame can
+			// follow only once that write ends (a peer that never reads
+			// again is aborted after CloseTimeout, with no code). So the
+			// stall ends once the close is decided, never before: before,
+			// the reader could drain its queue and never overflow.
+			waitFor(t, "the close to be decided", func() bool { return h.closingOrGone(slow) })
+			close(slow.stall)
 		}))
 	})
 	t.Run("ping_timeout", func(t *testing.T) {
@@ -190,4 +198,17 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 		<-done
 		check(t, outcome{why, a.closeCode()})
 	})
+}
+
+// closingOrGone reports whether the relay has decided to close m's
+// connection, or has already let it go.
+func (h *harness) closingOrGone(m *memConn) bool {
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	for c := range h.srv.conns {
+		if c.tc == m {
+			return c.closingFlag.Load()
+		}
+	}
+	return true
 }
