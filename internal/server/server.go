@@ -234,9 +234,20 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: listen: %w", err)
 	}
+	// One unwind path: each step that sets up something to take down
+	// pushes its undo; if a later step fails, they run in reverse.
+	var undo []func()
+	started := false
+	defer func() {
+		if !started {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	undo = append(undo, func() { ln.Close() })
 	pub, err := publicURL(cfg.PublicURL, ln.Addr(), tlsConfig != nil)
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: cfg.Now})
@@ -263,7 +274,6 @@ func Start(cfg Config) (*Server, error) {
 			link, err = agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev})
 		}
 		if err != nil {
-			ln.Close()
 			return nil, err
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
@@ -278,7 +288,6 @@ func Start(cfg Config) (*Server, error) {
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	sh, err := shell.New(shell.Config{Access: ah, Relay: rs, AnswerTimeout: cfg.ShellAnswerTimeout, Logger: cfg.Logger})
@@ -292,7 +301,6 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	// The dashboard: its cookie key is derived from the secret, so every
@@ -301,7 +309,6 @@ func Start(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	cookieKey, err := hkdf.Key(sha256.New, cfg.Secret, nil, cookieKeyInfo, 32)
 	if err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("server: derive the cookie key: %w", err)
 	}
 	wc := cfg.Web
@@ -309,7 +316,6 @@ func Start(cfg Config) (*Server, error) {
 	wc.CookieKey, wc.Revocations, wc.NodeID, wc.Logger, wc.Now = cookieKey, rev, cfg.NodeID, cfg.Logger, cfg.Now
 	wh, err := web.New(wc)
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	closers = append(closers, sh) // shell sessions waiting for their host
@@ -320,7 +326,6 @@ func Start(cfg Config) (*Server, error) {
 		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refusalCounts(refused, jobsAPI),
 	})
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	if jm != nil {
@@ -328,17 +333,20 @@ func Start(cfg Config) (*Server, error) {
 		err := jm.Start(ctx, link)
 		cancel()
 		if err != nil {
-			ln.Close()
 			return nil, err
 		}
 	}
 	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, web: wh}
 	if jm != nil {
 		s.jobs = &jobsNode{Manager: jm, API: jobsAPI, link: link}
+		undo = append(undo, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			s.jobs.Stop(ctx)
+		})
 	}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			ln.Close()
 			return nil, fmt.Errorf("server: metrics listen: %w", err)
 		}
 		mm := http.NewServeMux()
@@ -346,12 +354,13 @@ func Start(cfg Config) (*Server, error) {
 		s.metrics = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
 			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+		undo = append(undo, func() { s.metrics.Close(); s.metricsLn.Close() })
 		go s.metrics.Serve(s.metricsLn)
 	}
 	if s.bus, err = startBus(cfg.NodeID, rs, cfg.Logger); err != nil {
-		ln.Close()
 		return nil, err
 	}
+	undo = append(undo, s.bus.close)
 
 	ah.Register(mux)
 	ctl.Register(mux)
@@ -412,6 +421,7 @@ func Start(cfg Config) (*Server, error) {
 	s.background.Add(1)
 	go func() { defer s.background.Done(); ctl.RunPurger(purgeCtx) }()
 	wh.Start(purgeCtx)
+	started = true
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
 	return s, nil
 }

@@ -1,6 +1,10 @@
 package server
 
 import (
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -40,4 +44,43 @@ func TestNegativeSettingsAreErrors(t *testing.T) {
 			t.Errorf("%s negative: error %q does not name the flag", tc.flag, err)
 		}
 	}
+}
+
+// TestFailedStartLeavesNothingRunning: a Start that fails late (the metrics
+// address is taken) takes down what it had set up — the listener, the jobs
+// manager and the agent link — through one unwind path: no descriptor and
+// no goroutine is left behind.
+func TestFailedStartLeavesNothingRunning(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	st := openStore(t, t.TempDir())
+	openFDs := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatalf("counting descriptors: %v", err)
+		}
+		return len(fds)
+	}
+	failStart := func() {
+		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: st, ResultsDir: t.TempDir(),
+			MetricsListen: taken.Addr().String()}
+		if s, err := Start(cfg); err == nil {
+			s.Shutdown(t.Context())
+			t.Fatal("Start with a taken metrics address succeeded")
+		}
+	}
+	// With the collector off, no finalizer can close a forgotten listener
+	// and hide the leak.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	failStart() // the store's connection pools open what they keep
+	fdsBefore, goroutinesBefore := openFDs(), runtime.NumGoroutine()
+	for range 3 { // the same failure three times: nothing may pile up
+		failStart()
+	}
+	waitFor(t, "what the failed starts set up to be taken down", func() bool {
+		return openFDs() <= fdsBefore && runtime.NumGoroutine() <= goroutinesBefore
+	})
 }
