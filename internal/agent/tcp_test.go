@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -73,7 +75,13 @@ func TestTCPStream(t *testing.T) {
 // stays up meanwhile, and messages for the service are counted as drops.
 func TestTCPLocalRefused(t *testing.T) {
 	r := startRelay(t, nil)
-	ln := listenLocal(t)
+	// An address of its own in 127/8: outgoing connections take their
+	// ephemeral ports on 127.0.0.1, so none can take this port while
+	// nothing listens on it, and the service can start there again below.
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.%d.%d.%d:0", 1+mrand.IntN(254), mrand.IntN(256), 1+mrand.IntN(254)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: connections are refused
 	cfg := &Config{URL: r.url, TokenFile: r.tokenFile("lab/ctl"),
@@ -100,7 +108,7 @@ func TestTCPLocalRefused(t *testing.T) {
 	// The service starts: the next attempt connects.
 	ln2, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("port %s taken meanwhile: %v", addr, err)
+		t.Fatalf("listening on %s again: %v", addr, err)
 	}
 	defer ln2.Close()
 	accept(t, ln2)
