@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -207,12 +208,7 @@ func (j *jobAgent) limits() (file, run int64) {
 func (j *jobAgent) runningJobs() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	jobs := make([]string, 0, len(j.running))
-	for job := range j.running {
-		jobs = append(jobs, job)
-	}
-	slices.Sort(jobs)
-	return jobs
+	return slices.Sorted(maps.Keys(j.running))
 }
 
 // handle acts on one message from the hub. It never blocks for long: runs

@@ -41,23 +41,13 @@ func installPeers(t testing.TB, rs *relay.Server, otherTopics []string) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bus, err := net.Join("a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peers, err := cluster.NewRelayPeers(cluster.RelayConfig{Bus: bus, Relay: rs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.SetPeers(peers); err != nil {
-		t.Fatal(err)
-	}
+	peers, stop := installPeersAs(t, net, "a", rs)
 	var other *relay.Server
 	var otherStop func()
 	var otherConns sync.WaitGroup
 	if len(otherTopics) > 0 {
 		other, _ = relay.NewServer(relay.Config{PingInterval: -1})
-		otherStop = installPeersAs(t, net, "b", other)
+		_, otherStop = installPeersAs(t, net, "b", other)
 		for _, topic := range otherTopics {
 			c := newTestConn(false)
 			otherConns.Add(1)
@@ -79,12 +69,13 @@ func installPeers(t testing.TB, rs *relay.Server, otherTopics []string) func() {
 			otherConns.Wait()
 			otherStop()
 		}
-		peers.Close()
-		bus.Close()
+		stop()
 	}
 }
 
-func installPeersAs(t testing.TB, net *membus.Network, id string, rs *relay.Server) func() {
+// installPeersAs joins net as node id and connects rs to it; the returned
+// func leaves the network.
+func installPeersAs(t testing.TB, net *membus.Network, id string, rs *relay.Server) (*cluster.RelayPeers, func()) {
 	bus, err := net.Join(id)
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +87,7 @@ func installPeersAs(t testing.TB, net *membus.Network, id string, rs *relay.Serv
 	if err := rs.SetPeers(peers); err != nil {
 		t.Fatal(err)
 	}
-	return func() { peers.Close(); bus.Close() }
+	return peers, func() { peers.Close(); bus.Close() }
 }
 
 // fanOut is one running set-up: send(n) writes n messages and returns once

@@ -3,6 +3,7 @@ package agentlink
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -188,10 +189,5 @@ func (s *session) markSent(job string) bool {
 func (s *session) runningJobs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.running))
-	for j := range s.running {
-		out = append(out, j)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(s.running))
 }
