@@ -125,7 +125,11 @@ func TestHTTPPushRefusesBrowserPages(t *testing.T) {
 		t.Fatalf("the real push was cut off (%d)", code)
 	default:
 	}
-	if st := status(t, a, "cams/video0"); *st.Local.Active != 1 || st.BytesToRelay != int64(len(first)+len(second)) {
+	// The byte count is added after the relay took the write, so the user
+	// can hold the packets a moment before the count shows them.
+	pushedBytes := int64(len(first) + len(second))
+	waitFor(t, "the push's bytes counted", func() bool { return status(t, a, "cams/video0").BytesToRelay == pushedBytes })
+	if st := status(t, a, "cams/video0"); *st.Local.Active != 1 || st.BytesToRelay != pushedBytes {
 		t.Fatalf("status %+v, local %+v", st, *st.Local)
 	}
 	pw.Close()
