@@ -117,6 +117,36 @@ var allowed = map[string][]string{
 		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto"}, // the agent channel: an access endpoint and its sessions
 	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",
 		"switchboard/internal/store", "switchboard/internal/jobproto", "switchboard/pkg/wire"}, // store and jobproto for their types and checks only
+	// The one test harness: a whole node, tokens for it, a client to dial it.
+	"switchboard/internal/servertest": {"switchboard/internal/server", "switchboard/internal/store/sqlite", "switchboard/internal/auth",
+		"switchboard/pkg/client", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
+	"switchboard/internal/servertest/wait": {}, // polling with a deadline: standard library only, so every test can use it
+}
+
+// isTestSupport reports whether a package exists for tests: it is, or is
+// inside, a package whose name ends in "test" (storetest, bustest, pgtest,
+// servertest and servertest/wait).
+func isTestSupport(path string) bool {
+	for elem := range strings.SplitSeq(path, "/") {
+		if strings.HasSuffix(elem, "test") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTestHarnessOnlyInTests: servertest starts whole nodes with a fixed
+// secret; only _test files (which go list leaves out here) and other
+// test-support packages may import it.
+func TestTestHarnessOnlyInTests(t *testing.T) {
+	const harness = "switchboard/internal/servertest"
+	for _, p := range list(t, "switchboard/...") {
+		for _, imp := range p.Imports {
+			if (imp == harness || strings.HasPrefix(imp, harness+"/")) && !isTestSupport(p.ImportPath) {
+				t.Errorf("%s imports %s outside its tests", p.ImportPath, imp)
+			}
+		}
+	}
 }
 
 func TestImportRules(t *testing.T) {
