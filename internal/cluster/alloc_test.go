@@ -10,6 +10,7 @@ import (
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 )
 
 // The profile of the in-memory bus's cost: one writer, fanOutReaders
@@ -52,13 +53,7 @@ func installPeers(t testing.TB, rs *relay.Server, otherTopics []string) func() {
 			c := newTestConn(false)
 			otherConns.Add(1)
 			go func() { defer otherConns.Done(); other.Accept(context.Background(), c, reader(topic)) }()
-			deadline := time.Now().Add(5 * time.Second)
-			for peers.RemoteNodes(topic) != 1 {
-				if time.Now().After(deadline) {
-					t.Fatalf("a never learnt that b reads %s", topic)
-				}
-				time.Sleep(time.Millisecond)
-			}
+			wait.For(t, "a to learn that b reads "+topic, func() bool { return peers.RemoteNodes(topic) == 1 })
 		}
 	}
 	return func() {
@@ -119,13 +114,7 @@ func startFanOut(t testing.TB, s fanOutSetup) *fanOut {
 		accept(r, reader("t"))
 	}
 	accept(f.writer, relay.Info{Topic: "t", CanWrite: true})
-	deadline := time.Now().Add(5 * time.Second)
-	for rs.Stats().Connections != fanOutReaders+1 {
-		if time.Now().After(deadline) {
-			t.Fatal("connections not registered")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, "connections registered", func() bool { return rs.Stats().Connections == fanOutReaders+1 })
 	return f
 }
 

@@ -11,6 +11,7 @@ import (
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 )
 
 // testConn is an in-memory relay.Conn: the test writes to in and reads
@@ -128,19 +129,8 @@ func (n *node) connect(t *testing.T, info relay.Info) *testConn {
 	before := n.relay.Stats().Accepted
 	n.conns.Add(1)
 	go func() { defer n.conns.Done(); n.relay.Accept(context.Background(), c, info) }()
-	waitFor(t, "connection registered", func() bool { return n.relay.Stats().Accepted > before })
+	wait.For(t, "connection registered", func() bool { return n.relay.Stats().Accepted > before })
 	return c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func reader(topic string) relay.Info { return relay.Info{Topic: topic, CanRead: true} }
@@ -163,8 +153,8 @@ func TestRelayAcrossNodes(t *testing.T) {
 	a, b := newNode(t, net, "a"), newNode(t, net, "b")
 	wa, ra := a.connect(t, rw("t")), a.connect(t, reader("t"))
 	rb1, rb2 := b.connect(t, reader("t")), b.connect(t, rw("t"))
-	waitFor(t, "a to learn that b reads t", func() bool { return a.peers.RemoteNodes("t") == 1 })
-	waitFor(t, "b to learn that a reads t", func() bool { return b.peers.RemoteNodes("t") == 1 })
+	wait.For(t, "a to learn that b reads t", func() bool { return a.peers.RemoteNodes("t") == 1 })
+	wait.For(t, "b to learn that a reads t", func() bool { return b.peers.RemoteNodes("t") == 1 })
 
 	const n = 50
 	for i := range n {
@@ -205,7 +195,7 @@ func TestNothingPublishedWithoutRemoteReaders(t *testing.T) {
 	net := newNetwork(t, membus.Options{})
 	a, b := newNode(t, net, "a"), newNode(t, net, "b")
 	b.connect(t, reader("u"))
-	waitFor(t, "a to learn that b reads u", func() bool { return a.peers.RemoteNodes("u") == 1 })
+	wait.For(t, "a to learn that b reads u", func() bool { return a.peers.RemoteNodes("u") == 1 })
 	w, r := a.connect(t, rw("t")), a.connect(t, reader("t"))
 	for i := range 20 {
 		w.send(t, fmt.Sprint(i))
@@ -221,7 +211,7 @@ func TestNothingPublishedWithoutRemoteReaders(t *testing.T) {
 func TestSingleNode(t *testing.T) {
 	n := newNode(t, newNetwork(t, membus.Options{}), "solo")
 	w, r := n.connect(t, rw("t")), n.connect(t, reader("t"))
-	waitFor(t, "t subscribed", func() bool { return n.peers.Stats().LocalTopics == 1 })
+	wait.For(t, "t subscribed", func() bool { return n.peers.Stats().LocalTopics == 1 })
 	for i := range 20 {
 		w.send(t, fmt.Sprint(i))
 	}
@@ -245,7 +235,7 @@ func TestTopicsWithDotsAndSlashesStayApart(t *testing.T) {
 	net := newNetwork(t, membus.Options{})
 	a, b := newNode(t, net, "a"), newNode(t, net, "b")
 	dot, slash := b.connect(t, reader("a.b")), b.connect(t, reader("a/b"))
-	waitFor(t, "interest", func() bool { return a.peers.RemoteNodes("a.b") == 1 && a.peers.RemoteNodes("a/b") == 1 })
+	wait.For(t, "interest", func() bool { return a.peers.RemoteNodes("a.b") == 1 && a.peers.RemoteNodes("a/b") == 1 })
 	wd, ws := a.connect(t, relay.Info{Topic: "a.b", CanWrite: true}), a.connect(t, relay.Info{Topic: "a/b", CanWrite: true})
 	wd.send(t, "dot 1")
 	ws.send(t, "slash 1")
@@ -272,26 +262,26 @@ func TestInterestFollowsReaders(t *testing.T) {
 	a, b := newNode(t, net, "a"), newNode(t, net, "b")
 	w := a.connect(t, relay.Info{Topic: "t", CanWrite: true})
 	r := b.connect(t, reader("t"))
-	waitFor(t, "interest on", func() bool { return a.peers.RemoteNodes("t") == 1 })
+	wait.For(t, "interest on", func() bool { return a.peers.RemoteNodes("t") == 1 })
 	w.send(t, "1")
 	if got := r.recv(t); got != "1" {
 		t.Fatalf("got %q", got)
 	}
 	r.Close(relay.CloseNormal, "")
-	waitFor(t, "interest off", func() bool { return a.peers.RemoteNodes("t") == 0 && b.peers.Stats().LocalTopics == 0 })
+	wait.For(t, "interest off", func() bool { return a.peers.RemoteNodes("t") == 0 && b.peers.Stats().LocalTopics == 0 })
 	w.send(t, "nobody")
-	waitFor(t, "a's message relayed locally", func() bool { return a.relay.Stats().MessagesIn == 2 })
+	wait.For(t, "a's message relayed locally", func() bool { return a.relay.Stats().MessagesIn == 2 })
 	if st := a.peers.Stats(); st.Forwarded != 1 {
 		t.Fatalf("a forwarded %d messages, want 1: none once b's reader left", st.Forwarded)
 	}
 	r2 := b.connect(t, reader("t"))
-	waitFor(t, "interest on again", func() bool { return a.peers.RemoteNodes("t") == 1 })
+	wait.For(t, "interest on again", func() bool { return a.peers.RemoteNodes("t") == 1 })
 	w.send(t, "2")
 	if got := r2.recv(t); got != "2" {
 		t.Fatalf("got %q", got)
 	}
 	b.close()
-	waitFor(t, "b's interest gone with b", func() bool { return a.peers.RemoteNodes("t") == 0 && a.peers.Stats().Members == 0 })
+	wait.For(t, "b's interest gone with b", func() bool { return a.peers.RemoteNodes("t") == 0 && a.peers.Stats().Members == 0 })
 }
 
 // TestLateJoiner: a node that joins after another's readers connected
@@ -300,9 +290,9 @@ func TestLateJoiner(t *testing.T) {
 	net := newNetwork(t, membus.Options{})
 	a := newNode(t, net, "a")
 	r := a.connect(t, reader("t"))
-	waitFor(t, "t subscribed", func() bool { return a.peers.Stats().LocalTopics == 1 })
+	wait.For(t, "t subscribed", func() bool { return a.peers.Stats().LocalTopics == 1 })
 	b := newNode(t, net, "b")
-	waitFor(t, "b to learn that a reads t", func() bool { return b.peers.RemoteNodes("t") == 1 })
+	wait.For(t, "b to learn that a reads t", func() bool { return b.peers.RemoteNodes("t") == 1 })
 	b.connect(t, relay.Info{Topic: "t", CanWrite: true}).send(t, "hello from b")
 	if got := r.recv(t); got != "hello from b" {
 		t.Fatalf("got %q", got)
@@ -337,7 +327,7 @@ func TestChurnConverges(t *testing.T) {
 					want++
 				}
 			}
-			waitFor(t, fmt.Sprintf("%s's view of %s", n.bus.NodeID(), topic), func() bool { return n.peers.RemoteNodes(topic) == want })
+			wait.For(t, fmt.Sprintf("%s's view of %s", n.bus.NodeID(), topic), func() bool { return n.peers.RemoteNodes(topic) == want })
 		}
 	}
 }
@@ -350,7 +340,7 @@ func TestSequenceGapsCounted(t *testing.T) {
 	net := newNetwork(t, membus.Options{})
 	b := newNode(t, net, "b")
 	r := b.connect(t, reader("t"))
-	waitFor(t, "t subscribed", func() bool { return b.peers.Stats().LocalTopics == 1 })
+	wait.For(t, "t subscribed", func() bool { return b.peers.Stats().LocalTopics == 1 })
 	src, err := net.Join("x")
 	if err != nil {
 		t.Fatal(err)
