@@ -16,6 +16,7 @@ import (
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store"
 	"switchboard/internal/store/sqlite"
 	"switchboard/pkg/wire"
@@ -201,7 +202,7 @@ func (h *harness) connect(t *testing.T, id string, stalled bool) (*agentEnd, *li
 	a := newAgentEnd(ag)
 	a.send(t, hello(id))
 	// Registered, and recorded (a job can target it).
-	waitFor(t, "agent "+id+" recorded as connected", func() bool {
+	wait.For(t, "agent "+id+" recorded as connected", func() bool {
 		agents, _ := h.jobs.Agents(context.Background())
 		for _, a := range agents {
 			if a.ID == id && a.Connected {
@@ -211,18 +212,6 @@ func (h *harness) connect(t *testing.T, id string, stalled bool) (*agentEnd, *li
 		return false
 	})
 	return a, conn
-}
-
-// waitFor polls cond until it holds, for at most 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // TestStalledAgentDoesNotDelayTheJob: an agent that stops reading (its TCP
@@ -325,7 +314,7 @@ func TestSendQueueFullClosesTheChannel(t *testing.T) {
 			t.Fatalf("send after the overflow: %v, want errChannelClosed", err)
 		}
 	}
-	waitFor(t, "the channel to end at the write timeout", func() bool { c, _ := h.link.Status("slow", ""); return !c })
+	wait.For(t, "the channel to end at the write timeout", func() bool { c, _ := h.link.Status("slow", ""); return !c })
 }
 
 // TestSendQueueOverflowCloseCode: an agent whose queue overflows while
@@ -345,7 +334,7 @@ func TestSendQueueOverflowCloseCode(t *testing.T) {
 	if err := s.send(jobproto.Abort{Type: jobproto.TypeAbort, Job: "b"}); !errors.Is(err, ErrSendQueueFull) {
 		t.Fatalf("send over the limit: %v, want ErrSendQueueFull", err)
 	}
-	waitFor(t, "the channel to close", func() bool { return conn.closeCode() != 0 })
+	wait.For(t, "the channel to close", func() bool { return conn.closeCode() != 0 })
 	if code := conn.closeCode(); code != relay.CloseSlowConsumer {
 		t.Fatalf("closed with %d, want %d (%s)", code, relay.CloseSlowConsumer, wire.CloseSlowConsumer)
 	}
