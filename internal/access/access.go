@@ -448,7 +448,8 @@ func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (
 		Owner: base64.RawURLEncoding.EncodeToString(owner[:12]),
 		Topic: name, Prefix: prefix, Scopes: c.Scopes,
 		CanRead: p.CanRead, CanWrite: p.CanWrite, System: p.System, Role: p.Role, Labels: p.Labels,
-		BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID, TokenExpiry: c.Expiry(),
+		Identity:    relay.Identity{BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID},
+		TokenExpiry: c.Expiry(),
 	}
 	if e := h.CheckDenied(&g); e != nil {
 		return Grant{}, e
@@ -534,7 +535,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	h.outcomes.add(StageExchange, "ok")
 	info := relay.Info{
 		Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
-		ExpiresAt: g.TokenExpiry, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID,
+		ExpiresAt: g.TokenExpiry, Identity: g.Identity,
 		Scopes: g.Scopes, SystemTopic: g.System,
 		RemoteAddr: h.remoteAddr(r), UserAgent: truncate(r.UserAgent(), 256),
 	}

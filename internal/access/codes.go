@@ -5,18 +5,20 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"switchboard/internal/relay"
 )
 
 // Grant is what a one-time code stands for: the checked result of an access
 // request, bound to one topic and prefix.
 type Grant struct {
-	Topic       string
-	Prefix      string
-	CanRead     bool
-	CanWrite    bool
-	BookingID   string
-	Subject     string
-	TokenID     string
+	Topic    string
+	Prefix   string
+	CanRead  bool
+	CanWrite bool
+	// Identity is the token's booking, subject and id: what revocations
+	// match, here (DeleteWhere) as on the connection the code opens.
+	relay.Identity
 	TokenExpiry time.Time
 	Scopes      []string // as in the token; shared, never modified
 	System      bool     // a system topic: read-only for everyone
@@ -153,14 +155,14 @@ func (s *MemoryCodeStore) expireLocked(now time.Time) {
 	}
 }
 
-// DeleteWhere removes every pending code whose grant matches, and returns
-// how many it removed (used when a booking is revoked).
-func (s *MemoryCodeStore) DeleteWhere(match func(*Grant) bool) int {
+// DeleteWhere removes every pending code whose grant's identity m matches,
+// and returns how many it removed (a revocation's enforcement).
+func (s *MemoryCodeStore) DeleteWhere(m relay.IdentityMatch) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for k, p := range s.codes {
-		if match(&p.grant) {
+		if m.Matches(p.grant.Identity) {
 			s.deleteLocked(k, p)
 			n++
 		}

@@ -37,20 +37,14 @@ const (
 	maxRevocationReasonLen = 1024
 )
 
-// CodeDeleter deletes pending one-time codes (access.MemoryCodeStore).
-type CodeDeleter interface {
-	DeleteWhere(match func(*access.Grant) bool) int
-}
-
 // Config configures a Handler.
 type Config struct {
 	Store       store.Store
 	Relay       *relay.Server
 	Revocations *Revocations
-	Codes       CodeDeleter // may be nil
-	// Others are further connections a revocation closes (the agents'
-	// control channels); may be empty.
-	Others   []ConnCloser
+	// Enforcer makes the revocations this handler records take effect, on
+	// this node and (over the bus) on every other.
+	Enforcer *Enforcer
 	Verifier *auth.Verifier
 	Key      *auth.Key // signs tokens minted by the token API
 	// Audience is put in minted tokens: the relay's public URL.
@@ -83,8 +77,8 @@ type Handler struct {
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Store == nil || cfg.Relay == nil || cfg.Revocations == nil || cfg.Verifier == nil || cfg.Key == nil {
-		return nil, errors.New("control: Store, Relay, Revocations, Verifier and Key are required")
+	if cfg.Store == nil || cfg.Relay == nil || cfg.Revocations == nil || cfg.Enforcer == nil || cfg.Verifier == nil || cfg.Key == nil {
+		return nil, errors.New("control: Store, Relay, Revocations, Enforcer, Verifier and Key are required")
 	}
 	switch {
 	case cfg.MaxTokenTTL < 0:
@@ -199,12 +193,6 @@ func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFun
 }
 
 // authenticate verifies the bearer token of an API request.
-// ConnCloser closes the connections whose token matches, as the relay's
-// CloseWhere does.
-type ConnCloser interface {
-	CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int
-}
-
 // Authenticate checks a request's bearer token: signature, expiry and
 // revocations. Other APIs of the server (jobs) use it too.
 func (h *Handler) Authenticate(r *http.Request) (*auth.Claims, *apierr.Error) {
@@ -336,8 +324,9 @@ func (h *Handler) serveListAllowed(w http.ResponseWriter, r *http.Request, _ *au
 	apierr.WriteJSON(w, http.StatusOK, out)
 }
 
-// revoke stores a revocation with its audit event, then enforces it: the
-// in-memory set, open connections (closed with 4003) and pending codes.
+// revoke records a revocation with its audit event, then has the Enforcer
+// make it take effect everywhere: the in-memory sets, open connections
+// (closed with 4003) and pending codes.
 func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.Claims, action string) error {
 	h.changeMu.Lock()
 	defer h.changeMu.Unlock()
@@ -348,15 +337,8 @@ func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.C
 	if err := h.timed("revoke", func() error { return h.cfg.Store.Revoke(ctx, rv, ev) }); err != nil {
 		return err
 	}
-	h.cfg.Revocations.Add(rv)
-	match := Matcher(rv.Kind, rv.Value)
-	closed := h.cfg.Relay.CloseWhere(match, relay.CloseDenied, relay.ReasonDenied, string(rv.Kind)+" revoked")
-	for _, o := range h.cfg.Others {
-		closed += o.CloseWhere(match, relay.CloseDenied, string(rv.Kind)+" revoked")
-	}
-	if h.cfg.Codes != nil {
-		h.cfg.Codes.DeleteWhere(grantMatcher(rv.Kind, rv.Value))
-	}
+	closed := h.cfg.Enforcer.Enforce(RevocationEvent{Op: OpRevoke, Kind: rv.Kind, Value: rv.Value, Reason: rv.Reason,
+		Actor: rv.Actor, CreatedAt: rv.CreatedAt, ExpiresAt: rv.ExpiresAt})
 	h.metrics.revocations.WithLabelValues(string(rv.Kind)).Inc()
 	h.cfg.Logger.Info("revoked", "kind", rv.Kind, "value", rv.Value, "actor", actor.Subject, "closed", closed)
 	return nil
@@ -375,21 +357,13 @@ func (h *Handler) unrevoke(ctx context.Context, kind store.RevocationKind, value
 	if err != nil {
 		return false, err
 	}
-	h.cfg.Revocations.Remove(kind, value, allow)
+	change := RevocationEvent{Op: OpUnrevoke, Kind: kind, Value: value, Actor: actor.Subject, CreatedAt: now}
+	if allow != nil {
+		change.Allow, change.ExpiresAt = true, allow.ExpiresAt
+	}
+	h.cfg.Enforcer.Enforce(change)
 	h.cfg.Logger.Info("revocation removed", "kind", kind, "value", value, "actor", actor.Subject, "existed", removed)
 	return removed, nil
-}
-
-func grantMatcher(kind store.RevocationKind, value string) func(*access.Grant) bool {
-	switch kind {
-	case store.RevokeBooking:
-		return func(g *access.Grant) bool { return g.BookingID == value }
-	case store.RevokeSubject:
-		return func(g *access.Grant) bool { return g.Subject == value }
-	case store.RevokeToken:
-		return func(g *access.Grant) bool { return g.TokenID == value }
-	}
-	return func(*access.Grant) bool { return false }
 }
 
 func detailJSON(v map[string]any) string {

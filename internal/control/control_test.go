@@ -57,9 +57,9 @@ func TestRevocations(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("Purge kept %d expired token revocations in memory", n)
 	}
-	m := Matcher(store.RevokeSubject, "mallory")
-	if !m(&relay.Info{Subject: "mallory"}) || m(&relay.Info{Subject: "alice", BookingID: "mallory"}) {
-		t.Fatal("Matcher")
+	m, ok := identityMatch(store.RevokeSubject, "mallory")
+	if !ok || !m.Matches(relay.Identity{Subject: "mallory"}) || m.Matches(relay.Identity{Subject: "alice", BookingID: "mallory"}) {
+		t.Fatal("identityMatch")
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/relay"
 	"switchboard/internal/store"
 )
 
@@ -134,20 +133,6 @@ func (r *Revocations) Allowances() []store.Allowance {
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b store.Allowance) int { return strings.Compare(a.BookingID, b.BookingID) })
 	return out
-}
-
-// Matcher returns a predicate matching the relay connections a revocation
-// covers.
-func Matcher(kind store.RevocationKind, value string) func(*relay.Info) bool {
-	switch kind {
-	case store.RevokeBooking:
-		return func(i *relay.Info) bool { return i.BookingID == value }
-	case store.RevokeSubject:
-		return func(i *relay.Info) bool { return i.Subject == value }
-	case store.RevokeToken:
-		return func(i *relay.Info) bool { return i.TokenID == value }
-	}
-	return func(*relay.Info) bool { return false }
 }
 
 // Purge forgets revocations and allowances that expired at now.

@@ -37,7 +37,7 @@ func relayWithConns(tb testing.TB, n int) *relay.Server {
 	for i := range n {
 		go rs.Accept(context.Background(), &idleConn{closed: make(chan struct{})}, relay.Info{
 			Topic: fmt.Sprintf("t%d", i%100), Prefix: "session", CanRead: true, Scopes: []string{"read"},
-			BookingID: fmt.Sprintf("b%d", i), Subject: "user", RemoteAddr: "127.0.0.1:40000", UserAgent: "bench",
+			Identity: relay.Identity{BookingID: fmt.Sprintf("b%d", i), Subject: "user"}, RemoteAddr: "127.0.0.1:40000", UserAgent: "bench",
 			ExpiresAt: time.Now().Add(time.Hour),
 		})
 	}

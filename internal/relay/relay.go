@@ -146,14 +146,14 @@ type Conn interface {
 // Info describes a connection: who it is and what it may do. The transport
 // fills it from the verified token before calling Accept.
 type Info struct {
-	Topic      string
-	Prefix     string
-	CanRead    bool
-	CanWrite   bool
-	ExpiresAt  time.Time // zero: no expiry
-	BookingID  string
-	Subject    string
-	TokenID    string
+	Topic     string
+	Prefix    string
+	CanRead   bool
+	CanWrite  bool
+	ExpiresAt time.Time // zero: no expiry
+	// Identity is whom the connection belongs to (booking, subject and
+	// token id): what revocations match (IdentityMatch).
+	Identity
 	Scopes     []string // as granted by the token; shared, never modified
 	RemoteAddr string
 	UserAgent  string

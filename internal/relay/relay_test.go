@@ -447,8 +447,8 @@ func TestShutdownAbortsStuckWriters(t *testing.T) {
 
 func TestCloseWhere(t *testing.T) {
 	h := newHarness(t, Config{})
-	keep := h.connect(Info{Topic: "t", CanRead: true, BookingID: "b2"})
-	drop := []*memConn{h.connect(Info{Topic: "t", CanRead: true, BookingID: "b1"}), h.connect(Info{Topic: "u", CanRead: true, BookingID: "b1"})}
+	keep := h.connect(Info{Topic: "t", CanRead: true, Identity: Identity{BookingID: "b2"}})
+	drop := []*memConn{h.connect(Info{Topic: "t", CanRead: true, Identity: Identity{BookingID: "b1"}}), h.connect(Info{Topic: "u", CanRead: true, Identity: Identity{BookingID: "b1"}})}
 	n := h.srv.CloseWhere(func(i *Info) bool { return i.BookingID == "b1" }, CloseDenied, ReasonDenied, "booking denied")
 	if n != 2 {
 		t.Fatalf("closed %d, want 2", n)
@@ -616,7 +616,7 @@ func TestSystemTopicAndPublish(t *testing.T) {
 
 func TestConnStatus(t *testing.T) {
 	h := newHarness(t, Config{})
-	w, r := h.connect(rw("t")), h.connect(Info{Topic: "t", CanRead: true, BookingID: "b"})
+	w, r := h.connect(rw("t")), h.connect(Info{Topic: "t", CanRead: true, Identity: Identity{BookingID: "b"}})
 	w.send(t, Text, "12345")
 	r.recv(t)
 	waitFor(t, "counters", func() bool {

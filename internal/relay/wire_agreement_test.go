@@ -191,7 +191,7 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", Subject: "a", CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", Subject: "b", CanRead: true, CanWrite: true})
+			srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", Identity: Identity{Subject: "a"}, CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", Identity: Identity{Subject: "b"}, CanRead: true, CanWrite: true})
 		}()
 		waitFor(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
 		b.peerClose(CloseNormal)

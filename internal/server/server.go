@@ -320,10 +320,16 @@ func Start(cfg Config) (*Server, error) {
 	}
 	closers = append(closers, sh) // shell sessions waiting for their host
 	closers = append(closers, wh) // dashboard sessions: a revoked subject's end at once
+	// Revocations: recorded by ctl, enforced here.
+	enforcer, err := control.NewEnforcer(control.EnforcerConfig{Revocations: rev, Relay: rs, Codes: codes,
+		Closers: closers, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	ctl, err = control.New(control.Config{
-		Store: cfg.Store, Relay: rs, Revocations: rev, Codes: codes, Verifier: verifier, Key: key,
+		Store: cfg.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Others: closers, Refusals: refusalCounts(refused, jobsAPI),
+		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Refusals: refusalCounts(refused, jobsAPI),
 	})
 	if err != nil {
 		return nil, err

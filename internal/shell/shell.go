@@ -253,16 +253,17 @@ func (e *Endpoint) failPending(topic string) {
 	}
 }
 
-// CloseWhere withdraws the pending sessions whose user matches (a
-// revocation): each user is closed with code and reason, and the host's
-// side can no longer claim the session. Connections already in the relay
-// are the relay's CloseWhere's. It returns how many sessions it withdrew.
-func (e *Endpoint) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
+// CloseWhere withdraws the pending sessions whose user's identity m
+// matches (a revocation): each user is closed with code and reason, and the
+// host's side can no longer claim the session. Connections already in the
+// relay are the relay's CloseWhere's. It returns how many sessions it
+// withdrew.
+func (e *Endpoint) CloseWhere(m relay.IdentityMatch, code relay.CloseCode, reason string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
 	for id, ps := range e.pending {
-		if match(&ps.user) {
+		if m.Matches(ps.user.Identity) {
 			delete(e.pending, id)
 			ps.why = goneReason{code, reason}
 			close(ps.gone)

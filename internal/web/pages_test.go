@@ -354,7 +354,7 @@ func (e *pagesEnv) connect(info relay.Info) {
 func TestPagesEscapeUserData(t *testing.T) {
 	e := newPagesEnv(t)
 	const evil = `<script>alert(1)</script>`
-	e.connect(relay.Info{Topic: "t/" + evil, Prefix: "session" + evil, CanRead: true, UserAgent: evil, Subject: evil})
+	e.connect(relay.Info{Topic: "t/" + evil, Prefix: "session" + evil, CanRead: true, UserAgent: evil, Identity: relay.Identity{Subject: evil}})
 	ck := e.session(RoleViewer, "u", evil)
 	for _, path := range []string{"/ui/", "/ui/jobs/" + url.PathEscape(evil), "/ui/connections"} {
 		body := e.do("GET", path, nil, ck).Body.String()

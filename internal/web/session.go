@@ -226,19 +226,18 @@ func (h *Handler) subjectRevoked(subject string) bool {
 	return denied
 }
 
-// CloseWhere ends, at once, every dashboard session that a revocation's
-// matcher covers, and returns how many it ended: it implements
-// control.ConnCloser, so the control plane calls it when it records a
-// revocation, as it closes the relay's connections. A session is matched
-// as a connection with the session's subject and nothing else (no booking,
-// no token id), so revoking a subject ends that user's sessions and a
-// booking or token revocation ends none. The session's cookie stops
+// CloseWhere ends, at once, every dashboard session whose identity m
+// matches, and returns how many it ended: it implements control.ConnCloser,
+// so every node's revocation enforcer calls it, as it closes the relay's
+// connections. A session's identity is its subject and nothing else (no
+// booking, no token id), so revoking a subject ends that user's sessions
+// and a booking or token revocation ends none. The session's cookie stops
 // working, and lifting the revocation later does not bring the session
 // back. The dashboard holds no connections of its own: a page's live
 // views are relay connections under the user's subject, which the same
 // revocation closes with code. code is therefore unused; reason is logged.
-func (h *Handler) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
-	ended := h.sessions.DeleteWhere(func(s *Session) bool { return match(&relay.Info{Subject: s.Subject}) })
+func (h *Handler) CloseWhere(m relay.IdentityMatch, code relay.CloseCode, reason string) int {
+	ended := h.sessions.DeleteWhere(func(s *Session) bool { return m.Matches(relay.Identity{Subject: s.Subject}) })
 	for _, s := range ended {
 		h.log.Info("web: session ended", "subject", s.Subject, "provider", s.Provider, "reason", reason)
 	}

@@ -14,9 +14,9 @@ import (
 	"switchboard/internal/store/sqlite"
 )
 
-// subjectMatcher matches as control.Matcher does for a subject revocation.
-func subjectMatcher(subject string) func(*relay.Info) bool {
-	return func(i *relay.Info) bool { return i.Subject == subject }
+// subjectMatcher matches as a subject revocation does.
+func subjectMatcher(subject string) relay.IdentityMatch {
+	return relay.IdentityMatch{Kind: relay.IdentitySubject, Value: subject}
 }
 
 // TestCloseWhereEndsTheSessionsOfARevokedSubject: a revocation recorded
@@ -60,9 +60,9 @@ func TestCloseWhereEndsTheSessionsOfARevokedSubject(t *testing.T) {
 
 	// Booking and token revocations match no session (a session carries
 	// neither), nor does another subject.
-	for _, match := range []func(*relay.Info) bool{
-		func(i *relay.Info) bool { return i.BookingID == "b1" },
-		func(i *relay.Info) bool { return i.TokenID == "t1" },
+	for _, match := range []relay.IdentityMatch{
+		{Kind: relay.IdentityBooking, Value: "b1"},
+		{Kind: relay.IdentityToken, Value: "t1"},
 		subjectMatcher("github:somebody-else"),
 	} {
 		if n := h.CloseWhere(match, relay.CloseDenied, "revoked"); n != 0 {

@@ -53,7 +53,7 @@ func TestServeHandsOver(t *testing.T) {
 	}
 	exp := time.Unix(1_900_000_000, 0)
 	e.Serve(context.Background(), nil, access.Grant{Topic: "c1", Prefix: wire.PrefixAgent, Labels: []string{"site=a"},
-		Subject: "agent-c1", BookingID: "b1", TokenID: "j1", TokenExpiry: exp},
+		Identity: relay.Identity{Subject: "agent-c1", BookingID: "b1", TokenID: "j1"}, TokenExpiry: exp},
 		relay.Info{RemoteAddr: "192.0.2.1:5", UserAgent: "agent/1"})
 	want := jobs.AgentGrant{ID: "c1", Labels: []string{"site=a"}, Subject: "agent-c1", BookingID: "b1", TokenID: "j1",
 		TokenExpiry: exp, RemoteAddr: "192.0.2.1:5", UserAgent: "agent/1"}

@@ -12,7 +12,6 @@ import (
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
 )
 
 // DefaultSendQueueBytes bounds the messages queued for one agent.
@@ -274,15 +273,15 @@ func (l *Link) Stop(ctx context.Context) error {
 	}
 }
 
-// CloseWhere closes the control channels whose token matches (a
-// revocation) with code and reason, and reports how many. It covers every
-// admitted channel, including those still waiting for their hello.
-func (l *Link) CloseWhere(match func(*relay.Info) bool, code relay.CloseCode, reason string) int {
+// CloseWhere closes the control channels whose token's identity m matches
+// (a revocation) with code and reason, and reports how many. It covers
+// every admitted channel, including those still waiting for their hello.
+func (l *Link) CloseWhere(m relay.IdentityMatch, code relay.CloseCode, reason string) int {
 	var hit []*session
 	l.mu.Lock()
 	for s := range l.links {
 		g := &s.grant
-		if match(&relay.Info{Topic: g.ID, Prefix: wire.PrefixAgent, BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
+		if m.Matches(relay.Identity{BookingID: g.BookingID, Subject: g.Subject, TokenID: g.TokenID}) {
 			hit = append(hit, s)
 		}
 	}
