@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 )
 
 // mainArgsEnv makes the test binary run main() with these arguments
@@ -44,7 +45,7 @@ func startChild(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	go io.Copy(io.Discard, bufio.NewReader(stderr))
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	var url string
-	waitFor(t, "child server listening", func() bool {
+	wait.For(t, "child server listening", func() bool {
 		url, _ = datadir.ReadPublicURL(dataDir)
 		return url != ""
 	})

@@ -21,6 +21,7 @@ import (
 	"switchboard/internal/agent"
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 )
 
 // child is the test binary running main() with some arguments as a
@@ -104,7 +105,7 @@ type hostEnv struct {
 func (e *hostEnv) startServe(t *testing.T) {
 	os.Remove(filepath.Join(e.dir, datadir.PublicURLFile))
 	e.serve = startMain(t, "serve", "--listen", e.listen, "--data-dir", e.dir, "--log-level", "warn")
-	waitFor(t, "relay listening", func() bool {
+	wait.For(t, "relay listening", func() bool {
 		u, _ := datadir.ReadPublicURL(e.dir)
 		e.url = u
 		return u != ""
@@ -211,7 +212,7 @@ streams:
 `, e.url, sessionTok, ctlLn.Addr(), catPath, sshLn.Addr(), hostShellTok))
 	e.host = startMain(t, "host", "--config", cfg, "--log-format", "json")
 	var pushAddr string
-	waitFor(t, "host listening", func() bool {
+	wait.For(t, "host listening", func() bool {
 		s, p := e.host.logAttr("status listening", "addr"), e.host.logAttr("http-push listening", "addr")
 		e.status, pushAddr = "http://"+s+"/status", p
 		return s != "" && p != ""
@@ -228,15 +229,15 @@ streams:
 			return len(links) == 4
 		}
 	}
-	waitFor(t, "every link up", allUp(0))
+	wait.For(t, "every link up", allUp(0))
 	ctl := acceptOne(t, ctlLn)
 
 	check := func(round string) {
 		t.Run("tcp "+round, func(t *testing.T) {
 			c := startMain(t, "client", "--url", e.url, "--topic", "lab/ctl", "--token-file", sessionTok, "--binary", "--keep-open")
-			waitFor(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/ctl") == 2 })
+			wait.For(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/ctl") == 2 })
 			ctl.Write([]byte("position 42\n"))
-			waitFor(t, "service → client", func() bool { return c.out.String() == "position 42\n" })
+			wait.For(t, "service → client", func() bool { return c.out.String() == "position 42\n" })
 			c.stdin.Write([]byte("move 7\n"))
 			buf := make([]byte, 7)
 			ctl.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -247,7 +248,7 @@ streams:
 		t.Run("http-push "+round, func(t *testing.T) {
 			rec := filepath.Join(t.TempDir(), "rec.jsonl")
 			startMain(t, "client", "--url", e.url, "--topic", "lab/video0", "--token-file", sessionTok, "--record", rec, "--keep-open")
-			waitFor(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/video0") == 2 })
+			wait.For(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/video0") == 2 })
 			body := tsLike(300)
 			pr, pw := io.Pipe()
 			go func() { // as ffmpeg does: chunked, in writes that split packets
@@ -265,7 +266,7 @@ streams:
 				t.Fatalf("push: %v %v", resp, err)
 			}
 			var got []byte
-			waitFor(t, "every packet recorded", func() bool {
+			wait.For(t, "every packet recorded", func() bool {
 				got = nil
 				b, _ := os.ReadFile(rec)
 				for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
@@ -287,14 +288,14 @@ streams:
 		})
 		t.Run("exec "+round, func(t *testing.T) {
 			c := startMain(t, "client", "--url", e.url, "--topic", "lab/echo", "--token-file", sessionTok, "--binary", "--keep-open")
-			waitFor(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/echo") == 2 })
+			wait.For(t, "client on the topic", func() bool { return e.relayConns(t, statsTok, "lab/echo") == 2 })
 			c.stdin.Write([]byte("through cat\n"))
-			waitFor(t, "echo from the process", func() bool { return c.out.String() == "through cat\n" })
+			wait.For(t, "echo from the process", func() bool { return c.out.String() == "through cat\n" })
 		})
 		t.Run("shell "+round, func(t *testing.T) {
 			c := startMain(t, "client", "--shell", "--url", e.url, "--topic", "lab/ssh", "--token-file", userShellTok)
 			c.stdin.Write([]byte("SSH-2.0-test\r\n\x00\xff"))
-			waitFor(t, "echo through the session", func() bool { return c.out.String() == "SSH-2.0-test\r\n\x00\xff" })
+			wait.For(t, "echo through the session", func() bool { return c.out.String() == "SSH-2.0-test\r\n\x00\xff" })
 			c.stdin.Close()
 			select {
 			case <-c.exited:
@@ -310,7 +311,7 @@ streams:
 
 	e.serve.cmd.Process.Signal(syscall.SIGKILL)
 	<-e.serve.exited
-	waitFor(t, "every link down", func() bool {
+	wait.For(t, "every link down", func() bool {
 		for _, l := range e.links(t) {
 			if l.Connected {
 				return false
@@ -319,13 +320,8 @@ streams:
 		return true
 	})
 	e.startServe(t)
-	deadline := time.Now().Add(60 * time.Second) // backoff may have grown to a few seconds
-	for !allUp(1)() {
-		if time.Now().After(deadline) {
-			t.Fatalf("links after the relay's restart: %+v", e.links(t))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The agent's backoff may have grown to a few seconds during the outage.
+	wait.Within(t, time.Minute, "every link up after the relay's restart", allUp(1))
 	check("after kill -9")
 	if l := e.links(t)["ctl"]; l.Local == nil || l.Local.Attempts != 1 {
 		t.Errorf("the local connection was re-dialled during the relay's outage: %+v", l.Local)
@@ -404,7 +400,7 @@ func TestHostQuickFormStops(t *testing.T) {
 	defer ln.Close()
 	c := startMain(t, "host", "--url", defaultPublicURL(dir), "--token-file", tok, "--topic", "lab/x", "--tcp", ln.Addr().String(), "--log-format", "json")
 	acceptOne(t, ln)
-	waitFor(t, "link connected", func() bool { return c.logAttr("link connected", "topic") == "lab/x" })
+	wait.For(t, "link connected", func() bool { return c.logAttr("link connected", "topic") == "lab/x" })
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 )
 
 // TestJobsSurviveKill9: the hub is killed with SIGKILL while an agent
@@ -33,7 +34,7 @@ func TestJobsSurviveKill9(t *testing.T) {
 		}
 		os.Remove(filepath.Join(dir, datadir.PublicURLFile))
 		c := startMain(t, "serve", "--listen", listen, "--data-dir", dir, "--log-level", "warn", "--job-lost-grace", "60s")
-		waitForLong(t, "the hub ready", func() bool {
+		wait.Within(t, restartWait, "the hub ready", func() bool {
 			select {
 			case <-c.exited:
 				t.Fatalf("switchboard serve exited: %v", c.cmd.ProcessState)
@@ -114,7 +115,7 @@ agent:
 		}
 		return filepath.Base(h.Get("Location"))
 	}
-	waitForLong(t, "the agent connected", func() bool {
+	wait.Within(t, restartWait, "the agent connected", func() bool {
 		select {
 		case <-host.exited:
 			t.Fatalf("switchboard host exited: %v", host.cmd.ProcessState)
@@ -125,7 +126,7 @@ agent:
 	})
 	pending := create(url.Values{"action": {"gated"}, "targets": {"role=client"}})
 	running := create(url.Values{"action": {"gated"}, "targets": {"role=client"}, "PHASE": {"RUN"}})
-	waitForLong(t, "the run started", func() bool {
+	wait.Within(t, restartWait, "the run started", func() bool {
 		d := job(running)
 		return d.Phase == "EXECUTING" && len(d.JobInfo.Runs) == 1 && d.JobInfo.Runs[0].State == "running"
 	})
@@ -140,7 +141,7 @@ agent:
 		t.Fatalf("pending job after the restart: %s", d.Phase)
 	}
 	var d jobDoc
-	waitForLong(t, "the job completed after the restart", func() bool {
+	wait.Within(t, restartWait, "the job completed after the restart", func() bool {
 		d = job(running)
 		return d.Phase == "COMPLETED"
 	})
@@ -152,15 +153,12 @@ agent:
 		t.Fatalf("report: %d %q", status, body)
 	}
 	// The agent forgot the result once the hub acknowledged it.
-	waitForLong(t, "the agent's state directory emptied", func() bool {
+	wait.Within(t, restartWait, "the agent's state directory emptied", func() bool {
 		entries, _ := os.ReadDir(filepath.Join(state, "results"))
 		return len(entries) == 0
 	})
 }
 
-// waitForLong polls cond for up to 30 s: process restarts and agent
-// reconnects with backoff take seconds.
-func waitForLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	waitWithin(t, 30*time.Second, what, cond)
-}
+// restartWait bounds the waits of the jobs end-to-end test: process
+// restarts and agent reconnects with backoff take seconds.
+const restartWait = 30 * time.Second

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 )
 
 // serveWithStderr runs `switchboard serve` on a free port with a fresh
@@ -37,7 +38,7 @@ func serveWithStderr(t *testing.T, extra ...string) (string, *syncBuffer) {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	waitFor(t, "serve started", func() bool {
+	wait.For(t, "serve started", func() bool {
 		select {
 		case err := <-done:
 			done <- err
@@ -46,7 +47,7 @@ func serveWithStderr(t *testing.T, extra ...string) (string, *syncBuffer) {
 		}
 		return strings.Contains(errOut.String(), "msg=serving")
 	})
-	waitFor(t, "public URL recorded", func() bool {
+	wait.For(t, "public URL recorded", func() bool {
 		u, _ := datadir.ReadPublicURL(dir)
 		return u != ""
 	})
@@ -78,7 +79,7 @@ func TestServePrintsLoginLinkAndLoginLinkCommand(t *testing.T) {
 	dir, stderr := serveWithStderr(t)
 	file := filepath.Join(dir, datadir.LoginLinkFile)
 	var link string
-	waitFor(t, "login link written", func() bool {
+	wait.For(t, "login link written", func() bool {
 		b, _ := os.ReadFile(file)
 		link = linkRE.FindString(string(b))
 		return link != ""
@@ -86,7 +87,7 @@ func TestServePrintsLoginLinkAndLoginLinkCommand(t *testing.T) {
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("login-link file: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
-	waitFor(t, "the log record announcing the link", func() bool {
+	wait.For(t, "the log record announcing the link", func() bool {
 		return strings.Contains(stderr.String(), "one-time admin login link written in "+file)
 	})
 	token := link[strings.Index(link, "?t=")+len("?t="):]

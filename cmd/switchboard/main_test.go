@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and polling readers.
@@ -46,23 +47,6 @@ func run(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	waitWithin(t, 10*time.Second, what, cond)
-}
-
-// waitWithin polls cond every 5 ms until it holds, failing after d.
-func waitWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // startServe runs `switchboard serve` on a free loopback port with a fresh
 // data dir and returns the data dir once the server listens.
 func startServe(t *testing.T, extra ...string) string {
@@ -80,7 +64,7 @@ func startServe(t *testing.T, extra ...string) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	waitFor(t, "public URL recorded", func() bool {
+	wait.For(t, "public URL recorded", func() bool {
 		u, _ := datadir.ReadPublicURL(dir)
 		return u != ""
 	})
@@ -120,7 +104,7 @@ func TestServeTokenClient(t *testing.T) {
 		recvDone <- cmd.ExecuteContext(recvCtx)
 	}()
 	// Until the receiver is connected, probes go unseen; poll until one arrives.
-	waitFor(t, "receiver connected", func() bool {
+	wait.For(t, "receiver connected", func() bool {
 		if _, err := run(ctx, strings.NewReader("probe\n"), "client", "--data-dir", dir, "--topic", "demo", "--token", tok); err != nil {
 			t.Fatalf("sender: %v", err)
 		}
@@ -129,12 +113,12 @@ func TestServeTokenClient(t *testing.T) {
 	if _, err := run(ctx, strings.NewReader("hello\nworld\n"), "client", "--data-dir", dir, "--topic", "demo", "--token", tok); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "messages printed", func() bool { return strings.HasSuffix(recvOut.String(), "hello\nworld\n") })
+	wait.For(t, "messages printed", func() bool { return strings.HasSuffix(recvOut.String(), "hello\nworld\n") })
 	// Binary messages are printed base64-encoded.
 	if _, err := run(ctx, strings.NewReader("\x00\x01\x02"), "client", "--data-dir", dir, "--topic", "demo", "--token", tok, "--binary"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "binary printed", func() bool { return strings.HasSuffix(recvOut.String(), "AAEC\n") })
+	wait.For(t, "binary printed", func() bool { return strings.HasSuffix(recvOut.String(), "AAEC\n") })
 	stopRecv()
 	if err := <-recvDone; err != nil {
 		t.Fatalf("receiver: %v", err)

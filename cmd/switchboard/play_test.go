@@ -17,6 +17,7 @@ import (
 
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -100,7 +101,7 @@ func (e *playEnv) accepted(t *testing.T) int {
 // waitConnected waits until the relay lists a connection with this subject.
 func (e *playEnv) waitConnected(t *testing.T, sub string) {
 	t.Helper()
-	waitFor(t, sub+" registered", func() bool {
+	wait.For(t, sub+" registered", func() bool {
 		for _, c := range e.status(t) {
 			if c.Sub == sub {
 				return true
@@ -237,7 +238,7 @@ ping 1
 	}
 
 	// The player closed normally: only the echo is left.
-	waitFor(t, "player gone", func() bool { return len(e.status(t)) == 1 })
+	wait.For(t, "player gone", func() bool { return len(e.status(t)) == 1 })
 }
 
 // Two scripted clients talk to each other: one waits for the other's
@@ -265,9 +266,9 @@ func TestClientPlayBothSides(t *testing.T) {
 	if err != nil || out != "# hello from a\n" || stderr != "" {
 		t.Fatalf("b: %v, stdout %q, stderr %q", err, out, stderr)
 	}
-	waitFor(t, "a saw b", func() bool { return aOut.String() == "hello from b\n" })
+	wait.For(t, "a saw b", func() bool { return aOut.String() == "hello from b\n" })
 	// a's script is over but it keeps its connection.
-	waitFor(t, "b gone", func() bool { return len(e.status(t)) == 1 })
+	wait.For(t, "b gone", func() bool { return len(e.status(t)) == 1 })
 	select {
 	case err := <-aDone:
 		t.Fatalf("a ended despite --keep-open: %v", err)
@@ -296,20 +297,20 @@ func TestClientPlayTimeout(t *testing.T) {
 	if !strings.Contains(stderr, "switchboard: warning: "+script+":2: timed out after 100ms waiting for 1 message(s) matching '^never$': 0 matched; going on") {
 		t.Fatalf("stderr %q", stderr)
 	}
-	waitFor(t, "both sent", func() bool { return strings.Join(received(), "|") == "first|second" })
+	wait.For(t, "both sent", func() bool { return strings.Join(received(), "|") == "first|second" })
 
 	_, _, err = runOut(ctx, nil, "client", "--data-dir", e.dir, "--topic", "quiet", "--token", tok, "--play", script, "--play-strict")
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 4 || !strings.Contains(ee.msg, script+":2: timed out") {
 		t.Fatalf("strict: %v", err)
 	}
-	waitFor(t, "strict player gone", func() bool { return len(e.status(t)) == 1 })
+	wait.For(t, "strict player gone", func() bool { return len(e.status(t)) == 1 })
 	// Whatever the strict player sent is queued for the echo before this
 	// sentinel, which is sent once the player is gone.
 	if _, err := run(ctx, strings.NewReader("sentinel\n"), "client", "--data-dir", e.dir, "--topic", "quiet", "--token", tok); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "sentinel", func() bool { return strings.HasSuffix(strings.Join(received(), "|"), "sentinel") })
+	wait.For(t, "sentinel", func() bool { return strings.HasSuffix(strings.Join(received(), "|"), "sentinel") })
 	if got := strings.Join(received(), "|"); got != "first|second|first|sentinel" {
 		t.Fatalf("echo received %q: the strict client went on after the timeout", got)
 	}

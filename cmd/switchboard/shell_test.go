@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -59,7 +60,7 @@ func TestClientShell(t *testing.T) {
 	// The host's control connection is registered once a user's access
 	// request stops getting 503 host_unavailable.
 	user := strings.TrimSpace(userTok)
-	waitFor(t, "host serving", func() bool {
+	wait.For(t, "host serving", func() bool {
 		_, err := client.Access(ctx, base, "ssh", user, &client.Options{Prefix: "shell"})
 		return err == nil
 	})
@@ -72,7 +73,7 @@ func TestClientShell(t *testing.T) {
 	if _, err := stdinW.Write([]byte("ssh-2.0-hello\r\n\x00\x01")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "echo", func() bool { return out.String() == "SSH-2.0-HELLO\r\n\x00\x01" })
+	wait.For(t, "echo", func() bool { return out.String() == "SSH-2.0-HELLO\r\n\x00\x01" })
 	stdinW.Close() // ssh closes the pipe: the client closes the session
 	if err := <-done; err != nil {
 		t.Fatalf("client --shell: %v", err)
