@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"switchboard/internal/access"
+	"switchboard/internal/blob"
+	"switchboard/internal/cluster/membus"
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
 	"switchboard/internal/jobs"
@@ -328,12 +330,23 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// What the node is given: its store, its bus (a cluster of one: the
+	// in-memory bus) and where result files go.
 	db, err := openStore(ctx, f.databaseURL, f.dataDir, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	srv, err := server.Start(server.Config{
+	bus, err := membus.New(nodeID)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	results, err := blob.NewDir(resultsDir)
+	if err != nil {
+		return fmt.Errorf("--results-dir: %w", err)
+	}
+	srv, err := server.New(server.Config{
 		Listen: f.listen, PublicURL: f.publicURL, Secret: secret, JWTAlgorithm: f.alg, Leeway: f.leeway,
 		NodeID: nodeID, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
 		Relay: relay.Config{
@@ -341,12 +354,15 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			WriteTimeout: f.writeTimeout, PingInterval: f.pingInterval, PongTimeout: f.pongTimeout,
 			QueueBudgetBytes: int64(f.queueBudget),
 		},
-		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout, Logger: log,
-		RequestTimeout: f.requestTimeout, Store: db,
-		StatsEvery: f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
+		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout,
+		RequestTimeout: f.requestTimeout,
+		StatsEvery:     f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
-		ResultsDir: resultsDir, Jobs: f.jobs, Web: webConfig, Limits: f.limits,
-	})
+		Jobs: f.jobs, Web: webConfig, Limits: f.limits,
+	}, server.Deps{Store: db, Bus: bus, Results: results, Logger: log})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		return err
 	}

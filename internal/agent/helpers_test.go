@@ -37,11 +37,14 @@ func startRelay(t *testing.T, mod func(*server.Config)) *testRelay {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	cfg := server.Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: db}
+	cfg := server.Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1"}
 	if mod != nil {
 		mod(&cfg)
 	}
-	s, err := server.Start(cfg)
+	s, err := server.New(cfg, server.Deps{Store: db})
+	if err == nil {
+		err = s.Start()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,10 @@ func startServer(t *testing.T) (*server.Server, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db, Limits: loadGeneratorLimits})
+	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Limits: loadGeneratorLimits}, server.Deps{Store: db})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,9 +24,12 @@ func startJobsServer(t *testing.T) (*server.Server, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db,
+	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1",
 		ResultsDir: filepath.Join(dir, "results"), Limits: loadGeneratorLimits,
-		Jobs: jobs.Config{MaxWaitsPerSubject: loadGeneratorWaits}})
+		Jobs: jobs.Config{MaxWaitsPerSubject: loadGeneratorWaits}}, server.Deps{Store: db})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

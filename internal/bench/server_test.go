@@ -54,7 +54,10 @@ func fakeServe(args []string) int {
 		return 1
 	}
 	defer db.Close()
-	srv, err := server.Start(server.Config{Listen: listen, Secret: secret, NodeID: "n1", Store: db, Limits: loadGeneratorLimits})
+	srv, err := server.New(server.Config{Listen: listen, Secret: secret, NodeID: "n1", Limits: loadGeneratorLimits}, server.Deps{Store: db})
+	if err == nil {
+		err = srv.Start()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -192,26 +192,11 @@ func (h *Handler) withScope(scopes []string, next scopedHandler) http.HandlerFun
 	}
 }
 
-// authenticate verifies the bearer token of an API request.
 // Authenticate checks a request's bearer token: signature, expiry and
-// revocations. Other APIs of the server (jobs) use it too.
+// revocations (see Authenticator).
 func (h *Handler) Authenticate(r *http.Request) (*auth.Claims, *apierr.Error) {
-	tok, e := access.BearerToken(r)
-	if e != nil {
-		return nil, e
-	}
-	c, err := h.cfg.Verifier.Verify(tok)
-	if err != nil {
-		var ae *auth.Error
-		if errors.As(err, &ae) {
-			return nil, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
-		}
-		return nil, apierr.New(http.StatusUnauthorized, auth.CodeMalformed, "token rejected")
-	}
-	if kind, denied := h.cfg.Revocations.Denied(c.BookingID, c.Subject, c.ID); denied {
-		return nil, apierr.New(http.StatusForbidden, "token_revoked", "this token has been revoked ("+kind+")")
-	}
-	return c, nil
+	a := Authenticator{Verifier: h.cfg.Verifier, Revocations: h.cfg.Revocations}
+	return a.Authenticate(r)
 }
 
 // storeError answers a failed store call: 503 when the database is

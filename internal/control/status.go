@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -90,7 +89,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, _ *auth.Cl
 // interval and soon after any connect or disconnect (debounced), while the
 // topic has readers.
 type StatsPublisher struct {
-	relay    *relay.Server
+	relay    *relay.Server // set by Start
 	every    time.Duration
 	debounce time.Duration
 	changed  chan struct{} // capacity 1
@@ -99,14 +98,15 @@ type StatsPublisher struct {
 	wg       sync.WaitGroup
 }
 
-// NewStatsPublisher returns a publisher for rs; every 0 means
-// DefaultStatsEvery. Call Changed from the relay's connect and close hooks,
-// Run to start it and Stop to end it.
-func NewStatsPublisher(rs *relay.Server, every time.Duration) *StatsPublisher {
+// NewStatsPublisher returns a publisher; every 0 means DefaultStatsEvery.
+// Call Changed from the relay's connect and close hooks (it may be called
+// before Start: changes are remembered), Start with the relay once it
+// exists, and Stop to end it.
+func NewStatsPublisher(every time.Duration) *StatsPublisher {
 	if every <= 0 {
 		every = DefaultStatsEvery
 	}
-	return &StatsPublisher{relay: rs, every: every, debounce: 250 * time.Millisecond,
+	return &StatsPublisher{every: every, debounce: 250 * time.Millisecond,
 		changed: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -118,8 +118,9 @@ func (p *StatsPublisher) Changed() {
 	}
 }
 
-// Start runs the publisher until Stop.
-func (p *StatsPublisher) Start() {
+// Start publishes rs's report until Stop. Call it once.
+func (p *StatsPublisher) Start(rs *relay.Server) {
+	p.relay = rs
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -184,5 +185,3 @@ func reportMessages(report []ConnReport, max int) [][]byte {
 	return append(reportMessages(report[:half], max), reportMessages(report[half:], max)...)
 }
 
-// PublishNow publishes a report at once (for tests and tools).
-func (p *StatsPublisher) PublishNow(context.Context) { p.publish() }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 
 	"switchboard/internal/cluster"
@@ -9,37 +10,46 @@ import (
 )
 
 // busNode is the node's place on the cluster bus: the bus and the relay's
-// Peers over it (DESIGN.md §6). The in-memory bus is the only one yet, so
-// a node is a cluster of one, and its relay runs through the same paths a
-// cluster's will; choosing NATS will be cmd/switchboard's (issue 13,
-// item 8).
+// Peers over it (DESIGN.md §6). Without an injected bus a node is a
+// cluster of one on the in-memory bus, and its relay runs through the same
+// paths a cluster's will.
 type busNode struct {
 	bus   cluster.Bus
+	owned bool // the bus was made here, and is closed here
 	peers *cluster.RelayPeers
 }
 
-// startBus joins a bus as nodeID and connects rs to it. rs must not have
-// accepted a connection yet.
-func startBus(nodeID string, rs *relay.Server, log *slog.Logger) (*busNode, error) {
-	bus, err := membus.New(nodeID)
+// joinBus connects rs to bus, or to an in-memory bus of its own named
+// nodeID when bus is nil. rs must not have accepted a connection yet.
+func joinBus(nodeID string, bus cluster.Bus, rs *relay.Server, log *slog.Logger) (_ *busNode, err error) {
+	n := &busNode{bus: bus}
+	if bus == nil {
+		if n.bus, err = membus.New(nodeID); err != nil {
+			return nil, err
+		}
+		n.owned = true
+	} else if bus.NodeID() != nodeID {
+		return nil, fmt.Errorf("server: the bus is joined as node %q, not %q (--node-id)", bus.NodeID(), nodeID)
+	}
+	if n.peers, err = cluster.NewRelayPeers(cluster.RelayConfig{Bus: n.bus, Relay: rs, Logger: log}); err == nil {
+		if err = rs.SetPeers(n.peers); err != nil {
+			n.peers.Close()
+		}
+	}
 	if err != nil {
+		if n.owned {
+			n.bus.Close()
+		}
 		return nil, err
 	}
-	peers, err := cluster.NewRelayPeers(cluster.RelayConfig{Bus: bus, Relay: rs, Logger: log})
-	if err != nil {
-		bus.Close()
-		return nil, err
-	}
-	if err := rs.SetPeers(peers); err != nil {
-		peers.Close()
-		bus.Close()
-		return nil, err
-	}
-	return &busNode{bus: bus, peers: peers}, nil
+	return n, nil
 }
 
-// close leaves the bus; call it once the relay has shut down.
+// close leaves the bus (closing it if it is the node's own); call it once
+// the relay has shut down. It may be called more than once.
 func (b *busNode) close() {
 	b.peers.Close()
-	b.bus.Close()
+	if b.owned {
+		b.bus.Close()
+	}
 }

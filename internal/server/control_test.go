@@ -133,15 +133,15 @@ func TestDenyAllow(t *testing.T) {
 
 func TestDenialSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	s1 := startServer(t, func(c *Config) { c.Store = openStore(t, dir) })
+	s1 := startServer(t, func(c *Config, d *Deps) { d.Store = openStore(t, dir) })
 	if st, b := s1.api("POST", "/bids/deny?bid=b9&exp="+future(s1, time.Hour), s1.adminToken(), ""); st != 204 {
 		t.Fatalf("deny: %d %s", st, b)
 	}
 	if err := s1.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	s1.cfg.Store.Close()
-	s2 := startServer(t, func(c *Config) { c.Store = openStore(t, dir) })
+	s1.deps.Store.Close()
+	s2 := startServer(t, func(c *Config, d *Deps) { d.Store = openStore(t, dir) })
 	req, _ := http.NewRequest("POST", s2.url+"/session/lab", nil)
 	c := s2.claims("lab", "read")
 	c.BookingID = "b9"
@@ -272,7 +272,7 @@ func TestRevokeSubjectAndToken(t *testing.T) {
 }
 
 func TestStatusStatsTopicAndMetrics(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.MetricsListen = "127.0.0.1:0"; c.StatsEvery = time.Hour })
+	s := startServer(t, func(c *Config, d *Deps) { c.MetricsListen = "127.0.0.1:0"; c.StatsEvery = time.Hour })
 	statsTok := s.token("stats", auth.ScopeStats)
 	stats := s.dial("stats", statsTok)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -337,7 +337,7 @@ func TestStatusStatsTopicAndMetrics(t *testing.T) {
 }
 
 func TestTokenAPIAndRefresh(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.MaxRefreshLifetime = 40 * time.Minute })
+	s := startServer(t, func(c *Config, d *Deps) { c.MaxRefreshLifetime = 40 * time.Minute })
 	admin := s.adminToken()
 	st, b := s.api("POST", "/api/v1/tokens", admin, `{"topic":"lab","scopes":["read","write"],"sub":"carol","ttl":"30m"}`)
 	var minted struct {

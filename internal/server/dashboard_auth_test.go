@@ -53,7 +53,7 @@ type tokenAnswer struct {
 // gives an account token, the refresh endpoint refreshes it, and the
 // token works on the API.
 func TestDashboardLoginLinkAccountTokenAndRefresh(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Web.APITokenTTL = time.Hour })
+	s := startServer(t, func(c *Config, d *Deps) { c.Web.APITokenTTL = time.Hour })
 	if p := s.Dashboard().Providers(); len(p) != 0 {
 		t.Fatalf("providers %v", p)
 	}
@@ -133,7 +133,7 @@ func TestDashboardProviderDownLeavesRelayAlone(t *testing.T) {
 	}
 	issuer := "http://" + ln.Addr().String()
 	ln.Close()
-	s := startServer(t, func(c *Config) {
+	s := startServer(t, func(c *Config, d *Deps) {
 		c.Web.OIDC = &web.OIDCConfig{Issuer: issuer, ClientID: "dash", ClientSecret: "x", AdminGroups: []string{"admins"}}
 	})
 	resp, body := fetch(t, browser(t), "GET", s.url+"/auth/oidc/login?next=/ui/", "")

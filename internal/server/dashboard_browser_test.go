@@ -58,8 +58,8 @@ func startDashboard(t *testing.T, mod func(*Config)) *dashEnv {
 	chromiumPath(t) // without it, skip (or fail) before starting anything
 	p := startIdP(t)
 	reqs := newRequestLog()
-	s := startServer(t, func(c *Config) {
-		c.Logger = slog.New(reqs)
+	s := startServer(t, func(c *Config, d *Deps) {
+		d.Logger = slog.New(reqs)
 		c.Web.OIDC = p.config("alice", "vic")
 		if mod != nil {
 			mod(c)

@@ -423,7 +423,7 @@ func TestJobBadInput(t *testing.T) {
 }
 
 func TestJobUploadBadInput(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Jobs.MaxFileBytes, c.Jobs.MaxRunBytes = 1000, 1500 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.MaxFileBytes, c.Jobs.MaxRunBytes = 1000, 1500 })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1, c2 := s.agent("c1"), s.agent("c2")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
@@ -526,7 +526,7 @@ func TestJobWait(t *testing.T) {
 }
 
 func TestJobLostAgentAndReconnect(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Jobs.LostGrace = 300 * time.Millisecond })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.LostGrace = 300 * time.Millisecond })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1, c2 := s.agent("c1"), s.agent("c2")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1,c2"}, "server": {"a"}, "PHASE": {"RUN"}})
@@ -696,7 +696,7 @@ func TestAgentChannel(t *testing.T) {
 func TestJobsSurviveRestart(t *testing.T) {
 	dir, blobs := t.TempDir(), t.TempDir()
 	st := openStore(t, dir)
-	mod := func(c *Config) { c.Store, c.ResultsDir, c.Jobs.LostGrace = st, blobs, 500*time.Millisecond }
+	mod := func(c *Config, d *Deps) { d.Store, c.ResultsDir, c.Jobs.LostGrace = st, blobs, 500*time.Millisecond }
 	s := startServer(t, mod)
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1, c2 := s.agent("c1"), s.agent("c2")
@@ -757,7 +757,7 @@ func TestRevokingAnAgentClosesItsChannel(t *testing.T) {
 }
 
 func TestJobRunNeverStartedIsLost(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Jobs.LostGrace = 300 * time.Millisecond })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.LostGrace = 300 * time.Millisecond })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1 := s.agent("c1")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
@@ -773,7 +773,7 @@ func TestJobRunNeverStartedIsLost(t *testing.T) {
 // hello does not list the run it was running. The run must end as lost
 // after the grace period, not stay running for ever.
 func TestJobRunForgottenBySupersedingConnectionIsLost(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Jobs.LostGrace = 300 * time.Millisecond })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.LostGrace = 300 * time.Millisecond })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1 := s.agent("c1")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
@@ -807,7 +807,7 @@ func TestJobQueuedWithRunsAfterCrash(t *testing.T) {
 	if err := st.PutRun(ctx, store.Run{JobID: "crashedjob", AgentID: "c2", State: store.RunDispatched, ExitCode: -1}); err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, func(c *Config) { c.Store, c.Jobs.LostGrace = st, 300*time.Millisecond })
+	s := startServer(t, func(c *Config, d *Deps) { d.Store, c.Jobs.LostGrace = st, 300*time.Millisecond })
 	user := s.userToken("alice", auth.ScopeJobsRead)
 	d := s.waitPhase(user, "crashedjob", "ERROR")
 	if len(d.JobInfo.Runs) != 1 || d.JobInfo.Runs[0].State != "lost" {
@@ -892,7 +892,7 @@ func TestJobLongNonASCIIErrorsOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	s := startServer(t, func(c *Config) { c.Store = db })
+	s := startServer(t, func(c *Config, d *Deps) { d.Store = db })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	c1 := s.agent("c1")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})

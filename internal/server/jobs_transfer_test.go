@@ -39,7 +39,7 @@ const (
 )
 
 func startShortTimeoutServer(t *testing.T, mod func(*Config)) *testServer {
-	return startServer(t, func(c *Config) {
+	return startServer(t, func(c *Config, d *Deps) {
 		c.RequestTimeout = shortRequestTimeout
 		c.Jobs.TransferIdleTimeout = shortTransferIdle
 		if mod != nil {
@@ -276,7 +276,7 @@ func TestParallelUploadsKeepTheRunLimit(t *testing.T) {
 		uploads  = 8
 		fit      = runLimit / size
 	)
-	s := startServer(t, func(c *Config) { c.Jobs.MaxFileBytes, c.Jobs.MaxRunBytes = runLimit, runLimit })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.MaxFileBytes, c.Jobs.MaxRunBytes = runLimit, runLimit })
 	_, id, _ := runJobOnC1(t, s)
 	runDir := filepath.Join(s.cfg.ResultsDir, id, "c1")
 	addr := strings.TrimPrefix(s.url, "http://")
@@ -363,7 +363,7 @@ func TestParallelUploadsKeepTheRunLimit(t *testing.T) {
 // another subject is unaffected, and a slot frees when a WAIT ends.
 func TestWaitsPerSubjectLimit(t *testing.T) {
 	const limit = 2
-	s := startServer(t, func(c *Config) { c.Jobs.MaxWaitsPerSubject = limit })
+	s := startServer(t, func(c *Config, d *Deps) { c.Jobs.MaxWaitsPerSubject = limit })
 	alice, bob := s.userToken("alice", auth.ScopeJobsWrite), s.userToken("bob", auth.ScopeJobsWrite)
 	s.agent("c1")
 	aliceJob := s.createJob(alice, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}})

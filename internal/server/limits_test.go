@@ -24,7 +24,7 @@ import (
 // at the default per-token limit with 429 JSON errors, both at the access
 // endpoint and at the exchange of codes fetched before the limit was hit.
 func TestOneTokenCannotOpenUnboundedConnections(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Limits.RequestsPerSecond = 100_000 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Limits.RequestsPerSecond = 100_000 })
 	tok := s.token("lab", auth.ScopeRead)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -64,7 +64,7 @@ func TestOneTokenCannotOpenUnboundedConnections(t *testing.T) {
 // TestSubjectLimitAndRelease: a subject's connections over all its tokens
 // are bounded; a place frees when a connection closes.
 func TestSubjectLimitAndRelease(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Limits.ConnsPerSubject = 3 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Limits.ConnsPerSubject = 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tokenOf := func() string {
@@ -94,7 +94,7 @@ func TestSubjectLimitAndRelease(t *testing.T) {
 // TestRequestRatePerAddress: an address over its request rate gets 429 JSON
 // with Retry-After; the health checks are never limited; the bucket refills.
 func TestRequestRatePerAddress(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Limits.RequestsPerSecond, c.Limits.RequestBurst = 1, 5 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Limits.RequestsPerSecond, c.Limits.RequestBurst = 1, 5 })
 	get := func(path string) *http.Response {
 		resp, err := http.Get(s.url + path)
 		if err != nil {
@@ -141,7 +141,7 @@ func TestDescriptorHeadroom(t *testing.T) {
 		t.Fatalf("descriptor limit: %v %d", err, rl.Cur)
 	}
 	const budget = 8
-	s := startServer(t, func(c *Config) { c.Limits.FDReserve = int(rl.Cur) - budget })
+	s := startServer(t, func(c *Config, d *Deps) { c.Limits.FDReserve = int(rl.Cur) - budget })
 	var held []net.Conn
 	for range budget + 1 {
 		c, err := net.Dial("tcp", s.Addr().String())

@@ -25,7 +25,7 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	s := startServer(t, func(c *Config) { c.Store = db })
+	s := startServer(t, func(c *Config, d *Deps) { d.Store = db })
 	admin := s.adminToken()
 	w := s.dial("lab", s.bookingToken("lab", "b1", "write"))
 	r := s.dial("lab", s.bookingToken("lab", "b1", "read"))

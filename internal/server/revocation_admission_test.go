@@ -57,7 +57,7 @@ func TestRevocationClosesAgentWaitingForHello(t *testing.T) {
 // not yet dialled the session is closed with 4003 by a revocation of the
 // user's booking, at once, not left to wait for the host.
 func TestRevocationClosesShellUserWaitingForHost(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.ShellAnswerTimeout = time.Minute })
+	s := startServer(t, func(c *Config, d *Deps) { c.ShellAnswerTimeout = time.Minute })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ctl, err := s.dialShell("ssh", s.shellToken("ssh", auth.ScopeHost))

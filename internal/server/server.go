@@ -25,6 +25,8 @@ import (
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/internal/blob"
+	"switchboard/internal/cluster"
 	"switchboard/internal/control"
 	"switchboard/internal/jobs"
 	"switchboard/internal/jobs/agentlink"
@@ -64,14 +66,6 @@ type Config struct {
 	CodeTTL time.Duration
 	// ShutdownTimeout bounds graceful shutdown (default 10 s).
 	ShutdownTimeout time.Duration
-	// Logger receives the server's logs; nil discards them.
-	Logger *slog.Logger
-	// Now returns the current time for token and code checks; nil means
-	// time.Now. Tests use it to move time.
-	Now func() time.Time
-
-	// Store keeps revocations and the audit log. Required.
-	Store store.Store
 	// StatsEvery is how often the stats topic gets a report (default 5 s).
 	StatsEvery time.Duration
 	// MetricsListen, if set, serves /metrics without authentication on
@@ -89,21 +83,42 @@ type Config struct {
 	// (default DefaultRequestTimeout). WAITs, uploads and downloads have
 	// their own bounds (jobs.Config MaxWait, TransferIdleTimeout).
 	RequestTimeout time.Duration
-	// ResultsDir holds jobs' output files. Empty: no jobs API and no agent
-	// control channel on this node.
+	// ResultsDir holds jobs' output files when Deps.Results is nil. Both
+	// empty: no jobs API and no agent control channel on this node.
 	ResultsDir string
-	// Jobs tunes the jobs manager (Store, ResultsDir, NodeID, Publisher,
-	// Authenticate, Logger and Now are filled in by Start).
+	// Jobs tunes the jobs manager (Store, Blobs, ResultsDir, NodeID,
+	// Publisher, Logger and Now are filled in by New).
 	Jobs jobs.Config
 	// Limits bound what one client may take of the node (connections per
 	// token and subject, requests per address) and keep descriptors for
 	// the health checks; zero values are the documented defaults.
 	Limits Limits
 	// Web configures the dashboard: login providers (OIDC, GitHub),
-	// SessionTTL, APITokenTTL, Version, HTTPClient. Start fills in
+	// SessionTTL, APITokenTTL, Version, HTTPClient. New fills in
 	// PublicURL, Key, Verifier, Store, Relay, API, CookieKey (derived from
 	// Secret), Revocations, NodeID, Logger and Now.
 	Web web.Config
+}
+
+// Deps are what a node is given rather than configured with: where its
+// state lives, how it reaches the other nodes, where it logs and what time
+// it is. cmd/switchboard picks them; tests inject their own.
+type Deps struct {
+	// Store keeps revocations, the audit log, jobs and dashboard
+	// sessions. Required. The caller closes it after Shutdown.
+	Store store.Store
+	// Bus connects the node to the others. Nil: an in-memory bus of this
+	// node alone, which Shutdown closes; a bus given here is the caller's
+	// to close, after Shutdown.
+	Bus cluster.Bus
+	// Results holds jobs' output files. Nil: a directory at
+	// Config.ResultsDir, if set.
+	Results blob.Store
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time for token, code and job checks; nil
+	// means time.Now. Tests use it to move time.
+	Now func() time.Time
 }
 
 // jobsNode is the jobs subsystem as a node wires it: the state machine,
@@ -123,35 +138,50 @@ func (n *jobsNode) Stop(ctx context.Context) error {
 // the server secret.
 const cookieKeyInfo = "switchboard session cookie"
 
-// Server is a running relay node.
+// Server is a relay node: New builds it and takes its listeners, Start
+// serves, Shutdown drains and takes everything down.
 type Server struct {
 	cfg       Config
+	deps      Deps // Logger and Now set
 	stats     *control.StatsPublisher
 	metrics   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
 	log       *slog.Logger
 	relay     *relay.Server
 	bus       *busNode
+	ctl       *control.Handler
 	http      *http.Server
 	ln        net.Listener
+	tls       *tls.Config // nil: plain HTTP
 	publicURL *url.URL
 	draining  atomic.Bool
 	served    chan error
 	open      atomic.Int64 // connections accepted and not yet closed
 	refused   *refusals    // requests refused before any handler
 
-	jobs         *jobsNode // nil without ResultsDir
-	web          *web.Handler
+	jobs *jobsNode // nil without results storage
+	web  *web.Handler
+
+	// undo takes down, in reverse, what New and Start set up; it runs
+	// when either fails, or at Shutdown of a server never started.
+	undo         []func()
+	started      bool
 	shutdownOnce sync.Once
 	shutdownErr  error
-	stopPurge    context.CancelFunc
-	background   sync.WaitGroup // the purger
+	stopPurge    context.CancelFunc // set by Start
+	background   sync.WaitGroup     // the purger
 }
 
-// Start listens on cfg.Listen and serves in the background until Shutdown.
-func Start(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+// New checks cfg, builds the node's parts over deps and takes its
+// listeners (so that the public URL, derived from the listening address
+// when not configured, is known to every part). Nothing serves until
+// Start. A server that is never started is taken down by Shutdown.
+func New(cfg Config, deps Deps) (_ *Server, err error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
 	switch {
 	case cfg.ShutdownTimeout < 0:
@@ -167,122 +197,103 @@ func Start(cfg Config) (*Server, error) {
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("server: a secret is required")
 	}
-	if cfg.Store == nil {
+	if deps.Store == nil {
 		return nil, errors.New("server: a store is required")
-	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	limits, err := cfg.Limits.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	refused := &refusals{}
-	rev := control.NewRevocations(now)
-	if err := loadRevocations(cfg.Store, rev, now()); err != nil {
-		return nil, err
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("server: --tls-cert and --tls-key go together")
+	}
+	log, now := deps.Logger, deps.Now
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	key, err := auth.NewHMACKey(cfg.JWTAlgorithm, cfg.Secret)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Now != nil && cfg.Relay.Now == nil {
-		cfg.Relay.Now = cfg.Now
-	}
-	if cfg.Relay.Logger == nil {
-		cfg.Relay.Logger = cfg.Logger
-	}
-	// The stats publisher needs the relay and the relay's hooks need the
-	// publisher: the hooks reach it through this variable, set below
-	// before any connection can exist.
-	var stats *control.StatsPublisher
-	onConnect, onClose := cfg.Relay.OnConnect, cfg.Relay.OnClose
-	cfg.Relay.OnConnect = func(cs relay.ConnStatus) {
-		stats.Changed()
-		if onConnect != nil {
-			onConnect(cs)
-		}
-	}
-	cfg.Relay.OnClose = func(cs relay.ConnStatus, why relay.CloseReason) {
-		stats.Changed()
-		if onClose != nil {
-			onClose(cs, why)
-		}
-	}
-	cfg.Relay.Denied = func(i *relay.Info) bool {
-		_, denied := rev.Denied(i.BookingID, i.Subject, i.TokenID)
-		return denied
-	}
-	rs, err := relay.NewServer(cfg.Relay)
-	if err != nil {
+	rev := control.NewRevocations(now)
+	if err := loadRevocations(deps.Store, rev, now()); err != nil {
 		return nil, err
 	}
-	stats = control.NewStatsPublisher(rs, cfg.StatsEvery)
-	var tlsConfig *tls.Config
+	s := &Server{cfg: cfg, deps: deps, log: log, refused: &refusals{}, served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.teardown()
+		}
+	}()
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("server: load TLS key pair: %w", err)
 		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("server: listen: %w", err)
+
+	// The relay, its stats and its place on the bus.
+	rc := cfg.Relay
+	if rc.Now == nil {
+		rc.Now = now
 	}
-	// One unwind path: each step that sets up something to take down
-	// pushes its undo; if a later step fails, they run in reverse.
-	var undo []func()
-	started := false
-	defer func() {
-		if !started {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+	if rc.Logger == nil {
+		rc.Logger = log
+	}
+	s.stats = control.NewStatsPublisher(cfg.StatsEvery)
+	onConnect, onClose := rc.OnConnect, rc.OnClose
+	rc.OnConnect = func(cs relay.ConnStatus) {
+		s.stats.Changed()
+		if onConnect != nil {
+			onConnect(cs)
 		}
-	}()
-	undo = append(undo, func() { ln.Close() })
-	pub, err := publicURL(cfg.PublicURL, ln.Addr(), tlsConfig != nil)
-	if err != nil {
+	}
+	rc.OnClose = func(cs relay.ConnStatus, why relay.CloseReason) {
+		s.stats.Changed()
+		if onClose != nil {
+			onClose(cs, why)
+		}
+	}
+	rc.Denied = func(i *relay.Info) bool {
+		_, denied := rev.Denied(i.BookingID, i.Subject, i.TokenID)
+		return denied
+	}
+	if s.relay, err = relay.NewServer(rc); err != nil {
 		return nil, err
 	}
-	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: cfg.Now})
-	codes := access.NewMemoryCodeStore(0, cfg.Now)
-	// The jobs manager needs the control handler's authentication and the
-	// access handler needs the manager: Authenticate reaches ctl through
-	// this variable, set below before the server serves.
-	var ctl *control.Handler
-	var jm *jobs.Manager
-	var link *agentlink.Link
-	var jobsAPI *uwsapi.API
+	rs := s.relay
+	if s.bus, err = joinBus(cfg.NodeID, deps.Bus, rs, log); err != nil {
+		return nil, err
+	}
+	s.undo = append(s.undo, s.bus.close)
+
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("server: listen: %w", err)
+	}
+	s.undo = append(s.undo, func() { s.ln.Close() })
+	if s.publicURL, err = publicURL(cfg.PublicURL, s.ln.Addr(), s.tls != nil); err != nil {
+		return nil, err
+	}
+	pub := s.publicURL
+	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: deps.Now})
+	authn := &control.Authenticator{Verifier: verifier, Revocations: rev}
+	codes := access.NewMemoryCodeStore(0, deps.Now)
+
+	// Jobs, when results have somewhere to go.
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
 	var closers []control.ConnCloser
-	if cfg.ResultsDir != "" {
-		jc := cfg.Jobs
-		jc.Store, jc.ResultsDir, jc.NodeID, jc.Publisher = cfg.Store, cfg.ResultsDir, cfg.NodeID, rs
-		jc.Logger, jc.Now = cfg.Logger, cfg.Now
-		if jm, err = jobs.New(jc); err == nil {
-			jobsAPI, err = uwsapi.New(uwsapi.Config{Jobs: jm, Logger: cfg.Logger,
-				Authenticate: func(r *http.Request) (*auth.Claims, *apierr.Error) { return ctl.Authenticate(r) }})
-		}
-		if err == nil {
-			link, err = agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev})
-		}
-		if err != nil {
+	if deps.Results != nil || cfg.ResultsDir != "" {
+		if s.jobs, err = newJobsNode(cfg, deps, rs, rev, authn); err != nil {
 			return nil, err
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
 		systemPrefixes[jobs.LogTopicPrefix] = auth.ScopeJobsAdmin
-		closers = append(closers, link)
+		closers = append(closers, s.jobs.link)
 	}
+
+	// The access endpoints: sessions, shells and, with jobs, agents.
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
-		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger, Now: cfg.Now,
+		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: log, Now: deps.Now,
 		Denier: rev, TrustedProxies: cfg.TrustedProxies,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
@@ -290,19 +301,20 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh, err := shell.New(shell.Config{Access: ah, Relay: rs, AnswerTimeout: cfg.ShellAnswerTimeout, Logger: cfg.Logger})
+	sh, err := shell.New(shell.Config{Access: ah, Relay: rs, AnswerTimeout: cfg.ShellAnswerTimeout, Logger: log})
 	if err == nil {
 		err = ah.Handle(wire.PrefixShell, sh)
 	}
-	if err == nil && jm != nil {
+	if err == nil && s.jobs != nil {
 		var al *agentlink.Endpoint
-		if al, err = agentlink.New(link); err == nil {
+		if al, err = agentlink.New(s.jobs.link); err == nil {
 			err = ah.Handle(wire.PrefixAgent, al)
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
+
 	// The dashboard: its cookie key is derived from the secret, so every
 	// node of a cluster (same secret) opens every node's cookies, while
 	// cookies and tokens never share a key.
@@ -312,64 +324,48 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: derive the cookie key: %w", err)
 	}
 	wc := cfg.Web
-	wc.PublicURL, wc.Key, wc.Verifier, wc.Store, wc.Relay, wc.API = pub, key, verifier, cfg.Store, rs, mux
-	wc.CookieKey, wc.Revocations, wc.NodeID, wc.Logger, wc.Now = cookieKey, rev, cfg.NodeID, cfg.Logger, cfg.Now
-	wh, err := web.New(wc)
-	if err != nil {
+	wc.PublicURL, wc.Key, wc.Verifier, wc.Store, wc.Relay, wc.API = pub, key, verifier, deps.Store, rs, mux
+	wc.CookieKey, wc.Revocations, wc.NodeID, wc.Logger, wc.Now = cookieKey, rev, cfg.NodeID, log, deps.Now
+	if s.web, err = web.New(wc); err != nil {
 		return nil, err
 	}
-	closers = append(closers, sh) // shell sessions waiting for their host
-	closers = append(closers, wh) // dashboard sessions: a revoked subject's end at once
-	// Revocations: recorded by ctl, enforced here.
+	closers = append(closers, sh)    // shell sessions waiting for their host
+	closers = append(closers, s.web) // dashboard sessions: a revoked subject's end at once
+	var jobsAPI *uwsapi.API
+	if s.jobs != nil {
+		jobsAPI = s.jobs.API
+	}
+	// Revocations: recorded by s.ctl, enforced here and on every other
+	// node through the bus.
 	enforcer, err := control.NewEnforcer(control.EnforcerConfig{Revocations: rev, Relay: rs, Codes: codes,
-		Closers: closers, Logger: cfg.Logger})
+		Closers: closers, Bus: s.bus.bus, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	ctl, err = control.New(control.Config{
-		Store: cfg.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
+	s.undo = append(s.undo, enforcer.Close)
+	s.ctl, err = control.New(control.Config{
+		Store: deps.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: cfg.Logger, Now: cfg.Now, Refusals: refusalCounts(refused, jobsAPI),
+		Access: ah, Logger: log, Now: deps.Now, Refusals: refusalCounts(s.refused, jobsAPI),
 	})
 	if err != nil {
 		return nil, err
-	}
-	if jm != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := jm.Start(ctx, link)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-	}
-	s := &Server{refused: refused, cfg: cfg, log: cfg.Logger, relay: rs, ln: ln, publicURL: pub, served: make(chan error, 1), stats: stats, web: wh}
-	if jm != nil {
-		s.jobs = &jobsNode{Manager: jm, API: jobsAPI, link: link}
-		undo = append(undo, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			defer cancel()
-			s.jobs.Stop(ctx)
-		})
 	}
 	if cfg.MetricsListen != "" {
 		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("server: metrics listen: %w", err)
 		}
+		s.undo = append(s.undo, func() { s.metricsLn.Close() })
 		mm := http.NewServeMux()
-		mm.Handle("GET /metrics", ctl.Metrics())
+		mm.Handle("GET /metrics", s.ctl.Metrics())
 		s.metrics = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
-			ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
-		undo = append(undo, func() { s.metrics.Close(); s.metricsLn.Close() })
-		go s.metrics.Serve(s.metricsLn)
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	}
-	if s.bus, err = startBus(cfg.NodeID, rs, cfg.Logger); err != nil {
-		return nil, err
-	}
-	undo = append(undo, s.bus.close)
 
+	// Routes, then the HTTP server around them.
 	ah.Register(mux)
-	ctl.Register(mux)
+	s.ctl.Register(mux)
 	if jobsAPI != nil {
 		jobsAPI.Register(mux, pub.String())
 	}
@@ -383,7 +379,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	wh.Register(mux)
+	s.web.Register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// This pattern matches every method, so the router never answers
 		// 405 itself: a known path asked with another method lands here.
@@ -394,26 +390,80 @@ func Start(cfg Config) (*Server, error) {
 		}
 		apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 	})
-
 	s.http = &http.Server{
-		Handler: logRequests(cfg.Logger, rejectUncleanPaths(limitRequests(
+		Handler: logRequests(log, rejectUncleanPaths(limitRequests(
 			newRateLimiter(limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
 			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix)))),
-		TLSConfig:         tlsConfig,
+		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       requestTimeout(cfg.RequestTimeout), // where each request starts:
 		WriteTimeout:      requestTimeout(cfg.RequestTimeout), // long ones move it (requestTimeout)
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// newJobsNode builds the jobs state machine over deps, its UWS binding
+// and the agent link.
+func newJobsNode(cfg Config, deps Deps, rs *relay.Server, rev *control.Revocations, authn *control.Authenticator) (*jobsNode, error) {
+	jc := cfg.Jobs
+	jc.Store, jc.Blobs, jc.ResultsDir, jc.NodeID, jc.Publisher = deps.Store, deps.Results, cfg.ResultsDir, cfg.NodeID, rs
+	jc.Logger, jc.Now = deps.Logger, deps.Now
+	jm, err := jobs.New(jc)
+	if err != nil {
+		return nil, err
+	}
+	api, err := uwsapi.New(uwsapi.Config{Jobs: jm, Logger: deps.Logger, Authenticate: authn.Authenticate})
+	if err != nil {
+		return nil, err
+	}
+	link, err := agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev})
+	if err != nil {
+		return nil, err
+	}
+	return &jobsNode{Manager: jm, API: api, link: link}, nil
+}
+
+// Start serves in the background until Shutdown: the jobs manager (which
+// loads the jobs in flight), the metrics listener, the HTTP server, the
+// stats publisher and the purgers. If a step fails, Start takes the whole
+// server down and returns the error; call it once.
+func (s *Server) Start() (err error) {
+	if s.started {
+		return errors.New("server: already started")
+	}
+	s.started = true
+	defer func() {
+		if err != nil {
+			s.teardown()
+		}
+	}()
+	if s.jobs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := s.jobs.Manager.Start(ctx, s.jobs.link)
+		cancel()
+		if err != nil {
+			return err
+		}
+		s.undo = append(s.undo, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			defer cancel()
+			s.jobs.Stop(ctx)
+		})
+	}
+	if s.metrics != nil {
+		s.undo = append(s.undo, func() { s.metrics.Close() })
+		go s.metrics.Serve(s.metricsLn)
 	}
 	go func() {
 		// TLS is terminated beneath the JSON rewriting of net/http's own
 		// errors (so HTTP/1.1 only: the relay and the API need no HTTP/2).
-		served := serverListener{Listener: ln, handshakeTimeout: 10 * time.Second, open: &s.open,
-			acceptErrors: &acceptErrorLog{log: cfg.Logger, interval: 10 * time.Second}}
-		if tlsConfig != nil {
-			served.Listener = tls.NewListener(ln, tlsConfig)
+		served := serverListener{Listener: s.ln, handshakeTimeout: 10 * time.Second, open: &s.open,
+			acceptErrors: &acceptErrorLog{log: s.log, interval: 10 * time.Second}}
+		if s.tls != nil {
+			served.Listener = tls.NewListener(s.ln, s.tls)
 		}
 		err := s.http.Serve(served)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -421,15 +471,22 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.served <- err
 	}()
-	stats.Start()
+	s.stats.Start(s.relay)
 	purgeCtx, stopPurge := context.WithCancel(context.Background())
 	s.stopPurge = stopPurge
 	s.background.Add(1)
-	go func() { defer s.background.Done(); ctl.RunPurger(purgeCtx) }()
-	wh.Start(purgeCtx)
-	started = true
-	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "public_url", pub.String(), "node", cfg.NodeID)
-	return s, nil
+	go func() { defer s.background.Done(); s.ctl.RunPurger(purgeCtx) }()
+	s.web.Start(purgeCtx)
+	s.log.Info("serving", "addr", s.ln.Addr().String(), "public_url", s.publicURL.String(), "node", s.cfg.NodeID)
+	return nil
+}
+
+// teardown runs the undo steps in reverse, once.
+func (s *Server) teardown() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		s.undo[i]()
+	}
+	s.undo = nil
 }
 
 // loadRevocations fills rev from the store at start.
@@ -502,6 +559,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	if !s.started {
+		s.teardown()
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	// HTTP and relay drain side by side: a slow request must not use up

@@ -54,21 +54,24 @@ type testServer struct {
 	key   *auth.Key
 }
 
-func startServer(t *testing.T, mod func(*Config)) *testServer {
+func startServer(t *testing.T, mod func(*Config, *Deps)) *testServer {
 	t.Helper()
 	clk := &clock{}
-	cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Now: clk.Now,
-		Relay: relay.Config{PingInterval: -1}}
+	cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Relay: relay.Config{PingInterval: -1}}
+	deps := Deps{Now: clk.Now}
 	if mod != nil {
-		mod(&cfg)
+		mod(&cfg, &deps)
 	}
-	if cfg.Store == nil {
-		cfg.Store = openStore(t, t.TempDir())
+	if deps.Store == nil {
+		deps.Store = openStore(t, t.TempDir())
 	}
 	if cfg.ResultsDir == "" {
 		cfg.ResultsDir = t.TempDir()
 	}
-	s, err := Start(cfg)
+	s, err := New(cfg, deps)
+	if err == nil {
+		err = s.Start()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +167,7 @@ func do(t *testing.T, req *http.Request) (int, string, http.Header) {
 }
 
 func TestAccessBadInput(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.AllowedOrigins = []string{"https://lab.example"} })
+	s := startServer(t, func(c *Config, d *Deps) { c.AllowedOrigins = []string{"https://lab.example"} })
 	now := s.clock.Now()
 	mod := func(f func(*auth.Claims)) string { c := s.claims("demo", "read", "write"); f(&c); return s.sign(c) }
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -259,7 +262,7 @@ func TestAccessBadInput(t *testing.T) {
 }
 
 func TestPreflight(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.AllowedOrigins = []string{"https://lab.example"} })
+	s := startServer(t, func(c *Config, d *Deps) { c.AllowedOrigins = []string{"https://lab.example"} })
 	for _, tc := range []struct {
 		origin string
 		status int
@@ -461,7 +464,7 @@ func expectClose(t *testing.T, c *client.Conn, code int) {
 }
 
 func TestCloseCodes(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Relay.MaxMessageBytes = 1024; c.Relay.SendQueueBytes = 64 << 10 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Relay.MaxMessageBytes = 1024; c.Relay.SendQueueBytes = 64 << 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -513,7 +516,7 @@ func TestShutdownSends1001(t *testing.T) {
 func TestStalledReaderOverWebsockets(t *testing.T) {
 	for _, policy := range []relay.Policy{relay.PolicyDrop, relay.PolicyClose} {
 		t.Run(policy.String(), func(t *testing.T) {
-			s := startServer(t, func(c *Config) {
+			s := startServer(t, func(c *Config, d *Deps) {
 				c.Relay.SendQueueBytes = 256 << 10
 				c.Relay.MaxMessageBytes = 4 << 10
 				c.Relay.SlowConsumer = policy
@@ -607,7 +610,7 @@ func TestHealthAndUnknownPaths(t *testing.T) {
 // TestDeadPeerDetection: a peer that stops answering pings (it never reads,
 // so it never sees them) is closed.
 func TestDeadPeerDetection(t *testing.T) {
-	s := startServer(t, func(c *Config) {
+	s := startServer(t, func(c *Config, d *Deps) {
 		c.Relay.PingInterval = 50 * time.Millisecond
 		c.Relay.PongTimeout = 100 * time.Millisecond
 	})

@@ -32,9 +32,9 @@ func TestNegativeSettingsAreErrors(t *testing.T) {
 		{"--request-burst", func(c *Config) { c.Limits.RequestBurst = -1 }},
 		{"--fd-reserve", func(c *Config) { c.Limits.FDReserve = -1 }},
 	} {
-		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: openStore(t, t.TempDir()), ResultsDir: t.TempDir()}
+		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", ResultsDir: t.TempDir()}
 		tc.mod(&cfg)
-		s, err := Start(cfg)
+		s, err := New(cfg, Deps{Store: openStore(t, t.TempDir())})
 		if err == nil {
 			s.Shutdown(t.Context())
 			t.Errorf("%s negative: started", tc.flag)
@@ -46,10 +46,11 @@ func TestNegativeSettingsAreErrors(t *testing.T) {
 	}
 }
 
-// TestFailedStartLeavesNothingRunning: a Start that fails late (the metrics
-// address is taken) takes down what it had set up — the listener, the jobs
-// manager and the agent link — through one unwind path: no descriptor and
-// no goroutine is left behind.
+// TestFailedStartLeavesNothingRunning: a New that fails late (the metrics
+// address is taken) takes down what it had set up — the listener, the bus,
+// the jobs manager and the agent link — through one unwind path, and so
+// does Shutdown of a server that was never started: no descriptor and no
+// goroutine is left behind.
 func TestFailedStartLeavesNothingRunning(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,11 +66,19 @@ func TestFailedStartLeavesNothingRunning(t *testing.T) {
 		return len(fds)
 	}
 	failStart := func() {
-		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Store: st, ResultsDir: t.TempDir(),
+		cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", ResultsDir: t.TempDir(),
 			MetricsListen: taken.Addr().String()}
-		if s, err := Start(cfg); err == nil {
+		if s, err := New(cfg, Deps{Store: st}); err == nil {
 			s.Shutdown(t.Context())
-			t.Fatal("Start with a taken metrics address succeeded")
+			t.Fatal("New with a taken metrics address succeeded")
+		}
+		cfg.MetricsListen = "127.0.0.1:0"
+		s, err := New(cfg, Deps{Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Shutdown(t.Context()); err != nil {
+			t.Fatalf("Shutdown of a server never started: %v", err)
 		}
 	}
 	// With the collector off, no finalizer can close a forgotten listener

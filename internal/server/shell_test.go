@@ -54,7 +54,7 @@ func nextConnect(t *testing.T, ctl *client.Conn) connectMsg {
 }
 
 func TestShellSession(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Relay.SendQueueBytes = 64 << 10; c.Relay.MaxMessageBytes = 32 << 10 })
+	s := startServer(t, func(c *Config, d *Deps) { c.Relay.SendQueueBytes = 64 << 10; c.Relay.MaxMessageBytes = 32 << 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -157,7 +157,7 @@ func isAccessError(err error, status int, code string) bool {
 }
 
 func TestShellRefusalsAndTimeouts(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.ShellAnswerTimeout = 200 * time.Millisecond })
+	s := startServer(t, func(c *Config, d *Deps) { c.ShellAnswerTimeout = 200 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -197,7 +197,7 @@ func TestShellRefusalsAndTimeouts(t *testing.T) {
 	expectClose(t, ctl, 4009)
 	waitFor(t, "new host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
 	// The host goes away while a session waits: the user gets 4004 at once.
-	s2 := startServer(t, func(c *Config) { c.ShellAnswerTimeout = time.Minute })
+	s2 := startServer(t, func(c *Config, d *Deps) { c.ShellAnswerTimeout = time.Minute })
 	ctl3, err := s2.dialShell("vnc", s2.shellToken("vnc", auth.ScopeHost))
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t, t.TempDir())
-	s := startServer(t, func(c *Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	s := startServer(t, func(c *Config, d *Deps) { c.TLSCert, c.TLSKey = certFile, keyFile })
 	if !strings.HasPrefix(s.url, "https://127.0.0.1:") {
 		t.Fatalf("public URL %q", s.url)
 	}
@@ -100,8 +100,8 @@ func (l *lockedBuffer) String() string {
 // requests, the log names paths but never a token or a code.
 func TestLogsHoldNoSecrets(t *testing.T) {
 	var logs lockedBuffer
-	s := startServer(t, func(c *Config) {
-		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := startServer(t, func(c *Config, d *Deps) {
+		d.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	tok := s.token("demo", "read", "write")
 	uri := s.access("demo", tok)

@@ -29,7 +29,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	relay, err := server.Start(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Store: db})
+	relay, err := server.New(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1"}, server.Deps{Store: db})
+	if err == nil {
+		err = relay.Start()
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
