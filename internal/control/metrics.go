@@ -56,7 +56,7 @@ func (m *Metrics) observeStore(op string, d time.Duration, err error) {
 // ServeHTTP serves the metrics in the Prometheus text format.
 func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.http.ServeHTTP(w, r) }
 
-// serveHTTP adapts ServeHTTP to the scoped handlers of the main listener.
+// serveScoped adapts ServeHTTP to the scoped handlers of the main listener.
 func (m *Metrics) serveScoped(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
 	m.ServeHTTP(w, r)
 }
