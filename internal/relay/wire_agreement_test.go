@@ -11,8 +11,10 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/wire"
 )
 
@@ -105,13 +107,15 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 		}
 		m.waitClosed(t)
 		var why CloseReason
-		waitFor(t, "accept returns", func() bool { r, ok := h.reason(m); why = r; return ok })
+		wait.For(t, "accept returns", func() bool { r, ok := h.reason(m); why = r; return ok })
 		return outcome{why, m.closeCode()}
 	}
 
 	t.Run("token_expired", func(t *testing.T) {
-		h := newHarness(t, Config{})
-		check(t, accept(t, h, newMemConn(), Info{Topic: "t", CanRead: true, ExpiresAt: time.Now().Add(20 * time.Millisecond)}, nil))
+		synctest.Test(t, func(t *testing.T) { // fake time: the second passes at once
+			h := newHarness(t, Config{PingInterval: -1})
+			check(t, accept(t, h, newMemConn(), Info{Topic: "t", CanRead: true, ExpiresAt: time.Now().Add(time.Second)}, nil))
+		})
 	})
 	t.Run("message_too_big and invalid_utf8", func(t *testing.T) {
 		h := newHarness(t, Config{MaxMessageBytes: 10, SendQueueBytes: 1 << 10})
@@ -140,18 +144,20 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 			// again is aborted after CloseTimeout, with no code). So the
 			// stall ends once the close is decided, never before: before,
 			// the reader could drain its queue and never overflow.
-			waitFor(t, "the close to be decided", func() bool { return h.closingOrGone(slow) })
+			wait.For(t, "the close to be decided", func() bool { return h.closingOrGone(slow) })
 			close(slow.stall)
 		}))
 	})
 	t.Run("ping_timeout", func(t *testing.T) {
-		srv, err := NewServer(Config{PingInterval: 10 * time.Millisecond, PongTimeout: 10 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := &failingPing{memConn: newMemConn()}
-		why := srv.Accept(context.Background(), m, Info{Topic: "t", CanRead: true})
-		check(t, outcome{why, CloseCode(m.sent.Load())})
+		synctest.Test(t, func(t *testing.T) { // fake time: the first ping comes at once
+			srv, err := NewServer(Config{PingInterval: time.Minute, PongTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := &failingPing{memConn: newMemConn()}
+			why := srv.Accept(context.Background(), m, Info{Topic: "t", CanRead: true})
+			check(t, outcome{why, CloseCode(m.sent.Load())})
+		})
 	})
 	t.Run("denied at admission", func(t *testing.T) {
 		srv, err := NewServer(Config{Denied: func(*Info) bool { return true }})
@@ -169,7 +175,7 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 		m := newMemConn()
 		done := make(chan CloseReason, 1)
 		go func() { done <- srv.Accept(context.Background(), m, rw("t")) }()
-		waitFor(t, "registered", func() bool { return srv.Stats().Connections == 1 })
+		wait.For(t, "registered", func() bool { return srv.Stats().Connections == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
@@ -193,7 +199,7 @@ func TestCloseReasonCodesAgreeWithWire(t *testing.T) {
 			defer close(done)
 			srv.AcceptPair(context.Background(), a, Info{Topic: "pair:x", Identity: Identity{Subject: "a"}, CanRead: true, CanWrite: true}, b, Info{Topic: "pair:x", Identity: Identity{Subject: "b"}, CanRead: true, CanWrite: true})
 		}()
-		waitFor(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
+		wait.For(t, "pair registered", func() bool { return srv.Stats().Connections == 2 })
 		b.peerClose(CloseNormal)
 		<-done
 		check(t, outcome{why, a.closeCode()})

@@ -1,0 +1,199 @@
+package relay
+
+// What the relay does over time (token expiry, pings and their timeout, the
+// write loop's linger) is tested in testing/synctest bubbles: the relay's
+// timers run on the bubble's fake clock, so each test checks the moment
+// something happens, to the nanosecond, instead of sleeping through it.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// pingConn is a memConn that records when it is pinged; its peer answers
+// every ping (answer) or none, so that each ping ends at its deadline.
+type pingConn struct {
+	*memConn
+	answer bool
+
+	mu    sync.Mutex
+	pings []time.Time // when each ping was sent; guarded by mu
+}
+
+func (p *pingConn) Ping(deadline time.Time) error {
+	p.mu.Lock()
+	p.pings = append(p.pings, time.Now())
+	p.mu.Unlock()
+	if p.answer {
+		return nil
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return errors.New("pingconn: no pong")
+	case <-p.closed:
+		return errAborted
+	}
+}
+
+func (p *pingConn) sent() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.pings...)
+}
+
+// isClosed reports whether the relay has closed (or aborted) m.
+func isClosed(m *memConn) bool {
+	select {
+	case <-m.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// acceptIdle runs srv.Accept(c) on its own goroutine and returns once the
+// connection is registered and idle (every goroutine of the bubble is
+// blocked), with the reason Accept will return on.
+func acceptIdle(srv *Server, c Conn, info Info) <-chan CloseReason {
+	done := make(chan CloseReason, 1)
+	go func() { done <- srv.Accept(context.Background(), c, info) }()
+	synctest.Wait()
+	return done
+}
+
+// TestTokenExpiry: a connection is closed with 4001 (token_expired) at
+// the moment its token expires, and not a nanosecond before.
+func TestTokenExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{PingInterval: -1})
+		expires := time.Now().Add(time.Hour)
+		m := h.connect(Info{Topic: "t", CanRead: true, ExpiresAt: expires})
+		time.Sleep(time.Until(expires) - time.Nanosecond)
+		synctest.Wait()
+		if isClosed(m) {
+			t.Fatalf("closed with %d before the token expired", m.closeCode())
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait() // the close and Accept's return need no time to pass
+		if !isClosed(m) || m.closeCode() != CloseTokenExpired {
+			t.Fatalf("at expiry: closed %v with %d, want %d", isClosed(m), m.closeCode(), CloseTokenExpired)
+		}
+		if r, ok := h.reason(m); !ok || r != ReasonTokenExpired {
+			t.Fatalf("accept returned %v (%v), want %v", r, ok, ReasonTokenExpired)
+		}
+	})
+}
+
+// TestPingsEveryInterval: a peer that answers is pinged every
+// PingInterval, exactly, and stays connected.
+func TestPingsEveryInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 30 * time.Second
+		srv, err := NewServer(Config{PingInterval: interval, PongTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &pingConn{memConn: newMemConn(), answer: true}
+		start := time.Now()
+		done := acceptIdle(srv, p, Info{Topic: "t", CanRead: true})
+		time.Sleep(3*interval + time.Second)
+		synctest.Wait()
+		pings := p.sent()
+		if len(pings) != 3 {
+			t.Fatalf("%d pings in %v, want 3", len(pings), 3*interval+time.Second)
+		}
+		for i, at := range pings {
+			if want := start.Add(time.Duration(i+1) * interval); !at.Equal(want) {
+				t.Errorf("ping %d at +%v, want +%v", i+1, at.Sub(start), want.Sub(start))
+			}
+		}
+		if isClosed(p.memConn) {
+			t.Fatal("a peer that answers pings was closed")
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if why := <-done; why != ReasonShutdown {
+			t.Fatalf("closed for %v, want %v", why, ReasonShutdown)
+		}
+	})
+}
+
+// TestPingTimeout: a peer that does not answer is closed for ping_timeout
+// PongTimeout after the first ping, and the ping timer stops with it.
+func TestPingTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval, pongTimeout = 30 * time.Second, 10 * time.Second
+		srv, err := NewServer(Config{PingInterval: interval, PongTimeout: pongTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &pingConn{memConn: newMemConn()}
+		start := time.Now()
+		why := <-acceptIdle(srv, p, Info{Topic: "t", CanRead: true})
+		if why != ReasonPingTimeout {
+			t.Fatalf("closed for %v, want %v", why, ReasonPingTimeout)
+		}
+		if el := time.Since(start); el != interval+pongTimeout {
+			t.Errorf("closed at +%v, want +%v (one interval, then the pong timeout)", el, interval+pongTimeout)
+		}
+		time.Sleep(10 * interval)
+		if n := len(p.sent()); n != 1 {
+			t.Errorf("%d pings, want 1: the timer outlived the connection", n)
+		}
+		if st := srv.Stats(); st.Connections != 0 || st.Closes[ReasonPingTimeout.String()] != 1 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+}
+
+// TestWriterLingers: a connection's write loop stays writerLinger after
+// its last write (so a steady stream does not start a goroutine per
+// message), then exits (so an idle connection holds no writer); the next
+// message starts a new one.
+func TestWriterLingers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{PingInterval: -1})
+		w, r := h.connect(Info{Topic: "t", CanWrite: true}), h.connect(Info{Topic: "t", CanRead: true})
+		c := h.connOf(r)
+		writing := func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.writing
+		}
+		deliver := func(msg string) {
+			t.Helper()
+			w.send(t, Text, msg)
+			if got := r.recv(t); string(got.Data) != msg {
+				t.Fatalf("got %q, want %q", got.Data, msg)
+			}
+			synctest.Wait() // the write loop is back waiting, its linger started now
+		}
+		deliver("one")
+		if !writing() {
+			t.Fatal("no write loop right after a write")
+		}
+		time.Sleep(writerLinger / 2)
+		deliver("two") // within the linger: the same loop writes it and lingers again
+		time.Sleep(writerLinger - time.Nanosecond)
+		synctest.Wait()
+		if !writing() {
+			t.Fatal("the write loop left before it had been idle for writerLinger")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if writing() {
+			t.Fatal("the write loop still runs after writerLinger idle")
+		}
+		deliver("three")
+		if !writing() {
+			t.Fatal("no write loop for a message after the linger")
+		}
+	})
+}
