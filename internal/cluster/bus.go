@@ -26,6 +26,9 @@
 //	                             headers Sb-Source, Sb-Kind, Sb-Seq
 //	<prefix>.node.<id>.sync      interest announcements to node id; the answer
 //	                             is the subscribe barrier
+//	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node
+//	                             (internal/control's RevocationEvent, JSON:
+//	                             op, kind, value, expires_at, node, seq)
 //
 // This package imports the standard library and internal/relay only.
 package cluster

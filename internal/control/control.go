@@ -2,8 +2,11 @@
 // /bids/deny and /bids/allow, plus revocation by subject and token id), the
 // status report and stats topic, Prometheus metrics, the token API for
 // booking systems, and the audit log. Decisions are stored (package store)
-// before they take effect, and take effect at once: denied connections are
-// closed with 4003 and their pending codes deleted.
+// before they take effect, and take effect at once on every node: the
+// Handler records a revocation, and the Enforcer publishes it on the
+// cluster bus and applies it, as every node's Enforcer applies the events it
+// receives (enforce.go): denied connections are closed with 4003 and their
+// pending codes deleted.
 package control
 
 import (

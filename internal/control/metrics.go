@@ -89,6 +89,7 @@ var (
 	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
 	descQueued    = prometheus.NewDesc("switchboard_queued_bytes", "Bytes in all send queues, counted once per receiver (what --queue-budget bounds).", nil, nil)
 	descBudget    = prometheus.NewDesc("switchboard_queue_budget_bytes", "The node's bound on switchboard_queued_bytes (--queue-budget).", nil, nil)
+	descRevEvents = prometheus.NewDesc("switchboard_revocation_events_total", "Revocation changes by outcome: applied on this node (its own and other nodes'), published to the other nodes, publish_failed, missed (gaps in another node's sequence), ignored_bad_json and ignored_invalid (received events that changed nothing).", []string{"outcome"}, nil)
 )
 
 // relayCollector reads the relay's and access handler's counters at scrape
@@ -96,7 +97,7 @@ var (
 type relayCollector struct{ h *Handler }
 
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget} {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget, descRevEvents} {
 		ch <- d
 	}
 }
@@ -135,6 +136,13 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.h.cfg.Refusals != nil {
 		for reason, n := range c.h.cfg.Refusals() {
 			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), reason)
+		}
+	}
+	if e := c.h.cfg.Enforcer; e != nil {
+		es := e.Stats()
+		for outcome, n := range map[string]uint64{"applied": es.Applied, "published": es.Published, "publish_failed": es.PublishFailed,
+			"missed": es.Missed, "ignored_bad_json": es.Ignored["bad_json"], "ignored_invalid": es.Ignored["invalid"]} {
+			ch <- prometheus.MustNewConstMetric(descRevEvents, prometheus.CounterValue, float64(n), outcome)
 		}
 	}
 	counts := map[store.RevocationKind]int{store.RevokeBooking: 0, store.RevokeSubject: 0, store.RevokeToken: 0}
