@@ -57,6 +57,10 @@ type Options struct {
 	// logFlush is how often a run's output lines are sent; 0 means
 	// logFlushInterval.
 	logFlush time.Duration
+	// sleep waits out a retry delay of a link, local connection or
+	// process and reports whether it passed (false: ctx ended); nil means
+	// the package's sleep. Tests record the delays and hold them.
+	sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // Agent runs the streams of a Config. Create it with New, then call Run.
@@ -64,6 +68,7 @@ type Agent struct {
 	cfg     *Config
 	log     *slog.Logger
 	backoff Backoff
+	sleep   func(ctx context.Context, d time.Duration) bool // see Options.sleep
 	http    *http.Client
 	ownHTTP bool // http was made by New: its idle connections are closed by Run
 	header  http.Header
@@ -87,7 +92,10 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if cfg == nil || cfg.URL == "" || (len(cfg.Streams) == 0 && cfg.Agent == nil) {
 		return nil, errors.New("agent: a validated configuration with a URL and streams or an agent section is required")
 	}
-	a := &Agent{cfg: cfg, log: opts.Logger, backoff: opts.Backoff.withDefaults(), http: opts.HTTPClient}
+	a := &Agent{cfg: cfg, log: opts.Logger, backoff: opts.Backoff.withDefaults(), sleep: opts.sleep, http: opts.HTTPClient}
+	if a.sleep == nil {
+		a.sleep = sleep
+	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

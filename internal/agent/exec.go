@@ -102,7 +102,7 @@ func (e *execStream) runProcess(ctx context.Context) {
 		bo.done(time.Since(start))
 		wait := bo.next()
 		log.Warn("process ended", "command", e.argv[0], "error", err, "restart_in", wait)
-		if !sleep(ctx, wait) {
+		if !e.link.a.sleep(ctx, wait) {
 			return
 		}
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -69,18 +70,21 @@ func TestExecEnvironment(t *testing.T) {
 func TestExecRestarts(t *testing.T) {
 	needProgram(t, "sh")
 	r := startRelay(t, nil)
+	const minDelay, maxDelay = 20 * time.Millisecond, 50 * time.Millisecond
+	sleeps := newHeldSleeps()
 	a := runAgent(t, &Config{URL: r.url, TokenFile: r.tokenFile("lab/x"), Streams: []StreamConfig{{
 		Name: "x", Kind: KindExec, Topic: "lab/x", Command: []string{"sh", "-c", "exit 3"},
-	}}}, Options{Backoff: Backoff{Min: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
-	waitFor(t, "three starts", func() bool { return status(t, a, "x").Local.Attempts >= 3 })
-	st := status(t, a, "x")
-	if !strings.Contains(st.Local.LastError, "exit status 3") {
-		t.Fatalf("last error %q", st.Local.LastError)
-	}
-	start, n0 := time.Now(), st.Local.Attempts
-	time.Sleep(500 * time.Millisecond) // observation window
-	if n := status(t, a, "x").Local.Attempts - n0; n > int64(time.Since(start)/(10*time.Millisecond))+1 {
-		t.Fatalf("%d starts in %v: no backoff", n, time.Since(start))
+	}}}, Options{Backoff: Backoff{Min: minDelay, Max: maxDelay}, sleep: sleeps.sleep})
+	// The restart delays are held (see heldSleeps): each is checked as it
+	// is chosen, and no start may happen while one is pending.
+	for i := range 3 {
+		delay := sleeps.next(t, fmt.Sprintf("the delay after exit %d", i+1))
+		bound := min(minDelay<<i, maxDelay) // doubles up to Max; drawn from [bound/2, bound]
+		delay.within(t, bound/2, bound)
+		if st := status(t, a, "x"); st.Local.Attempts != int64(i+1) || !strings.Contains(st.Local.LastError, "exit status 3") {
+			t.Fatalf("before delay %d ends: local %+v", i+1, *st.Local)
+		}
+		delay.release()
 	}
 }
 

@@ -47,7 +47,7 @@ func (l *link) run(ctx context.Context, serve func(ctx context.Context, c *clien
 			}
 			l.st.failed(err)
 			d := l.retryDelay(err, bo)
-			if !sleep(ctx, d) {
+			if !l.a.sleep(ctx, d) {
 				return
 			}
 			continue
@@ -63,7 +63,7 @@ func (l *link) run(ctx context.Context, serve func(ctx context.Context, c *clien
 		}
 		bo.done(time.Since(start))
 		d := l.retryDelay(err, bo)
-		if !sleep(ctx, d) {
+		if !l.a.sleep(ctx, d) {
 			return
 		}
 	}

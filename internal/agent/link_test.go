@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -114,7 +116,8 @@ func TestLinkReconnectsWithoutLeaks(t *testing.T) {
 }
 
 // TestLinkCloseCodes: 4003 and 4009 back off long; 4001 reconnects at
-// once with the token file read again.
+// once with the token file read again. The retry delays are held (see
+// heldSleeps), so the test sees each one chosen instead of timing them.
 func TestLinkCloseCodes(t *testing.T) {
 	for _, tc := range []struct {
 		code websocket.StatusCode
@@ -125,16 +128,16 @@ func TestLinkCloseCodes(t *testing.T) {
 			f.onConn = func(ws *websocket.Conn, _ string) { ws.Close(tc.code, "fake") }
 			tok := writeFile(t, "tok", "first.token.x")
 			var logs logBuffer
+			sleeps := newHeldSleeps()
 			a := runAgent(t, &Config{URL: f.url, TokenFile: tok, Streams: []StreamConfig{{Name: "s", Kind: KindShell, Topic: "t", Addr: "127.0.0.1:1"}}},
-				Options{Logger: logs.logger(), Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond, Long: time.Hour}})
-			waitFor(t, "first connection closed", func() bool { return status(t, a, "s").LastError != "" })
+				Options{Logger: logs.logger(), Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond, Long: time.Hour}, sleep: sleeps.sleep})
+			delay := sleeps.next(t, "the delay after the first connection closed")
 			if err := os.WriteFile(tok, []byte("second.token.x"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if tc.long {
-				// An observation window, not synchronisation: with a 1 ms
-				// backoff a reconnect would come at once.
-				time.Sleep(300 * time.Millisecond)
+				delay.within(t, time.Hour/2, time.Hour) // Long, with jitter
+				// Nothing is attempted while the delay is pending.
 				if n := f.accesses.Load(); n != 1 {
 					t.Fatalf("%d access requests after close %d; want 1 (long backoff)", n, tc.code)
 				}
@@ -142,7 +145,9 @@ func TestLinkCloseCodes(t *testing.T) {
 					t.Errorf("close %d not logged as an error:\n%s", tc.code, logs.String())
 				}
 			} else {
-				waitFor(t, "reconnect with the new token", func() bool {
+				delay.within(t, time.Millisecond/2, time.Millisecond) // Min, with jitter
+				delay.release()
+				wait.For(t, "reconnect with the new token", func() bool {
 					tokens := f.tokensSeen()
 					return tokens[len(tokens)-1] == "second.token.x"
 				})
@@ -155,31 +160,35 @@ func TestLinkCloseCodes(t *testing.T) {
 }
 
 // TestLinkAccessRefused: refusals are retried with growing delays, named in
-// the status, and never spin; revocation refusals back off long.
+// the status, and never spin; revocation refusals back off long. The
+// retry delays are held (see heldSleeps): each is checked as it is chosen,
+// and nothing may be attempted while one is pending.
 func TestLinkAccessRefused(t *testing.T) {
+	const minDelay, maxDelay = 10 * time.Millisecond, 40 * time.Millisecond
 	f := newFakeRelay(t)
 	f.refuse = func(int64) (int, string) { return 401, "token_expired" }
+	sleeps := newHeldSleeps()
 	a := runAgent(t, &Config{URL: f.url, TokenFile: writeFile(t, "tok", "x.y.z"), Streams: []StreamConfig{{Name: "s", Kind: KindShell, Topic: "t", Addr: "127.0.0.1:1"}}},
-		Options{Backoff: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond}})
-	waitFor(t, "refusal in status", func() bool { return strings.Contains(status(t, a, "s").LastError, "token_expired") })
-	start, n0 := time.Now(), f.accesses.Load()
-	time.Sleep(500 * time.Millisecond) // observation window
-	n := f.accesses.Load() - n0
-	// Delays are drawn from [5, 40] ms: at most 100 in 500 ms (a spin would
-	// be thousands); retried at least twice even on a loaded machine.
-	if el := time.Since(start); n > int64(el/(5*time.Millisecond))+1 || n < 2 {
-		t.Fatalf("%d attempts in %v", n, el)
-	}
-	if st := status(t, a, "s"); st.Connected || st.LastErrAt == nil {
-		t.Fatalf("status %+v", st)
+		Options{Backoff: Backoff{Min: minDelay, Max: maxDelay}, sleep: sleeps.sleep})
+	for i := range 5 {
+		delay := sleeps.next(t, fmt.Sprintf("the delay after refusal %d", i+1))
+		bound := min(minDelay<<i, maxDelay) // doubles up to Max; drawn from [bound/2, bound]
+		delay.within(t, bound/2, bound)
+		if n := f.accesses.Load(); n != int64(i+1) {
+			t.Fatalf("%d access requests before delay %d ends; want %d", n, i+1, i+1)
+		}
+		if st := status(t, a, "s"); st.Connected || st.LastErrAt == nil || !strings.Contains(st.LastError, "token_expired") {
+			t.Fatalf("status %+v", st)
+		}
+		delay.release()
 	}
 
 	f2 := newFakeRelay(t)
 	f2.refuse = func(int64) (int, string) { return 403, "booking_denied" }
+	sleeps2 := newHeldSleeps()
 	runAgent(t, &Config{URL: f2.url, TokenFile: writeFile(t, "tok", "x.y.z"), Streams: []StreamConfig{{Name: "s", Kind: KindShell, Topic: "t", Addr: "127.0.0.1:1"}}},
-		Options{Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond, Long: time.Hour}})
-	waitFor(t, "first refusal", func() bool { return f2.accesses.Load() == 1 })
-	time.Sleep(200 * time.Millisecond) // observation window
+		Options{Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond, Long: time.Hour}, sleep: sleeps2.sleep})
+	sleeps2.next(t, "the delay after booking_denied").within(t, time.Hour/2, time.Hour)
 	if n := f2.accesses.Load(); n != 1 {
 		t.Fatalf("%d attempts after booking_denied; want 1", n)
 	}

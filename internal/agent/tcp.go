@@ -85,7 +85,7 @@ func (t *tcpStream) runLocal(ctx context.Context) {
 			st.localDown(err)
 			wait := bo.next()
 			log.Warn("local service unreachable", "addr", t.addr, "error", err, "retry_in", wait)
-			if !sleep(ctx, wait) {
+			if !t.link.a.sleep(ctx, wait) {
 				return
 			}
 			continue
@@ -110,7 +110,7 @@ func (t *tcpStream) runLocal(ctx context.Context) {
 		bo.done(time.Since(start))
 		wait := bo.next()
 		log.Warn("local connection ended", "addr", t.addr, "error", err, "retry_in", wait)
-		if !sleep(ctx, wait) {
+		if !t.link.a.sleep(ctx, wait) {
 			return
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -73,6 +74,8 @@ func TestTCPStream(t *testing.T) {
 // TestTCPLocalRefused: a service that refuses connections is retried with
 // backoff, reported in the status, never in a busy loop; the relay link
 // stays up meanwhile, and messages for the service are counted as drops.
+// The retry delays are held (see heldSleeps): each is checked as it is
+// chosen, and nothing may be attempted while one is pending.
 func TestTCPLocalRefused(t *testing.T) {
 	r := startRelay(t, nil)
 	// An address of its own in 127/8: outgoing connections take their
@@ -86,18 +89,22 @@ func TestTCPLocalRefused(t *testing.T) {
 	ln.Close() // nothing listens there now: connections are refused
 	cfg := &Config{URL: r.url, TokenFile: r.tokenFile("lab/ctl"),
 		Streams: []StreamConfig{{Name: "ctl", Kind: KindTCP, Topic: "lab/ctl", Addr: addr}}}
-	a := runAgent(t, cfg, Options{Backoff: Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}})
-	waitFor(t, "link up and local refused", func() bool {
-		st := status(t, a, "ctl")
-		return st.Connected && strings.Contains(st.Local.LastError, "refused")
-	})
-	n0, start := status(t, a, "ctl").Local.Attempts, time.Now()
-	time.Sleep(time.Second) // observation window
-	n, el := status(t, a, "ctl").Local.Attempts-n0, time.Since(start)
-	// Delays are drawn from [10, 100] ms and grow: a spin would be thousands.
-	if n < 2 || n > int64(el/(10*time.Millisecond)) {
-		t.Fatalf("%d attempts in %v", n, el)
+	const minDelay, maxDelay = 20 * time.Millisecond, 100 * time.Millisecond
+	sleeps := newHeldSleeps()
+	a := runAgent(t, cfg, Options{Backoff: Backoff{Min: minDelay, Max: maxDelay}, sleep: sleeps.sleep})
+	var pending heldSleep // the last delay, held until the service is back
+	for i := range 4 {
+		pending = sleeps.next(t, fmt.Sprintf("the delay after refusal %d", i+1))
+		bound := min(minDelay<<i, maxDelay) // doubles up to Max; drawn from [bound/2, bound]
+		pending.within(t, bound/2, bound)
+		if st := status(t, a, "ctl"); st.Local.Attempts != int64(i+1) || !strings.Contains(st.Local.LastError, "refused") {
+			t.Fatalf("before delay %d ends: local %+v", i+1, *st.Local)
+		}
+		if i < 3 {
+			pending.release()
+		}
 	}
+	wait.For(t, "link up", func() bool { return status(t, a, "ctl").Connected })
 	user := r.dial("lab/ctl")
 	waitFor(t, "user on the topic", func() bool { return r.topicConns("lab/ctl") == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -111,6 +118,7 @@ func TestTCPLocalRefused(t *testing.T) {
 		t.Fatalf("listening on %s again: %v", addr, err)
 	}
 	defer ln2.Close()
+	pending.release()
 	accept(t, ln2)
 	waitFor(t, "local connected", func() bool { return *status(t, a, "ctl").Local.Connected })
 }
