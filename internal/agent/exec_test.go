@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -21,15 +22,15 @@ func needProgram(t *testing.T, name string) {
 // as messages (cat echoes them), its stderr is logged.
 func TestExecStream(t *testing.T) {
 	needProgram(t, "sh")
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	var logs logBuffer
-	a := runAgent(t, &Config{URL: r.url, TokenFile: r.tokenFile("lab/sh"), Streams: []StreamConfig{{
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: r.tokenFile("lab/sh"), Streams: []StreamConfig{{
 		Name: "sh", Kind: KindExec, Topic: "lab/sh", Command: []string{"sh", "-c", `echo "to stderr" >&2; exec cat`},
 	}}}, Options{Logger: logs.logger()})
-	user := r.dial("lab/sh")
-	waitFor(t, "host and user on the topic", func() bool { return r.topicConns("lab/sh") == 2 })
-	waitFor(t, "stderr logged", func() bool { return strings.Contains(logs.String(), `line="to stderr"`) })
-	waitFor(t, "process up", func() bool { return *status(t, a, "sh").Local.Connected })
+	user := r.Dial(t, "lab/sh", "read", "write")
+	wait.For(t, "host and user on the topic", func() bool { return r.TopicConns("lab/sh") == 2 })
+	wait.For(t, "stderr logged", func() bool { return strings.Contains(logs.String(), `line="to stderr"`) })
+	wait.For(t, "process up", func() bool { return *status(t, a, "sh").Local.Connected })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := user.Write(ctx, client.Text, []byte("ping\n")); err != nil {
@@ -38,7 +39,7 @@ func TestExecStream(t *testing.T) {
 	if got, _ := readN(t, user, 5); string(got) != "ping\n" {
 		t.Fatalf("echo: %q", got)
 	}
-	waitFor(t, "status counted", func() bool { return status(t, a, "sh").BytesToRelay == 5 })
+	wait.For(t, "status counted", func() bool { return status(t, a, "sh").BytesToRelay == 5 })
 	if st := status(t, a, "sh"); st.MessagesFromRelay != 1 || !*st.Local.Connected {
 		t.Fatalf("status %+v", st)
 	}
@@ -49,15 +50,15 @@ func TestExecStream(t *testing.T) {
 func TestExecEnvironment(t *testing.T) {
 	needProgram(t, "sh")
 	t.Setenv("SWITCHBOARD_TOKEN", "must-not-leak")
-	r := startRelay(t, nil)
-	user := r.dial("lab/env")
-	a := runAgent(t, &Config{URL: r.url, TokenFile: r.tokenFile("lab/env"), Streams: []StreamConfig{{
+	r := startRelay(t)
+	user := r.Dial(t, "lab/env", "read", "write")
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: r.tokenFile("lab/env"), Streams: []StreamConfig{{
 		Name: "env", Kind: KindExec, Topic: "lab/env", Env: map[string]string{"GREETING": "hi"},
 		// Wait for a line on stdin, so the output comes after the user is there.
 		Command: []string{"sh", "-c", `read x; echo "$GREETING ${SWITCHBOARD_TOKEN:-none}"; exec cat`},
 	}}}, Options{})
-	waitFor(t, "host on the topic", func() bool { return r.topicConns("lab/env") == 2 })
-	waitFor(t, "process up", func() bool { return *status(t, a, "env").Local.Connected })
+	wait.For(t, "host on the topic", func() bool { return r.TopicConns("lab/env") == 2 })
+	wait.For(t, "process up", func() bool { return *status(t, a, "env").Local.Connected })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	user.Write(ctx, client.Text, []byte("go\n"))
@@ -69,10 +70,10 @@ func TestExecEnvironment(t *testing.T) {
 // TestExecRestarts: a process that exits is started again with backoff.
 func TestExecRestarts(t *testing.T) {
 	needProgram(t, "sh")
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	const minDelay, maxDelay = 20 * time.Millisecond, 50 * time.Millisecond
 	sleeps := newHeldSleeps()
-	a := runAgent(t, &Config{URL: r.url, TokenFile: r.tokenFile("lab/x"), Streams: []StreamConfig{{
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: r.tokenFile("lab/x"), Streams: []StreamConfig{{
 		Name: "x", Kind: KindExec, Topic: "lab/x", Command: []string{"sh", "-c", "exit 3"},
 	}}}, Options{Backoff: Backoff{Min: minDelay, Max: maxDelay}, sleep: sleeps.sleep})
 	// The restart delays are held (see heldSleeps): each is checked as it
@@ -91,8 +92,8 @@ func TestExecRestarts(t *testing.T) {
 // TestExecStopsProcess: stopping the agent terminates the process.
 func TestExecStopsProcess(t *testing.T) {
 	needProgram(t, "sleep")
-	r := startRelay(t, nil)
-	cfg := &Config{URL: r.url, TokenFile: r.tokenFile("lab/x"), Streams: []StreamConfig{{
+	r := startRelay(t)
+	cfg := &Config{URL: r.URL, TokenFile: r.tokenFile("lab/x"), Streams: []StreamConfig{{
 		Name: "x", Kind: KindExec, Topic: "lab/x", Command: []string{"sleep", "1000"}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -101,7 +102,7 @@ func TestExecStopsProcess(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitFor(t, "process started", func() bool { return *status(t, a, "x").Local.Connected })
+	wait.For(t, "process started", func() bool { return *status(t, a, "x").Local.Connected })
 	start := time.Now()
 	cancel()
 	select {

@@ -13,89 +13,35 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/auth"
 	"switchboard/internal/server"
-	"switchboard/internal/store/sqlite"
+	"switchboard/internal/servertest"
 	"switchboard/pkg/client"
 )
 
-var testSecret = []byte("agent test secret of 32 bytes...")
-
-// testRelay is a real relay on a loopback port.
+// testRelay is a real node (servertest) with the agent tests' token
+// helpers.
 type testRelay struct {
-	*server.Server
-	t   *testing.T
-	url string
-	key *auth.Key
+	*servertest.Server
+	t *testing.T
 }
 
-func startRelay(t *testing.T, mod func(*server.Config)) *testRelay {
+// startRelay starts a node for the test (see servertest.Start).
+func startRelay(t *testing.T, configure ...func(*server.Config, *server.Deps)) *testRelay {
 	t.Helper()
-	dir := t.TempDir()
-	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "switchboard.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cfg := server.Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1"}
-	if mod != nil {
-		mod(&cfg)
-	}
-	s, err := server.New(cfg, server.Deps{Store: db})
-	if err == nil {
-		err = s.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	key, _ := auth.NewHMACKey("HS256", testSecret)
-	return &testRelay{Server: s, t: t, url: s.PublicURL(), key: key}
+	return &testRelay{Server: servertest.Start(t, configure...), t: t}
 }
 
 // token signs a token for topic with the given prefix, lifetime and scopes.
 func (r *testRelay) token(topic, prefix string, ttl time.Duration, scopes ...string) string {
-	now := time.Now()
-	tok, err := r.key.Sign(auth.Claims{
-		Topic: topic, Prefix: prefix, Scopes: scopes,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Audience:  jwt.ClaimStrings{r.url},
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-			IssuedAt:  jwt.NewNumericDate(now),
-		},
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return tok
+	c := r.Claims(topic, scopes...)
+	c.Prefix = prefix
+	c.ExpiresAt = jwt.NewNumericDate(r.Clock.Now().Add(ttl))
+	return r.Sign(r.t, c)
 }
 
 // tokenFile writes a session token (read, write) for topic to a file.
 func (r *testRelay) tokenFile(topic string) string {
 	return writeFile(r.t, "token", r.token(topic, "session", time.Hour, "read", "write")+"\n")
-}
-
-func (r *testRelay) dial(topic string) *client.Conn {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, r.url, topic, r.token(topic, "session", time.Hour, "read", "write"), nil)
-	if err != nil {
-		r.t.Fatalf("dial %s: %v", topic, err)
-	}
-	r.t.Cleanup(func() { c.CloseNow() })
-	return c
-}
-
-// topicConns counts the relay's connections on topic.
-func (r *testRelay) topicConns(topic string) int {
-	n := 0
-	for _, c := range r.Relay().Connections() {
-		if c.Info.Topic == topic {
-			n++
-		}
-	}
-	return n
 }
 
 func writeFile(t *testing.T, name, content string) string {
@@ -105,18 +51,6 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // fastBackoff makes tests retry quickly.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"switchboard/internal/jobproto"
+	"switchboard/internal/servertest/wait"
 )
 
 // TestJobWithRealHub: the agent against the real hub (internal/server
@@ -43,7 +44,7 @@ func TestJobWithRealHub(t *testing.T) {
 			} `json:"runs"`
 		} `json:"jobInfo"`
 	}
-	waitFor(t, "the job completed", func() bool {
+	wait.For(t, "the job completed", func() bool {
 		st, b := api("GET", "/api/v1/jobs/"+id, nil)
 		if st != http.StatusOK {
 			t.Fatalf("job: %d %s", st, b)
@@ -60,5 +61,5 @@ func TestJobWithRealHub(t *testing.T) {
 	if st, b := api("GET", "/api/v1/jobs/"+id+"/results/c1/report.txt", nil); st != http.StatusOK || string(b) != "report\n" {
 		t.Fatalf("file: %d %q", st, b)
 	}
-	waitFor(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
+	wait.For(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
 }

@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"switchboard/internal/auth"
 	"switchboard/internal/jobproto"
-	"switchboard/internal/server"
+	"switchboard/internal/servertest/wait"
 )
 
 // hubUser is a user of a real hub's job API (internal/server with jobs).
@@ -29,26 +27,20 @@ type hubUser struct {
 // agent, and returns a user with jobs:read and jobs:write.
 func startHubWithAgent(t *testing.T, actions ...ActionConfig) (hubUser, *Agent, *Config) {
 	t.Helper()
-	r := startRelay(t, func(c *server.Config) { c.ResultsDir = t.TempDir() })
-	sign := func(c auth.Claims, sub string) string {
-		now := time.Now()
-		c.RegisteredClaims = jwt.RegisteredClaims{Audience: jwt.ClaimStrings{r.url}, Subject: sub,
-			ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)), IssuedAt: jwt.NewNumericDate(now)}
-		tok, err := r.key.Sign(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
-	agentTok := sign(auth.Claims{Topic: "c1", Prefix: AgentPrefix, Scopes: []string{auth.ScopeAgent}, Agent: "c1", Labels: []string{"role=client", "site=*"}}, "agent-c1")
-	u := hubUser{t: t, url: r.url, token: sign(auth.Claims{Scopes: []string{auth.ScopeJobsWrite, auth.ScopeJobsRead}}, "alice")}
-	cfg := &Config{URL: r.url, TokenFile: writeFile(t, "agent.jwt", agentTok), Agent: &AgentConfig{
+	r := startRelay(t) // with the jobs API: servertest gives the node a results directory
+	agentClaims := r.Claims("c1", auth.ScopeAgent)
+	agentClaims.Prefix, agentClaims.Agent, agentClaims.Labels, agentClaims.Subject = AgentPrefix, "c1", []string{"role=client", "site=*"}, "agent-c1"
+	agentTok := r.Sign(t, agentClaims)
+	userClaims := r.Claims("", auth.ScopeJobsWrite, auth.ScopeJobsRead)
+	userClaims.Prefix, userClaims.Subject = "", "alice"
+	u := hubUser{t: t, url: r.URL, token: r.Sign(t, userClaims)}
+	cfg := &Config{URL: r.URL, TokenFile: writeFile(t, "agent.jwt", agentTok), Agent: &AgentConfig{
 		ID: "c1", Labels: []string{"role=client", "site=UNL"}, StateDir: t.TempDir(), Actions: actions}}
 	a, _ := startStoppable(t, cfg, jobOpts)
-	waitFor(t, "the agent registered", func() bool { return status(t, a, "agent").Connected })
+	wait.For(t, "the agent registered", func() bool { return status(t, a, "agent").Connected })
 	// The link is up before the hub has recorded the agent: wait for the
 	// hub to list it.
-	waitFor(t, "the hub to list the agent", func() bool {
+	wait.For(t, "the hub to list the agent", func() bool {
 		_, b := u.do("GET", "/api/v1/agents", nil)
 		return strings.Contains(string(b), `"id":"c1","connected":true`)
 	})
@@ -103,7 +95,7 @@ func (u hubUser) finished(id string) (phase string, runs []string) {
 			} `json:"runs"`
 		} `json:"jobInfo"`
 	}
-	waitFor(u.t, "job "+id+" finished", func() bool {
+	wait.For(u.t, "job "+id+" finished", func() bool {
 		st, b := u.do("GET", "/api/v1/jobs/"+id, nil)
 		if st != http.StatusOK {
 			u.t.Fatalf("job: %d %s", st, b)

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"switchboard/internal/jobproto"
+	"switchboard/internal/servertest/wait"
 )
 
 // fakeHub is the hub side of the agent control channel, built on
@@ -149,7 +150,7 @@ func (h *fakeHub) send(v any) {
 		h.t.Fatal(err)
 	}
 	var ws *websocket.Conn
-	waitFor(h.t, "a control connection", func() bool {
+	wait.For(h.t, "a control connection", func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		ws = h.conn
@@ -195,7 +196,7 @@ func (h *fakeHub) messages(typ, job string) [][]byte {
 func (h *fakeHub) waitN(typ, job string, n int) []byte {
 	h.t.Helper()
 	var msgs [][]byte
-	waitFor(h.t, fmt.Sprintf("%s message #%d for %q", typ, n, job), func() bool {
+	wait.For(h.t, fmt.Sprintf("%s message #%d for %q", typ, n, job), func() bool {
 		msgs = h.messages(typ, job)
 		return len(msgs) >= n
 	})
@@ -336,7 +337,7 @@ func TestJobHello(t *testing.T) {
 	if toks := h.tokensSeen(); len(toks) == 0 || toks[0] != "agent.token" {
 		t.Fatalf("tokens %q", toks)
 	}
-	waitFor(t, "the agent link up", func() bool { return status(t, a, "agent").Connected })
+	wait.For(t, "the agent link up", func() bool { return status(t, a, "agent").Connected })
 	st := status(t, a, "agent")
 	if st.Kind != "agent" || st.Topic != "c1" || st.Local == nil || st.Local.ResultsPending == nil || *st.Local.ResultsPending != 0 {
 		t.Fatalf("status %+v", st)
@@ -429,7 +430,7 @@ func TestJobRunParamsAndLogs(t *testing.T) {
 	if r.Stderr != "oops\n" || len(r.Stdout) != jobproto.MaxTailBytes || !strings.HasSuffix(r.Stdout, "x\nno newline") {
 		t.Fatalf("tails: stderr %q, stdout %d bytes", r.Stderr, len(r.Stdout))
 	}
-	waitFor(t, "counters", func() bool {
+	wait.For(t, "counters", func() bool {
 		l := status(t, a, "agent").Local
 		return *l.RunsStarted == 2 && *l.RunsSucceeded == 2 && *l.Active == 0 && *l.ResultsPending == 0
 	})
@@ -507,7 +508,7 @@ echo done`
 	if e := h.uploadsOf("jf/c1/empty.txt"); len(e) != 1 || e[0].contentLength != 0 || len(h.uploadsOf("jf/c1/big.bin")) != 0 {
 		t.Fatal("wrong uploads")
 	}
-	waitFor(t, "the state directory cleared after the ack", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
+	wait.For(t, "the state directory cleared after the ack", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
 }
 
 // TestJobBadMetrics: a metrics file that is not a JSON object fails the
@@ -584,11 +585,11 @@ func TestJobRejected(t *testing.T) {
 	if r := h.result("twice", 1); r.Outcome != jobproto.OutcomeAborted {
 		t.Fatalf("first run: %+v", r)
 	}
-	waitFor(t, "counters", func() bool {
+	wait.For(t, "counters", func() bool {
 		l := status(t, a, "agent").Local
 		return *l.RunsStarted == 1 && *l.RunsFailed == 7 && *l.ResultsPending == 0
 	})
-	waitFor(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
+	wait.For(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
 }
 
 // procGone reports whether pid has exited (a zombie counts as gone).
@@ -634,7 +635,7 @@ func TestJobTimeoutKillsGroup(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stdout %q", r.Stdout)
 		}
-		waitFor(t, "the child sleep gone", func() bool { return procGone(pid) })
+		wait.For(t, "the child sleep gone", func() bool { return procGone(pid) })
 	}
 }
 
@@ -645,13 +646,13 @@ func TestJobAbort(t *testing.T) {
 	a, _ := startStoppable(t, jobTestConfig(t, h, act("sleep", time.Hour, "/bin/sleep", "60")), jobOpts)
 	h.run("ja", "sleep", nil, 0)
 	h.waitN(jobproto.TypeStarted, "ja", 1)
-	waitFor(t, "the run in the status", func() bool { return *status(t, a, "agent").Local.Active == 1 })
+	wait.For(t, "the run in the status", func() bool { return *status(t, a, "agent").Local.Active == 1 })
 	h.send(jobproto.Abort{Type: jobproto.TypeAbort, Job: "ja", Reason: "user asked"})
 	r := h.result("ja", 1)
 	if r.Outcome != jobproto.OutcomeAborted || r.ExitCode != -1 || !strings.HasPrefix(r.Error, "aborted by the hub: user asked") {
 		t.Fatalf("result %+v", r)
 	}
-	waitFor(t, "no run left", func() bool { return *status(t, a, "agent").Local.Active == 0 })
+	wait.For(t, "no run left", func() bool { return *status(t, a, "agent").Local.Active == 0 })
 }
 
 // TestJobResultSurvives: a result stays on disk until acked: it is sent
@@ -681,7 +682,7 @@ func TestJobResultSurvives(t *testing.T) {
 	if again.Outcome != first.Outcome || !slices.Equal(again.Files, first.Files) || again.Stdout != "made\n" || !again.EndedAt.Equal(first.EndedAt) {
 		t.Fatalf("re-sent result %+v, first %+v", again, first)
 	}
-	waitFor(t, "the file uploaded again", func() bool { return len(h.uploadsOf("jr/c1/f.dat")) == 2 })
+	wait.For(t, "the file uploaded again", func() bool { return len(h.uploadsOf("jr/c1/f.dat")) == 2 })
 
 	stop() // a new agent on the same state directory sends it again
 	if _, err := os.Stat(stored); err != nil {
@@ -701,14 +702,14 @@ func TestJobResultSurvives(t *testing.T) {
 
 	h.send(jobproto.Ack{Type: jobproto.TypeAck, Job: "jr", Error: "file f.dat damaged"})
 	h.result("jr", 4)
-	waitFor(t, "the file uploaded a fourth time", func() bool { return len(h.uploadsOf("jr/c1/f.dat")) == 4 })
+	wait.For(t, "the file uploaded a fourth time", func() bool { return len(h.uploadsOf("jr/c1/f.dat")) == 4 })
 	for _, u := range h.uploadsOf("jr/c1/f.dat") {
 		if string(u.body) != "data" || u.sha != sha("data") {
 			t.Fatalf("upload %+v", u)
 		}
 	}
 	h.send(jobproto.Ack{Type: jobproto.TypeAck, Job: "jr"})
-	waitFor(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
+	wait.For(t, "the state directory cleared", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
 	if n := len(h.messages(jobproto.TypeStarted, "jr")); n != 1 {
 		t.Fatalf("started %d times", n)
 	}
@@ -719,7 +720,7 @@ func TestJobResultSurvives(t *testing.T) {
 			t.Fatalf("result %+v", r)
 		}
 	}
-	waitFor(t, "no result pending", func() bool { return *status(t, a2, "agent").Local.ResultsPending == 0 })
+	wait.For(t, "no result pending", func() bool { return *status(t, a2, "agent").Local.ResultsPending == 0 })
 }
 
 // TestJobUploadRetriesAndGone: a failing upload is retried with backoff;
@@ -753,12 +754,12 @@ func TestJobUploadRetriesAndGone(t *testing.T) {
 		t.Fatalf("bad: %+v", r)
 	}
 	h.run("gone", "out", nil, 0)
-	waitFor(t, "the gone job's upload", func() bool {
+	wait.For(t, "the gone job's upload", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return calls["gone"] > 0
 	})
-	waitFor(t, "the gone job's result dropped", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
+	wait.For(t, "the gone job's result dropped", func() bool { return len(stateFiles(t, cfg.Agent.StateDir)) == 0 })
 	if n := len(h.messages(jobproto.TypeResult, "gone")); n != 0 {
 		t.Fatalf("%d results sent for a job the hub does not know", n)
 	}
@@ -784,7 +785,7 @@ func TestJobLogsDroppedWhileDown(t *testing.T) {
 	h.closing = true
 	h.mu.Unlock()
 	h.drop()
-	waitFor(t, "lines dropped", func() bool { return status(t, a, "agent").Drops > 5 })
+	wait.For(t, "lines dropped", func() bool { return status(t, a, "agent").Drops > 5 })
 	h.mu.Lock()
 	h.closing = false
 	h.mu.Unlock()
@@ -809,7 +810,7 @@ func TestJobStopLosesRunningRun(t *testing.T) {
 	_, stop := startStoppable(t, cfg, jobOpts)
 	h.run("js", "sleep", nil, 0)
 	var line []string
-	waitFor(t, "the child's pid", func() bool {
+	wait.For(t, "the child's pid", func() bool {
 		line = h.logLines("js", "stdout")
 		return len(line) > 0
 	})
@@ -818,7 +819,7 @@ func TestJobStopLosesRunningRun(t *testing.T) {
 		t.Fatalf("stdout %q", line)
 	}
 	stop()
-	waitFor(t, "the run's child gone", func() bool { return procGone(pid) })
+	wait.For(t, "the run's child gone", func() bool { return procGone(pid) })
 	if got := stateFiles(t, cfg.Agent.StateDir); len(got) != 0 {
 		t.Fatalf("state left: %q", got)
 	}

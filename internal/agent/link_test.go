@@ -206,12 +206,12 @@ func TestLinkTokenFileUnreadable(t *testing.T) {
 	}
 	os.Remove(tok)
 	a := startAgent(t, cfg, Options{})
-	waitFor(t, "token file error", func() bool { return strings.Contains(status(t, a, "s").LastError, "token file") })
+	wait.For(t, "token file error", func() bool { return strings.Contains(status(t, a, "s").LastError, "token file") })
 	if f.accesses.Load() != 0 {
 		t.Fatal("access requested without a token")
 	}
 	os.WriteFile(tok, []byte("x.y.z"), 0o600)
-	waitFor(t, "connected", func() bool { return status(t, a, "s").Connected })
+	wait.For(t, "connected", func() bool { return status(t, a, "s").Connected })
 }
 
 func TestRetryDelay(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"switchboard/internal/servertest/wait"
 )
 
 // browserRequest sends a request as a browser would for a page: with the
@@ -52,12 +54,12 @@ func browserRequest(t *testing.T, method, url string, body []byte, headers map[s
 // the page's reaches the topic. Requests from programs (no Origin, no
 // Sec-Fetch-Site) and from the listener's own origin still work.
 func TestHTTPPushRefusesBrowserPages(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	a, base := startPush(t, r, DefaultChunk, "video0", "data")
 	host := strings.TrimPrefix(base, "http://")
 	_, port, _ := strings.Cut(host, ":")
-	user := r.dial("lab/video0")
-	waitFor(t, "user on the topic", func() bool { return r.topicConns("lab/video0") == 2 })
+	user := r.Dial(t, "lab/video0", "read", "write")
+	wait.For(t, "user on the topic", func() bool { return r.TopicConns("lab/video0") == 2 })
 
 	// The real push: ffmpeg sends a chunked body that never ends.
 	pr, pw := io.Pipe()
@@ -128,7 +130,7 @@ func TestHTTPPushRefusesBrowserPages(t *testing.T) {
 	// The byte count is added after the relay took the write, so the user
 	// can hold the packets a moment before the count shows them.
 	pushedBytes := int64(len(first) + len(second))
-	waitFor(t, "the push's bytes counted", func() bool { return status(t, a, "cams/video0").BytesToRelay == pushedBytes })
+	wait.For(t, "the push's bytes counted", func() bool { return status(t, a, "cams/video0").BytesToRelay == pushedBytes })
 	if st := status(t, a, "cams/video0"); *st.Local.Active != 1 || st.BytesToRelay != pushedBytes {
 		t.Fatalf("status %+v, local %+v", st, *st.Local)
 	}

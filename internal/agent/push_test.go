@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -20,10 +21,10 @@ func startPush(t *testing.T, r *testRelay, chunk int, feeds ...string) (*Agent, 
 	for _, f := range feeds {
 		sc.Feeds = append(sc.Feeds, FeedConfig{Name: f, Topic: "lab/" + f})
 	}
-	a := runAgent(t, &Config{URL: r.url, TokenFile: writeFile(t, "tok", r.token("lab/*", "session", time.Hour, "read", "write")),
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: writeFile(t, "tok", r.token("lab/*", "session", time.Hour, "read", "write")),
 		Streams: []StreamConfig{sc}}, Options{})
 	for _, f := range feeds {
-		waitFor(t, f+" connected", func() bool { return status(t, a, "cams/"+f).Connected })
+		wait.For(t, f+" connected", func() bool { return status(t, a, "cams/"+f).Connected })
 	}
 	return a, "http://" + a.streams[0].(*pushStream).Addr().String()
 }
@@ -32,10 +33,10 @@ func startPush(t *testing.T, r *testRelay, chunk int, feeds ...string) (*Agent, 
 // writes that split packets, arrives in order as messages of whole packets
 // no larger than the chunk; other content goes in chunks of the chunk size.
 func TestHTTPPushTS(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	a, base := startPush(t, r, 4096, "video0", "data")
-	video, data := r.dial("lab/video0"), r.dial("lab/data")
-	waitFor(t, "users on the topics", func() bool { return r.topicConns("lab/video0") == 2 && r.topicConns("lab/data") == 2 })
+	video, data := r.Dial(t, "lab/video0", "read", "write"), r.Dial(t, "lab/data", "read", "write")
+	wait.For(t, "users on the topics", func() bool { return r.TopicConns("lab/video0") == 2 && r.TopicConns("lab/data") == 2 })
 
 	body := tsStream(500)
 	pr, pw := io.Pipe()
@@ -97,7 +98,7 @@ func TestHTTPPushTS(t *testing.T) {
 	if resp, _ := http.Post(base+"/ts/nope", "video/mp2t", strings.NewReader("x")); resp.StatusCode != 404 {
 		t.Fatalf("unknown feed: %d", resp.StatusCode)
 	}
-	waitFor(t, "status counted", func() bool { return status(t, a, "cams/video0").BytesToRelay == int64(len(body)+30*188) })
+	wait.For(t, "status counted", func() bool { return status(t, a, "cams/video0").BytesToRelay == int64(len(body)+30*188) })
 	if st := status(t, a, "cams/video0"); st.Drops != 0 {
 		t.Fatalf("status %+v", st)
 	}
@@ -105,10 +106,10 @@ func TestHTTPPushTS(t *testing.T) {
 
 // TestHTTPPushNewestWins: a second push to a feed interrupts the first.
 func TestHTTPPushNewestWins(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	_, base := startPush(t, r, DefaultChunk, "v")
-	user := r.dial("lab/v")
-	waitFor(t, "user on the topic", func() bool { return r.topicConns("lab/v") == 2 })
+	user := r.Dial(t, "lab/v", "read", "write")
+	wait.For(t, "user on the topic", func() bool { return r.TopicConns("lab/v") == 2 })
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	first := make(chan int, 1)
@@ -140,9 +141,9 @@ func TestHTTPPushNewestWins(t *testing.T) {
 // TestHTTPPushLocalWebsocket: /ws/{feed} is bridged both ways, message
 // types kept; an oversized local message is split, not dropped.
 func TestHTTPPushLocalWebsocket(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	a, base := startPush(t, r, DefaultChunk, "ctl")
-	user := r.dial("lab/ctl")
+	user := r.Dial(t, "lab/ctl", "read", "write")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	local, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws/ctl", nil)
@@ -151,8 +152,8 @@ func TestHTTPPushLocalWebsocket(t *testing.T) {
 	}
 	defer local.CloseNow()
 	local.SetReadLimit(-1)
-	waitFor(t, "local websocket registered", func() bool { return *status(t, a, "cams/ctl").Local.Active == 1 })
-	waitFor(t, "user on the topic", func() bool { return r.topicConns("lab/ctl") == 2 })
+	wait.For(t, "local websocket registered", func() bool { return *status(t, a, "cams/ctl").Local.Active == 1 })
+	wait.For(t, "user on the topic", func() bool { return r.TopicConns("lab/ctl") == 2 })
 
 	local.Write(ctx, websocket.MessageText, []byte(`{"set":1}`))
 	typ, data, err := user.Read(ctx)
@@ -171,7 +172,7 @@ func TestHTTPPushLocalWebsocket(t *testing.T) {
 		t.Fatalf("oversized message: %d bytes in %d messages", len(got), len(msgs))
 	}
 	local.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, "local websocket gone", func() bool { return *status(t, a, "cams/ctl").Local.Active == 0 })
+	wait.For(t, "local websocket gone", func() bool { return *status(t, a, "cams/ctl").Local.Active == 0 })
 }
 
 // TestHTTPPushDropsWhileDown: pushed live data is not held while the feed's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -162,7 +163,7 @@ func TestShellSessions(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, "sessions closed", func() bool { return *status(t, a, "ssh").Local.Active == 0 })
+	wait.For(t, "sessions closed", func() bool { return *status(t, a, "ssh").Local.Active == 0 })
 	st := status(t, a, "ssh")
 	if *st.Local.Sessions != sessions || *st.Local.SessionsFailed != 0 || st.BytesToRelay != sessions*size || !st.Connected {
 		t.Fatalf("status %+v %+v", st, *st.Local)
@@ -208,7 +209,7 @@ func TestShellLocalDown(t *testing.T) {
 	f := newShellFake(t)
 	a, ctl := startShell(t, f, addr)
 	f.announce(t, ctl, "B")
-	waitFor(t, "failure counted", func() bool { return *status(t, a, "ssh").Local.SessionsFailed == 1 })
+	wait.For(t, "failure counted", func() bool { return *status(t, a, "ssh").Local.SessionsFailed == 1 })
 	st := status(t, a, "ssh")
 	if !strings.Contains(st.Local.LastError, "refused") || f.accepts.Load() != 1 {
 		t.Fatalf("status %+v, %d websockets", *st.Local, f.accepts.Load())
@@ -219,7 +220,7 @@ func TestShellLocalDown(t *testing.T) {
 	ctl.Write(ctx, websocket.MessageText, []byte(`{"type":"hello"}`))
 	ctl.Write(ctx, websocket.MessageText, []byte(`not json`))
 	ctl.Write(ctx, websocket.MessageText, []byte(`{"type":"connect","session":"C","uri":"http://evil/x"}`))
-	waitFor(t, "bad uri counted", func() bool { return *status(t, a, "ssh").Local.SessionsFailed == 2 })
+	wait.For(t, "bad uri counted", func() bool { return *status(t, a, "ssh").Local.SessionsFailed == 2 })
 	if !status(t, a, "ssh").Connected {
 		t.Fatal("control connection dropped")
 	}
@@ -230,21 +231,21 @@ func TestShellLocalDown(t *testing.T) {
 // ways; without a host a user is refused with host_unavailable.
 func TestShellThroughRelay(t *testing.T) {
 	const sessions, size = 20, 1 << 20
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	userTok := r.token("lab/ssh", ShellPrefix, time.Hour, "client")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	opts := &client.Options{Prefix: ShellPrefix}
-	if _, err := client.Dial(ctx, r.url, "lab/ssh", userTok, opts); !isAccess(err, 503, "host_unavailable") {
+	if _, err := client.Dial(ctx, r.URL, "lab/ssh", userTok, opts); !isAccess(err, 503, "host_unavailable") {
 		t.Fatalf("without a host: %v", err)
 	}
-	a := runAgent(t, &Config{URL: r.url, TokenFile: writeFile(t, "tok", r.token("lab/ssh", ShellPrefix, time.Hour, "host")),
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: writeFile(t, "tok", r.token("lab/ssh", ShellPrefix, time.Hour, "host")),
 		Streams: []StreamConfig{{Name: "ssh", Kind: KindShell, Topic: "lab/ssh", Addr: echoService(t).Addr().String()}}}, Options{})
-	waitFor(t, "control connection", func() bool { return status(t, a, "ssh").Connected })
+	wait.For(t, "control connection", func() bool { return status(t, a, "ssh").Connected })
 	var wg sync.WaitGroup
 	for i := range sessions {
 		wg.Go(func() {
-			c, err := client.Dial(ctx, r.url, "lab/ssh", userTok, opts)
+			c, err := client.Dial(ctx, r.URL, "lab/ssh", userTok, opts)
 			if err != nil {
 				t.Errorf("session %d: %v", i, err)
 				return
@@ -280,7 +281,7 @@ func TestShellThroughRelay(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, "sessions closed", func() bool { return *status(t, a, "ssh").Local.Active == 0 })
+	wait.For(t, "sessions closed", func() bool { return *status(t, a, "ssh").Local.Active == 0 })
 	if st := status(t, a, "ssh"); *st.Local.Sessions != sessions || st.BytesToRelay != sessions*size {
 		t.Fatalf("status %+v %+v", st, *st.Local)
 	}

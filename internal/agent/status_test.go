@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"switchboard/internal/servertest/wait"
 )
 
 func get(t *testing.T, url string) string {
@@ -30,17 +32,17 @@ func get(t *testing.T, url string) string {
 // TestStatusEndpoints: /status and /metrics show every link's state and
 // never a token.
 func TestStatusEndpoints(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	tokFile := r.tokenFile("lab/*")
 	tok, _ := os.ReadFile(tokFile)
 	ln := listenLocal(t)
-	a := runAgent(t, &Config{URL: r.url, TokenFile: tokFile, Streams: []StreamConfig{
+	a := runAgent(t, &Config{URL: r.URL, TokenFile: tokFile, Streams: []StreamConfig{
 		{Name: "ctl", Kind: KindTCP, Topic: "lab/ctl", Addr: ln.Addr().String()},
 		{Name: "cams", Kind: KindHTTPPush, Listen: "127.0.0.1:0", Feeds: []FeedConfig{{Name: "v0", Topic: "lab/v0"}}},
 		{Name: "ssh", Kind: KindShell, Topic: "lab/ssh", Addr: "127.0.0.1:22", TokenFile: writeFile(t, "shell", "not.a.token")},
 	}}, Options{})
 	accept(t, ln)
-	waitFor(t, "links up", func() bool {
+	wait.For(t, "links up", func() bool {
 		return status(t, a, "ctl").Connected && status(t, a, "cams/v0").Connected && status(t, a, "ssh").LastError != ""
 	})
 	srv := httptest.NewServer(a.StatusHandler())

@@ -23,14 +23,14 @@ import (
 // of at most the chunk size; messages reach the service; a service that
 // drops is dialled again.
 func TestTCPStream(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	ln := listenLocal(t)
-	cfg := &Config{URL: r.url, TokenFile: r.tokenFile("lab/ctl"),
+	cfg := &Config{URL: r.URL, TokenFile: r.tokenFile("lab/ctl"),
 		Streams: []StreamConfig{{Name: "ctl", Kind: KindTCP, Topic: "lab/ctl", Addr: ln.Addr().String(), Chunk: 1000}}}
 	a := runAgent(t, cfg, Options{})
 	svc := accept(t, ln)
-	user := r.dial("lab/ctl")
-	waitFor(t, "host and user on the topic", func() bool { return r.topicConns("lab/ctl") == 2 })
+	user := r.Dial(t, "lab/ctl", "read", "write")
+	wait.For(t, "host and user on the topic", func() bool { return r.TopicConns("lab/ctl") == 2 })
 
 	data := make([]byte, 50_000)
 	rand.Read(data)
@@ -64,7 +64,7 @@ func TestTCPStream(t *testing.T) {
 		t.Fatalf("after the service came back: %q", got)
 	}
 	// Counters are updated after each write: poll.
-	waitFor(t, "status counted", func() bool { return status(t, a, "ctl").BytesToRelay == int64(len(data))+4 })
+	wait.For(t, "status counted", func() bool { return status(t, a, "ctl").BytesToRelay == int64(len(data))+4 })
 	st := status(t, a, "ctl")
 	if !st.Connected || *st.Local.Connected != true || st.Local.Attempts < 2 || st.BytesToRelay != int64(len(data))+4 || st.MessagesFromRelay != 1 {
 		t.Fatalf("status %+v, local %+v", st, *st.Local)
@@ -77,7 +77,7 @@ func TestTCPStream(t *testing.T) {
 // The retry delays are held (see heldSleeps): each is checked as it is
 // chosen, and nothing may be attempted while one is pending.
 func TestTCPLocalRefused(t *testing.T) {
-	r := startRelay(t, nil)
+	r := startRelay(t)
 	// An address of its own in 127/8: outgoing connections take their
 	// ephemeral ports on 127.0.0.1, so none can take this port while
 	// nothing listens on it, and the service can start there again below.
@@ -87,7 +87,7 @@ func TestTCPLocalRefused(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: connections are refused
-	cfg := &Config{URL: r.url, TokenFile: r.tokenFile("lab/ctl"),
+	cfg := &Config{URL: r.URL, TokenFile: r.tokenFile("lab/ctl"),
 		Streams: []StreamConfig{{Name: "ctl", Kind: KindTCP, Topic: "lab/ctl", Addr: addr}}}
 	const minDelay, maxDelay = 20 * time.Millisecond, 100 * time.Millisecond
 	sleeps := newHeldSleeps()
@@ -105,12 +105,12 @@ func TestTCPLocalRefused(t *testing.T) {
 		}
 	}
 	wait.For(t, "link up", func() bool { return status(t, a, "ctl").Connected })
-	user := r.dial("lab/ctl")
-	waitFor(t, "user on the topic", func() bool { return r.topicConns("lab/ctl") == 2 })
+	user := r.Dial(t, "lab/ctl", "read", "write")
+	wait.For(t, "user on the topic", func() bool { return r.TopicConns("lab/ctl") == 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	user.Write(ctx, client.Text, []byte("lost"))
-	waitFor(t, "drop counted", func() bool { return status(t, a, "ctl").Drops == 1 })
+	wait.For(t, "drop counted", func() bool { return status(t, a, "ctl").Drops == 1 })
 
 	// The service starts: the next attempt connects.
 	ln2, err := net.Listen("tcp", addr)
@@ -120,7 +120,7 @@ func TestTCPLocalRefused(t *testing.T) {
 	defer ln2.Close()
 	pending.release()
 	accept(t, ln2)
-	waitFor(t, "local connected", func() bool { return *status(t, a, "ctl").Local.Connected })
+	wait.For(t, "local connected", func() bool { return *status(t, a, "ctl").Local.Connected })
 }
 
 // TestTCPHeldWhileLinkDown: what the service sends while the relay link is
@@ -151,7 +151,7 @@ func TestTCPHeldWhileLinkDown(t *testing.T) {
 	svc := accept(t, ln)
 	svc.Write([]byte("one"))
 	n := f.accesses.Load()
-	waitFor(t, "two more refusals", func() bool { return f.accesses.Load() >= n+2 })
+	wait.For(t, "two more refusals", func() bool { return f.accesses.Load() >= n+2 })
 	if status(t, a, "s").Connected {
 		t.Fatal("connected while refused")
 	}
