@@ -5,14 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"switchboard/internal/auth"
 	"switchboard/internal/server"
-	"switchboard/internal/store/sqlite"
+	"switchboard/internal/servertest"
 )
 
 // loadGeneratorLimits lift, for servers the bench tests start in process,
@@ -23,29 +22,16 @@ var loadGeneratorLimits = server.Limits{ConnsPerToken: 10_000_000, ConnsPerSubje
 // loadGeneratorWaits is the jobs WAIT limit per subject for those servers.
 const loadGeneratorWaits = 1_000_000
 
+// startServer starts an in-process node (servertest, with the jobs API)
+// with the limits lifted for load generators, and returns it with its
+// token secret.
 func startServer(t *testing.T) (*server.Server, []byte) {
 	t.Helper()
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "switchboard.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1", Limits: loadGeneratorLimits}, server.Deps{Store: db})
-	if err == nil {
-		err = srv.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
+	s := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.Limits = loadGeneratorLimits
+		c.Jobs.MaxWaitsPerSubject = loadGeneratorWaits
 	})
-	return srv, secret
+	return s.Server, s.Config.Secret
 }
 
 func TestFanoutPaced(t *testing.T) {

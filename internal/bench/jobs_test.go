@@ -4,47 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"switchboard/internal/jobs"
-	"switchboard/internal/server"
-	"switchboard/internal/store/sqlite"
 )
 
-// startJobsServer starts an in-process hub with the jobs API (a ResultsDir).
-func startJobsServer(t *testing.T) (*server.Server, []byte) {
-	t.Helper()
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	dir := t.TempDir()
-	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "switchboard.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", Secret: secret, NodeID: "n1",
-		ResultsDir: filepath.Join(dir, "results"), Limits: loadGeneratorLimits,
-		Jobs: jobs.Config{MaxWaitsPerSubject: loadGeneratorWaits}}, server.Deps{Store: db})
-	if err == nil {
-		err = srv.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv, secret
-}
-
 func TestJobsScenario(t *testing.T) {
-	srv, secret := startJobsServer(t)
+	srv, secret := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := Jobs(ctx, JobsOptions{URL: srv.PublicURL(), Secret: secret, ServerPID: os.Getpid(),
