@@ -65,6 +65,9 @@ type Config struct {
 	Relay *relay.Server
 	// Codes stores pending codes; nil means a MemoryCodeStore.
 	Codes CodeStore
+	// RemoteCodes, when set, takes the codes other nodes of the cluster
+	// issued (cluster.CodeRouter); nil refuses them (421 code_wrong_node).
+	RemoteCodes RemoteCodes
 	// CodeTTL is the validity of a code; 0 means DefaultCodeTTL.
 	CodeTTL time.Duration
 	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
@@ -495,7 +498,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageExchange, e)
 		return
 	}
-	g, e := h.redeem(r.URL.Query().Get("code"), prefix, name)
+	g, e := h.redeem(r.Context(), r.URL.Query().Get("code"), prefix, name)
 	if e != nil {
 		h.refuse(w, StageExchange, e)
 		return
@@ -555,8 +558,24 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// redeem takes a code and checks it against the request.
-func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
+// RemoteTakeTimeout bounds taking a code from the node that issued it.
+const RemoteTakeTimeout = 2 * time.Second
+
+// RemoteCodes takes codes that other nodes issued, from their CodeStore.
+type RemoteCodes interface {
+	// Take takes code from node's store, as CodeStore.Take does there (so
+	// at most one of any number of concurrent takes, on any nodes,
+	// succeeds). It fails with ErrCodeNodeGone at once when node is not
+	// in the cluster, and with ctx's error when it does not answer.
+	Take(ctx context.Context, node, code string) (g Grant, expires time.Time, ok bool, err error)
+}
+
+// ErrCodeNodeGone is RemoteCodes.Take's error for a node that is gone.
+var ErrCodeNodeGone = errors.New("access: the code's node is gone")
+
+// redeem takes a code, from this node's store or from the node that issued
+// it, and checks it against the request.
+func (h *Handler) redeem(ctx context.Context, code, prefix, name string) (Grant, *apierr.Error) {
 	if code == "" {
 		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeMissing, "query parameter code is required; POST to this path with a token to get one")
 	}
@@ -564,12 +583,31 @@ func (h *Handler) redeem(code, prefix, name string) (Grant, *apierr.Error) {
 	if !ok {
 		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeMalformed, "code is not of the form issued by this relay")
 	}
-	if node != h.cfg.NodeID {
+	var (
+		g       Grant
+		expires time.Time
+	)
+	switch {
+	case node == h.cfg.NodeID:
+		if g, expires, ok = h.cfg.Codes.Take(code); !ok {
+			return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeInvalid, "code is unknown or already used")
+		}
+	case h.cfg.RemoteCodes == nil:
 		return Grant{}, apierr.New(http.StatusMisdirectedRequest, wire.ErrorCodeWrongNode, fmt.Sprintf("code was issued by node %q, this is %q", node, h.cfg.NodeID))
-	}
-	g, expires, ok := h.cfg.Codes.Take(code)
-	if !ok {
-		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeInvalid, "code is unknown or already used")
+	default:
+		ctx, cancel := context.WithTimeout(ctx, RemoteTakeTimeout)
+		var err error
+		g, expires, ok, err = h.cfg.RemoteCodes.Take(ctx, node, code)
+		cancel()
+		switch {
+		case errors.Is(err, ErrCodeNodeGone):
+			return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeInvalid, fmt.Sprintf("code was issued by node %q, which is gone; request a new code", node))
+		case err != nil:
+			h.cfg.Logger.Warn("access: taking a code from another node failed", "node", node, "err", err)
+			return Grant{}, apierr.New(http.StatusServiceUnavailable, wire.ErrorCodeNodeUnavailable, fmt.Sprintf("code's node %q did not answer; retry, or request a new code", node))
+		case !ok:
+			return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorCodeInvalid, "code is unknown or already used")
+		}
 	}
 	now := h.cfg.Now()
 	if now.After(expires) {

@@ -1,7 +1,8 @@
 // Package cluster is what nodes share: the Bus (publish/subscribe on
 // subjects, request/reply, membership) and the adapters that carry one
 // part of the node over it. Today: RelayPeers, the relay's Peers over the
-// bus (interest and relayed messages). A node on its own runs the same
+// bus (interest and relayed messages), and CodeRouter, which makes a
+// one-time code usable on any node. A node on its own runs the same
 // paths over the in-memory bus (cluster/membus); a cluster will run them
 // over NATS.
 //
@@ -26,11 +27,15 @@
 //	                             headers Sb-Source, Sb-Kind, Sb-Seq
 //	<prefix>.node.<id>.sync      interest announcements to node id; the answer
 //	                             is the subscribe barrier
+//	<prefix>.node.<id>.codes     take one of node id's one-time codes (the
+//	                             code; the answer is the grant, or not found:
+//	                             CodeRouter)
 //	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node
 //	                             (internal/control's RevocationEvent, JSON:
 //	                             op, kind, value, expires_at, node, seq)
 //
-// This package imports the standard library and internal/relay only.
+// This package imports the standard library, internal/relay and
+// internal/access (for the grant a code stands for) only.
 package cluster
 
 import (

@@ -17,6 +17,7 @@ type busNode struct {
 	bus   cluster.Bus
 	owned bool // the bus was made here, and is closed here
 	peers *cluster.RelayPeers
+	codes *cluster.CodeRouter // nil until set
 }
 
 // joinBus connects rs to bus, or to an in-memory bus of its own named
@@ -48,6 +49,9 @@ func joinBus(nodeID string, bus cluster.Bus, rs *relay.Server, log *slog.Logger)
 // close leaves the bus (closing it if it is the node's own); call it once
 // the relay has shut down. It may be called more than once.
 func (b *busNode) close() {
+	if b.codes != nil {
+		b.codes.Close()
+	}
 	b.peers.Close()
 	if b.owned {
 		b.bus.Close()

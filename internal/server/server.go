@@ -275,7 +275,14 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	pub := s.publicURL
 	verifier := auth.NewVerifier(key, pub.String(), auth.VerifierOptions{Leeway: cfg.Leeway, Now: deps.Now})
 	authn := &control.Authenticator{Verifier: verifier, Revocations: rev}
+	// Codes stay in this node's memory; other nodes take them over the
+	// bus, and this node takes theirs.
 	codes := access.NewMemoryCodeStore(0, deps.Now)
+	codeRouter, err := cluster.NewCodeRouter(cluster.CodeRouterConfig{Bus: s.bus.bus, Codes: codes, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s.bus.codes = codeRouter // closed with the bus
 
 	// Jobs, when results have somewhere to go.
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
@@ -294,7 +301,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: log, Now: deps.Now,
-		Denier: rev, TrustedProxies: cfg.TrustedProxies,
+		RemoteCodes: codeRouter, Denier: rev, TrustedProxies: cfg.TrustedProxies,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})

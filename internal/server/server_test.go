@@ -342,7 +342,7 @@ func TestWebsocketBadCodes(t *testing.T) {
 		{"unknown code", wsURL + "/session/demo?code=AAAAAAAAAAAAAAAAAAAAAA.n1", nil, 401, "code_invalid"},
 		{"reused code", used, nil, 401, "code_invalid"},
 		{"code for another topic", strings.Replace(other, "/session/other", "/session/demo", 1), nil, 403, "code_topic_mismatch"},
-		{"code of another node", foreign, nil, 421, "code_wrong_node"},
+		{"code of a node that is gone", foreign, nil, 401, "code_invalid"},
 		{"expired code", expired, func() { s.clock.Advance(31 * time.Second) }, 401, "code_expired"},
 		{"unknown prefix", wsURL + "/nosuch/demo?code=x", nil, 404, "unknown_prefix"},
 		{"bad topic", wsURL + "/session/a%20b?code=x", nil, 400, "invalid_topic"},

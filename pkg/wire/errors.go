@@ -63,7 +63,8 @@ const (
 	ErrorCodeInvalid          ErrorCode = "code_invalid"           // 401: unknown or already used
 	ErrorCodeExpired          ErrorCode = "code_expired"           // 401: older than the code TTL; request a new one
 	ErrorCodeTopicMismatch    ErrorCode = "code_topic_mismatch"    // 403: issued for another topic or prefix
-	ErrorCodeWrongNode        ErrorCode = "code_wrong_node"        // 421: the code names another node
+	ErrorCodeWrongNode        ErrorCode = "code_wrong_node"        // 421: the code names another node (a node outside a cluster)
+	ErrorCodeNodeUnavailable  ErrorCode = "code_node_unavailable"  // 503: the code's node did not answer in time; retry, or request a new code
 	ErrorTooManyCodes         ErrorCode = "too_many_codes"         // 429: too many unused codes; Retry-After
 	ErrorCodeStoreUnavailable ErrorCode = "code_store_unavailable" // 503: no code could be issued; retry shortly
 	ErrorUpgradeRequired      ErrorCode = "upgrade_required"       // 426: GET without a websocket upgrade

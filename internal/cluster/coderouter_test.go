@@ -1,0 +1,131 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"switchboard/internal/access"
+	"switchboard/internal/cluster"
+	"switchboard/internal/cluster/membus"
+	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
+)
+
+// codeNode is one node's code store and router on a shared network.
+type codeNode struct {
+	codes  *access.MemoryCodeStore
+	router *cluster.CodeRouter
+}
+
+func newCodeNode(t *testing.T, net *membus.Network, id string) *codeNode {
+	t.Helper()
+	bus, err := net.Join(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bus.Close() })
+	codes := access.NewMemoryCodeStore(0, nil)
+	r, err := cluster.NewCodeRouter(cluster.CodeRouterConfig{Bus: bus, Codes: codes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return &codeNode{codes: codes, router: r}
+}
+
+// fullGrant sets every field of a grant, so that a field the bus forgets
+// shows.
+func fullGrant() access.Grant {
+	return access.Grant{Topic: "lab/cam", Prefix: "session", CanRead: true, CanWrite: true,
+		Identity:    relay.Identity{Subject: "alice", BookingID: "b1", TokenID: "t1"},
+		TokenExpiry: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC), Scopes: []string{"read", "write"},
+		System: true, Role: "host", Session: "s1", Owner: "digest", Labels: []string{"role=server"}, Peer: true}
+}
+
+func TestCodeRouterTakesAForeignCodeOnce(t *testing.T) {
+	net, err := membus.NewNetwork(membus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := newCodeNode(t, net, "a"), newCodeNode(t, net, "b"), newCodeNode(t, net, "c")
+	// Every exported field of Grant is set, so a new field that the bus
+	// does not carry fails here.
+	g := fullGrant()
+	v := reflect.ValueOf(g)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Fatalf("fullGrant leaves %s unset", v.Type().Field(i).Name)
+		}
+	}
+	code := wire.NewCode("a")
+	expires := time.Now().Add(30 * time.Second).Round(0)
+	if err := a.codes.Put(code, g, expires); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two other nodes race for it: exactly one gets it, and gets it whole.
+	type result struct {
+		g       access.Grant
+		expires time.Time
+		ok      bool
+		err     error
+	}
+	results := make([]result, 2)
+	var wg sync.WaitGroup
+	for i, n := range []*codeNode{b, c} {
+		wg.Go(func() {
+			r := &results[i]
+			r.g, r.expires, r.ok, r.err = n.router.Take(t.Context(), "a", code)
+		})
+	}
+	wg.Wait()
+	won := 0
+	for _, r := range results {
+		if r.err != nil {
+			t.Fatalf("take: %v", r.err)
+		}
+		if r.ok {
+			won++
+			if !reflect.DeepEqual(r.g, g) || !r.expires.Equal(expires) {
+				t.Errorf("took %+v until %v, want %+v until %v", r.g, r.expires, g, expires)
+			}
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of 2 concurrent takes of one code succeeded, want 1", won)
+	}
+	if _, _, ok := a.codes.Take(code); ok {
+		t.Fatal("the owner still holds a code another node took")
+	}
+	if _, _, ok, err := b.router.Take(t.Context(), "a", "unknown"); ok || err != nil {
+		t.Fatalf("an unknown code: ok %v, err %v", ok, err)
+	}
+}
+
+func TestCodeRouterOwnerGoneFailsAtOnce(t *testing.T) {
+	net, err := membus.NewNetwork(membus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newCodeNode(t, net, "b")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, _, ok, err := b.router.Take(ctx, "gone", wire.NewCode("gone"))
+	if ok || !errors.Is(err, access.ErrCodeNodeGone) {
+		t.Fatalf("a code of a node that is gone: ok %v, err %v; want access.ErrCodeNodeGone", ok, err)
+	}
+	// No responders is an answer, not a timeout: well below the context's
+	// 10 s even on a loaded machine.
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("a gone owner took %v to refuse", waited)
+	}
+	// A node id that is no subject token never reaches the bus.
+	if _, _, _, err := b.router.Take(ctx, "a b", "x"); !errors.Is(err, cluster.ErrInvalidSubject) {
+		t.Fatalf("a node id with a space: %v", err)
+	}
+}
