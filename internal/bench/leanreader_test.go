@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -110,13 +111,13 @@ func TestLeanReaderClose(t *testing.T) {
 			go func() { _, err := c.ReadMessage(); readErr <- err }()
 			// Wait until the reader holds the read lock, so that Close must
 			// leave the close frame to it.
-			for deadline := time.Now().Add(5 * time.Second); c.rmu.TryLock(); {
-				c.rmu.Unlock()
-				if time.Now().After(deadline) {
-					t.Fatal("the reader never started reading")
+			wait.For(t, "the reader to hold the read lock", func() bool {
+				if c.rmu.TryLock() {
+					c.rmu.Unlock()
+					return false
 				}
-				time.Sleep(time.Millisecond)
-			}
+				return true
+			})
 		}
 		if err := c.Close(); err != nil {
 			t.Fatalf("reader running %v: Close: %v", withReader, err)
