@@ -18,6 +18,7 @@ import (
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/wire"
 )
 
@@ -188,18 +189,6 @@ func dial(t *testing.T, uri string) (c *websocket.Conn, status int, code string)
 	return nil, resp.StatusCode, body.Error.Code
 }
 
-// waitUntil polls cond until it holds or 10 s pass.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestHandleRegistry: prefixes are names, registered once; session is
 // built in; KnownPrefix consults the registry.
 func TestHandleRegistry(t *testing.T) {
@@ -356,7 +345,7 @@ func TestCustomEndpointLimits(t *testing.T) {
 
 	// The first connection ends: its token may connect again.
 	c1.Close(websocket.StatusNormalClosure, "")
-	waitUntil(t, "the closed connection's place given back", func() bool {
+	wait.For(t, "the closed connection's place given back", func() bool {
 		status, _, _ := f.post(t, "/probe/t5", tok)
 		return status == http.StatusOK
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 )
 
 // idleConn is a relay.Conn that never receives anything.
@@ -41,9 +42,7 @@ func relayWithConns(tb testing.TB, n int) *relay.Server {
 			ExpiresAt: time.Now().Add(time.Hour),
 		})
 	}
-	for rs.Stats().Connections < n {
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(tb, "connections registered", func() bool { return rs.Stats().Connections == n })
 	tb.Cleanup(func() { rs.Shutdown(context.Background()) })
 	return rs
 }

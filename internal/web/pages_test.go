@@ -20,6 +20,7 @@ import (
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store/sqlite"
 )
 
@@ -342,13 +343,7 @@ func (e *pagesEnv) connect(info relay.Info) {
 	e.t.Helper()
 	want := e.relay.Stats().Connections + 1
 	go e.relay.Accept(context.Background(), newIdleConn(), info)
-	deadline := time.Now().Add(5 * time.Second)
-	for e.relay.Stats().Connections < want {
-		if time.Now().After(deadline) {
-			e.t.Fatal("the connection was not registered")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(e.t, "the connection registered", func() bool { return e.relay.Stats().Connections >= want })
 }
 
 func TestPagesEscapeUserData(t *testing.T) {
@@ -688,20 +683,12 @@ func TestHistoryStartStop(t *testing.T) {
 	e := newPagesEnv(t)
 	e.h.Start(context.Background())
 	e.h.Start(context.Background()) // again: nothing
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.For(t, "the sampler's first sample", func() bool {
 		hist := e.h.historyOf()
 		hist.mu.Lock()
-		n := len(hist.samples)
-		hist.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sampler took no sample")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer hist.mu.Unlock()
+		return len(hist.samples) > 0
+	})
 	e.h.Stop()
 	e.h.Stop()
 	// Without a relay there is no history, but the endpoint answers.
