@@ -85,6 +85,8 @@ type serveFlags struct {
 	allowOrigins    []string
 	codeTTL         time.Duration
 	shutdownTimeout time.Duration
+	lameDuck        time.Duration
+	drainWindow     time.Duration
 	requestTimeout  time.Duration
 	cpuProfile      string
 	memProfile      string
@@ -239,7 +241,9 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.DurationVar(&f.pongTimeout, "pong-timeout", relay.DefaultPongTimeout, "how long a peer has to answer a ping")
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown after the lame-duck period")
+	fs.DurationVar(&f.lameDuck, "lame-duck", 0, "on shutdown, fail /readyz and keep serving this long first, so that a load balancer stops sending new clients (behind one: a few health-check intervals)")
+	fs.DurationVar(&f.drainWindow, "drain-window", 0, "on shutdown, spread the websockets' 1001 closes over this long, so that their clients do not all reconnect at once; below --shutdown-timeout")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "time to read and answer an ordinary HTTP request (headers have 10 s; a WAIT lasts its wait, uploads and downloads follow --transfer-idle-timeout)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
 	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
@@ -355,6 +359,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			QueueBudgetBytes: int64(f.queueBudget),
 		},
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout,
+		LameDuck: f.lameDuck, DrainWindow: f.drainWindow,
 		RequestTimeout: f.requestTimeout,
 		StatsEvery:     f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,

@@ -197,3 +197,85 @@ func TestWriterLingers(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainSpreadsTheCloses: Drain closes the open connections with 1001 in
+// even batches over its window — the first batch at once, the last at the
+// window, none before its time — refuses new connections from the start,
+// and returns when every connection is gone.
+func TestDrainSpreadsTheCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			conns  = 10
+			window = 9 * time.Second // 10 batches of one, 1 s apart
+		)
+		h := newHarness(t, Config{PingInterval: -1})
+		var ms []*memConn
+		for range conns {
+			ms = append(ms, h.connect(Info{Topic: "t", CanRead: true}))
+		}
+		start := time.Now()
+		drained := make(chan error, 1)
+		go func() { drained <- h.srv.Drain(context.Background(), window) }()
+		synctest.Wait()
+		if why := h.srv.Accept(context.Background(), newMemConn(), Info{Topic: "t", CanRead: true}); why != ReasonShutdown {
+			t.Fatalf("a connection during the drain: %v, want %v", why, ReasonShutdown)
+		}
+		closedCount := func() int {
+			n := 0
+			for _, m := range ms {
+				if isClosed(m) {
+					n++
+					if m.closeCode() != CloseGoingAway {
+						t.Fatalf("closed with %d, want %d", m.closeCode(), CloseGoingAway)
+					}
+				}
+			}
+			return n
+		}
+		for step := range conns {
+			// Just before batch step's moment, the earlier batches only.
+			if step > 0 {
+				time.Sleep(time.Until(start.Add(time.Duration(step)*time.Second)) - time.Nanosecond)
+				synctest.Wait()
+				if n := closedCount(); n != step {
+					t.Fatalf("at +%v: %d closed, want %d", time.Since(start), n, step)
+				}
+				time.Sleep(time.Nanosecond)
+				synctest.Wait()
+			}
+			if n := closedCount(); n != step+1 {
+				t.Fatalf("at +%v: %d closed, want %d", time.Since(start), n, step+1)
+			}
+		}
+		if err := <-drained; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != window {
+			t.Fatalf("drain took %v, want %v", took, window)
+		}
+	})
+}
+
+// TestDrainEndsEarlyWithItsContext: when the context ends before the window
+// has, the connections not yet closed are closed at once.
+func TestDrainEndsEarlyWithItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{PingInterval: -1})
+		var ms []*memConn
+		for range 4 {
+			ms = append(ms, h.connect(Info{Topic: "t", CanRead: true}))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		h.srv.Drain(ctx, time.Hour)
+		if took := time.Since(start); took != time.Second {
+			t.Fatalf("drain took %v, want the context's 1 s", took)
+		}
+		for i, m := range ms {
+			if !isClosed(m) {
+				t.Fatalf("connection %d still open after the drain", i)
+			}
+		}
+	})
+}

@@ -297,14 +297,20 @@ func (s *Server) unregister(c *conn) {
 // have been reported to Peers, or when ctx is done, in which case the
 // remaining connections are aborted without a close handshake and
 // ctx.Err() is returned once their Accept calls have returned.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, 0) }
+
+// Drain is Shutdown with the closes spread evenly over window: new
+// connections are refused at once, and the open ones are closed with
+// CloseGoingAway a batch at a time, the last batch when window has passed,
+// so that their clients reconnect (to other nodes) over the window
+// instead of all at the same moment. If ctx ends first, the connections
+// not yet closed are closed at once, then handled as by Shutdown.
+func (s *Server) Drain(ctx context.Context, window time.Duration) error {
 	s.mu.Lock()
 	s.shuttingDown = true
 	conns := s.connsLocked()
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.close(CloseGoingAway, ReasonShutdown, "server shutting down")
-	}
+	s.closeSpread(ctx, conns, window)
 	done := make(chan struct{})
 	go func() { s.active.Wait(); close(done) }()
 	select {
@@ -321,6 +327,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
+}
+
+// maxDrainSteps and drainStepMin bound the batches of a spread close: one per connection, at
+// most one per drainStepMin of the window, and at most maxDrainSteps.
+const (
+	maxDrainSteps = 100
+	drainStepMin  = 10 * time.Millisecond
+)
+
+// closeSpread closes conns with CloseGoingAway in even batches over
+// window: the first batch at once, the last one at window.
+func (s *Server) closeSpread(ctx context.Context, conns []*conn, window time.Duration) {
+	steps := min(len(conns), maxDrainSteps, int(window/drainStepMin)+1)
+	if steps <= 1 {
+		steps = 1
+	}
+	start := time.Now()
+	closed := 0
+	for i := range steps {
+		if i > 0 {
+			// Step i of steps-1 intervals ends at i/(steps-1) of the window.
+			at := start.Add(window * time.Duration(i) / time.Duration(steps-1))
+			t := time.NewTimer(time.Until(at))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				for _, c := range conns[closed:] { // the rest, now
+					c.close(CloseGoingAway, ReasonShutdown, "server shutting down")
+				}
+				return
+			}
+		}
+		upTo := len(conns) * (i + 1) / steps
+		for _, c := range conns[closed:upTo] {
+			c.close(CloseGoingAway, ReasonShutdown, "server shutting down")
+		}
+		closed = upTo
+	}
 }
 
 func (s *Server) connsLocked() []*conn {

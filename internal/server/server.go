@@ -64,8 +64,18 @@ type Config struct {
 	AllowedOrigins []string
 	// CodeTTL is the validity of one-time codes (default 30 s).
 	CodeTTL time.Duration
-	// ShutdownTimeout bounds graceful shutdown (default 10 s).
+	// ShutdownTimeout bounds graceful shutdown after the lame-duck period
+	// (default 10 s).
 	ShutdownTimeout time.Duration
+	// LameDuck is how long Shutdown keeps serving with /readyz failing
+	// before it stops accepting, so that a load balancer's health checks
+	// take the node out of rotation first (default 0: a node on its own
+	// has no one to tell).
+	LameDuck time.Duration
+	// DrainWindow spreads the closing of the websockets (1001) over this
+	// long, so that their clients do not all reconnect at the same moment
+	// (default 0: all at once). It must be shorter than ShutdownTimeout.
+	DrainWindow time.Duration
 	// StatsEvery is how often the stats topic gets a report (default 5 s).
 	StatsEvery time.Duration
 	// MetricsListen, if set, serves /metrics without authentication on
@@ -155,9 +165,11 @@ type Server struct {
 	tls       *tls.Config // nil: plain HTTP
 	publicURL *url.URL
 	draining  atomic.Bool
-	served    chan error
-	open      atomic.Int64 // connections accepted and not yet closed
-	refused   *refusals    // requests refused before any handler
+	// endLameDuck ends the lame-duck period early when closed (tests).
+	endLameDuck chan struct{}
+	served      chan error
+	open        atomic.Int64 // connections accepted and not yet closed
+	refused     *refusals    // requests refused before any handler
 
 	jobs *jobsNode // nil without results storage
 	web  *web.Handler
@@ -190,9 +202,16 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: stats interval %v (--stats-every): must not be negative; 0 means %v", cfg.StatsEvery, control.DefaultStatsEvery)
 	case cfg.Leeway < 0:
 		return nil, fmt.Errorf("server: leeway %v (--leeway): must not be negative", cfg.Leeway)
+	case cfg.LameDuck < 0:
+		return nil, fmt.Errorf("server: lame-duck period %v (--lame-duck): must not be negative", cfg.LameDuck)
+	case cfg.DrainWindow < 0:
+		return nil, fmt.Errorf("server: drain window %v (--drain-window): must not be negative", cfg.DrainWindow)
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.DrainWindow > 0 && cfg.DrainWindow >= cfg.ShutdownTimeout {
+		return nil, fmt.Errorf("server: drain window %v (--drain-window) must be shorter than the shutdown timeout %v (--shutdown-timeout), which also bounds the close handshakes", cfg.DrainWindow, cfg.ShutdownTimeout)
 	}
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("server: a secret is required")
@@ -216,7 +235,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	if err := loadRevocations(deps.Store, rev, now()); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, deps: deps, log: log, refused: &refusals{}, served: make(chan error, 1)}
+	s := &Server{cfg: cfg, deps: deps, log: log, refused: &refusals{}, served: make(chan error, 1), endLameDuck: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.teardown()
@@ -557,8 +576,10 @@ func (s *Server) Dashboard() *web.Handler { return s.web }
 // Done returns a channel that receives the serve loop's error when it ends.
 func (s *Server) Done() <-chan error { return s.served }
 
-// Shutdown stops accepting requests, closes every relay connection with 1001
-// and waits for them, within ctx and the configured shutdown timeout.
+// Shutdown fails /readyz for the lame-duck period, then stops accepting
+// requests, closes every relay connection with 1001 (spread over the drain
+// window) and waits for them, within ctx and the configured shutdown
+// timeout.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr
@@ -570,11 +591,25 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.teardown()
 		return nil
 	}
+	// Lame duck: /readyz fails while everything still works, until the
+	// load balancer has noticed (or the caller's ctx ends).
+	if s.cfg.LameDuck > 0 {
+		s.log.Info("lame duck: /readyz fails; serving on", "for", s.cfg.LameDuck)
+		t := time.NewTimer(s.cfg.LameDuck)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		case <-s.endLameDuck:
+			t.Stop()
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	// HTTP and relay drain side by side: a slow request must not use up
 	// the time the websockets need for their 1001 close frames. The
-	// listener closes at once; hijacked websockets are the relay's.
+	// listener closes at once; hijacked websockets are the relay's, closed
+	// over the drain window.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	jobsDone := make(chan error, 1)
@@ -585,7 +620,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 		jobsDone <- nil
 	}()
-	relayErr := s.relay.Shutdown(ctx)
+	relayErr := s.relay.Drain(ctx, s.cfg.DrainWindow)
 	s.bus.close()
 	httpErr := <-httpDone
 	if err := <-jobsDone; err != nil {
