@@ -99,7 +99,7 @@ var allowed = map[string][]string{
 		"github.com/pressly/goose/v3"},
 	"switchboard/internal/store/postgres": {"switchboard/internal/store", "switchboard/internal/store/jobcodec", "github.com/jackc/pgx/v5/", "github.com/jackc/pgx/v5",
 		"github.com/pressly/goose/v3"},
-	"switchboard/internal/store/storetest": {"switchboard/internal/store"},
+	"switchboard/internal/store/storetest": {"switchboard/internal/store", "switchboard/internal/servertest/wait"},
 	"switchboard/internal/store/jobcodec":  {"switchboard/internal/store"},
 	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5"},
 	"switchboard/internal/store/storeload": {"switchboard/internal/store"},

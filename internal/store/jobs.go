@@ -139,7 +139,8 @@ type Agent struct {
 	RemoteAddr string
 }
 
-// JobStore keeps jobs, their runs and the agents seen. Part of Store.
+// JobStore keeps jobs, their runs and the agents seen, and (LeaseStore)
+// the lease that lets one node run the job timers. Part of Store.
 //
 // Round trips: times, and Job.ExecDuration, are kept in UTC with
 // microsecond precision (finer parts truncated); zero times stay zero,
@@ -150,6 +151,8 @@ type Agent struct {
 // Invalid input (an empty id, an invalid phase, invalid JSON) is an error
 // that does not wrap ErrUnavailable.
 type JobStore interface {
+	LeaseStore
+
 	// CreateJob stores a new job; an existing ID is an error (not
 	// ErrNotFound). ID must not be empty and Phase must be valid.
 	CreateJob(ctx context.Context, j Job) error

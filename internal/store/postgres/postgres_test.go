@@ -88,7 +88,7 @@ func TestSchemaTooNew(t *testing.T) {
 	if errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("schema too new reported as unavailable: %v", err)
 	}
-	for _, want := range []string{"9999", "up to 2", "upgrade"} {
+	for _, want := range []string{"9999", "up to 3", "upgrade"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

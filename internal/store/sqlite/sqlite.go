@@ -48,13 +48,17 @@ type Options struct {
 	ReadConns int
 	// Logger receives migration messages. Nil discards them.
 	Logger *slog.Logger
+	// Now is the clock of leases (store.LeaseStore); nil means time.Now.
+	// Tests use it to move time.
+	Now func() time.Time
 }
 
 // Store is a store.Store on a SQLite file. It is safe for concurrent use.
 type Store struct {
 	path  string
-	write *sql.DB // exactly one connection: the single writer
-	read  *sql.DB // query_only connections
+	write *sql.DB          // exactly one connection: the single writer
+	read  *sql.DB          // query_only connections
+	now   func() time.Time // the clock of leases: Options.Now
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -109,7 +113,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
-	s := &Store{path: path}
+	s := &Store{path: path, now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	var err error
 	if s.write, err = sql.Open("sqlite", dsn(path, w)); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

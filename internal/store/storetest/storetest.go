@@ -55,6 +55,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClearResults", testClearResults},
 		{"Agents", testAgents},
 		{"DisconnectAgents", testDisconnectAgents},
+
+		{"LeaseHolders", testLeaseHolders},
+		{"LeaseNames", testLeaseNames},
+		{"LeaseExpiry", testLeaseExpiry},
+		{"LeaseConcurrent", testLeaseConcurrent},
+		{"LeaseValidates", testLeaseValidates},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
