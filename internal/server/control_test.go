@@ -14,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"switchboard/internal/auth"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -75,7 +76,7 @@ func TestDenyAllow(t *testing.T) {
 		s.dial("lab2", s.bookingToken("lab2", "b1", "read")),
 	}
 	other := s.dial("lab", s.bookingToken("lab", "b2", "read"))
-	waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 3 })
+	wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 3 })
 	pending := s.access("lab", s.bookingToken("lab", "b1", "read")) // a code issued before the denial
 
 	start := time.Now()
@@ -100,7 +101,7 @@ func TestDenyAllow(t *testing.T) {
 	}
 	// The other booking is untouched.
 	w := s.dial("lab", s.bookingToken("lab", "b2", "write"))
-	waitFor(t, "writer", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "writer", func() bool { return s.Relay().Stats().Connections == 2 })
 	w.Write(ctx, client.Text, []byte("still here"))
 	if _, data, err := other.Read(ctx); err != nil || string(data) != "still here" {
 		t.Fatalf("other booking: %q %v", data, err)
@@ -117,7 +118,7 @@ func TestDenyAllow(t *testing.T) {
 		t.Fatalf("deny list after allow: %s", b)
 	}
 	again := s.dial("lab", s.bookingToken("lab", "b1", "read"))
-	waitFor(t, "reconnected", func() bool { return s.Relay().Stats().Connections == 3 })
+	wait.For(t, "reconnected", func() bool { return s.Relay().Stats().Connections == 3 })
 	w.Write(ctx, client.Text, []byte("welcome back"))
 	if _, data, err := again.Read(ctx); err != nil || string(data) != "welcome back" {
 		t.Fatalf("after allow: %q %v", data, err)
@@ -219,7 +220,7 @@ func TestRevokeSubjectAndToken(t *testing.T) {
 	c2.Subject, c2.ID = "alice", "jti-2"
 	aliceTok := s.sign(c2)
 	alice := s.dial("lab", aliceTok)
-	waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
 
 	body := `{"kind":"subject","value":"mallory","reason":"abuse","ttl":"2h"}`
 	for range 2 { // idempotent
@@ -304,7 +305,7 @@ func TestStatusStatsTopicAndMetrics(t *testing.T) {
 		t.Fatalf("stats without scope: %d %s", st, code)
 	}
 
-	waitFor(t, "stats reader gone", func() bool { return s.Relay().Stats().Connections == 1 })
+	wait.For(t, "stats reader gone", func() bool { return s.Relay().Stats().Connections == 1 })
 	st, b := s.api("GET", "/status", statsTok, "")
 	var report []map[string]any
 	if st != 200 || json.Unmarshal(b, &report) != nil || len(report) != 1 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"switchboard/internal/auth"
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/web"
 	"switchboard/pkg/client"
 )
@@ -143,7 +144,7 @@ func TestDashboardProviderDownLeavesRelayAlone(t *testing.T) {
 	tok := s.token("expt1", auth.ScopeRead, auth.ScopeWrite)
 	a, b := s.dial("expt1", tok), s.dial("expt1", tok)
 	// The websockets are open before the relay has registered them.
-	waitFor(t, "both connections registered", func() bool { return s.Relay().Readers("expt1") == 2 })
+	wait.For(t, "both connections registered", func() bool { return s.Relay().Readers("expt1") == 2 })
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if err := a.Write(ctx, client.Text, []byte("hello")); err != nil {

@@ -19,6 +19,7 @@ import (
 	"switchboard/internal/bench"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store"
 	"switchboard/internal/store/pgtest"
 	"switchboard/internal/store/postgres"
@@ -138,7 +139,7 @@ func (s *testServer) job(tok, id, query string) jobDoc {
 func (s *testServer) waitPhase(tok, id, phase string) jobDoc {
 	s.t.Helper()
 	var d jobDoc
-	waitFor(s.t, "job "+id+" in phase "+phase, func() bool {
+	wait.For(s.t, "job "+id+" in phase "+phase, func() bool {
 		d = s.job(tok, id, "")
 		return d.Phase == phase
 	})
@@ -340,7 +341,7 @@ func TestJobFailureSummaryAndNoMatch(t *testing.T) {
 
 	// A known agent that is not connected: the job goes to ERROR at RUN.
 	c2.Close()
-	waitFor(t, "c2 disconnected", func() bool {
+	wait.For(t, "c2 disconnected", func() bool {
 		_, b := s.api("GET", "/api/v1/agents", user, "")
 		return strings.Contains(string(b), `"id":"c2","connected":false`)
 	})
@@ -500,7 +501,7 @@ func TestJobWait(t *testing.T) {
 		got <- d
 	}()
 	// Wait until the request is blocked: it shows as a watcher.
-	waitFor(t, "the WAIT request to block", func() bool { return s.jobs.Waiting(id) > 0 })
+	wait.For(t, "the WAIT request to block", func() bool { return s.jobs.Waiting(id) > 0 })
 	changedAt := time.Now()
 	s.form("POST", "/api/v1/jobs/"+id+"/phase", user, url.Values{"PHASE": {"RUN"}})
 	d := <-got
@@ -534,7 +535,7 @@ func TestJobLostAgentAndReconnect(t *testing.T) {
 	nextRun(t, c2)
 	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
 	send(t, c2, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
-	waitFor(t, "both runs running", func() bool {
+	wait.For(t, "both runs running", func() bool {
 		d := s.job(user, id, "")
 		return len(d.JobInfo.Runs) == 2 && d.JobInfo.Runs[0].State == "running" && d.JobInfo.Runs[1].State == "running"
 	})
@@ -551,7 +552,7 @@ func TestJobLostAgentAndReconnect(t *testing.T) {
 	// c2 drops for good: its run is lost after the grace period.
 	c2.CloseNow()
 	d := s.waitPhase(user, id, "EXECUTING")
-	waitFor(t, "c2's run lost", func() bool {
+	wait.For(t, "c2's run lost", func() bool {
 		d = s.job(user, id, "")
 		return len(d.JobInfo.Runs) == 2 && d.JobInfo.Runs[1].State == "lost"
 	})
@@ -705,7 +706,7 @@ func TestJobsSurviveRestart(t *testing.T) {
 	nextRun(t, c2)
 	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
 	send(t, c2, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
-	waitFor(t, "runs started", func() bool {
+	wait.For(t, "runs started", func() bool {
 		d := s.job(user, id, "")
 		return len(d.JobInfo.Runs) == 2 && d.JobInfo.Runs[1].State == "running"
 	})
@@ -779,7 +780,7 @@ func TestJobRunForgottenBySupersedingConnectionIsLost(t *testing.T) {
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
 	nextRun(t, c1)
 	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
-	waitFor(t, "run running", func() bool {
+	wait.For(t, "run running", func() bool {
 		d := s.job(user, id, "")
 		return len(d.JobInfo.Runs) == 1 && d.JobInfo.Runs[0].State == "running"
 	})
@@ -863,7 +864,7 @@ func TestAgentConnectingDuringStop(t *testing.T) {
 	}()
 	// Stop has begun once new agents are turned away.
 	var ce *client.CloseError
-	waitFor(t, "the manager to stop", func() bool {
+	wait.For(t, "the manager to stop", func() bool {
 		a, err := bench.DialAgent(ctx, s.url, s.agentToken("probe"), jobproto.Hello{Agent: "probe"}, nil)
 		if err == nil {
 			a.CloseNow()

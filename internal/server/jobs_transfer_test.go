@@ -26,6 +26,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/bench"
 	"switchboard/internal/jobproto"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -57,7 +58,7 @@ func TestWaitOutlastsRequestTimeout(t *testing.T) {
 	const maxWait = 2 * time.Second // the cap: more than the request timeout
 	s := startShortTimeoutServer(t, func(c *Config) { c.Jobs.MaxWait = maxWait })
 	ws1, ws2 := s.dial("demo", s.token("demo", "read", "write")), s.dial("demo", s.token("demo", "read", "write"))
-	waitFor(t, "2 websockets", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "2 websockets", func() bool { return s.Relay().Stats().Connections == 2 })
 	user := s.userToken("alice", auth.ScopeJobsWrite)
 	s.agent("c1")
 	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}})
@@ -258,7 +259,7 @@ func TestStalledUploadFails(t *testing.T) {
 		t.Fatalf("stalled upload refused after %s, before the idle time %s", elapsed, shortTransferIdle)
 	}
 	runDir := filepath.Join(s.cfg.ResultsDir, id, "c1")
-	waitFor(t, "the stalled upload's temporary file to go", func() bool {
+	wait.For(t, "the stalled upload's temporary file to go", func() bool {
 		entries, err := os.ReadDir(runDir)
 		return err == nil && len(entries) == 0
 	})
@@ -317,7 +318,7 @@ func TestParallelUploadsKeepTheRunLimit(t *testing.T) {
 	}
 	// Every upload is decided when it is refused (answered) or writing
 	// its temporary file.
-	waitFor(t, "every upload admitted or refused", func() bool {
+	wait.For(t, "every upload admitted or refused", func() bool {
 		entries, _ := os.ReadDir(runDir)
 		open := 0
 		for _, e := range entries {
@@ -400,7 +401,7 @@ func TestWaitsPerSubjectLimit(t *testing.T) {
 	for range limit {
 		held = append(held, startWait(alice, aliceJob))
 	}
-	waitFor(t, "alice's WAITs to block", func() bool { return s.jobs.Waiting(aliceJob) == limit })
+	wait.For(t, "alice's WAITs to block", func() bool { return s.jobs.Waiting(aliceJob) == limit })
 	over := startWait(alice, aliceJob)
 	select {
 	case status := <-over.done:
@@ -418,12 +419,12 @@ func TestWaitsPerSubjectLimit(t *testing.T) {
 	}
 	// Bob is not alice.
 	startWait(bob, bobJob)
-	waitFor(t, "bob's WAIT to block", func() bool { return s.jobs.Waiting(bobJob) == 1 })
+	wait.For(t, "bob's WAIT to block", func() bool { return s.jobs.Waiting(bobJob) == 1 })
 	// One of alice's WAITs ends (its client goes): a new one is admitted.
 	held[0].cancel()
-	waitFor(t, "alice's cancelled WAIT to end", func() bool { return s.jobs.Waiting(aliceJob) == limit-1 })
+	wait.For(t, "alice's cancelled WAIT to end", func() bool { return s.jobs.Waiting(aliceJob) == limit-1 })
 	startWait(alice, aliceJob)
-	waitFor(t, "alice's new WAIT to block", func() bool { return s.jobs.Waiting(aliceJob) == limit })
+	wait.For(t, "alice's new WAIT to block", func() bool { return s.jobs.Waiting(aliceJob) == limit })
 	if n := s.jobs.WaitsRefused(); n != 1 {
 		t.Fatalf("WaitsRefused = %d after a slot freed, want 1", n)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"switchboard/internal/access"
 	"switchboard/internal/auth"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -82,7 +83,7 @@ func TestSubjectLimitAndRelease(t *testing.T) {
 		t.Fatalf("fourth connection of one subject: %v", err)
 	}
 	conns[0].Close()
-	waitFor(t, "a place to free", func() bool {
+	wait.For(t, "a place to free", func() bool {
 		c, err := client.Dial(ctx, s.url, "lab", tokenOf(), nil)
 		if err == nil {
 			c.CloseNow()
@@ -150,7 +151,7 @@ func TestDescriptorHeadroom(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	waitFor(t, "the connections to be counted", func() bool { return s.open.Load() > budget })
+	wait.For(t, "the connections to be counted", func() bool { return s.open.Load() > budget })
 	resp, body := rawExchange(t, s.Addr().String(), "POST /session/lab HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp.StatusCode != http.StatusServiceUnavailable || jsonErrorCode(t, resp, body) != "overloaded" {
 		t.Fatalf("over the budget: %d %s", resp.StatusCode, body)
@@ -161,7 +162,7 @@ func TestDescriptorHeadroom(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	waitFor(t, "the node to recover", func() bool {
+	wait.For(t, "the node to recover", func() bool {
 		resp, _ := rawExchange(t, s.Addr().String(), "GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
 		return resp.StatusCode != http.StatusServiceUnavailable
 	})
@@ -169,12 +170,12 @@ func TestDescriptorHeadroom(t *testing.T) {
 	// (through the hijacked connection's wrapper). The access request's
 	// keep-alive connection is closed first, so only the websocket counts.
 	http.DefaultClient.CloseIdleConnections()
-	waitFor(t, "no connection left", func() bool { return s.open.Load() == 0 })
+	wait.For(t, "no connection left", func() bool { return s.open.Load() == 0 })
 	ws := s.dial("lab", s.token("lab", auth.ScopeRead))
 	http.DefaultClient.CloseIdleConnections()
-	waitFor(t, "only the websocket to be counted", func() bool { return s.open.Load() == 1 })
+	wait.For(t, "only the websocket to be counted", func() bool { return s.open.Load() == 1 })
 	ws.Close()
-	waitFor(t, "the websocket to be uncounted", func() bool { return s.open.Load() == 0 })
+	wait.For(t, "the websocket to be uncounted", func() bool { return s.open.Load() == 0 })
 }
 
 func TestAcceptErrorsLoggedAtWarnRateLimited(t *testing.T) {

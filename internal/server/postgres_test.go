@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store/pgtest"
 	"switchboard/internal/store/postgres"
 	"switchboard/pkg/client"
@@ -29,7 +30,7 @@ func TestDatabaseDown(t *testing.T) {
 	admin := s.adminToken()
 	w := s.dial("lab", s.bookingToken("lab", "b1", "write"))
 	r := s.dial("lab", s.bookingToken("lab", "b1", "read"))
-	waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
 
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
@@ -54,7 +55,7 @@ func TestDatabaseDown(t *testing.T) {
 	if err := cluster.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "database back", func() bool {
+	wait.For(t, "database back", func() bool {
 		st, _ := s.api("POST", "/bids/deny?bid=b1&exp="+future(s, time.Hour), admin, "")
 		return st == 204
 	})

@@ -12,6 +12,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/jobproto"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -64,7 +65,7 @@ func TestRevocationClosesShellUserWaitingForHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
+	wait.For(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
 	uc := s.claims("ssh", auth.ScopeClient)
 	uc.Prefix, uc.BookingID = "shell", "b-user"
 	user, err := s.dialShell("ssh", s.sign(uc))

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store"
 	"switchboard/internal/store/sqlite"
 	"switchboard/pkg/client"
@@ -119,18 +121,6 @@ func (s *testServer) dial(topic, tok string) *client.Conn {
 	}
 	s.t.Cleanup(func() { c.CloseNow() })
 	return c
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 type apiError struct {
@@ -419,7 +409,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	ro := s.dial("demo", s.token("demo", "read"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	waitFor(t, "3 connections", func() bool { return s.Relay().Stats().Connections == 3 })
+	wait.For(t, "3 connections", func() bool { return s.Relay().Stats().Connections == 3 })
 
 	if err := a.Write(ctx, client.Text, []byte("hello")); err != nil {
 		t.Fatal(err)
@@ -472,7 +462,7 @@ func TestCloseCodes(t *testing.T) {
 		w, r := s.dial("big", s.token("big", "read", "write")), s.dial("big", s.token("big", "read"))
 		// The websockets are open before the relay has registered them: a
 		// message sent before r is registered would not reach it.
-		waitFor(t, "both readers registered", func() bool { return s.Relay().Readers("big") == 2 })
+		wait.For(t, "both readers registered", func() bool { return s.Relay().Readers("big") == 2 })
 		if err := w.Write(ctx, client.Binary, make([]byte, 1025)); err != nil {
 			t.Fatal(err)
 		}
@@ -498,7 +488,7 @@ func TestCloseCodes(t *testing.T) {
 func TestShutdownSends1001(t *testing.T) {
 	s := startServer(t, nil)
 	conns := []*client.Conn{s.dial("a", s.token("a", "read")), s.dial("b", s.token("b", "read", "write"))}
-	waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
 	done := make(chan error, 1)
 	go func() { done <- s.Shutdown(context.Background()) }()
 	for _, c := range conns {
@@ -528,7 +518,7 @@ func TestStalledReaderOverWebsockets(t *testing.T) {
 			w := s.dial("t", s.token("t", "write"))
 			_ = s.dial("t", s.token("t", "read")) // never reads
 			healthy := []*client.Conn{s.dial("t", s.token("t", "read")), s.dial("t", s.token("t", "read"))}
-			waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 4 })
+			wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 4 })
 
 			// 24 MiB: more than the stalled client's socket buffers and queue.
 			const n, size, window = 6000, 4096, 16
@@ -561,7 +551,7 @@ func TestStalledReaderOverWebsockets(t *testing.T) {
 					t.Fatal(err)
 				}
 				if i >= window { // the healthy readers keep up: at most a window behind
-					waitFor(t, "healthy readers", func() bool {
+					wait.For(t, "healthy readers", func() bool {
 						for k := range received {
 							if received[k].Load() < int64(i-window) {
 								return t.Failed()
@@ -578,7 +568,7 @@ func TestStalledReaderOverWebsockets(t *testing.T) {
 					t.Fatalf("no drops counted for the stalled reader: %+v", st)
 				}
 			} else {
-				waitFor(t, "slow consumer closed", func() bool { return s.Relay().Stats().Closes["slow_consumer"] == 1 })
+				wait.For(t, "slow consumer closed", func() bool { return s.Relay().Stats().Closes["slow_consumer"] == 1 })
 			}
 		})
 	}
@@ -614,9 +604,13 @@ func TestDeadPeerDetection(t *testing.T) {
 		c.Relay.PingInterval = 50 * time.Millisecond
 		c.Relay.PongTimeout = 100 * time.Millisecond
 	})
+	pingTimeouts := func() uint64 { return s.Relay().Stats().Closes["ping_timeout"] }
 	_ = s.dial("quiet", s.token("quiet", "read")) // never reads, so never answers
-	waitFor(t, "ping timeout", func() bool { return s.Relay().Stats().Closes["ping_timeout"] == 1 })
-	// A reading peer answers pings and stays.
+	wait.For(t, "ping timeout", func() bool { return pingTimeouts() == 1 })
+	// A reading peer answers pings and stays. It is connected before a
+	// second quiet peer, so its first ping's deadline passes before that
+	// peer's does: once the quiet one is closed, a live peer that had not
+	// answered would have been closed already.
 	live := s.dial("live", s.token("live", "read"))
 	go func() {
 		for {
@@ -625,11 +619,12 @@ func TestDeadPeerDetection(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(500 * time.Millisecond) // several ping intervals
-	for time.Now().Before(deadline) {
-		if s.Relay().Stats().Closes["ping_timeout"] != 1 {
-			t.Fatal("a live peer was closed for not answering pings")
-		}
-		time.Sleep(10 * time.Millisecond)
+	_ = s.dial("quiet2", s.token("quiet2", "read"))
+	wait.For(t, "the second quiet peer's ping timeout", func() bool { return pingTimeouts() >= 2 })
+	if n := pingTimeouts(); n != 2 {
+		t.Fatalf("%d ping timeouts, want 2: a live peer was closed for not answering pings", n)
+	}
+	if !slices.ContainsFunc(s.Relay().Connections(), func(c relay.ConnStatus) bool { return c.Info.Topic == "live" }) {
+		t.Fatal("the live peer is gone")
 	}
 }

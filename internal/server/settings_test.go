@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"switchboard/internal/servertest/wait"
 )
 
 // TestNegativeSettingsAreErrors: a negative duration or count is a mistake
@@ -89,7 +91,7 @@ func TestFailedStartLeavesNothingRunning(t *testing.T) {
 	for range 3 { // the same failure three times: nothing may pile up
 		failStart()
 	}
-	waitFor(t, "what the failed starts set up to be taken down", func() bool {
+	wait.For(t, "what the failed starts set up to be taken down", func() bool {
 		return openFDs() <= fdsBefore && runtime.NumGoroutine() <= goroutinesBefore
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"switchboard/internal/auth"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -66,7 +67,7 @@ func TestShellSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
+	wait.For(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
 
 	// Two users, two independent sessions.
 	type session struct{ user, host *client.Conn }
@@ -177,7 +178,7 @@ func TestShellRefusalsAndTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
+	wait.For(t, "host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
 	// A host that does not answer: the user is closed with 4004.
 	user, err := s.dialShell("ssh", s.shellToken("ssh", auth.ScopeClient))
 	if err != nil {
@@ -195,14 +196,14 @@ func TestShellRefusalsAndTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClose(t, ctl, 4009)
-	waitFor(t, "new host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
+	wait.For(t, "new host registered", func() bool { return s.Relay().Readers("shell-host:ssh") == 1 })
 	// The host goes away while a session waits: the user gets 4004 at once.
 	s2 := startServer(t, func(c *Config, d *Deps) { c.ShellAnswerTimeout = time.Minute })
 	ctl3, err := s2.dialShell("vnc", s2.shellToken("vnc", auth.ScopeHost))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "host registered", func() bool { return s2.Relay().Readers("shell-host:vnc") == 1 })
+	wait.For(t, "host registered", func() bool { return s2.Relay().Readers("shell-host:vnc") == 1 })
 	waiting, err := s2.dialShell("vnc", s2.shellToken("vnc", auth.ScopeClient))
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
 )
 
@@ -72,7 +73,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	waitFor(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
+	wait.For(t, "connections", func() bool { return s.Relay().Stats().Connections == 2 })
 	a.Write(ctx, client.Text, []byte("over tls"))
 	if _, data, err := b.Read(ctx); err != nil || string(data) != "over tls" {
 		t.Fatalf("%q %v", data, err)
@@ -115,7 +116,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, s.url+"/session/other", nil)
 	req.Header.Set("Authorization", "Bearer "+tok) // topic mismatch: refused
 	do(t, req)
-	waitFor(t, "requests logged", func() bool { return strings.Count(logs.String(), `"msg":"request"`) >= 4 })
+	wait.For(t, "requests logged", func() bool { return strings.Count(logs.String(), `"msg":"request"`) >= 4 })
 	out := logs.String()
 	random := strings.SplitN(code, ".", 2)[0]
 	if strings.Contains(out, random) || strings.Contains(out, tok) || strings.Contains(out, strings.Split(tok, ".")[2]) {
