@@ -21,9 +21,11 @@
 // today), under keys FileKey(job, agent, file).
 //
 // Timers (execution deadline, destruction, lost grace period of each run,
-// dispatch retry) are this process's: time.AfterFunc timers in
-// Manager.timers, re-armed from the store by Start. A cluster will need
-// them behind a lease in the store, so that one node runs each job's.
+// dispatch retry) are time.AfterFunc timers in Manager.timers, run by one
+// node of those sharing the store: the holder of the store lease
+// TimerLease (lease.go). A node of one takes it at Start; gaining it
+// loads every unfinished job's timers from the store, losing it stops
+// them, Stop releases it.
 //
 // Locks:
 //   - A job's lock (lockJob) serialises the transitions of that job: the
@@ -32,9 +34,13 @@
 //     under it; sends to agents (Agents) only queue. It is never held
 //     while waiting on another job's lock.
 //   - Manager.mu guards the maps of watchers, run versions, timers, job
-//     locks and WAIT counts, and stopped. It is held only for map
-//     operations: never across a store call, a send, a Publisher call or a
-//     job's lock.
+//     locks and WAIT counts, stopped, and the state of the timer lease
+//     (leaseHeld, leaseValid). It is held only for map operations and
+//     those fields: never across a store call (the lease's included), a
+//     send, a Publisher call or a job's lock.
+//   - The lease loop (leaseLoop, one goroutine from Start to Stop) is the
+//     only caller of AcquireLease after Start; it takes no lock while it
+//     waits for the store, and loads the timers with no lock held.
 //
 // Order: a job's lock, then Manager.mu (lockJob takes Manager.mu to find
 // the job's lock and releases it before locking that); a job's lock, then

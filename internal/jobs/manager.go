@@ -91,6 +91,14 @@ type Config struct {
 	// DefaultDestruction is the destruction time of a new job, counted
 	// from its creation; negative means none.
 	DefaultDestruction time.Duration
+	// TimerLeaseTTL is how long the lease on the job timers (TimerLease)
+	// outlives its holder's last renewal: a node that dies holding it
+	// delays the timers by up to this before another node takes over
+	// (default 15 s). TimerLeaseRenew is how often the holder renews it
+	// and the other nodes ask for it (default a third of TimerLeaseTTL;
+	// it must be shorter). NodeID names the holder ("" stands for a
+	// random name per Manager).
+	TimerLeaseTTL, TimerLeaseRenew time.Duration
 	// PingInterval and PongTimeout detect dead agent channels (defaults
 	// 20 s and 15 s); WriteTimeout bounds a write to one (10 s).
 	PingInterval, PongTimeout, WriteTimeout time.Duration
@@ -110,13 +118,19 @@ type Manager struct {
 
 	agents atomic.Pointer[Agents] // set by Start; nil: none connected
 
-	mu       sync.Mutex
-	watchers map[string]*Watcher    // job id → its next phase change; guarded by mu
-	runGen   map[string]uint64      // job id → count of run changes, for renderings; guarded by mu
-	timers   map[string]*time.Timer // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent, "dispatch:"+job; guarded by mu
-	jobLocks map[string]*jobLock    // the lock of each job in use; guarded by mu
-	waiting  map[string]int         // blocked WAIT requests per job; guarded by mu
-	stopped  bool                   // guarded by mu
+	holder      string             // set by New: this manager's name as the timer lease's holder
+	leaseCancel context.CancelFunc // set by Start: ends the lease loop
+	leaseDone   chan struct{}      // set by Start: closed when the lease loop has ended
+
+	mu         sync.Mutex
+	leaseHeld  bool                   // guarded by mu; this node holds TimerLease (see lease.go)
+	leaseValid time.Time              // guarded by mu; on the monotonic clock: the lease counts as held until then
+	watchers   map[string]*Watcher    // job id → its next phase change; guarded by mu
+	runGen     map[string]uint64      // job id → count of run changes, for renderings; guarded by mu
+	timers     map[string]*time.Timer // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent, "dispatch:"+job; guarded by mu; empty unless leaseHeld
+	jobLocks   map[string]*jobLock    // the lock of each job in use; guarded by mu
+	waiting    map[string]int         // blocked WAIT requests per job; guarded by mu
+	stopped    bool                   // guarded by mu
 
 	bg sync.WaitGroup // timer callbacks and background work in flight
 }
@@ -152,6 +166,15 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.DefaultDestruction == 0 {
 		cfg.DefaultDestruction = DefaultDestruction
 	}
+	if cfg.TimerLeaseTTL <= 0 {
+		cfg.TimerLeaseTTL = DefaultTimerLeaseTTL
+	}
+	if cfg.TimerLeaseRenew <= 0 {
+		cfg.TimerLeaseRenew = cfg.TimerLeaseTTL / 3
+	}
+	if cfg.TimerLeaseRenew >= cfg.TimerLeaseTTL {
+		return nil, fmt.Errorf("jobs: TimerLeaseRenew (%v) must be shorter than TimerLeaseTTL (%v)", cfg.TimerLeaseRenew, cfg.TimerLeaseTTL)
+	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 20 * time.Second
 	}
@@ -175,18 +198,23 @@ func New(cfg Config) (*Manager, error) {
 		}
 		blobs = d
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs,
+	holder := cfg.NodeID
+	if holder == "" {
+		holder = "manager-" + newJobID()
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs, holder: holder,
 		watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
 
-// Start recovers from the store what a previous process left: agents it
-// held are marked disconnected; every unfinished job is re-armed (its
-// runs get the lost grace period to be reported by their agents again,
-// its execution and destruction deadlines are set again), and QUEUED jobs
-// are dispatched. agents is how the Manager reaches the connected agents
-// from then on (nil: none ever connects); no agent may be registered
-// before Start returns.
+// Start recovers from the store what a previous process left, and takes
+// part in running the job timers: agents this node held are marked
+// disconnected; the timer lease is asked for, and, when this node gets it
+// (a node of one always does), every unfinished job is re-armed (see
+// loadTimers); a loop keeps renewing the lease, or asking for it, until
+// Stop. agents is how the Manager reaches the connected agents from then
+// on (nil: none ever connects); no agent may be registered before Start
+// returns.
 func (m *Manager) Start(ctx context.Context, agents Agents) error {
 	if agents != nil {
 		m.agents.Store(&agents)
@@ -195,54 +223,32 @@ func (m *Manager) Start(ctx context.Context, agents Agents) error {
 	if err := m.st.DisconnectAgents(ctx, m.cfg.NodeID, now); err != nil {
 		return fmt.Errorf("jobs: start: %w", err)
 	}
-	active, err := m.st.ActiveJobs(ctx)
-	if err != nil {
+	if err := m.holdLease(ctx); err != nil {
 		return fmt.Errorf("jobs: start: %w", err)
 	}
-	for _, j := range active {
-		m.armDestruction(j)
-		switch j.Phase {
-		case store.PhaseQueued:
-			// Give the agents the grace period to reconnect first.
-			m.setTimer("dispatch:"+j.ID, m.cfg.LostGrace, func() { m.dispatch(j.ID) })
-		case store.PhaseExecuting:
-			m.armExecDeadline(j)
-			runs, err := m.st.Runs(ctx, j.ID)
-			if err != nil {
-				return fmt.Errorf("jobs: start: %w", err)
-			}
-			for _, r := range runs {
-				if !r.State.Final() {
-					m.armLost(r.JobID, r.AgentID)
-				}
-			}
-			// A crash between the last run's result and the job's
-			// phase change leaves a finished EXECUTING job.
-			m.goBackground(func() { m.finishIfDone(j.ID) })
-		}
-	}
-	m.log.Info("jobs: started", "active_jobs", len(active))
+	lctx, cancel := context.WithCancel(context.Background())
+	m.leaseCancel, m.leaseDone = cancel, make(chan struct{})
+	go m.leaseLoop(lctx, m.leaseDone)
+	m.log.Info("jobs: started", "timer_lease", m.HoldsTimerLease())
 	return nil
 }
 
-// Stop stops the timers and waits for the background work, within ctx.
-// (The agents' channels are the agent link's to close.)
+// Stop stops the timers, waits for the background work and releases the
+// timer lease (so another node takes the timers over at once), within
+// ctx. (The agents' channels are the agent link's to close.)
 func (m *Manager) Stop(ctx context.Context) error {
 	m.mu.Lock()
 	m.stopped = true
-	for k, t := range m.timers {
-		t.Stop()
-		delete(m.timers, k)
-	}
+	m.dropLeaseLocked()
 	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() { m.bg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("jobs: stop: %w", ctx.Err())
 	}
+	return m.stopLease(ctx)
 }
 
 // goBackground runs f on a goroutine Stop waits for, unless stopped.

@@ -7,11 +7,14 @@ import (
 	"switchboard/internal/store"
 )
 
-// setTimer (re)arms the timer named key to run f after d.
+// setTimer (re)arms the timer named key to run f after d, if this node
+// holds the timer lease (else the holder runs it: see lease.go). A timer
+// that fires after the lease has run out does not run f, and drops the
+// lease.
 func (m *Manager) setTimer(key string, d time.Duration, f func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped {
+	if m.stopped || !m.leaseValidLocked() {
 		return
 	}
 	if t := m.timers[key]; t != nil {
@@ -21,6 +24,11 @@ func (m *Manager) setTimer(key string, d time.Duration, f func()) {
 	t = time.AfterFunc(max(d, 0), func() {
 		m.mu.Lock()
 		if m.stopped || m.timers[key] != t {
+			m.mu.Unlock()
+			return
+		}
+		if !m.leaseValidLocked() {
+			m.dropLeaseLocked()
 			m.mu.Unlock()
 			return
 		}
