@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store"
 	"switchboard/internal/store/pgtest"
 	"switchboard/internal/store/storetest"
@@ -251,17 +252,16 @@ func TestServerStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pool reconnects by itself; poll until it does.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := s.Ping(ctx)
-		if err == nil {
-			break
+	var pingErr error
+	defer func() {
+		if pingErr != nil {
+			t.Logf("the last ping: %v", pingErr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("store still failing 30s after the server restarted: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	wait.Within(t, 30*time.Second, "the store to answer after the server restarted", func() bool {
+		pingErr = s.Ping(ctx)
+		return pingErr == nil
+	})
 	after := store.Revocation{Kind: store.RevokeBooking, Value: "after"}
 	if err := s.Revoke(ctx, after, store.AuditEvent{Action: "revoke"}); err != nil {
 		t.Fatalf("Revoke after restart: %v", err)
