@@ -50,11 +50,14 @@ func TestACodeIsUsableOnAnyNode(t *testing.T) {
 		t.Fatalf("a's code names node %q", node)
 	}
 	onB := onNode(t, uri, b)
-	reader, _, err := websocket.Dial(ctx, onB, nil)
+	reader, resp, err := websocket.Dial(ctx, onB, nil)
 	if err != nil {
 		t.Fatalf("a's code on b: %v", err)
 	}
 	defer reader.CloseNow()
+	if got := resp.Header.Get(wire.HeaderNode); got != "b" {
+		t.Errorf("the handshake on b names node %q", got)
+	}
 	wait.For(t, "the reader on b", func() bool { return b.TopicConns("lab/cam") == 1 })
 
 	// a's writer reaches the reader on b.

@@ -417,9 +417,9 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 	})
 	s.http = &http.Server{
-		Handler: logRequests(log, rejectUncleanPaths(limitRequests(
+		Handler: logRequests(log, nodeHeader(cfg.NodeID, rejectUncleanPaths(limitRequests(
 			newRateLimiter(limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
-			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix)))),
+			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix))))),
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       requestTimeout(cfg.RequestTimeout), // where each request starts:
@@ -641,6 +641,15 @@ func (s *Server) shutdown(ctx context.Context) error {
 		return fmt.Errorf("server: shutdown: %w", relayErr)
 	}
 	return nil
+}
+
+// nodeHeader names the node on every response (wire.HeaderNode).
+func nodeHeader(nodeID string, next http.Handler) http.Handler {
+	id := []string{nodeID} // shared: header values are never modified
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()[wire.HeaderNode] = id
+		next.ServeHTTP(w, r)
+	})
 }
 
 // rejectUncleanPaths answers 400 to paths with empty, "." or ".." segments.

@@ -12,7 +12,8 @@
 //     client should do next: a close is a value (Close), as a disconnect is
 //     in centrifuge;
 //   - the close reasons the relay counts, each with the close code it sends
-//     (CloseReason).
+//     (CloseReason);
+//   - the response header naming the node that answered (HeaderNode).
 //
 // It imports only the standard library, so every side can use it: the
 // server (access, control), pkg/client, the host agent and the load
@@ -36,3 +37,8 @@ const (
 	// (docs/jobs.md).
 	PrefixAgent = "agent"
 )
+
+// HeaderNode is the response header naming the node that answered, on
+// every response of `switchboard serve`, the websocket handshake's
+// included: behind a load balancer, it tells which node served a request.
+const HeaderNode = "Switchboard-Node"
