@@ -8,6 +8,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -194,6 +195,47 @@ func TestWriterLingers(t *testing.T) {
 		deliver("three")
 		if !writing() {
 			t.Fatal("no write loop for a message after the linger")
+		}
+	})
+}
+
+// TestSlowConsumerClosePolicy: with PolicyClose, a reader whose queue
+// overflows is closed for slow_consumer; a stalled one cannot take the close
+// frame and is aborted CloseTimeout after the close was decided, not before.
+func TestSlowConsumerClosePolicy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const closeTimeout = 5 * time.Second
+		h := newHarness(t, Config{SendQueueBytes: 8 << 10, MaxMessageBytes: 1 << 10, SlowConsumer: PolicyClose,
+			WriteTimeout: time.Minute, CloseTimeout: closeTimeout, PingInterval: -1})
+		w := h.connect(rw("t"))
+		stalled := newMemConn()
+		stalled.stall = make(chan struct{})
+		h.connectConn(stalled, Info{Topic: "t", CanRead: true})
+		healthy := h.connect(Info{Topic: "t", CanRead: true})
+		decided := time.Now() // no time passes while the messages flow
+		for i := range 100 {
+			w.send(t, Binary, fmt.Sprintf("%0900d", i))
+			healthy.recv(t)
+		}
+		synctest.Wait()
+		if !h.closingOrGone(stalled) {
+			t.Fatal("the overflowing reader is not being closed")
+		}
+		time.Sleep(time.Until(decided.Add(closeTimeout)) - time.Nanosecond)
+		synctest.Wait()
+		if isClosed(stalled) {
+			t.Fatalf("aborted %v after the close was decided, before CloseTimeout", time.Since(decided))
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if !isClosed(stalled) {
+			t.Fatal("not aborted CloseTimeout after the close was decided")
+		}
+		if r, ok := h.reason(stalled); !ok || r != ReasonSlowConsumer {
+			t.Fatalf("accept returned %v (%v), want %v", r, ok, ReasonSlowConsumer)
+		}
+		if n := h.srv.Stats().Closes["slow_consumer"]; n != 1 {
+			t.Fatalf("%d slow_consumer closes counted, want 1", n)
 		}
 	})
 }

@@ -328,24 +328,6 @@ func TestStalledReader(t *testing.T) {
 	}
 }
 
-func TestSlowConsumerClosePolicy(t *testing.T) {
-	h := newHarness(t, Config{SendQueueBytes: 8 << 10, MaxMessageBytes: 1 << 10, SlowConsumer: PolicyClose, WriteTimeout: time.Minute, CloseTimeout: 50 * time.Millisecond})
-	w := h.connect(rw("t"))
-	stalled := newMemConn()
-	stalled.stall = make(chan struct{})
-	h.connectConn(stalled, Info{Topic: "t", CanRead: true})
-	healthy := h.connect(Info{Topic: "t", CanRead: true})
-	for i := range 100 {
-		w.send(t, Binary, fmt.Sprintf("%0900d", i))
-		healthy.recv(t)
-	}
-	// The stalled peer cannot take a close frame; it is aborted after
-	// CloseTimeout, and the close is counted as a slow consumer.
-	stalled.waitClosed(t)
-	wait.For(t, "accept returns", func() bool { r, ok := h.reason(stalled); return ok && r == ReasonSlowConsumer })
-	wait.For(t, "close counted", func() bool { return h.srv.Stats().Closes["slow_consumer"] == 1 })
-}
-
 func TestProtocolViolations(t *testing.T) {
 	h := newHarness(t, Config{MaxMessageBytes: 10, SendQueueBytes: 1 << 10})
 	big := h.connect(rw("t"))
