@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -244,36 +245,37 @@ func BenchmarkWriteMessages(b *testing.B) {
 }
 
 // TestControlFramesAfterBatchDeadline: a batch's write deadline must not
-// outlive it, or the library's next ping or pong fails (regression).
+// outlive it, or the library's next ping or pong fails (regression). In a
+// synctest bubble over net.Pipe, so the deadline passes without a wait.
 func TestControlFramesAfterBatchDeadline(t *testing.T) {
-	sc, cl := pair(t, 1<<20)
-	go func() { // the client reads, so it answers pings
-		for {
-			if _, _, err := cl.Read(context.Background()); err != nil {
-				return
+	synctest.Test(t, func(t *testing.T) {
+		sc, cl := pipePair(t, 1<<20)
+		go func() { // the client reads, so it answers pings
+			for {
+				if _, _, err := cl.Read(context.Background()); err != nil {
+					return
+				}
 			}
-		}
-	}()
-	go func() { // the server reads, so it sees pongs
-		for {
-			if _, _, err := sc.ReadMessage(); err != nil {
-				return
+		}()
+		go func() { // the server reads, so it sees pongs
+			for {
+				if _, _, err := sc.ReadMessage(); err != nil {
+					return
+				}
 			}
+		}()
+		deadline := time.Now().Add(time.Second)
+		if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("x")}}, deadline); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	deadline := time.Now().Add(50 * time.Millisecond)
-	if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("x")}}, deadline); err != nil {
-		t.Fatal(err)
-	}
-	for time.Now().Before(deadline.Add(20 * time.Millisecond)) {
-		time.Sleep(10 * time.Millisecond) // let the batch's deadline pass: that is the point
-	}
-	if err := sc.Ping(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatalf("ping after the batch deadline passed: %v", err)
-	}
-	if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("y")}}, time.Now().Add(5*time.Second)); err != nil {
-		t.Fatalf("write after: %v", err)
-	}
+		time.Sleep(time.Until(deadline) + time.Nanosecond) // the batch's deadline passes: that is the point
+		if err := sc.Ping(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatalf("ping after the batch deadline passed: %v", err)
+		}
+		if err := sc.WriteMessages([]relay.Message{{Type: relay.Text, Data: []byte("y")}}, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatalf("write after: %v", err)
+		}
+	})
 }
 
 // TestLargeBatchInChunks: a batch bigger than a chunk arrives whole and in
