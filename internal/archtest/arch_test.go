@@ -112,6 +112,8 @@ var allowed = map[string][]string{
 	"switchboard/internal/cluster":         {"switchboard/internal/relay", "switchboard/internal/access"},
 	"switchboard/internal/cluster/membus":  {"switchboard/internal/cluster"}, // the in-process bus
 	"switchboard/internal/cluster/bustest": {"switchboard/internal/cluster"}, // every Bus's conformance suite
+	// The NATS bus: embedded clustered nats-servers or an external NATS.
+	"switchboard/internal/cluster/natsbus": {"switchboard/internal/cluster", "github.com/nats-io/nats-server/v2/server", "github.com/nats-io/nats.go"},
 	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/blob",
 		"switchboard/internal/relay", "switchboard/internal/topic"}, // relay for Message and Publisher only: no connection
 	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",

@@ -1,0 +1,390 @@
+package natsbus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"switchboard/internal/cluster"
+	"switchboard/internal/cluster/bustest"
+)
+
+const testSecret = "natsbus-test-route-secret"
+
+// wait bounds what should happen soon.
+const wait = 10 * time.Second
+
+// startCluster opens n nodes with embedded servers clustered on random
+// loopback ports: the first listens, the others dial it (gossip meshes
+// them). opt adjusts each node's options.
+func startCluster(t testing.TB, n int, opt func(i int, o *Options)) []*Bus {
+	t.Helper()
+	buses := make([]*Bus, n)
+	for i := range buses {
+		o := Options{NodeID: fmt.Sprintf("n%d", i+1), RouteListen: "127.0.0.1:0", RouteSecret: testSecret,
+			HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second}
+		if i > 0 {
+			o.Peers = []string{buses[0].RouteAddr().String()}
+		}
+		if opt != nil {
+			opt(i, &o)
+		}
+		b, err := Open(o)
+		if err != nil {
+			t.Fatalf("open %s: %v", o.NodeID, err)
+		}
+		t.Cleanup(func() { b.Close() })
+		buses[i] = b
+	}
+	return buses
+}
+
+func TestConformance(t *testing.T) {
+	bustest.Run(t, func(t *testing.T, n int, opts bustest.Options) []cluster.Bus {
+		nodes := startCluster(t, n, func(_ int, o *Options) { o.MaxPendingMsgs = opts.MaxPendingMsgs })
+		buses := make([]cluster.Bus, n)
+		for i, b := range nodes {
+			buses[i] = b
+		}
+		return buses
+	})
+}
+
+// waitFor polls cond until it holds, failing t after wait.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func memberIDs(b *Bus) []string {
+	var ids []string
+	for _, m := range b.Members() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// A node killed without saying goodbye (its server stops; nothing more is
+// heard from it) is down everywhere within 3 s, with the default timing.
+func TestKilledMemberDisappears(t *testing.T) {
+	bs := startCluster(t, 3, func(_ int, o *Options) { o.HeartbeatInterval, o.MemberTimeout = 0, 0 })
+	for _, b := range bs {
+		waitFor(t, "three members at "+b.NodeID(), func() bool { return len(b.Members()) == 3 })
+	}
+	downs := make(chan cluster.MemberEvent, 8)
+	stop := bs[0].WatchMembers(func(e cluster.MemberEvent) {
+		if !e.Up {
+			downs <- e
+		}
+	})
+	defer stop()
+	killed := bs[2]
+	began := time.Now()
+	killed.srv.Shutdown() // routes and its connection drop at once; no goodbye is sent
+	const bound = 3 * time.Second
+	select {
+	case e := <-downs:
+		if e.Member.ID != killed.NodeID() {
+			t.Fatalf("down: %+v, want %s", e, killed.NodeID())
+		}
+	case <-time.After(bound):
+		t.Fatalf("%s was not reported down within %v", killed.NodeID(), bound)
+	}
+	waitFor(t, "n2 without n3", func() bool { return slices.Equal(memberIDs(bs[1]), []string{"n1", "n2"}) })
+	took := time.Since(began)
+	if took > bound {
+		t.Fatalf("the killed node was gone after %v, want within %v", took, bound)
+	}
+	if want := DefaultMemberTimeout; took < want/2 {
+		t.Fatalf("the killed node was down after %v: it cannot have been by heartbeat timeout (%v)", took, want)
+	}
+	t.Logf("killed node down everywhere after %v", took.Round(time.Millisecond))
+}
+
+// A node that restarts with the same id is reported down, then up with its
+// new start time.
+func TestRestartedMemberIsNew(t *testing.T) {
+	bs := startCluster(t, 2, nil)
+	waitFor(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
+	events := make(chan cluster.MemberEvent, 16)
+	stop := bs[0].WatchMembers(func(e cluster.MemberEvent) { events <- e })
+	defer stop()
+	old := bs[1].Members()[1]
+	peer := bs[0].RouteAddr().String()
+	if err := bs[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(Options{NodeID: "n2", RouteListen: "127.0.0.1:0", RouteSecret: testSecret, Peers: []string{peer},
+		HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	var got []string
+	for len(got) < 4 {
+		select {
+		case e := <-events:
+			got = append(got, fmt.Sprintf("%s up=%v new=%v", e.Member.ID, e.Up, e.Member.Started.After(old.Started)))
+		case <-time.After(wait):
+			t.Fatalf("events %v", got)
+		}
+	}
+	want := []string{"n1 up=true new=false", "n2 up=true new=false", "n2 up=false new=false", "n2 up=true new=true"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events\n%v\nwant\n%v", got, want)
+	}
+}
+
+// syncBuffer is a log destination tests can read while servers write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A node with the wrong route secret is refused by the cluster's routes and
+// never becomes a member; one with the right secret joins.
+func TestRouteAuthRefusesWrongSecret(t *testing.T) {
+	var logA syncBuffer
+	bs := startCluster(t, 1, func(_ int, o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logA, nil)) })
+	a := bs[0]
+	intruder, err := Open(Options{NodeID: "intruder", RouteListen: "127.0.0.1:0", RouteSecret: "not-the-cluster-secret",
+		Peers: []string{a.RouteAddr().String()}, HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer intruder.Close()
+	waitFor(t, "n1 to refuse the intruder's route", func() bool { return strings.Contains(logA.String(), "authentication error") })
+	if strings.Contains(logA.String(), testSecret) || strings.Contains(logA.String(), routePassword(testSecret)) {
+		t.Fatal("the route secret or password was logged")
+	}
+	// The positive control: a node with the right secret joins.
+	friend := startCluster(t, 1, func(_ int, o *Options) { o.NodeID, o.Peers = "friend", []string{a.RouteAddr().String()} })[0]
+	waitFor(t, "the friend's membership", func() bool { return slices.Equal(memberIDs(a), []string{"friend", "n1"}) })
+	// The friend was heard through the same routes the intruder tried; the
+	// intruder's heartbeats were sent all along and never arrived.
+	if got := memberIDs(a); !slices.Equal(got, []string{"friend", "n1"}) {
+		t.Fatalf("n1 members %v", got)
+	}
+	if got := memberIDs(intruder); !slices.Equal(got, []string{"intruder"}) {
+		t.Fatalf("the intruder sees %v", got)
+	}
+	if n := intruder.Status().Routes; n != 0 {
+		t.Fatalf("the intruder has %d routes", n)
+	}
+	// And it cannot publish into the cluster.
+	const s = "sb.t.secret"
+	got := make(chan *cluster.Msg, 1)
+	sub, err := a.Subscribe(s, func(m *cluster.Msg) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	waitFor(t, "the friend to reach n1", func() bool {
+		friend.Publish(&cluster.Msg{Subject: s, Data: []byte("friend")})
+		select {
+		case <-got:
+			return true
+		default:
+			return false
+		}
+	})
+	if err := intruder.Publish(&cluster.Msg{Subject: s, Data: []byte("intruder")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := friend.Publish(&cluster.Msg{Subject: s, Data: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case m := <-got:
+			switch string(m.Data) {
+			case "intruder":
+				t.Fatal("the intruder's message reached n1")
+			case "after":
+				return
+			}
+		case <-time.After(wait):
+			t.Fatal("the friend's message did not arrive")
+		}
+	}
+}
+
+// startExternal starts a plain nats-server with a client port on a random
+// loopback port: the "external NATS" of these tests.
+func startExternal(t *testing.T, maxPayload int32) string {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(wait) {
+		t.Fatal("external server not ready")
+	}
+	return srv.ClientURL()
+}
+
+// Over an external NATS whose max payload is too small for the largest
+// message, Open refuses with an error that says so; when it suffices, the
+// nodes work through it.
+func TestExternalMaxPayload(t *testing.T) {
+	url := startExternal(t, 64<<10)
+	_, err := Open(Options{NodeID: "n1", URL: url, MaxMessage: 1 << 20})
+	if err == nil || !strings.Contains(err.Error(), "max payload is 65536 bytes") || !strings.Contains(err.Error(), "needs 1049600") {
+		t.Fatalf("Open with a max message above the server's max payload: %v", err)
+	}
+	var buses []*Bus
+	for _, id := range []string{"n1", "n2"} {
+		b, err := Open(Options{NodeID: id, URL: url, MaxMessage: 64<<10 - HeaderRoom, HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		buses = append(buses, b)
+	}
+	waitFor(t, "two members", func() bool { return len(buses[0].Members()) == 2 && len(buses[1].Members()) == 2 })
+	sendLargest(t, buses[0], buses[1], 64<<10-HeaderRoom)
+	if err := buses[0].Publish(&cluster.Msg{Subject: "sb.t.big", Data: make([]byte, 64<<10+1)}); err == nil {
+		t.Fatal("a message above the max payload was published")
+	}
+}
+
+// The embedded servers carry MaxMessage, here above NATS's default 1 MiB.
+func TestEmbeddedMaxPayload(t *testing.T) {
+	const largest = 3 << 20
+	bs := startCluster(t, 2, func(_ int, o *Options) { o.MaxMessage = largest })
+	if got := bs[0].nc.MaxPayload(); got < largest+HeaderRoom {
+		t.Fatalf("max payload %d", got)
+	}
+	waitFor(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
+	sendLargest(t, bs[0], bs[1], largest)
+}
+
+// sendLargest sends a message of size bytes with relay-like headers from
+// one node to another.
+func sendLargest(t *testing.T, from, to *Bus, size int) {
+	t.Helper()
+	const s = "sb.t.large"
+	got := make(chan *cluster.Msg, 16)
+	sub, err := to.Subscribe(s, func(m *cluster.Msg) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	data := bytes.Repeat([]byte{'x'}, size)
+	h := cluster.Header{"Sb-Source": from.NodeID(), "Sb-Kind": "binary", "Sb-Seq": "18446744073709551615"}
+	waitFor(t, "the largest message", func() bool {
+		if err := from.Publish(&cluster.Msg{Subject: s, Header: h, Data: data}); err != nil {
+			t.Fatalf("publish %d bytes: %v", size, err)
+		}
+		select {
+		case m := <-got:
+			if !bytes.Equal(m.Data, data) || m.Header["Sb-Seq"] != h["Sb-Seq"] {
+				t.Fatalf("got %d bytes, headers %v", len(m.Data), m.Header)
+			}
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+}
+
+func TestOptionsRefused(t *testing.T) {
+	base := Options{NodeID: "n1", RouteListen: "127.0.0.1:0", RouteSecret: testSecret}
+	for _, tc := range []struct {
+		name string
+		edit func(o *Options)
+		want string
+	}{
+		{"no node id", func(o *Options) { o.NodeID = "" }, "NodeID"},
+		{"dotted node id", func(o *Options) { o.NodeID = "a.b" }, "NodeID"},
+		{"neither", func(o *Options) { o.RouteListen = "" }, "set RouteListen"},
+		{"both", func(o *Options) { o.URL = "nats://127.0.0.1:4222" }, "exclusive"},
+		{"short secret", func(o *Options) { o.RouteSecret = "short" }, "RouteSecret"},
+		{"bad listen", func(o *Options) { o.RouteListen = "127.0.0.1" }, "RouteListen"},
+		{"bad peer", func(o *Options) { o.Peers = []string{"127.0.0.1:0"} }, "peer"},
+		{"max message", func(o *Options) { o.MaxMessage = MaxMaxMessage + 1 }, "MaxMessage"},
+		{"timeout", func(o *Options) { o.HeartbeatInterval, o.MemberTimeout = time.Second, time.Second }, "MemberTimeout"},
+		{"negative pending", func(o *Options) { o.MaxPendingBytes = -1 }, "MaxPendingBytes"},
+	} {
+		o := base
+		tc.edit(&o)
+		if b, err := Open(o); err == nil {
+			b.Close()
+			t.Errorf("%s: Open accepted %+v", tc.name, o)
+		} else if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), testSecret) {
+			t.Errorf("%s: error %q, want one naming %s (and not the secret)", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A route port in use fails Open at once with the listener's error.
+func TestRouteListenInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	began := time.Now()
+	_, err = Open(Options{NodeID: "n1", RouteListen: ln.Addr().String(), RouteSecret: testSecret})
+	if err == nil || !strings.Contains(err.Error(), "did not start") {
+		t.Fatalf("Open on a busy port: %v", err)
+	}
+	if d := time.Since(began); d > startTimeout/2 {
+		t.Fatalf("the failure took %v", d)
+	}
+}
+
+// A request pending on a node whose server is killed ends with an error,
+// not a hang, and Close after the kill returns.
+func TestCloseAfterKill(t *testing.T) {
+	bs := startCluster(t, 2, nil)
+	bs[0].srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := bs[0].Request(ctx, &cluster.Msg{Subject: "sb.x"}); err == nil {
+		t.Fatal("a request through a dead server succeeded")
+	}
+	done := make(chan error, 1)
+	go func() { done <- bs[0].Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Close hung after the server was killed")
+	}
+	if err := bs[0].Publish(&cluster.Msg{Subject: "sb.x"}); !errors.Is(err, cluster.ErrClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+}
