@@ -1,13 +1,15 @@
 // Package servertest is the one test harness for a whole Switchboard node:
-// Start runs a real server (server.New and Start on 127.0.0.1:0, a temporary data
-// directory, SQLite, results directory, the in-memory bus) and takes it
-// down when the test ends; Token and Sign mint tokens for it; Dial does
-// what a client does (the access POST, then the websocket GET). Waiting for
-// a condition is wait.For in the leaf package servertest/wait, which the
-// internal tests of packages below server can import without a cycle.
+// Start runs a real server (server.New and Start on 127.0.0.1:0, a
+// temporary data directory, SQLite, a results directory, the in-memory bus)
+// and takes it down when the test ends; Token and Sign mint tokens for it;
+// Dial does what a client does (the access POST, then the websocket GET).
+// Waiting for a condition is wait.For in the leaf package servertest/wait,
+// which the internal tests of packages below server (relay, server itself,
+// jobs/agentlink) can import without an import cycle.
 //
 // Only tests and other test-support packages import servertest
-// (internal/archtest checks it).
+// (internal/archtest checks it). The server package's own internal tests
+// keep a harness of their own: importing servertest would be a cycle.
 package servertest
 
 import (
