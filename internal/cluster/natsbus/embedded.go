@@ -17,6 +17,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// Route keepalive: see startServer.
+const (
+	routePingInterval = 2 * time.Second
+	routeMaxPingsOut  = 2
+)
+
 // routeUser is the user name every route authenticates with; the password
 // is derived from the route secret (routePassword).
 const routeUser = "switchboard-route"
@@ -75,6 +81,14 @@ func startServer(o *Options) (*server.Server, string, error) {
 			Port:     port,
 			Username: routeUser,
 			Password: password,
+			// No client uses the client ports: gossip none of them.
+			NoAdvertise: true,
+			// A route whose peer went silent (no reset: a partition, a
+			// frozen host) is dropped after 2-3 pings and redialled each
+			// second (explicit routes, Peers, forever), so routes recover
+			// soon after a heal; NATS's default would wait minutes.
+			PingInterval: routePingInterval,
+			MaxPingsOut:  routeMaxPingsOut,
 		},
 		Routes: routes,
 	}

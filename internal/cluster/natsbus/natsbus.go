@@ -368,9 +368,16 @@ func (b *Bus) Status() Status {
 	return s
 }
 
-// natsMsgPool recycles the NATS messages Publish builds: the client encodes
-// a message before PublishMsg returns and keeps no reference to it.
-var natsMsgPool = sync.Pool{New: func() any { return &nats.Msg{Header: nats.Header{}} }}
+// outMsg is a NATS message Publish builds, recycled through outMsgPool:
+// the client encodes a message before PublishMsg returns and keeps no
+// reference to it. Header's values are one-element windows on values, so
+// a warm outMsg takes a message's headers without allocating.
+type outMsg struct {
+	nats.Msg
+	values []string
+}
+
+var outMsgPool = sync.Pool{New: func() any { return &outMsg{Msg: nats.Msg{Header: nats.Header{}}} }}
 
 // Publish sends m to every other node's subscriptions of m.Subject.
 func (b *Bus) Publish(m *cluster.Msg) error {
@@ -380,14 +387,13 @@ func (b *Bus) Publish(m *cluster.Msg) error {
 	if b.closed.Load() {
 		return cluster.ErrClosed
 	}
-	nm := natsMsgPool.Get().(*nats.Msg)
-	err := fillNatsMsg(nm, m)
+	out := outMsgPool.Get().(*outMsg)
+	err := out.fill(m)
 	if err == nil {
-		err = b.nc.PublishMsg(nm)
+		err = b.nc.PublishMsg(&out.Msg)
 	}
-	clear(nm.Header)
-	nm.Subject, nm.Reply, nm.Data = "", "", nil
-	natsMsgPool.Put(nm)
+	out.reset()
+	outMsgPool.Put(out)
 	return b.publishError(m.Subject, err)
 }
 
@@ -402,22 +408,28 @@ func (b *Bus) publishError(subject string, err error) error {
 	}
 }
 
-// fillNatsMsg copies m into the empty NATS message nm, checking headers:
-// keys are printable ASCII without space or ":", values printable ASCII
-// (tab allowed), so that they survive NATS's header encoding.
-func fillNatsMsg(nm *nats.Msg, m *cluster.Msg) error {
-	nm.Subject, nm.Reply, nm.Data = m.Subject, m.Reply, m.Data
+// fill copies m into the empty out, checking headers: keys are printable
+// ASCII without space or ":", values printable ASCII (tab allowed), so
+// that they survive NATS's header encoding.
+func (out *outMsg) fill(m *cluster.Msg) error {
+	out.Subject, out.Reply, out.Data = m.Subject, m.Reply, m.Data
 	for k, v := range m.Header {
 		if !validHeaderKey(k) || !validHeaderValue(v) {
 			return fmt.Errorf("natsbus: header %.64q: %.64q: want printable ASCII, keys without space or \":\"", k, v)
 		}
-		if vs := nm.Header[k]; cap(vs) > 0 {
-			nm.Header[k] = append(vs[:0], v)
-		} else {
-			nm.Header[k] = []string{v}
-		}
+		out.values = append(out.values, v)
+		n := len(out.values)
+		out.Header[k] = out.values[n-1 : n : n]
 	}
 	return nil
+}
+
+// reset empties out for reuse, keeping its map and values array.
+func (out *outMsg) reset() {
+	clear(out.Header)
+	clear(out.values)
+	out.values = out.values[:0]
+	out.Subject, out.Reply, out.Data = "", "", nil
 }
 
 func validHeaderKey(k string) bool {
@@ -500,16 +512,16 @@ func (b *Bus) Request(ctx context.Context, m *cluster.Msg) (*cluster.Msg, error)
 	if b.closed.Load() {
 		return nil, cluster.ErrClosed
 	}
-	nm := &nats.Msg{Header: nats.Header{}}
-	if err := fillNatsMsg(nm, m); err != nil {
+	out := &outMsg{Msg: nats.Msg{Header: nats.Header{}}}
+	if err := out.fill(m); err != nil {
 		return nil, err
 	}
-	nm.Reply = ""
+	out.Reply = "" // the client sets its own inbox
 	// End the wait when Close begins, as well as with ctx.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(b.closing, cancel)()
-	a, err := b.nc.RequestMsgWithContext(rctx, nm)
+	a, err := b.nc.RequestMsgWithContext(rctx, &out.Msg)
 	switch {
 	case err == nil:
 		return fromNats(a), nil
