@@ -115,7 +115,8 @@ var allowed = map[string][]string{
 	// The NATS bus: embedded clustered nats-servers or an external NATS.
 	"switchboard/internal/cluster/natsbus": {"switchboard/internal/cluster", "github.com/nats-io/nats-server/v2/server", "github.com/nats-io/nats.go"},
 	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/blob",
-		"switchboard/internal/relay", "switchboard/internal/topic"}, // relay for Message and Publisher only: no connection
+		"switchboard/internal/relay", "switchboard/internal/topic", // relay for Message and Publisher only: no connection
+		"switchboard/internal/cluster"}, // job events between the nodes
 	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",
 		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto"}, // the agent channel: an access endpoint and its sessions
 	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",

@@ -33,6 +33,10 @@
 //	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node
 //	                             (internal/control's RevocationEvent, JSON:
 //	                             op, kind, value, expires_at, node, seq)
+//	<prefix>.job.changed         a job's phase changed, it was deleted, or its
+//	                             timers moved, to every node (internal/jobs'
+//	                             Event, JSON: job, change, phase, revision,
+//	                             node); it only wakes: the store is the truth
 //
 // This package imports the standard library, internal/relay and
 // internal/access (for the grant a code stands for) only.

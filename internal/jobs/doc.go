@@ -27,6 +27,13 @@
 // loads every unfinished job's timers from the store, losing it stops
 // them, Stop releases it.
 //
+// Nodes sharing the store tell each other about a job's changes with
+// events on the cluster bus (Config.Bus, events.go): every change is
+// announced, published and applied through the one function that also
+// applies the other nodes' events, so WAIT requests on any node wake at a
+// phase change (checking a foreign event against the store) and the
+// timer lease's holder re-arms the timers of jobs changed elsewhere.
+//
 // Locks:
 //   - A job's lock (lockJob) serialises the transitions of that job: the
 //     read-modify-write of the job and its runs in the store, and the
@@ -41,9 +48,14 @@
 //   - The lease loop (leaseLoop, one goroutine from Start to Stop) is the
 //     only caller of AcquireLease after Start; it takes no lock while it
 //     waits for the store, and loads the timers with no lock held.
+//   - The bus calls receive on its own goroutine with no lock held;
+//     receive takes Manager.mu only (to wake watchers), and re-arms timers
+//     on a background goroutine under the job's lock.
 //
 // Order: a job's lock, then Manager.mu (lockJob takes Manager.mu to find
 // the job's lock and releases it before locking that); a job's lock, then
 // the Agents' own locks (agentlink: Link.mu, then a channel's mu). No
-// lock is held while calling the Publisher.
+// lock is held while calling the Publisher. Job events are published
+// under a job's lock (never under Manager.mu): Bus.Publish does not wait
+// for other nodes.
 package jobs

@@ -79,12 +79,19 @@ type testNode struct {
 // sharing st; it is stopped when the test ends.
 func startNode(t *testing.T, st store.JobStore, id string, ttl, renew time.Duration) *testNode {
 	t.Helper()
+	return startNodeWith(t, Config{Store: st, NodeID: id, TimerLeaseTTL: ttl, TimerLeaseRenew: renew})
+}
+
+// startNodeWith is startNode with cfg (Blobs is set here).
+func startNodeWith(t *testing.T, cfg Config) *testNode {
+	t.Helper()
 	dir, err := blob.NewDir(filepath.Join(t.TempDir(), "results"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	blobs := &deleteLog{Store: dir}
-	m, err := New(Config{Store: st, Blobs: blobs, NodeID: id, TimerLeaseTTL: ttl, TimerLeaseRenew: renew})
+	cfg.Blobs = blobs
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"switchboard/internal/blob"
+	"switchboard/internal/cluster"
 	"switchboard/internal/relay"
 	"switchboard/internal/store"
 )
@@ -66,6 +67,11 @@ type Config struct {
 	NodeID string
 	// Publisher receives the live logs and agent events; nil drops them.
 	Publisher Publisher
+	// Bus carries job events (events.go) between the nodes sharing
+	// Store, on EventSubject(BusPrefix) (BusPrefix "": cluster's
+	// DefaultPrefix). Nil: no other node.
+	Bus       cluster.Bus
+	BusPrefix string
 	// LostGrace is how long a run survives its agent's disconnection.
 	LostGrace time.Duration
 	// MaxWait caps WAIT (and is what WAIT=-1 means). A blocked WAIT
@@ -118,9 +124,11 @@ type Manager struct {
 
 	agents atomic.Pointer[Agents] // set by Start; nil: none connected
 
-	holder      string             // set by New: this manager's name as the timer lease's holder
-	leaseCancel context.CancelFunc // set by Start: ends the lease loop
-	leaseDone   chan struct{}      // set by Start: closed when the lease loop has ended
+	holder       string               // set by New: this manager's name as the timer lease's holder
+	eventSubject string               // set by New: EventSubject(BusPrefix)
+	events       cluster.Subscription // set by Start: the other nodes' job events; nil without a bus
+	leaseCancel  context.CancelFunc   // set by Start: ends the lease loop
+	leaseDone    chan struct{}        // set by Start: closed when the lease loop has ended
 
 	mu         sync.Mutex
 	leaseHeld  bool                   // guarded by mu; this node holds TimerLease (see lease.go)
@@ -198,11 +206,18 @@ func New(cfg Config) (*Manager, error) {
 		}
 		blobs = d
 	}
+	if cfg.BusPrefix == "" {
+		cfg.BusPrefix = cluster.DefaultPrefix
+	}
+	subject := EventSubject(cfg.BusPrefix)
+	if err := cluster.ValidSubject(subject); err != nil {
+		return nil, fmt.Errorf("jobs: BusPrefix: %w", err)
+	}
 	holder := cfg.NodeID
 	if holder == "" {
 		holder = "manager-" + newJobID()
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs, holder: holder,
+	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs, holder: holder, eventSubject: subject,
 		watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
 		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
 }
@@ -223,7 +238,15 @@ func (m *Manager) Start(ctx context.Context, agents Agents) error {
 	if err := m.st.DisconnectAgents(ctx, m.cfg.NodeID, now); err != nil {
 		return fmt.Errorf("jobs: start: %w", err)
 	}
+	// Events first: a change another node makes while this one loads
+	// its timers re-arms them after.
+	if err := m.subscribe(); err != nil {
+		return err
+	}
 	if err := m.holdLease(ctx); err != nil {
+		if m.events != nil {
+			m.events.Unsubscribe()
+		}
 		return fmt.Errorf("jobs: start: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -237,6 +260,9 @@ func (m *Manager) Start(ctx context.Context, agents Agents) error {
 // timer lease (so another node takes the timers over at once), within
 // ctx. (The agents' channels are the agent link's to close.)
 func (m *Manager) Stop(ctx context.Context) error {
+	if m.events != nil {
+		m.events.Unsubscribe()
+	}
 	m.mu.Lock()
 	m.stopped = true
 	m.dropLeaseLocked()

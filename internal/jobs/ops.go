@@ -73,6 +73,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
 		return j, err
 	}
 	m.armDestruction(j)
+	m.timersChanged(j)
 	m.log.Info("jobs: job created", "job", j.ID, "action", j.Action, "targets", j.Targets, "owner", j.Owner)
 	return j, nil
 }
@@ -93,6 +94,7 @@ func (m *Manager) SetDestruction(ctx context.Context, id string, t time.Time) er
 		return err
 	}
 	m.armDestruction(j)
+	m.timersChanged(j)
 	return nil
 }
 
@@ -114,6 +116,7 @@ func (m *Manager) SetExecutionDuration(ctx context.Context, id string, d time.Du
 	if j.Phase == store.PhaseExecuting {
 		m.armExecDeadline(j)
 	}
+	m.timersChanged(j)
 	return nil
 }
 

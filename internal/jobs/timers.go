@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"switchboard/internal/store"
@@ -49,6 +50,18 @@ func (m *Manager) stopTimer(key string) {
 		delete(m.timers, key)
 	}
 	m.mu.Unlock()
+}
+
+// stopJobTimers disarms every timer of a job.
+func (m *Manager) stopJobTimers(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, t := range m.timers {
+		if _, rest, ok := strings.Cut(k, ":"); ok && (rest == id || strings.HasPrefix(rest, id+"/")) {
+			t.Stop()
+			delete(m.timers, k)
+		}
+	}
 }
 
 func (m *Manager) armExecDeadline(j store.Job) {

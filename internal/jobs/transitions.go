@@ -424,6 +424,6 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	m.mu.Lock()
 	delete(m.runGen, id)
 	m.mu.Unlock()
-	m.changed(id)
+	m.deleted(id)
 	return nil
 }

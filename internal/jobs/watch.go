@@ -7,24 +7,21 @@ import (
 	"switchboard/internal/store"
 )
 
-// Watcher is closed at a job's next phase change (or deletion); see
-// Watch.
+// Watcher is closed at a job's next phase change (or deletion), on this
+// node or another (events.go); see Watch.
 type Watcher struct {
 	done chan struct{}
 	// job is the job after the change, when known (set before done is
-	// closed): woken requests answer from it without reading the store.
+	// closed; a change made on this node): woken requests answer from it
+	// without reading the store.
 	job   store.Job
 	known bool
 	refs  int // requests holding it, under Manager.mu
 }
 
-// phaseChanged wakes the WAIT requests of j with its new state.
-func (m *Manager) phaseChanged(j store.Job) { m.wake(j.ID, &j) }
-
-// changed wakes the WAIT requests of a job, which read it again (after a
-// deletion, or a change whose result is not at hand).
-func (m *Manager) changed(id string) { m.wake(id, nil) }
-
+// wake wakes the WAIT requests of a job with its new state j, or, when j
+// is nil (a deletion, or another node's change), for them to read it
+// again. Only apply (events.go) calls it.
 func (m *Manager) wake(id string, j *store.Job) {
 	m.mu.Lock()
 	w := m.watchers[id]
@@ -87,9 +84,12 @@ func (m *Manager) addWaiting(id string, n int) {
 
 // WaitPhase blocks until the job leaves phase j.Phase, the wait ends or
 // ctx ends (ok false). It returns the job's new state when a phase change
-// brought it, else nil (the caller reads the job again). It releases w
-// (and the watchers it takes after it); while it blocks, the request
-// counts in Waiting.
+// brought it, else nil (the caller reads the job again: the wait ended,
+// or the job is gone or could not be read). A wake-up without the new
+// state (another node's event, which may be late or stale) is checked
+// against the store: the wait goes on while the phase there is still
+// j.Phase. It releases w (and the watchers it takes after it); while it
+// blocks, the request counts in Waiting.
 func (m *Manager) WaitPhase(ctx context.Context, j store.Job, w *Watcher, wait time.Duration) (woken *store.Job, ok bool) {
 	defer func() { m.Unwatch(j.ID, w) }()
 	t := time.NewTimer(wait)
@@ -104,14 +104,29 @@ func (m *Manager) WaitPhase(ctx context.Context, j store.Job, w *Watcher, wait t
 		case <-ctx.Done():
 			return nil, false
 		}
-		if !w.known {
-			return nil, true
+		if w.known {
+			if w.job.Phase != j.Phase {
+				return &w.job, true
+			}
+			m.Unwatch(j.ID, w)
+			w = m.Watch(j.ID)
+			continue
 		}
-		if w.job.Phase != j.Phase {
-			return &w.job, true
+		// Watch again before reading, so that no change slips between.
+		next := m.Watch(j.ID)
+		cur, err := m.st.Job(ctx, j.ID)
+		if err != nil || cur.Phase != j.Phase {
+			m.Unwatch(j.ID, next)
+			switch {
+			case ctx.Err() != nil:
+				return nil, false
+			case err != nil:
+				return nil, true
+			}
+			return &cur, true
 		}
 		m.Unwatch(j.ID, w)
-		w = m.Watch(j.ID)
+		w = next
 	}
 }
 

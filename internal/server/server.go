@@ -308,7 +308,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	systemPrefixes := map[string]string{}
 	var closers []control.ConnCloser
 	if deps.Results != nil || cfg.ResultsDir != "" {
-		if s.jobs, err = newJobsNode(cfg, deps, rs, rev, authn); err != nil {
+		if s.jobs, err = newJobsNode(cfg, deps, rs, s.bus.bus, rev, authn); err != nil {
 			return nil, err
 		}
 		systemTopics[jobs.AgentsTopic] = auth.ScopeStats
@@ -431,10 +431,11 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	return s, nil
 }
 
-// newJobsNode builds the jobs state machine over deps, its UWS binding
-// and the agent link.
-func newJobsNode(cfg Config, deps Deps, rs *relay.Server, rev *control.Revocations, authn *control.Authenticator) (*jobsNode, error) {
+// newJobsNode builds the jobs state machine over deps and the node's bus
+// (job events), its UWS binding and the agent link.
+func newJobsNode(cfg Config, deps Deps, rs *relay.Server, bus cluster.Bus, rev *control.Revocations, authn *control.Authenticator) (*jobsNode, error) {
 	jc := cfg.Jobs
+	jc.Bus = bus
 	jc.Store, jc.Blobs, jc.ResultsDir, jc.NodeID, jc.Publisher = deps.Store, deps.Results, cfg.ResultsDir, cfg.NodeID, rs
 	jc.Logger, jc.Now = deps.Logger, deps.Now
 	jm, err := jobs.New(jc)
