@@ -20,11 +20,17 @@
 //     order per subject (routes pin an account to one route connection).
 //   - Publish never waits for subscribers: it hands the message to the
 //     connection's buffer (or, while disconnected, to its bounded reconnect
-//     buffer) and returns.
+//     buffer) and returns. Its one wait is NATS's flow control: a server
+//     whose outbound to a route or client is far behind stalls the
+//     publishing connection for at most 10 ms per read.
 //   - Each subscription has the NATS client's bounded pending queue
-//     (Options.MaxPendingMsgs and MaxPendingBytes); what does not fit is
-//     dropped by the client and counted (Subscription.Dropped), and the
-//     event counted in Status.SlowConsumerEvents.
+//     (Options.MaxPendingMsgs and MaxPendingBytes) and its own delivery
+//     goroutine (the client's: one per subscription, idle or not); what
+//     does not fit is dropped by the client and counted
+//     (Subscription.Dropped), and the event counted in
+//     Status.SlowConsumerEvents. Messages a server drops (a slow route, a
+//     slow connection closed) are not seen here: the relay's per-source
+//     sequence numbers count those.
 //   - Request uses the client's response multiplexer; a subject with no
 //     subscriber anywhere fails at once with cluster.ErrNoResponders.
 //   - Max payload: Open refuses to start when the connection's max payload
@@ -51,6 +57,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,15 +324,19 @@ func (b *Bus) connect(token string) (*nats.Conn, error) {
 		url = "" // the in-process connection needs none
 	}
 	nc, err := nats.Connect(url, nopts...)
-	if err != nil {
-		// nats.Connect's errors do not carry the URL (which may hold
-		// credentials).
-		if b.srv != nil {
-			return nil, fmt.Errorf("natsbus: connect to the embedded NATS server: %w", err)
-		}
+	var parseErr *neturl.Error
+	switch {
+	case err == nil:
+		return nc, nil
+	case b.srv != nil:
+		return nil, fmt.Errorf("natsbus: connect to the embedded NATS server: %w", err)
+	case errors.As(err, &parseErr):
+		// Its text holds the whole URL, credentials and all.
+		return nil, fmt.Errorf("natsbus: URL: not a NATS URL: %v", parseErr.Err)
+	default:
+		// The client's dial errors name host and port, not credentials.
 		return nil, fmt.Errorf("natsbus: connect to NATS (URL): %w", err)
 	}
-	return nc, nil
 }
 
 // NodeID returns this node's id.

@@ -335,6 +335,9 @@ func TestOptionsRefused(t *testing.T) {
 		{"max message", func(o *Options) { o.MaxMessage = MaxMaxMessage + 1 }, "MaxMessage"},
 		{"timeout", func(o *Options) { o.HeartbeatInterval, o.MemberTimeout = time.Second, time.Second }, "MemberTimeout"},
 		{"negative pending", func(o *Options) { o.MaxPendingBytes = -1 }, "MaxPendingBytes"},
+		{"bad url", func(o *Options) {
+			o.RouteListen, o.RouteSecret, o.URL = "", "", "nats://sb:"+testSecret+"@127.0.0.1:12ab"
+		}, "URL"},
 	} {
 		o := base
 		tc.edit(&o)
@@ -345,6 +348,22 @@ func TestOptionsRefused(t *testing.T) {
 			t.Errorf("%s: error %q, want one naming %s (and not the secret)", tc.name, err, tc.want)
 		}
 	}
+}
+
+// An external NATS that cannot be reached fails Open at once, with an error
+// that never holds the URL's credentials.
+func TestExternalUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = Open(Options{NodeID: "n1", URL: "nats://sb:" + testSecret + "@" + addr})
+	if err == nil || !strings.Contains(err.Error(), "connect to NATS") || strings.Contains(err.Error(), testSecret) {
+		t.Fatalf("Open with an unreachable URL: %v", err)
+	}
+	t.Log(err)
 }
 
 // A route port in use fails Open at once with the listener's error.
