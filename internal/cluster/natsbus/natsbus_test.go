@@ -21,6 +21,15 @@ import (
 
 const testSecret = "natsbus-test-route-secret"
 
+// Test nodes announce themselves often, so that they meet quickly, and time
+// out late, so that a busy machine never takes a live one down: members of
+// these tests leave by saying goodbye (Close), except where a test kills
+// one with the default timing.
+const (
+	testHeartbeat     = 100 * time.Millisecond
+	testMemberTimeout = 5 * time.Second
+)
+
 // wait bounds what should happen soon.
 const wait = 10 * time.Second
 
@@ -32,7 +41,7 @@ func startCluster(t testing.TB, n int, opt func(i int, o *Options)) []*Bus {
 	buses := make([]*Bus, n)
 	for i := range buses {
 		o := Options{NodeID: fmt.Sprintf("n%d", i+1), RouteListen: "127.0.0.1:0", RouteSecret: testSecret,
-			HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second}
+			HeartbeatInterval: testHeartbeat, MemberTimeout: testMemberTimeout}
 		if i > 0 {
 			o.Peers = []string{buses[0].RouteAddr().String()}
 		}
@@ -131,7 +140,7 @@ func TestRestartedMemberIsNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := Open(Options{NodeID: "n2", RouteListen: "127.0.0.1:0", RouteSecret: testSecret, Peers: []string{peer},
-		HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+		HeartbeatInterval: testHeartbeat, MemberTimeout: testMemberTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +185,7 @@ func TestRouteAuthRefusesWrongSecret(t *testing.T) {
 	bs := startCluster(t, 1, func(_ int, o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logA, nil)) })
 	a := bs[0]
 	intruder, err := Open(Options{NodeID: "intruder", RouteListen: "127.0.0.1:0", RouteSecret: "not-the-cluster-secret",
-		Peers: []string{a.RouteAddr().String()}, HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+		Peers: []string{a.RouteAddr().String()}, HeartbeatInterval: testHeartbeat, MemberTimeout: testMemberTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +273,7 @@ func TestExternalMaxPayload(t *testing.T) {
 	}
 	var buses []*Bus
 	for _, id := range []string{"n1", "n2"} {
-		b, err := Open(Options{NodeID: id, URL: url, MaxMessage: 64<<10 - HeaderRoom, HeartbeatInterval: 100 * time.Millisecond, MemberTimeout: time.Second})
+		b, err := Open(Options{NodeID: id, URL: url, MaxMessage: 64<<10 - HeaderRoom, HeartbeatInterval: testHeartbeat, MemberTimeout: testMemberTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
