@@ -184,4 +184,3 @@ func reportMessages(report []ConnReport, max int) [][]byte {
 	half := len(report) / 2
 	return append(reportMessages(report[:half], max), reportMessages(report[half:], max)...)
 }
-
