@@ -11,8 +11,10 @@ import (
 
 // Revocations is the in-memory view of the active revocations and
 // allowances. Access requests and code exchanges consult it on every call,
-// so it never waits for the database; it changes only after the store has
-// durably recorded a change.
+// so it never waits for the database; it changes only after a store has
+// durably recorded a change: Load at start, and the Enforcer for each change
+// recorded since, by this node or (an event on the bus) by another node of
+// the cluster, which shares the store.
 type Revocations struct {
 	now func() time.Time
 
