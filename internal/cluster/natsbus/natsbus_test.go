@@ -160,6 +160,64 @@ func TestRestartedMemberIsNew(t *testing.T) {
 	}
 }
 
+// The subscribe barrier (DESIGN.md §6) holds over the embedded cluster: a
+// node subscribes, then sends a request to each other member; a member that
+// publishes after answering reaches the new subscription, with no settling.
+// (The request travels behind the subscription's interest on the same
+// route.) RelayPeers relies on it for the first message after a reader
+// joins.
+func TestSubscribeBarrier(t *testing.T) {
+	bs := startCluster(t, 3, nil)
+	reader, writers := bs[1], []*Bus{bs[0], bs[2]}
+	for _, w := range writers {
+		sub, err := w.Subscribe(cluster.NodeSubject(cluster.DefaultPrefix, w.NodeID(), "sync"), func(m *cluster.Msg) {
+			if err := cluster.Respond(w, m, &cluster.Msg{}); err != nil {
+				t.Errorf("respond: %v", err)
+			}
+			if err := w.Publish(&cluster.Msg{Subject: string(m.Data), Data: []byte(w.NodeID())}); err != nil {
+				t.Errorf("publish: %v", err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		waitFor(t, "the sync service of "+w.NodeID(), func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			_, err := reader.Request(ctx, &cluster.Msg{Subject: cluster.NodeSubject(cluster.DefaultPrefix, w.NodeID(), "sync"), Data: []byte("sb.t.warmup")})
+			return err == nil
+		})
+	}
+	const rounds = 300
+	for i := range rounds {
+		subject := fmt.Sprintf("sb.t.barrier.%d", i)
+		got := make(chan string, 2)
+		sub, err := reader.Subscribe(subject, func(m *cluster.Msg) { got <- string(m.Data) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range writers {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			_, err := reader.Request(ctx, &cluster.Msg{Subject: cluster.NodeSubject(cluster.DefaultPrefix, w.NodeID(), "sync"), Data: []byte(subject)})
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: sync with %s: %v", i, w.NodeID(), err)
+			}
+		}
+		from := map[string]bool{}
+		for len(from) < 2 {
+			select {
+			case id := <-got:
+				from[id] = true
+			case <-time.After(wait):
+				t.Fatalf("round %d: the first messages after the barrier: got %v of both writers", i, from)
+			}
+		}
+		sub.Unsubscribe()
+	}
+}
+
 // syncBuffer is a log destination tests can read while servers write.
 type syncBuffer struct {
 	mu sync.Mutex
