@@ -308,7 +308,12 @@ func TestRouteAuthRefusesWrongSecret(t *testing.T) {
 // loopback port: the "external NATS" of these tests.
 func startExternal(t *testing.T, maxPayload int32) string {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
+	return startExternalAt(t, server.RANDOM_PORT, maxPayload).ClientURL()
+}
+
+func startExternalAt(t *testing.T, port int, maxPayload int32) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true, MaxPayload: maxPayload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +322,64 @@ func startExternal(t *testing.T, maxPayload int32) string {
 	if !srv.ReadyForConnections(wait) {
 		t.Fatal("external server not ready")
 	}
-	return srv.ClientURL()
+	return srv
+}
+
+// When the external NATS goes away, each node sees the others down and
+// reports itself disconnected; when it is back, the nodes reconnect, meet
+// again, and their subscriptions work without being made again.
+func TestExternalOutageAndRecovery(t *testing.T) {
+	srv := startExternalAt(t, server.RANDOM_PORT, 0)
+	url, port := srv.ClientURL(), srv.Addr().(*net.TCPAddr).Port
+	var buses []*Bus
+	for _, id := range []string{"n1", "n2"} {
+		b, err := Open(Options{NodeID: id, URL: url, HeartbeatInterval: testHeartbeat, MemberTimeout: 4 * testHeartbeat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		buses = append(buses, b)
+	}
+	a, b := buses[0], buses[1]
+	waitFor(t, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	const s = "sb.t.outage"
+	got := make(chan string, 64)
+	sub, err := b.Subscribe(s, func(m *cluster.Msg) { got <- string(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	delivered := func(data string) func() bool {
+		return func() bool {
+			a.Publish(&cluster.Msg{Subject: s, Data: []byte(data)})
+			for {
+				select {
+				case d := <-got:
+					if d == data {
+						return true
+					}
+				case <-time.After(20 * time.Millisecond):
+					return false
+				}
+			}
+		}
+	}
+	waitFor(t, "a message before the outage", delivered("before"))
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	waitFor(t, "each node alone and disconnected", func() bool {
+		return len(a.Members()) == 1 && len(b.Members()) == 1 && !a.Status().Connected && !b.Status().Connected
+	})
+
+	startExternalAt(t, port, 0) // the same address: the nodes' URL
+	waitFor(t, "the members again", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	waitFor(t, "a message after the outage", delivered("after"))
+	for _, n := range buses {
+		if st := n.Status(); !st.Connected || st.Disconnects == 0 || st.Reconnects == 0 {
+			t.Fatalf("%s status after the outage: %+v", n.NodeID(), st)
+		}
+	}
 }
 
 // Over an external NATS whose max payload is too small for the largest
