@@ -342,6 +342,11 @@ func (b *Bus) connect(token string) (*nats.Conn, error) {
 // NodeID returns this node's id.
 func (b *Bus) NodeID() string { return b.self.ID }
 
+// Settled reports whether the membership has settled since the node
+// joined: MemberTimeout has passed, so every member that is up has had time
+// to be heard. Before that, Members may still lack some.
+func (b *Bus) Settled() bool { return time.Since(b.self.Started) >= b.opts.MemberTimeout }
+
 // RouteAddr returns the embedded server's route listener address, or nil
 // with an external URL.
 func (b *Bus) RouteAddr() *net.TCPAddr {

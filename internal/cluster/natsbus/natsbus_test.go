@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/bustest"
@@ -476,6 +477,30 @@ func TestOptionsRefused(t *testing.T) {
 		} else if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), testSecret) {
 			t.Errorf("%s: error %q, want one naming %s (and not the secret)", tc.name, err, tc.want)
 		}
+	}
+}
+
+// The embedded server's client port, which nats-server needs for its
+// routes to start (see startServer), is on loopback only and refuses a
+// client without the node's token.
+func TestEmbeddedClientPortRefusesStrangers(t *testing.T) {
+	b := startCluster(t, 1, nil)[0]
+	addr, ok := b.srv.Addr().(*net.TCPAddr)
+	if !ok || !addr.IP.IsLoopback() {
+		t.Fatalf("the client port listens on %v, want loopback only", b.srv.Addr())
+	}
+	nc, err := nats.Connect("nats://"+addr.String(), nats.MaxReconnects(0))
+	if err == nil {
+		nc.Close()
+		t.Fatal("a client without the token connected")
+	}
+	if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("connect without the token: %v, want an authorization error", err)
+	}
+	nc, err = nats.Connect("nats://"+addr.String(), nats.MaxReconnects(0), nats.Token("guess"))
+	if err == nil {
+		nc.Close()
+		t.Fatal("a client with a wrong token connected")
 	}
 }
 
