@@ -118,7 +118,8 @@ var allowed = map[string][]string{
 		"switchboard/internal/relay", "switchboard/internal/topic", // relay for Message and Publisher only: no connection
 		"switchboard/internal/cluster"}, // job events between the nodes
 	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",
-		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto"}, // the agent channel: an access endpoint and its sessions
+		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto", // the agent channel: an access endpoint and its sessions
+		"switchboard/internal/cluster"}, // agents' presence and commands between the nodes
 	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",
 		"switchboard/internal/store", "switchboard/internal/jobproto", "switchboard/pkg/wire"}, // store and jobproto for their types and checks only
 	// The one test harness: a whole node, tokens for it, a client to dial it.

@@ -37,6 +37,13 @@
 //	                             timers moved, to every node (internal/jobs'
 //	                             Event, JSON: job, change, phase, revision,
 //	                             node); it only wakes: the store is the truth
+//	<prefix>.agents              the agents whose control channels a node holds:
+//	                             one agent's state or end, numbered per node
+//	                             (internal/jobs/agentlink, JSON: node, seq,
+//	                             agents, gone)
+//	<prefix>.node.<id>.agents    the list of node id's agents (same JSON)
+//	<prefix>.agent.<id>.ctl      a run or an abort for agent id (jobproto JSON),
+//	                             taken by the node holding its channel
 //
 // This package imports the standard library, internal/relay and
 // internal/access (for the grant a code stands for) only.

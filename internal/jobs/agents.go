@@ -202,19 +202,51 @@ func (m *Manager) AgentDisconnected(a Agent) {
 	if stopped {
 		return // the next start re-arms the runs
 	}
+	m.armLostRunsOf(ctx, a.ID)
+}
+
+// RemoteAgentUp reports that another node holds the agent's channel, which
+// reports running as its running jobs (the agent link learns it from the
+// bus). As for an agent of its own (AgentConnected), those runs' lost
+// grace periods end here, if this node runs the timers; the other node
+// stored the agent and sends it its runs.
+func (m *Manager) RemoteAgentUp(agentID string, running []string) {
+	for _, j := range running {
+		m.stopTimer("lost:" + j + "/" + agentID)
+	}
+}
+
+// RemoteAgentGone reports that the agent's channel on another node ended,
+// or that node left the cluster: if this node runs the timers, the
+// agent's unfinished runs get the lost grace period, as for an agent of
+// its own (AgentDisconnected).
+func (m *Manager) RemoteAgentGone(agentID string) {
+	if !m.HoldsTimerLease() {
+		return
+	}
+	m.goBackground(func() {
+		ctx, cancel := bgCtx()
+		defer cancel()
+		m.armLostRunsOf(ctx, agentID)
+	})
+}
+
+// armLostRunsOf gives the agent's unfinished runs the lost grace period.
+func (m *Manager) armLostRunsOf(ctx context.Context, agentID string) {
 	active, err := m.st.ActiveJobs(ctx)
 	if err != nil {
+		m.log.Error("jobs: arm the lost runs of an agent", "agent", agentID, "err", err)
 		return
 	}
 	for _, j := range active {
-		if j.Phase == store.PhaseExecuting && slices.Contains(j.Agents, a.ID) {
+		if j.Phase == store.PhaseExecuting && slices.Contains(j.Agents, agentID) {
 			runs, err := m.st.Runs(ctx, j.ID)
 			if err != nil {
 				continue
 			}
 			for _, r := range runs {
-				if r.AgentID == a.ID && !r.State.Final() {
-					m.armLost(j.ID, a.ID)
+				if r.AgentID == agentID && !r.State.Final() {
+					m.armLost(j.ID, agentID)
 				}
 			}
 		}

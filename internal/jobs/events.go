@@ -112,6 +112,22 @@ func (m *Manager) rearm(id string) {
 	}
 	m.armDestruction(j)
 	m.armExecDeadline(j)
+	if j.Phase != store.PhaseExecuting {
+		return
+	}
+	// Runs dispatched elsewhere must be started, and runs whose agent is
+	// gone reported, within the grace period, as if dispatched here.
+	runs, err := m.st.Runs(ctx, id)
+	if err != nil {
+		m.log.Error("jobs: re-arm timers after another node's change", "job", id, "err", err)
+		return
+	}
+	agents := m.agentsOf()
+	for _, r := range runs {
+		if _, running := agents.Status(r.AgentID, id); !r.State.Final() && !running {
+			m.armLostIfUnarmed(id, r.AgentID)
+		}
+	}
 }
 
 // subscribe starts receiving the other nodes' job events, if there is a

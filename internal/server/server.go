@@ -432,7 +432,8 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 }
 
 // newJobsNode builds the jobs state machine over deps and the node's bus
-// (job events), its UWS binding and the agent link.
+// (job events), its UWS binding and the agent link (agents' presence and
+// commands over the bus).
 func newJobsNode(cfg Config, deps Deps, rs *relay.Server, bus cluster.Bus, rev *control.Revocations, authn *control.Authenticator) (*jobsNode, error) {
 	jc := cfg.Jobs
 	jc.Bus = bus
@@ -446,7 +447,7 @@ func newJobsNode(cfg Config, deps Deps, rs *relay.Server, bus cluster.Bus, rev *
 	if err != nil {
 		return nil, err
 	}
-	link, err := agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev})
+	link, err := agentlink.NewLink(jm, agentlink.LinkConfig{Denier: rev, Bus: bus})
 	if err != nil {
 		return nil, err
 	}

@@ -29,9 +29,19 @@
 // transitions that send it a run or an abort, not the other agents of
 // the job.
 //
+// With a bus (LinkConfig.Bus, cluster.go) the Link is one of a cluster's:
+// each node announces the agents it holds and keeps a directory of the
+// others', so Connected and Status cover every node's agents; a run or an
+// abort for an agent held elsewhere is published to the node holding it,
+// which queues it on the agent's channel. The Manager hears of the other
+// nodes' agents coming and going (RemoteAgentUp, RemoteAgentGone).
+//
 // Locks: Link.mu guards the channel sets (agents, links) and stopped;
 // session.mu guards one channel's queue, close request and job sets.
-// Order: Link.mu, then session.mu. Neither is held while calling the
+// linkBus.pubMu orders the presence announcements (and guards the agents'
+// command subscriptions); linkBus.dirMu guards the directory of the other
+// nodes' agents. Order: pubMu, then Link.mu, then session.mu; dirMu is
+// taken alone. Neither is held while calling the
 // Manager or the connection; the Denier, an in-memory lookup, is called
 // under Link.mu. The Manager calls the jobs.Agents methods with a job's
 // lock held (so: a job's lock, then Link.mu, then session.mu): they take

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"switchboard/internal/cluster"
 	"switchboard/internal/jobproto"
 	"switchboard/internal/jobs"
 	"switchboard/internal/relay"
@@ -31,6 +33,15 @@ type LinkConfig struct {
 	// that finds no room closes the channel with CloseSlowConsumer
 	// (ErrSendQueueFull).
 	SendQueueBytes int
+	// Bus, if set, joins the Link to the other nodes' (cluster.go): it
+	// announces the agents whose channels it holds and learns theirs, so
+	// that Connected and Status cover every node's agents, and it carries
+	// runs and aborts for an agent to the node holding its channel. Nil:
+	// this node's agents only.
+	Bus cluster.Bus
+	// BusPrefix is the first token of the Link's subjects (default
+	// cluster.DefaultPrefix).
+	BusPrefix string
 }
 
 // Link holds this node's agent control channels: it serves each channel
@@ -48,6 +59,7 @@ type Link struct {
 	now          func() time.Time
 
 	overflows atomic.Uint64 // sends refused by a full queue (ErrSendQueueFull)
+	bus       *linkBus      // set by NewLink; nil without LinkConfig.Bus
 
 	mu      sync.Mutex
 	agents  map[string]*session // registered (after hello), by agent id; guarded by mu
@@ -74,10 +86,18 @@ func NewLink(m *jobs.Manager, cfg LinkConfig) (*Link, error) {
 		cfg.SendQueueBytes = DefaultSendQueueBytes
 	}
 	jc := m.Config()
-	return &Link{jobs: m, denier: cfg.Denier, queueBytes: cfg.SendQueueBytes,
+	l := &Link{jobs: m, denier: cfg.Denier, queueBytes: cfg.SendQueueBytes,
 		writeTimeout: jc.WriteTimeout, pingInterval: jc.PingInterval, pongTimeout: jc.PongTimeout,
 		log: jc.Logger, now: jc.Now,
-		agents: map[string]*session{}, links: map[*session]bool{}}, nil
+		agents: map[string]*session{}, links: map[*session]bool{}}
+	if cfg.Bus != nil {
+		b, err := joinBus(l, cfg.Bus, cfg.BusPrefix)
+		if err != nil {
+			return nil, err
+		}
+		l.bus = b
+	}
+	return l, nil
 }
 
 // SendQueueOverflows returns how many sends found an agent's queue full
@@ -180,6 +200,9 @@ func (l *Link) register(s *session, h *jobproto.Hello) error {
 	// Recorded before the welcome: an agent that has its welcome can be
 	// targeted by a new job at once.
 	l.jobs.AgentConnected(s.agent, s.runningJobs())
+	if l.bus != nil {
+		l.bus.announce(s) // before the welcome too: other nodes may target it then
+	}
 	s.send(l.jobs.Welcome())
 	l.jobs.ResendRuns(s.agent.ID)
 	return nil
@@ -195,6 +218,9 @@ func (l *Link) unregister(s *session) {
 	l.mu.Unlock()
 	if current {
 		l.jobs.AgentDisconnected(s.agent)
+		if l.bus != nil {
+			l.bus.withdraw(s.agent.ID)
+		}
 	}
 }
 
@@ -208,6 +234,7 @@ func (l *Link) handle(s *session, data []byte) error {
 	case jobproto.Started:
 		if l.jobs.RunStarted(s.agent.ID, m) {
 			s.setRunning(m.Job, true)
+			l.runningChanged(s)
 		}
 	case jobproto.Log:
 		if s.isRunning(m.Job) && (m.Stream == jobproto.StreamStdout || m.Stream == jobproto.StreamStderr) {
@@ -216,6 +243,7 @@ func (l *Link) handle(s *session, data []byte) error {
 	case jobproto.Result:
 		s.setRunning(m.Job, false)
 		s.send(l.jobs.TakeResult(s.agent.ID, m))
+		l.runningChanged(s)
 	}
 	return nil
 }
@@ -262,6 +290,9 @@ func (l *Link) Stop(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { l.bg.Wait(); close(done) }()
+	if l.bus != nil {
+		defer l.bus.close()
+	}
 	select {
 	case <-done:
 		return nil
@@ -270,6 +301,13 @@ func (l *Link) Stop(ctx context.Context) error {
 			s.conn.Abort()
 		}
 		return fmt.Errorf("agentlink: stop: %w", ctx.Err())
+	}
+}
+
+// runningChanged tells the other nodes the jobs s now reports running.
+func (l *Link) runningChanged(s *session) {
+	if l.bus != nil {
+		l.bus.announce(s)
 	}
 }
 
@@ -305,15 +343,34 @@ func (l *Link) deniedLocked(g *jobs.AgentGrant) bool {
 // jobs.Agents, for the Manager: none of these blocks or writes to a
 // socket (the Manager calls them under a job's lock).
 
-// Connected implements jobs.Agents.
+// Connected implements jobs.Agents: this node's agents, and the other
+// nodes' (with a bus) that this node does not hold.
 func (l *Link) Connected() []jobs.Agent {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	out := make([]jobs.Agent, 0, len(l.agents))
-	for _, s := range l.agents {
+	local := make(map[string]bool, len(l.agents))
+	for id, s := range l.agents {
 		out = append(out, s.agent)
+		local[id] = true
+	}
+	l.mu.Unlock()
+	if l.bus != nil {
+		out = append(out, l.bus.remoteAgents(local)...)
 	}
 	return out
+}
+
+// connectedAnywhere reports whether this node or, as far as it knows,
+// another holds the agent's channel.
+func (l *Link) connectedAnywhere(agentID string) bool {
+	if l.session(agentID) != nil {
+		return true
+	}
+	if l.bus != nil {
+		_, ok := l.bus.lookup(agentID)
+		return ok
+	}
+	return false
 }
 
 // session returns the agent's registered channel, or nil.
@@ -323,23 +380,46 @@ func (l *Link) session(agentID string) *session {
 	return l.agents[agentID]
 }
 
-// Status implements jobs.Agents.
+// Status implements jobs.Agents: from the channel, or from what the
+// agent's node announced.
 func (l *Link) Status(agentID, job string) (connected, running bool) {
-	s := l.session(agentID)
-	if s == nil {
-		return false, false
+	if s := l.session(agentID); s != nil {
+		return true, s.isRunning(job)
 	}
-	return true, s.isRunning(job)
+	if l.bus != nil {
+		if a, ok := l.bus.lookup(agentID); ok {
+			return true, slices.Contains(a.Running, job)
+		}
+	}
+	return false, false
 }
 
-// SendRun implements jobs.Agents.
+// SendRun implements jobs.Agents: queued on this node's channel of the
+// agent, or published to the node holding it.
 func (l *Link) SendRun(agentID string, run jobproto.Run) bool {
+	if l.session(agentID) == nil && l.bus != nil {
+		return l.bus.send(agentID, run)
+	}
+	return l.sendRunLocal(agentID, run)
+}
+
+// SendAbort implements jobs.Agents, as SendRun.
+func (l *Link) SendAbort(agentID string, abort jobproto.Abort) bool {
+	if l.session(agentID) == nil && l.bus != nil {
+		return l.bus.send(agentID, abort)
+	}
+	return l.sendAbortLocal(agentID, abort)
+}
+
+// sendRunLocal queues run on this node's channel of the agent, unless that
+// channel was sent the job's run already.
+func (l *Link) sendRunLocal(agentID string, run jobproto.Run) bool {
 	s := l.session(agentID)
 	return s != nil && s.markSent(run.Job) && s.send(run) == nil
 }
 
-// SendAbort implements jobs.Agents.
-func (l *Link) SendAbort(agentID string, abort jobproto.Abort) bool {
+// sendAbortLocal queues abort on this node's channel of the agent.
+func (l *Link) sendAbortLocal(agentID string, abort jobproto.Abort) bool {
 	s := l.session(agentID)
 	return s != nil && s.send(abort) == nil
 }
