@@ -61,7 +61,9 @@ func applyEnv(fs *pflag.FlagSet) error {
 		}
 		if err != nil {
 			err = fmt.Errorf("environment %s: %w", envName(f.Name), err)
+			return
 		}
+		f.Changed = true // set, as if given on the command line
 	})
 	return err
 }

@@ -18,7 +18,6 @@ import (
 
 	"switchboard/internal/access"
 	"switchboard/internal/blob"
-	"switchboard/internal/cluster/membus"
 	"switchboard/internal/control"
 	"switchboard/internal/datadir"
 	"switchboard/internal/jobs"
@@ -101,6 +100,8 @@ type serveFlags struct {
 	maxTokenTTL     time.Duration
 	maxRefreshLife  time.Duration
 	web             webFlags
+	cluster         clusterFlags
+	changed         func(flag string) bool // whether the flag was set (also through its environment twin)
 }
 
 // webFlags configure the dashboard's login.
@@ -221,7 +222,10 @@ one-time admin login link (valid 15 minutes) to <data-dir>/login-link at
 start, and prints it when stderr is a terminal (never in the log), and
 "switchboard login-link" prints a fresh one at any time.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd.Context(), io, &f) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.changed = cmd.Flags().Changed
+			return runServe(cmd.Context(), io, &f)
+		},
 	}
 	fs := cmd.Flags()
 	f.secretFlags.register(cmd)
@@ -266,6 +270,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
 	fs.Var(&f.jobMaxRun, "job-max-run", "largest total of one run's output files")
 	f.web.register(fs)
+	f.cluster.register(fs)
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
 	_ = fs.MarkHidden("cpuprofile")
 	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile to this file when shutdown starts, before connections close (for benchmarking)")
@@ -306,6 +311,18 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			return err
 		}
 	}
+	if err := f.cluster.check(f.databaseURL); err != nil {
+		return err
+	}
+	if f.cluster.enabled() {
+		// Behind a load balancer: leave gracefully unless told otherwise.
+		if !f.changed("lame-duck") {
+			f.lameDuck = clusterLameDuck
+		}
+		if !f.changed("drain-window") {
+			f.drainWindow = clusterDrainWindow
+		}
+	}
 	policy, err := relay.ParsePolicy(f.slowConsumer)
 	if err != nil {
 		return fmt.Errorf("--slow-consumer: %w", err)
@@ -334,14 +351,14 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	// What the node is given: its store, its bus (a cluster of one: the
-	// in-memory bus) and where result files go.
+	// What the node is given: its store, its bus (the in-memory bus of a
+	// node alone, or NATS in a cluster) and where result files go.
 	db, err := openStore(ctx, f.databaseURL, f.dataDir, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	bus, err := membus.New(nodeID)
+	bus, err := f.cluster.openBus(nodeID, secret, int(f.maxMessage), log)
 	if err != nil {
 		return err
 	}

@@ -130,6 +130,10 @@ type member struct {
 	hello   bool
 	changes map[string]bool
 	retryAt time.Time // no announcement before this (it did not answer)
+	// told: it answered an announcement of this node's whole interest;
+	// heard: it sent its own whole interest. Both: the two know what the
+	// other reads (Synced).
+	told, heard bool
 }
 
 // announcement is the body of a sync request.
@@ -375,6 +379,7 @@ func (p *RelayPeers) onSync(m *Msg) {
 	if mb := p.members[src]; mb != nil && !p.done {
 		if a.Full {
 			p.setReadsLocked(mb, a.On)
+			mb.heard = true
 		} else {
 			p.changeReadsLocked(mb, a.On, true)
 			p.changeReadsLocked(mb, a.Off, false)
@@ -459,7 +464,15 @@ func (p *RelayPeers) announce() {
 			if !ok {
 				break
 			}
-			if err := p.send(id, a); err != nil {
+			err := p.send(id, a)
+			if err == nil && a.Full {
+				p.mu.Lock()
+				if mb := p.members[id]; mb != nil && !mb.full {
+					mb.told = true // and no newer whole set is owed
+				}
+				p.mu.Unlock()
+			}
+			if err != nil {
 				p.mu.Lock()
 				if mb := p.members[id]; mb != nil {
 					// What reached it is unknown: send everything again.
@@ -524,6 +537,21 @@ func (p *RelayPeers) send(id string, a announcement) error {
 	defer cancel()
 	_, err = p.bus.Request(ctx, &Msg{Subject: NodeSubject(p.cfg.Prefix, id, SyncService), Header: Header{HeaderSource: p.self}, Data: body})
 	return err
+}
+
+// Synced reports whether this node and every other member up know what
+// the other reads: each answered this node's whole interest, and sent its
+// own. A node that is not synced may not yet forward a local message to a
+// member's readers, so it should not take clients (the server's /readyz).
+func (p *RelayPeers) Synced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, mb := range p.members {
+		if !mb.told || !mb.heard {
+			return false
+		}
+	}
+	return !p.done
 }
 
 // RemoteNodes returns how many other nodes read topic now, as far as this

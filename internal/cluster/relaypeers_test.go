@@ -393,3 +393,42 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncedOnceEveryMemberKnowsTheOthersInterest: a node is synced when it
+// has no other member, and not while a member has not exchanged whole
+// interests with it (here: a member whose RelayPeers is not running yet,
+// so announcements to it fail); once that member runs, both are synced.
+func TestSyncedOnceEveryMemberKnowsTheOthersInterest(t *testing.T) {
+	net := newNetwork(t, membus.Options{})
+	a := newNode(t, net, "a")
+	if !a.peers.Synced() {
+		t.Fatal("a node alone is not synced")
+	}
+	a.connect(t, reader("x"))
+	// b is a member (its bus joined) but does not take announcements yet.
+	rs, err := relay.NewServer(relay.Config{PingInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := net.Join("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "a to see b", func() bool { return a.peers.Stats().Members == 1 })
+	if a.peers.Synced() {
+		t.Fatal("a is synced with a member that never answered")
+	}
+	peers, err := cluster.NewRelayPeers(cluster.RelayConfig{Bus: bus, Relay: rs, AnnounceRetry: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.SetPeers(peers); err != nil {
+		t.Fatal(err)
+	}
+	b := &node{relay: rs, bus: bus, peers: peers}
+	t.Cleanup(b.close)
+	wait.For(t, "both synced", func() bool { return a.peers.Synced() && b.peers.Synced() })
+	if b.peers.RemoteNodes("x") != 1 {
+		t.Fatal("b is synced without knowing that a reads x")
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
@@ -18,6 +19,34 @@ type busNode struct {
 	owned bool // the bus was made here, and is closed here
 	peers *cluster.RelayPeers
 	codes *cluster.CodeRouter // nil until set
+	// joined latches once the node has found the cluster (joinedCluster).
+	joined atomic.Bool
+}
+
+// settler is a bus that can tell when its membership has settled after it
+// joined: every member up has had time to be heard (natsbus). A bus without
+// it (membus) is settled at once.
+type settler interface{ Settled() bool }
+
+// joinedCluster reports whether the node has found the cluster: the bus's
+// membership has settled and every member knows what this node's readers
+// read and the other way round, so a message written here from now on
+// reaches readers anywhere. Until then /readyz fails, so that a load
+// balancer sends no client to a node that would relay them only locally.
+// Once true it stays true: members joining later are synced before they
+// take clients themselves.
+func (b *busNode) joinedCluster() bool {
+	if b.joined.Load() {
+		return true
+	}
+	if s, ok := b.bus.(settler); ok && !s.Settled() {
+		return false
+	}
+	if !b.peers.Synced() {
+		return false
+	}
+	b.joined.Store(true)
+	return true
 }
 
 // joinBus connects rs to bus, or to an in-memory bus of its own named

@@ -400,7 +400,11 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() {
-			apierr.WriteNew(w, http.StatusServiceUnavailable, "draining", "server is shutting down")
+			apierr.WriteNew(w, http.StatusServiceUnavailable, wire.ErrorDraining, "server is shutting down")
+			return
+		}
+		if !s.bus.joinedCluster() {
+			apierr.WriteNew(w, http.StatusServiceUnavailable, wire.ErrorJoining, "joining the cluster: not every node knows what the others' readers read yet")
 			return
 		}
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -18,6 +18,8 @@ const (
 	ErrorUnsupportedHTTPVersion      ErrorCode = "unsupported_http_version"      // 505
 	ErrorRateLimited                 ErrorCode = "rate_limited"                  // 429: the client's address is over its request rate; Retry-After
 	ErrorOverloaded                  ErrorCode = "overloaded"                    // 503: the node is running out of descriptors; Retry-After
+	ErrorDraining                    ErrorCode = "draining"                      // 503 from /readyz: the node is shutting down
+	ErrorJoining                     ErrorCode = "joining"                       // 503 from /readyz: the node has not found the cluster yet
 	ErrorNotFound                    ErrorCode = "not_found"                     // 404: no endpoint at this path
 	ErrorMethodNotAllowed            ErrorCode = "method_not_allowed"            // 405
 	ErrorInvalidPath                 ErrorCode = "invalid_path"                  // 400: an empty, "." or ".." segment
