@@ -376,3 +376,24 @@ func TestClusterBehindHAProxy(t *testing.T) {
 	}
 	newSessions("after "+leaving.id+" left", 10)
 }
+
+// TestClusterFlagsRefused: cluster flags that cannot work are refused
+// before anything starts, with an error naming what to change.
+func TestClusterFlagsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster-listen", "127.0.0.1:0"}, "--database-url"},
+		{[]string{"--nats-url", "nats://127.0.0.1:1"}, "--database-url"},
+		{[]string{"--cluster-listen", "127.0.0.1:0", "--nats-url", "nats://127.0.0.1:1", "--database-url", "postgres://x"}, "exclusive"},
+		{[]string{"--cluster-peer", "127.0.0.1:1"}, "--cluster-listen"},
+		{[]string{"--nats-url", "nats://127.0.0.1:1", "--cluster-peer", "127.0.0.1:1", "--database-url", "postgres://x"}, "--nats-url"},
+	} {
+		args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, tc.args...)
+		_, err := run(t.Context(), nil, args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
