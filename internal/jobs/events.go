@@ -68,7 +68,7 @@ func (m *Manager) announce(ev Event, j *store.Job) {
 			m.log.Warn("jobs: publish job event", "job", ev.Job, "change", ev.Change, "err", err)
 		}
 	}
-	m.apply(ev, j)
+	m.apply(ev, j, true)
 }
 
 // receive applies another node's event.
@@ -78,18 +78,19 @@ func (m *Manager) receive(msg *cluster.Msg) {
 		m.log.Warn("jobs: a job event that does not parse", "err", err, "bytes", len(msg.Data))
 		return
 	}
-	m.apply(ev, nil)
+	m.apply(ev, nil, false)
 }
 
-// apply acts on an event, this node's (j is the job after the change) or
-// another's (j nil): phase changes and deletions wake the job's WAIT
-// requests; another node's change re-arms the job's timers here if this
-// node runs them (its own changes armed them already).
-func (m *Manager) apply(ev Event, j *store.Job) {
+// apply acts on an event, this node's (local; j is the job after the
+// change, nil for a deletion) or another's (j nil): phase changes and
+// deletions wake the job's WAIT requests; another node's change re-arms
+// the job's timers here if this node runs them (its own changes armed
+// them already).
+func (m *Manager) apply(ev Event, j *store.Job, local bool) {
 	if ev.Change != ChangeTimers {
 		m.wake(ev.Job, j)
 	}
-	if j == nil && m.HoldsTimerLease() {
+	if !local && m.HoldsTimerLease() {
 		m.goBackground(func() { m.rearm(ev.Job) })
 	}
 }

@@ -138,13 +138,13 @@ func (m *Manager) leaseLoop(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
-// stopLease ends the lease loop and releases the lease (within ctx), after
-// the timers have been stopped and their work has finished.
+// stopLease waits for the lease loop (which Stop ended) and releases the
+// lease, within ctx; Stop calls it once the timers have been stopped and
+// their work has finished.
 func (m *Manager) stopLease(ctx context.Context) error {
 	if m.leaseCancel == nil {
 		return nil // never started
 	}
-	m.leaseCancel()
 	select {
 	case <-m.leaseDone:
 	case <-ctx.Done():

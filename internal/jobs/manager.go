@@ -267,6 +267,9 @@ func (m *Manager) Stop(ctx context.Context) error {
 	m.stopped = true
 	m.dropLeaseLocked()
 	m.mu.Unlock()
+	if m.leaseCancel != nil {
+		m.leaseCancel() // the loop ends even if the wait below gives up
+	}
 	done := make(chan struct{})
 	go func() { m.bg.Wait(); close(done) }()
 	select {

@@ -2,8 +2,10 @@ package agentlink
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +42,10 @@ import (
 // presenceMsg is an event or a list on the presence subjects.
 type presenceMsg struct {
 	Node string `json:"node"`
-	Seq  uint64 `json:"seq"` // the node's presence sequence: this event's, or the last one a list includes
+	// Epoch is the sender's Link's own random id: a node that restarts
+	// under the same id starts a new epoch, and its numbers start again.
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"` // the node's presence sequence: this event's, or the last one a list includes
 	// List: the node's agents, all of them (an answer to a list request).
 	List bool `json:"list,omitempty"`
 	// Agents: an event's one agent (connected, or its running jobs
@@ -65,6 +70,7 @@ func (r remoteState) agent() jobs.Agent {
 
 // remoteNode is what this node knows of another's agents.
 type remoteNode struct {
+	epoch  string                 // the node's Link's epoch
 	seq    uint64                 // the last sequence applied
 	agents map[string]remoteState // by agent id
 }
@@ -78,6 +84,7 @@ type linkBus struct {
 	bus      cluster.Bus
 	prefix   string
 	self     string
+	epoch    string // presenceMsg.Epoch
 	presence string // <prefix>.agents
 
 	pubMu sync.Mutex
@@ -107,8 +114,12 @@ const AgentService = "agents"
 func PresenceSubject(prefix string) string { return prefix + ".agents" }
 
 // CommandSubject returns the subject of the runs and aborts for an agent:
-// <prefix>.agent.<id>.ctl.
-func CommandSubject(prefix, agentID string) string { return prefix + ".agent." + agentID + ".ctl" }
+// <prefix>.agent.<id>.ctl, with each "." of the id written %2E (agent ids
+// have no "%"), so that the id is one token and no two ids share a
+// subject.
+func CommandSubject(prefix, agentID string) string {
+	return prefix + ".agent." + strings.ReplaceAll(agentID, ".", "%2E") + ".ctl"
+}
 
 // joinBus subscribes l to presence and list requests and watches the
 // members.
@@ -116,7 +127,7 @@ func joinBus(l *Link, bus cluster.Bus, prefix string) (*linkBus, error) {
 	if prefix == "" {
 		prefix = cluster.DefaultPrefix
 	}
-	b := &linkBus{l: l, bus: bus, prefix: prefix, self: bus.NodeID(), presence: PresenceSubject(prefix),
+	b := &linkBus{l: l, bus: bus, prefix: prefix, self: bus.NodeID(), epoch: rand.Text(), presence: PresenceSubject(prefix),
 		ctl: map[string]cluster.Subscription{}, remote: map[string]*remoteNode{}}
 	if err := cluster.ValidSubject(b.presence); err != nil {
 		return nil, fmt.Errorf("agentlink: BusPrefix: %w", err)
@@ -205,7 +216,7 @@ func (b *linkBus) withdraw(agentID string) {
 // the numbers go out in order.
 func (b *linkBus) publishLocked(m presenceMsg) {
 	b.seq++
-	m.Node, m.Seq = b.self, b.seq
+	m.Node, m.Epoch, m.Seq = b.self, b.epoch, b.seq
 	body, _ := json.Marshal(m)
 	if err := b.bus.Publish(&cluster.Msg{Subject: b.presence, Data: body}); err != nil {
 		b.l.log.Warn("agentlink: publish agent presence", "err", err)
@@ -215,7 +226,7 @@ func (b *linkBus) publishLocked(m presenceMsg) {
 // onListRequest answers another node with every agent this node holds.
 func (b *linkBus) onListRequest(req *cluster.Msg) {
 	b.pubMu.Lock()
-	m := presenceMsg{Node: b.self, Seq: b.seq, List: true}
+	m := presenceMsg{Node: b.self, Epoch: b.epoch, Seq: b.seq, List: true}
 	b.l.mu.Lock()
 	for _, s := range b.l.agents {
 		m.Agents = append(m.Agents, stateOf(s))
@@ -283,8 +294,15 @@ func (b *linkBus) apply(data []byte) {
 	gap := false
 	b.dirMu.Lock()
 	n := b.remote[m.Node]
-	if n == nil {
-		n = &remoteNode{agents: map[string]remoteState{}}
+	if n == nil || n.epoch != m.Epoch {
+		// A node new to us, or restarted: what we knew of it is void.
+		fresh := &remoteNode{epoch: m.Epoch, agents: map[string]remoteState{}}
+		if n != nil {
+			for id := range n.agents {
+				gone = append(gone, id) // unless listed again below
+			}
+		}
+		n = fresh
 		b.remote[m.Node] = n
 	}
 	switch {
@@ -298,13 +316,13 @@ func (b *linkBus) apply(data []byte) {
 			up = append(up, a)
 		}
 		for id := range old {
-			if _, ok := n.agents[id]; !ok {
-				gone = append(gone, id)
-			}
+			gone = append(gone, id)
 		}
 		n.seq = m.Seq
 	default:
-		gap = n.seq != 0 && m.Seq != n.seq+1
+		// Events of one node arrive in order: a number skipped is an
+		// event dropped (or one sent before we listened).
+		gap = m.Seq != n.seq+1
 		n.seq = m.Seq
 		for _, a := range m.Agents {
 			n.agents[a.ID] = a
@@ -405,5 +423,5 @@ func (b *linkBus) onCommand(m *cluster.Msg) {
 // agentOfCommand returns the agent id of a command subject.
 func agentOfCommand(subject, prefix string) string {
 	id := subject[len(prefix+".agent."):]
-	return id[:len(id)-len(".ctl")]
+	return strings.ReplaceAll(id[:len(id)-len(".ctl")], "%2E", ".")
 }

@@ -2,8 +2,10 @@ package agentlink
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,23 +101,24 @@ func phaseOf(t *testing.T, h *harness, id string) store.Phase {
 	return j.Phase
 }
 
-// TestJobOnOneNodeRunsOnAgentOfAnother: an agent connected to node b is
+// TestJobOnOneNodeRunsOnAgentOfAnother: an agent (its id has a dot, which
+// must stay inside one subject token) connected to node b is
 // known on node a; a job created and run on a reaches it through the bus,
 // its result (reported to b) completes the job, a WAIT on a wakes at the
 // change, and an abort on a reaches the agent too.
 func TestJobOnOneNodeRunsOnAgentOfAnother(t *testing.T) {
 	a, b := twoClusterNodes(t)
-	ag, _ := b.connect(t, "ag1", false)
+	ag, _ := b.connect(t, "lab.ag1", false)
 	if err := ag.next(jobproto.TypeWelcome, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, "node a to learn of b's agent", func() bool { return slices.Equal(connectedIDs(a.link), []string{"ag1"}) })
-	if c, _ := a.link.Status("ag1", "none"); !c {
+	wait.For(t, "node a to learn of b's agent", func() bool { return slices.Equal(connectedIDs(a.link), []string{"lab.ag1"}) })
+	if c, _ := a.link.Status("lab.ag1", "none"); !c {
 		t.Fatal("node a's Status: ag1 not connected")
 	}
 
 	ctx := t.Context()
-	j, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "ag1"})
+	j, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "lab.ag1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +144,7 @@ func TestJobOnOneNodeRunsOnAgentOfAnother(t *testing.T) {
 	}()
 	now := time.Now()
 	ag.send(t, jobproto.Started{Type: jobproto.TypeStarted, Job: j.ID, StartedAt: now})
-	wait.For(t, "node a to see the run running on b", func() bool { _, running := a.link.Status("ag1", j.ID); return running })
+	wait.For(t, "node a to see the run running on b", func() bool { _, running := a.link.Status("lab.ag1", j.ID); return running })
 	ag.send(t, jobproto.Result{Type: jobproto.TypeResult, Job: j.ID, Outcome: jobproto.OutcomeSucceeded, StartedAt: now, EndedAt: now})
 	if err := ag.next(jobproto.TypeAck, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -156,7 +159,7 @@ func TestJobOnOneNodeRunsOnAgentOfAnother(t *testing.T) {
 	}
 
 	// An abort decided on a reaches the agent on b.
-	j2, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "ag1"})
+	j2, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "lab.ag1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,4 +251,102 @@ func TestRunOfAgentOnOtherNodeLost(t *testing.T) {
 	if err != nil || r.State != store.RunLost {
 		t.Fatalf("run: %+v, %v; want state lost", r, err)
 	}
+}
+
+// TestCommandSubject: an agent id is one token of its command subject
+// whatever dots it has, and comes back from it.
+func TestCommandSubject(t *testing.T) {
+	seen := map[string]string{}
+	for _, id := range []string{"a", "a.b", "a..b", ".a", "a.", "a-b_c~d"} {
+		s := CommandSubject("sb", id)
+		if err := cluster.ValidSubject(s); err != nil {
+			t.Errorf("CommandSubject(%q) = %q: %v", id, s, err)
+		}
+		if got := agentOfCommand(s, "sb"); got != id {
+			t.Errorf("agentOfCommand(%q) = %q, want %q", s, got, id)
+		}
+		if other, ok := seen[s]; ok {
+			t.Errorf("agents %q and %q share the subject %q", other, id, s)
+		}
+		seen[s] = id
+	}
+}
+
+// TestPresenceEpochsAndGaps: what node a knows of a node c's agents
+// follows c's numbered announcements: an old number is ignored, a node
+// restarted under the same id (a new epoch) voids what a knew of it, and
+// a skipped number makes a ask c for its whole list.
+func TestPresenceEpochsAndGaps(t *testing.T) {
+	net, err := membus.NewNetwork(membus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busC, err := net.Join("c") // a node speaking presence by hand
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busC.Close() })
+	var (
+		mu   sync.Mutex
+		list = presenceMsg{Node: "c", Epoch: "e1", Seq: 0, List: true, Agents: []remoteState{{ID: "boot"}}}
+	)
+	lists := make(chan struct{}, 10)
+	sub, err := busC.Subscribe(cluster.NodeSubject(cluster.DefaultPrefix, "c", AgentService), func(req *cluster.Msg) {
+		mu.Lock()
+		body, _ := json.Marshal(list)
+		mu.Unlock()
+		cluster.Respond(busC, req, &cluster.Msg{Data: body})
+		lists <- struct{}{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	busA, err := net.Join("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busA.Close() })
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a := clusterNode(t, st, busA, "a")
+
+	publish := func(m presenceMsg) {
+		t.Helper()
+		m.Node = "c"
+		body, _ := json.Marshal(m)
+		if err := busC.Publish(&cluster.Msg{Subject: PresenceSubject(cluster.DefaultPrefix), Data: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	knows := func(ids ...string) func() bool {
+		return func() bool { return slices.Equal(connectedIDs(a.link), ids) }
+	}
+
+	wait.For(t, "a to take c's list when c is seen up", knows("boot"))
+	publish(presenceMsg{Epoch: "e1", Seq: 1, Agents: []remoteState{{ID: "x"}}})
+	publish(presenceMsg{Epoch: "e1", Seq: 1, Gone: "x"}) // a number applied already
+	publish(presenceMsg{Epoch: "e1", Seq: 2, Agents: []remoteState{{ID: "w"}}})
+	wait.For(t, "a to learn of x and w, ignoring the old number", knows("boot", "w", "x"))
+	publish(presenceMsg{Epoch: "e2", Seq: 1, Agents: []remoteState{{ID: "y"}}})
+	wait.For(t, "c's restart to void what a knew and bring y", knows("y"))
+	publish(presenceMsg{Epoch: "e2", Seq: 2, Gone: "y"})
+	wait.For(t, "a to forget y", knows())
+
+	mu.Lock()
+	list = presenceMsg{Node: "c", Epoch: "e2", Seq: 9, List: true, Agents: []remoteState{{ID: "listed"}}}
+	mu.Unlock()
+	for len(lists) > 0 {
+		<-lists
+	}
+	publish(presenceMsg{Epoch: "e2", Seq: 5, Agents: []remoteState{{ID: "z"}}}) // 3 and 4 were lost
+	select {
+	case <-lists:
+	case <-time.After(wait.Default):
+		t.Fatal("a did not ask c for its list after a gap")
+	}
+	wait.For(t, "a to take c's list", knows("listed"))
 }
