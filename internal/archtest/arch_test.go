@@ -124,7 +124,9 @@ var allowed = map[string][]string{
 		"switchboard/internal/store", "switchboard/internal/jobproto", "switchboard/pkg/wire"}, // store and jobproto for their types and checks only
 	// The one test harness: a whole node, tokens for it, a client to dial it.
 	"switchboard/internal/servertest": {"switchboard/internal/server", "switchboard/internal/store/sqlite", "switchboard/internal/auth",
-		"switchboard/pkg/client", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
+		"switchboard/pkg/client", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5",
+		"switchboard/internal/servertest/wait", "switchboard/internal/cluster/natsbus", // StartCluster: nodes on embedded NATS
+		"switchboard/internal/store/pgtest", "switchboard/internal/store/postgres"}, // and one PostgreSQL
 	"switchboard/internal/servertest/wait": {}, // polling with a deadline: standard library only, so every test can use it
 }
 
