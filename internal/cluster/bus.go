@@ -30,6 +30,8 @@
 //	<prefix>.node.<id>.codes     take one of node id's one-time codes (the
 //	                             code; the answer is the grant, or not found:
 //	                             CodeRouter)
+//	<prefix>.node.<id>.status    node id's status summary (StatusExchange;
+//	                             internal/control's NodeSummary, JSON)
 //	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node
 //	                             (internal/control's RevocationEvent, JSON:
 //	                             op, kind, value, expires_at, node, seq)
