@@ -54,6 +54,13 @@ func clusterNodeWith(t *testing.T, jc jobs.Config) *harness {
 // on one store and an in-memory bus network; jc, if given, tunes both.
 func twoClusterNodes(t *testing.T, jc ...jobs.Config) (a, b *harness) {
 	t.Helper()
+	a, b, _ = twoClusterNodesBus(t, jc...)
+	return a, b
+}
+
+// twoClusterNodesBus is twoClusterNodes, and returns b's bus too.
+func twoClusterNodesBus(t *testing.T, jc ...jobs.Config) (a, b *harness, busB cluster.Bus) {
+	t.Helper()
 	net, err := membus.NewNetwork(membus.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -62,10 +69,11 @@ func twoClusterNodes(t *testing.T, jc ...jobs.Config) (a, b *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	busB, err := net.Join("b")
+	mb, err := net.Join("b")
 	if err != nil {
 		t.Fatal(err)
 	}
+	busB = mb
 	t.Cleanup(func() { busA.Close(); busB.Close() })
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
@@ -80,7 +88,7 @@ func twoClusterNodes(t *testing.T, jc ...jobs.Config) (a, b *harness) {
 	ca, cb := cfg, cfg
 	ca.NodeID, ca.Bus = "a", busA
 	cb.NodeID, cb.Bus = "b", busB
-	return clusterNodeWith(t, ca), clusterNodeWith(t, cb)
+	return clusterNodeWith(t, ca), clusterNodeWith(t, cb), busB
 }
 
 func connectedIDs(l *Link) []string {
@@ -222,34 +230,43 @@ func TestAgentPresenceFollowsNodes(t *testing.T) {
 	wait.For(t, "node a to forget the agents of b, gone", func() bool { return len(connectedIDs(a.link)) == 0 })
 }
 
-// TestRunOfAgentOnOtherNodeLost: a run on an agent connected to b, whose
-// channel ends and does not come back, is marked lost after the grace
-// period by a, which runs the timers, and the job ends in ERROR.
+// TestRunOfAgentOnOtherNodeLost: a run on an agent connected to b is
+// marked lost after the grace period by a, which runs the timers, and the
+// job ends in ERROR, when the agent's channel ends and does not come back,
+// and when b leaves the cluster with it.
 func TestRunOfAgentOnOtherNodeLost(t *testing.T) {
-	a, b := twoClusterNodes(t, jobs.Config{LostGrace: 200 * time.Millisecond})
-	ag, conn := b.connect(t, "ag1", false)
-	if err := ag.next(jobproto.TypeWelcome, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	wait.For(t, "node a to learn of b's agent", func() bool { return slices.Equal(connectedIDs(a.link), []string{"ag1"}) })
-	ctx := t.Context()
-	j, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "ag1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.jobs.Run(ctx, j.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.next(jobproto.TypeRun, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ag.send(t, jobproto.Started{Type: jobproto.TypeStarted, Job: j.ID, StartedAt: time.Now()})
-	wait.For(t, "node a to see the run running on b", func() bool { _, running := a.link.Status("ag1", j.ID); return running })
-	conn.Abort()
-	wait.For(t, "the run to be marked lost and the job to end", func() bool { return phaseOf(t, a, j.ID) == store.PhaseError })
-	r, err := a.jobs.AgentRun(ctx, j.ID, "ag1")
-	if err != nil || r.State != store.RunLost {
-		t.Fatalf("run: %+v, %v; want state lost", r, err)
+	for _, how := range []string{"agent disconnects", "node leaves"} {
+		t.Run(how, func(t *testing.T) {
+			a, b, busB := twoClusterNodesBus(t, jobs.Config{LostGrace: 200 * time.Millisecond})
+			ag, conn := b.connect(t, "ag1", false)
+			if err := ag.next(jobproto.TypeWelcome, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, "node a to learn of b's agent", func() bool { return slices.Equal(connectedIDs(a.link), []string{"ag1"}) })
+			ctx := t.Context()
+			j, err := a.jobs.Create(ctx, jobs.Spec{Owner: "alice", Action: "x", Targets: "ag1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.jobs.Run(ctx, j.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := ag.next(jobproto.TypeRun, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ag.send(t, jobproto.Started{Type: jobproto.TypeStarted, Job: j.ID, StartedAt: time.Now()})
+			wait.For(t, "node a to see the run running on b", func() bool { _, running := a.link.Status("ag1", j.ID); return running })
+			if how == "node leaves" {
+				busB.Close()
+			} else {
+				conn.Abort()
+			}
+			wait.For(t, "the run to be marked lost and the job to end", func() bool { return phaseOf(t, a, j.ID) == store.PhaseError })
+			r, err := a.jobs.AgentRun(ctx, j.ID, "ag1")
+			if err != nil || r.State != store.RunLost {
+				t.Fatalf("run: %+v, %v; want state lost", r, err)
+			}
+		})
 	}
 }
 
