@@ -21,7 +21,8 @@ import (
 
 // Agents is how the state machine reaches the connected agents: the hub
 // side of their control channels (internal/jobs/agentlink) implements it,
-// for the channels this node holds.
+// for the channels this node holds and, over the cluster bus, those the
+// other nodes hold.
 //
 // No method blocks on an agent or does I/O: the state machine calls them
 // while it holds a job's lock. A send queues the message for the agent's
