@@ -109,10 +109,12 @@ type AuditEvent struct {
 	Detail string // JSON object with further details, or ""
 }
 
-// Store is the database: revocations, allowances and the audit log, and
-// (JobStore) jobs, their runs and the agents seen.
+// Store is the database: revocations, allowances and the audit log,
+// (JobStore) jobs, their runs and the agents seen, and (SessionStore) the
+// dashboard's sessions.
 type Store interface {
 	JobStore
+	SessionStore
 
 	// Revoke adds or replaces the revocation (Kind, Value), removes any
 	// allowance of the same booking, and appends ev to the audit log, in

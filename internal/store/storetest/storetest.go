@@ -61,6 +61,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LeaseExpiry", testLeaseExpiry},
 		{"LeaseConcurrent", testLeaseConcurrent},
 		{"LeaseValidates", testLeaseValidates},
+
+		{"SessionRoundTrip", testSessionRoundTrip},
+		{"SessionExpiry", testSessionExpiry},
+		{"SessionDelete", testSessionDelete},
+		{"SessionConcurrent", testSessionConcurrent},
+		{"SessionValidates", testSessionValidates},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -733,6 +739,7 @@ func testUseAfterClose(t *testing.T, s store.Store) {
 		"Ping":        func() error { return s.Ping(ctx) },
 	}
 	maps.Copy(calls, jobCalls(s, ctx))
+	maps.Copy(calls, sessionCalls(s, ctx))
 	for name, call := range calls {
 		if err := call(); err == nil {
 			t.Errorf("%s after Close succeeded", name)
