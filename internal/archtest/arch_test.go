@@ -90,7 +90,8 @@ var allowed = map[string][]string{
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/", "switchboard/pkg/wire"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
-	"switchboard/internal/bench":  {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir"},
+	"switchboard/internal/bench": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir",
+		"switchboard/internal/store/pgtemp"}, // bench cluster: a throwaway PostgreSQL without --database-url
 	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
@@ -101,7 +102,8 @@ var allowed = map[string][]string{
 		"github.com/pressly/goose/v3"},
 	"switchboard/internal/store/storetest": {"switchboard/internal/store", "switchboard/internal/servertest/wait"},
 	"switchboard/internal/store/jobcodec":  {"switchboard/internal/store"},
-	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5"},
+	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5", "switchboard/internal/store/pgtemp"},
+	"switchboard/internal/store/pgtemp":    {}, // a throwaway PostgreSQL (initdb, pg_ctl): for pgtest and bench cluster
 	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
 	"switchboard/internal/playscript":      {},
 	"switchboard/internal/jobproto":        {},

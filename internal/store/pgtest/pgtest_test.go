@@ -36,7 +36,7 @@ func TestSharedClusterStoppedWithoutMain(t *testing.T) {
 			t.Fatal(err)
 		}
 		shared.mu.Lock()
-		dir = shared.c.dir
+		dir = shared.c.Dir()
 		shared.mu.Unlock()
 		t.Run("nested", func(t *testing.T) {
 			if err := query(t, Start(t)); err != nil {
