@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"switchboard/internal/cluster"
+	"switchboard/internal/servertest/wait"
 )
 
 // relayLike is a relayed message as the relay's bus adapter sends it: 1 KiB
@@ -30,7 +31,7 @@ func BenchmarkPublishDeliver(b *testing.B) {
 	}
 	defer sub.Unsubscribe()
 	m := relayLike(s, bs[0].NodeID())
-	waitFor(b, "the subscription's interest", func() bool {
+	wait.For(b, "the subscription's interest", func() bool {
 		bs[0].Publish(m)
 		select {
 		case <-got:

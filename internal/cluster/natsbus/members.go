@@ -124,7 +124,6 @@ func (b *Bus) onHeartbeat(m *nats.Msg) {
 	}
 	started := time.Unix(0, hb.StartedNS)
 	now := time.Now()
-	answer := false
 	b.mu.Lock()
 	if b.isClosed {
 		b.mu.Unlock()
@@ -149,14 +148,14 @@ func (b *Bus) onHeartbeat(m *nats.Msg) {
 		p = &peer{member: cluster.Member{ID: id, Started: started}, lastSeen: now}
 		b.members[id] = p
 		b.announceLocked(cluster.MemberEvent{Member: p.member, Up: true})
-		answer = true
+		// The answer is sent under b.mu, so that it cannot follow the
+		// goodbye of a Close that began meanwhile (Close sets isClosed
+		// under b.mu before it says goodbye).
+		b.publishHeartbeat(false)
 	default:
 		p.lastSeen = now
 	}
 	b.mu.Unlock()
-	if answer {
-		b.publishHeartbeat(false)
-	}
 }
 
 // downLocked removes p and reports it down. b.mu must be held.

@@ -18,6 +18,7 @@ import (
 
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/bustest"
+	"switchboard/internal/servertest/wait"
 )
 
 const testSecret = "natsbus-test-route-secret"
@@ -31,8 +32,9 @@ const (
 	testMemberTimeout = 5 * time.Second
 )
 
-// wait bounds what should happen soon.
-const wait = 10 * time.Second
+// soon bounds the waits for what should happen soon (the channel receives
+// and requests that wait.For does not cover).
+const soon = wait.Default
 
 // startCluster opens n nodes with embedded servers clustered on random
 // loopback ports: the first listens, the others dial it (gossip meshes
@@ -70,18 +72,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds, failing t after wait.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func memberIDs(b *Bus) []string {
 	var ids []string
 	for _, m := range b.Members() {
@@ -95,7 +85,7 @@ func memberIDs(b *Bus) []string {
 func TestKilledMemberDisappears(t *testing.T) {
 	bs := startCluster(t, 3, func(_ int, o *Options) { o.HeartbeatInterval, o.MemberTimeout = 0, 0 })
 	for _, b := range bs {
-		waitFor(t, "three members at "+b.NodeID(), func() bool { return len(b.Members()) == 3 })
+		wait.For(t, "three members at "+b.NodeID(), func() bool { return len(b.Members()) == 3 })
 	}
 	downs := make(chan cluster.MemberEvent, 8)
 	stop := bs[0].WatchMembers(func(e cluster.MemberEvent) {
@@ -116,7 +106,7 @@ func TestKilledMemberDisappears(t *testing.T) {
 	case <-time.After(bound):
 		t.Fatalf("%s was not reported down within %v", killed.NodeID(), bound)
 	}
-	waitFor(t, "n2 without n3", func() bool { return slices.Equal(memberIDs(bs[1]), []string{"n1", "n2"}) })
+	wait.For(t, "n2 without n3", func() bool { return slices.Equal(memberIDs(bs[1]), []string{"n1", "n2"}) })
 	took := time.Since(began)
 	if took > bound {
 		t.Fatalf("the killed node was gone after %v, want within %v", took, bound)
@@ -131,11 +121,11 @@ func TestKilledMemberDisappears(t *testing.T) {
 // new start time.
 func TestRestartedMemberIsNew(t *testing.T) {
 	bs := startCluster(t, 2, nil)
-	waitFor(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
+	wait.For(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
 	events := make(chan cluster.MemberEvent, 16)
 	stop := bs[0].WatchMembers(func(e cluster.MemberEvent) { events <- e })
 	defer stop()
-	old := bs[1].Members()[1]
+	old := bs[0].Members()[1] // n2, as n1 knows it
 	peer := bs[0].RouteAddr().String()
 	if err := bs[1].Close(); err != nil {
 		t.Fatal(err)
@@ -151,7 +141,7 @@ func TestRestartedMemberIsNew(t *testing.T) {
 		select {
 		case e := <-events:
 			got = append(got, fmt.Sprintf("%s up=%v new=%v", e.Member.ID, e.Up, e.Member.Started.After(old.Started)))
-		case <-time.After(wait):
+		case <-time.After(soon):
 			t.Fatalf("events %v", got)
 		}
 	}
@@ -183,8 +173,8 @@ func TestSubscribeBarrier(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
-		waitFor(t, "the sync service of "+w.NodeID(), func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
+		wait.For(t, "the sync service of "+w.NodeID(), func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), soon)
 			defer cancel()
 			_, err := reader.Request(ctx, &cluster.Msg{Subject: cluster.NodeSubject(cluster.DefaultPrefix, w.NodeID(), "sync"), Data: []byte("sb.t.warmup")})
 			return err == nil
@@ -199,7 +189,7 @@ func TestSubscribeBarrier(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, w := range writers {
-			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			ctx, cancel := context.WithTimeout(context.Background(), soon)
 			_, err := reader.Request(ctx, &cluster.Msg{Subject: cluster.NodeSubject(cluster.DefaultPrefix, w.NodeID(), "sync"), Data: []byte(subject)})
 			cancel()
 			if err != nil {
@@ -211,7 +201,7 @@ func TestSubscribeBarrier(t *testing.T) {
 			select {
 			case id := <-got:
 				from[id] = true
-			case <-time.After(wait):
+			case <-time.After(soon):
 				t.Fatalf("round %d: the first messages after the barrier: got %v of both writers", i, from)
 			}
 		}
@@ -249,13 +239,13 @@ func TestRouteAuthRefusesWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer intruder.Close()
-	waitFor(t, "n1 to refuse the intruder's route", func() bool { return strings.Contains(logA.String(), "authentication error") })
+	wait.For(t, "n1 to refuse the intruder's route", func() bool { return strings.Contains(logA.String(), "authentication error") })
 	if strings.Contains(logA.String(), testSecret) || strings.Contains(logA.String(), routePassword(testSecret)) {
 		t.Fatal("the route secret or password was logged")
 	}
 	// The positive control: a node with the right secret joins.
 	friend := startCluster(t, 1, func(_ int, o *Options) { o.NodeID, o.Peers = "friend", []string{a.RouteAddr().String()} })[0]
-	waitFor(t, "the friend's membership", func() bool { return slices.Equal(memberIDs(a), []string{"friend", "n1"}) })
+	wait.For(t, "the friend's membership", func() bool { return slices.Equal(memberIDs(a), []string{"friend", "n1"}) })
 	// The friend was heard through the same routes the intruder tried; the
 	// intruder's heartbeats were sent all along and never arrived.
 	if got := memberIDs(a); !slices.Equal(got, []string{"friend", "n1"}) {
@@ -275,7 +265,7 @@ func TestRouteAuthRefusesWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	waitFor(t, "the friend to reach n1", func() bool {
+	wait.For(t, "the friend to reach n1", func() bool {
 		friend.Publish(&cluster.Msg{Subject: s, Data: []byte("friend")})
 		select {
 		case <-got:
@@ -299,7 +289,7 @@ func TestRouteAuthRefusesWrongSecret(t *testing.T) {
 			case "after":
 				return
 			}
-		case <-time.After(wait):
+		case <-time.After(soon):
 			t.Fatal("the friend's message did not arrive")
 		}
 	}
@@ -320,7 +310,7 @@ func startExternalAt(t *testing.T, port int, maxPayload int32) *server.Server {
 	}
 	srv.Start()
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(wait) {
+	if !srv.ReadyForConnections(soon) {
 		t.Fatal("external server not ready")
 	}
 	return srv
@@ -342,7 +332,7 @@ func TestExternalOutageAndRecovery(t *testing.T) {
 		buses = append(buses, b)
 	}
 	a, b := buses[0], buses[1]
-	waitFor(t, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	wait.For(t, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
 	const s = "sb.t.outage"
 	got := make(chan string, 64)
 	sub, err := b.Subscribe(s, func(m *cluster.Msg) { got <- string(m.Data) })
@@ -365,17 +355,17 @@ func TestExternalOutageAndRecovery(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "a message before the outage", delivered("before"))
+	wait.For(t, "a message before the outage", delivered("before"))
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	waitFor(t, "each node alone and disconnected", func() bool {
+	wait.For(t, "each node alone and disconnected", func() bool {
 		return len(a.Members()) == 1 && len(b.Members()) == 1 && !a.Status().Connected && !b.Status().Connected
 	})
 
 	startExternalAt(t, port, 0) // the same address: the nodes' URL
-	waitFor(t, "the members again", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
-	waitFor(t, "a message after the outage", delivered("after"))
+	wait.For(t, "the members again", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	wait.For(t, "a message after the outage", delivered("after"))
 	for _, n := range buses {
 		if st := n.Status(); !st.Connected || st.Disconnects == 0 || st.Reconnects == 0 {
 			t.Fatalf("%s status after the outage: %+v", n.NodeID(), st)
@@ -401,7 +391,7 @@ func TestExternalMaxPayload(t *testing.T) {
 		t.Cleanup(func() { b.Close() })
 		buses = append(buses, b)
 	}
-	waitFor(t, "two members", func() bool { return len(buses[0].Members()) == 2 && len(buses[1].Members()) == 2 })
+	wait.For(t, "two members", func() bool { return len(buses[0].Members()) == 2 && len(buses[1].Members()) == 2 })
 	sendLargest(t, buses[0], buses[1], 64<<10-HeaderRoom)
 	if err := buses[0].Publish(&cluster.Msg{Subject: "sb.t.big", Data: make([]byte, 64<<10+1)}); err == nil {
 		t.Fatal("a message above the max payload was published")
@@ -415,7 +405,7 @@ func TestEmbeddedMaxPayload(t *testing.T) {
 	if got := bs[0].nc.MaxPayload(); got < largest+HeaderRoom {
 		t.Fatalf("max payload %d", got)
 	}
-	waitFor(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
+	wait.For(t, "two members", func() bool { return len(bs[0].Members()) == 2 })
 	sendLargest(t, bs[0], bs[1], largest)
 }
 
@@ -432,7 +422,7 @@ func sendLargest(t *testing.T, from, to *Bus, size int) {
 	defer sub.Unsubscribe()
 	data := bytes.Repeat([]byte{'x'}, size)
 	h := cluster.Header{"Sb-Source": from.NodeID(), "Sb-Kind": "binary", "Sb-Seq": "18446744073709551615"}
-	waitFor(t, "the largest message", func() bool {
+	wait.For(t, "the largest message", func() bool {
 		if err := from.Publish(&cluster.Msg{Subject: s, Header: h, Data: data}); err != nil {
 			t.Fatalf("publish %d bytes: %v", size, err)
 		}
@@ -554,7 +544,7 @@ func TestCloseAfterKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(wait):
+	case <-time.After(soon):
 		t.Fatal("Close hung after the server was killed")
 	}
 	if err := bs[0].Publish(&cluster.Msg{Subject: "sb.x"}); !errors.Is(err, cluster.ErrClosed) {
