@@ -20,9 +20,12 @@
 //     order per subject (routes pin an account to one route connection).
 //   - Publish never waits for subscribers: it hands the message to the
 //     connection's buffer (or, while disconnected, to its bounded reconnect
-//     buffer) and returns. Its one wait is NATS's flow control: a server
-//     whose outbound to a route or client is far behind stalls the
-//     publishing connection for at most 10 ms per read.
+//     buffer) and returns. It waits only when that buffer is full and it
+//     writes it out itself: for NATS's flow control (a server whose
+//     outbound to a route or client is far behind stalls the publishing
+//     connection for at most 10 ms per read), or at most writeTimeout (2 s)
+//     for a server that stopped reading, after which the connection is
+//     dropped and made again.
 //   - Each subscription has the NATS client's bounded pending queue
 //     (Options.MaxPendingMsgs and MaxPendingBytes) and its own delivery
 //     goroutine (the client's: one per subscription, idle or not); what
@@ -94,6 +97,9 @@ const MinRouteSecretLength = 16
 // startTimeout bounds how long Open waits for the embedded server and for
 // the first connection.
 const startTimeout = 10 * time.Second
+
+// writeTimeout bounds a write to NATS (see connect).
+const writeTimeout = 2 * time.Second
 
 // closeFlushTimeout bounds how long Close waits for its goodbye to leave.
 const closeFlushTimeout = time.Second
@@ -291,6 +297,10 @@ func (b *Bus) connect(token string) (*nats.Conn, error) {
 		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(2),
+		// A Publish that fills the connection's buffer writes it out
+		// itself: bound that write, so that a NATS server that stops
+		// reading costs a reconnect, not a stuck node.
+		nats.FlusherTimeout(writeTimeout),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
 				// The messages are counted by the subscription (Dropped).
