@@ -64,8 +64,11 @@ type Config struct {
 	// Refusals, if set, returns the counts of requests the server refused
 	// before any handler (rate limits, overload), by reason, for metrics.
 	Refusals func() map[string]uint64
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Cluster, if set, serves GET /status?node=all, the health header of
+	// /status and the cluster metrics (nodes.go).
+	Cluster *ClusterStatus
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Handler serves the control-plane endpoints.

@@ -38,6 +38,9 @@ func newMetrics(h *Handler) *Metrics {
 	}, []string{"op", "outcome"})
 	m.registry.MustRegister(m.revocations, m.storeTime, &relayCollector{h: h},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if h.cfg.Cluster != nil {
+		m.registry.MustRegister(&clusterCollector{c: h.cfg.Cluster})
+	}
 	m.http = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	return m
 }
@@ -152,4 +155,49 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descRevActive, prometheus.GaugeValue, float64(n), string(k))
 	}
+}
+
+// Cluster metrics. Each node exports its own counters only; the cluster's
+// totals are the scraper's sums over the nodes (Prometheus scrapes every
+// node), never proxied from one node. What a node adds about the others is
+// the membership it sees.
+var (
+	descMembers     = prometheus.NewDesc("switchboard_cluster_members", "Nodes up in the cluster as this node sees it, this one included.", nil, nil)
+	descMemberUp    = prometheus.NewDesc("switchboard_cluster_member_up", "1 for each node up, 0 for a node that went down within the last minute and has not come back.", []string{"node"}, nil)
+	descBusUp       = prometheus.NewDesc("switchboard_cluster_bus_connected", "1 while this node's bus connection is up (always 1 on the in-memory bus).", nil, nil)
+	descClusterSick = prometheus.NewDesc("switchboard_cluster_degraded", "1 while this node sees the cluster degraded: its bus disconnected or a member down (see /status?node=all).", nil, nil)
+)
+
+// clusterCollector reads the bus's membership at scrape time.
+type clusterCollector struct{ c *ClusterStatus }
+
+func (cc *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMembers, descMemberUp, descBusUp, descClusterSick} {
+		ch <- d
+	}
+}
+
+func (cc *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	up, down := cc.c.membersUp()
+	ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(up)))
+	seen := make(map[string]bool, len(up))
+	for _, m := range up {
+		seen[m.ID] = true
+		ch <- prometheus.MustNewConstMetric(descMemberUp, prometheus.GaugeValue, 1, m.ID)
+	}
+	for _, l := range down {
+		if !seen[l.Member.ID] {
+			ch <- prometheus.MustNewConstMetric(descMemberUp, prometheus.GaugeValue, 0, l.Member.ID)
+		}
+	}
+	connected := 0.0
+	if cc.c.busHealth().Connected {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descBusUp, prometheus.GaugeValue, connected)
+	degraded := 0.0
+	if health, _ := cc.c.Health(); health == HealthDegraded {
+		degraded = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descClusterSick, prometheus.GaugeValue, degraded)
 }

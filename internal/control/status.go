@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -81,7 +82,46 @@ func Report(rs *relay.Server) []ConnReport {
 	return out
 }
 
+// HeaderHealth names, on every /status answer, the cluster's health as this
+// node sees it (HealthOK or HealthDegraded; ClusterStatus.Health), so that
+// the practable-format array need not change.
+const HeaderHealth = "Switchboard-Health"
+
+// StatusCluster is the value of /status's "node" parameter that asks for
+// the cluster report instead of this node's connections.
+const StatusCluster = "all"
+
+// serveStatus serves GET /status: this node's connections (the practable
+// format), or with ?node=all the cluster's report (ClusterReport).
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, _ *auth.Claims) {
+	q := r.URL.Query()
+	node, all := q.Get("node"), false
+	switch {
+	case len(q["node"]) > 1:
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "node is given more than once")
+		return
+	case node == StatusCluster:
+		all = true
+	case node != "":
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", `node must be "all" (every node's summary) or absent (this node's connections)`)
+		return
+	}
+	if h.cfg.Cluster == nil {
+		if all {
+			apierr.WriteNew(w, http.StatusServiceUnavailable, "cluster_status_unavailable", "this server has no cluster status")
+			return
+		}
+		apierr.WriteJSON(w, http.StatusOK, Report(h.cfg.Relay))
+		return
+	}
+	if all {
+		report := h.cfg.Cluster.Report(r.Context())
+		w.Header().Set(HeaderHealth, report.Health)
+		apierr.WriteJSON(w, http.StatusOK, report)
+		return
+	}
+	health, _ := h.cfg.Cluster.Health()
+	w.Header().Set(HeaderHealth, health)
 	apierr.WriteJSON(w, http.StatusOK, Report(h.cfg.Relay))
 }
 
@@ -89,7 +129,8 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, _ *auth.Cl
 // interval and soon after any connect or disconnect (debounced), while the
 // topic has readers.
 type StatsPublisher struct {
-	relay    *relay.Server // set by Start
+	relay    *relay.Server  // set by Start
+	cluster  *ClusterStatus // set by PublishCluster; nil: no cluster section
 	every    time.Duration
 	debounce time.Duration
 	changed  chan struct{} // capacity 1
@@ -117,6 +158,14 @@ func (p *StatsPublisher) Changed() {
 	default:
 	}
 }
+
+// PublishCluster adds the cluster section to every report: after the
+// connection arrays, one message {"cluster": ClusterReport} (every node's
+// summary and totals, gathered over the bus). Consumers of the practable
+// format, which expect arrays, can skip it by its shape. The server calls
+// it in cluster mode only, so a node on its own publishes exactly what it
+// published before. Call it before Start.
+func (p *StatsPublisher) PublishCluster(c *ClusterStatus) { p.cluster = c }
 
 // Start publishes rs's report until Stop. Call it once.
 func (p *StatsPublisher) Start(rs *relay.Server) {
@@ -168,6 +217,19 @@ func (p *StatsPublisher) publish() {
 	for _, b := range reportMessages(Report(p.relay), p.relay.Config().MaxMessageBytes) {
 		p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
 	}
+	if p.cluster == nil {
+		return
+	}
+	// Gather waits at most the status timeout for each member, in parallel.
+	b, err := json.Marshal(clusterSection{Cluster: p.cluster.Report(context.Background())})
+	if err == nil {
+		p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
+	}
+}
+
+// clusterSection is the stats topic's cluster message.
+type clusterSection struct {
+	Cluster ClusterReport `json:"cluster"`
 }
 
 // reportMessages encodes a report as JSON arrays of at most max bytes each:

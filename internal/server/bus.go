@@ -7,6 +7,8 @@ import (
 
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
+	"switchboard/internal/cluster/natsbus"
+	"switchboard/internal/control"
 	"switchboard/internal/relay"
 )
 
@@ -19,6 +21,8 @@ type busNode struct {
 	owned bool // the bus was made here, and is closed here
 	peers *cluster.RelayPeers
 	codes *cluster.CodeRouter // nil until set
+	// status answers and gathers node summaries (nil until set).
+	status *control.ClusterStatus
 	// joined latches once the node has found the cluster (joinedCluster).
 	joined atomic.Bool
 }
@@ -78,6 +82,9 @@ func joinBus(nodeID string, bus cluster.Bus, rs *relay.Server, log *slog.Logger)
 // close leaves the bus (closing it if it is the node's own); call it once
 // the relay has shut down. It may be called more than once.
 func (b *busNode) close() {
+	if b.status != nil {
+		b.status.Close()
+	}
 	if b.codes != nil {
 		b.codes.Close()
 	}
@@ -85,4 +92,29 @@ func (b *busNode) close() {
 	if b.owned {
 		b.bus.Close()
 	}
+}
+
+// busHealth reports the bus connection for the node's status summary: a
+// NATS bus's connection and counters; the in-memory bus is always
+// connected.
+func (b *busNode) busHealth() control.BusHealth {
+	nb, ok := b.bus.(*natsbus.Bus)
+	if !ok {
+		return control.BusHealth{Kind: "memory", Connected: true}
+	}
+	st := nb.Status()
+	return control.BusHealth{Kind: "nats", Connected: st.Connected, Routes: st.Routes,
+		Disconnects: st.Disconnects, Reconnects: st.Reconnects, SlowConsumerEvents: st.SlowConsumerEvents}
+}
+
+// nodeState is the node's state in its status summary: what /readyz
+// answers.
+func (s *Server) nodeState() string {
+	switch {
+	case s.draining.Load():
+		return control.StateDraining
+	case !s.bus.joinedCluster():
+		return control.StateJoining
+	}
+	return control.StateReady
 }

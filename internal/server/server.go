@@ -302,6 +302,16 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		return nil, err
 	}
 	s.bus.codes = codeRouter // closed with the bus
+	// Every node's summary over the bus: /status?node=all, the dashboard,
+	// and in cluster mode the stats topic's cluster section, republished
+	// at once when a member comes or goes.
+	if s.bus.status, err = control.NewClusterStatus(control.ClusterConfig{Bus: s.bus.bus, Relay: rs, Peers: s.bus.peers,
+		BusHealth: s.bus.busHealth, State: s.nodeState, OnMembers: s.stats.Changed, Now: deps.Now}); err != nil {
+		return nil, err
+	}
+	if !s.bus.owned {
+		s.stats.PublishCluster(s.bus.status)
+	}
 
 	// Jobs, when results have somewhere to go.
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}
@@ -372,7 +382,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	s.ctl, err = control.New(control.Config{
 		Store: deps.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
-		Access: ah, Logger: log, Now: deps.Now, Refusals: refusalCounts(s.refused, jobsAPI),
+		Access: ah, Logger: log, Now: deps.Now, Refusals: refusalCounts(s.refused, jobsAPI), Cluster: s.bus.status,
 	})
 	if err != nil {
 		return nil, err
