@@ -68,6 +68,11 @@ type Config struct {
 	// RemoteCodes, when set, takes the codes other nodes of the cluster
 	// issued (cluster.CodeRouter); nil refuses them (421 code_wrong_node).
 	RemoteCodes RemoteCodes
+	// Placement, when set, has a topic's codes issued at its home node
+	// (cluster.CodeRouter), so that the connections to one topic meet on
+	// one node and a shell user meets its host; nil: codes are issued
+	// where the access request arrives.
+	Placement Placement
 	// CodeTTL is the validity of a code; 0 means DefaultCodeTTL.
 	CodeTTL time.Duration
 	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
@@ -309,7 +314,7 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageAccess, e)
 		return
 	}
-	uri, err := h.issue(g)
+	uri, err := h.issueAtHome(r.Context(), g)
 	if err != nil {
 		if errors.Is(err, ErrCodeStoreFull) || errors.Is(err, ErrTooManyForOwner) {
 			w.Header().Set("Retry-After", "5")
@@ -450,7 +455,7 @@ func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (
 	g := Grant{
 		Owner: base64.RawURLEncoding.EncodeToString(owner[:12]),
 		Topic: name, Prefix: prefix, Scopes: c.Scopes,
-		CanRead: p.CanRead, CanWrite: p.CanWrite, System: p.System, Role: p.Role, Labels: p.Labels,
+		CanRead: p.CanRead, CanWrite: p.CanWrite, System: p.System, Role: p.Role, Labels: p.Labels, Local: p.Local,
 		Identity:    relay.Identity{BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID},
 		TokenExpiry: c.Expiry(),
 	}
@@ -558,8 +563,9 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// RemoteTakeTimeout bounds taking a code from the node that issued it.
-const RemoteTakeTimeout = 2 * time.Second
+// RemoteCodeTimeout bounds taking a code from the node that issued it,
+// and having a topic's home node issue one.
+const RemoteCodeTimeout = 2 * time.Second
 
 // RemoteCodes takes codes that other nodes issued, from their CodeStore.
 type RemoteCodes interface {
@@ -572,6 +578,18 @@ type RemoteCodes interface {
 
 // ErrCodeNodeGone is RemoteCodes.Take's error for a node that is gone.
 var ErrCodeNodeGone = errors.New("access: the code's node is gone")
+
+// Placement chooses, in a cluster, the node that issues a topic's codes.
+type Placement interface {
+	// Home returns the id of the node that should issue codes for topic
+	// of the connection type prefix (this node's own, or another's).
+	Home(prefix, topic string) string
+	// IssueAt has node issue a code for g, valid until expires, as
+	// Handler.issue does there, and returns the code. Its errors are
+	// ErrCodeStoreFull and ErrTooManyForOwner as CodeStore.Put's there,
+	// or why node did not answer.
+	IssueAt(ctx context.Context, node string, g Grant, expires time.Time) (code string, err error)
+}
 
 // redeem takes a code, from this node's store or from the node that issued
 // it, and checks it against the request.
@@ -595,7 +613,7 @@ func (h *Handler) redeem(ctx context.Context, code, prefix, name string) (Grant,
 	case h.cfg.RemoteCodes == nil:
 		return Grant{}, apierr.New(http.StatusMisdirectedRequest, wire.ErrorCodeWrongNode, fmt.Sprintf("code was issued by node %q, this is %q", node, h.cfg.NodeID))
 	default:
-		ctx, cancel := context.WithTimeout(ctx, RemoteTakeTimeout)
+		ctx, cancel := context.WithTimeout(ctx, RemoteCodeTimeout)
 		var err error
 		g, expires, ok, err = h.cfg.RemoteCodes.Take(ctx, node, code)
 		cancel()

@@ -26,6 +26,7 @@ type Grant struct {
 	Session     string   // the endpoint's (shell, role session: the session id)
 	Owner       string   // identifies the token that asked (a digest), for per-token quotas
 	Labels      []string // the endpoint's (Permit.Labels; agent: the labels it may claim); shared, never modified
+	Local       bool     // the endpoint's (Permit.Local): issued where the access request arrived
 	// Peer marks a code issued by an endpoint for the other side of a
 	// connection it admitted (Handler.IssuePeer): its connection is not
 	// counted again against the limits of its token and subject.

@@ -2,6 +2,7 @@ package access
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -55,6 +56,11 @@ type Permit struct {
 	// them to Serve (in the Grant). Labels is shared, never modified.
 	Role   string
 	Labels []string
+	// Local keeps the connection on the node that admitted the access
+	// request: its code is issued here, never at the topic's home node
+	// (Config.Placement). An agent's control channel is local; so is every
+	// system topic (it describes its node).
+	Local bool
 }
 
 // Admitter is implemented by an Endpoint that checks a connection again at
@@ -133,5 +139,36 @@ func (h *Handler) issue(g Grant) (uri string, err error) {
 	if err := h.cfg.Codes.Put(code, g, h.cfg.Now().Add(h.cfg.CodeTTL)); err != nil {
 		return "", err
 	}
-	return h.wsBase + "/" + g.Prefix + "/" + g.Topic + "?code=" + code, nil
+	return h.uri(g, code), nil
+}
+
+// uri is the websocket URI that carries code for g.
+func (h *Handler) uri(g Grant, code string) string {
+	return h.wsBase + "/" + g.Prefix + "/" + g.Topic + "?code=" + code
+}
+
+// issueAtHome issues g's code at the topic's home node (Config.Placement),
+// so that the connections to one topic meet on one node; here when there
+// is no placement, when the connection must stay here (Permit.Local, a
+// system topic), or when the home node does not answer in time.
+func (h *Handler) issueAtHome(ctx context.Context, g Grant) (uri string, err error) {
+	p := h.cfg.Placement
+	if p == nil || g.Local || g.System {
+		return h.issue(g)
+	}
+	home := p.Home(g.Prefix, g.Topic)
+	if home == "" || home == h.cfg.NodeID {
+		return h.issue(g)
+	}
+	ctx, cancel := context.WithTimeout(ctx, RemoteCodeTimeout)
+	defer cancel()
+	code, err := p.IssueAt(ctx, home, g, h.cfg.Now().Add(h.cfg.CodeTTL))
+	switch {
+	case err == nil:
+		return h.uri(g, code), nil
+	case errors.Is(err, ErrCodeStoreFull), errors.Is(err, ErrTooManyForOwner):
+		return "", err
+	}
+	h.cfg.Logger.Debug("access: the topic's home node issued no code; issuing here", "home", home, "err", err)
+	return h.issue(g)
 }

@@ -27,9 +27,10 @@
 //	                             headers Sb-Source, Sb-Kind, Sb-Seq
 //	<prefix>.node.<id>.sync      interest announcements to node id; the answer
 //	                             is the subscribe barrier
-//	<prefix>.node.<id>.codes     take one of node id's one-time codes (the
-//	                             code; the answer is the grant, or not found:
-//	                             CodeRouter)
+//	<prefix>.node.<id>.codes     node id's one-time codes (CodeRouter), by
+//	                             header Sb-Op: take one (the code; the answer
+//	                             is the grant, or not found), or issue one for
+//	                             a grant (a topic's home node issues its codes)
 //	<prefix>.node.<id>.status    node id's status summary (StatusExchange;
 //	                             internal/control's NodeSummary, JSON)
 //	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node

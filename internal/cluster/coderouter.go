@@ -10,6 +10,7 @@ import (
 
 	"switchboard/internal/access"
 	"switchboard/internal/relay"
+	"switchboard/pkg/wire"
 )
 
 // CodeRouter makes a one-time code usable on any node: codes stay in the
@@ -65,13 +66,20 @@ func NewCodeRouter(cfg CodeRouterConfig) (*CodeRouter, error) {
 // codesService is the node service that takes codes (NodeSubject).
 const codesService = "codes"
 
+// The operations on a node's codes service, in the HeaderCodeOp header.
+const (
+	HeaderCodeOp = "Sb-Op"
+	codeOpTake   = "take"  // Data: the code; answer: takenCode
+	codeOpIssue  = "issue" // Data: issueRequest; answer: issuedCode
+)
+
 // Take takes code from node (access.RemoteCodes).
 func (r *CodeRouter) Take(ctx context.Context, node, code string) (access.Grant, time.Time, bool, error) {
 	subject := NodeSubject(r.prefix, node, codesService)
 	if err := ValidSubject(subject); err != nil {
 		return access.Grant{}, time.Time{}, false, err
 	}
-	reply, err := r.bus.Request(ctx, &Msg{Subject: subject, Data: []byte(code)})
+	reply, err := r.bus.Request(ctx, &Msg{Subject: subject, Header: Header{HeaderCodeOp: codeOpTake}, Data: []byte(code)})
 	switch {
 	case errors.Is(err, ErrNoResponders):
 		return access.Grant{}, time.Time{}, false, access.ErrCodeNodeGone
@@ -88,15 +96,90 @@ func (r *CodeRouter) Take(ctx context.Context, node, code string) (access.Grant,
 	return taken.Grant.grant(), taken.Expires, true, nil
 }
 
-// answer takes a code another node was handed from the local store.
-func (r *CodeRouter) answer(m *Msg) {
-	var taken takenCode
-	if g, expires, ok := r.local.Take(string(m.Data)); ok {
-		taken = takenCode{Found: true, Expires: expires, Grant: wireGrantOf(g)}
+// Home returns the home node of prefix/topic among the members up now
+// (access.Placement): the member with the highest rendezvous score, so
+// every node picks the same one, and when a member comes or goes only the
+// topics whose home it is, or becomes, move.
+func (r *CodeRouter) Home(prefix, topic string) string {
+	best, bestScore := "", uint64(0)
+	for _, m := range r.bus.Members() {
+		if s := rendezvousScore(m.ID, prefix, topic); best == "" || s > bestScore {
+			best, bestScore = m.ID, s
+		}
 	}
-	b, err := json.Marshal(&taken)
+	return best
+}
+
+// rendezvousScore is node's score for prefix/topic: FNV-1a (64 bits) of
+// the three, separated by bytes that none of them contains, then mixed
+// (FNV alone leaves the scores of similar names correlated).
+func rendezvousScore(node, prefix, topic string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for _, part := range [...]string{node, prefix, topic} {
+		for i := 0; i < len(part); i++ {
+			h = (h ^ uint64(part[i])) * prime
+		}
+		h *= prime // FNV-1a of a 0 byte: the separator
+	}
+	// splitmix64's finalizer.
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// IssueAt has node issue a code for g, valid until expires
+// (access.Placement).
+func (r *CodeRouter) IssueAt(ctx context.Context, node string, g access.Grant, expires time.Time) (string, error) {
+	subject := NodeSubject(r.prefix, node, codesService)
+	if err := ValidSubject(subject); err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(&issueRequest{Grant: wireGrantOf(g), Expires: expires})
+	if err != nil {
+		return "", err
+	}
+	reply, err := r.bus.Request(ctx, &Msg{Subject: subject, Header: Header{HeaderCodeOp: codeOpIssue}, Data: body})
+	if err != nil {
+		return "", err
+	}
+	var issued issuedCode
+	if err := json.Unmarshal(reply.Data, &issued); err != nil {
+		return "", fmt.Errorf("cluster: node %q answered a code issue with %d bytes that are not an answer: %w", node, len(reply.Data), err)
+	}
+	switch issued.Error {
+	case "":
+		// The code must name the node asked, or the client's handshake
+		// would be routed elsewhere.
+		if issuer, ok := wire.ParseCode(issued.Code); !ok || issuer != node {
+			return "", fmt.Errorf("cluster: node %q issued a code that does not name it", node)
+		}
+		return issued.Code, nil
+	case issueFull:
+		return "", access.ErrCodeStoreFull
+	case issueOwnerLimit:
+		return "", access.ErrTooManyForOwner
+	}
+	return "", fmt.Errorf("cluster: node %q could not issue a code: %s", node, issued.Error)
+}
+
+// answer serves another node's request on this node's codes.
+func (r *CodeRouter) answer(m *Msg) {
+	var reply any
+	switch m.Header[HeaderCodeOp] {
+	case codeOpTake, "":
+		reply = r.take(string(m.Data))
+	case codeOpIssue:
+		reply = r.issue(m.Data)
+	default:
+		reply = &issuedCode{Error: "unknown operation"}
+	}
+	b, err := json.Marshal(reply)
 	if err == nil {
-		err = Respond(r.bus, m, &Msg{Data: b})
+		err = Respond(r.bus, m, &Msg{Header: Header{HeaderSource: r.bus.NodeID()}, Data: b})
 	}
 	if err != nil {
 		// The asker times out and its client gets a 503; the code is
@@ -105,8 +188,53 @@ func (r *CodeRouter) answer(m *Msg) {
 	}
 }
 
-// Close stops answering other nodes' takes.
+// take takes a code another node was handed from the local store.
+func (r *CodeRouter) take(code string) *takenCode {
+	if g, expires, ok := r.local.Take(code); ok {
+		return &takenCode{Found: true, Expires: expires, Grant: wireGrantOf(g)}
+	}
+	return &takenCode{}
+}
+
+// issue stores a code for the grant another node was asked for, here.
+func (r *CodeRouter) issue(data []byte) *issuedCode {
+	var req issueRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return &issuedCode{Error: "bad request"}
+	}
+	code := wire.NewCode(r.bus.NodeID())
+	switch err := r.local.Put(code, req.Grant.grant(), req.Expires); {
+	case err == nil:
+		return &issuedCode{Code: code}
+	case errors.Is(err, access.ErrCodeStoreFull):
+		return &issuedCode{Error: issueFull}
+	case errors.Is(err, access.ErrTooManyForOwner):
+		return &issuedCode{Error: issueOwnerLimit}
+	default:
+		return &issuedCode{Error: "store failed"}
+	}
+}
+
+// Close stops answering other nodes' requests.
 func (r *CodeRouter) Close() error { return r.sub.Unsubscribe() }
+
+// issueRequest asks a node to issue a code.
+type issueRequest struct {
+	Grant   wireGrant `json:"grant"`
+	Expires time.Time `json:"expires"`
+}
+
+// issuedCode is the answer to an issueRequest: the code, or why not.
+type issuedCode struct {
+	Code  string `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Reasons a node gives for not issuing a code.
+const (
+	issueFull       = "full"        // access.ErrCodeStoreFull
+	issueOwnerLimit = "owner_limit" // access.ErrTooManyForOwner
+)
 
 // takenCode is the answer to a take on the bus.
 type takenCode struct {
@@ -133,17 +261,18 @@ type wireGrant struct {
 	Owner       string    `json:"owner,omitempty"`
 	Labels      []string  `json:"labels,omitempty"`
 	Peer        bool      `json:"peer,omitempty"`
+	Local       bool      `json:"local,omitempty"`
 }
 
 func wireGrantOf(g access.Grant) wireGrant {
 	return wireGrant{Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
 		Subject: g.Subject, BookingID: g.BookingID, TokenID: g.TokenID, TokenExpiry: g.TokenExpiry,
-		Scopes: g.Scopes, System: g.System, Role: g.Role, Session: g.Session, Owner: g.Owner, Labels: g.Labels, Peer: g.Peer}
+		Scopes: g.Scopes, System: g.System, Role: g.Role, Session: g.Session, Owner: g.Owner, Labels: g.Labels, Peer: g.Peer, Local: g.Local}
 }
 
 func (w wireGrant) grant() access.Grant {
 	return access.Grant{Topic: w.Topic, Prefix: w.Prefix, CanRead: w.CanRead, CanWrite: w.CanWrite,
 		Identity:    relay.Identity{Subject: w.Subject, BookingID: w.BookingID, TokenID: w.TokenID},
 		TokenExpiry: w.TokenExpiry, Scopes: w.Scopes, System: w.System, Role: w.Role, Session: w.Session,
-		Owner: w.Owner, Labels: w.Labels, Peer: w.Peer}
+		Owner: w.Owner, Labels: w.Labels, Peer: w.Peer, Local: w.Local}
 }

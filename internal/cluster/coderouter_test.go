@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -12,11 +13,13 @@ import (
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
 	"switchboard/internal/relay"
+	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/wire"
 )
 
 // codeNode is one node's code store and router on a shared network.
 type codeNode struct {
+	bus    *membus.Bus
 	codes  *access.MemoryCodeStore
 	router *cluster.CodeRouter
 }
@@ -34,7 +37,7 @@ func newCodeNode(t *testing.T, net *membus.Network, id string) *codeNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	return &codeNode{codes: codes, router: r}
+	return &codeNode{bus: bus, codes: codes, router: r}
 }
 
 // fullGrant sets every field of a grant, so that a field the bus forgets
@@ -43,7 +46,7 @@ func fullGrant() access.Grant {
 	return access.Grant{Topic: "lab/cam", Prefix: "session", CanRead: true, CanWrite: true,
 		Identity:    relay.Identity{Subject: "alice", BookingID: "b1", TokenID: "t1"},
 		TokenExpiry: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC), Scopes: []string{"read", "write"},
-		System: true, Role: "host", Session: "s1", Owner: "digest", Labels: []string{"role=server"}, Peer: true}
+		System: true, Role: "host", Session: "s1", Owner: "digest", Labels: []string{"role=server"}, Peer: true, Local: true}
 }
 
 func TestCodeRouterTakesAForeignCodeOnce(t *testing.T) {
@@ -127,5 +130,93 @@ func TestCodeRouterOwnerGoneFailsAtOnce(t *testing.T) {
 	// A node id that is no subject token never reaches the bus.
 	if _, _, _, err := b.router.Take(ctx, "a b", "x"); !errors.Is(err, cluster.ErrInvalidSubject) {
 		t.Fatalf("a node id with a space: %v", err)
+	}
+}
+
+// TestCodeRouterPlacesTopicsAtOneHome: every node names the same home for
+// a topic, the homes spread over the members, a member's leaving moves only
+// the topics it was home to, and a home issues codes that name it, taken
+// from its own store.
+func TestCodeRouterPlacesTopicsAtOneHome(t *testing.T) {
+	net, err := membus.NewNetwork(membus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*codeNode{"a": newCodeNode(t, net, "a"), "b": newCodeNode(t, net, "b"), "c": newCodeNode(t, net, "c")}
+	wait.For(t, "every member seen", func() bool {
+		for _, n := range nodes {
+			if len(n.bus.Members()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	const topics = 300
+	homes := map[string]string{}
+	perNode := map[string]int{}
+	for i := range topics {
+		topic := fmt.Sprintf("lab%d/cam", i)
+		home := nodes["a"].router.Home("session", topic)
+		for id, n := range nodes {
+			if h := n.router.Home("session", topic); h != home {
+				t.Fatalf("%s: node %s says home %s, node a %s", topic, id, h, home)
+			}
+		}
+		homes[topic] = home
+		perNode[home]++
+	}
+	for id := range nodes {
+		if perNode[id] < topics/6 { // an even share is 100
+			t.Errorf("node %s is home to %d of %d topics: %v", id, perNode[id], topics, perNode)
+		}
+	}
+
+	// A code for a topic, issued at its home from another node.
+	var topic, home string
+	for tp, h := range homes {
+		if h != "a" {
+			topic, home = tp, h
+			break
+		}
+	}
+	g := fullGrant()
+	g.Topic = topic
+	expires := time.Now().Add(30 * time.Second).Round(0)
+	code, err := nodes["a"].router.IssueAt(t.Context(), home, g, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if issuer, ok := wire.ParseCode(code); !ok || issuer != home {
+		t.Fatalf("the code %q does not name the home %s", code, home)
+	}
+	got, gotExpires, ok := nodes[home].codes.Take(code)
+	if !ok || !reflect.DeepEqual(got, g) || !gotExpires.Equal(expires) {
+		t.Fatalf("the home holds %+v until %v (%v), want %+v until %v", got, gotExpires, ok, g, expires)
+	}
+
+	// The home refuses as its store would: too many codes of one owner.
+	g.Owner = "greedy"
+	var refused error
+	for range access.DefaultCodesPerOwner + 1 {
+		if _, refused = nodes["a"].router.IssueAt(t.Context(), home, g, expires); refused != nil {
+			break
+		}
+	}
+	if !errors.Is(refused, access.ErrTooManyForOwner) {
+		t.Fatalf("past the owner's limit at the home: %v, want access.ErrTooManyForOwner", refused)
+	}
+
+	// c leaves: only the topics whose home it was move.
+	nodes["c"].router.Close()
+	nodes["c"].bus.Close()
+	wait.For(t, "a to see c gone", func() bool { return len(nodes["a"].bus.Members()) == 2 })
+	for topic, was := range homes {
+		now := nodes["a"].router.Home("session", topic)
+		if was != "c" && now != was {
+			t.Fatalf("%s moved from %s to %s when c left", topic, was, now)
+		}
+		if now == "c" {
+			t.Fatalf("%s is still at c, which left", topic)
+		}
 	}
 }

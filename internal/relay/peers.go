@@ -182,3 +182,12 @@ func (r *interestReports) wait(stop <-chan struct{}) {
 	case <-stop:
 	}
 }
+
+// ReadElsewhere reports whether another node reads topic now, as far as
+// Peers has said (SetRemoteInterest).
+func (s *Server) ReadElsewhere(topic string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.remote[topic]
+	return ok
+}

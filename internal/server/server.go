@@ -330,7 +330,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	ah, err := access.New(access.Config{
 		PublicURL: pub, NodeID: cfg.NodeID, Verifier: verifier, Relay: rs, Codes: codes,
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: log, Now: deps.Now,
-		RemoteCodes: codeRouter, Denier: rev, TrustedProxies: cfg.TrustedProxies,
+		RemoteCodes: codeRouter, Placement: codeRouter, Denier: rev, TrustedProxies: cfg.TrustedProxies,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
 	})

@@ -168,19 +168,28 @@ func roleOf(c *auth.Claims) (string, *apierr.Error) {
 	return "", apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "a shell token needs scope host or client")
 }
 
-// hostPresent reports whether a host's control connection serves topic.
+// hostPresent reports whether a host's control connection serves topic on
+// this node.
 func (e *Endpoint) hostPresent(topic string) bool {
 	return e.cfg.Relay.Readers(hostTopic(topic)) > 0
 }
 
+// hostAnywhere reports whether a host's control connection serves topic on
+// this node or another of the cluster. A user's code is issued at the
+// topic's home node, where its host connects too (both through access
+// placement), so the access request may arrive anywhere.
+func (e *Endpoint) hostAnywhere(topic string) bool {
+	return e.hostPresent(topic) || e.cfg.Relay.ReadElsewhere(hostTopic(topic))
+}
+
 // Authorize implements access.Endpoint: hosts and users both read and
-// write; a user is refused while no host is connected.
+// write; a user is refused while no host is connected anywhere.
 func (e *Endpoint) Authorize(c *auth.Claims, topic string) (access.Permit, *apierr.Error) {
 	role, err := roleOf(c)
 	if err != nil {
 		return access.Permit{}, err
 	}
-	if role == roleClient && !e.hostPresent(topic) {
+	if role == roleClient && !e.hostAnywhere(topic) {
 		return access.Permit{}, errHostUnavailable
 	}
 	return access.Permit{CanRead: true, CanWrite: true, Role: role}, nil

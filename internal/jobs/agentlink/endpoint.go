@@ -48,7 +48,9 @@ func (*Endpoint) Authorize(c *auth.Claims, topic string) (access.Permit, *apierr
 	if strings.Contains(topic, "/") {
 		return access.Permit{}, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, "an agent id is one topic segment (no /)")
 	}
-	return access.Permit{CanRead: true, CanWrite: true, Labels: c.Labels}, nil
+	// Local: the agent's channel stays on the node it reached; jobs reach
+	// it there through the bus.
+	return access.Permit{CanRead: true, CanWrite: true, Labels: c.Labels, Local: true}, nil
 }
 
 // Serve implements access.Endpoint: the channel is the Acceptor's.
