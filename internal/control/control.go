@@ -325,11 +325,12 @@ func (h *Handler) revoke(ctx context.Context, rv store.Revocation, actor *auth.C
 	rv.Actor, rv.CreatedAt = actor.Subject, now
 	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(rv.Kind) + ":" + rv.Value, Reason: rv.Reason,
 		Detail: detailJSON(map[string]any{"expires_at": rv.ExpiresAt.UTC().Format(time.RFC3339)})}
-	if err := h.timed("revoke", func() error { return h.cfg.Store.Revoke(ctx, rv, ev) }); err != nil {
+	var revision int64
+	if err := h.timed("revoke", func() (err error) { revision, err = h.cfg.Store.Revoke(ctx, rv, ev); return err }); err != nil {
 		return err
 	}
 	closed := h.cfg.Enforcer.Enforce(RevocationEvent{Op: OpRevoke, Kind: rv.Kind, Value: rv.Value, Reason: rv.Reason,
-		Actor: rv.Actor, CreatedAt: rv.CreatedAt, ExpiresAt: rv.ExpiresAt})
+		Actor: rv.Actor, CreatedAt: rv.CreatedAt, ExpiresAt: rv.ExpiresAt, Revision: revision})
 	h.metrics.revocations.WithLabelValues(string(rv.Kind)).Inc()
 	h.cfg.Logger.Info("revoked", "kind", rv.Kind, "value", rv.Value, "actor", actor.Subject, "closed", closed)
 	return nil
@@ -340,15 +341,18 @@ func (h *Handler) unrevoke(ctx context.Context, kind store.RevocationKind, value
 	defer h.changeMu.Unlock()
 	now := h.cfg.Now()
 	ev := store.AuditEvent{Time: now, Actor: actor.Subject, Action: action, Target: string(kind) + ":" + value}
-	var removed bool
+	var (
+		removed  bool
+		revision int64
+	)
 	err := h.timed("unrevoke", func() (err error) {
-		removed, err = h.cfg.Store.Unrevoke(ctx, kind, value, allow, ev)
+		removed, revision, err = h.cfg.Store.Unrevoke(ctx, kind, value, allow, ev)
 		return err
 	})
 	if err != nil {
 		return false, err
 	}
-	change := RevocationEvent{Op: OpUnrevoke, Kind: kind, Value: value, Actor: actor.Subject, CreatedAt: now}
+	change := RevocationEvent{Op: OpUnrevoke, Kind: kind, Value: value, Actor: actor.Subject, CreatedAt: now, Revision: revision}
 	if allow != nil {
 		change.Allow, change.ExpiresAt = true, allow.ExpiresAt
 	}

@@ -50,11 +50,15 @@ type RevocationEvent struct {
 	// Allow, on an unrevoke of a booking, records it as allowed again
 	// (practable's /bids/allow) until ExpiresAt.
 	Allow bool `json:"allow,omitempty"`
+	// Revision is the store's revision of the change (store.RevocationLog):
+	// changes take effect in revision order, and a receiver that sees one
+	// skip catches up from the store. 0: a change without a revision,
+	// applied as it comes.
+	Revision int64 `json:"revision,omitempty"`
 	// Node and Seq identify the event: the node that recorded it and the
 	// count of events that node's Enforcer has published since it started
 	// (1, 2, …). A receiver that sees a node's Seq skip counts the events
-	// it missed (EnforcerStats.Missed). It is not the store's revision:
-	// the store keeps none yet.
+	// it missed (EnforcerStats.Missed).
 	Node string `json:"node"`
 	Seq  uint64 `json:"seq"`
 }

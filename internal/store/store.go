@@ -114,18 +114,22 @@ type AuditEvent struct {
 // dashboard's sessions.
 type Store interface {
 	JobStore
+	RevocationLog
 	SessionStore
 
 	// Revoke adds or replaces the revocation (Kind, Value), removes any
-	// allowance of the same booking, and appends ev to the audit log, in
-	// one transaction. Revoking again is not an error: it updates reason,
-	// actor and expiry, and keeps the first CreatedAt.
-	Revoke(ctx context.Context, r Revocation, ev AuditEvent) error
+	// allowance of the same booking, appends ev to the audit log and
+	// records the change under the next revision (RevocationLog), in one
+	// transaction, and returns that revision. Revoking again is not an
+	// error: it updates reason, actor and expiry, and keeps the first
+	// CreatedAt.
+	Revoke(ctx context.Context, r Revocation, ev AuditEvent) (revision int64, err error)
 	// Unrevoke removes the revocation (kind, value), records allow (for
 	// bookings, if allow is non-nil; allow must be nil for other kinds)
-	// and appends ev, in one transaction. It reports whether a revocation
-	// was removed; ev is appended either way.
-	Unrevoke(ctx context.Context, kind RevocationKind, value string, allow *Allowance, ev AuditEvent) (bool, error)
+	// appends ev and records the change under the next revision, in one
+	// transaction. It reports whether a revocation was removed (ev is
+	// appended and the change recorded either way) and the revision.
+	Unrevoke(ctx context.Context, kind RevocationKind, value string, allow *Allowance, ev AuditEvent) (removed bool, revision int64, err error)
 	// Revocations lists revocations of kind ("" for all) that have not
 	// expired at now (ExpiresAt zero or after now), oldest CreatedAt first.
 	Revocations(ctx context.Context, kind RevocationKind, now time.Time) ([]Revocation, error)
@@ -133,7 +137,9 @@ type Store interface {
 	// CreatedAt first.
 	Allowances(ctx context.Context, now time.Time) ([]Allowance, error)
 	// PurgeExpired deletes the revocations and allowances that have expired
-	// at now (those the listings above leave out) and reports how many.
+	// at now (those the listings above leave out) and reports how many; it
+	// also deletes the changes the change log no longer needs to keep
+	// (RevocationLog), which it does not count.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 
 	// AppendAudit appends events to the audit log in one transaction and

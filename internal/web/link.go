@@ -145,7 +145,7 @@ func (h *Handler) redeemLink(ctx context.Context, c *auth.Claims) (used bool, er
 	rv := store.Revocation{Kind: store.RevokeToken, Value: c.ID, Reason: "login link used", Actor: LinkSubject, CreatedAt: now, ExpiresAt: until}
 	ev := store.AuditEvent{Time: now, Actor: LinkSubject, Action: "login.link", Target: "token:" + c.ID, Reason: "login link used",
 		Detail: authDetailJSON(map[string]any{"expires_at": until.UTC().Format(time.RFC3339)})}
-	if err := h.cfg.Store.Revoke(ctx, rv, ev); err != nil {
+	if _, err := h.cfg.Store.Revoke(ctx, rv, ev); err != nil {
 		return false, err
 	}
 	h.usedLinks[c.ID] = until

@@ -310,16 +310,25 @@ func appendAudit(ctx context.Context, tx pgx.Tx, evs []store.AuditEvent, now tim
 }
 
 // Revoke implements store.Store.
-func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEvent) error {
+func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEvent) (int64, error) {
 	if err := r.Validate(); err != nil {
-		return err
+		return 0, err
 	}
 	now := time.Now()
-	return s.inTx(ctx, "revoke", func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO revocations (kind, value, reason, actor, created_at, expires_at)
+	var revision int64
+	err := s.inTx(ctx, "revoke", func(tx pgx.Tx) error {
+		// The revision first: its row lock, held until commit, orders
+		// this change's commit after every change numbered before it.
+		var err error
+		if revision, err = takeRevision(ctx, tx); err != nil {
+			return err
+		}
+		stored := r
+		err = tx.QueryRow(ctx, `INSERT INTO revocations (kind, value, reason, actor, created_at, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, expires_at = excluded.expires_at`,
-			string(r.Kind), r.Value, r.Reason, r.Actor, utc(orNow(r.CreatedAt, now)), nullTime(r.ExpiresAt))
+			ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, expires_at = excluded.expires_at
+			RETURNING created_at`,
+			string(r.Kind), r.Value, r.Reason, r.Actor, utc(orNow(r.CreatedAt, now)), nullTime(r.ExpiresAt)).Scan(&stored.CreatedAt)
 		if err != nil {
 			return err
 		}
@@ -328,45 +337,70 @@ func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEv
 				return err
 			}
 		}
-		return appendAudit(ctx, tx, []store.AuditEvent{ev}, now)
-	})
-}
-
-// Unrevoke implements store.Store.
-func (s *Store) Unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, ev store.AuditEvent) (bool, error) {
-	if err := (store.Revocation{Kind: kind, Value: value}).Validate(); err != nil {
-		return false, err
-	}
-	if allow != nil {
-		if kind != store.RevokeBooking {
-			return false, fmt.Errorf("postgres: unrevoke: an allowance needs kind %q, not %q", store.RevokeBooking, kind)
-		}
-		if allow.BookingID != "" && allow.BookingID != value {
-			return false, fmt.Errorf("postgres: unrevoke: allowance for booking %q does not match %q", allow.BookingID, value)
-		}
-	}
-	now := time.Now()
-	var removed bool
-	err := s.inTx(ctx, "unrevoke", func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM revocations WHERE kind = $1 AND value = $2`, string(kind), value)
-		if err != nil {
+		if err := recordChange(ctx, tx, revision, store.OpRevoke, stored, nil, r.ExpiresAt); err != nil {
 			return err
-		}
-		removed = tag.RowsAffected() > 0
-		if allow != nil {
-			_, err := tx.Exec(ctx, `INSERT INTO allowances (booking_id, actor, created_at, expires_at) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (booking_id) DO UPDATE SET actor = excluded.actor, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-				value, allow.Actor, utc(orNow(allow.CreatedAt, now)), nullTime(allow.ExpiresAt))
-			if err != nil {
-				return err
-			}
 		}
 		return appendAudit(ctx, tx, []store.AuditEvent{ev}, now)
 	})
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	return removed, nil
+	return revision, nil
+}
+
+// Unrevoke implements store.Store.
+func (s *Store) Unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, ev store.AuditEvent) (bool, int64, error) {
+	if err := (store.Revocation{Kind: kind, Value: value}).Validate(); err != nil {
+		return false, 0, err
+	}
+	if allow != nil {
+		if kind != store.RevokeBooking {
+			return false, 0, fmt.Errorf("postgres: unrevoke: an allowance needs kind %q, not %q", store.RevokeBooking, kind)
+		}
+		if allow.BookingID != "" && allow.BookingID != value {
+			return false, 0, fmt.Errorf("postgres: unrevoke: allowance for booking %q does not match %q", allow.BookingID, value)
+		}
+	}
+	now := time.Now()
+	var (
+		removed  bool
+		revision int64
+	)
+	err := s.inTx(ctx, "unrevoke", func(tx pgx.Tx) error {
+		var err error
+		if revision, err = takeRevision(ctx, tx); err != nil { // first: see Revoke
+			return err
+		}
+		var removedExpiry *time.Time
+		err = tx.QueryRow(ctx, `DELETE FROM revocations WHERE kind = $1 AND value = $2 RETURNING expires_at`, string(kind), value).Scan(&removedExpiry)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			removed = true
+		}
+		var stored *store.Allowance
+		if allow != nil {
+			stored = &store.Allowance{BookingID: value, Actor: allow.Actor, CreatedAt: utc(orNow(allow.CreatedAt, now)), ExpiresAt: allow.ExpiresAt}
+			_, err := tx.Exec(ctx, `INSERT INTO allowances (booking_id, actor, created_at, expires_at) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (booking_id) DO UPDATE SET actor = excluded.actor, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+				value, stored.Actor, stored.CreatedAt, nullTime(stored.ExpiresAt))
+			if err != nil {
+				return err
+			}
+		}
+		change := store.Revocation{Kind: kind, Value: value, Actor: ev.Actor, CreatedAt: utc(orNow(ev.Time, now))}
+		keep := store.ChangeKeepUntil(removed, fromNull(removedExpiry), stored, now)
+		if err := recordChange(ctx, tx, revision, store.OpUnrevoke, change, stored, keep); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, []store.AuditEvent{ev}, now)
+	})
+	if err != nil {
+		return false, 0, err
+	}
+	return removed, revision, nil
 }
 
 // query runs a read on one pooled connection.
@@ -454,7 +488,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 			}
 			total += tag.RowsAffected()
 		}
-		return nil
+		return purgeChanges(ctx, tx, now)
 	})
 	if err != nil {
 		return 0, err

@@ -277,16 +277,19 @@ func appendAudit(ctx context.Context, tx *sql.Tx, ev *store.AuditEvent, now time
 }
 
 // Revoke implements store.Store.
-func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEvent) error {
+func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEvent) (int64, error) {
 	if err := r.Validate(); err != nil {
-		return err
+		return 0, err
 	}
 	now := time.Now()
-	return s.inTx(ctx, "revoke", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO revocations (kind, value, reason, actor, created_at, expires_at)
+	var revision int64
+	err := s.inTx(ctx, "revoke", func(tx *sql.Tx) error {
+		var created int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO revocations (kind, value, reason, actor, created_at, expires_at)
 			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, expires_at = excluded.expires_at`,
-			string(r.Kind), r.Value, r.Reason, r.Actor, micros(orNow(r.CreatedAt, now)), nullMicros(r.ExpiresAt))
+			ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, expires_at = excluded.expires_at
+			RETURNING created_at`,
+			string(r.Kind), r.Value, r.Reason, r.Actor, micros(orNow(r.CreatedAt, now)), nullMicros(r.ExpiresAt)).Scan(&created)
 		if err != nil {
 			return err
 		}
@@ -295,49 +298,69 @@ func (s *Store) Revoke(ctx context.Context, r store.Revocation, ev store.AuditEv
 				return err
 			}
 		}
-		return appendAudit(ctx, tx, &ev, now)
-	})
-}
-
-// Unrevoke implements store.Store.
-func (s *Store) Unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, ev store.AuditEvent) (bool, error) {
-	if err := (store.Revocation{Kind: kind, Value: value}).Validate(); err != nil {
-		return false, err
-	}
-	if allow != nil {
-		if kind != store.RevokeBooking {
-			return false, fmt.Errorf("sqlite: unrevoke: an allowance needs kind %q, not %q", store.RevokeBooking, kind)
-		}
-		if allow.BookingID != "" && allow.BookingID != value {
-			return false, fmt.Errorf("sqlite: unrevoke: allowance for booking %q does not match %q", allow.BookingID, value)
-		}
-	}
-	now := time.Now()
-	var removed bool
-	err := s.inTx(ctx, "unrevoke", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM revocations WHERE kind = ? AND value = ?`, string(kind), value)
-		if err != nil {
+		stored := r
+		stored.CreatedAt = fromMicros(created)
+		if revision, err = recordChange(ctx, tx, store.OpRevoke, stored, nil, r.ExpiresAt); err != nil {
 			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		removed = n > 0
-		if allow != nil {
-			_, err := tx.ExecContext(ctx, `INSERT INTO allowances (booking_id, actor, created_at, expires_at) VALUES (?, ?, ?, ?)
-				ON CONFLICT (booking_id) DO UPDATE SET actor = excluded.actor, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-				value, allow.Actor, micros(orNow(allow.CreatedAt, now)), nullMicros(allow.ExpiresAt))
-			if err != nil {
-				return err
-			}
 		}
 		return appendAudit(ctx, tx, &ev, now)
 	})
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	return removed, nil
+	return revision, nil
+}
+
+// Unrevoke implements store.Store.
+func (s *Store) Unrevoke(ctx context.Context, kind store.RevocationKind, value string, allow *store.Allowance, ev store.AuditEvent) (bool, int64, error) {
+	if err := (store.Revocation{Kind: kind, Value: value}).Validate(); err != nil {
+		return false, 0, err
+	}
+	if allow != nil {
+		if kind != store.RevokeBooking {
+			return false, 0, fmt.Errorf("sqlite: unrevoke: an allowance needs kind %q, not %q", store.RevokeBooking, kind)
+		}
+		if allow.BookingID != "" && allow.BookingID != value {
+			return false, 0, fmt.Errorf("sqlite: unrevoke: allowance for booking %q does not match %q", allow.BookingID, value)
+		}
+	}
+	now := time.Now()
+	var (
+		removed  bool
+		revision int64
+	)
+	err := s.inTx(ctx, "unrevoke", func(tx *sql.Tx) error {
+		var removedExpiry sql.NullInt64
+		err := tx.QueryRowContext(ctx, `DELETE FROM revocations WHERE kind = ? AND value = ? RETURNING expires_at`, string(kind), value).Scan(&removedExpiry)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			removed = true
+		}
+		var stored *store.Allowance
+		if allow != nil {
+			stored = &store.Allowance{BookingID: value, Actor: allow.Actor,
+				CreatedAt: fromMicros(micros(orNow(allow.CreatedAt, now))), ExpiresAt: allow.ExpiresAt}
+			_, err := tx.ExecContext(ctx, `INSERT INTO allowances (booking_id, actor, created_at, expires_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT (booking_id) DO UPDATE SET actor = excluded.actor, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+				value, stored.Actor, micros(stored.CreatedAt), nullMicros(stored.ExpiresAt))
+			if err != nil {
+				return err
+			}
+		}
+		change := store.Revocation{Kind: kind, Value: value, Actor: ev.Actor, CreatedAt: orNow(ev.Time, now)}
+		keep := store.ChangeKeepUntil(removed, fromNullMicros(removedExpiry), stored, now)
+		if revision, err = recordChange(ctx, tx, store.OpUnrevoke, change, stored, keep); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, &ev, now)
+	})
+	if err != nil {
+		return false, 0, err
+	}
+	return removed, revision, nil
 }
 
 // Revocations implements store.Store.
@@ -427,7 +450,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 			}
 			total += n
 		}
-		return nil
+		return purgeChanges(ctx, tx, now)
 	})
 	if err != nil {
 		return 0, err

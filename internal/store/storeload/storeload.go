@@ -94,7 +94,7 @@ func Run(ctx context.Context, s store.Store, opts Options) (Result, error) {
 				t := time.Now()
 				var err error
 				if batch == 1 {
-					err = s.Revoke(runCtx,
+					_, err = s.Revoke(runCtx,
 						store.Revocation{Kind: store.RevokeToken, Value: v, Reason: "storeload", Actor: "storeload", ExpiresAt: t.Add(time.Hour)},
 						store.AuditEvent{Actor: "storeload", Action: "revoke", Target: "token:" + v, Reason: "storeload"})
 				} else {

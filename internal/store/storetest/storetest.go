@@ -41,6 +41,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"CanceledContextChangesNothing", testCanceledContext},
 		{"UseAfterClose", testUseAfterClose},
+		{"RevisionsNumberChanges", testRevisionsNumberChanges},
+		{"RevisionsConcurrent", testRevisionsConcurrent},
+		{"RevisionsPurge", testRevisionsPurge},
 
 		{"JobRoundTrip", testJobRoundTrip},
 		{"CreateJobErrors", testCreateJobErrors},
@@ -92,7 +95,7 @@ func ev(action, target string) store.AuditEvent {
 
 func mustRevoke(t *testing.T, s store.Store, r store.Revocation) {
 	t.Helper()
-	if err := s.Revoke(ctxT(t), r, ev("revoke", string(r.Kind)+":"+r.Value)); err != nil {
+	if _, err := s.Revoke(ctxT(t), r, ev("revoke", string(r.Kind)+":"+r.Value)); err != nil {
 		t.Fatalf("Revoke(%s %s): %v", r.Kind, r.Value, err)
 	}
 }
@@ -195,13 +198,13 @@ func testRevokeValidates(t *testing.T, s store.Store) {
 		{Kind: "", Value: "x"},
 		{Kind: store.RevokeToken, Value: ""},
 	} {
-		if err := s.Revoke(ctx, r, ev("revoke", "x")); err == nil {
+		if _, err := s.Revoke(ctx, r, ev("revoke", "x")); err == nil {
 			t.Errorf("Revoke(%q, %q) succeeded, want an error", r.Kind, r.Value)
 		} else if errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("Revoke(%q, %q): invalid input reported as unavailable: %v", r.Kind, r.Value, err)
 		}
 	}
-	if _, err := s.Unrevoke(ctx, "session", "x", nil, ev("unrevoke", "x")); err == nil {
+	if _, _, err := s.Unrevoke(ctx, "session", "x", nil, ev("unrevoke", "x")); err == nil {
 		t.Error("Unrevoke of an unknown kind succeeded")
 	}
 	if _, err := s.Revocations(ctx, "session", t0); err == nil {
@@ -217,17 +220,17 @@ func testRevokeValidates(t *testing.T, s store.Store) {
 
 func testUnrevokeReportsRemoval(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
-	removed, err := s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
+	removed, _, err := s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
 	if err != nil || removed {
 		t.Fatalf("Unrevoke of nothing = %v, %v; want false, nil", removed, err)
 	}
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeSubject, Value: "carol", CreatedAt: t0})
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "carol", CreatedAt: t0})
-	removed, err = s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
+	removed, _, err = s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
 	if err != nil || !removed {
 		t.Fatalf("Unrevoke of a revocation = %v, %v; want true, nil", removed, err)
 	}
-	removed, err = s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
+	removed, _, err = s.Unrevoke(ctx, store.RevokeSubject, "carol", nil, ev("unrevoke", "subject:carol"))
 	if err != nil || removed {
 		t.Fatalf("second Unrevoke = %v, %v; want false, nil", removed, err)
 	}
@@ -249,7 +252,7 @@ func testUnrevokeRecordsAllowance(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeBooking, Value: "b7", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 	allow := &store.Allowance{Actor: "alice", CreatedAt: t0.Add(time.Minute), ExpiresAt: t0.Add(3 * time.Hour)}
-	removed, err := s.Unrevoke(ctx, store.RevokeBooking, "b7", allow, ev("allow", "booking:b7"))
+	removed, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b7", allow, ev("allow", "booking:b7"))
 	if err != nil || !removed {
 		t.Fatalf("Unrevoke = %v, %v; want true, nil", removed, err)
 	}
@@ -263,10 +266,10 @@ func testUnrevokeRecordsAllowance(t *testing.T, s store.Store) {
 	}
 	// Allowing a booking that was not revoked records the allowance too,
 	// and allowing again updates it.
-	if removed, err := s.Unrevoke(ctx, store.RevokeBooking, "b8", &store.Allowance{BookingID: "b8", CreatedAt: t0}, ev("allow", "booking:b8")); err != nil || removed {
+	if removed, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b8", &store.Allowance{BookingID: "b8", CreatedAt: t0}, ev("allow", "booking:b8")); err != nil || removed {
 		t.Fatalf("Unrevoke(b8) = %v, %v; want false, nil", removed, err)
 	}
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "b7", &store.Allowance{Actor: "bob", CreatedAt: t0.Add(2 * time.Minute)}, ev("allow", "booking:b7")); err != nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b7", &store.Allowance{Actor: "bob", CreatedAt: t0.Add(2 * time.Minute)}, ev("allow", "booking:b7")); err != nil {
 		t.Fatal(err)
 	}
 	as = allowances(t, s, t0)
@@ -282,10 +285,10 @@ func allowEqual(a, b store.Allowance) bool {
 func testUnrevokeAllowanceNeedsBooking(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeSubject, Value: "dave", CreatedAt: t0})
-	if _, err := s.Unrevoke(ctx, store.RevokeSubject, "dave", &store.Allowance{}, ev("allow", "subject:dave")); err == nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeSubject, "dave", &store.Allowance{}, ev("allow", "subject:dave")); err == nil {
 		t.Error("Unrevoke of a subject with an allowance succeeded")
 	}
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "b1", &store.Allowance{BookingID: "b2"}, ev("allow", "booking:b1")); err == nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b1", &store.Allowance{BookingID: "b2"}, ev("allow", "booking:b1")); err == nil {
 		t.Error("Unrevoke with an allowance for another booking succeeded")
 	}
 	if got := values(revocations(t, s, "", t0)); !equalStrings(got, []string{"subject:dave"}) {
@@ -302,7 +305,7 @@ func testUnrevokeAllowanceNeedsBooking(t *testing.T, s store.Store) {
 func testRevokeRemovesAllowance(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	for _, b := range []string{"b1", "b2"} {
-		if _, err := s.Unrevoke(ctx, store.RevokeBooking, b, &store.Allowance{CreatedAt: t0}, ev("allow", "booking:"+b)); err != nil {
+		if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, b, &store.Allowance{CreatedAt: t0}, ev("allow", "booking:"+b)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -328,7 +331,7 @@ func testExpiryFiltering(t *testing.T, s store.Store) {
 		id  string
 		exp time.Time
 	}{{"a1h", t0.Add(time.Hour)}, {"anever", time.Time{}}} {
-		if _, err := s.Unrevoke(ctx, store.RevokeBooking, a.id, &store.Allowance{CreatedAt: t0, ExpiresAt: a.exp}, ev("allow", a.id)); err != nil {
+		if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, a.id, &store.Allowance{CreatedAt: t0, ExpiresAt: a.exp}, ev("allow", a.id)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -357,10 +360,10 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "1h", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)})
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeSubject, Value: "2h", CreatedAt: t0, ExpiresAt: t0.Add(2 * time.Hour)})
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "never", CreatedAt: t0})
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "a1h", &store.Allowance{CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, ev("allow", "a1h")); err != nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "a1h", &store.Allowance{CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, ev("allow", "a1h")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "a3h", &store.Allowance{CreatedAt: t0, ExpiresAt: t0.Add(3 * time.Hour)}, ev("allow", "a3h")); err != nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "a3h", &store.Allowance{CreatedAt: t0, ExpiresAt: t0.Add(3 * time.Hour)}, ev("allow", "a3h")); err != nil {
 		t.Fatal(err)
 	}
 	auditBefore := len(allAudit(t, s))
@@ -426,7 +429,7 @@ func testOrdering(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	for i := 3; i >= 1; i-- {
 		b := fmt.Sprintf("b%d", i)
-		if _, err := s.Unrevoke(ctx, store.RevokeBooking, b, &store.Allowance{CreatedAt: t0.Add(time.Duration(i) * time.Minute)}, ev("allow", b)); err != nil {
+		if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, b, &store.Allowance{CreatedAt: t0.Add(time.Duration(i) * time.Minute)}, ev("allow", b)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -439,7 +442,7 @@ func testOrdering(t *testing.T, s store.Store) {
 func testZeroTimes(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	before := time.Now().Add(-time.Second)
-	if err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "z"}, store.AuditEvent{Action: "revoke"}); err != nil {
+	if _, err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "z"}, store.AuditEvent{Action: "revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	evs, err := s.AppendAudit(ctx, store.AuditEvent{Action: "token.mint"})
@@ -467,7 +470,7 @@ func testUTCRoundTrip(t *testing.T, s store.Store) {
 	created := time.Date(2031, 2, 3, 4, 5, 6, 123456789, zone)
 	expires := time.Date(2099, 12, 31, 23, 59, 59, 999999999, zone)
 	mustRevoke(t, s, store.Revocation{Kind: store.RevokeSubject, Value: "tz", CreatedAt: created, ExpiresAt: expires})
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "tz", &store.Allowance{CreatedAt: created, ExpiresAt: expires}, ev("allow", "tz")); err != nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "tz", &store.Allowance{CreatedAt: created, ExpiresAt: expires}, ev("allow", "tz")); err != nil {
 		t.Fatal(err)
 	}
 	ret, err := s.AppendAudit(ctx, store.AuditEvent{Time: created, Action: "tz"})
@@ -639,7 +642,7 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 			for i := range each {
 				v := fmt.Sprintf("w%d-%d", w, i)
 				r := store.Revocation{Kind: store.RevokeToken, Value: v, CreatedAt: t0}
-				if err := s.Revoke(ctx, r, store.AuditEvent{Time: t0, Action: "revoke", Target: "token:" + v}); err != nil {
+				if _, err := s.Revoke(ctx, r, store.AuditEvent{Time: t0, Action: "revoke", Target: "token:" + v}); err != nil {
 					errs <- fmt.Errorf("writer %d: Revoke %d: %w", w, i, err)
 					return
 				}
@@ -684,10 +687,10 @@ func testCanceledContext(t *testing.T, s store.Store) {
 		}
 	}
 	checkJobFixture(t, s)
-	if err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "new", CreatedAt: t0}, ev("revoke", "new")); err == nil {
+	if _, err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "new", CreatedAt: t0}, ev("revoke", "new")); err == nil {
 		t.Error("Revoke with a canceled context succeeded")
 	}
-	if _, err := s.Unrevoke(ctx, store.RevokeBooking, "keep", &store.Allowance{}, ev("allow", "keep")); err == nil {
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "keep", &store.Allowance{}, ev("allow", "keep")); err == nil {
 		t.Error("Unrevoke with a canceled context succeeded")
 	}
 	if _, err := s.AppendAudit(ctx, ev("x", "y"), ev("x", "z")); err == nil {
@@ -722,10 +725,11 @@ func testUseAfterClose(t *testing.T, s store.Store) {
 	}
 	calls := map[string]func() error{
 		"Revoke": func() error {
-			return s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "y"}, ev("revoke", "y"))
+			_, err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeToken, Value: "y"}, ev("revoke", "y"))
+			return err
 		},
 		"Unrevoke": func() error {
-			_, err := s.Unrevoke(ctx, store.RevokeToken, "x", nil, ev("unrevoke", "x"))
+			_, _, err := s.Unrevoke(ctx, store.RevokeToken, "x", nil, ev("unrevoke", "x"))
 			return err
 		},
 		"Revocations": func() error { _, err := s.Revocations(ctx, "", t0); return err },
