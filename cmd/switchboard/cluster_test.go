@@ -238,28 +238,67 @@ func TestClusterBehindHAProxy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	// Routing on the code's suffix, and readers on every node.
+	// Routing on the code's suffix: topics are placed at their home nodes,
+	// which spread over the cluster, and every websocket reaches its
+	// code's node.
+	homes := map[string]int{}
+	for i := range 24 {
+		topic := fmt.Sprintf("lab%d/cam", i)
+		ws, codeNode, served, err := c.session(ctx, topic, c.token(topic, auth.ScopeRead))
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		ws.CloseNow()
+		if served != codeNode {
+			t.Fatalf("session %d: the code names %s, the websocket went to %s", i, codeNode, served)
+		}
+		homes[served]++
+	}
+	if len(homes) < 2 {
+		t.Fatalf("the homes of 24 topics: %v, want them spread", homes)
+	}
+
+	// Readers of one topic on every node: three through the load balancer
+	// (at the topic's home), and one on each other node, whose handshake
+	// goes to that node directly with the home's code (taken over the bus).
 	const topic = "lab/cam"
 	type reader struct {
 		ws   *websocket.Conn
 		node string
 	}
 	var readers []reader
-	perNode := map[string]int{}
-	for i := range 24 {
-		ws, codeNode, served, err := c.session(ctx, topic, c.token(topic, auth.ScopeRead))
+	var home string
+	for i := range 3 {
+		ws, _, served, err := c.session(ctx, topic, c.token(topic, auth.ScopeRead))
 		if err != nil {
-			t.Fatalf("session %d: %v", i, err)
+			t.Fatalf("reader %d: %v", i, err)
 		}
 		defer ws.CloseNow()
-		if served != codeNode {
-			t.Fatalf("session %d: the code names %s, the websocket went to %s", i, codeNode, served)
-		}
+		home = served
 		readers = append(readers, reader{ws, served})
-		perNode[served]++
 	}
-	if len(perNode) != 3 {
-		t.Fatalf("readers per node %v: want readers on all three", perNode)
+	for _, n := range c.nodes {
+		if n.id == home {
+			continue
+		}
+		uri, err := client.Access(ctx, c.lb, topic, c.token(topic, auth.ScopeRead), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Host = n.addr
+		ws, resp, err := websocket.Dial(ctx, u.String(), nil)
+		if err != nil {
+			t.Fatalf("a code of %s at %s: %v", home, n.id, err)
+		}
+		defer ws.CloseNow()
+		if served := resp.Header.Get(wire.HeaderNode); served != n.id {
+			t.Fatalf("the handshake sent to %s was answered by %s", n.id, served)
+		}
+		readers = append(readers, reader{ws, n.id})
 	}
 
 	// One writer's messages reach every reader, on every node, in order.
@@ -300,10 +339,11 @@ func TestClusterBehindHAProxy(t *testing.T) {
 		t.FailNow()
 	}
 
-	// kill -9 one node: its readers are cut off; new sessions go on, none
-	// failing, and the cut-off clients come back through the load balancer.
-	victim := c.byID["n2"]
-	var cutOff int
+	// kill -9 the topic's home: its readers and the writer are cut off; new
+	// sessions go on, none failing (codes placed at the dead home are
+	// issued elsewhere), and the others keep relaying.
+	victim := c.byID[home]
+	cutOff := 0
 	for _, r := range readers {
 		if r.node == victim.id {
 			cutOff++
@@ -358,7 +398,13 @@ func TestClusterBehindHAProxy(t *testing.T) {
 
 	// SIGTERM another node while sessions keep starting: its lame-duck
 	// period takes it out of rotation before it stops accepting.
-	leaving := c.byID["n3"]
+	var leaving *clusterNode
+	for _, n := range c.nodes {
+		if n != victim {
+			leaving = n
+			break
+		}
+	}
 	if err := leaving.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
