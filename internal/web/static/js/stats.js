@@ -16,13 +16,22 @@
 // again, longer, if a part that continues it comes later still (on a busy
 // machine the parts can be seconds apart): a late part is never mistaken
 // for a report of its own.
+//
+// In a cluster, each report is followed by one more message, an object
+// {"cluster": …} (control.ClusterReport: every node's summary, the
+// totals, the health and the nodes that went down); it is sent again at
+// once when a node comes or goes. It is passed to onCluster, never mixed
+// into the connections (which are this node's only).
 
 import { subscribe } from './live.js';
 
 const partWait = 120;
 
-/** Calls onReport(connections, receivedAtMs) for every complete report. */
-export function subscribeStats(onReport) {
+/**
+ * Calls onReport(connections, receivedAtMs) for every complete report, and
+ * onCluster(clusterReport), if given, for every cluster section.
+ */
+export function subscribeStats(onReport, onCluster) {
   let report = null; // the connections of the latest report so far
   let lastID = -1;
   let timer = null;
@@ -47,7 +56,10 @@ export function subscribeStats(onReport) {
       } catch {
         return;
       }
-      if (!Array.isArray(part)) return;
+      if (!Array.isArray(part)) {
+        if (onCluster && part && typeof part.cluster === 'object' && part.cluster !== null) onCluster(part.cluster);
+        return;
+      }
       const continues = report !== null && part.length > 0 && Number(part[0].id) > lastID;
       if (continues) {
         for (const c of part) report.push(c);

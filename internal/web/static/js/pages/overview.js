@@ -1,12 +1,19 @@
-// Overview: this node, connections by prefix, top topics, traffic charts,
-// drops by reason, agents online, jobs by phase.
+// Overview: every node (counts, state, totals, the nodes that went down,
+// the cluster's health), this node's connections by prefix, top topics,
+// traffic charts, drops by reason, agents online, jobs by phase.
+//
+// The nodes come from /status?node=all (control.ClusterReport), then, in a
+// cluster, from the stats topic's cluster section, which the server sends
+// with every report and again as soon as a node comes or goes. A node on
+// its own sends no such section: its row is read again from /status at
+// most every nodesReloadMs, on the reports.
 //
 // The server renders the counters as they are when the page loads; the
 // charts start from /ui/api/history (sampled every 10 s on the server);
 // then every report on the stats topic updates the counters and adds a
 // point to the charts, and the agents topic keeps the agent count.
 
-import { api, byId, h, fmtBytes, fmtCount, fmtRate, emptyRow, phaseBadge, networkMessage } from '../util.js';
+import { api, byId, h, fmtBytes, fmtCount, fmtRate, fmtShortTime, emptyRow, phaseBadge, stateBadge, networkMessage } from '../util.js';
 import { subscribe } from '../live.js';
 import { subscribeStats } from '../stats.js';
 import { Chart } from '../chart.js';
@@ -58,12 +65,65 @@ async function loadHistory() {
   redraw();
 }
 
+// --- nodes ---
+
+const nodesReloadMs = 5000;
+let clusterLive = false; // a cluster section came: the stats topic keeps the nodes
+let nodesLoadedAt = 0;
+
+function dropSum(drops) {
+  let n = 0;
+  for (const v of Object.values(drops || {})) n += Number(v) || 0;
+  return n;
+}
+
+/** Shows a control.ClusterReport: a row per node, the totals, the health. */
+function renderCluster(r) {
+  const health = byId('ov-health');
+  health.replaceChildren(stateBadge(r.health));
+  health.dataset.health = r.health;
+  byId('ov-problems').replaceChildren(...(r.problems || []).map((p) => h('li', { dataset: { code: p.code }, text: p.message })));
+  const rows = (r.nodes || []).map((n) => {
+    const s = n.summary;
+    const state = n.status === 'up' && s ? s.state : n.status;
+    const stateCell = h('td', {}, stateBadge(state));
+    if (n.status === 'down' && n.down_since) stateCell.append(' ', h('span', { class: 'muted', text: `since ${fmtShortTime(n.down_since)}` }));
+    if (n.error) stateCell.title = n.error;
+    const num = (v) => h('td', { class: 'num', text: s ? fmtCount(v) : '—' });
+    return h('tr', { 'data-testid': 'node-row', dataset: { node: n.node, status: n.status } },
+      h('td', { 'data-testid': 'node-id' }, n.node, n.node === r.node ? h('span', { class: 'muted', text: ' (this node)' }) : null),
+      stateCell,
+      num(s && s.connections), num(s && s.topics), num(s && s.messages_in), num(s && s.messages_out), num(s && dropSum(s.drops)));
+  });
+  if (rows.length === 0) emptyRow(byId('ov-nodes'), 'No nodes.');
+  else byId('ov-nodes').replaceChildren(...rows);
+  const t = r.totals || {};
+  byId('ov-nodes-up').textContent = `${fmtCount(r.members || 0)} up`;
+  byId('ov-total-connections').textContent = fmtCount(t.connections || 0);
+  byId('ov-total-topics').textContent = fmtCount(t.topics || 0);
+  byId('ov-total-in').textContent = fmtCount(t.messages_in || 0);
+  byId('ov-total-out').textContent = fmtCount(t.messages_out || 0);
+  byId('ov-total-drops').textContent = fmtCount(dropSum(t.drops));
+}
+
+async function loadNodes() {
+  nodesLoadedAt = Date.now();
+  try {
+    const r = await api('/status', { query: { node: 'all' } });
+    if (!clusterLive) renderCluster(r);
+  } catch (err) {
+    byId('ov-health').textContent = '?';
+    byId('ov-health').title = networkMessage(err);
+  }
+}
+
 // --- live: the stats topic ---
 
 let prev = null; // id → counters of the previous report
 let prevAt = 0;
 
 function onReport(conns, now) {
+  if (!clusterLive && now - nodesLoadedAt >= nodesReloadMs) loadNodes();
   byId('ov-connections').textContent = fmtCount(conns.length);
   const prefixes = new Map();
   const topics = new Map();
@@ -162,7 +222,11 @@ async function loadJobs() {
 loadHistory();
 loadJobs();
 loadAgents();
-subscribeStats(onReport);
+loadNodes();
+subscribeStats(onReport, (r) => {
+  clusterLive = true;
+  renderCluster(r);
+});
 let agentsOpened = false;
 subscribe('agents', {
   onOpen: ({ rollover }) => {
