@@ -47,7 +47,11 @@ func wantsJSONError(r *http.Request) bool {
 // login_required.
 func (h *Handler) RequireLogin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, present := h.sessionOf(r)
+		s, present, err := h.sessionOf(r)
+		if err != nil {
+			h.serveSessionStoreError(w, r, err)
+			return
+		}
 		if s == nil {
 			if present {
 				h.clearCookie(w, SessionCookie, "/")
@@ -161,7 +165,7 @@ type providerLink struct {
 // already signed in goes straight on to next.
 func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	next := nextOrDefault(r.URL.Query().Get("next"))
-	if s, _ := h.sessionOf(r); s != nil {
+	if s, _, _ := h.sessionOf(r); s != nil { // a store error: show the login page
 		http.Redirect(w, r, h.path(next), http.StatusSeeOther)
 		return
 	}
@@ -177,11 +181,22 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveLogout ends the session on the server (a copy of the cookie stops
-// working) and in the browser, then shows the login page.
+// working, on every node) and in the browser, then shows the login page.
+// If the store cannot delete the session, the answer is 503 and the
+// cookie is kept, so that the user can retry the logout.
 func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
-	if s, _ := h.sessionOf(r); s != nil {
-		h.sessions.Delete(s.ID)
-		h.log.Info("web: logout", "subject", s.Subject)
+	if id, _ := h.sessionIDOf(r); id != "" {
+		s, err := h.sessions.Get(r.Context(), id) // for the log only
+		if err == nil {
+			err = h.sessions.Delete(r.Context(), id)
+		}
+		if err != nil {
+			h.serveSessionStoreError(w, r, err)
+			return
+		}
+		if s != nil {
+			h.log.Info("web: logout", "subject", s.Subject)
+		}
 	}
 	h.clearCookie(w, SessionCookie, "/")
 	w.Header().Set("Cache-Control", "no-store")
@@ -242,8 +257,12 @@ type identity struct {
 // because the log is unavailable), sets the cookie and sends the browser
 // on to next.
 func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, id identity, next string) {
-	if old, _ := h.sessionOf(r); old != nil {
-		h.sessions.Delete(old.ID) // one browser, one session
+	if old, _ := h.sessionIDOf(r); old != "" {
+		// One browser, one session. Best effort: the old cookie is
+		// replaced below, and the old session expires anyway.
+		if err := h.sessions.Delete(r.Context(), old); err != nil {
+			h.log.Warn("web: could not delete the session a new login replaces", "err", err)
+		}
 	}
 	if h.subjectRevoked(id.Subject) {
 		// No session is made for a revoked user: it would outlive the
@@ -252,7 +271,11 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, id identi
 		h.renderDenied(w, r, "Your access to this server has been revoked.", nil)
 		return
 	}
-	s := h.sessions.Create(Session{Subject: id.Subject, Name: id.Name, Email: id.Email, Provider: id.Provider, Role: id.Role}, h.cfg.SessionTTL)
+	s, err := h.sessions.Create(r.Context(), Session{Subject: id.Subject, Name: id.Name, Email: id.Email, Provider: id.Provider, Role: id.Role}, h.cfg.SessionTTL)
+	if err != nil {
+		h.serveSessionStoreError(w, r, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	ev := store.AuditEvent{Time: s.Created, Actor: s.Subject, Action: "login", Target: "session",

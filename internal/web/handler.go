@@ -30,8 +30,9 @@ type Config struct {
 	Key *auth.Key
 	// Verifier checks login-link tokens. Required.
 	Verifier *auth.Verifier
-	// Store records used login links (as token revocations) and is read
-	// for the audit page through the API. Required.
+	// Store keeps the sessions, records used login links (as token
+	// revocations) and is read for the audit page through the API.
+	// Required.
 	Store store.Store
 	// API serves the server's own API (/api/v1/…, /bids/…, /status);
 	// /ui/api/ forwards there. Set by the server before serving.
@@ -130,7 +131,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		sessions:  newSessionStore(cfg.Now),
+		sessions:  newSessionStore(cfg.Store, cfg.Now, cfg.Logger),
 		sealer:    sealer,
 		secure:    cfg.PublicURL.Scheme == "https",
 		base:      strings.TrimSuffix(cfg.PublicURL.Path, "/"),

@@ -76,7 +76,7 @@ func newPagesEnv(t *testing.T) *pagesEnv {
 
 // session signs a user in and returns their cookie.
 func (e *pagesEnv) session(role Role, subject, name string) *http.Cookie {
-	s := e.h.sessions.Create(Session{Subject: subject, Name: name, Role: role, Provider: "link"}, time.Hour)
+	s := e.h.sessions.mustCreate(e.t, Session{Subject: subject, Name: name, Role: role, Provider: "link"}, time.Hour)
 	return &http.Cookie{Name: SessionCookie, Value: e.h.sealer.Seal(SessionCookie, []byte(s.ID))}
 }
 

@@ -1,16 +1,20 @@
 package web
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 
+	"switchboard/internal/apierr"
 	"switchboard/internal/relay"
+	"switchboard/internal/store"
 )
 
 // Cookie names.
@@ -26,94 +30,81 @@ const (
 // provider.
 const LoginStateTTL = 10 * time.Minute
 
-// sessionPurgeEvery is how often Create sweeps expired sessions out of the
-// map (Get drops an expired session it meets at once).
+// sessionPurgeEvery is how often Create removes expired sessions from the
+// store (Get never returns an expired session, purged or not).
 const sessionPurgeEvery = time.Minute
 
-// sessionStore keeps the sessions in memory. A restart forgets them all,
-// which logs every user out (docs/dashboard.md).
+// sessionEndTimeout bounds the store call of CloseWhere, which has no
+// request to bound it.
+const sessionEndTimeout = 5 * time.Second
+
+// sessionStore keeps the dashboard's sessions in the node's store
+// (store.SessionStore): SQLite for one node, PostgreSQL shared by every
+// node of a cluster. Any node therefore opens a session made on another,
+// a logout or a revocation on one node ends the session on all of them,
+// and a restart keeps everyone logged in. There is no cache: every
+// dashboard request reads its session from the store (one indexed
+// lookup; see BenchmarkSessionGet), so nothing can outlive its deletion.
 type sessionStore struct {
+	st  store.SessionStore
 	now func() time.Time
+	log *slog.Logger
 
-	mu        sync.Mutex
-	m         map[string]*Session // guarded by mu; by Session.ID
-	lastPurge time.Time           // guarded by mu
+	lastPurge atomic.Int64 // Unix nanoseconds of the last purge begun by Create
 }
 
-func newSessionStore(now func() time.Time) *sessionStore {
-	return &sessionStore{now: now, m: map[string]*Session{}}
+func newSessionStore(st store.SessionStore, now func() time.Time, log *slog.Logger) *sessionStore {
+	return &sessionStore{st: st, now: now, log: log}
 }
 
-// Create stores s under a new random id (128 bits) and returns a copy of it.
-func (st *sessionStore) Create(s Session, ttl time.Duration) *Session {
-	now := st.now()
+// Create stores s under a new random id (128 bits) for ttl and returns a
+// copy of it with its id and times.
+func (ss *sessionStore) Create(ctx context.Context, s Session, ttl time.Duration) (*Session, error) {
+	now := ss.now().UTC().Truncate(time.Microsecond) // as the store keeps it
 	s.ID = randomID(16)
 	s.Created, s.Expires = now, now.Add(ttl)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if now.Sub(st.lastPurge) >= sessionPurgeEvery {
-		st.purgeLocked(now)
-		st.lastPurge = now
+	err := ss.st.CreateSession(ctx, s.ID, store.Session{Subject: s.Subject, Name: s.Name, Email: s.Email,
+		Provider: s.Provider, Role: s.Role.String(), CreatedAt: s.Created, ExpiresAt: s.Expires})
+	if err != nil {
+		return nil, err
 	}
-	st.m[s.ID] = &s
-	c := s
-	return &c
-}
-
-// Get returns a copy of the session with this id, or nil if there is none
-// or it has expired.
-func (st *sessionStore) Get(id string) *Session {
-	now := st.now()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s, ok := st.m[id]
-	if !ok {
-		return nil
-	}
-	if !now.Before(s.Expires) {
-		delete(st.m, id)
-		return nil
-	}
-	c := *s
-	return &c
-}
-
-// Delete forgets the session with this id.
-func (st *sessionStore) Delete(id string) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	delete(st.m, id)
-}
-
-// DeleteWhere forgets every session match reports true for and returns
-// copies of them. match runs under the store's lock: it must not call back
-// into the store.
-func (st *sessionStore) DeleteWhere(match func(*Session) bool) []Session {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var out []Session
-	for id, s := range st.m {
-		if match(s) {
-			delete(st.m, id)
-			out = append(out, *s)
+	if last := ss.lastPurge.Load(); now.UnixNano()-last >= int64(sessionPurgeEvery) && ss.lastPurge.CompareAndSwap(last, now.UnixNano()) {
+		if n, err := ss.st.PurgeExpiredSessions(ctx, now); err != nil {
+			ss.log.Warn("web: purging expired sessions failed", "err", err)
+		} else if n > 0 {
+			ss.log.Debug("web: expired sessions purged", "sessions", n)
 		}
 	}
-	return out
+	return &s, nil
 }
 
-// Len returns the number of sessions held, expired or not.
-func (st *sessionStore) Len() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.m)
-}
-
-func (st *sessionStore) purgeLocked(now time.Time) {
-	for id, s := range st.m {
-		if !now.Before(s.Expires) {
-			delete(st.m, id)
-		}
+// Get returns the session with this id, or nil if there is none or it
+// has expired. A stored session whose role this binary does not know is
+// treated as absent.
+func (ss *sessionStore) Get(ctx context.Context, id string) (*Session, error) {
+	st, found, err := ss.st.Session(ctx, id, ss.now())
+	if err != nil || !found {
+		return nil, err
 	}
+	role, err := ParseRole(st.Role)
+	if err != nil {
+		ss.log.Warn("web: a stored session has an unknown role: treated as logged out", "subject", st.Subject, "err", err)
+		return nil, nil
+	}
+	return &Session{ID: id, Subject: st.Subject, Name: st.Name, Email: st.Email, Provider: st.Provider, Role: role,
+		Created: st.CreatedAt, Expires: st.ExpiresAt}, nil
+}
+
+// Delete ends the session with this id (if there is one).
+func (ss *sessionStore) Delete(ctx context.Context, id string) error {
+	_, err := ss.st.DeleteSession(ctx, id)
+	return err
+}
+
+// DeleteSubject ends every session of subject and reports how many there
+// were: 0 if another node ended them first.
+func (ss *sessionStore) DeleteSubject(ctx context.Context, subject string) (int, error) {
+	return ss.st.DeleteSubjectSessions(ctx, subject)
 }
 
 // randomID returns n random bytes, base64url without padding.
@@ -192,29 +183,60 @@ func (h *Handler) clearCookie(w http.ResponseWriter, name, path string) {
 	})
 }
 
-// sessionOf returns the live session the request's cookie names, or nil.
-// present reports whether the request carried a session cookie at all.
-func (h *Handler) sessionOf(r *http.Request) (s *Session, present bool) {
+// sessionIDOf returns the session id the request's cookie carries, or ""
+// if it carries none that decrypts. present reports whether the request
+// carried a session cookie at all.
+func (h *Handler) sessionIDOf(r *http.Request) (id string, present bool) {
 	ck, err := r.Cookie(SessionCookie)
 	if err != nil || ck.Value == "" {
-		return nil, false
+		return "", false
 	}
-	id, err := h.sealer.Open(SessionCookie, ck.Value)
+	b, err := h.sealer.Open(SessionCookie, ck.Value)
 	if err != nil {
-		return nil, true
+		return "", true
 	}
-	s = h.sessions.Get(string(id))
-	if s == nil {
-		return nil, true
+	return string(b), true
+}
+
+// sessionOf returns the live session the request's cookie names, or nil.
+// present reports whether the request carried a session cookie at all. An
+// error is the store's (it wraps store.ErrUnavailable when the database
+// cannot answer): whether the session is live is then unknown.
+func (h *Handler) sessionOf(r *http.Request) (s *Session, present bool, err error) {
+	id, present := h.sessionIDOf(r)
+	if id == "" {
+		return nil, present, nil
+	}
+	if s, err = h.sessions.Get(r.Context(), id); s == nil {
+		return nil, true, err
 	}
 	if h.subjectRevoked(s.Subject) {
-		// The user was revoked (by a revocation this node has not enforced
-		// through CloseWhere yet): the login ends with it.
-		h.sessions.Delete(s.ID)
+		// The user was revoked (by a revocation whose enforcement,
+		// CloseWhere, has not deleted this session yet, or could not): the
+		// login ends with it.
+		if err := h.sessions.Delete(r.Context(), s.ID); err != nil {
+			h.log.Warn("web: could not delete the session of a revoked subject", "subject", s.Subject, "err", err)
+		}
 		h.log.Info("web: session ended, its subject is revoked", "subject", s.Subject)
-		return nil, true
+		return nil, true, nil
 	}
-	return s, true
+	return s, true, nil
+}
+
+// serveSessionStoreError answers a request whose session could not be
+// read or written because of the store: 503 store_unavailable (a page
+// load gets the error page). The session cookie is kept: the session may
+// well be live once the database answers.
+func (h *Handler) serveSessionStoreError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	h.log.Error("web: session store", "path", r.URL.Path, "err", err)
+	if wantsJSONError(r) {
+		apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable, so the dashboard session cannot be checked; retry in a moment")
+		return
+	}
+	h.renderAuthError(w, http.StatusServiceUnavailable, "Database unavailable", "The database is unavailable, so your dashboard session cannot be checked. Retry in a moment.")
 }
 
 // subjectRevoked reports whether a revocation of subject is in force.
@@ -231,15 +253,32 @@ func (h *Handler) subjectRevoked(subject string) bool {
 // so every node's revocation enforcer calls it, as it closes the relay's
 // connections. A session's identity is its subject and nothing else (no
 // booking, no token id), so revoking a subject ends that user's sessions
-// and a booking or token revocation ends none. The session's cookie stops
-// working, and lifting the revocation later does not bring the session
-// back. The dashboard holds no connections of its own: a page's live
-// views are relay connections under the user's subject, which the same
-// revocation closes with code. code is therefore unused; reason is logged.
+// and a booking or token revocation ends none (without asking the store).
+// The sessions are deleted from the store, which every node of a cluster
+// shares: the first node to apply a revocation ends them and the others
+// find none (0), and the cookies stop working on every node. Lifting the
+// revocation later does not bring a session back. If the store cannot be
+// reached, the sessions stay stored but unusable while the revocation is
+// in force (sessionOf checks the Denier on every request, and deletes the
+// session it finds revoked).
+//
+// The dashboard holds no connections of its own: a page's live views are
+// relay connections under the user's subject, which the same revocation
+// closes with code. code is therefore unused; reason is logged.
 func (h *Handler) CloseWhere(m relay.IdentityMatch, code relay.CloseCode, reason string) int {
-	ended := h.sessions.DeleteWhere(func(s *Session) bool { return m.Matches(relay.Identity{Subject: s.Subject}) })
-	for _, s := range ended {
-		h.log.Info("web: session ended", "subject", s.Subject, "provider", s.Provider, "reason", reason)
+	if !m.Matches(relay.Identity{Subject: m.Value}) {
+		return 0 // not a subject match: it covers no session
 	}
-	return len(ended)
+	ctx, cancel := context.WithTimeout(context.Background(), sessionEndTimeout)
+	defer cancel()
+	n, err := h.sessions.DeleteSubject(ctx, m.Value)
+	if err != nil {
+		h.log.Warn("web: could not delete the sessions of a revoked subject (they stay unusable while it is revoked)",
+			"subject", m.Value, "reason", reason, "err", err)
+		return 0
+	}
+	if n > 0 {
+		h.log.Info("web: sessions ended", "subject", m.Value, "sessions", n, "reason", reason)
+	}
+	return n
 }

@@ -1,9 +1,10 @@
 // Package web is the dashboard: single sign-on (OpenID Connect, GitHub
-// OAuth, or a one-time admin login link), server-side sessions in an
-// encrypted cookie, and the pages (Overview, Connections, Agents, Jobs,
-// Revocations, Tokens, Audit) served from templates and JavaScript modules
-// embedded in the binary. Pages get their live data through the relay
-// itself: a short-lived read token for the system topics, over websocket.
+// OAuth, or a one-time admin login link), server-side sessions kept in the
+// store (shared by a cluster's nodes) and named by an encrypted cookie, and
+// the pages (Overview, Connections, Agents, Jobs, Revocations, Tokens,
+// Audit) served from templates and JavaScript modules embedded in the
+// binary. Pages get their live data through the relay itself: a
+// short-lived read token for the system topics, over websocket.
 //
 // The dashboard's state-changing requests go through /ui/api/, which
 // checks the session, the user's role and cross-origin protection, then
@@ -75,7 +76,7 @@ func (r Role) Scopes() []string {
 
 // Session is a logged-in user.
 type Session struct {
-	ID       string // random, 128 bits, base64url; the cookie carries it encrypted
+	ID       string // random, 128 bits, base64url; the cookie carries it encrypted, the store its SHA-256
 	Subject  string // stable user id: "oidc:<sub>", "github:<login>" or "link:admin"
 	Name     string // for display
 	Email    string
