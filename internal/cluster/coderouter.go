@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/access"
@@ -29,6 +30,10 @@ type CodeRouter struct {
 	local  access.CodeStore
 	log    *slog.Logger
 	sub    Subscription
+	// leaving is set when this node starts shutting down: it is no
+	// topic's home any more, so the codes issued from then on are held by
+	// nodes that stay.
+	leaving atomic.Bool
 }
 
 // CodeRouterConfig configures a CodeRouter.
@@ -101,8 +106,12 @@ func (r *CodeRouter) Take(ctx context.Context, node, code string) (access.Grant,
 // every node picks the same one, and when a member comes or goes only the
 // topics whose home it is, or becomes, move.
 func (r *CodeRouter) Home(prefix, topic string) string {
+	self, leaving := r.bus.NodeID(), r.leaving.Load()
 	best, bestScore := "", uint64(0)
 	for _, m := range r.bus.Members() {
+		if leaving && m.ID == self {
+			continue
+		}
 		if s := rendezvousScore(m.ID, prefix, topic); best == "" || s > bestScore {
 			best, bestScore = m.ID, s
 		}
@@ -130,6 +139,11 @@ func rendezvousScore(node, prefix, topic string) uint64 {
 	h ^= h >> 31
 	return h
 }
+
+// Leave marks this node as leaving the cluster (it is shutting down): from
+// now on it is no topic's home, here and, as it refuses to issue for other
+// nodes, there; codes it already holds can still be taken until it stops.
+func (r *CodeRouter) Leave() { r.leaving.Store(true) }
 
 // IssueAt has node issue a code for g, valid until expires
 // (access.Placement).
@@ -162,6 +176,8 @@ func (r *CodeRouter) IssueAt(ctx context.Context, node string, g access.Grant, e
 		return "", access.ErrCodeStoreFull
 	case issueOwnerLimit:
 		return "", access.ErrTooManyForOwner
+	case issueLeaving:
+		return "", fmt.Errorf("cluster: node %q is leaving", node)
 	}
 	return "", fmt.Errorf("cluster: node %q could not issue a code: %s", node, issued.Error)
 }
@@ -198,6 +214,9 @@ func (r *CodeRouter) take(code string) *takenCode {
 
 // issue stores a code for the grant another node was asked for, here.
 func (r *CodeRouter) issue(data []byte) *issuedCode {
+	if r.leaving.Load() {
+		return &issuedCode{Error: issueLeaving}
+	}
 	var req issueRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return &issuedCode{Error: "bad request"}
@@ -234,6 +253,7 @@ type issuedCode struct {
 const (
 	issueFull       = "full"        // access.ErrCodeStoreFull
 	issueOwnerLimit = "owner_limit" // access.ErrTooManyForOwner
+	issueLeaving    = "leaving"     // the node is shutting down (Leave)
 )
 
 // takenCode is the answer to a take on the bus.

@@ -220,3 +220,40 @@ func TestCodeRouterPlacesTopicsAtOneHome(t *testing.T) {
 		}
 	}
 }
+
+// TestALeavingNodeIsNoTopicsHome: once a node leaves (shuts down), no node
+// names it a topic's home, it refuses to issue codes for others, and the
+// codes it holds can still be taken.
+func TestALeavingNodeIsNoTopicsHome(t *testing.T) {
+	net, err := membus.NewNetwork(membus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newCodeNode(t, net, "a"), newCodeNode(t, net, "b")
+	wait.For(t, "both members seen", func() bool { return len(a.bus.Members()) == 2 && len(b.bus.Members()) == 2 })
+	var topicOfA string
+	for i := range 100 {
+		if tp := fmt.Sprintf("t%d", i); a.router.Home("session", tp) == "a" {
+			topicOfA = tp
+			break
+		}
+	}
+	if topicOfA == "" {
+		t.Fatal("a is home to none of 100 topics")
+	}
+	held := wire.NewCode("a")
+	if err := a.codes.Put(held, fullGrant(), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+
+	a.router.Leave()
+	if home := a.router.Home("session", topicOfA); home != "b" {
+		t.Fatalf("the leaving node names %s the home of %s, want b", home, topicOfA)
+	}
+	if _, err := b.router.IssueAt(t.Context(), "a", fullGrant(), time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("a leaving node issued a code for another")
+	}
+	if _, _, ok, err := b.router.Take(t.Context(), "a", held); !ok || err != nil {
+		t.Fatalf("a code the leaving node holds: ok %v, err %v", ok, err)
+	}
+}

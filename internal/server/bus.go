@@ -79,6 +79,14 @@ func joinBus(nodeID string, bus cluster.Bus, rs *relay.Server, log *slog.Logger)
 	return n, nil
 }
 
+// leave tells the other nodes' placement that this node is going: it is
+// no topic's home from now on (call it when shutdown begins).
+func (b *busNode) leave() {
+	if b.codes != nil {
+		b.codes.Leave()
+	}
+}
+
 // close leaves the bus (closing it if it is the node's own); call it once
 // the relay has shut down. It may be called more than once.
 func (b *busNode) close() {

@@ -603,6 +603,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.bus.leave() // new codes are placed on the nodes that stay
 	if !s.started {
 		s.teardown()
 		return nil
