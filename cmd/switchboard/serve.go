@@ -118,7 +118,7 @@ type webFlags struct {
 }
 
 func (f *webFlags) register(fs *pflag.FlagSet) {
-	fs.DurationVar(&f.sessionTTL, "session-ttl", 12*time.Hour, "how long a dashboard login lasts (sessions live in memory: a restart logs everyone out)")
+	fs.DurationVar(&f.sessionTTL, "session-ttl", 12*time.Hour, "how long a dashboard login lasts (sessions are kept in the database: they survive a restart and are shared by a cluster's nodes)")
 	fs.DurationVar(&f.accountTokenTTL, "account-token-ttl", 24*time.Hour, "lifetime of the API tokens users create at /account/token/create")
 	fs.StringVar(&f.oidcIssuer, "oidc-issuer", "", "OpenID Connect issuer URL for dashboard login (discovery at <issuer>/.well-known/openid-configuration)")
 	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "OIDC client id")
