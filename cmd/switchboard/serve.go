@@ -95,6 +95,7 @@ type serveFlags struct {
 	jobMaxRun       byteSize
 	databaseURL     string
 	statsEvery      time.Duration
+	revocationPoll  time.Duration
 	metricsListen   string
 	trustedProxies  []string
 	maxTokenTTL     time.Duration
@@ -251,6 +252,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "time to read and answer an ordinary HTTP request (headers have 10 s; a WAIT lasts its wait, uploads and downloads follow --transfer-idle-timeout)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
 	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
+	fs.DurationVar(&f.revocationPoll, "revocation-poll", control.DefaultRevocationPoll, "how often the node asks the database for revocation changes it missed on the bus (the bound on how late a lost event takes effect)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (e.g. 127.0.0.1:9100)")
 	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable; behind a proxy, needed for --max-requests-per-address to tell clients apart)")
 	fs.IntVar(&f.limits.ConnsPerToken, "max-conns-per-token", access.DefaultMaxConnsPerToken, "relay connections one token may hold open at once (more: 429)")
@@ -378,7 +380,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout,
 		LameDuck: f.lameDuck, DrainWindow: f.drainWindow,
 		RequestTimeout: f.requestTimeout,
-		StatsEvery:     f.statsEvery, MetricsListen: f.metricsListen, TrustedProxies: proxies,
+		StatsEvery:     f.statsEvery, RevocationPoll: f.revocationPoll, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
 		Jobs: f.jobs, Web: webConfig, Limits: f.limits,
 	}, server.Deps{Store: db, Bus: bus, Results: results, Logger: log})

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,17 @@ import (
 // for every other node, and applies it here. Every node's Enforcer applies
 // the events it receives with the same function (Enforcer.apply), so a
 // single node's tests exercise the path a remote event takes.
+//
+// Catch-up (DESIGN.md §6): every change carries the store's revision
+// (store.RevocationLog). Each node knows the revision up to which it has
+// applied every change, and polls the shared store (Enforcer.Run, every
+// EnforcerConfig.PollEvery, and at once when an event's revision skips one)
+// for the changes after it: a change whose event was lost takes effect
+// within one poll period. Changes apply in revision order per (kind, value):
+// an event or a logged change older than what this node applied for its
+// value is ignored, so a revoke and an allow of one booking recorded on two
+// nodes at once end the same way on every node. While the store is
+// unreachable, the node enforces what it knows and the poll retries.
 
 // RevocationsSubject returns the bus subject on which revocation changes
 // are published: <prefix>.ctl.revocations (the subject list is in package
@@ -128,8 +140,29 @@ type EnforcerConfig struct {
 	// Prefix is the first token of the subject; default
 	// cluster.DefaultPrefix.
 	Prefix string
-	Logger *slog.Logger
+	// Log, if set, is the store's change log (the store the cluster's
+	// nodes share): Run catches up from it. Without it only events apply.
+	Log store.RevocationLog
+	// Revision is the revision Revocations was loaded at (LoadRevocations):
+	// the changes after it are caught up.
+	Revision int64
+	// PollEvery is how often Run asks Log for changes (default
+	// DefaultRevocationPoll).
+	PollEvery time.Duration
+	Logger    *slog.Logger
 }
+
+// DefaultRevocationPoll is how often a node asks the store for revocation
+// changes it has not applied (serve --revocation-poll): the bound on how
+// long a lost bus event delays a change on a node.
+const DefaultRevocationPoll = time.Second
+
+// catchUpTimeout bounds one poll of the store, and catchUpFailureLogEvery
+// how often a store that keeps failing is logged.
+const (
+	catchUpTimeout         = 10 * time.Second
+	catchUpFailureLogEvery = time.Minute
+)
 
 // Enforcer applies revocation changes on this node: the in-memory set
 // first, then it closes the matching relay connections and endpoint
@@ -145,15 +178,31 @@ type Enforcer struct {
 	cfg     EnforcerConfig
 	subject string
 	sub     cluster.Subscription // nil without a bus
+	// gap asks Run to catch up at once (an event skipped a revision).
+	gap chan struct{}
 
 	busMu sync.Mutex
 	seq   uint64 // guarded by busMu: the last Seq published
 
 	applyMu sync.Mutex
 	lastSeq map[string]uint64 // guarded by applyMu: by source node, the last Seq applied
+	// revision: every change up to it has been applied here (or was
+	// superseded by a later change of its value). Guarded by applyMu.
+	revision atomic.Int64
+	// ahead holds, by (kind, value), the revision of a change applied
+	// beyond revision (an event that arrived before an earlier one);
+	// entries at or below revision are dropped. Guarded by applyMu.
+	ahead map[revocationKey]int64
 
 	applied, published, publishFailed, missed atomic.Uint64
 	ignoredBadJSON, ignoredInvalid            atomic.Uint64
+	stale, caughtUp, pollFailures             atomic.Uint64
+}
+
+// revocationKey is what a change is about.
+type revocationKey struct {
+	kind  store.RevocationKind
+	value string
 }
 
 // NewEnforcer returns an Enforcer for cfg, subscribed to the other nodes'
@@ -168,7 +217,15 @@ func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Enforcer{cfg: cfg, subject: RevocationsSubject(cfg.Prefix), lastSeq: map[string]uint64{}}
+	if cfg.PollEvery < 0 {
+		return nil, fmt.Errorf("control: enforcer: revocation poll %v (--revocation-poll): must be positive; 0 means %v", cfg.PollEvery, DefaultRevocationPoll)
+	}
+	if cfg.PollEvery == 0 {
+		cfg.PollEvery = DefaultRevocationPoll
+	}
+	e := &Enforcer{cfg: cfg, subject: RevocationsSubject(cfg.Prefix), lastSeq: map[string]uint64{},
+		gap: make(chan struct{}, 1), ahead: map[revocationKey]int64{}}
+	e.revision.Store(cfg.Revision)
 	if err := cluster.ValidSubject(e.subject); err != nil {
 		return nil, fmt.Errorf("control: enforcer: prefix %q: %w", cfg.Prefix, err)
 	}
@@ -236,7 +293,9 @@ func (e *Enforcer) receive(m *cluster.Msg) {
 }
 
 // apply is the enforcement of one change, for this node's changes and
-// every other node's alike.
+// every other node's alike. A change older than what was applied for its
+// value is ignored (counted stale); one that skips a revision is applied and
+// has Run catch up.
 func (e *Enforcer) apply(ev *RevocationEvent) (closed int, err error) {
 	m, err := ev.check()
 	if err != nil {
@@ -245,6 +304,33 @@ func (e *Enforcer) apply(ev *RevocationEvent) (closed int, err error) {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
 	e.noteSeqLocked(ev)
+	if ev.Revision > 0 {
+		if e.staleLocked(ev) {
+			e.stale.Add(1)
+			return 0, nil
+		}
+		if r := e.revision.Load(); ev.Revision == r+1 {
+			e.revision.Store(ev.Revision)
+		} else {
+			e.ahead[revocationKey{ev.Kind, ev.Value}] = ev.Revision
+			select {
+			case e.gap <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return e.effectLocked(ev, m), nil
+}
+
+// staleLocked reports whether ev's change is already applied or superseded
+// here: its revision is not after the revision every change up to which is
+// applied, nor after a later change of the same value applied ahead.
+func (e *Enforcer) staleLocked(ev *RevocationEvent) bool {
+	return ev.Revision <= e.revision.Load() || ev.Revision <= e.ahead[revocationKey{ev.Kind, ev.Value}]
+}
+
+// effectLocked makes a checked change take effect here.
+func (e *Enforcer) effectLocked(ev *RevocationEvent, m relay.IdentityMatch) (closed int) {
 	e.applied.Add(1)
 	if ev.Op == OpUnrevoke {
 		var allow *store.Allowance
@@ -252,7 +338,7 @@ func (e *Enforcer) apply(ev *RevocationEvent) (closed int, err error) {
 			allow = &store.Allowance{BookingID: ev.Value, Actor: ev.Actor, CreatedAt: ev.CreatedAt, ExpiresAt: ev.ExpiresAt}
 		}
 		e.cfg.Revocations.Remove(ev.Kind, ev.Value, allow)
-		return 0, nil
+		return 0
 	}
 	// The set first: see the type's doc.
 	e.cfg.Revocations.Add(store.Revocation{Kind: ev.Kind, Value: ev.Value, Reason: ev.Reason, Actor: ev.Actor,
@@ -265,8 +351,129 @@ func (e *Enforcer) apply(ev *RevocationEvent) (closed int, err error) {
 	if e.cfg.Codes != nil {
 		e.cfg.Codes.DeleteWhere(m)
 	}
-	return closed, nil
+	return closed
 }
+
+// Run catches up from the store until ctx is done: every PollEvery, and at
+// once after an event that skipped a revision. A poll that fails (the
+// store unreachable) changes nothing, is counted and logged (the first
+// failure, then at most once per catchUpFailureLogEvery) and is retried at
+// the next tick. Without a Log, Run returns at once.
+func (e *Enforcer) Run(ctx context.Context) {
+	if e.cfg.Log == nil {
+		return
+	}
+	t := time.NewTicker(e.cfg.PollEvery)
+	defer t.Stop()
+	var (
+		failing    int // polls failed since the last success
+		lastLogged time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.gap:
+		}
+		pctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+		err := e.CatchUp(pctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			e.pollFailures.Add(1)
+			failing++
+			if now := time.Now(); failing == 1 || now.Sub(lastLogged) >= catchUpFailureLogEvery {
+				lastLogged = now
+				e.cfg.Logger.Warn("control: cannot read revocation changes from the store; enforcing those known, retrying",
+					"failed_polls", failing, "revision", e.revision.Load(), "err", err)
+			}
+		case failing > 0:
+			e.cfg.Logger.Info("control: reading revocation changes from the store again", "failed_polls", failing, "revision", e.revision.Load())
+			failing = 0
+		}
+	}
+}
+
+// CatchUp applies the changes recorded after this node's revision that it
+// has not applied (their events lost or late), in revision order, and
+// advances the revision to the store's. It costs one small read when there
+// is nothing new. Run calls it; it may be called at any time.
+func (e *Enforcer) CatchUp(ctx context.Context) error {
+	if e.cfg.Log == nil {
+		return nil
+	}
+	current, err := e.cfg.Log.RevocationRevision(ctx)
+	if err != nil {
+		return err
+	}
+	// Bounded: each page moves the revision forward by at least one change.
+	for range 1 + current/int64(store.DefaultRevocationChanges) + 1 {
+		after := e.revision.Load()
+		if after >= current {
+			return nil
+		}
+		page, err := e.cfg.Log.RevocationChanges(ctx, after, store.DefaultRevocationChanges)
+		if err != nil {
+			return err
+		}
+		e.applyLogged(page)
+		if !page.More {
+			return nil
+		}
+	}
+	return nil
+}
+
+// applyLogged applies a page of the change log and moves the revision to
+// the page's.
+func (e *Enforcer) applyLogged(page store.RevocationChanges) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	for i := range page.Changes {
+		ev := eventFromChange(&page.Changes[i])
+		if e.staleLocked(&ev) {
+			continue
+		}
+		m, err := ev.check()
+		if err != nil {
+			e.ignoredInvalid.Add(1)
+			e.cfg.Logger.Error("control: a recorded revocation change cannot be applied", "revision", ev.Revision, "kind", ev.Kind, "op", ev.Op, "err", err)
+			continue
+		}
+		e.caughtUp.Add(1)
+		closed := e.effectLocked(&ev, m)
+		e.cfg.Logger.Info("control: applied a revocation change missed on the bus", "revision", ev.Revision, "kind", ev.Kind, "op", ev.Op, "closed", closed)
+	}
+	if page.Revision > e.revision.Load() {
+		e.revision.Store(page.Revision)
+	}
+	r := e.revision.Load()
+	for k, ahead := range e.ahead {
+		if ahead <= r {
+			delete(e.ahead, k)
+		}
+	}
+}
+
+// eventFromChange is the event of a logged change.
+func eventFromChange(c *store.RevocationChange) RevocationEvent {
+	ev := RevocationEvent{Op: OpRevoke, Kind: c.Revocation.Kind, Value: c.Revocation.Value, Reason: c.Revocation.Reason,
+		Actor: c.Revocation.Actor, CreatedAt: c.Revocation.CreatedAt, ExpiresAt: c.Revocation.ExpiresAt, Revision: c.Revision}
+	if c.Op == store.OpUnrevoke {
+		ev.Op, ev.Reason, ev.ExpiresAt = OpUnrevoke, "", time.Time{}
+		if c.Allow != nil {
+			ev.Allow, ev.Actor, ev.CreatedAt, ev.ExpiresAt = true, c.Allow.Actor, c.Allow.CreatedAt, c.Allow.ExpiresAt
+		}
+	}
+	return ev
+}
+
+// Revision returns the revision up to which this node has applied every
+// revocation change.
+func (e *Enforcer) Revision() int64 { return e.revision.Load() }
 
 // noteSeqLocked counts the events of ev's node this node missed. A Seq
 // that does not grow is a node that restarted (its count starts again).
@@ -292,12 +499,23 @@ type EnforcerStats struct {
 	// "bad_json" (does not decode) and "invalid" (unknown op or kind,
 	// empty or oversized value, missing expiry).
 	Ignored map[string]uint64
+	// Stale counts events of changes already applied or superseded here
+	// (by catch-up, or by a later change of the same value).
+	Stale uint64
+	// CaughtUp counts changes applied from the store's log, not from an
+	// event: their events were lost or late.
+	CaughtUp uint64
+	// PollFailures counts polls of the store that failed.
+	PollFailures uint64
+	// Revision is the revision up to which every change is applied here.
+	Revision int64
 }
 
 // Stats returns the counters.
 func (e *Enforcer) Stats() EnforcerStats {
 	return EnforcerStats{Applied: e.applied.Load(), Published: e.published.Load(), PublishFailed: e.publishFailed.Load(),
-		Missed: e.missed.Load(), Ignored: map[string]uint64{"bad_json": e.ignoredBadJSON.Load(), "invalid": e.ignoredInvalid.Load()}}
+		Missed: e.missed.Load(), Ignored: map[string]uint64{"bad_json": e.ignoredBadJSON.Load(), "invalid": e.ignoredInvalid.Load()},
+		Stale: e.stale.Load(), CaughtUp: e.caughtUp.Load(), PollFailures: e.pollFailures.Load(), Revision: e.revision.Load()}
 }
 
 // truncateForLog bounds a string taken from the bus before it is logged.

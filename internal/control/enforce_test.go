@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,21 +45,60 @@ type node struct {
 	codes *access.MemoryCodeStore
 	jobs  *jobs.Manager
 	enf   *control.Enforcer
+	lossy *lossyBus // set if the node's bus loses its revocation events
 }
 
 func startNode(t *testing.T, net *membus.Network, id string) *node {
 	t.Helper()
+	return startNodeWith(t, net, id, nodeOptions{})
+}
+
+// nodeOptions vary a test node.
+type nodeOptions struct {
+	// revocations, if set, records and logs the node's revocation changes
+	// (a store shared with other nodes); nil: the node's own store.
+	revocations store.Store
+	// poll is the Enforcer's PollEvery (0: the default).
+	poll time.Duration
+	// loseRevocations: the bus loses every revocation event the node
+	// publishes.
+	loseRevocations bool
+}
+
+// lossyBus loses the revocation events published through it, as a bus
+// that drops a message does: the publisher sees no error.
+type lossyBus struct {
+	cluster.Bus
+	lost atomic.Uint64
+}
+
+func (b *lossyBus) Publish(m *cluster.Msg) error {
+	if m.Subject == control.RevocationsSubject(cluster.DefaultPrefix) {
+		b.lost.Add(1)
+		return nil
+	}
+	return b.Bus.Publish(m)
+}
+
+func startNodeWith(t *testing.T, net *membus.Network, id string, opts nodeOptions) *node {
+	t.Helper()
 	ctx := context.Background()
-	bus, err := net.Join(id)
+	joined, err := net.Join(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { bus.Close() })
+	t.Cleanup(func() { joined.Close() })
+	var bus cluster.Bus = joined
+	var lossy *lossyBus
+	if opts.loseRevocations {
+		lossy = &lossyBus{Bus: joined}
+		bus = lossy
+	}
 	key, err := auth.NewHMACKey("HS256", testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{key: key, rev: control.NewRevocations(nil), codes: access.NewMemoryCodeStore(0, nil)}
+	n := &node{key: key, rev: control.NewRevocations(nil), codes: access.NewMemoryCodeStore(0, nil), lossy: lossy}
 	n.rs, err = relay.NewServer(relay.Config{PingInterval: -1, Denied: func(i *relay.Info) bool {
 		_, denied := n.rev.Denied(i.BookingID, i.Subject, i.TokenID)
 		return denied
@@ -104,12 +144,23 @@ func startNode(t *testing.T, net *membus.Network, id string) *node {
 	if err := ah.Handle(wire.PrefixAgent, agents); err != nil {
 		t.Fatal(err)
 	}
-	n.enf, err = control.NewEnforcer(control.EnforcerConfig{Revocations: n.rev, Relay: n.rs, Codes: n.codes,
-		Closers: []control.ConnCloser{sh, link}, Bus: bus})
+	revStore := opts.revocations
+	if revStore == nil {
+		revStore = st
+	}
+	revision, err := control.LoadRevocations(ctx, revStore, n.rev, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := control.New(control.Config{Store: st, Relay: n.rs, Revocations: n.rev, Enforcer: n.enf,
+	n.enf, err = control.NewEnforcer(control.EnforcerConfig{Revocations: n.rev, Relay: n.rs, Codes: n.codes,
+		Closers: []control.ConnCloser{sh, link}, Bus: bus, Log: revStore, Revision: revision, PollEvery: opts.poll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	running := make(chan struct{})
+	go func() { defer close(running); n.enf.Run(runCtx) }()
+	ctl, err := control.New(control.Config{Store: revStore, Relay: n.rs, Revocations: n.rev, Enforcer: n.enf,
 		Verifier: verifier, Key: key, Audience: srv.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +171,8 @@ func startNode(t *testing.T, net *membus.Network, id string) *node {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		srv.Close()
+		stopRun()
+		<-running
 		n.rs.Shutdown(sctx)
 		link.Stop(sctx)
 		n.jobs.Stop(sctx)

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -153,4 +155,25 @@ func (r *Revocations) Purge(now time.Time) {
 			delete(r.allowed, b)
 		}
 	}
+}
+
+// LoadRevocations fills r from st (Load) and returns the revision it was
+// loaded at, for EnforcerConfig.Revision. The revision is read first: what
+// the lists hold is at least that revision, and catching up from it
+// applies, in order, any change the lists already reflect, which ends in the
+// same state.
+func LoadRevocations(ctx context.Context, st store.Store, r *Revocations, now time.Time) (revision int64, err error) {
+	if revision, err = st.RevocationRevision(ctx); err != nil {
+		return 0, fmt.Errorf("load the revocation revision: %w", err)
+	}
+	revs, err := st.Revocations(ctx, "", now)
+	if err != nil {
+		return 0, fmt.Errorf("load revocations: %w", err)
+	}
+	allows, err := st.Allowances(ctx, now)
+	if err != nil {
+		return 0, fmt.Errorf("load allowances: %w", err)
+	}
+	r.Load(revs, allows)
+	return revision, nil
 }

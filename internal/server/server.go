@@ -78,6 +78,9 @@ type Config struct {
 	DrainWindow time.Duration
 	// StatsEvery is how often the stats topic gets a report (default 5 s).
 	StatsEvery time.Duration
+	// RevocationPoll is how often the node asks the store for revocation
+	// changes it missed on the bus (default control.DefaultRevocationPoll).
+	RevocationPoll time.Duration
 	// MetricsListen, if set, serves /metrics without authentication on
 	// this address (the main listener serves it to relay:stats tokens).
 	MetricsListen string
@@ -160,6 +163,7 @@ type Server struct {
 	relay     *relay.Server
 	bus       *busNode
 	ctl       *control.Handler
+	enforcer  *control.Enforcer
 	http      *http.Server
 	ln        net.Listener
 	tls       *tls.Config // nil: plain HTTP
@@ -232,7 +236,8 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		return nil, err
 	}
 	rev := control.NewRevocations(now)
-	if err := loadRevocations(deps.Store, rev, now()); err != nil {
+	revision, err := loadRevocations(deps.Store, rev, now())
+	if err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, deps: deps, log: log, refused: &refusals{}, served: make(chan error, 1), endLameDuck: make(chan struct{})}
@@ -374,10 +379,11 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	// Revocations: recorded by s.ctl, enforced here and on every other
 	// node through the bus.
 	enforcer, err := control.NewEnforcer(control.EnforcerConfig{Revocations: rev, Relay: rs, Codes: codes,
-		Closers: closers, Bus: s.bus.bus, Logger: log})
+		Closers: closers, Bus: s.bus.bus, Log: deps.Store, Revision: revision, PollEvery: cfg.RevocationPoll, Logger: log})
 	if err != nil {
 		return nil, err
 	}
+	s.enforcer = enforcer
 	s.undo = append(s.undo, enforcer.Close)
 	s.ctl, err = control.New(control.Config{
 		Store: deps.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
@@ -518,6 +524,8 @@ func (s *Server) Start() (err error) {
 	s.stopPurge = stopPurge
 	s.background.Add(1)
 	go func() { defer s.background.Done(); s.ctl.RunPurger(purgeCtx) }()
+	s.background.Add(1)
+	go func() { defer s.background.Done(); s.enforcer.Run(purgeCtx) }() // revocation catch-up
 	s.web.Start(purgeCtx)
 	s.log.Info("serving", "addr", s.ln.Addr().String(), "public_url", s.publicURL.String(), "node", s.cfg.NodeID)
 	return nil
@@ -531,20 +539,16 @@ func (s *Server) teardown() {
 	s.undo = nil
 }
 
-// loadRevocations fills rev from the store at start.
-func loadRevocations(st store.Store, rev *control.Revocations, now time.Time) error {
+// loadRevocations fills rev from the store at start and returns the
+// revision it was loaded at.
+func loadRevocations(st store.Store, rev *control.Revocations, now time.Time) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	revs, err := st.Revocations(ctx, "", now)
+	revision, err := control.LoadRevocations(ctx, st, rev, now)
 	if err != nil {
-		return fmt.Errorf("server: load revocations: %w", err)
+		return 0, fmt.Errorf("server: %w", err)
 	}
-	allows, err := st.Allowances(ctx, now)
-	if err != nil {
-		return fmt.Errorf("server: load allowances: %w", err)
-	}
-	rev.Load(revs, allows)
-	return nil
+	return revision, nil
 }
 
 // MetricsAddr returns the address of the metrics listener, or nil.
