@@ -1,13 +1,14 @@
 // Package blob stores result files behind a small interface, Store, so
-// that what holds them (a directory on this node today; a shared
-// directory, or per-node directories that fetch from their owner, in a
-// cluster) is a wiring choice.
+// that what holds them is a wiring choice: a directory (Dir) for a node
+// alone or a directory shared by a cluster's nodes, or the cluster's
+// PostgreSQL database (postgres.Store.Blobs). The conformance suite of
+// every Store is package blobtest.
 //
 // Keys are slash-separated paths of non-empty segments ("job/agent/file"),
-// none of them "." or "..", without NUL or backslash; the last segment
-// does not start with '.' (a Store may keep its temporary files there). A
-// key prefix names whole segments: "job" covers "job/agent/file", never
-// "jobs/…".
+// none of them "." or "..", in UTF-8 without NUL or backslash (a database
+// keeps them as text); the last segment does not start with '.' (a Store
+// may keep its temporary files there). A key prefix names whole segments:
+// "job" covers "job/agent/file", never "jobs/…".
 //
 // Contract of every Store:
 //   - Put is all or nothing: a reader of the key sees the old content or
@@ -15,7 +16,11 @@
 //     caller's check, or cut short by its reader, leaves nothing behind.
 //   - A stored file is durable before Put returns.
 //   - Reading, listing and deleting may run concurrently with Put on any
-//     key; the last Put of a key wins.
+//     key; the last Put of a key wins. A Reader yields the content it was
+//     opened on, whole, or fails: a Store that cannot keep replaced or
+//     deleted content readable while it is read (PostgreSQL) fails the
+//     Reader with ErrReplaced rather than yield a mix. (Dir keeps it
+//     readable: an open file outlives its name.)
 //
 // This package imports the standard library only.
 package blob
@@ -23,9 +28,11 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors of a Store. They are returned wrapped: test with errors.Is.
@@ -36,6 +43,9 @@ var (
 	ErrTooLarge = errors.New("blob: content above the size limit")
 	// ErrInvalidKey: the key (or prefix) breaks the key rules above.
 	ErrInvalidKey = errors.New("blob: invalid key")
+	// ErrReplaced: the file a Reader was reading was replaced or deleted
+	// meanwhile, by a Store that cannot keep it readable (see Store).
+	ErrReplaced = errors.New("blob: file replaced or deleted while being read")
 )
 
 // Info describes a stored file.
@@ -73,10 +83,28 @@ type Store interface {
 	Delete(ctx context.Context, prefix string) error
 }
 
+// CheckKey returns an error wrapping ErrInvalidKey if key breaks the key
+// rules of the package doc. Every Store checks its keys with it.
+func CheckKey(key string) error {
+	if err := validKey(key, false); err != nil {
+		return fmt.Errorf("%w: %q", err, key)
+	}
+	return nil
+}
+
+// CheckPrefix is CheckKey for the prefix of List and Delete: its last
+// segment may start with '.'.
+func CheckPrefix(prefix string) error {
+	if err := validKey(prefix, true); err != nil {
+		return fmt.Errorf("%w: %q", err, prefix)
+	}
+	return nil
+}
+
 // validKey checks key (or a prefix, when prefix is true: its last segment
 // may then start with '.') against the key rules of the package doc.
 func validKey(key string, prefix bool) error {
-	if key == "" || strings.ContainsAny(key, "\\\x00") {
+	if key == "" || strings.ContainsAny(key, "\\\x00") || !utf8.ValidString(key) {
 		return ErrInvalidKey
 	}
 	segs := strings.Split(key, "/")

@@ -45,8 +45,12 @@ func NewDir(root string) (*Dir, error) {
 func (d *Dir) Root() string { return d.root }
 
 func (d *Dir) path(key string, prefix bool) (string, error) {
-	if err := validKey(key, prefix); err != nil {
-		return "", fmt.Errorf("%w: %q", err, key)
+	check := CheckKey
+	if prefix {
+		check = CheckPrefix
+	}
+	if err := check(key); err != nil {
+		return "", err
 	}
 	return filepath.Join(d.root, filepath.FromSlash(key)), nil
 }
