@@ -1,11 +1,15 @@
 package control_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	"switchboard/internal/cluster"
 	"switchboard/internal/cluster/membus"
 	"switchboard/internal/control"
+	"switchboard/internal/relay"
 	"switchboard/internal/servertest/wait"
 	"switchboard/internal/store"
 	"switchboard/internal/store/sqlite"
@@ -226,4 +231,94 @@ func TestConcurrentDenyAndAllowEndAlikeEverywhere(t *testing.T) {
 	}
 	t.Logf("%d of %d bookings ended denied; stale events: a %d, b %d; caught up: a %d, b %d", len(revs), bookings,
 		a.enf.Stats().Stale, b.enf.Stats().Stale, a.enf.Stats().CaughtUp, b.enf.Stats().CaughtUp)
+}
+
+// unreachableLog is a change log whose database can be taken away.
+type unreachableLog struct {
+	store.RevocationLog
+	down atomic.Bool
+}
+
+func (l *unreachableLog) RevocationRevision(ctx context.Context) (int64, error) {
+	if l.down.Load() {
+		return 0, fmt.Errorf("test: %w", store.ErrUnavailable)
+	}
+	return l.RevocationLog.RevocationRevision(ctx)
+}
+
+func (l *unreachableLog) RevocationChanges(ctx context.Context, after int64, limit int) (store.RevocationChanges, error) {
+	if l.down.Load() {
+		return store.RevocationChanges{}, fmt.Errorf("test: %w", store.ErrUnavailable)
+	}
+	return l.RevocationLog.RevocationChanges(ctx, after, limit)
+}
+
+// lockedBuffer is a log destination for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// TestCatchUpWaitsOutAnUnreachableStore: while the store cannot be read,
+// the polls fail, are counted and logged once (not once per poll), and the
+// node keeps what it knows; once the store answers, the change recorded
+// meanwhile is applied.
+func TestCatchUpWaitsOutAnUnreachableStore(t *testing.T) {
+	st := sharedStore(t)
+	rs, err := relay.NewServer(relay.Config{PingInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rs.Shutdown(ctx)
+	})
+	rev := control.NewRevocations(nil)
+	rev.Add(store.Revocation{Kind: store.RevokeSubject, Value: "known", ExpiresAt: time.Now().Add(time.Hour)})
+	changes := &unreachableLog{RevocationLog: st}
+	changes.down.Store(true)
+	var logs lockedBuffer
+	e, err := control.NewEnforcer(control.EnforcerConfig{Revocations: rev, Relay: rs, Log: changes, PollEvery: 5 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if _, err := st.Revoke(ctx, store.Revocation{Kind: store.RevokeBooking, Value: "b1", ExpiresAt: time.Now().Add(time.Hour)}, store.AuditEvent{Action: "deny"}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "five failed polls", func() bool { return e.Stats().PollFailures >= 5 })
+	if _, denied := rev.Denied("b1", "", ""); denied || e.Revision() != 0 {
+		t.Fatalf("b1 denied %v at revision %d while the store could not be read", denied, e.Revision())
+	}
+	if _, denied := rev.Denied("", "known", ""); !denied {
+		t.Fatal("the revocation known before the outage was dropped")
+	}
+	if n := logs.count("cannot read revocation changes"); n != 1 {
+		t.Fatalf("%d failure lines logged for %d failed polls, want 1", n, e.Stats().PollFailures)
+	}
+
+	changes.down.Store(false)
+	wait.For(t, "the change recorded during the outage applied", func() bool {
+		_, denied := rev.Denied("b1", "", "")
+		return denied && e.Revision() == 1
+	})
+	wait.For(t, "the recovery logged", func() bool { return logs.count("reading revocation changes from the store again") == 1 })
 }
