@@ -17,6 +17,7 @@ const (
 	clusterScenarioFanout       = "fanout"
 	clusterScenarioFirstMessage = "first-message"
 	clusterScenarioForeignCode  = "foreign-code"
+	clusterScenarioDeny         = "deny"
 )
 
 // defaultClusterRate is the paced rate of `bench cluster`'s fan-out: issue
@@ -41,13 +42,15 @@ type benchClusterFlags struct {
 	rounds   int
 	parallel int
 	timeout  time.Duration
+	// deny
+	deny bench.DenyOptions
 }
 
 func newBenchClusterCommand(io stdio) *cobra.Command {
 	f := benchClusterFlags{size: bench.DefaultSize}
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Cluster mode: cross-node fan-out, first message after connect, foreign codes",
+		Short: "Cluster mode: cross-node fan-out, first message after connect, foreign codes, deny",
 		Long: `Starts a cluster of --nodes "serve" child processes of this binary on
 loopback (n1, n2, …; embedded NATS routes on free ports, every node peering
 with every route; one generated --secret-file; one --public-url standing for a
@@ -78,13 +81,19 @@ the access POST on n1, then the websocket GET alternately on the node the
 code names and on another node (which takes the code over the bus). Reports
 handshake quantiles of both and what a foreign code adds.
 
+--scenario deny: --conns connections (default 10,000), connection i on node
+i mod n, the first --denied (default 1,000) of them on one booking, over
+--topics topics; the booking is denied through n1's API (POST /bids/deny).
+Reports how long each denied connection took to close (quantiles, and per
+node), how many closed with 4003, and that no other connection closed.
+
 Node CPU time and peak memory are read from /proc. Only loopback addresses
 are used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runBenchCluster(cmd, io, &f) },
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.scenario, "scenario", clusterScenarioFanout, "fanout, first-message or foreign-code")
+	fs.StringVar(&f.scenario, "scenario", clusterScenarioFanout, "fanout, first-message, foreign-code or deny")
 	fs.IntVar(&f.nodes, "nodes", bench.DefaultClusterNodes, "cluster nodes (at least 2)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL the nodes share (postgres://…; default: start a throwaway PostgreSQL)")
 	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for every node, e.g. --server-arg=--send-queue=1MiB (repeatable)")
@@ -99,14 +108,18 @@ are used.`,
 	fs.IntVar(&f.rounds, "rounds", 0, fmt.Sprintf("first-message, foreign-code: rounds (default %d and %d)", bench.DefaultFirstMessageRounds, bench.DefaultForeignCodeRounds))
 	fs.IntVar(&f.parallel, "parallel", bench.DefaultFirstMessageParallel, "first-message: rounds at a time")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultFirstMessageTimeout, "first-message: how long a reader waits for its message before it is lost")
+	fs.IntVar(&f.deny.Conns, "conns", 10_000, "deny: connections held")
+	fs.IntVar(&f.deny.Denied, "denied", 1_000, "deny: connections on the denied booking")
+	fs.IntVar(&f.deny.Topics, "topics", 100, "deny: topics the connections are spread over")
 	return cmd
 }
 
 func runBenchCluster(cmd *cobra.Command, io stdio, f *benchClusterFlags) error {
 	switch f.scenario {
-	case clusterScenarioFanout, clusterScenarioFirstMessage, clusterScenarioForeignCode:
+	case clusterScenarioFanout, clusterScenarioFirstMessage, clusterScenarioForeignCode, clusterScenarioDeny:
 	default:
-		return fmt.Errorf("--scenario %q: want %s, %s or %s", f.scenario, clusterScenarioFanout, clusterScenarioFirstMessage, clusterScenarioForeignCode)
+		return fmt.Errorf("--scenario %q: want %s, %s, %s or %s", f.scenario, clusterScenarioFanout, clusterScenarioFirstMessage,
+			clusterScenarioForeignCode, clusterScenarioDeny)
 	}
 	switch {
 	case f.nodes < 2:
@@ -182,6 +195,12 @@ func runBenchCluster(cmd *cobra.Command, io stdio, f *benchClusterFlags) error {
 		res = &r
 	case clusterScenarioForeignCode:
 		r, err := bench.ForeignCode(ctx, c.Target, bench.ForeignCodeOptions{Rounds: f.rounds})
+		if err != nil {
+			return err
+		}
+		res = &r
+	case clusterScenarioDeny:
+		r, err := bench.ClusterDeny(ctx, c.Target, f.deny)
 		if err != nil {
 			return err
 		}

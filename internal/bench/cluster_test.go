@@ -110,6 +110,21 @@ func TestClusterScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("deny", func(t *testing.T) {
+		res, err := ClusterDeny(ctx, tgt, DenyOptions{Conns: 30, Denied: 9, Topics: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Closed4003 != 9 || res.NotClosed != 0 || res.WronglyClosed != 0 {
+			t.Fatalf("closed with 4003 %d of 9, not closed %d, others closed %d", res.Closed4003, res.NotClosed, res.WronglyClosed)
+		}
+		for _, id := range []string{"n1", "n2", "n3"} {
+			if l := res.DisconnectByNodeMS[id]; l.Max <= 0 || l.Max > 10_000 {
+				t.Errorf("disconnects on %s: %+v", id, l)
+			}
+		}
+	})
+
 	t.Run("foreign code", func(t *testing.T) {
 		res, err := ForeignCode(ctx, tgt, ForeignCodeOptions{Rounds: 40})
 		if err != nil {
