@@ -262,7 +262,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.IntVar(&f.limits.FDReserve, "fd-reserve", 0, "file descriptors kept for health checks, the store and logs: past the descriptor limit less this, new connections get 503 (default: 5% of the limit, at least 64)")
 	fs.DurationVar(&f.maxTokenTTL, "max-token-ttl", control.DefaultMaxTokenTTL, "longest lifetime of tokens minted by the token API")
 	fs.DurationVar(&f.maxRefreshLife, "max-refresh-lifetime", control.DefaultMaxRefreshLife, "how long after its first issue a token chain can be refreshed to")
-	fs.StringVar(&f.resultsDir, "results-dir", "", "directory of jobs' output files (default <data-dir>/results)")
+	fs.StringVar(&f.resultsDir, "results-dir", "", "directory of jobs' output files (default <data-dir>/results; in a cluster the shared PostgreSQL, unless this names a directory every node mounts)")
 	fs.DurationVar(&f.jobs.LostGrace, "job-lost-grace", jobs.DefaultLostGrace, "how long a job's run survives its agent's disconnection before it is marked lost")
 	fs.DurationVar(&f.jobs.MaxWait, "job-max-wait", jobs.DefaultMaxWait, "longest WAIT of a blocking job request (what WAIT=-1 means)")
 	fs.IntVar(&f.jobs.MaxWaitsPerSubject, "job-max-waits-per-subject", jobs.DefaultMaxWaitsPerSubject, "blocking WAIT requests one subject may have open at once (more: 429 too_many_waits)")
@@ -344,10 +344,6 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		}
 		proxies = append(proxies, pfx.Masked())
 	}
-	resultsDir := f.resultsDir
-	if resultsDir == "" {
-		resultsDir = filepath.Join(f.dataDir, "results")
-	}
 	f.jobs.MaxFileBytes, f.jobs.MaxRunBytes = int64(f.jobMaxFile), int64(f.jobMaxRun)
 	webConfig, err := f.web.config()
 	if err != nil {
@@ -365,9 +361,9 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		return err
 	}
 	defer bus.Close()
-	results, err := blob.NewDir(resultsDir)
+	results, err := openResults(f, db, log)
 	if err != nil {
-		return fmt.Errorf("--results-dir: %w", err)
+		return err
 	}
 	srv, err := server.New(server.Config{
 		Listen: f.listen, PublicURL: f.publicURL, Secret: secret, JWTAlgorithm: f.alg, Leeway: f.leeway,
@@ -457,6 +453,27 @@ func openStore(ctx context.Context, url, dataDir string, log *slog.Logger) (stor
 	}
 	log.Info("store: SQLite", "path", path)
 	return db, nil
+}
+
+// openResults picks where result files go: the directory --results-dir
+// names (in a cluster, one that every node mounts), else in a cluster the
+// shared PostgreSQL (every node serves every file), else
+// <data-dir>/results.
+func openResults(f *serveFlags, db store.Store, log *slog.Logger) (blob.Store, error) {
+	if pg, ok := db.(*postgres.Store); ok && f.cluster.enabled() && f.resultsDir == "" {
+		log.Info("results: in PostgreSQL")
+		return pg.Blobs(), nil
+	}
+	dir := f.resultsDir
+	if dir == "" {
+		dir = filepath.Join(f.dataDir, "results")
+	}
+	results, err := blob.NewDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--results-dir: %w", err)
+	}
+	log.Info("results: in a directory", "path", dir)
+	return results, nil
 }
 
 // defaultPublicURL returns the URL the server in dataDir last served, or the
