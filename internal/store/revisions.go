@@ -17,11 +17,14 @@ import (
 // seen every change numbered below n; it never skips one that commits late
 // with a smaller number (which a plain sequence would allow).
 //
-// The change log keeps a change as long as it can matter to a node that
-// has not applied it: a revoke until the revocation expires, an unrevoke
-// until both the revocation it removed and the allowance it recorded have
-// expired. PurgeExpired deletes the rest; the in-memory sets drop expired
-// entries on their own.
+// The log keeps, for each (kind, value), only the changes a node that has
+// not applied them still needs: a change replaces the earlier ones of its
+// value (a changed revocation or a removal overrides them), except that an
+// unrevoke without an allowance keeps the last allowance recorded. A change
+// is kept as long as it can matter to such a node: until the latest expiry
+// of the revocations and the allowance it removed, recorded or replaced (a
+// node may still hold any of them). PurgeExpired deletes the rest; the
+// in-memory sets drop expired entries on their own.
 
 // RevocationOp is what a RevocationChange did.
 type RevocationOp string
@@ -118,4 +121,23 @@ func allowExpiry(a *Allowance) time.Time {
 		return time.Time{}
 	}
 	return a.ExpiresAt
+}
+
+// KeepsAllowance reports whether a change (op, allow) leaves the earlier
+// allowance change of its value in the log: an unrevoke that records no
+// allowance leaves the allowance as it was.
+func KeepsAllowance(op RevocationOp, allow *Allowance) bool {
+	return op == OpUnrevoke && allow == nil
+}
+
+// LaterKeep returns the later of two keep-until times, zero meaning
+// forever.
+func LaterKeep(a, b time.Time) time.Time {
+	if a.IsZero() || b.IsZero() {
+		return time.Time{}
+	}
+	if b.After(a) {
+		return b
+	}
+	return a
 }

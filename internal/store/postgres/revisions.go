@@ -24,14 +24,29 @@ func takeRevision(ctx context.Context, tx pgx.Tx) (int64, error) {
 	return revision, nil
 }
 
-// recordChange records the change under revision; keepUntil zero keeps it
-// forever.
+// recordChange records the change under revision, replacing the changes
+// it supersedes; keepUntil zero keeps it forever.
 func recordChange(ctx context.Context, tx pgx.Tx, revision int64, op store.RevocationOp, r store.Revocation, allow *store.Allowance, keepUntil time.Time) error {
+	q := `DELETE FROM revocation_changes WHERE kind = $1 AND value = $2 RETURNING keep_until`
+	if store.KeepsAllowance(op, allow) {
+		q = `DELETE FROM revocation_changes WHERE kind = $1 AND value = $2 AND NOT (op = 'unrevoke' AND allow) RETURNING keep_until`
+	}
+	rows, err := tx.Query(ctx, q, string(r.Kind), r.Value)
+	if err != nil {
+		return fmt.Errorf("supersede changes: %w", err)
+	}
+	kept, err := pgx.CollectRows(rows, pgx.RowTo[*time.Time])
+	if err != nil {
+		return fmt.Errorf("supersede changes: %w", err)
+	}
+	for _, k := range kept {
+		keepUntil = store.LaterKeep(keepUntil, fromNull(k))
+	}
 	actor, created, expires, allowed := r.Actor, r.CreatedAt, r.ExpiresAt, false
 	if allow != nil {
 		actor, created, expires, allowed = allow.Actor, allow.CreatedAt, allow.ExpiresAt, true
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO revocation_changes (revision, op, kind, value, reason, actor, created_at, expires_at, allow, keep_until)
+	_, err = tx.Exec(ctx, `INSERT INTO revocation_changes (revision, op, kind, value, reason, actor, created_at, expires_at, allow, keep_until)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		revision, string(op), string(r.Kind), r.Value, r.Reason, actor, utc(created), nullTime(expires), allowed, nullTime(keepUntil))
 	if err != nil {

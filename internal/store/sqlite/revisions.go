@@ -10,9 +10,32 @@ import (
 )
 
 // recordChange takes the next revision and records the change under it
-// (store.RevocationLog). keepUntil zero keeps it forever. The single writer
-// connection makes revisions follow commit order.
+// (store.RevocationLog), replacing the changes it supersedes. keepUntil
+// zero keeps it forever. The single writer connection makes revisions
+// follow commit order.
 func recordChange(ctx context.Context, tx *sql.Tx, op store.RevocationOp, r store.Revocation, allow *store.Allowance, keepUntil time.Time) (int64, error) {
+	q := `DELETE FROM revocation_changes WHERE kind = ? AND value = ? RETURNING keep_until`
+	if store.KeepsAllowance(op, allow) {
+		q = `DELETE FROM revocation_changes WHERE kind = ? AND value = ? AND NOT (op = 'unrevoke' AND allow = 1) RETURNING keep_until`
+	}
+	rows, err := tx.QueryContext(ctx, q, string(r.Kind), r.Value)
+	if err != nil {
+		return 0, fmt.Errorf("supersede changes: %w", err)
+	}
+	for rows.Next() {
+		var k sql.NullInt64
+		if err := rows.Scan(&k); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("supersede changes: %w", err)
+		}
+		keepUntil = store.LaterKeep(keepUntil, fromNullMicros(k))
+	}
+	if err := rows.Close(); err != nil {
+		return 0, fmt.Errorf("supersede changes: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("supersede changes: %w", err)
+	}
 	var revision int64
 	if err := tx.QueryRowContext(ctx, `UPDATE revocation_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision`).Scan(&revision); err != nil {
 		return 0, fmt.Errorf("take a revision: %w", err)
@@ -21,7 +44,7 @@ func recordChange(ctx context.Context, tx *sql.Tx, op store.RevocationOp, r stor
 	if allow != nil {
 		actor, created, expires, allowed = allow.Actor, allow.CreatedAt, allow.ExpiresAt, 1
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO revocation_changes (revision, op, kind, value, reason, actor, created_at, expires_at, allow, keep_until)
+	_, err = tx.ExecContext(ctx, `INSERT INTO revocation_changes (revision, op, kind, value, reason, actor, created_at, expires_at, allow, keep_until)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		revision, string(op), string(r.Kind), r.Value, r.Reason, actor, micros(created), nullMicros(expires), allowed, nullMicros(keepUntil))
 	if err != nil {

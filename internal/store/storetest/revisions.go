@@ -29,7 +29,8 @@ func revision(t *testing.T, s store.Store) int64 {
 
 // testRevisionsNumberChanges: every Revoke and Unrevoke (one that removes
 // nothing too) takes the next revision and is listed under it, as stored;
-// a refused change takes none; pages follow the limit.
+// a refused change takes none; pages follow the limit; a change replaces
+// the earlier one of its value.
 func testRevisionsNumberChanges(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	if r := revision(t, s); r != 0 {
@@ -43,15 +44,15 @@ func testRevisionsNumberChanges(t *testing.T, s store.Store) {
 		func() (int64, error) {
 			return s.Revoke(ctx, store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r1", Actor: "op", CreatedAt: t0, ExpiresAt: exp}, ev("deny", "b1"))
 		},
-		func() (int64, error) { // again, later: CreatedAt stays the first
-			return s.Revoke(ctx, store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r2", Actor: "op2", CreatedAt: t0.Add(time.Minute), ExpiresAt: exp.Add(time.Hour)}, ev("deny", "b1"))
+		func() (int64, error) {
+			return s.Revoke(ctx, store.Revocation{Kind: store.RevokeSubject, Value: "s1", Reason: "r2", Actor: "op2", CreatedAt: t0.Add(time.Minute), ExpiresAt: exp}, ev("revoke", "s1"))
 		},
 		func() (int64, error) { // removes nothing: recorded all the same
 			_, r, err := s.Unrevoke(ctx, store.RevokeSubject, "nobody", nil, ev("unrevoke", "subject:nobody"))
 			return r, err
 		},
 		func() (int64, error) {
-			_, r, err := s.Unrevoke(ctx, store.RevokeBooking, "b1", &store.Allowance{Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute), ExpiresAt: exp}, ev("allow", "b1"))
+			_, r, err := s.Unrevoke(ctx, store.RevokeBooking, "b2", &store.Allowance{Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute), ExpiresAt: exp}, ev("allow", "b2"))
 			return r, err
 		},
 	}
@@ -71,16 +72,43 @@ func testRevisionsNumberChanges(t *testing.T, s store.Store) {
 		t.Fatalf("revision after four changes and two refused: %d, want 4", r)
 	}
 
-	page := changesAfter(t, s, 0, 0)
-	if len(page.Changes) != 4 || page.Revision != 4 || page.More {
-		t.Fatalf("changes after 0: %d, revision %d, more %v; want 4, 4, false", len(page.Changes), page.Revision, page.More)
-	}
 	want := []store.RevocationChange{
 		{Revision: 1, Op: store.OpRevoke, Revocation: store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r1", Actor: "op", CreatedAt: t0, ExpiresAt: exp}},
-		{Revision: 2, Op: store.OpRevoke, Revocation: store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r2", Actor: "op2", CreatedAt: t0, ExpiresAt: exp.Add(time.Hour)}},
+		{Revision: 2, Op: store.OpRevoke, Revocation: store.Revocation{Kind: store.RevokeSubject, Value: "s1", Reason: "r2", Actor: "op2", CreatedAt: t0.Add(time.Minute), ExpiresAt: exp}},
 		{Revision: 3, Op: store.OpUnrevoke, Revocation: store.Revocation{Kind: store.RevokeSubject, Value: "nobody", Actor: "admin", CreatedAt: t0}},
-		{Revision: 4, Op: store.OpUnrevoke, Revocation: store.Revocation{Kind: store.RevokeBooking, Value: "b1", Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute)},
-			Allow: &store.Allowance{BookingID: "b1", Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute), ExpiresAt: exp}},
+		{Revision: 4, Op: store.OpUnrevoke, Revocation: store.Revocation{Kind: store.RevokeBooking, Value: "b2", Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute)},
+			Allow: &store.Allowance{BookingID: "b2", Actor: "admin2", CreatedAt: t0.Add(2 * time.Minute), ExpiresAt: exp}},
+	}
+	checkChanges(t, changesAfter(t, s, 0, 0), want, 4)
+
+	// b1 again, later: the change replaces revision 1, with the first
+	// CreatedAt.
+	if r, err := s.Revoke(ctx, store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r5", Actor: "op5", CreatedAt: t0.Add(5 * time.Minute), ExpiresAt: exp.Add(time.Hour)}, ev("deny", "b1")); err != nil || r != 5 {
+		t.Fatalf("b1 again: revision %d, %v; want 5", r, err)
+	}
+	want = append(want[1:], store.RevocationChange{Revision: 5, Op: store.OpRevoke,
+		Revocation: store.Revocation{Kind: store.RevokeBooking, Value: "b1", Reason: "r5", Actor: "op5", CreatedAt: t0, ExpiresAt: exp.Add(time.Hour)}})
+	checkChanges(t, changesAfter(t, s, 0, 0), want, 5)
+
+	if p := changesAfter(t, s, 3, 0); len(p.Changes) != 2 || p.Changes[0].Revision != 4 || p.Revision != 5 || p.More {
+		t.Fatalf("changes after 3: %+v", p)
+	}
+	if p := changesAfter(t, s, 5, 0); len(p.Changes) != 0 || p.Revision != 5 || p.More {
+		t.Fatalf("changes after 5: %+v", p)
+	}
+	p := changesAfter(t, s, 0, 3)
+	if len(p.Changes) != 3 || p.Revision != 4 || !p.More {
+		t.Fatalf("a page of 3: %d changes, revision %d, more %v; want 3, 4, true", len(p.Changes), p.Revision, p.More)
+	}
+	if p := changesAfter(t, s, p.Revision, 3); len(p.Changes) != 1 || p.Changes[0].Revision != 5 || p.Revision != 5 || p.More {
+		t.Fatalf("the next page: %+v", p)
+	}
+}
+
+func checkChanges(t *testing.T, page store.RevocationChanges, want []store.RevocationChange, current int64) {
+	t.Helper()
+	if len(page.Changes) != len(want) || page.Revision != current || page.More {
+		t.Fatalf("%d changes, revision %d, more %v; want %d, %d, false: %+v", len(page.Changes), page.Revision, page.More, len(want), current, page.Changes)
 	}
 	for i, w := range want {
 		g := page.Changes[i]
@@ -89,19 +117,63 @@ func testRevisionsNumberChanges(t *testing.T, s store.Store) {
 			t.Errorf("change %d:\n got  %+v (allow %+v)\n want %+v (allow %+v)", i+1, g, g.Allow, w, w.Allow)
 		}
 	}
+}
 
-	if p := changesAfter(t, s, 2, 0); len(p.Changes) != 2 || p.Changes[0].Revision != 3 || p.Revision != 4 || p.More {
-		t.Fatalf("changes after 2: %+v", p)
+// testRevisionsSupersede: the log keeps the last change of a value (and
+// the last allowance of a booking an unrevoke left in place), for as long
+// as the longest-lived revocation it replaced: a revocation shortened and
+// then lifted keeps its lifting until the first expiry has passed, since a
+// node that applied only the first revoke still holds it.
+func testRevisionsSupersede(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "k", CreatedAt: t0, ExpiresAt: t0.Add(3 * time.Hour)}) // 1
+	mustRevoke(t, s, store.Revocation{Kind: store.RevokeToken, Value: "k", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)})     // 2: shortened
+	if _, _, err := s.Unrevoke(ctx, store.RevokeToken, "k", nil, ev("unrevoke", "k")); err != nil {                          // 3: lifted
+		t.Fatal(err)
 	}
-	if p := changesAfter(t, s, 4, 0); len(p.Changes) != 0 || p.Revision != 4 || p.More {
-		t.Fatalf("changes after 4: %+v", p)
+	revisions := func() string {
+		t.Helper()
+		var got []int64
+		for _, c := range changesAfter(t, s, 0, 0).Changes {
+			got = append(got, c.Revision)
+		}
+		return fmt.Sprint(got)
 	}
-	p := changesAfter(t, s, 0, 3)
-	if len(p.Changes) != 3 || p.Revision != 3 || !p.More {
-		t.Fatalf("a page of 3: %d changes, revision %d, more %v; want 3, 3, true", len(p.Changes), p.Revision, p.More)
+	if got := revisions(); got != "[3]" {
+		t.Fatalf("after revoke, revoke, unrevoke of one value: %s, want [3]", got)
 	}
-	if p := changesAfter(t, s, p.Revision, 3); len(p.Changes) != 1 || p.Changes[0].Revision != 4 || p.Revision != 4 || p.More {
-		t.Fatalf("the next page: %+v", p)
+	if _, err := s.PurgeExpired(ctx, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := revisions(); got != "[3]" {
+		t.Fatalf("after a purge past the second expiry only: %s, want [3]", got)
+	}
+	if _, err := s.PurgeExpired(ctx, t0.Add(4*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := revisions(); got != "[]" {
+		t.Fatalf("after a purge past both expiries: %s, want []", got)
+	}
+
+	allow := &store.Allowance{CreatedAt: t0, ExpiresAt: t0.Add(5 * time.Hour)}
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b", allow, ev("allow", "b")); err != nil { // 4
+		t.Fatal(err)
+	}
+	if _, _, err := s.Unrevoke(ctx, store.RevokeBooking, "b", nil, ev("unrevoke", "b")); err != nil { // 5: the allowance stays
+		t.Fatal(err)
+	}
+	if got := revisions(); got != "[4 5]" {
+		t.Fatalf("allow, then a plain unrevoke: %s, want [4 5]", got)
+	}
+	mustRevoke(t, s, store.Revocation{Kind: store.RevokeBooking, Value: "b", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}) // 6
+	if got := revisions(); got != "[6]" {
+		t.Fatalf("then a revoke: %s, want [6]", got)
+	}
+	if _, err := s.PurgeExpired(ctx, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := revisions(); got != "[6]" {
+		t.Fatalf("the revoke that replaced an allowance of 5 h, after 2 h: %s, want [6] (kept as long as the allowance)", got)
 	}
 }
 

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevisionsNumberChanges", testRevisionsNumberChanges},
 		{"RevisionsConcurrent", testRevisionsConcurrent},
 		{"RevisionsPurge", testRevisionsPurge},
+		{"RevisionsSupersede", testRevisionsSupersede},
 
 		{"JobRoundTrip", testJobRoundTrip},
 		{"CreateJobErrors", testCreateJobErrors},

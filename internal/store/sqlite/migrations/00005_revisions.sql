@@ -27,6 +27,8 @@ CREATE TABLE revocation_changes (
 	keep_until INTEGER
 );
 CREATE INDEX revocation_changes_keep_until ON revocation_changes (keep_until);
+-- A change supersedes the earlier ones of its kind and value (store.RevocationLog).
+CREATE INDEX revocation_changes_key ON revocation_changes (kind, value);
 
 -- +goose Down
 DROP TABLE revocation_changes;
