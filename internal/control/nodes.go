@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"switchboard/internal/cluster"
@@ -170,6 +171,9 @@ type ClusterStatus struct {
 	cfg     ClusterConfig
 	started time.Time
 	x       *cluster.StatusExchange
+	// othersSeen latches once another node has been up: from then on the
+	// node is part of a cluster (OthersSeen).
+	othersSeen atomic.Bool
 }
 
 // NewClusterStatus starts answering status requests on the bus. Close it
@@ -184,13 +188,26 @@ func NewClusterStatus(cfg ClusterConfig) (*ClusterStatus, error) {
 	c := &ClusterStatus{cfg: cfg, started: cfg.Now()}
 	x, err := cluster.NewStatusExchange(cluster.StatusConfig{Bus: cfg.Bus, Prefix: cfg.Prefix,
 		Local: func() ([]byte, error) { return json.Marshal(c.Summary()) }, Timeout: cfg.Timeout,
-		RememberLost: cfg.RememberLost, OnMembers: cfg.OnMembers, Now: cfg.Now})
+		RememberLost: cfg.RememberLost, OnMembers: c.onMembers, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
 	c.x = x
 	return c, nil
 }
+
+// onMembers is called for each change of another member.
+func (c *ClusterStatus) onMembers() {
+	c.othersSeen.Store(true)
+	if c.cfg.OnMembers != nil {
+		c.cfg.OnMembers()
+	}
+}
+
+// OthersSeen reports whether another node has ever been up: the node is in
+// a cluster, not on its own (`switchboard serve` always runs on a bus, an
+// in-memory one of its own when no cluster flag is given).
+func (c *ClusterStatus) OthersSeen() bool { return c.othersSeen.Load() }
 
 // Close stops answering. It may be called more than once.
 func (c *ClusterStatus) Close() { c.x.Close() }

@@ -159,12 +159,12 @@ func (p *StatsPublisher) Changed() {
 	}
 }
 
-// PublishCluster adds the cluster section to every report: after the
-// connection arrays, one message {"cluster": ClusterReport} (every node's
-// summary and totals, gathered over the bus). Consumers of the practable
-// format, which expect arrays, can skip it by its shape. The server calls
-// it in cluster mode only, so a node on its own publishes exactly what it
-// published before. Call it before Start.
+// PublishCluster adds the cluster section to every report once c has seen
+// another node (ClusterStatus.OthersSeen): after the connection arrays, one
+// message {"cluster": ClusterReport} (every node's summary and totals,
+// gathered over the bus). Consumers of the practable format, which expect
+// arrays, can skip it by its shape; a node on its own never sends it, so it
+// publishes exactly what it published before. Call it before Start.
 func (p *StatsPublisher) PublishCluster(c *ClusterStatus) { p.cluster = c }
 
 // Start publishes rs's report until Stop. Call it once.
@@ -217,7 +217,7 @@ func (p *StatsPublisher) publish() {
 	for _, b := range reportMessages(Report(p.relay), p.relay.Config().MaxMessageBytes) {
 		p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
 	}
-	if p.cluster == nil {
+	if p.cluster == nil || !p.cluster.OthersSeen() {
 		return
 	}
 	// Gather waits at most the status timeout for each member, in parallel.

@@ -308,15 +308,13 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	}
 	s.bus.codes = codeRouter // closed with the bus
 	// Every node's summary over the bus: /status?node=all, the dashboard,
-	// and in cluster mode the stats topic's cluster section, republished
-	// at once when a member comes or goes.
+	// and once another node has been seen the stats topic's cluster
+	// section, republished at once when a member comes or goes.
 	if s.bus.status, err = control.NewClusterStatus(control.ClusterConfig{Bus: s.bus.bus, Relay: rs, Peers: s.bus.peers,
 		BusHealth: s.bus.busHealth, State: s.nodeState, OnMembers: s.stats.Changed, Now: deps.Now}); err != nil {
 		return nil, err
 	}
-	if !s.bus.owned {
-		s.stats.PublishCluster(s.bus.status)
-	}
+	s.stats.PublishCluster(s.bus.status)
 
 	// Jobs, when results have somewhere to go.
 	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats}

@@ -148,7 +148,9 @@ func TestNATSNodeCutOffLeavesStatusWithin3s(t *testing.T) {
 		r := clusterReport(t, c)
 		return r.Health == control.HealthDegraded && len(r.Problems) > 0 && r.Problems[0].Code == control.ProblemBusDisconnected
 	})
-	// c keeps serving its local topic.
+	// c keeps serving its local topics (once it sees itself alone, it is
+	// every topic's home: the access endpoint places codes there).
+	wait.For(t, "c alone", func() bool { return len(c.Deps.Bus.Members()) == 1 })
 	reader := c.Dial(t, "lab/local", auth.ScopeRead)
 	writer := c.Dial(t, "lab/local", auth.ScopeWrite)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -157,7 +159,9 @@ func TestNATSNodeCutOffLeavesStatusWithin3s(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, data, err := reader.Read(ctx); err != nil || string(data) != "still here" {
-		t.Fatalf("c's local topic during the outage: %q %v", data, err)
+		st := c.Relay().Stats()
+		t.Fatalf("c's local topic during the outage: %q %v (c: %d in, %d out, drops %v; readers here %d)", data, err,
+			st.MessagesIn, st.MessagesOut, st.Drops, c.TopicConns("lab/local"))
 	}
 
 	proxy.setCut(false)

@@ -7,7 +7,9 @@ package web
 // again, with backoff, whenever the connection ends. The topics:
 //
 //   - stats: the status report (every connection, control.ConnReport),
-//     every few seconds and soon after any connect or disconnect;
+//     every few seconds and soon after any connect or disconnect; in a
+//     cluster each report is followed by the cluster section (every node's
+//     summary, control.ClusterReport), sent again when a node comes or goes;
 //   - agents: agent connect and disconnect events;
 //   - jobs/{id}/log: a job's output lines, for its owner and operators.
 //
