@@ -170,10 +170,11 @@ const (
 // changes before anything is closed: an endpoint that admits under its
 // CloseWhere lock either sees the revocation or is found by CloseWhere.
 //
-// Locking: applyMu serialises applications, local and remote, so each one's
-// set change and closes happen before the next's; it is taken after the
-// Handler's changeMu and before the locks of the set, the relay and the
-// closers. busMu guards the publishing sequence; Publish does not block.
+// Locking: applyMu serialises applications, local, remote and caught up,
+// so each one's set change and closes happen before the next's; it is taken
+// after the Handler's changeMu and before the locks of the set, the relay
+// and the closers. busMu guards the publishing sequence; Publish does not
+// block. The store is read (CatchUp) without applyMu held.
 type Enforcer struct {
 	cfg     EnforcerConfig
 	subject string
@@ -250,8 +251,10 @@ func (e *Enforcer) Close() {
 // Enforce makes a change the store has recorded take effect everywhere: it
 // publishes ev (stamped with this node's id and next Seq) to the other
 // nodes, then applies it here, and returns how many connections and
-// sessions it closed here. A failed publish is logged and counted; the
-// change still takes effect here.
+// sessions it closed here (0 if a catch-up applied it first, or a later
+// change of its value already took effect). A failed publish is logged and
+// counted; the change still takes effect here, and on the other nodes at
+// their next catch-up.
 func (e *Enforcer) Enforce(ev RevocationEvent) int {
 	if e.cfg.Bus != nil {
 		e.busMu.Lock()
