@@ -18,6 +18,7 @@ const (
 	clusterScenarioFirstMessage = "first-message"
 	clusterScenarioForeignCode  = "foreign-code"
 	clusterScenarioDeny         = "deny"
+	clusterScenarioKill         = "kill"
 )
 
 // defaultClusterRate is the paced rate of `bench cluster`'s fan-out: issue
@@ -44,13 +45,15 @@ type benchClusterFlags struct {
 	timeout  time.Duration
 	// deny
 	deny bench.DenyOptions
+	// kill
+	kill bench.ClusterKillOptions
 }
 
 func newBenchClusterCommand(io stdio) *cobra.Command {
 	f := benchClusterFlags{size: bench.DefaultSize}
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Cluster mode: cross-node fan-out, first message after connect, foreign codes, deny",
+		Short: "Cluster mode: cross-node fan-out, first message after connect, foreign codes, deny, kill -9 of a node",
 		Long: `Starts a cluster of --nodes "serve" child processes of this binary on
 loopback (n1, n2, …; embedded NATS routes on free ports, every node peering
 with every route; one generated --secret-file; one --public-url standing for a
@@ -87,13 +90,20 @@ i mod n, the first --denied (default 1,000) of them on one booking, over
 Reports how long each denied connection took to close (quantiles, and per
 node), how many closed with 4003, and that no other connection closed.
 
+--scenario kill: --clients clients (default 1,000) connect to n2, which is
+then killed with SIGKILL; each client reconnects by trying the other nodes'
+URLs in turn (no load balancer), backing off after a failure, for up to
+--kill-timeout. Meanwhile 8 loops open new sessions on the survivors.
+Reports the reconnection time from the kill (quantiles), the survivors' new
+session latency meanwhile, and every 5xx answer.
+
 Node CPU time and peak memory are read from /proc. Only loopback addresses
 are used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runBenchCluster(cmd, io, &f) },
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.scenario, "scenario", clusterScenarioFanout, "fanout, first-message, foreign-code or deny")
+	fs.StringVar(&f.scenario, "scenario", clusterScenarioFanout, "fanout, first-message, foreign-code, deny or kill")
 	fs.IntVar(&f.nodes, "nodes", bench.DefaultClusterNodes, "cluster nodes (at least 2)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL the nodes share (postgres://…; default: start a throwaway PostgreSQL)")
 	fs.StringSliceVar(&f.serverArgs, "server-arg", nil, "extra argument for every node, e.g. --server-arg=--send-queue=1MiB (repeatable)")
@@ -111,15 +121,17 @@ are used.`,
 	fs.IntVar(&f.deny.Conns, "conns", 10_000, "deny: connections held")
 	fs.IntVar(&f.deny.Denied, "denied", 1_000, "deny: connections on the denied booking")
 	fs.IntVar(&f.deny.Topics, "topics", 100, "deny: topics the connections are spread over")
+	fs.IntVar(&f.kill.Clients, "clients", bench.DefaultKillClients, "kill: clients of the killed node")
+	fs.DurationVar(&f.kill.Timeout, "kill-timeout", bench.DefaultKillTimeout, "kill: how long each client may take to reconnect")
 	return cmd
 }
 
 func runBenchCluster(cmd *cobra.Command, io stdio, f *benchClusterFlags) error {
 	switch f.scenario {
-	case clusterScenarioFanout, clusterScenarioFirstMessage, clusterScenarioForeignCode, clusterScenarioDeny:
+	case clusterScenarioFanout, clusterScenarioFirstMessage, clusterScenarioForeignCode, clusterScenarioDeny, clusterScenarioKill:
 	default:
-		return fmt.Errorf("--scenario %q: want %s, %s, %s or %s", f.scenario, clusterScenarioFanout, clusterScenarioFirstMessage,
-			clusterScenarioForeignCode, clusterScenarioDeny)
+		return fmt.Errorf("--scenario %q: want %s, %s, %s, %s or %s", f.scenario, clusterScenarioFanout, clusterScenarioFirstMessage,
+			clusterScenarioForeignCode, clusterScenarioDeny, clusterScenarioKill)
 	}
 	switch {
 	case f.nodes < 2:
@@ -201,6 +213,13 @@ func runBenchCluster(cmd *cobra.Command, io stdio, f *benchClusterFlags) error {
 		res = &r
 	case clusterScenarioDeny:
 		r, err := bench.ClusterDeny(ctx, c.Target, f.deny)
+		if err != nil {
+			return err
+		}
+		res = &r
+	case clusterScenarioKill:
+		f.kill.Kill = c.Kill
+		r, err := bench.ClusterKill(ctx, c.Target, f.kill)
 		if err != nil {
 			return err
 		}

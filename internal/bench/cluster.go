@@ -377,6 +377,10 @@ func (c *clusterCPU) stop() ClusterCPU {
 func (c ClusterCPU) writeRows(row func(k, format string, args ...any)) {
 	row("client CPU", "%.2f s over %.2f s (%.0f%% of one core)", c.ClientSec, c.WallSec, 100*c.ClientSec/c.WallSec)
 	for i, s := range c.NodeSec {
+		if c.NodePeakRSSBytes[i] == 0 {
+			row("node "+c.Nodes[i]+" CPU", "gone by the end (killed)")
+			continue
+		}
 		row("node "+c.Nodes[i]+" CPU", "%.2f s (%.0f%% of one core); peak RSS %.1f MiB", s, 100*s/c.WallSec, float64(c.NodePeakRSSBytes[i])/(1<<20))
 	}
 }

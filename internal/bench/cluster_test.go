@@ -13,20 +13,20 @@ import (
 // NATS on one fresh PostgreSQL (servertest.StartCluster; skipped without
 // PostgreSQL unless SWITCHBOARD_TEST_STRICT=1), with the limits lifted for
 // load generators. Each node is its own tokens' audience.
-func startTestCluster(t *testing.T) ClusterTarget {
+func startTestCluster(t *testing.T) (ClusterTarget, []*servertest.Server) {
 	t.Helper()
 	nodes := servertest.StartCluster(t, 3, func(_ int, c *server.Config, _ *server.Deps) { c.Limits = loadGeneratorLimits })
 	tgt := ClusterTarget{Secret: servertest.Secret}
 	for _, n := range nodes {
 		tgt.Nodes = append(tgt.Nodes, ClusterNode{ID: n.Config.NodeID, URL: n.URL, Audience: n.URL})
 	}
-	return tgt
+	return tgt, nodes
 }
 
 // TestClusterScenarios runs each cluster scenario at a tiny size on one
 // three-node cluster.
 func TestClusterScenarios(t *testing.T) {
-	tgt := startTestCluster(t)
+	tgt, nodes := startTestCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -139,6 +139,26 @@ func TestClusterScenarios(t *testing.T) {
 		}
 		if res.AddedUS.P99 != f.HandshakeUS.P99-l.HandshakeUS.P99 {
 			t.Errorf("added p99 %v", res.AddedUS.P99)
+		}
+	})
+
+	// Last: it takes n2 away. In process, the "kill" is a shutdown without
+	// a lame duck (the clients see 1001 instead of a reset connection).
+	t.Run("kill", func(t *testing.T) {
+		res, err := ClusterKill(ctx, tgt, ClusterKillOptions{Clients: 30, Topics: 5, Probes: 2, Timeout: 20 * time.Second,
+			Kill: func(i int) error {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				return nodes[i].Shutdown(sctx)
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Victim != "n2" || res.Reconnected != 30 || res.NotReconnected != 0 || res.ReconnectedTo["n2"] != 0 {
+			t.Fatalf("victim %s: reconnected %d %v, not %d (%s): want all 30 to n1 and n3", res.Victim, res.Reconnected, res.ReconnectedTo, res.NotReconnected, res.FirstError)
+		}
+		if res.ReconnectMS.Max <= 0 || res.Attempts < 30 || res.AccessOK+res.AccessFailed == 0 {
+			t.Errorf("reconnect %+v, attempts %d, survivors' sessions %d ok %d failed", res.ReconnectMS, res.Attempts, res.AccessOK, res.AccessFailed)
 		}
 	})
 }
