@@ -35,7 +35,8 @@
 //	                             internal/control's NodeSummary, JSON)
 //	<prefix>.ctl.revocations     a recorded revoke or unrevoke, to every node
 //	                             (internal/control's RevocationEvent, JSON:
-//	                             op, kind, value, expires_at, node, seq)
+//	                             op, kind, value, expires_at, revision,
+//	                             node, seq)
 //	<prefix>.job.changed         a job's phase changed, it was deleted, or its
 //	                             timers moved, to every node (internal/jobs'
 //	                             Event, JSON: job, change, phase, revision,
