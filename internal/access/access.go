@@ -530,7 +530,9 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage})
+	holder, ok := ep.(HandshakeHolder)
+	hold := ok && adm.Serve == nil && holder.HoldsHandshake(g)
+	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage, HoldHandshake: hold})
 	if err != nil {
 		h.outcomes.add(StageExchange, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)

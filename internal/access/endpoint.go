@@ -63,6 +63,16 @@ type Permit struct {
 	Local bool
 }
 
+// HandshakeHolder is implemented by an Endpoint whose Serve hands the
+// connection to relay.Accept, which completes the websocket handshake only
+// once the connection is registered (relay.Handshaker): the 101 response is
+// then held back until the connection can receive, so a reader misses
+// nothing sent after its handshake. Other endpoints get the 101 at the
+// upgrade.
+type HandshakeHolder interface {
+	HoldsHandshake(g Grant) bool
+}
+
 // Admitter is implemented by an Endpoint that checks a connection again at
 // the code exchange, or holds a place for it, before the upgrade.
 type Admitter interface {

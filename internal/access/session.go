@@ -39,6 +39,9 @@ func (s sessionEndpoint) Authorize(c *auth.Claims, name string) (Permit, *apierr
 	return p, nil
 }
 
+// HoldsHandshake implements HandshakeHolder: Serve is relay.Accept.
+func (sessionEndpoint) HoldsHandshake(Grant) bool { return true }
+
 // Serve implements Endpoint: the connection joins its topic in the relay.
 func (s sessionEndpoint) Serve(ctx context.Context, conn relay.Conn, _ Grant, info relay.Info) {
 	s.h.cfg.Relay.Accept(ctx, conn, info)

@@ -87,15 +87,19 @@ type RelayPeers struct {
 	// loads it without a lock.
 	out sync.Map
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// acks is closed and replaced when what the members acknowledged, or
+	// the local topics, or the members change (Barrier waits on it).
+	acks    chan struct{}          // guarded by mu
 	local   map[string]*localTopic // guarded by mu; topics this node subscribes to
 	members map[string]*member     // guarded by mu; the other nodes up
 	remote  map[string]int         // guarded by mu; per topic, how many other nodes read it
 	done    bool                   // guarded by mu; Close has begun
 
-	forwarded     atomic.Uint64
-	publishErrors atomic.Uint64
-	received      atomic.Uint64
+	forwarded       atomic.Uint64
+	publishErrors   atomic.Uint64
+	received        atomic.Uint64
+	barrierTimeouts atomic.Uint64
 }
 
 // outTopic is what Forward needs to publish a topic's messages.
@@ -134,6 +138,9 @@ type member struct {
 	// heard: it sent its own whole interest. Both: the two know what the
 	// other reads (Synced).
 	told, heard bool
+	// acked are the topics it has acknowledged that this node reads: it
+	// publishes their messages here (Barrier).
+	acked map[string]struct{}
 }
 
 // announcement is the body of a sync request.
@@ -180,6 +187,7 @@ func NewRelayPeers(cfg RelayConfig) (*RelayPeers, error) {
 	p := &RelayPeers{
 		bus: cfg.Bus, relay: cfg.Relay, cfg: cfg, self: cfg.Bus.NodeID(), log: cfg.Logger, kick: make(chan struct{}, 1),
 		local: map[string]*localTopic{}, members: map[string]*member{}, remote: map[string]int{},
+		acks: make(chan struct{}),
 	}
 	sub, err := p.bus.Subscribe(NodeSubject(cfg.Prefix, p.self, SyncService), p.onSync)
 	if err != nil {
@@ -234,6 +242,63 @@ func (p *RelayPeers) Interest(topic string, on bool) {
 	lt.sub = sub
 	p.local[topic] = lt
 	p.owe(topic, true)
+	p.ackedLocked()
+}
+
+// ackedLocked wakes the Barrier waits. p.mu must be held.
+func (p *RelayPeers) ackedLocked() {
+	close(p.acks)
+	p.acks = make(chan struct{})
+}
+
+// Barrier implements relay.Barrier: it returns once every other member
+// that answers has acknowledged that this node reads topic (so it
+// publishes the topic's messages here), or after AnnounceTimeout, or when
+// ctx is done. A member whose last announcement failed is not waited for.
+func (p *RelayPeers) Barrier(ctx context.Context, topic string) {
+	if _, err := TopicSubject(p.cfg.Prefix, topic); err != nil {
+		return // the topic does not travel between nodes
+	}
+	timeout := time.NewTimer(p.cfg.AnnounceTimeout)
+	defer timeout.Stop()
+	for {
+		p.mu.Lock()
+		met, acks := p.barrierMetLocked(topic, time.Now()), p.acks
+		p.mu.Unlock()
+		if met {
+			return
+		}
+		select {
+		case <-acks:
+		case <-timeout.C:
+			p.barrierTimeouts.Add(1)
+			p.log.Debug("cluster: a reader's barrier timed out", "topic", topic)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// barrierMetLocked reports whether every member that answers has
+// acknowledged that this node reads topic. p.mu must be held.
+func (p *RelayPeers) barrierMetLocked(topic string, now time.Time) bool {
+	if p.done || len(p.members) == 0 {
+		return true
+	}
+	if _, ok := p.local[topic]; !ok {
+		return false // the relay has not reported the reader yet
+	}
+	for _, mb := range p.members {
+		if _, ok := mb.acked[topic]; ok {
+			continue
+		}
+		if now.Before(mb.retryAt) {
+			continue // it did not answer: not waited for
+		}
+		return false
+	}
+	return true
 }
 
 // expire ends lt's subscription if no local reader came back since the
@@ -359,9 +424,10 @@ func (p *RelayPeers) onMember(e MemberEvent) {
 		delete(p.members, id)
 	}
 	if e.Up {
-		p.members[id] = &member{topics: map[string]struct{}{}, full: true, hello: true}
+		p.members[id] = &member{topics: map[string]struct{}{}, acked: map[string]struct{}{}, full: true, hello: true}
 		p.wake()
 	}
+	p.ackedLocked()
 }
 
 // onSync takes an announcement from another node and answers it once
@@ -465,10 +531,22 @@ func (p *RelayPeers) announce() {
 				break
 			}
 			err := p.send(id, a)
-			if err == nil && a.Full {
+			if err == nil {
 				p.mu.Lock()
-				if mb := p.members[id]; mb != nil && !mb.full {
-					mb.told = true // and no newer whole set is owed
+				if mb := p.members[id]; mb != nil {
+					if a.Full {
+						if !mb.full {
+							mb.told = true // and no newer whole set is owed
+						}
+						clear(mb.acked)
+					}
+					for _, topic := range a.On {
+						mb.acked[topic] = struct{}{}
+					}
+					for _, topic := range a.Off {
+						delete(mb.acked, topic)
+					}
+					p.ackedLocked()
 				}
 				p.mu.Unlock()
 			}
@@ -479,6 +557,7 @@ func (p *RelayPeers) announce() {
 					mb.full, mb.hello = true, mb.hello || a.Hello
 					mb.changes = nil
 					mb.retryAt = time.Now().Add(p.cfg.AnnounceRetry)
+					p.ackedLocked() // Barrier no longer waits for it
 				}
 				p.mu.Unlock()
 				p.log.Debug("cluster: interest announcement", "member", id, "err", err)
@@ -570,13 +649,16 @@ type RelayStats struct {
 	RemoteTopics  int    // topics another node reads now
 	LocalTopics   int    // topics this node subscribes to now
 	Members       int    // other nodes up
+	// BarrierTimeouts counts new readers whose handshake went out before
+	// every member had acknowledged their topic (Barrier gave up).
+	BarrierTimeouts uint64
 }
 
 // Stats returns a snapshot of the counters.
 func (p *RelayPeers) Stats() RelayStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return RelayStats{Forwarded: p.forwarded.Load(), PublishErrors: p.publishErrors.Load(), Received: p.received.Load(),
+	return RelayStats{Forwarded: p.forwarded.Load(), PublishErrors: p.publishErrors.Load(), Received: p.received.Load(), BarrierTimeouts: p.barrierTimeouts.Load(),
 		RemoteTopics: len(p.remote), LocalTopics: len(p.local), Members: len(p.members)}
 }
 

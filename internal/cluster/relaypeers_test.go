@@ -432,3 +432,31 @@ func TestSyncedOnceEveryMemberKnowsTheOthersInterest(t *testing.T) {
 		t.Fatal("b is synced without knowing that a reads x")
 	}
 }
+
+// TestBarrierWaitsForEveryMembersAcknowledgement: a reader's barrier
+// returns once every other member knows the node reads the topic, and does
+// not wait for a member that does not answer.
+func TestBarrierWaitsForEveryMembersAcknowledgement(t *testing.T) {
+	net := newNetwork(t, membus.Options{})
+	a, b := newNode(t, net, "a"), newNode(t, net, "b")
+	wait.For(t, "both synced", func() bool { return a.peers.Synced() && b.peers.Synced() })
+	// A member that never answers announcements (its bus joined, no peers).
+	mute, err := net.Join("mute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mute.Close() })
+	wait.For(t, "b to see the mute member", func() bool { return b.peers.Stats().Members == 2 })
+
+	for i := range 50 {
+		topic := fmt.Sprintf("x%d", i)
+		b.connect(t, reader(topic))
+		b.peers.Barrier(t.Context(), topic)
+		if a.peers.RemoteNodes(topic) != 1 {
+			t.Fatalf("%s: the barrier returned before a knew that b reads it", topic)
+		}
+	}
+	if got := b.peers.Stats().BarrierTimeouts; got != 0 {
+		t.Fatalf("%d barriers timed out waiting for a member that does not answer", got)
+	}
+}

@@ -321,3 +321,52 @@ func TestDrainEndsEarlyWithItsContext(t *testing.T) {
 		}
 	})
 }
+
+// handshakeConn is a memConn whose transport holds its handshake: it
+// records what the server looked like when Handshake was called.
+type handshakeConn struct {
+	*memConn
+	srv     *Server
+	topic   string
+	mu      sync.Mutex
+	calls   int
+	readers int // the topic's readers at the first call
+	closed  bool
+}
+
+func (h *handshakeConn) Handshake() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.calls++; h.calls == 1 {
+		h.readers, h.closed = h.srv.Readers(h.topic), isClosed(h.memConn)
+	}
+	return nil
+}
+
+// TestHandshakeAfterRegistration: a transport that holds its handshake
+// completes it once the connection is registered (a reader already counts),
+// exactly once; a connection refused completes it before its close frame.
+func TestHandshakeAfterRegistration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, err := NewServer(Config{PingInterval: -1, Denied: func(i *Info) bool { return i.Subject == "denied" }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &handshakeConn{memConn: newMemConn(), srv: srv, topic: "t"}
+		done := acceptIdle(srv, hc, Info{Topic: "t", CanRead: true})
+		if hc.calls != 1 || hc.readers != 1 {
+			t.Fatalf("handshake: %d calls, with %d readers registered; want 1 call after the reader", hc.calls, hc.readers)
+		}
+		refused := &handshakeConn{memConn: newMemConn(), srv: srv, topic: "t"}
+		if why := srv.Accept(context.Background(), refused, Info{Topic: "t", CanRead: true, Identity: Identity{Subject: "denied"}}); why != ReasonDenied {
+			t.Fatalf("a denied connection: %v", why)
+		}
+		if refused.calls != 1 || refused.closed || refused.closeCode() != CloseDenied {
+			t.Fatalf("a denied connection: %d handshakes (closed before: %v), close %d", refused.calls, refused.closed, refused.closeCode())
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	})
+}

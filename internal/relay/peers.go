@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"sync"
 )
@@ -29,6 +30,18 @@ import (
 type Peers interface {
 	Interest(topic string, on bool)
 	Forward(topic string, m Message)
+}
+
+// Barrier is implemented by Peers that can tell when the other nodes know
+// of a local reader: Accept calls it for a new reader whose transport holds
+// its handshake (Handshaker), after registering it and before completing
+// the handshake, so that what a writer on another node sends after the
+// reader's handshake reaches it. Barrier returns once every other node
+// that answers has acknowledged that this node reads topic, or when ctx is
+// done (a node that does not answer is not waited for: Peers bounds the
+// wait itself). It may be called concurrently.
+type Barrier interface {
+	Barrier(ctx context.Context, topic string)
 }
 
 // SetPeers connects the server to other nodes through p. It must be called

@@ -143,6 +143,16 @@ type Conn interface {
 	Abort()
 }
 
+// Handshaker is implemented by a Conn whose transport has not yet told its
+// peer that it is accepted (a websocket whose 101 response is held back).
+// Accept calls Handshake once the connection is registered (and, for a
+// reader in a cluster, once the other nodes know of it: Barrier), so that
+// nothing sent to the topic after the peer's handshake is missed. An error
+// from Handshake ends the connection.
+type Handshaker interface {
+	Handshake() error
+}
+
 // Info describes a connection: who it is and what it may do. The transport
 // fills it from the verified token before calling Accept.
 type Info struct {

@@ -154,6 +154,14 @@ func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
 		return s.refuse(err, tc)
 	}
 	defer s.active.Done()
+	if hs, ok := tc.(Handshaker); ok {
+		if b, ok := s.peers.(Barrier); ok && info.CanRead && !info.Backpressure {
+			b.Barrier(ctx, info.Topic)
+		}
+		if err := hs.Handshake(); err != nil {
+			tc.Abort() // run ends on the failed transport, counting it
+		}
+	}
 	return c.run(ctx)
 }
 
@@ -170,6 +178,13 @@ func (s *Server) AcceptPair(ctx context.Context, a Conn, ia Info, b Conn, ib Inf
 		s.refuse(err, a)
 		s.refuse(err, b)
 		return
+	}
+	for _, tc := range [...]Conn{a, b} {
+		if hs, ok := tc.(Handshaker); ok {
+			if err := hs.Handshake(); err != nil {
+				tc.Abort()
+			}
+		}
 	}
 	bDone := make(chan struct{})
 	go func() {
@@ -189,6 +204,12 @@ var errDenied = errors.New("relay: denied")
 
 // refuse closes a connection that register turned away and counts it.
 func (s *Server) refuse(err error, tc Conn) CloseReason {
+	if hs, ok := tc.(Handshaker); ok {
+		// The peer learns why in a close frame, which needs the handshake.
+		if hs.Handshake() != nil {
+			tc.Abort()
+		}
+	}
 	if errors.Is(err, errDenied) {
 		s.closes[ReasonDenied].Add(1)
 		_ = tc.Close(CloseDenied, "denied")

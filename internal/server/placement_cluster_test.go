@@ -18,7 +18,7 @@ import (
 
 // memCluster starts whole nodes a, b, … on one in-memory bus network, each
 // with its own store, and waits until each sees them all.
-func memCluster(t *testing.T, n int) map[string]*servertest.Server {
+func memCluster(t *testing.T, n int, configure ...func(*server.Config, *server.Deps)) map[string]*servertest.Server {
 	t.Helper()
 	network, err := membus.NewNetwork(membus.Options{})
 	if err != nil {
@@ -32,7 +32,7 @@ func memCluster(t *testing.T, n int) map[string]*servertest.Server {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { bus.Close() }) // after the node's shutdown: an injected bus is the caller's
-		nodes[id] = servertest.Start(t, func(c *server.Config, d *server.Deps) { c.NodeID, d.Bus = id, bus })
+		nodes[id] = servertest.Start(t, append(configure, func(c *server.Config, d *server.Deps) { c.NodeID, d.Bus = id, bus })...)
 	}
 	for _, node := range nodes {
 		wait.For(t, "node "+node.Config.NodeID+" ready with every member", func() bool {

@@ -14,6 +14,7 @@ package wsconn
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,12 +36,22 @@ type Options struct {
 	MaxMessageBytes int
 	// Subprotocols the server may select, in order of preference.
 	Subprotocols []string
+	// HoldHandshake keeps the handshake's 101 response back until
+	// Handshake is called, so that the caller can first make the
+	// connection ready to receive (relay.Accept registers it): a peer that
+	// has its 101 misses nothing sent after it. Without it, the 101 is
+	// sent by Upgrade.
+	HoldHandshake bool
 }
 
 // Conn is a server-side websocket connection implementing relay.Conn.
 type Conn struct {
 	ws *websocket.Conn
 	nc *lockedConn
+	// held is the 101 response not sent yet (HoldHandshake), or nil.
+	held      []byte
+	handshake sync.Once
+	hsErr     error
 }
 
 var _ relay.Conn = (*Conn)(nil)
@@ -49,7 +60,7 @@ var _ relay.Conn = (*Conn)(nil)
 // authorised the request and checked its Origin already: Upgrade does not.
 // On failure Upgrade has written an HTTP error response.
 func Upgrade(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error) {
-	hw := &hijackCapture{ResponseWriter: w}
+	hw := &hijackCapture{ResponseWriter: w, hold: opts.HoldHandshake}
 	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // Origin is checked by the caller, with its own allowlist
 		CompressionMode:    websocket.CompressionDisabled,
@@ -59,8 +70,27 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error
 		return nil, fmt.Errorf("wsconn: %w", err)
 	}
 	ws.SetReadLimit(int64(opts.MaxMessageBytes))
-	return &Conn{ws: ws, nc: hw.nc}, nil
+	return &Conn{ws: ws, nc: hw.nc, held: hw.held}, nil
 }
+
+// Handshake sends the 101 response that Upgrade held back
+// (Options.HoldHandshake); it does nothing otherwise, or when called again.
+// It implements relay.Handshaker.
+func (c *Conn) Handshake() error {
+	c.handshake.Do(func() {
+		if c.held == nil {
+			return
+		}
+		_ = c.nc.SetWriteDeadline(time.Now().Add(handshakeWriteTimeout))
+		_, c.hsErr = c.nc.Write(c.held)
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		c.held = nil
+	})
+	return c.hsErr
+}
+
+// handshakeWriteTimeout bounds writing a held 101 response.
+const handshakeWriteTimeout = 10 * time.Second
 
 // Subprotocol returns the negotiated subprotocol, if any.
 func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
@@ -197,9 +227,34 @@ func (c *Conn) Abort() {
 type hijackCapture struct {
 	http.ResponseWriter
 	nc *lockedConn
+	// hold keeps the 101 back: WriteHeader records it, Hijack leaves it
+	// unwritten, and held is the response, written by Conn.Handshake.
+	hold     bool
+	switched bool
+	held     []byte
+}
+
+// WriteHeader records a 101 to be held; any other status goes through.
+func (h *hijackCapture) WriteHeader(code int) {
+	if h.hold && code == http.StatusSwitchingProtocols {
+		h.switched = true
+		return
+	}
+	h.ResponseWriter.WriteHeader(code)
 }
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h.switched {
+		// The response net/http would have written at the hijack: the
+		// status line and the headers set so far.
+		var b bytes.Buffer
+		b.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+		if err := h.Header().Write(&b); err != nil {
+			return nil, nil, err
+		}
+		b.WriteString("\r\n")
+		h.held = b.Bytes()
+	}
 	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
