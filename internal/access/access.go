@@ -565,9 +565,13 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// RemoteCodeTimeout bounds taking a code from the node that issued it,
-// and having a topic's home node issue one.
+// RemoteCodeTimeout bounds taking a code from the node that issued it.
 const RemoteCodeTimeout = 2 * time.Second
+
+// PlacementTimeout bounds asking a topic's home node to issue a code; past
+// it (a home that died and is not yet known to be down), the code is
+// issued here, so an access request never waits long for placement.
+const PlacementTimeout = 250 * time.Millisecond
 
 // RemoteCodes takes codes that other nodes issued, from their CodeStore.
 type RemoteCodes interface {

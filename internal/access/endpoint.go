@@ -170,7 +170,7 @@ func (h *Handler) issueAtHome(ctx context.Context, g Grant) (uri string, err err
 	if home == "" || home == h.cfg.NodeID {
 		return h.issue(g)
 	}
-	ctx, cancel := context.WithTimeout(ctx, RemoteCodeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, PlacementTimeout)
 	defer cancel()
 	code, err := p.IssueAt(ctx, home, g, h.cfg.Now().Add(h.cfg.CodeTTL))
 	switch {

@@ -117,3 +117,45 @@ func BenchmarkBlobs64MiB(b *testing.B) {
 		})
 	}
 }
+
+// TestBlobsUploadHoldsNoConnection: a Put waiting for its reader (an
+// agent's upload arriving slowly) holds no pooled connection, so slow
+// uploads cannot starve the node's other store work; and it holds no
+// transaction open meanwhile.
+func TestBlobsUploadHoldsNoConnection(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Open(ctx, pgtest.Start(t), Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	b := s.Blobs()
+	b.chunkSize = testChunkSize
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Put(ctx, "j/a/slow", pr, 1<<20, nil)
+		done <- err
+	}()
+	// Each Write returns once Put has read it: after the second, the
+	// first chunk has been sent and Put waits for the rest.
+	pw.Write(bytes.Repeat([]byte{'x'}, 3*testChunkSize))
+	pw.Write(bytes.Repeat([]byte{'x'}, 3*testChunkSize))
+	listCtx, cancelList := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelList()
+	if _, err := b.List(listCtx, "j"); err != nil {
+		t.Fatalf("List while a Put waits for its reader, on a pool of one connection: %v", err)
+	}
+	var open int
+	if err := s.pool.QueryRow(listCtx, `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&open); err != nil || open != 0 {
+		t.Fatalf("transactions left open by the waiting Put: %d %v", open, err)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := blobtest.Read(t, b, "j/a/slow"); len(got) != 6*testChunkSize {
+		t.Fatalf("stored %d bytes", len(got))
+	}
+}
