@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"switchboard/internal/blob"
 )
@@ -23,14 +24,17 @@ const DefaultBlobChunkSize = 1 << 20
 // node of a cluster must serve. It is safe for concurrent use and lives
 // as long as its Store.
 //
-// A file is stored in chunks (table blob_chunks, migration 00006) written
-// by Put in one transaction, so a Put is all or nothing and durable when
-// it returns. A Reader fetches one chunk at a time, each in its own short
-// query, so a slow download holds no connection between reads; if the
-// file is replaced or deleted meanwhile, the Reader fails with
-// blob.ErrReplaced at its next chunk instead of reading on (a file of one
-// chunk is read whole by Open). Errors of an unreachable database wrap
-// store.ErrUnavailable.
+// A file is stored in chunks (tables blobs, blob_chunks and blob_uploads,
+// migration 00006). Put sends each chunk in a statement of its own,
+// holding a pooled connection only meanwhile, under a new generation that
+// no reader sees; the file appears, replacing the previous one, in one
+// short transaction at the end. So a Put is all or nothing and durable
+// when it returns, and slow uploads cannot take the connections that the
+// node's other work needs. A Reader fetches one chunk at a time, each in
+// its own short query; if the file is replaced or deleted meanwhile, the
+// Reader fails with blob.ErrReplaced at its next chunk instead of reading
+// on (a file of one chunk is read whole by Open). Errors of an unreachable
+// database wrap store.ErrUnavailable.
 type Blobs struct {
 	s         *Store
 	chunkSize int
@@ -41,9 +45,15 @@ var _ blob.Store = (*Blobs)(nil)
 // Blobs returns the Store's result files.
 func (s *Store) Blobs() *Blobs { return &Blobs{s: s, chunkSize: DefaultBlobChunkSize} }
 
-// Put implements blob.Store. The insert of a chunk runs while the next
-// is read from r, so receiving an upload and writing it overlap; r is not
-// read once Put has returned.
+// abandonedUploadAge is the age past which an upload's record means its
+// Put will not finish (its node died): a later Put deletes it and its
+// chunks, and a Put that took longer fails.
+const abandonedUploadAge = 24 * time.Hour
+
+// Put implements blob.Store. It holds a pooled connection only while it
+// sends a chunk, never while it waits for r (an upload from a slow agent),
+// and inserts a chunk while it reads the next from r. The file appears in
+// one transaction at the end.
 func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, check func(blob.Info) error) (blob.Info, error) {
 	if err := ctx.Err(); err != nil {
 		return blob.Info{}, err
@@ -51,35 +61,22 @@ func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, c
 	if err := blob.CheckKey(key); err != nil {
 		return blob.Info{}, err
 	}
-	conn, err := b.s.acquire(ctx, "blob put")
+	generation, err := b.startUpload(ctx, key)
 	if err != nil {
 		return blob.Info{}, err
 	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return blob.Info{}, wrap("blob put", err)
-	}
 	var (
 		inserting chan error // the insert in flight, if not nil: its result
-		committed bool
+		stored    bool
 	)
 	defer func() {
 		if inserting != nil {
-			<-inserting // it uses the connection: wait before rolling back
+			<-inserting // its chunk must not land after the cleanup below
 		}
-		if !committed {
-			// A failed rollback means a broken connection: the pool
-			// drops it and the server rolls back.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			tx.Rollback(rctx)
-			cancel()
+		if !stored {
+			b.dropUpload(ctx, key, generation)
 		}
 	}()
-	var generation int64
-	if err := tx.QueryRow(ctx, `SELECT nextval('blob_generations')`).Scan(&generation); err != nil {
-		return blob.Info{}, wrap("blob put", err)
-	}
 
 	// Two buffers: chunk seq is read into one while chunk seq-1 is sent
 	// from the other; the insert of seq-1 ends before that of seq starts.
@@ -96,7 +93,7 @@ func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, c
 			err := <-inserting
 			inserting = nil
 			if err != nil {
-				return blob.Info{}, wrap("blob put", err)
+				return blob.Info{}, err
 			}
 		}
 		if rerr != nil {
@@ -108,9 +105,11 @@ func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, c
 		if n > 0 {
 			inserting = make(chan error, 1)
 			go func(data []byte, seq int) {
-				_, err := tx.Exec(ctx, `INSERT INTO blob_chunks (key, generation, seq, data) VALUES ($1, $2, $3, $4)`,
-					key, generation, seq, data)
-				inserting <- err
+				inserting <- b.s.query(ctx, "blob put", func(conn *pgxpool.Conn) error {
+					_, err := conn.Exec(ctx, `INSERT INTO blob_chunks (key, generation, seq, data) VALUES ($1, $2, $3, $4)`,
+						key, generation, seq, data)
+					return err
+				})
 			}(buf[:n], seq)
 		}
 		if n < len(buf) {
@@ -121,7 +120,7 @@ func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, c
 		err := <-inserting
 		inserting = nil
 		if err != nil {
-			return blob.Info{}, wrap("blob put", err)
+			return blob.Info{}, err
 		}
 	}
 	info := blob.Info{Key: key, Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
@@ -130,24 +129,83 @@ func (b *Blobs) Put(ctx context.Context, key string, r io.Reader, limit int64, c
 			return blob.Info{}, err
 		}
 	}
-	// The upsert locks the key's row until commit: a concurrent Put of the
-	// key waits here, then deletes this generation's chunks as another's.
-	err = tx.QueryRow(ctx, `INSERT INTO blobs (key, generation, size, sha256, chunk_size, mod_time)
-		VALUES ($1, $2, $3, $4, $5, now())
-		ON CONFLICT (key) DO UPDATE SET generation = excluded.generation, size = excluded.size,
-			sha256 = excluded.sha256, chunk_size = excluded.chunk_size, mod_time = excluded.mod_time
-		RETURNING mod_time`, key, generation, size, info.SHA256, b.chunkSize).Scan(&info.ModTime)
-	if err != nil {
-		return blob.Info{}, wrap("blob put", err)
+	if info.ModTime, err = b.finishUpload(ctx, info, generation); err != nil {
+		return blob.Info{}, err
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1 AND generation <> $2`, key, generation); err != nil {
-		return blob.Info{}, wrap("blob put", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return blob.Info{}, wrap("blob put", err)
-	}
-	committed = true
+	stored = true
 	return info, nil
+}
+
+// startUpload deletes the uploads abandoned long ago with their chunks,
+// then takes a generation for key's new content and records the upload.
+func (b *Blobs) startUpload(ctx context.Context, key string) (int64, error) {
+	var generation int64
+	err := b.s.inTx(ctx, "blob put", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `WITH gone AS (
+				DELETE FROM blob_uploads WHERE started_at < now() - make_interval(secs => $1) RETURNING key, generation)
+			DELETE FROM blob_chunks c USING gone WHERE c.key = gone.key AND c.generation = gone.generation`,
+			abandonedUploadAge.Seconds())
+		if err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO blob_uploads (generation, key, started_at)
+			VALUES (nextval('blob_generations'), $1, now()) RETURNING generation`, key).Scan(&generation)
+	})
+	return generation, err
+}
+
+// finishUpload makes generation key's content, in one transaction: it
+// points key's row at it and deletes the generation it replaces and the
+// upload's record. Finishing uploads of one key take turns (an advisory
+// lock on the key), so each deletes what the one before stored.
+func (b *Blobs) finishUpload(ctx context.Context, info blob.Info, generation int64) (time.Time, error) {
+	var modTime time.Time
+	err := b.s.inTx(ctx, "blob put", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, $2))`, info.Key, blobKeyLockSeed); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM blob_uploads WHERE generation = $1`, generation)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("upload of %s abandoned: it took more than %s", info.Key, abandonedUploadAge)
+		}
+		var replaced *int64
+		err = tx.QueryRow(ctx, `SELECT generation FROM blobs WHERE key = $1 FOR UPDATE`, info.Key).Scan(&replaced)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		err = tx.QueryRow(ctx, `INSERT INTO blobs (key, generation, size, sha256, chunk_size, mod_time)
+			VALUES ($1, $2, $3, $4, $5, now())
+			ON CONFLICT (key) DO UPDATE SET generation = excluded.generation, size = excluded.size,
+				sha256 = excluded.sha256, chunk_size = excluded.chunk_size, mod_time = excluded.mod_time
+			RETURNING mod_time`, info.Key, generation, info.Size, info.SHA256, b.chunkSize).Scan(&modTime)
+		if err != nil || replaced == nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1 AND generation = $2`, info.Key, *replaced)
+		return err
+	})
+	return modTime, err
+}
+
+// blobKeyLockSeed seeds the hash of a key into the advisory lock that
+// finishing uploads of the key take, apart from the store's other locks.
+const blobKeyLockSeed int64 = 0x5377_6264_426c_6f62 // "SwbdBlob"
+
+// dropUpload deletes a failed upload's chunks and record. It runs even if
+// ctx is done; if it fails, a Put a day later does it.
+func (b *Blobs) dropUpload(ctx context.Context, key string, generation int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	b.s.inTx(ctx, "blob put: drop", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM blob_chunks WHERE key = $1 AND generation = $2`, key, generation); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM blob_uploads WHERE generation = $1`, generation)
+		return err
+	})
 }
 
 // fill reads into buf until it is full or r ends. Unlike io.ReadFull it

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"path/filepath"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"switchboard/internal/blob"
@@ -40,7 +42,9 @@ func openBlobs(t testing.TB) *Blobs {
 }
 
 // TestBlobsNoLeftoverChunks: Put leaves one generation's chunks per
-// key, whatever the order of Puts and Deletes; Delete leaves none.
+// key, whatever the order of Puts and Deletes; Delete leaves none; a
+// failed Put leaves none, nor its upload's record; a later Put deletes
+// an upload abandoned (its node died) a day ago.
 func TestBlobsNoLeftoverChunks(t *testing.T) {
 	b := openBlobs(t)
 	b.chunkSize = testChunkSize
@@ -70,6 +74,40 @@ func TestBlobsNoLeftoverChunks(t *testing.T) {
 	}
 	if got := chunks(); got != 0 {
 		t.Fatalf("chunks after deleting all: %d", got)
+	}
+
+	// Failed Puts take their chunks and records with them.
+	long := bytes.Repeat([]byte{3}, 5*testChunkSize)
+	errRefused := errors.New("refused")
+	for _, put := range []func() error{
+		func() error { _, err := b.Put(ctx, "j/a/f", bytes.NewReader(long), 4*testChunkSize, nil); return err },
+		func() error {
+			_, err := b.Put(ctx, "j/a/f", bytes.NewReader(long), 1<<20, func(blob.Info) error { return errRefused })
+			return err
+		},
+		func() error {
+			_, err := b.Put(ctx, "j/a/f", io.MultiReader(bytes.NewReader(long), iotest.ErrReader(io.ErrUnexpectedEOF)), 1<<20, nil)
+			return err
+		},
+	} {
+		if err := put(); err == nil {
+			t.Fatal("a Put that should fail did not")
+		}
+	}
+	var uploads int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM blob_uploads`).Scan(&uploads); err != nil || uploads != 0 || chunks() != 0 {
+		t.Fatalf("after failed Puts: %d upload records (%v), %d chunks", uploads, err, chunks())
+	}
+
+	// An upload whose node died a day ago goes with the next Put.
+	_, err := db.pool.Exec(ctx, `INSERT INTO blob_uploads (generation, key, started_at) VALUES (nextval('blob_generations'), 'j/dead/f', now() - interval '25 hours');
+		INSERT INTO blob_chunks (key, generation, seq, data) SELECT key, generation, 0, '\x00' FROM blob_uploads`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobtest.Put(t, b, "j/a/g", "x")
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM blob_uploads`).Scan(&uploads); err != nil || uploads != 0 || chunks() != 1 {
+		t.Fatalf("after a Put a day after an abandoned upload: %d upload records (%v), %d chunks (want only j/a/g's)", uploads, err, chunks())
 	}
 }
 
@@ -133,6 +171,7 @@ func TestBlobsUploadHoldsNoConnection(t *testing.T) {
 	b := s.Blobs()
 	b.chunkSize = testChunkSize
 	pr, pw := io.Pipe()
+	defer pw.CloseWithError(errors.New("test failed")) // a Put that holds the connection must end for Close
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Put(ctx, "j/a/slow", pr, 1<<20, nil)

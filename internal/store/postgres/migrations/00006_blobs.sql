@@ -1,9 +1,11 @@
 -- Result files (blob.Store, Store.Blobs): every node reads every file.
 --
 -- A file is a row of blobs naming its generation and the generation's
--- chunks. Put writes a new generation's chunks, then points the key's row
--- at it and deletes the chunks of any other generation of the key, all in
--- one transaction: readers, which fetch chunks one at a time outside any
+-- chunks. Put records an upload, inserts a new generation's chunks one
+-- statement each (holding no connection or transaction while it waits
+-- for the uploader), then in one transaction points the key's row at it,
+-- deletes the chunks of the generation it replaces and the upload's
+-- record. Readers, which fetch chunks one at a time outside any
 -- transaction, find their generation whole or gone (never a mix).
 --
 -- Keys are compared byte by byte (COLLATE "C"), as Go compares strings:
@@ -35,7 +37,18 @@ CREATE TABLE blob_chunks (
 -- machine), and compressed results gain nothing from it.
 ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 
+-- Uploads in progress. A failed Put deletes its record and chunks; a
+-- record older than a day is an upload whose node died (or a Put that
+-- took a day), deleted with its chunks by a later Put.
+CREATE TABLE blob_uploads (
+	generation bigint PRIMARY KEY,
+	key        text COLLATE "C" NOT NULL,
+	started_at timestamptz NOT NULL
+);
+CREATE INDEX blob_uploads_started_at ON blob_uploads (started_at);
+
 -- +goose Down
+DROP TABLE blob_uploads;
 DROP TABLE blob_chunks;
 DROP TABLE blobs;
 DROP SEQUENCE blob_generations;
