@@ -119,21 +119,23 @@ func ClusterKill(ctx context.Context, t ClusterTarget, o ClusterKillOptions) (Cl
 		}
 	}
 	res.Victim = victim.ID
-	tokens := map[string]string{}
-	for _, n := range t.Nodes {
-		tok, err := mintToken(t.Secret, n.Audience, o.Timeout+time.Hour, func(c *auth.Claims) {
-			c.Topic, c.Prefix, c.Scopes = "bench/kill/*", client.DefaultPrefix, []string{auth.ScopeRead}
+	// Each client, and each probe, has a token of its own, as real clients
+	// do: one token's pending codes are bounded (100), which a thousand
+	// clients coming back at once through one token would exceed.
+	tokenFor := func(n ClusterNode, who string) (string, error) {
+		return mintToken(t.Secret, n.Audience, o.Timeout+time.Hour, func(c *auth.Claims) {
+			c.Topic, c.Prefix, c.Scopes, c.Subject = "bench/kill/*", client.DefaultPrefix, []string{auth.ScopeRead}, who
 		})
-		if err != nil {
-			return res, err
-		}
-		tokens[n.ID] = tok
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
 	defer hc.CloseIdleConnections()
 	copts := &client.Options{HTTPClient: hc}
-	session := func(ctx context.Context, n ClusterNode, topic string) (*client.Conn, error) {
-		uri, err := accessOn(ctx, n, topic, tokens[n.ID], copts)
+	session := func(ctx context.Context, n ClusterNode, topic, who string) (*client.Conn, error) {
+		tok, err := tokenFor(n, who)
+		if err != nil {
+			return nil, err
+		}
+		uri, err := accessOn(ctx, n, topic, tok, copts)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +147,7 @@ func ClusterKill(ctx context.Context, t ClusterTarget, o ClusterKillOptions) (Cl
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err := parallel(cctx, o.Clients, 32, func(i int) error {
-		c, err := session(cctx, victim, fmt.Sprintf("bench/kill/t%d", i%o.Topics))
+		c, err := session(cctx, victim, fmt.Sprintf("bench/kill/t%d", i%o.Topics), fmt.Sprintf("client%d", i))
 		conns[i] = c
 		return err
 	})
@@ -200,7 +202,7 @@ func ClusterKill(ctx context.Context, t ClusterTarget, o ClusterKillOptions) (Cl
 				t0 := time.Now()
 				after := killAt.Load() != 0
 				sctx, cancel := context.WithTimeout(ctx, accessOpTimeout)
-				c, err := session(sctx, n, fmt.Sprintf("bench/kill/probe%d", p))
+				c, err := session(sctx, n, fmt.Sprintf("bench/kill/probe%d", p), fmt.Sprintf("probe%d", p))
 				cancel()
 				if !after {
 					if err == nil {
@@ -253,7 +255,7 @@ func ClusterKill(ctx context.Context, t ClusterTarget, o ClusterKillOptions) (Cl
 				n := survivors[(i+a)%len(survivors)]
 				attempts[i]++
 				sctx, cancel := context.WithDeadline(ctx, deadline)
-				nc, err := session(sctx, n, topic)
+				nc, err := session(sctx, n, topic, fmt.Sprintf("client%d", i))
 				cancel()
 				if err == nil {
 					back[i], backTo[i] = time.Now().UnixNano()-k, n.ID

@@ -26,6 +26,11 @@ const (
 	DefaultUnsubscribeDelay = time.Second
 	DefaultAnnounceTimeout  = 2 * time.Second
 	DefaultAnnounceRetry    = time.Second
+	// DefaultBarrierTimeout bounds how long a new reader's handshake waits
+	// for the other members' acknowledgement: an answer takes well under a
+	// millisecond, so a member that takes this long is more likely dead
+	// (and not yet known to be down) than slow.
+	DefaultBarrierTimeout = 200 * time.Millisecond
 )
 
 // RelayConfig configures NewRelayPeers. Zero values mean the defaults.
@@ -43,7 +48,9 @@ type RelayConfig struct {
 	// next try. Defaults 2 s and 1 s.
 	AnnounceTimeout time.Duration
 	AnnounceRetry   time.Duration
-	Logger          *slog.Logger // nil discards
+	// BarrierTimeout bounds Barrier; default DefaultBarrierTimeout.
+	BarrierTimeout time.Duration
+	Logger         *slog.Logger // nil discards
 }
 
 // RelayPeers is the relay's Peers over a Bus: it carries a node's topics
@@ -141,6 +148,10 @@ type member struct {
 	// acked are the topics it has acknowledged that this node reads: it
 	// publishes their messages here (Barrier).
 	acked map[string]struct{}
+	// suspect: a Barrier timed out waiting for it (dead, not yet known to
+	// be down, or very slow); Barriers do not wait for it again until it
+	// answers an announcement.
+	suspect bool
 }
 
 // announcement is the body of a sync request.
@@ -163,7 +174,7 @@ func NewRelayPeers(cfg RelayConfig) (*RelayPeers, error) {
 	switch {
 	case cfg.Bus == nil || cfg.Relay == nil:
 		return nil, errors.New("cluster: RelayPeers needs a Bus and a relay")
-	case cfg.UnsubscribeDelay < 0 || cfg.AnnounceTimeout < 0 || cfg.AnnounceRetry < 0:
+	case cfg.UnsubscribeDelay < 0 || cfg.AnnounceTimeout < 0 || cfg.AnnounceRetry < 0 || cfg.BarrierTimeout < 0:
 		return nil, errors.New("cluster: RelayPeers durations must not be negative; 0 means the default")
 	}
 	if cfg.Prefix == "" {
@@ -177,6 +188,9 @@ func NewRelayPeers(cfg RelayConfig) (*RelayPeers, error) {
 	}
 	if cfg.AnnounceRetry == 0 {
 		cfg.AnnounceRetry = DefaultAnnounceRetry
+	}
+	if cfg.BarrierTimeout == 0 {
+		cfg.BarrierTimeout = DefaultBarrierTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -253,13 +267,13 @@ func (p *RelayPeers) ackedLocked() {
 
 // Barrier implements relay.Barrier: it returns once every other member
 // that answers has acknowledged that this node reads topic (so it
-// publishes the topic's messages here), or after AnnounceTimeout, or when
+// publishes the topic's messages here), or after BarrierTimeout, or when
 // ctx is done. A member whose last announcement failed is not waited for.
 func (p *RelayPeers) Barrier(ctx context.Context, topic string) {
 	if _, err := TopicSubject(p.cfg.Prefix, topic); err != nil {
 		return // the topic does not travel between nodes
 	}
-	timeout := time.NewTimer(p.cfg.AnnounceTimeout)
+	timeout := time.NewTimer(p.cfg.BarrierTimeout)
 	defer timeout.Stop()
 	for {
 		p.mu.Lock()
@@ -272,7 +286,14 @@ func (p *RelayPeers) Barrier(ctx context.Context, topic string) {
 		case <-acks:
 		case <-timeout.C:
 			p.barrierTimeouts.Add(1)
-			p.log.Debug("cluster: a reader's barrier timed out", "topic", topic)
+			p.mu.Lock()
+			for id, mb := range p.members {
+				if !p.memberAckedLocked(mb, topic, time.Now()) {
+					mb.suspect = true
+					p.log.Debug("cluster: a reader's barrier timed out; not waiting for this member until it answers", "topic", topic, "member", id)
+				}
+			}
+			p.mu.Unlock()
 			return
 		case <-ctx.Done():
 			return
@@ -290,15 +311,19 @@ func (p *RelayPeers) barrierMetLocked(topic string, now time.Time) bool {
 		return false // the relay has not reported the reader yet
 	}
 	for _, mb := range p.members {
-		if _, ok := mb.acked[topic]; ok {
-			continue
+		if !p.memberAckedLocked(mb, topic, now) {
+			return false
 		}
-		if now.Before(mb.retryAt) {
-			continue // it did not answer: not waited for
-		}
-		return false
 	}
 	return true
+}
+
+// memberAckedLocked reports whether mb has acknowledged topic, or is not
+// waited for: its last announcement failed, or a Barrier timed out on it
+// since its last answer. p.mu must be held.
+func (p *RelayPeers) memberAckedLocked(mb *member, topic string, now time.Time) bool {
+	_, ok := mb.acked[topic]
+	return ok || mb.suspect || now.Before(mb.retryAt)
 }
 
 // expire ends lt's subscription if no local reader came back since the
@@ -534,6 +559,7 @@ func (p *RelayPeers) announce() {
 			if err == nil {
 				p.mu.Lock()
 				if mb := p.members[id]; mb != nil {
+					mb.suspect = false
 					if a.Full {
 						if !mb.full {
 							mb.told = true // and no newer whole set is owed
