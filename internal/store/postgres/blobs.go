@@ -304,9 +304,9 @@ func (r *blobReader) fetch(seq int64) error {
 		return err
 	}
 	defer conn.Release()
-	data := r.buf[:0] // pgx scans bytea into the slice given, growing it if needed
+	data := r.buf[:0] // the previous chunk's buffer, reused
 	err = conn.QueryRow(r.ctx, `SELECT data FROM blob_chunks WHERE key = $1 AND generation = $2 AND seq = $3`,
-		r.key, r.generation, seq).Scan(&data)
+		r.key, r.generation, seq).Scan(appendBytes{&data})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%w: %s", blob.ErrReplaced, r.key)
 	}
@@ -320,6 +320,15 @@ func (r *blobReader) fetch(seq int64) error {
 		return fmt.Errorf("postgres: blob read %s: chunk %d has %d bytes, want %d", r.key, seq, len(data), want)
 	}
 	r.buf, r.bufSeq = data, seq
+	return nil
+}
+
+// appendBytes scans a bytea into the slice it points to, reusing its
+// array (a *[]byte would get a new one for every chunk).
+type appendBytes struct{ dst *[]byte }
+
+func (a appendBytes) ScanBytes(v []byte) error {
+	*a.dst = append((*a.dst)[:0], v...)
 	return nil
 }
 

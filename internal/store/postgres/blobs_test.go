@@ -187,7 +187,7 @@ func TestBlobsUploadHoldsNoConnection(t *testing.T) {
 		t.Fatalf("List while a Put waits for its reader, on a pool of one connection: %v", err)
 	}
 	var open int
-	if err := s.pool.QueryRow(listCtx, `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&open); err != nil || open != 0 {
+	if err := s.pool.QueryRow(listCtx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&open); err != nil || open != 0 {
 		t.Fatalf("transactions left open by the waiting Put: %d %v", open, err)
 	}
 	pw.Close()
