@@ -37,6 +37,11 @@ type Config struct {
 	// Authenticate checks a request's token (signature, expiry,
 	// revocation). Without it every request is answered 503.
 	Authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
+	// BasicRealm, when set, is the realm offered in a Basic challenge
+	// beside the Bearer one of every 401 (WWW-Authenticate), for clients
+	// that can only send HTTP Basic credentials; Authenticate must then
+	// accept them. Empty: only Bearer is offered.
+	BasicRealm string
 	// Logger receives the API's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -48,6 +53,7 @@ type API struct {
 	cfg          jobs.Config // the settings, defaults applied
 	blobs        blob.Store
 	authenticate func(r *http.Request) (*auth.Claims, *apierr.Error)
+	basicRealm   string // Config.BasicRealm
 	log          *slog.Logger
 	base         string // public URL of the job list, set by Register
 
@@ -72,7 +78,7 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{jobs: cfg.Jobs, cfg: cfg.Jobs.Config(), blobs: cfg.Jobs.Blobs(), authenticate: cfg.Authenticate, log: cfg.Logger,
+	return &API{jobs: cfg.Jobs, cfg: cfg.Jobs.Config(), blobs: cfg.Jobs.Blobs(), authenticate: cfg.Authenticate, basicRealm: cfg.BasicRealm, log: cfg.Logger,
 		waitsBy: map[string]int{}, rendered: map[string]*rendering{}, reserved: map[string]int64{}}, nil
 }
 
@@ -108,6 +114,9 @@ func (h *API) authorize(w http.ResponseWriter, r *http.Request, write bool) (*ca
 	}
 	c, e := h.authenticate(r)
 	if e != nil {
+		if e.Status == http.StatusUnauthorized {
+			h.challenge(w, r)
+		}
 		apierr.Write(w, e)
 		return nil, false
 	}
@@ -125,6 +134,20 @@ func (h *API) authorize(w http.ResponseWriter, r *http.Request, write bool) (*ca
 		return nil, false
 	}
 	return cl, true
+}
+
+// challenge adds the WWW-Authenticate challenges of a 401 (RFC 9110 §11.6.1,
+// RFC 6750 §3): Bearer, with error="invalid_token" when a token was sent,
+// and Basic when BasicRealm is set.
+func (h *API) challenge(w http.ResponseWriter, r *http.Request) {
+	bearer := `Bearer realm="switchboard"`
+	if r.Header.Get("Authorization") != "" {
+		bearer += `, error="invalid_token"`
+	}
+	w.Header().Add("WWW-Authenticate", bearer)
+	if h.basicRealm != "" {
+		w.Header().Add("WWW-Authenticate", `Basic realm=`+strconv.Quote(h.basicRealm)+`, charset="UTF-8"`)
+	}
 }
 
 // loadJob reads the job named in the path and checks the caller may see
@@ -960,6 +983,10 @@ func (h *API) serveUpload(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "length_mismatch", "the body's length differs from Content-Length")
 	case errors.Is(err, errChecksumMismatch):
 		apierr.WriteNew(w, http.StatusBadRequest, "checksum_mismatch", "the body's SHA-256 differs from X-Content-SHA256")
+	case errors.Is(err, store.ErrUnavailable): // result files in PostgreSQL (a cluster)
+		h.log.Warn("jobs: upload: the database is unavailable", "job", jobID, "agent", agentID, "file", name, "err", err)
+		w.Header().Set("Retry-After", "5")
+		apierr.WriteNew(w, http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; nothing was stored, retry later")
 	default:
 		h.log.Error("jobs: upload", "job", jobID, "agent", agentID, "file", name, "err", err)
 		apierr.WriteNew(w, http.StatusInsufficientStorage, "storage_failed", "the hub could not store the file")
