@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -56,7 +57,13 @@ type Job struct {
 	Targets string            // as given: agent ids or a label selector
 	Params  map[string]string // validated action parameters
 	Phase   Phase
-	// Agents are the agents the job was dispatched to, set at RUN.
+	// Require is which targets must run: "" every one (an offline one is
+	// waited for, then lost), RequireAvailable only those connected at RUN
+	// (the others are skipped).
+	Require string
+	// Agents are the agents the job targets, set at RUN: the ids it names,
+	// or every known agent its selector matches, connected or not. Each
+	// has a run recording its fate.
 	Agents       []string
 	CreatedAt    time.Time
 	StartedAt    time.Time     // zero: not started
@@ -69,6 +76,10 @@ type Job struct {
 	// UpdatedAt is set by the store on every write.
 	UpdatedAt time.Time
 }
+
+// RequireAvailable is the Job.Require that runs a job only on the
+// targets connected at RUN.
+const RequireAvailable = "available"
 
 // JobFilter selects jobs for Jobs.
 type JobFilter struct {
@@ -85,9 +96,14 @@ type JobFilter struct {
 // RunState is where one agent's part of a job is.
 type RunState string
 
-// Run states. Dispatched: sent to the agent; running: the agent reported
-// its start; the rest are final.
+// Run states. Waiting: the agent was not connected at RUN, and the run
+// waits for it (up to the lost grace period); queued: the agent is
+// connected but runs as many of the action as it declares it may at once,
+// and the run waits on the hub for a slot; dispatched: sent to the agent;
+// running: the agent reported its start; the rest are final.
 const (
+	RunWaiting    RunState = "waiting"
+	RunQueued     RunState = "queued"
 	RunDispatched RunState = "dispatched"
 	RunRunning    RunState = "running"
 	RunSucceeded  RunState = "succeeded"
@@ -96,10 +112,17 @@ const (
 	RunTimedOut   RunState = "timed_out"
 	RunRejected   RunState = "rejected"
 	RunLost       RunState = "lost" // the agent disconnected and did not come back in time
+	// RunSkipped: the run was never sent, by choice: the agent was not
+	// connected at RUN of a job with RequireAvailable, or (a label
+	// selector) it does not offer the action with these parameters.
+	RunSkipped RunState = "skipped"
 )
 
+// UnfinishedRunStates are the states that are not final.
+var UnfinishedRunStates = []RunState{RunWaiting, RunQueued, RunDispatched, RunRunning}
+
 // Final reports whether s is a final state.
-func (s RunState) Final() bool { return s != RunDispatched && s != RunRunning && s != "" }
+func (s RunState) Final() bool { return s != "" && !slices.Contains(UnfinishedRunStates, s) }
 
 // Run is one agent's part of a job.
 type Run struct {
@@ -180,16 +203,20 @@ type JobStore interface {
 	PutRun(ctx context.Context, r Run) error
 	// Run returns one run, or ErrNotFound.
 	Run(ctx context.Context, jobID, agentID string) (Run, error)
-	// UnfinishedRuns counts the job's runs, and those in state dispatched
-	// or running (zeros for an unknown job).
+	// UnfinishedRuns counts the job's runs, and those in one of
+	// UnfinishedRunStates (zeros for an unknown job).
 	UnfinishedRuns(ctx context.Context, jobID string) (total, unfinished int, err error)
 	// Runs lists the runs of a job ordered by AgentID (none, and no error,
 	// for an unknown job).
 	Runs(ctx context.Context, jobID string) ([]Run, error)
-	// ClearResults empties Stdout, Stderr, Metrics and Files of every run
-	// of the job (at destruction) and returns the files it forgot, in
-	// AgentID order (none, and no error, for an unknown job). State,
-	// ExitCode, Error and the times of the runs are kept.
+	// AgentRuns lists the runs of an agent, over every job, that are in
+	// one of UnfinishedRunStates, ordered by JobID.
+	AgentRuns(ctx context.Context, agentID string) ([]Run, error)
+	// ClearResults empties Stdout, Stderr and Files of every run of the
+	// job (at destruction) and returns the files it forgot, in AgentID
+	// order (none, and no error, for an unknown job). The outcome (State,
+	// ExitCode, Error, the times) and the small Metrics object of each run
+	// are kept: a campaign's numbers outlive its files.
 	ClearResults(ctx context.Context, jobID string) ([]ResultFile, error)
 
 	// PutAgent inserts or replaces an agent; FirstSeen of an existing

@@ -15,6 +15,7 @@ package jobcodec
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"switchboard/internal/store"
@@ -208,3 +209,17 @@ func NormalizeJob(j store.Job) store.Job {
 	}
 	return j
 }
+
+// UnfinishedStatesSQL is store.UnfinishedRunStates as an SQL list of
+// string literals, for `state IN (…)` (the states are plain words: nothing
+// to escape).
+var UnfinishedStatesSQL = func() string {
+	var b strings.Builder
+	for i, s := range store.UnfinishedRunStates {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("'" + string(s) + "'")
+	}
+	return b.String()
+}()

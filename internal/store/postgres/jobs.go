@@ -23,7 +23,7 @@ import (
 var _ store.JobStore = (*Store)(nil)
 
 const jobCols = `id, run_id, owner, action, targets, params, phase, agents, created_at, started_at, ended_at,
-	quote, destruction, exec_duration, error_type, error_summary, updated_at`
+	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement`
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
@@ -33,7 +33,7 @@ func scanJob(row pgx.Row) (store.Job, error) {
 		started, ended, quote, destruction *time.Time
 	)
 	if err := row.Scan(&j.ID, &j.RunID, &j.Owner, &j.Action, &j.Targets, &params, &phase, &agents,
-		&j.CreatedAt, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &j.UpdatedAt); err != nil {
+		&j.CreatedAt, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &j.UpdatedAt, &j.Require); err != nil {
 		return store.Job{}, err
 	}
 	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
@@ -62,11 +62,11 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 	}
 	return s.inTx(ctx, fmt.Sprintf("create job %q", j.ID), func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO jobs (`+jobCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require)
 		if err != nil {
 			return err
 		}
@@ -173,11 +173,12 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		}
 		_, err = tx.Exec(ctx, `UPDATE jobs SET run_id = $2, owner = $3, action = $4, targets = $5, params = $6,
 			phase = $7, agents = $8, created_at = $9, started_at = $10, ended_at = $11, quote = $12,
-			destruction = $13, exec_duration = $14, error_type = $15, error_summary = $16, updated_at = $17
+			destruction = $13, exec_duration = $14, error_type = $15, error_summary = $16, updated_at = $17,
+			requirement = $18
 			WHERE id = $1`,
 			id, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require)
 		out = j
 		return err
 	})
@@ -260,6 +261,12 @@ func (s *Store) Runs(ctx context.Context, jobID string) ([]store.Run, error) {
 	return s.queryRuns(ctx, fmt.Sprintf("runs of job %q", jobID), `job_id = $1`, jobID)
 }
 
+// AgentRuns implements store.JobStore.
+func (s *Store) AgentRuns(ctx context.Context, agentID string) ([]store.Run, error) {
+	return s.queryRuns(ctx, fmt.Sprintf("unfinished runs of agent %q", agentID),
+		`agent_id = $1 AND state IN (`+jobcodec.UnfinishedStatesSQL+`)`, agentID)
+}
+
 // Run implements store.JobStore.
 func (s *Store) Run(ctx context.Context, jobID, agentID string) (store.Run, error) {
 	runs, err := s.queryRuns(ctx, fmt.Sprintf("run %q/%q", jobID, agentID), `job_id = $1 AND agent_id = $2`, jobID, agentID)
@@ -275,7 +282,7 @@ func (s *Store) Run(ctx context.Context, jobID, agentID string) (store.Run, erro
 // UnfinishedRuns implements store.JobStore.
 func (s *Store) UnfinishedRuns(ctx context.Context, jobID string) (total, unfinished int, err error) {
 	err = s.query(ctx, fmt.Sprintf("count runs of job %q", jobID), func(conn *pgxpool.Conn) error {
-		return conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('dispatched', 'running')) FROM runs WHERE job_id = $1`, jobID).Scan(&total, &unfinished)
+		return conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN (`+jobcodec.UnfinishedStatesSQL+`)) FROM runs WHERE job_id = $1`, jobID).Scan(&total, &unfinished)
 	})
 	return total, unfinished, err
 }
@@ -283,7 +290,7 @@ func (s *Store) UnfinishedRuns(ctx context.Context, jobID string) (total, unfini
 func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([]store.Run, error) {
 	var out []store.Run
 	err := s.query(ctx, op, func(conn *pgxpool.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id`, args...)
+		rows, err := conn.Query(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id, job_id`, args...)
 		if err != nil {
 			return err
 		}
@@ -343,7 +350,7 @@ func (s *Store) ClearResults(ctx context.Context, jobID string) ([]store.ResultF
 		if err != nil || len(agents) == 0 {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE runs SET stdout = '', stderr = '', metrics = NULL, files = '[]', updated_at = $3
+		_, err = tx.Exec(ctx, `UPDATE runs SET stdout = '', stderr = '', files = '[]', updated_at = $3
 			WHERE job_id = $1 AND agent_id = ANY($2::text[])`, jobID, agents, now)
 		return err
 	})

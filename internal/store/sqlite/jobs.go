@@ -21,7 +21,7 @@ import (
 var _ store.JobStore = (*Store)(nil)
 
 const jobCols = `id, run_id, owner, action, targets, params, phase, agents, created_at, started_at, ended_at,
-	quote, destruction, exec_duration, error_type, error_summary, updated_at`
+	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -33,7 +33,7 @@ func scanJob(row scanner) (store.Job, error) {
 		started, ended, quote, destruction sql.NullInt64
 	)
 	if err := row.Scan(&j.ID, &j.RunID, &j.Owner, &j.Action, &j.Targets, &params, &phase, &agents,
-		&created, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &updated); err != nil {
+		&created, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &updated, &j.Require); err != nil {
 		return store.Job{}, err
 	}
 	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
@@ -82,12 +82,12 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 	op := fmt.Sprintf("create job %q", j.ID)
 	return s.inTx(ctx, op, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (`+jobCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
 			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
-			micros(j.UpdatedAt))
+			micros(j.UpdatedAt), j.Require)
 		if err != nil {
 			return err
 		}
@@ -185,12 +185,12 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET run_id = ?, owner = ?, action = ?, targets = ?, params = ?,
 			phase = ?, agents = ?, created_at = ?, started_at = ?, ended_at = ?, quote = ?, destruction = ?,
-			exec_duration = ?, error_type = ?, error_summary = ?, updated_at = ?
+			exec_duration = ?, error_type = ?, error_summary = ?, updated_at = ?, requirement = ?
 			WHERE id = ?`,
 			j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
 			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
-			micros(j.UpdatedAt), id)
+			micros(j.UpdatedAt), j.Require, id)
 		out = j
 		return err
 	})
@@ -265,6 +265,12 @@ func (s *Store) Runs(ctx context.Context, jobID string) ([]store.Run, error) {
 	return s.queryRuns(ctx, fmt.Sprintf("runs of job %q", jobID), `job_id = ?`, jobID)
 }
 
+// AgentRuns implements store.JobStore.
+func (s *Store) AgentRuns(ctx context.Context, agentID string) ([]store.Run, error) {
+	return s.queryRuns(ctx, fmt.Sprintf("unfinished runs of agent %q", agentID),
+		`agent_id = ? AND state IN (`+jobcodec.UnfinishedStatesSQL+`)`, agentID)
+}
+
 // Run implements store.JobStore.
 func (s *Store) Run(ctx context.Context, jobID, agentID string) (store.Run, error) {
 	runs, err := s.queryRuns(ctx, fmt.Sprintf("run %q/%q", jobID, agentID), `job_id = ? AND agent_id = ?`, jobID, agentID)
@@ -283,7 +289,7 @@ func (s *Store) UnfinishedRuns(ctx context.Context, jobID string) (total, unfini
 	if s.closed.Load() {
 		return 0, 0, fmt.Errorf("sqlite: %s: %w", op, errClosed)
 	}
-	err = s.read.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('dispatched', 'running')) FROM runs WHERE job_id = ?`, jobID).Scan(&total, &unfinished)
+	err = s.read.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN (`+jobcodec.UnfinishedStatesSQL+`)) FROM runs WHERE job_id = ?`, jobID).Scan(&total, &unfinished)
 	if err != nil {
 		return 0, 0, s.wrap(op, err)
 	}
@@ -294,7 +300,7 @@ func (s *Store) queryRuns(ctx context.Context, op, where string, args ...any) ([
 	if s.closed.Load() {
 		return nil, fmt.Errorf("sqlite: %s: %w", op, errClosed)
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id`, args...)
+	rows, err := s.read.QueryContext(ctx, `SELECT `+runCols+` FROM runs WHERE `+where+` ORDER BY agent_id, job_id`, args...)
 	if err != nil {
 		return nil, s.wrap(op, err)
 	}
@@ -356,7 +362,7 @@ func (s *Store) ClearResults(ctx context.Context, jobID string) ([]store.ResultF
 			return err
 		}
 		rows.Close()
-		_, err = tx.ExecContext(ctx, `UPDATE runs SET stdout = '', stderr = '', metrics = NULL, files = '[]', updated_at = ?
+		_, err = tx.ExecContext(ctx, `UPDATE runs SET stdout = '', stderr = '', files = '[]', updated_at = ?
 			WHERE job_id = ?`, micros(now), jobID)
 		return err
 	})

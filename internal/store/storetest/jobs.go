@@ -174,6 +174,7 @@ func checkJob(t *testing.T, what string, got, want store.Job) {
 	d.str("Targets", got.Targets, want.Targets)
 	d.params("Params", got.Params, want.Params)
 	d.str("Phase", string(got.Phase), string(want.Phase))
+	d.str("Require", got.Require, want.Require)
 	d.strings("Agents", got.Agents, want.Agents)
 	d.time("CreatedAt", got.CreatedAt, want.CreatedAt)
 	d.time("StartedAt", got.StartedAt, want.StartedAt)
@@ -267,6 +268,7 @@ func fullJob(id string) store.Job {
 		Targets:      "role=client,site=UNL",
 		Params:       map[string]string{"duration": "10", "mode": "tcp", `we"ird <&>`: "ünï\ncode", "empty": ""},
 		Phase:        store.PhaseQueued,
+		Require:      store.RequireAvailable,
 		Agents:       []string{"c2", "c1", "c10"},
 		CreatedAt:    tz(0),
 		StartedAt:    tz(time.Minute),
@@ -750,6 +752,44 @@ func testRuns(t *testing.T, s store.Store) {
 	}
 }
 
+// testAgentRuns: AgentRuns lists an agent's unfinished runs over every
+// job, by job id; UnfinishedRuns counts every unfinished state.
+func testAgentRuns(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	for _, id := range []string{"j2", "j1", "j3"} {
+		mustCreateJob(t, s, store.Job{ID: id, Phase: store.PhaseExecuting, CreatedAt: t0})
+	}
+	for _, r := range []store.Run{
+		{JobID: "j2", AgentID: "a", State: store.RunQueued, ExitCode: -1},
+		{JobID: "j1", AgentID: "a", State: store.RunRunning, ExitCode: -1},
+		{JobID: "j3", AgentID: "a", State: store.RunSkipped, ExitCode: -1, Error: "not connected at RUN"},
+		{JobID: "j3", AgentID: "b", State: store.RunWaiting, ExitCode: -1},
+		{JobID: "j1", AgentID: "b", State: store.RunDispatched, ExitCode: -1},
+		{JobID: "j2", AgentID: "b", State: store.RunLost, ExitCode: -1},
+	} {
+		mustPutRun(t, s, r)
+	}
+	for agent, want := range map[string][]string{"a": {"j1/running", "j2/queued"}, "b": {"j1/dispatched", "j3/waiting"}, "c": nil} {
+		rs, err := s.AgentRuns(ctx, agent)
+		if err != nil {
+			t.Fatalf("AgentRuns(%s): %v", agent, err)
+		}
+		var got []string
+		for _, r := range rs {
+			got = append(got, r.JobID+"/"+string(r.State))
+		}
+		if !equalStrings(got, want) {
+			t.Errorf("AgentRuns(%s) = %v, want %v", agent, got, want)
+		}
+	}
+	for job, want := range map[string][2]int{"j1": {2, 2}, "j2": {2, 1}, "j3": {2, 1}} {
+		total, unfinished, err := s.UnfinishedRuns(ctx, job)
+		if err != nil || total != want[0] || unfinished != want[1] {
+			t.Errorf("UnfinishedRuns(%s) = %d, %d, %v; want %d, %d", job, total, unfinished, err, want[0], want[1])
+		}
+	}
+}
+
 func testDeleteJobDeletesRuns(t *testing.T, s store.Store) {
 	ctx := ctxT(t)
 	mustCreateJob(t, s, store.Job{ID: "j1", Phase: store.PhaseCompleted, CreatedAt: t0})
@@ -801,7 +841,7 @@ func testClearResults(t *testing.T, s store.Store) {
 		t.Fatalf("after ClearResults: %d runs, want 3", len(rs))
 	}
 	for i, r := range []store.Run{a, b, c} {
-		r.Stdout, r.Stderr, r.Metrics, r.Files = "", "", nil, nil
+		r.Stdout, r.Stderr, r.Files = "", "", nil // Metrics kept
 		checkRun(t, "cleared run "+r.AgentID, rs[i], r)
 	}
 	if rs := listRuns(t, s, "k"); len(rs) != 1 {
@@ -921,6 +961,7 @@ func jobCalls(s store.Store, ctx context.Context) map[string]func() error {
 		"ActiveJobs": func() error { _, err := s.ActiveJobs(ctx); return err },
 		"PutRun":     func() error { return s.PutRun(ctx, store.Run{JobID: "keep", AgentID: "new", State: store.RunRunning}) },
 		"Runs":       func() error { _, err := s.Runs(ctx, "keep"); return err },
+		"AgentRuns":  func() error { _, err := s.AgentRuns(ctx, "a"); return err },
 		"ClearResults": func() error {
 			_, err := s.ClearResults(ctx, "keep")
 			return err

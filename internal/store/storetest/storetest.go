@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JobsFilter", testJobsFilter},
 		{"ActiveJobs", testActiveJobs},
 		{"Runs", testRuns},
+		{"AgentRuns", testAgentRuns},
 		{"DeleteJobDeletesRuns", testDeleteJobDeletesRuns},
 		{"ClearResults", testClearResults},
 		{"Agents", testAgents},
