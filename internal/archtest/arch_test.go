@@ -86,7 +86,8 @@ var allowed = map[string][]string{
 		"switchboard/internal/apierr", "switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
 		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic", "switchboard/pkg/wire",
-		"switchboard/internal/cluster", // revocations: record, publish on the bus, enforce on every node
+		"switchboard/internal/jobproto", // agent enrolment: the agent id and label grammar
+		"switchboard/internal/cluster",  // revocations: record, publish on the bus, enforce on every node
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
 	"switchboard/internal/server": {"switchboard/internal/", "switchboard/pkg/wire"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…

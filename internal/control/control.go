@@ -126,7 +126,10 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/revocations", h.withScope([]string{auth.ScopeStats}, h.serveListRevocations))
 	// What each minter may put in a token: checkMint (api.go).
 	mux.HandleFunc("POST /api/v1/tokens", h.withScope([]string{auth.ScopeMint, auth.ScopeIssue}, h.serveMintToken))
-	mux.HandleFunc("POST /api/v1/account/token/refresh", h.serveRefresh)
+	mux.HandleFunc("POST "+RefreshPath, h.serveRefresh)
+	// Enrolling an agent is managing the job system's agents: jobs:admin
+	// (an operator's), not relay:mint (enrol.go).
+	mux.HandleFunc("POST /api/v1/agents/enrol", h.withScope([]string{auth.ScopeJobsAdmin}, h.serveEnrol))
 	mux.HandleFunc("GET /status", h.withScope([]string{auth.ScopeStats}, h.serveStatus))
 	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats}, h.metrics.serveScoped))
 }
