@@ -170,6 +170,7 @@ func (a *Agent) runPrepared(ctx context.Context) error {
 	}
 	if a.jobs != nil {
 		wg.Go(func() { a.jobs.run(ctx) })
+		wg.Go(func() { a.agentTokenRenewer().run(ctx) })
 	}
 	a.log.Info("host agent running", "relay", a.cfg.URL, "streams", len(a.streams), "links", len(a.links))
 	wg.Wait()
