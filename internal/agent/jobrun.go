@@ -39,17 +39,17 @@ type jobRun struct {
 }
 
 // execute runs the action and keeps its result; a run interrupted by the
-// agent's stop leaves none (the hub marks it lost).
+// agent's stop is kept as an interrupted result, sent when the agent next
+// connects (the hub marks the run lost, with its metrics and tails).
 func (r *jobRun) execute(ctx context.Context) {
 	j := r.j
 	defer j.st.active.Add(-1)
 	res, lost := r.process(ctx)
 	if lost {
-		r.log.Warn("run interrupted: the agent is stopping; the hub will mark it lost")
-		if j.store != nil {
-			os.RemoveAll(j.store.runDir(r.job))
-		}
-		j.forget(r)
+		r.log.Warn("run interrupted: the agent is stopping; it is reported as interrupted")
+		j.st.runsFailed.Add(1)
+		j.addResult(res, r)
+		os.RemoveAll(j.store.runDir(r.job)) // an interrupted run's files are not uploaded
 		return
 	}
 	if res.Outcome == jobproto.OutcomeSucceeded {
@@ -60,6 +60,7 @@ func (r *jobRun) execute(ctx context.Context) {
 	r.log.Info("run ended", "outcome", res.Outcome, "exit_code", res.ExitCode, "error", res.Error, "files", len(res.Files),
 		"duration", res.EndedAt.Sub(res.StartedAt).Round(time.Millisecond))
 	j.addResult(res, r)
+	j.store.forgetRunState(r.job)
 }
 
 // process runs the action and builds its result; lost reports that ctx
@@ -93,8 +94,8 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 	for _, parts := range r.act.args {
 		argv = append(argv, expandArg(parts, r.params))
 	}
-	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: dir, Env: r.env(outDir, resultFile),
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
+	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: dir, Env: r.env(outDir, resultFile), SysProcAttr: &syscall.SysProcAttr{}}
+	containProcess(cmd.SysProcAttr)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return fail("pipe: %v", err)
@@ -106,7 +107,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 		return fail("pipe: %v", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	err = startContained(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -121,6 +122,13 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 	j.mu.Unlock()
 	j.st.runsStarted.Add(1)
 	r.log.Info("run started", "pid", pgid)
+	rec := &runRecord{Job: r.job, Action: r.act.cfg.Name, StartedAt: res.StartedAt, PGID: pgid}
+	if start, boot, err := procIdentity(pgid); err == nil {
+		rec.ProcStart, rec.BootID = start, boot
+	}
+	if err := j.store.recordRun(rec); err != nil {
+		r.log.Error("could not record the run in the state directory: a crash of the agent would leave it unreported", "error", err)
+	}
 
 	// The readers never wait for the hub; the batcher sends started, then
 	// the lines, in its own goroutine.
@@ -134,6 +142,11 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 	go func() {
 		readers.Wait()
 		close(readersDone)
+	}()
+	checkpointDone := make(chan struct{})
+	go func() {
+		defer close(checkpointDone)
+		r.checkpointTails(&tails, readersDone)
 	}()
 	flusherDone := make(chan struct{})
 	startedAt := res.StartedAt
@@ -208,6 +221,7 @@ wait:
 	outR.Close()
 	errR.Close()
 	<-flusherDone
+	<-checkpointDone
 	if n := logs.dropped; n > 0 {
 		r.log.Info("output lines not sent live (channel down or slow)", "lines", n)
 	}
@@ -244,6 +258,11 @@ wait:
 		res.Outcome = jobproto.OutcomeFailed
 	}
 	if lost {
+		res.Interrupted, res.Outcome = true, jobproto.OutcomeFailed
+		if res.Metrics, err = readMetrics(resultFile); err != nil {
+			errs = append(errs, err.Error())
+		}
+		res.Error = joinNotes("interrupted: "+strings.Join(errs, "; "), nil)
 		return res, true
 	}
 	metrics, err := readMetrics(resultFile)
@@ -360,13 +379,47 @@ func trimPartialRune(b []byte) []byte {
 	return b
 }
 
-// tail keeps the last jobproto.MaxTailBytes bytes written.
+// checkpointTails writes the run's output tails to its directory every
+// tailCheckpointInterval while they change, until done is closed.
+func (r *jobRun) checkpointTails(tails *[2]tail, done <-chan struct{}) {
+	t := time.NewTicker(tailCheckpointInterval)
+	defer t.Stop()
+	var written [2]int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if n := [2]int64{tails[0].written(), tails[1].written()}; n != written {
+			if err := r.j.store.checkpointTails(r.job, tails); err != nil {
+				r.log.Warn("could not write the run's output tails to the state directory", "error", err)
+			}
+			written = n
+		}
+	}
+}
+
+// tail keeps the last jobproto.MaxTailBytes bytes written. It is written
+// by one goroutine and read by others.
 type tail struct {
-	b []byte
+	mu    sync.Mutex
+	b     []byte
+	total int64 // bytes ever written
+}
+
+// written returns how many bytes were ever written.
+func (t *tail) written() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.total
 }
 
 func (t *tail) write(p []byte) {
 	const n = jobproto.MaxTailBytes
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total += int64(len(p))
 	if len(p) >= n {
 		t.b = append(t.b[:0], p[len(p)-n:]...)
 		return
@@ -379,6 +432,8 @@ func (t *tail) write(p []byte) {
 
 // String returns the tail, starting on a character boundary.
 func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	return tailString(string(t.b), jobproto.MaxTailBytes)
 }
 

@@ -125,7 +125,9 @@ func (j *jobAgent) run(ctx context.Context) {
 // serve speaks the control protocol on one connection: hello, welcome,
 // then runs, aborts and acks until the connection fails.
 func (j *jobAgent) serve(ctx context.Context, c *client.Conn) error {
-	hello := jobproto.Hello{Type: jobproto.TypeHello, Agent: j.cfg.ID, Labels: j.cfg.Labels, Version: j.version, Running: j.runningJobs()}
+	running, results := j.heldJobs()
+	hello := jobproto.Hello{Type: jobproto.TypeHello, Agent: j.cfg.ID, Labels: j.cfg.Labels, Version: j.version,
+		Running: running, Results: results, ReportsInterrupted: true}
 	for _, ac := range j.cfg.Actions {
 		hello.Actions = append(hello.Actions, ac.Action)
 	}
@@ -205,10 +207,12 @@ func (j *jobAgent) limits() (file, run int64) {
 	return j.maxFileBytes, j.maxRunBytes
 }
 
-func (j *jobAgent) runningJobs() []string {
+// heldJobs returns the jobs running here and those whose results wait for
+// the hub's ack, at one instant: together every run this agent knows of.
+func (j *jobAgent) heldJobs() (running, results []string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return slices.Sorted(maps.Keys(j.running))
+	return slices.Sorted(maps.Keys(j.running)), slices.Sorted(maps.Keys(j.pending))
 }
 
 // handle acts on one message from the hub. It never blocks for long: runs
@@ -410,15 +414,6 @@ func (j *jobAgent) addResult(res *storedResult, r *jobRun) {
 	j.st.resultsPending.Store(int64(len(j.pending)))
 	j.mu.Unlock()
 	j.wake()
-}
-
-// forget drops a run that produced no result (the agent is stopping).
-func (j *jobAgent) forget(r *jobRun) {
-	j.mu.Lock()
-	if j.running[r.job] == r {
-		delete(j.running, r.job)
-	}
-	j.mu.Unlock()
 }
 
 func (j *jobAgent) wake() {

@@ -801,12 +801,14 @@ func TestJobLogsDroppedWhileDown(t *testing.T) {
 	}
 }
 
-// TestJobStopLosesRunningRun: a run still going when the agent stops is
-// killed and leaves nothing behind (the hub marks it lost); the next agent
-// on the same state directory does not report it.
-func TestJobStopLosesRunningRun(t *testing.T) {
+// TestJobStopReportsInterruptedRun: a run still going when the agent stops
+// is killed; its metrics so far and its output tail are kept as an
+// interrupted result, which the next agent on the same state directory
+// lists in its hello and sends.
+func TestJobStopReportsInterruptedRun(t *testing.T) {
 	h := newFakeHub(t)
-	cfg := jobTestConfig(t, h, act("sleep", time.Hour, "/bin/sh", "-c", `/bin/sleep 60 & echo child=$!; wait`))
+	cfg := jobTestConfig(t, h, act("sleep", time.Hour, "/bin/sh", "-c",
+		`echo '{{"bytes_read": 7}}' > "$SWITCHBOARD_RESULT"; /bin/sleep 60 & echo child=$!; wait`))
 	_, stop := startStoppable(t, cfg, jobOpts)
 	h.run("js", "sleep", nil, 0)
 	var line []string
@@ -818,9 +820,12 @@ func TestJobStopLosesRunningRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stdout %q", line)
 	}
+	h.mu.Lock()
+	h.autoAck = false // the stopping agent may still send it: the next one must too
+	h.mu.Unlock()
 	stop()
 	wait.For(t, "the run's child gone", func() bool { return procGone(pid) })
-	if got := stateFiles(t, cfg.Agent.StateDir); len(got) != 0 {
+	if got := stateFiles(t, cfg.Agent.StateDir); !slices.Equal(got, []string{"results/js.json"}) {
 		t.Fatalf("state left: %q", got)
 	}
 	cfg2 := jobTestConfig(t, h, act("sleep", time.Hour, "/bin/true"))
@@ -828,7 +833,27 @@ func TestJobStopLosesRunningRun(t *testing.T) {
 	startStoppable(t, cfg2, jobOpts)
 	var hello jobproto.Hello
 	json.Unmarshal(h.waitN(jobproto.TypeHello, "", 2), &hello)
-	if len(hello.Running) != 0 || len(h.messages(jobproto.TypeResult, "js")) != 0 {
+	if len(hello.Running) != 0 || !slices.Equal(hello.Results, []string{"js"}) || !hello.ReportsInterrupted {
 		t.Fatalf("hello %+v", hello)
+	}
+	var r jobproto.Result
+	wait.For(t, "the interrupted result sent by the new agent", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		seen := 0
+		for _, m := range h.msgs {
+			if m.typ == jobproto.TypeHello {
+				seen++
+			}
+			if seen == 2 && m.typ == jobproto.TypeResult && m.job == "js" {
+				json.Unmarshal(m.raw, &r)
+				return true
+			}
+		}
+		return false
+	})
+	if !r.Interrupted || r.Outcome != jobproto.OutcomeFailed || string(r.Metrics) != `{"bytes_read":7}` ||
+		!strings.Contains(r.Stdout, "child=") || !strings.Contains(r.Error, "interrupted") {
+		t.Fatalf("result %+v", r)
 	}
 }

@@ -44,9 +44,9 @@ func (s *resultStore) resultFile(job string) string {
 	return filepath.Join(s.dir, "results", job+".json")
 }
 
-// open creates the directories, loads the results not yet acknowledged and
-// removes what runs interrupted by a stop left behind (those runs are lost:
-// the hub marks them so).
+// open creates the directories, loads the results not yet acknowledged,
+// turns the runs the agent's end interrupted into results (recoverRun) and
+// removes what else runs left behind.
 func (s *resultStore) open() ([]*storedResult, error) {
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "results"), filepath.Join(s.dir, "runs")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -91,10 +91,19 @@ func (s *resultStore) open() ([]*storedResult, error) {
 		return nil, err
 	}
 	for _, e := range runs {
-		if !known[e.Name()] {
-			s.log.Warn("removing the directory of a run interrupted by a stop", "job", e.Name())
-			os.RemoveAll(filepath.Join(s.dir, "runs", e.Name()))
+		job := e.Name()
+		if known[job] {
+			continue
 		}
+		if r := s.recoverRun(job); r != nil {
+			if err := s.save(r); err != nil {
+				return nil, fmt.Errorf("store the interrupted run %s: %w", job, err)
+			}
+			out = append(out, r)
+		} else {
+			s.log.Warn("removing the directory of a run that never started", "job", job)
+		}
+		os.RemoveAll(filepath.Join(s.dir, "runs", job))
 	}
 	return out, nil
 }

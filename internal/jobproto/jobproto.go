@@ -77,6 +77,16 @@ type Hello struct {
 	// Running lists the jobs the agent is running now (after a reconnect):
 	// the hub keeps those runs alive instead of marking them lost.
 	Running []string `json:"running,omitempty"`
+	// Results lists the jobs whose results the agent holds and sends
+	// after the welcome: finished runs not yet acknowledged, and runs it
+	// found interrupted when it started (Result.Interrupted).
+	Results []string `json:"results,omitempty"`
+	// ReportsInterrupted says that Running and Results together are every
+	// run this agent still knows of: a run the hub gave it that it lists
+	// in neither is gone, and the hub marks it lost at once instead of
+	// after the lost grace period. Agents without it are given the grace
+	// period.
+	ReportsInterrupted bool `json:"reports_interrupted,omitempty"`
 }
 
 // Welcome answers Hello.
@@ -158,6 +168,14 @@ type Result struct {
 	Stderr    string          `json:"stderr_tail,omitempty"`
 	Metrics   json.RawMessage `json:"metrics,omitempty"` // a JSON object, from $SWITCHBOARD_RESULT
 	Files     []File          `json:"files,omitempty"`
+	// Interrupted marks a run the agent did not see end: the agent died
+	// (crash, kill -9) or stopped while it ran, killed what was left of
+	// its process group when it started again, and reports the metrics the
+	// action had written to $SWITCHBOARD_RESULT so far and the output
+	// tails it had kept. Outcome is then OutcomeFailed, so that a hub that
+	// does not know this field records a failed run; a hub that does
+	// records the run lost.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // File describes an uploaded output file.

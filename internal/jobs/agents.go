@@ -314,6 +314,9 @@ func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 		ack.Error = "unknown outcome " + Truncate(string(res.Outcome), 32)
 		return ack
 	}
+	if res.Interrupted { // the agent died mid-run: lost, with what it had kept
+		state = store.RunLost
+	}
 	unlock := m.lockJob(res.Job)
 	ctx, cancel := bgCtx()
 	defer cancel()

@@ -180,6 +180,9 @@ func (l *Link) register(s *session, h *jobproto.Hello) error {
 	for _, j := range l.jobs.AgentRunning(s.agent.ID, h.Running) {
 		s.setRunning(j, true)
 	}
+	if h.ReportsInterrupted {
+		l.jobs.AgentForgotRuns(s.agent.ID, h.Running, h.Results)
+	}
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()

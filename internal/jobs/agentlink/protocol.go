@@ -89,8 +89,8 @@ func checkHello(h *jobproto.Hello, g jobs.AgentGrant) error {
 		}
 		seen[h.Actions[i].Name] = true
 	}
-	if len(h.Running) > 10000 {
-		return fail("too many running jobs listed")
+	if len(h.Running) > 10000 || len(h.Results) > 10000 {
+		return fail("too many running jobs or results listed")
 	}
 	return nil
 }
