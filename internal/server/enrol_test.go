@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +173,42 @@ func TestEnrolAgent(t *testing.T) {
 		_, b := s.api("GET", "/api/v1/agents", admin, "")
 		return !strings.Contains(string(b), `"connected":true`)
 	})
+}
+
+// TestDashboardEnrolAgent: the agents page offers the enrol form to an
+// operator or admin, and the form's request (POST /ui/api/api/v1/agents/enrol
+// with the session cookie) reaches the real API: the token comes back in the
+// body only, and the audit log names the dashboard user.
+func TestDashboardEnrolAgent(t *testing.T) {
+	s := startServer(t, nil)
+	b := browser(t)
+	link, _, err := s.Dashboard().LoginLink() // an admin session
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := fetch(t, b, "GET", link, ""); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login link: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := fetch(t, b, "GET", s.url+"/ui/agents", ""); resp.StatusCode != 200 || !strings.Contains(body, `data-testid="enrol-form"`) {
+		t.Fatalf("agents page: %d, enrol form %v", resp.StatusCode, strings.Contains(body, "enrol-form"))
+	}
+	req, _ := http.NewRequest("POST", s.url+"/ui/api/api/v1/agents/enrol", strings.NewReader(`{"id":"s1","labels":["role=server"],"ttl":"24h"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e enrolled
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 200 || e.Token == "" || e.Subject != "agent:s1" {
+		t.Fatalf("enrol from the dashboard: %d %+v %v", resp.StatusCode, e, err)
+	}
+	if loc := resp.Header.Get("Location"); loc != "" {
+		t.Fatalf("the answer redirects (%s): the token must stay in the body", loc)
+	}
+	_, audit := s.api("GET", "/api/v1/audit?limit=1000", s.adminToken(), "")
+	if !strings.Contains(string(audit), `"action":"agent.enrol","target":"agent:s1"`) || strings.Contains(string(audit), e.Token) {
+		t.Fatalf("audit: %s", audit)
+	}
 }

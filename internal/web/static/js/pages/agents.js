@@ -5,6 +5,7 @@
 
 import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, stateBadge } from '../util.js';
 import { subscribe } from '../live.js';
+import './agents_enrol.js'; // the enrol form (operators)
 
 const tbody = byId('agents-rows');
 const countEl = byId('agents-count');
