@@ -4,6 +4,14 @@
 //
 //	POST /{prefix}/{topic...}           Authorization: Bearer <jwt>  → 200 {"uri": "ws(s)://…?code=CODE"}
 //	GET  /{prefix}/{topic...}?code=CODE (websocket upgrade)          → a connection of that type
+//	GET  /{prefix}/{topic...}           (websocket upgrade)          → the same, in one step
+//	     Sec-WebSocket-Protocol: switchboard.v1, switchboard.bearer.<jwt>
+//
+// The one-step connect (wire.BearerSubprotocolPrefix) is checked by the same
+// code as the access request (authorize) and ends as the code exchange does
+// (connect); it is served where it arrives, never placed at a topic's home
+// node, and refused (421) for a connection that must meet its peer there
+// (Permit.Home) on another node of a cluster.
 //
 // Connection types are an endpoint registry by prefix (Endpoint,
 // Handler.Handle): wire.PrefixSession (shared relay topics) is built in; the
@@ -302,12 +310,14 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, StageAccess, e)
 		return
 	}
-	g, e := h.authorize(r, prefix, name, ep)
+	tok, e := BearerToken(r)
 	if e != nil {
-		if e.Status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		}
-		h.refuse(w, StageAccess, e)
+		h.refuseToken(w, StageAccess, e)
+		return
+	}
+	g, _, e := h.authorize(tok, prefix, name, ep)
+	if e != nil {
+		h.refuseToken(w, StageAccess, e)
 		return
 	}
 	if e := h.limits.check(&g); e != nil {
@@ -335,12 +345,22 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 const (
 	StageAccess   = "access"   // token → code
 	StageExchange = "exchange" // code → websocket
+	StageConnect  = "connect"  // token in the bearer subprotocol → websocket (one step)
 )
 
 // refuse answers with e and counts it under its code.
 func (h *Handler) refuse(w http.ResponseWriter, stage string, e *apierr.Error) {
 	h.outcomes.add(stage, e.Code)
 	apierr.Write(w, e)
+}
+
+// refuseToken answers a refusal of the token (or of what it asks for) as
+// refuse does, with the WWW-Authenticate challenge a 401 needs.
+func (h *Handler) refuseToken(w http.ResponseWriter, stage string, e *apierr.Error) {
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	h.refuse(w, stage, e)
 }
 
 // Outcomes returns how many access requests and code exchanges ended with
@@ -365,7 +385,7 @@ func (o *outcomeCounters) add(stage, outcome string) {
 func (o *outcomeCounters) snapshot() map[string]map[string]uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := map[string]map[string]uint64{StageAccess: {}, StageExchange: {}}
+	out := map[string]map[string]uint64{StageAccess: {}, StageExchange: {}, StageConnect: {}}
 	for k, v := range o.n {
 		out[k[0]][k[1]] = v
 	}
@@ -419,14 +439,12 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	return false
 }
 
-// authorize checks the request's token for prefix and topic name, asks the
-// prefix's endpoint what the token may do there, and returns the grant a
-// code will stand for.
-func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (Grant, *apierr.Error) {
-	tok, e := BearerToken(r)
-	if e != nil {
-		return Grant{}, e
-	}
+// authorize checks token for prefix and topic name, asks the prefix's
+// endpoint what the token may do there, refuses a revoked token, and
+// returns the grant a code (or a one-step connection) stands for and the
+// endpoint's permit. The access request and the one-step connect both
+// decide here, so they refuse alike.
+func (h *Handler) authorize(tok, prefix, name string, ep Endpoint) (Grant, Permit, *apierr.Error) {
 	c, err := h.cfg.Verifier.Verify(tok)
 	if err == nil {
 		err = auth.CheckRelayClaims(c)
@@ -434,22 +452,22 @@ func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (
 	if err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
-			return Grant{}, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
+			return Grant{}, Permit{}, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
 		}
-		return Grant{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenMalformed, "token rejected")
+		return Grant{}, Permit{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenMalformed, "token rejected")
 	}
 	if c.Prefix != prefix {
-		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorPrefixForbidden, fmt.Sprintf("token is for connection type %q, not %q", truncate(c.Prefix, 32), prefix))
+		return Grant{}, Permit{}, apierr.New(http.StatusForbidden, wire.ErrorPrefixForbidden, fmt.Sprintf("token is for connection type %q, not %q", truncate(c.Prefix, 32), prefix))
 	}
 	if !topic.Match(c.Topic, name) {
-		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, "token does not grant this topic")
+		return Grant{}, Permit{}, apierr.New(http.StatusForbidden, wire.ErrorTopicForbidden, "token does not grant this topic")
 	}
 	p, e := ep.Authorize(c, name)
 	if e != nil {
-		return Grant{}, e
+		return Grant{}, Permit{}, e
 	}
 	if !p.CanRead && !p.CanWrite {
-		return Grant{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
+		return Grant{}, Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
 	}
 	owner := sha256.Sum256([]byte(tok))
 	g := Grant{
@@ -460,9 +478,9 @@ func (h *Handler) authorize(r *http.Request, prefix, name string, ep Endpoint) (
 		TokenExpiry: c.Expiry(),
 	}
 	if e := h.CheckDenied(&g); e != nil {
-		return Grant{}, e
+		return Grant{}, Permit{}, e
 	}
-	return g, nil
+	return g, p, nil
 }
 
 // CheckDenied refuses g if its booking, subject or token is revoked
@@ -485,33 +503,126 @@ func (h *Handler) CheckDenied(g *Grant) *apierr.Error {
 }
 
 func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+	// The one-step connect: no code, the token in the bearer subprotocol.
+	// Its parse error, if any, is answered at the credentials' turn below,
+	// after the same checks of path, origin and handshake as an exchange.
+	tok, oneStep, tokErr := bearerSubprotocol(r)
+	stage := StageExchange
+	if oneStep {
+		stage = StageConnect
+	}
 	prefix, name, ep, e := h.target(r)
 	if e != nil {
-		h.refuse(w, StageExchange, e)
+		h.refuse(w, stage, e)
 		return
 	}
 	if !h.originAllowed(r) {
-		h.refuse(w, StageExchange, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
+		h.refuse(w, stage, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
 	}
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
-		h.refuse(w, StageExchange, apierr.New(http.StatusUpgradeRequired, wire.ErrorUpgradeRequired, "this endpoint needs a websocket upgrade; POST here first to get a code"))
+		h.refuse(w, stage, apierr.New(http.StatusUpgradeRequired, wire.ErrorUpgradeRequired, "this endpoint needs a websocket upgrade; POST here first to get a code"))
 		return
 	}
 	if e := checkHandshake(w, r); e != nil {
-		h.refuse(w, StageExchange, e)
+		h.refuse(w, stage, e)
 		return
 	}
-	g, e := h.redeem(r.Context(), r.URL.Query().Get("code"), prefix, name)
+	if !oneStep {
+		g, e := h.redeem(r.Context(), r.URL.Query().Get("code"), prefix, name)
+		if e != nil {
+			h.refuse(w, stage, e)
+			return
+		}
+		h.connect(w, r, stage, ep, g)
+		return
+	}
+	if tokErr == nil && r.URL.Query().Has("code") {
+		tokErr = apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "a code and a bearer subprotocol: present one of them")
+	}
+	if tokErr != nil {
+		h.refuseToken(w, stage, tokErr)
+		return
+	}
+	g, p, e := h.authorize(tok, prefix, name, ep)
 	if e != nil {
-		h.refuse(w, StageExchange, e)
+		h.refuseToken(w, stage, e)
 		return
 	}
-	var adm Admission
+	if e := h.checkServedHere(g, p); e != nil {
+		h.refuse(w, stage, e)
+		return
+	}
+	h.connect(w, r, stage, ep, g)
+}
+
+// bearerSubprotocol returns the token a websocket handshake offers in the
+// bearer subprotocol (wire.BearerSubprotocolPrefix + token), and whether it
+// offers one: then the handshake is a one-step connect. An offer the
+// one-step connect cannot take is refused as a bad Authorization header
+// is: two bearer subprotocols, a token over auth.MaxTokenBytes, or no
+// wire.Subprotocol beside it (the 101 selects it; a browser fails a
+// handshake whose offered subprotocols were all declined). The token is
+// never logged or echoed.
+func bearerSubprotocol(r *http.Request) (tok string, offered bool, e *apierr.Error) {
+	vals := r.Header.Values("Sec-Websocket-Protocol")
+	if len(vals) == 0 {
+		return "", false, nil
+	}
+	var n int
+	var relayProtocol bool
+	for _, v := range vals {
+		for p := range strings.SplitSeq(v, ",") {
+			p = strings.TrimSpace(p)
+			if len(p) > len(wire.BearerSubprotocolPrefix) && strings.EqualFold(p[:len(wire.BearerSubprotocolPrefix)], wire.BearerSubprotocolPrefix) {
+				n++
+				tok = p[len(wire.BearerSubprotocolPrefix):]
+			} else if strings.EqualFold(p, wire.Subprotocol) {
+				relayProtocol = true
+			}
+		}
+	}
+	switch {
+	case n == 0:
+		return "", false, nil
+	case n > 1:
+		return "", true, apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "more than one bearer subprotocol")
+	case len(tok) > auth.MaxTokenBytes:
+		return "", true, apierr.New(http.StatusBadRequest, wire.ErrorAuthorizationTooLarge, fmt.Sprintf("bearer subprotocol token longer than %d bytes", auth.MaxTokenBytes))
+	case !relayProtocol:
+		return "", true, apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "offer subprotocol "+wire.Subprotocol+" beside the bearer subprotocol")
+	}
+	return tok, true, nil
+}
+
+// checkServedHere refuses a one-step connection that must meet its peer at
+// its topic's home node (Permit.Home) when, in a cluster, that is another
+// node: the two-step flow issues its code there. Every other connection is
+// served where it arrives (the bus carries its topic across nodes).
+func (h *Handler) checkServedHere(g Grant, p Permit) *apierr.Error {
+	pl := h.cfg.Placement
+	if pl == nil || !p.Home || g.Local || g.System {
+		return nil
+	}
+	if home := pl.Home(g.Prefix, g.Topic); home != "" && home != h.cfg.NodeID {
+		return apierr.New(http.StatusMisdirectedRequest, wire.ErrorTwoStepRequired, "this connection meets its peer on another node: POST here for a code instead")
+	}
+	return nil
+}
+
+// connect admits the connection g stands for — the endpoint's Admit, the
+// limits of its token and subject — upgrades it and hands it to the
+// endpoint: the last steps of the code exchange and of the one-step
+// connect alike.
+func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, ep Endpoint, g Grant) {
+	var (
+		adm Admission
+		e   *apierr.Error
+	)
 	if a, ok := ep.(Admitter); ok {
 		if adm, e = a.Admit(g); e != nil {
-			h.refuse(w, StageExchange, e)
+			h.refuse(w, stage, e)
 			return
 		}
 	}
@@ -526,15 +637,15 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if counted {
 		if e := h.limits.acquire(&g); e != nil {
 			cancel()
-			h.refuse(w, StageExchange, e)
+			h.refuse(w, stage, e)
 			return
 		}
 	}
 	holder, ok := ep.(HandshakeHolder)
 	hold := ok && adm.Serve == nil && holder.HoldsHandshake(g)
-	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage, HoldHandshake: hold})
+	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage, HoldHandshake: hold, Subprotocols: relaySubprotocols})
 	if err != nil {
-		h.outcomes.add(StageExchange, "upgrade_failed")
+		h.outcomes.add(stage, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
 		cancel()
 		if counted {
@@ -542,7 +653,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	h.outcomes.add(StageExchange, "ok")
+	h.outcomes.add(stage, "ok")
 	info := relay.Info{
 		Topic: g.Topic, Prefix: g.Prefix, CanRead: g.CanRead, CanWrite: g.CanWrite,
 		ExpiresAt: g.TokenExpiry, Identity: g.Identity,
@@ -564,6 +675,11 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		ep.Serve(context.Background(), conn, g, info)
 	}()
 }
+
+// relaySubprotocols is what the handshake may select: wire.Subprotocol
+// when the client offers it (a one-step connect must), never the bearer
+// subprotocol.
+var relaySubprotocols = []string{wire.Subprotocol}
 
 // RemoteCodeTimeout bounds taking a code from the node that issued it.
 const RemoteCodeTimeout = 2 * time.Second

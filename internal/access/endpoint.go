@@ -61,6 +61,14 @@ type Permit struct {
 	// (Config.Placement). An agent's control channel is local; so is every
 	// system topic (it describes its node).
 	Local bool
+	// Home requires the connection to be served at its topic's home node
+	// (Config.Placement), where its peer connects too: a shell user meets
+	// its host only there. The code of the two-step flow is issued there
+	// anyway; a one-step connect (token in the bearer subprotocol) that
+	// reaches another node is refused with 421 two_step_required, and the
+	// client falls back to the two-step flow. Without placement (one node)
+	// it changes nothing.
+	Home bool
 }
 
 // HandshakeHolder is implemented by an Endpoint whose Serve hands the

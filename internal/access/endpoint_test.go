@@ -103,8 +103,9 @@ type registryFixture struct {
 	denier *fakeDenier
 }
 
-// startRegistry serves a Handler on a loopback port, with cfg's limits.
-func startRegistry(t *testing.T, perToken, perSubject int) *registryFixture {
+// startRegistry serves a Handler on a loopback port, with these limits,
+// configured further by each configure function.
+func startRegistry(t *testing.T, perToken, perSubject int, configure ...func(*Config)) *registryFixture {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	pub, _ := url.Parse("http://" + ts.Listener.Addr().String())
@@ -117,8 +118,12 @@ func startRegistry(t *testing.T, perToken, perSubject int) *registryFixture {
 		t.Fatal(err)
 	}
 	d := &fakeDenier{}
-	h, err := New(Config{PublicURL: pub, NodeID: "n1", Verifier: auth.NewVerifier(key, pub.String(), auth.VerifierOptions{}),
-		Relay: rs, Denier: d, MaxConnsPerToken: perToken, MaxConnsPerSubject: perSubject})
+	cfg := Config{PublicURL: pub, NodeID: "n1", Verifier: auth.NewVerifier(key, pub.String(), auth.VerifierOptions{}),
+		Relay: rs, Denier: d, MaxConnsPerToken: perToken, MaxConnsPerSubject: perSubject}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

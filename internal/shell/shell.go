@@ -192,7 +192,8 @@ func (e *Endpoint) Authorize(c *auth.Claims, topic string) (access.Permit, *apie
 	if role == roleClient && !e.hostAnywhere(topic) {
 		return access.Permit{}, errHostUnavailable
 	}
-	return access.Permit{CanRead: true, CanWrite: true, Role: role}, nil
+	// Home: a user and its host meet at the topic's home node only.
+	return access.Permit{CanRead: true, CanWrite: true, Role: role, Home: true}, nil
 }
 
 // Admit implements access.Admitter: a user is refused if its host has gone
@@ -219,6 +220,11 @@ func (e *Endpoint) Admit(g access.Grant) (access.Admission, *apierr.Error) {
 	}
 	return access.Admission{}, nil
 }
+
+// HoldsHandshake implements access.HandshakeHolder for hosts' control
+// connections, which relay.Accept serves: a host whose handshake has
+// returned is registered, so a user who asks right after finds it.
+func (e *Endpoint) HoldsHandshake(g access.Grant) bool { return g.Role == roleHost }
 
 // Serve implements access.Endpoint for hosts' control connections and
 // users; a session's host side is served by its Admission.

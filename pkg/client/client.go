@@ -1,6 +1,11 @@
 // Package client is the Go client of a Switchboard (or practable/relay)
-// relay: it trades a token for a one-time code at the access endpoint, opens
-// the websocket, and reads and writes messages.
+// relay: it connects with a token, and reads and writes messages. Dial
+// presents the token in the websocket handshake itself (the one-step
+// connect, wire.BearerSubprotocolPrefix) and falls back to the two-step flow
+// — trade the token for a one-time code at the access endpoint, then open
+// the websocket with the code — when the server does not take it (an older
+// Switchboard, practable/relay) or asks for it (a shell topic homed on
+// another node of a cluster). Options.TwoStep skips the first attempt.
 //
 //	conn, err := client.Dial(ctx, "http://127.0.0.1:8080", "demo", token, nil)
 //	if err != nil { … }          // *AccessError on refusal, with status and code
@@ -55,6 +60,10 @@ type Options struct {
 	// ReadLimit is the largest message accepted; 0 means DefaultReadLimit,
 	// negative means no limit.
 	ReadLimit int64
+	// TwoStep makes Dial use the two-step flow only (access request, then
+	// websocket with the code), never the one-step connect: for a server
+	// known not to offer it (practable/relay), to save the failed attempt.
+	TwoStep bool
 }
 
 func (o *Options) prefix() string {
@@ -183,8 +192,17 @@ type Conn struct {
 	ws *websocket.Conn
 }
 
-// Dial trades token for a code at baseURL and opens the websocket.
+// Dial connects to topic at baseURL with token: in one step when the server
+// takes the token in the handshake (DialOneStep), else — or with
+// Options.TwoStep — by trading it for a code (Access) and opening the
+// websocket with the code (DialURI).
 func Dial(ctx context.Context, baseURL, topic, token string, opts *Options) (*Conn, error) {
+	if opts == nil || !opts.TwoStep {
+		c, err := DialOneStep(ctx, baseURL, topic, token, opts)
+		if !errors.Is(err, ErrOneStepUnavailable) {
+			return c, err
+		}
+	}
 	uri, err := Access(ctx, baseURL, topic, token, opts)
 	if err != nil {
 		return nil, err
@@ -192,9 +210,50 @@ func Dial(ctx context.Context, baseURL, topic, token string, opts *Options) (*Co
 	return DialURI(ctx, uri, opts)
 }
 
+// ErrOneStepUnavailable is DialOneStep's error when the connection must be
+// made with the two-step flow: the server did not take the token in the
+// handshake (an older Switchboard answers 401 code_missing; practable/relay
+// an error without a Switchboard error code, or a websocket without
+// wire.Subprotocol), it asked for the two-step flow (421
+// two_step_required), or the token cannot be carried in a subprotocol.
+var ErrOneStepUnavailable = errors.New("client: the one-step connect is not available")
+
+// DialOneStep opens the websocket at baseURL/prefix/topic with token in the
+// handshake (subprotocols wire.Subprotocol and wire.BearerSubprotocol): one
+// round trip, no code. The server checks the token as the access endpoint
+// does; a refusal is an *AccessError as Access gives.
+func DialOneStep(ctx context.Context, baseURL, topic, token string, opts *Options) (*Conn, error) {
+	bearer, ok := wire.BearerSubprotocol(token)
+	if !ok {
+		return nil, ErrOneStepUnavailable
+	}
+	u, err := endpoint(baseURL, opts.prefix(), topic)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dial(ctx, u, opts, []string{wire.Subprotocol, bearer})
+	var ae *AccessError
+	switch {
+	case errors.As(err, &ae) && (ae.Code == "" || ae.Code == wire.ErrorCodeMissing || ae.Code == wire.ErrorTwoStepRequired):
+		return nil, ErrOneStepUnavailable
+	case err != nil:
+		return nil, err
+	case !strings.EqualFold(c.ws.Subprotocol(), wire.Subprotocol):
+		// Upgraded without taking the token: not a server of ours.
+		_ = c.CloseNow()
+		return nil, ErrOneStepUnavailable
+	}
+	return c, nil
+}
+
 // DialURI opens the websocket at a URI returned by Access.
 func DialURI(ctx context.Context, uri string, opts *Options) (*Conn, error) {
-	dopts := &websocket.DialOptions{HTTPClient: opts.httpClient(), CompressionMode: websocket.CompressionDisabled}
+	return dial(ctx, uri, opts, nil)
+}
+
+// dial opens the websocket at uri offering subprotocols.
+func dial(ctx context.Context, uri string, opts *Options, subprotocols []string) (*Conn, error) {
+	dopts := &websocket.DialOptions{HTTPClient: opts.httpClient(), CompressionMode: websocket.CompressionDisabled, Subprotocols: subprotocols}
 	if opts != nil {
 		dopts.HTTPHeader = opts.Header
 	}

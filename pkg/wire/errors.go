@@ -72,6 +72,11 @@ const (
 	ErrorUpgradeRequired      ErrorCode = "upgrade_required"       // 426: GET without a websocket upgrade
 	ErrorBadWebsocketVersion  ErrorCode = "bad_websocket_version"  // 426 (the code is not used up)
 	ErrorBadWebsocketKey      ErrorCode = "bad_websocket_key"      // 400 (the code is not used up)
+	// ErrorTwoStepRequired (421): a one-step connect (the token in the
+	// bearer subprotocol) reached a node of a cluster that cannot serve it,
+	// because the connection must meet its peer at the topic's home node (a
+	// shell topic's); POST for a code instead, which is issued there.
+	ErrorTwoStepRequired ErrorCode = "two_step_required"
 )
 
 // Limits and shell sessions.
