@@ -59,7 +59,7 @@ type ActionConfig struct {
 
 var (
 	agentKeys  = []string{"id", "token_file", "labels", "state_dir", "actions"}
-	actionKeys = []string{"name", "description", "command", "timeout", "env", "pass_env", "dir", "params"}
+	actionKeys = []string{"name", "description", "command", "timeout", "env", "pass_env", "dir", "params", "max_concurrent"}
 	paramKeys  = []string{"name", "type", "description", "required", "default", "pattern", "max_length", "min", "max", "values", "allow_dash", "allow_control_chars"}
 )
 
@@ -94,6 +94,10 @@ func (d *decoder) action(n *yaml.Node, path string) ActionConfig {
 			a.Command = d.strList(v, p)
 		case "timeout":
 			a.Timeout = jobproto.Duration(d.duration(v, p))
+		case "max_concurrent": // runs at once on this host; the hub queues the rest
+			if a.MaxConcurrent = d.int(v, p); a.MaxConcurrent > jobproto.MaxMaxConcurrent {
+				d.fail(p, v, "at most %d (default %d)", jobproto.MaxMaxConcurrent, jobproto.DefaultMaxConcurrent)
+			}
 		case "env":
 			a.Env = d.env(v, p)
 		case "pass_env":

@@ -25,6 +25,7 @@ agent:
       description: fetch files and count bytes
       command: [printf, --server, "{server}", --count, "{count}", "{{literal}}", "x={server}:{count}"]
       timeout: 10m
+      max_concurrent: 3
       env: {LANG: C}
       pass_env: [HOME, PATH]
       params:
@@ -66,6 +67,9 @@ func TestAgentConfigValid(t *testing.T) {
 		p[2].Description != "how" || p[3].Type != jobproto.ParamBool || *p[4].Min != 0.5 || p[4].Max != nil ||
 		p[0].AllowDash || p[0].AllowControlChars || !p[5].AllowDash || !p[5].AllowControlChars || p[5].Default != "-v" {
 		t.Fatalf("params %+v", p)
+	}
+	if d.MaxConcurrent != 3 || ac.Actions[1].MaxConcurrent != 0 || ac.Actions[1].Concurrency() != jobproto.DefaultMaxConcurrent {
+		t.Fatalf("max_concurrent: %d and %d", d.MaxConcurrent, ac.Actions[1].MaxConcurrent)
 	}
 	if ac.Actions[1].Dir != dir || ac.Actions[1].Params != nil {
 		t.Fatalf("noop %+v", ac.Actions[1])
@@ -152,6 +156,8 @@ func TestAgentConfigErrors(t *testing.T) {
 		{"no timeout", head + "  actions:\n    - {name: a, command: [/bin/true]}\n", "agent.actions[0].timeout", "required"},
 		{"bad timeout", action("timeout: soon"), "agent.actions[0].timeout", "want a positive duration"},
 		{"negative timeout", action("timeout: -1s"), "agent.actions[0].timeout", "want a positive duration"},
+		{"zero max_concurrent", action("max_concurrent: 0"), "agent.actions[0].max_concurrent", "want a positive whole number"},
+		{"huge max_concurrent", action("max_concurrent: 5000"), "agent.actions[0].max_concurrent", "at most 1024"},
 		{"no command", head + "  actions:\n    - {name: a, timeout: 1m}\n", "agent.actions[0].command", "required"},
 		{"empty command", action("command: []"), "agent.actions[0].command", "required"},
 		{"command not found", action("command: [no-such-program-here]"), "agent.actions[0].command[0]", "not found"},

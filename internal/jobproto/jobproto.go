@@ -272,6 +272,26 @@ type Action struct {
 	Description string   `json:"description,omitempty"`
 	Params      []Param  `json:"params,omitempty"`
 	Timeout     Duration `json:"timeout"`
+	// MaxConcurrent is how many runs of this action the agent runs at
+	// once (0 means DefaultMaxConcurrent); the hub queues the others and
+	// sends each when a run ends. Per agent: not part of Equal.
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
+}
+
+// DefaultMaxConcurrent is an action's MaxConcurrent when it declares
+// none; MaxMaxConcurrent bounds a declaration.
+const (
+	DefaultMaxConcurrent = 1
+	MaxMaxConcurrent     = 1024
+)
+
+// Concurrency returns how many runs of the action may run at once on the
+// agent that declares it.
+func (a *Action) Concurrency() int {
+	if a.MaxConcurrent <= 0 {
+		return DefaultMaxConcurrent
+	}
+	return a.MaxConcurrent
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
@@ -285,7 +305,7 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // parameter that an action may not declare.
 func ReservedParam(name string) bool {
 	switch strings.ToUpper(name) {
-	case "PHASE", "RUNID", "ACTION", "TARGETS", "EXECUTIONDURATION", "DESTRUCTION", "QUOTE", "OWNER", "WAIT", "AFTER", "LAST":
+	case "PHASE", "RUNID", "ACTION", "TARGETS", "EXECUTIONDURATION", "DESTRUCTION", "QUOTE", "OWNER", "WAIT", "AFTER", "LAST", "REQUIRE":
 		return true
 	}
 	return false
@@ -295,6 +315,9 @@ func ReservedParam(name string) bool {
 func (a *Action) Validate() error {
 	if !ValidName(a.Name) {
 		return fmt.Errorf("action name %q: want a letter then up to 63 letters, digits, _ or -", a.Name)
+	}
+	if a.MaxConcurrent < 0 || a.MaxConcurrent > MaxMaxConcurrent {
+		return fmt.Errorf("action %s: max_concurrent must be between 1 and %d", a.Name, MaxMaxConcurrent)
 	}
 	if a.Timeout <= 0 {
 		return fmt.Errorf("action %s: timeout must be positive", a.Name)

@@ -132,10 +132,13 @@ func (m *Manager) AgentConnected(a Agent, running []string) {
 }
 
 // ResendRuns sends a newly registered agent, in the background, the runs
-// dispatched while it was away or whose run message a crash swallowed;
-// the agent ignores a run it already has and answers one it finished
-// with its stored result.
-func (m *Manager) ResendRuns(agentID string) { m.goBackground(func() { m.resend(agentID) }) }
+// dispatched while it was away or whose run message a crash swallowed
+// (the agent ignores a run it already has and answers one it finished
+// with its stored result), then queues the runs that waited for it and
+// sends what its slots allow (admitWaiting).
+func (m *Manager) ResendRuns(agentID string) {
+	m.goBackground(func() { m.resend(agentID); m.admitWaiting(agentID) })
+}
 
 func (m *Manager) resend(agentID string) {
 	ctx, cancel := bgCtx()
@@ -370,6 +373,7 @@ func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 	m.stopTimer("lost:" + res.Job + "/" + agentID)
 	m.runsChanged(res.Job)
 	m.finishIfDone(res.Job)
+	m.pumpLater(agentID) // the run's slot is free
 	return ack
 }
 

@@ -137,6 +137,7 @@ type Manager struct {
 	runGen     map[string]uint64      // job id → count of run changes, for renderings; guarded by mu
 	timers     map[string]*time.Timer // "exec:"+job, "destroy:"+job, "lost:"+job+"/"+agent, "dispatch:"+job; guarded by mu; empty unless leaseHeld
 	jobLocks   map[string]*jobLock    // the lock of each job in use; guarded by mu
+	agentLocks map[string]*jobLock    // the slot lock of each agent in use (slots.go); guarded by mu
 	waiting    map[string]int         // blocked WAIT requests per job; guarded by mu
 	stopped    bool                   // guarded by mu
 
@@ -219,7 +220,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, st: cfg.Store, blobs: blobs, holder: holder, eventSubject: subject,
 		watchers: map[string]*Watcher{}, runGen: map[string]uint64{},
-		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, waiting: map[string]int{}}, nil
+		timers: map[string]*time.Timer{}, jobLocks: map[string]*jobLock{}, agentLocks: map[string]*jobLock{},
+		waiting: map[string]int{}}, nil
 }
 
 // Start recovers from the store what a previous process left, and takes

@@ -42,6 +42,10 @@ func (m *Manager) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, err
 	return m.st.Jobs(ctx, f)
 }
 
+// RequireAll is the REQUIRE value that every target must run (the
+// default, stored as "").
+const RequireAll = "all"
+
 // Spec is a job as a client asks for it.
 type Spec struct {
 	Owner, RunID, Action, Targets string
@@ -50,6 +54,9 @@ type Spec struct {
 	// Config.DefaultDestruction from now (none if that is negative).
 	Destruction  time.Time
 	ExecDuration time.Duration
+	// Require is which targets must run (REQUIRE): "" or "all", every
+	// one; store.RequireAvailable, those connected at RUN.
+	Require string
 }
 
 // Create checks a job's targets, action and parameters against the agents
@@ -59,6 +66,13 @@ func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
 	now := m.cfg.Now()
 	j := store.Job{ID: newJobID(), RunID: s.RunID, Owner: s.Owner, Action: s.Action, Targets: s.Targets,
 		Phase: store.PhasePending, CreatedAt: now, Destruction: s.Destruction, ExecDuration: s.ExecDuration}
+	switch s.Require {
+	case "", RequireAll:
+	case store.RequireAvailable:
+		j.Require = store.RequireAvailable
+	default:
+		return j, &TargetError{"invalid_parameter", fmt.Sprintf("REQUIRE must be %s or %s", RequireAll, store.RequireAvailable)}
+	}
 	if j.Destruction.IsZero() && m.cfg.DefaultDestruction > 0 {
 		j.Destruction = now.Add(m.cfg.DefaultDestruction)
 	}
@@ -184,7 +198,7 @@ func (m *Manager) runningByAgent(ctx context.Context) (map[string][]string, erro
 			return nil, err
 		}
 		for _, r := range runs {
-			if !r.State.Final() {
+			if r.State == store.RunDispatched || r.State == store.RunRunning { // not waiting or queued on the hub
 				out[r.AgentID] = append(out[r.AgentID], j.ID)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -57,9 +58,23 @@ func (m *Manager) Run(ctx context.Context, id string) (store.Job, error) {
 // errNoChange ends an UpdateJob callback without writing.
 var errNoChange = errors.New("no change")
 
-// dispatch sends a QUEUED job to every matched, connected agent offering
-// its action, and moves it to EXECUTING, or to ERROR when none matches.
+// dispatch records a QUEUED job's targets (planTargets: a run each, whose
+// state is its fate), moves it to EXECUTING, and sends the runs of the
+// connected targets as their slots allow (pump). A job none of whose
+// targets can run (every one skipped or rejected) goes to ERROR.
 func (m *Manager) dispatch(id string) {
+	queued, ok := m.recordTargets(id)
+	if !ok {
+		return
+	}
+	for _, agentID := range queued {
+		m.pump(agentID)
+	}
+}
+
+// recordTargets is dispatch under the job's lock; it returns the agents
+// given a queued run, and false when there is nothing to send.
+func (m *Manager) recordTargets(id string) ([]string, bool) {
 	unlock := m.lockJob(id)
 	defer unlock()
 	ctx, cancel := bgCtx()
@@ -67,96 +82,113 @@ func (m *Manager) dispatch(id string) {
 	j, err := m.st.Job(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		m.retryDispatch(id, err)
-		return
+		return nil, false
 	}
 	if err != nil || j.Phase != store.PhaseQueued {
-		return
+		return nil, false
 	}
 	existing, err := m.st.Runs(ctx, id)
 	if err != nil {
 		m.retryDispatch(id, err)
-		return
+		return nil, false
 	}
-	sel, _ := parseTargets(j.Targets)
-	var targets []Agent
-	for _, a := range m.connected() {
-		if !sel.matches(a.ID, a.Labels) {
-			continue
-		}
-		if act := a.Action(j.Action); act != nil {
-			if _, err := act.CheckParams(j.Params); err == nil {
-				targets = append(targets, a)
-			}
-		}
-	}
-	now := m.cfg.Now()
-	if len(targets) == 0 && len(existing) == 0 {
-		j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-			j.Phase, j.EndedAt = store.PhaseError, now
-			j.StartedAt = now
-			j.ErrorType = "fatal"
-			j.ErrorSummary = fmt.Sprintf("no connected agent matches targets %q and offers action %q with these parameters", j.Targets, j.Action)
-			return nil
-		})
-		if err == nil {
-			m.phaseChanged(j)
-		}
-		return
+	known, err := m.st.Agents(ctx)
+	if err != nil {
+		m.retryDispatch(id, err)
+		return nil, false
 	}
 	have := map[string]bool{}
 	for _, r := range existing {
 		have[r.AgentID] = true
 	}
-	for _, a := range targets {
-		if have[a.ID] {
-			continue
+	planned := m.planTargets(j, known, m.connected(), have)
+	now := m.cfg.Now()
+	all := append(slices.Clone(existing), planned...)
+	if !slices.ContainsFunc(all, func(r store.Run) bool { return !r.State.Final() }) {
+		// Nothing will run: record the fates, and end the job.
+		for _, r := range planned {
+			if err := m.st.PutRun(ctx, r); err != nil {
+				m.retryDispatch(id, err)
+				return nil, false
+			}
 		}
-		if err := m.st.PutRun(ctx, store.Run{JobID: id, AgentID: a.ID, State: store.RunDispatched, ExitCode: -1}); err != nil {
+		var why []string
+		for _, r := range all {
+			why = append(why, describeFailure(r))
+		}
+		j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
+			j.Phase, j.EndedAt = store.PhaseError, now
+			j.StartedAt = now
+			j.Agents = runAgents(all)
+			j.ErrorType = "fatal"
+			j.ErrorSummary = summarize(fmt.Sprintf("no targeted agent can run action %q (targets %q, REQUIRE=%s): %s",
+				j.Action, j.Targets, requireName(j.Require), strings.Join(why, "; ")))
+			if len(all) == 0 {
+				j.ErrorSummary = fmt.Sprintf("no agent matches targets %q", j.Targets)
+			}
+			return nil
+		})
+		if err == nil {
+			m.runsChanged(id)
+			m.phaseChanged(j)
+		}
+		return nil, false
+	}
+	for _, r := range planned {
+		if err := m.st.PutRun(ctx, r); err != nil {
 			m.retryDispatch(id, err)
-			return
+			return nil, false
 		}
-		existing = append(existing, store.Run{AgentID: a.ID})
 	}
-	agents := make([]string, 0, len(existing))
-	for _, r := range existing {
-		agents = append(agents, r.AgentID)
-	}
-	sort.Strings(agents)
 	j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-		j.Phase, j.StartedAt, j.Agents = store.PhaseExecuting, now, agents
+		j.Phase, j.StartedAt, j.Agents = store.PhaseExecuting, now, runAgents(all)
 		return nil
 	})
 	if err != nil {
 		m.retryDispatch(id, err)
-		return
+		return nil, false
 	}
 	m.runsChanged(id)
 	m.phaseChanged(j)
 	m.armExecDeadline(j)
-	msg := jobproto.Run{Type: jobproto.TypeRun, Job: id, Action: j.Action, Params: j.Params}
-	if j.ExecDuration > 0 {
-		msg.Timeout = jobproto.Duration(j.ExecDuration)
-	}
-	links := m.agentsOf()
-	for _, a := range targets {
-		// The run must be started (or reported) within the grace period,
-		// whether the agent stays connected or not: no job waits forever
-		// on an agent that never answers. SendRun only queues: no agent's
-		// channel holds up this job's lock.
-		m.armLost(id, a.ID)
-		links.SendRun(a.ID, msg)
-	}
-	// Runs recorded before a crash whose agents are not among the targets
-	// (not connected now) get the grace period too.
-	sent := map[string]bool{}
-	for _, a := range targets {
-		sent[a.ID] = true
-	}
-	for _, r := range existing {
-		if !sent[r.AgentID] && !r.State.Final() {
+	var queued []string
+	for _, r := range all {
+		switch r.State {
+		case store.RunQueued:
+			queued = append(queued, r.AgentID)
+		case store.RunWaiting, store.RunDispatched, store.RunRunning:
+			// The agent is away (or the run was recorded before a
+			// crash): it has the grace period to come back.
 			m.armLostIfUnarmed(id, r.AgentID)
 		}
 	}
+	return queued, true
+}
+
+// runAgents returns the sorted agent ids of runs.
+func runAgents(runs []store.Run) []string {
+	out := make([]string, 0, len(runs))
+	for _, r := range runs {
+		out = append(out, r.AgentID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// requireName names a Job.Require as the REQUIRE parameter does.
+func requireName(r string) string {
+	if r == "" {
+		return RequireAll
+	}
+	return r
+}
+
+// summarize caps an error summary.
+func summarize(s string) string {
+	if len(s) > 4000 {
+		return Truncate(s, 4000) + "…"
+	}
+	return s
 }
 
 // dispatchRetry is how long a QUEUED job waits before its dispatch is
@@ -213,10 +245,21 @@ func (m *Manager) abortRuns(ctx context.Context, id, reason string) {
 	}
 	agents := m.agentsOf()
 	for _, r := range runs {
+		if r.State == store.RunWaiting || r.State == store.RunQueued {
+			// Never sent: nothing to kill, and no result will come.
+			r.State, r.EndedAt, r.Error = store.RunAborted, m.cfg.Now(), reason+" before the run was sent"
+			if err := m.st.PutRun(ctx, r); err != nil {
+				m.log.Error("jobs: abort a run not sent", "job", id, "agent", r.AgentID, "err", err)
+			}
+			m.stopTimer("lost:" + id + "/" + r.AgentID)
+			m.runsChanged(id)
+			continue
+		}
 		if r.State.Final() {
 			continue
 		}
 		agents.SendAbort(r.AgentID, jobproto.Abort{Type: jobproto.TypeAbort, Job: id, Reason: reason})
+		m.pumpLater(r.AgentID) // the run's slot is free
 	}
 }
 
@@ -234,9 +277,28 @@ func (m *Manager) markLost(jobID, agentID string) {
 		unlock()
 		return
 	}
-	if connected, _ := m.agentsOf().Status(agentID, jobID); r.State == store.RunDispatched && connected {
+	connected, _ := m.agentsOf().Status(agentID, jobID)
+	if (r.State == store.RunQueued || r.State == store.RunWaiting) && connected {
+		// Waiting for a slot on a connected agent is not being lost
+		// (the execution duration bounds it); make sure it is sent when
+		// one frees (after a change of the timer lease's holder, or when
+		// the agent's connection was not seen here).
+		if r.State == store.RunWaiting {
+			r.State = store.RunQueued
+			if err := m.st.PutRun(ctx, r); err == nil {
+				m.runsChanged(jobID)
+			}
+		}
+		unlock()
+		m.pumpLater(agentID)
+		return
+	}
+	switch {
+	case r.State == store.RunWaiting || r.State == store.RunQueued:
+		r.Error = fmt.Sprintf("agent %s was not connected within %s of RUN", agentID, m.cfg.LostGrace)
+	case r.State == store.RunDispatched && connected:
 		r.Error = fmt.Sprintf("agent %s did not start the run within %s", agentID, m.cfg.LostGrace)
-	} else {
+	default:
 		r.Error = fmt.Sprintf("agent %s disconnected mid-run and did not report the run within %s", agentID, m.cfg.LostGrace)
 	}
 	r.State, r.EndedAt = store.RunLost, m.cfg.Now()
@@ -249,6 +311,7 @@ func (m *Manager) markLost(jobID, agentID string) {
 	m.log.Warn("jobs: run lost", "job", jobID, "agent", agentID)
 	m.runsChanged(jobID)
 	m.finishIfDone(jobID)
+	m.pump(agentID) // a slot the lost run held is free
 }
 
 // finishIfDone moves an EXECUTING job whose runs have all ended to
@@ -273,7 +336,8 @@ func (m *Manager) finishIfDone(id string) {
 		m.log.Error("jobs: finish", "job", id, "err", err)
 		return
 	}
-	var failed []string
+	var failed, skipped []string
+	succeeded := 0
 	end := time.Time{}
 	for _, r := range runs {
 		if !r.State.Final() {
@@ -282,7 +346,12 @@ func (m *Manager) finishIfDone(id string) {
 		if r.EndedAt.After(end) {
 			end = r.EndedAt
 		}
-		if r.State != store.RunSucceeded {
+		switch r.State {
+		case store.RunSucceeded:
+			succeeded++
+		case store.RunSkipped: // by choice (REQUIRE, a selector): not a failure
+			skipped = append(skipped, describeFailure(r))
+		default:
 			failed = append(failed, describeFailure(r))
 		}
 	}
@@ -297,15 +366,21 @@ func (m *Manager) finishIfDone(id string) {
 			return errNoChange
 		}
 		j.EndedAt = end
-		if len(failed) == 0 {
+		switch {
+		case len(failed) == 0 && succeeded > 0:
 			j.Phase = store.PhaseCompleted
+			return nil
+		case len(failed) == 0:
+			j.Phase, j.ErrorType = store.PhaseError, "fatal"
+			j.ErrorSummary = summarize("no targeted agent ran the action: " + strings.Join(skipped, "; "))
 			return nil
 		}
 		j.Phase, j.ErrorType = store.PhaseError, "fatal"
 		j.ErrorSummary = fmt.Sprintf("%d of %d agents failed: %s", len(failed), len(runs), strings.Join(failed, "; "))
-		if len(j.ErrorSummary) > 4000 {
-			j.ErrorSummary = Truncate(j.ErrorSummary, 4000) + "…"
+		if len(skipped) > 0 {
+			j.ErrorSummary += fmt.Sprintf(" (%d skipped)", len(skipped))
 		}
+		j.ErrorSummary = summarize(j.ErrorSummary)
 		return nil
 	})
 	if errors.Is(err, errNoChange) {

@@ -339,15 +339,17 @@ func TestJobFailureSummaryAndNoMatch(t *testing.T) {
 		t.Fatalf("error resource: %d %s", status, body)
 	}
 
-	// A known agent that is not connected: the job goes to ERROR at RUN.
+	// A known agent that is not connected, with REQUIRE=available: the
+	// job goes to ERROR at RUN (without it, the run waits for the agent:
+	// jobs_targets_test.go).
 	c2.Close()
 	wait.For(t, "c2 disconnected", func() bool {
 		_, b := s.api("GET", "/api/v1/agents", user, "")
 		return strings.Contains(string(b), `"id":"c2","connected":false`)
 	})
-	id = s.createJob(user, url.Values{"action": {"download"}, "targets": {"c2"}, "server": {"a"}, "PHASE": {"RUN"}})
+	id = s.createJob(user, url.Values{"action": {"download"}, "targets": {"c2"}, "REQUIRE": {"available"}, "server": {"a"}, "PHASE": {"RUN"}})
 	d = s.waitPhase(user, id, "ERROR")
-	if d.ErrorSummary == nil || !strings.Contains(d.ErrorSummary.Message, "no connected agent matches") {
+	if d.ErrorSummary == nil || !strings.Contains(d.ErrorSummary.Message, "no targeted agent can run") {
 		t.Fatalf("no-match summary: %+v", d.ErrorSummary)
 	}
 }

@@ -277,6 +277,7 @@ func one(w http.ResponseWriter, q map[string][]string, name string) (string, boo
 type createRequest struct {
 	Action            string            `json:"action"`
 	Targets           string            `json:"targets"`
+	Require           string            `json:"require"` // REQUIRE: all (default) or available
 	Parameters        map[string]string `json:"parameters"`
 	RunID             string            `json:"runId"`
 	Phase             string            `json:"phase"`
@@ -296,7 +297,7 @@ func (h *API) serveCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec := jobs.Spec{RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
-		Targets: strings.TrimSpace(req.Targets), Params: req.Parameters}
+		Targets: strings.TrimSpace(req.Targets), Params: req.Parameters, Require: strings.ToLower(req.Require)}
 	if c.claims.Subject == "" {
 		spec.Owner = "admin"
 	}
@@ -375,6 +376,8 @@ func (h *API) readCreate(w http.ResponseWriter, r *http.Request) (createRequest,
 			req.Action = v
 		case "targets":
 			req.Targets = v
+		case "require":
+			req.Require = v
 		case "runid":
 			req.RunID = v
 		case "phase":
@@ -827,6 +830,13 @@ func (h *API) serveParameter(w http.ResponseWriter, r *http.Request) {
 		return
 	case "targets":
 		writeText(w, j.Targets)
+		return
+	case "require":
+		if j.Require == "" {
+			writeText(w, jobs.RequireAll)
+		} else {
+			writeText(w, j.Require)
+		}
 		return
 	}
 	for k, v := range j.Params {

@@ -197,13 +197,17 @@ func exitStatus(r *store.Run) (int, bool) {
 // param is one job parameter as shown.
 type param struct{ Name, Value string }
 
-// params lists the parameters of a job as shown: action, targets, then the
-// action parameters sorted by name. An action parameter named action or
-// targets (in any case) is left out: it could not be told apart from the
-// job's own fields (request parameter names fold to lower case).
+// params lists the parameters of a job as shown: action, targets, require
+// (when not the default), then the action parameters sorted by name. An
+// action parameter named action or targets (in any case) is left out: it
+// could not be told apart from the job's own fields (request parameter
+// names fold to lower case).
 func params(j *store.Job) []param {
-	out := make([]param, 0, 2+len(j.Params))
+	out := make([]param, 0, 3+len(j.Params))
 	out = append(out, param{"action", j.Action}, param{"targets", j.Targets})
+	if j.Require != "" {
+		out = append(out, param{"require", j.Require})
+	}
 	names := make([]string, 0, len(j.Params))
 	for k := range j.Params {
 		if lk := strings.ToLower(k); lk == "action" || lk == "targets" {
