@@ -81,6 +81,7 @@ agent:
 		}
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, body)
 		req.Header.Set("Authorization", "Bearer "+user)
+		req.Header.Set("Accept", "application/json") // the jobs API answers UWS XML by default
 		if form != nil {
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		}

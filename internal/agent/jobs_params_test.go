@@ -57,6 +57,7 @@ func (u hubUser) do(method, path string, form url.Values) (int, []byte) {
 	}
 	req, _ := http.NewRequest(method, u.url+path, body)
 	req.Header.Set("Authorization", "Bearer "+u.token)
+	req.Header.Set("Accept", "application/json") // the jobs API answers UWS XML by default
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}

@@ -585,6 +585,7 @@ func (b *jobsBench) runWaiters(ctx context.Context, res *JobsResult) error {
 				return
 			}
 			req.Header.Set("Authorization", "Bearer "+b.user)
+			req.Header.Set("Accept", "application/json")
 			resp, err := wc.Do(req)
 			w.at = time.Now()
 			if err != nil {
@@ -739,6 +740,7 @@ func (b *jobsBench) doH(ctx context.Context, method, path string, form url.Value
 		return 0, nil, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+b.user)
+	req.Header.Set("Accept", "application/json") // the jobs API answers UWS XML by default
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}

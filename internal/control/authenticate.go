@@ -1,12 +1,15 @@
 package control
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 
 	"switchboard/internal/access"
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
+	"switchboard/pkg/wire"
 )
 
 // Authenticator checks the bearer token of an API request: signature,
@@ -26,6 +29,12 @@ func (a *Authenticator) Authenticate(r *http.Request) (*auth.Claims, *apierr.Err
 	if e != nil {
 		return nil, e
 	}
+	return a.verify(tok)
+}
+
+// verify checks a token taken from a request: signature, audience and
+// times, then the revocations.
+func (a *Authenticator) verify(tok string) (*auth.Claims, *apierr.Error) {
 	c, err := a.Verifier.Verify(tok)
 	if err != nil {
 		var ae *auth.Error
@@ -38,4 +47,42 @@ func (a *Authenticator) Authenticate(r *http.Request) (*auth.Claims, *apierr.Err
 		return nil, apierr.New(http.StatusForbidden, "token_revoked", "this token has been revoked ("+kind+")")
 	}
 	return c, nil
+}
+
+// maxBasicUserBytes bounds the user name of HTTP Basic credentials: it is
+// not checked, only carried beside the token.
+const maxBasicUserBytes = 256
+
+// AuthenticateBearerOrBasic is Authenticate that also accepts HTTP Basic
+// credentials whose password is an API token, for clients that cannot send
+// a bearer header (TOPCAT, STILTS, `curl -u user:TOKEN`). The user name is
+// not checked: any name, the token's subject for instance, is accepted; the
+// token alone decides, exactly as if it had come as a bearer token (same
+// verification, revocations, scopes). It is meant for the jobs API only:
+// other APIs keep Authenticate (least privilege; a browser never caches
+// Basic credentials for them).
+//
+// No secret is compared here (the token's signature check is the
+// verifier's, in constant time), and neither the header nor the token is
+// logged or echoed in an error.
+func (a *Authenticator) AuthenticateBearerOrBasic(r *http.Request) (*auth.Claims, *apierr.Error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) != 1 {
+		return a.Authenticate(r) // none or several: its answer
+	}
+	scheme, _, _ := strings.Cut(vals[0], " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return a.Authenticate(r)
+	}
+	if len(vals[0]) > len("Basic ")+base64.StdEncoding.EncodedLen(auth.MaxTokenBytes+maxBasicUserBytes) {
+		return nil, apierr.New(http.StatusBadRequest, wire.ErrorAuthorizationTooLarge, "Authorization header too long")
+	}
+	_, password, ok := r.BasicAuth()
+	if !ok {
+		return nil, apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "want Authorization: Basic base64(user:token)")
+	}
+	if password == "" {
+		return nil, apierr.New(http.StatusUnauthorized, wire.ErrorMissingToken, "HTTP Basic credentials need an API token as the password")
+	}
+	return a.verify(password)
 }

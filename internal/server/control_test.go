@@ -26,6 +26,7 @@ func (s *testServer) api(method, path, tok, body string) (int, []byte) {
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, s.url+path, rd)
+	req.Header.Set("Accept", "application/json") // the jobs API answers UWS XML by default
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}

@@ -76,6 +76,7 @@ func TestWaitOutlastsRequestTimeout(t *testing.T) {
 		go func() {
 			req, _ := http.NewRequest("GET", s.url+"/api/v1/jobs/"+id+q, nil)
 			req.Header.Set("Authorization", "Bearer "+user)
+			req.Header.Set("Accept", "application/json")
 			start := time.Now()
 			a := answer{query: q}
 			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)

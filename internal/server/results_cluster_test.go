@@ -141,6 +141,7 @@ func request(t *testing.T, ctx context.Context, method, url, token string, heade
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Accept", "application/json") // the jobs API answers UWS XML by default
 	for k, v := range header {
 		req.Header[k] = v
 	}

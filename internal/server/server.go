@@ -461,7 +461,10 @@ func newJobsNode(cfg Config, deps Deps, rs *relay.Server, bus cluster.Bus, rev *
 	if err != nil {
 		return nil, err
 	}
-	api, err := uwsapi.New(uwsapi.Config{Jobs: jm, Logger: deps.Logger, Authenticate: authn.Authenticate})
+	// The jobs API alone also takes an API token as the password of HTTP
+	// Basic credentials (UWS clients such as TOPCAT, curl -u).
+	api, err := uwsapi.New(uwsapi.Config{Jobs: jm, Logger: deps.Logger, Authenticate: authn.AuthenticateBearerOrBasic,
+		BasicRealm: "switchboard jobs"})
 	if err != nil {
 		return nil, err
 	}

@@ -111,7 +111,7 @@ func (h *Handler) mayReadJob(w http.ResponseWriter, r *http.Request, s *Session,
 		return true
 	}
 	hd := w.Header()
-	for _, k := range []string{"Content-Type", "Cache-Control", "WWW-Authenticate"} {
+	for _, k := range []string{"Content-Type", "Cache-Control"} {
 		if v := rec.header.Get(k); v != "" {
 			hd.Set(k, v)
 		}

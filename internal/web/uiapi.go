@@ -161,6 +161,7 @@ func (w *apiResponseWriter) WriteHeader(code int) {
 		hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Del("Set-Cookie")
+		hd.Del("WWW-Authenticate") // the session signs in here: no browser Basic prompt
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

@@ -69,21 +69,28 @@ func (e *paramError) Error() string { return "invalid " + e.Param + ": " + e.Mes
 // ---------------------------------------------------------------------------
 // Content negotiation
 
-// wantsXML reports whether the request prefers UWS XML: its Accept header
-// ranks application/xml or text/xml (q-values honoured) above
-// application/json; */* or no Accept → JSON.
+// wantsXML reports whether the request gets UWS XML rather than JSON. UWS
+// XML is the default, so that standard UWS clients (pyvo, TOPCAT, curl),
+// which send no Accept header or */*, work unchanged; JSON is for clients
+// that ask for it (the dashboard sends Accept: application/json).
 //
-// XML counts only when named explicitly; JSON also through application/*
-// and */*. A tie goes to JSON. Malformed entries are ignored.
+// Each format's quality is that of the most specific range matching it
+// (q-values honoured): application/xml or text/xml, then application/* or
+// text/*, then */*; application/json, then application/*, then */*. XML
+// wins when its quality is above JSON's, or equal unless application/json
+// is named explicitly. A header with no valid entry counts as absent; one
+// that refuses XML (q=0) gets JSON. Malformed entries are ignored.
 func wantsXML(r *http.Request) bool {
-	qXML := -1.0
-	qJSON, qAppAny, qAny := -1.0, -1.0, -1.0
+	qXML, qJSON := -1.0, -1.0
+	qAppAny, qTextAny, qAny := -1.0, -1.0, -1.0
+	valid := false
 	for _, h := range r.Header.Values("Accept") {
 		for _, entry := range strings.Split(h, ",") {
 			typ, q, ok := parseAcceptEntry(entry)
 			if !ok {
 				continue
 			}
+			valid = true
 			switch typ {
 			case "application/xml", "text/xml":
 				qXML = max(qXML, q)
@@ -91,22 +98,31 @@ func wantsXML(r *http.Request) bool {
 				qJSON = max(qJSON, q)
 			case "application/*":
 				qAppAny = max(qAppAny, q)
+			case "text/*":
+				qTextAny = max(qTextAny, q)
 			case "*/*":
 				qAny = max(qAny, q)
 			}
 		}
 	}
-	// The most specific range that matches JSON decides its quality.
-	switch {
-	case qJSON >= 0:
-	case qAppAny >= 0:
-		qJSON = qAppAny
-	case qAny >= 0:
-		qJSON = qAny
-	default:
-		qJSON = 0
+	if !valid {
+		return true
 	}
-	return qXML > 0 && qXML > qJSON
+	jsonNamed := qJSON >= 0
+	// The most specific range that matches a format decides its quality.
+	qXML = firstSet(qXML, max(qAppAny, qTextAny), qAny)
+	qJSON = firstSet(qJSON, qAppAny, qAny)
+	return qXML > 0 && (qXML > qJSON || (qXML == qJSON && !jsonNamed))
+}
+
+// firstSet returns the first quality that is set (not negative), else 0.
+func firstSet(qs ...float64) float64 {
+	for _, q := range qs {
+		if q >= 0 {
+			return q
+		}
+	}
+	return 0
 }
 
 // parseAcceptEntry splits one media range of an Accept header into its
@@ -433,37 +449,72 @@ func jobXML(v *jobView) []byte {
 		d.nl(1)
 		d.end("uws:errorSummary")
 	}
-	if len(v.Runs) > 0 {
-		d.nl(1)
-		d.tag("uws:jobInfo", false)
-		for i := range v.Runs {
-			r := &v.Runs[i]
-			exit := ""
-			if c, ok := exitStatus(r); ok {
-				exit = strconv.Itoa(c)
-			}
-			start, end := "", ""
-			if !r.StartedAt.IsZero() {
-				start = formatTime(r.StartedAt)
-			}
-			if !r.EndedAt.IsZero() {
-				end = formatTime(r.EndedAt)
-			}
-			d.nl(2)
-			d.tag("sb:run", true, append([]string{"agent", r.AgentID},
-				optional(
-					"state", string(r.State),
-					"exitCode", exit,
-					"startTime", start,
-					"endTime", end,
-					"error", r.Error)...)...)
-		}
-		d.nl(1)
-		d.end("uws:jobInfo")
-	}
+	d.jobInfoXML(v, 1)
 	d.nl(0)
 	d.end("uws:job")
 	return d.bytes()
+}
+
+// jobInfoXML writes <uws:jobInfo>, when the job has an error summary or
+// runs: why the job failed (<sb:error>, the same text as the message of
+// <uws:errorSummary>, for clients that show jobInfo) and each run
+// (<sb:run> with its state, exit code, times and error as attributes, and
+// as elements the output tails its agent sent, <sb:stdoutTail> and
+// <sb:stderrTail>, and its metrics object as JSON, <sb:metrics>). The
+// elements are in our namespace (nsJobInfo); the schema lets jobInfo hold
+// anything. No element in it may share a local name with a UWS element:
+// pyvo ignores namespaces, and an <sb:errorSummary> or <sb:message> would
+// overwrite what it read of the job's.
+func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
+	j := &v.Job
+	if len(v.Runs) == 0 && j.ErrorSummary == "" {
+		return
+	}
+	d.nl(indent)
+	d.tag("uws:jobInfo", false)
+	if j.ErrorSummary != "" {
+		d.nl(indent + 1)
+		d.text("sb:error", j.ErrorSummary)
+	}
+	for i := range v.Runs {
+		r := &v.Runs[i]
+		exit := ""
+		if c, ok := exitStatus(r); ok {
+			exit = strconv.Itoa(c)
+		}
+		start, end := "", ""
+		if !r.StartedAt.IsZero() {
+			start = formatTime(r.StartedAt)
+		}
+		if !r.EndedAt.IsZero() {
+			end = formatTime(r.EndedAt)
+		}
+		metrics := ""
+		if len(r.Metrics) > 0 && json.Valid(r.Metrics) {
+			metrics = string(r.Metrics)
+		}
+		attrs := append([]string{"agent", r.AgentID}, optional(
+			"state", string(r.State),
+			"exitCode", exit,
+			"startTime", start,
+			"endTime", end,
+			"error", r.Error)...)
+		d.nl(indent + 1)
+		children := optional("sb:stdoutTail", r.Stdout, "sb:stderrTail", r.Stderr, "sb:metrics", metrics)
+		if len(children) == 0 {
+			d.tag("sb:run", true, attrs...)
+			continue
+		}
+		d.tag("sb:run", false, attrs...)
+		for k := 0; k+1 < len(children); k += 2 {
+			d.nl(indent + 2)
+			d.text(children[k], children[k+1])
+		}
+		d.nl(indent + 1)
+		d.end("sb:run")
+	}
+	d.nl(indent)
+	d.end("uws:jobInfo")
 }
 
 // ---------------------------------------------------------------------------
@@ -489,14 +540,19 @@ type jsonFile struct {
 }
 
 type jsonRun struct {
-	Agent     string          `json:"agent"`
-	State     string          `json:"state"`
-	ExitCode  *int            `json:"exitCode"` // null: no exit status
-	StartTime *string         `json:"startTime"`
-	EndTime   *string         `json:"endTime"`
-	Error     string          `json:"error"`
-	Metrics   json.RawMessage `json:"metrics"` // the object as reported, or null
-	Files     []jsonFile      `json:"files"`
+	Agent     string  `json:"agent"`
+	State     string  `json:"state"`
+	ExitCode  *int    `json:"exitCode"` // null: no exit status
+	StartTime *string `json:"startTime"`
+	EndTime   *string `json:"endTime"`
+	Error     string  `json:"error"`
+	// StdoutTail and StderrTail are the last output the agent sent with
+	// its result (jobproto.MaxTailBytes each); the whole log is the
+	// result logs/{agent}.txt.
+	StdoutTail string          `json:"stdoutTail"`
+	StderrTail string          `json:"stderrTail"`
+	Metrics    json.RawMessage `json:"metrics"` // the object as reported, or null
+	Files      []jsonFile      `json:"files"`
 }
 
 type jsonJobInfo struct {
@@ -570,12 +626,14 @@ func resultsJSON(v *jobView) []jsonResult {
 
 func runJSON(r *store.Run) jsonRun {
 	jr := jsonRun{
-		Agent:     r.AgentID,
-		State:     string(r.State),
-		StartTime: jsonTime(r.StartedAt),
-		EndTime:   jsonTime(r.EndedAt),
-		Error:     r.Error,
-		Files:     []jsonFile{},
+		Agent:      r.AgentID,
+		State:      string(r.State),
+		StartTime:  jsonTime(r.StartedAt),
+		EndTime:    jsonTime(r.EndedAt),
+		Error:      r.Error,
+		Files:      []jsonFile{},
+		StdoutTail: r.Stdout,
+		StderrTail: r.Stderr,
 	}
 	if c, ok := exitStatus(r); ok {
 		jr.ExitCode = &c

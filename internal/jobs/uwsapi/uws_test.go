@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ const (
 	nastyOwner   = `O'Brien <ob@example.org> & "co" — Ünïcødé ✓`
 	nastyRunID   = `run <1> & "x" 'y'`
 	nastyParam   = `a<b & c>"d" 'e' — ü ]]> &amp;`
+	nastyTail    = "curl: (7) <refused> & \"gone\"\n\tretry — ✗\r\n"
 	nastySummary = "c2: failed (exit 3): \"boom\" <&> 'quoted'\nsecond line — naïve ✗ 日本"
 	nastyRunErr  = `exit status 3 <&>"'`
 )
@@ -115,7 +117,7 @@ func jobsFixtures() []fixture {
 				{JobID: "j-err", AgentID: "c1", State: store.RunSucceeded, ExitCode: 0,
 					StartedAt: t0.Add(time.Second), EndedAt: t0.Add(2 * time.Second), Metrics: json.RawMessage(`{}`)},
 				{JobID: "j-err", AgentID: "c2", State: store.RunFailed, ExitCode: 3, Error: nastyRunErr,
-					StartedAt: t0.Add(time.Second), EndedAt: t0.Add(2 * time.Second)},
+					StartedAt: t0.Add(time.Second), EndedAt: t0.Add(2 * time.Second), Stdout: "fetching a\nfetching b\n", Stderr: nastyTail},
 			}},
 			wantParams: [][2]string{{"action", "probe"}, {"targets", "role=client,site=UNL"}, {"msg", nastyParam}},
 			wantResults: []wantResult{
@@ -315,8 +317,12 @@ type xmlJob struct {
 		Message   string `xml:"http://www.ivoa.net/xml/UWS/v1.0 message"`
 	} `xml:"http://www.ivoa.net/xml/UWS/v1.0 errorSummary"`
 	JobInfo struct {
-		Runs []struct {
-			Attrs []xml.Attr `xml:",any,attr"`
+		Error *string `xml:"urn:switchboard:jobs error"`
+		Runs  []struct {
+			Attrs      []xml.Attr `xml:",any,attr"`
+			StdoutTail string     `xml:"urn:switchboard:jobs stdoutTail"`
+			StderrTail string     `xml:"urn:switchboard:jobs stderrTail"`
+			Metrics    string     `xml:"urn:switchboard:jobs metrics"`
 		} `xml:"urn:switchboard:jobs run"`
 	} `xml:"http://www.ivoa.net/xml/UWS/v1.0 jobInfo"`
 }
@@ -415,6 +421,20 @@ func TestUWSJobXMLContent(t *testing.T) {
 				if !reflect.DeepEqual(attrs, want) {
 					t.Errorf("run %d: attributes %q, want %q", i, attrs, want)
 				}
+				// A UWS client sees each run's output tails and metrics.
+				gr := got.JobInfo.Runs[i]
+				wantMetrics := ""
+				if json.Valid(r.Metrics) {
+					wantMetrics = string(r.Metrics)
+				}
+				if gr.StdoutTail != r.Stdout || gr.StderrTail != r.Stderr || gr.Metrics != wantMetrics {
+					t.Errorf("run %d: stdout %q stderr %q metrics %q, want %q %q %q", i,
+						gr.StdoutTail, gr.StderrTail, gr.Metrics, r.Stdout, r.Stderr, wantMetrics)
+				}
+			}
+			// … and why the job failed, in jobInfo too.
+			if got.JobInfo.Error == nil && j.ErrorSummary != "" || got.JobInfo.Error != nil && *got.JobInfo.Error != j.ErrorSummary {
+				t.Errorf("jobInfo error %v, want %q", got.JobInfo.Error, j.ErrorSummary)
 			}
 		})
 	}
@@ -511,13 +531,16 @@ func nilIfEmpty(s string) string {
 	return s
 }
 
+// jobInfoElements are the local names of <uws:jobInfo> and what it holds.
+var jobInfoElements = []string{"jobInfo", "error", "run", "stdoutTail", "stderrTail", "metrics"}
+
 // checkPyvoWarnings allows only pyvo's complaints about our jobInfo
 // content, which it does not know, and about the root element of a job
 // list, which pyvo 1.2 reports for any list.
 func checkPyvoWarnings(t *testing.T, ws []string) {
 	t.Helper()
 	for _, w := range ws {
-		if !strings.Contains(w, "Unknown element jobInfo") && !strings.Contains(w, "Unknown element run") &&
+		if !slices.ContainsFunc(jobInfoElements, func(e string) bool { return strings.HasSuffix(w, "Unknown element "+e) }) &&
 			!strings.HasSuffix(w, "Unknown element jobs") {
 			t.Errorf("pyvo warning: %s", w)
 		}
@@ -675,8 +698,8 @@ func TestUWSJobJSON(t *testing.T) {
 			"startTime":"2026-11-23T10:00:01.123Z","endTime":null,"executionDuration":600,
 			"destruction":"2026-11-24T10:00:00.123Z","parameters":{"action":"iperf","targets":"role=client","duration":"10"},
 			"results":[],"jobInfo":{"runs":[
-			{"agent":"c1","state":"running","exitCode":null,"startTime":"2026-11-23T10:00:02.123Z","endTime":null,"error":"","metrics":null,"files":[]},
-			{"agent":"c2","state":"dispatched","exitCode":null,"startTime":null,"endTime":null,"error":"","metrics":null,"files":[]}]}}`},
+			{"agent":"c1","state":"running","exitCode":null,"startTime":"2026-11-23T10:00:02.123Z","endTime":null,"error":"","stdoutTail":"","stderrTail":"","metrics":null,"files":[]},
+			{"agent":"c2","state":"dispatched","exitCode":null,"startTime":null,"endTime":null,"error":"","stdoutTail":"","stderrTail":"","metrics":null,"files":[]}]}}`},
 		{"completed", `{"jobId":"j-done","runId":null,"ownerId":"alice","phase":"COMPLETED","quote":null,
 			"creationTime":"2026-11-23T10:00:00.123Z","startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:01:00.123Z",
 			"executionDuration":3600,"destruction":"2026-11-30T10:00:00.123Z","parameters":{"action":"iperf","targets":"c1,c2"},
@@ -687,24 +710,25 @@ func TestUWSJobJSON(t *testing.T) {
 			{"id":"c2/image.fits","href":"https://hub.example.org/api/v1/jobs/j-done/results/c2/image.fits","size":3000960,"mimeType":"application/fits"}],
 			"jobInfo":{"runs":[
 			{"agent":"c1","state":"succeeded","exitCode":0,"startTime":"2026-11-23T10:00:02.123Z","endTime":"2026-11-23T10:00:50.123Z","error":"",
-			 "metrics":{"bytes_read":{"server-a":5,"server-b":12345678901234567890},"ok":true},
+			 "stdoutTail":"","stderrTail":"","metrics":{"bytes_read":{"server-a":5,"server-b":12345678901234567890},"ok":true},
 			 "files":[{"name":"out.csv","size":120,"sha256":"` + strings.Repeat("a", 64) + `"},{"name":"my result.json","size":0,"sha256":"` + strings.Repeat("b", 64) + `"}]},
 			{"agent":"c2","state":"succeeded","exitCode":0,"startTime":"2026-11-23T10:00:02.123Z","endTime":"2026-11-23T10:00:55.123Z","error":"",
-			 "metrics":null,"files":[{"name":"image.fits","size":3000960,"sha256":"` + strings.Repeat("c", 64) + `"}]}]}}`},
+			 "stdoutTail":"","stderrTail":"","metrics":null,"files":[{"name":"image.fits","size":3000960,"sha256":"` + strings.Repeat("c", 64) + `"}]}]}}`},
 		{"error", `{"jobId":"j-err","runId":` + jsonQuote(nastyRunID) + `,"ownerId":` + jsonQuote(nastyOwner) + `,"phase":"ERROR","quote":null,
 			"creationTime":"2026-11-23T10:00:00.123Z","startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:00:02.123Z",
 			"executionDuration":0,"destruction":null,"parameters":{"action":"probe","targets":"role=client,site=UNL","msg":` + jsonQuote(nastyParam) + `},
 			"results":[{"id":"summary","href":"https://hub.example.org/api/v1/jobs/j-err/results/summary","size":null,"mimeType":"text/csv"}],
 			"errorSummary":{"type":"transient","hasDetail":true,"message":` + jsonQuote(nastySummary) + `},
 			"jobInfo":{"runs":[
-			{"agent":"c1","state":"succeeded","exitCode":0,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:00:02.123Z","error":"","metrics":{},"files":[]},
-			{"agent":"c2","state":"failed","exitCode":3,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:00:02.123Z","error":` + jsonQuote(nastyRunErr) + `,"metrics":null,"files":[]}]}}`},
+			{"agent":"c1","state":"succeeded","exitCode":0,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:00:02.123Z","error":"","stdoutTail":"","stderrTail":"","metrics":{},"files":[]},
+			{"agent":"c2","state":"failed","exitCode":3,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T10:00:02.123Z","error":` + jsonQuote(nastyRunErr) + `,
+			 "stdoutTail":"fetching a\nfetching b\n","stderrTail":` + jsonQuote(nastyTail) + `,"metrics":null,"files":[]}]}}`},
 		{"aborted", `{"jobId":"j-abort","runId":null,"ownerId":"bob","phase":"ABORTED","quote":null,
 			"creationTime":"2026-11-23T10:00:00.123Z","startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T11:00:00.123Z",
 			"executionDuration":3600,"destruction":null,"parameters":{"action":"sleep","targets":"c1"},
 			"results":[{"id":"summary","href":"https://hub.example.org/api/v1/jobs/j-abort/results/summary","size":null,"mimeType":"text/csv"}],
 			"errorSummary":{"type":"fatal","hasDetail":true,"message":"execution duration exceeded"},
-			"jobInfo":{"runs":[{"agent":"c1","state":"aborted","exitCode":null,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T11:00:00.123Z","error":"aborted","metrics":null,"files":[]}]}}`},
+			"jobInfo":{"runs":[{"agent":"c1","state":"aborted","exitCode":null,"startTime":"2026-11-23T10:00:01.123Z","endTime":"2026-11-23T11:00:00.123Z","error":"aborted","stdoutTail":"","stderrTail":"","metrics":null,"files":[]}]}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -821,32 +845,39 @@ func TestWantsXML(t *testing.T) {
 		accept []string
 		want   bool
 	}{
-		{nil, false},
-		{[]string{""}, false},
-		{[]string{"*/*"}, false},
+		// UWS XML unless JSON is asked for: standard clients send no
+		// Accept header or */*.
+		{nil, true},
+		{[]string{""}, true},
+		{[]string{"*/*"}, true},
 		{[]string{"application/json"}, false},
+		{[]string{"application/json;q=0.5"}, false},
 		{[]string{"application/xml"}, true},
 		{[]string{"text/xml"}, true},
 		{[]string{"Application/XML"}, true},
 		{[]string{"application/xml; charset=utf-8"}, true},
 		{[]string{"application/xml;q=0.5, application/json"}, false},
 		{[]string{"application/json;q=0.5, application/xml"}, true},
-		{[]string{"application/json, application/xml"}, false}, // tie → JSON
+		{[]string{"application/json, application/xml"}, false}, // tie, JSON named → JSON
 		{[]string{"application/xml, application/json"}, false},
+		{[]string{"application/json, */*"}, false},
+		{[]string{"application/json;q=0.5, */*"}, true},
 		{[]string{"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, true},
 		{[]string{"application/xml;q=0"}, false},
 		{[]string{"application/xml;q=0, */*"}, false},
-		{[]string{"application/*"}, false},
-		{[]string{"text/*"}, false},
+		{[]string{"application/*"}, true},
+		{[]string{"text/*"}, true},
+		{[]string{"text/plain"}, false},
 		{[]string{"application/xml, */*;q=0.1"}, true},
 		{[]string{"application/xml;q=0.5, */*"}, false},
 		{[]string{"application/xml;q=0.5, application/*;q=0.4"}, true},
 		{[]string{"application/xml;q=0.5, application/*;q=0.4, application/json;q=0.6"}, false},
-		{[]string{"application/xml;q=abc"}, false},
-		{[]string{"application/xml;q=2"}, false},
+		{[]string{"application/xml;q=abc"}, true}, // no valid entry: as if absent
+		{[]string{"application/xml;q=2"}, true},
+		{[]string{"application/json;q=2"}, true},
 		{[]string{"application/xml ; Q=0.7 , application/json;q=0.6"}, true},
 		{[]string{"application/json;q=0.1", "text/xml"}, true},
-		{[]string{"garbage"}, false},
+		{[]string{"garbage"}, true},
 	}
 	for _, tc := range tests {
 		r := httptest.NewRequest("GET", "/api/v1/jobs", nil)
