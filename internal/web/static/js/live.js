@@ -1,13 +1,24 @@
 // Live data through the relay itself.
 //
 // subscribe(topic, {onMessage, onOpen}) keeps a websocket open on a
-// system topic with the normal access flow:
+// system topic, connecting in one step (the token in the handshake):
 //
 //   GET  /ui/api/live-token?topic=T   → {token, topic, prefix, expires_at}
+//   new WebSocket(ws(s)://this origin/{prefix}/{topic},
+//                 ["switchboard.v1", "switchboard.bearer." + token])
+//
+// A browser does not say why a handshake was refused, so when a one-step
+// connect closes before it opened, the next attempt, at once, is the
+// two-step flow, whose access request answers with the reason (and which
+// also serves a relay without the one-step connect):
+//
 //   POST /{prefix}/{topic}  (Bearer)  → {uri}
 //   new WebSocket(uri)
 //
-// When the connection ends it does all three again, with exponential
+// The subprotocol names are pkg/wire's Subprotocol and
+// BearerSubprotocolPrefix (docs/protocol.md, "Connect in one step").
+//
+// When the connection ends it does it all again, with exponential
 // backoff (0.5 s doubling to 15 s, with jitter), and the page's status
 // line (#live-status, role=status) says "Reconnecting…" meanwhile. The
 // token is short-lived and the relay closes a connection when its token
@@ -24,6 +35,16 @@ export function subscribe(topic, { onMessage, onOpen } = {}) {
   const s = new LiveSubscription(topic, onMessage || (() => {}), onOpen || (() => {}));
   s.start();
   return s;
+}
+
+const relaySubprotocol = 'switchboard.v1'; // wire.Subprotocol
+const bearerSubprotocolPrefix = 'switchboard.bearer.'; // wire.BearerSubprotocolPrefix
+
+// wsURL is the websocket URL of a relay path on this page's origin.
+function wsURL(path) {
+  const u = new URL(url(path), window.location.href);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.href;
 }
 
 const backoffBase = 500;
@@ -45,6 +66,7 @@ class LiveSubscription {
     this.rolloverTimer = null;
     this.stopped = false;
     this.openedAt = 0;
+    this.twoStep = false; // the next connect uses the two-step flow
   }
 
   start() {
@@ -79,6 +101,7 @@ class LiveSubscription {
   async connect() {
     if (this.stopped || this.pending) return;
     const rollover = this.ws !== null;
+    const oneStep = !this.twoStep;
     let tok;
     let ws;
     try {
@@ -87,13 +110,19 @@ class LiveSubscription {
       });
       if (!res.ok) throw await apiError(res);
       tok = await res.json();
-      const acc = await fetch(url('/' + tok.prefix + '/' + tok.topic), {
-        method: 'POST', headers: { Authorization: 'Bearer ' + tok.token, Accept: 'application/json' }, credentials: 'omit',
-      });
-      if (!acc.ok) throw await apiError(acc);
-      const { uri } = await acc.json();
-      if (this.stopped) return;
-      ws = new WebSocket(uri);
+      const path = '/' + tok.prefix + '/' + tok.topic;
+      if (oneStep) {
+        if (this.stopped) return;
+        ws = new WebSocket(wsURL(path), [relaySubprotocol, bearerSubprotocolPrefix + tok.token]);
+      } else {
+        const acc = await fetch(url(path), {
+          method: 'POST', headers: { Authorization: 'Bearer ' + tok.token, Accept: 'application/json' }, credentials: 'omit',
+        });
+        if (!acc.ok) throw await apiError(acc);
+        const { uri } = await acc.json();
+        if (this.stopped) return;
+        ws = new WebSocket(uri);
+      }
     } catch (err) {
       this.failed(err, rollover);
       return;
@@ -108,6 +137,7 @@ class LiveSubscription {
       const old = this.ws;
       clearTimeout(this.retryTimer);
       this.pending = null;
+      this.twoStep = false; // the next connect tries one step again
       this.ws = ws;
       this.openedAt = Date.now();
       if (old) {
@@ -135,6 +165,11 @@ class LiveSubscription {
       if (this.stopped) return;
       if (ws === this.pending) { // never opened
         this.pending = null;
+        if (oneStep) { // refused, or no one-step connect here: two steps tell why
+          this.twoStep = true;
+          this.connect();
+          return;
+        }
         this.failed(new Error(`the websocket closed before it opened (${ev.code})`), rollover && this.ws !== null);
         return;
       }
