@@ -621,7 +621,9 @@ uses topic TOPIC/c<i>; with --token every client uses --topic, which the token
 must grant with read scope. Bounded by --duration and --max. The client is
 pkg/client (net/http and coder/websocket) unless --raw: then a minimal client
 writes HTTP/1.1 and the websocket handshakes by hand, which costs the shared
-machine much less CPU per exchange and leaves more to the relay.`,
+machine much less CPU per exchange and leaves more to the relay. With
+--one-step there is no access request: each exchange is the websocket with the
+token in its handshake (the bearer subprotocol), then the close.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.duration = opts.Duration
@@ -651,6 +653,7 @@ machine much less CPU per exchange and leaves more to the relay.`,
 	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long the clients loop")
 	fs.IntVar(&opts.Max, "max", bench.DefaultAccessMax, "stop after this many exchanges")
 	fs.BoolVar(&opts.Raw, "raw", false, "use a minimal client on plain sockets (HTTP/1.1 and the websocket handshakes by hand) instead of pkg/client, so the client takes less CPU")
+	fs.BoolVar(&opts.OneStep, "one-step", false, "connect in one step, the token in the websocket handshake (Sec-WebSocket-Protocol: switchboard.v1, switchboard.bearer.<token>), instead of the access request and the websocket with the code")
 	return cmd
 }
 

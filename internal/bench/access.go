@@ -58,6 +58,10 @@ type AccessOptions struct {
 	// websocket handshakes by hand) instead of pkg/client, so that the
 	// client takes less of the machine.
 	Raw bool
+	// OneStep connects in one step, the token in the websocket handshake
+	// (wire.BearerSubprotocol), instead of the access request and the
+	// websocket with the code.
+	OneStep bool
 	// ServerPID, if positive, is read for CPU time and peak RSS.
 	ServerPID int
 }
@@ -67,6 +71,7 @@ type AccessResult struct {
 	Scenario    string  `json:"scenario"` // "access"
 	URL         string  `json:"url"`
 	Client      string  `json:"client"` // "pkg/client" or "raw"
+	Flow        string  `json:"flow"`   // "two-step" (access request, websocket with the code) or "one-step" (token in the handshake)
 	Clients     int     `json:"clients"`
 	Sources     int     `json:"sources"`
 	DurationSec float64 `json:"duration_sec"`
@@ -76,9 +81,10 @@ type AccessResult struct {
 	ExchangesPerSec float64 `json:"exchanges_per_sec"`
 	Errors          uint64  `json:"errors"`
 	FirstError      string  `json:"first_error,omitempty"`
-	// Latency of each stage: POST of the token (a keep-alive connection),
-	// websocket connection with the code (TCP connect, upgrade, code
-	// check), close handshake; and the whole cycle.
+	// Latency of each stage: POST of the token (a keep-alive connection;
+	// none in one step), websocket connection with the code or, in one
+	// step, the token (TCP connect, upgrade, checks), close handshake; and
+	// the whole cycle.
 	AccessUS   LatencyUS `json:"access_us"`
 	ExchangeUS LatencyUS `json:"exchange_us"`
 	CloseUS    LatencyUS `json:"close_us"`
@@ -94,6 +100,7 @@ type AccessResult struct {
 // addresses.
 type exchanger struct {
 	url        string
+	oneStep    bool // connect with the token in the handshake (AccessOptions.OneStep)
 	post       *client.Options
 	ws         []*client.Options
 	transports []*http.Transport
@@ -142,6 +149,10 @@ func (e *exchanger) close() {
 // the next source address. It returns the time each stage took.
 func (e *exchanger) dial(ctx context.Context, topic, token string) (c *client.Conn, access, exchange time.Duration, err error) {
 	t0 := time.Now()
+	if e.oneStep {
+		c, err = client.DialOneStep(ctx, e.url, topic, token, e.ws[e.next.Add(1)%uint64(len(e.ws))])
+		return c, 0, time.Since(t0), err
+	}
 	uri, err := client.Access(ctx, e.url, topic, token, e.post)
 	if err != nil {
 		return nil, 0, 0, err
@@ -180,7 +191,10 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 	if o.Max <= 0 {
 		o.Max = DefaultAccessMax
 	}
-	res := AccessResult{Scenario: "access", URL: o.URL, Client: "pkg/client", Clients: o.Clients, Sources: o.Sources}
+	res := AccessResult{Scenario: "access", URL: o.URL, Client: "pkg/client", Flow: "two-step", Clients: o.Clients, Sources: o.Sources}
+	if o.OneStep {
+		res.Flow = "one-step"
+	}
 	if o.Raw {
 		res.Client = "raw"
 	}
@@ -217,7 +231,7 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 		}
 		var next atomic.Uint64
 		for i := range cycles {
-			rc, err := newRawClient(o.URL, client.DefaultPrefix, topics[i], token,
+			rc, err := newRawClient(o.URL, client.DefaultPrefix, topics[i], token, o.OneStep,
 				func(n uint64) *net.Dialer { return dialers[n%uint64(len(dialers))] }, func() uint64 { return next.Add(1) })
 			if err != nil {
 				return res, err
@@ -227,6 +241,7 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 		}
 	} else {
 		e := newExchanger(o.URL, o.Sources, o.Clients)
+		e.oneStep = o.OneStep
 		defer e.close()
 		for i := range cycles {
 			cycles[i] = func(ctx context.Context) (a, x, cl time.Duration, err error) {
@@ -333,20 +348,29 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 func (r *AccessResult) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
-	row("scenario", "access: %d clients (%s) looping POST token → websocket with the code → close; %d source addresses", r.Clients, r.Client, r.Sources)
+	if r.Flow == "one-step" {
+		row("scenario", "access, one step: %d clients (%s) looping websocket with the token in the handshake → close; %d source addresses", r.Clients, r.Client, r.Sources)
+	} else {
+		row("scenario", "access: %d clients (%s) looping POST token → websocket with the code → close; %d source addresses", r.Clients, r.Client, r.Sources)
+	}
 	row("relay", "%s", r.URL)
 	row("measured", "%.3f s", r.DurationSec)
 	row("exchanges", "%d (%.0f per second); errors %d", r.Exchanges, r.ExchangesPerSec, r.Errors)
 	if r.FirstError != "" {
 		row("first error", "%s", r.FirstError)
 	}
-	row("access µs", "%s", latencyRow(r.AccessUS))
+	if r.Flow != "one-step" {
+		row("access µs", "%s", latencyRow(r.AccessUS))
+	}
 	row("exchange µs", "%s", latencyRow(r.ExchangeUS))
 	row("close µs", "%s", latencyRow(r.CloseUS))
 	row("cycle µs", "%s", latencyRow(r.TotalUS))
 	row("client CPU", "%.2f s (%.0f%% of one core)", r.ClientCPUSec, 100*r.ClientCPUSec/r.DurationSec)
 	if r.ServerCPUSec != nil {
 		row("server CPU", "%.2f s (%.0f%% of one core)", *r.ServerCPUSec, 100**r.ServerCPUSec/r.DurationSec)
+		if r.Exchanges > 0 {
+			row("server CPU per exchange", "%.0f µs", 1e6**r.ServerCPUSec/float64(r.Exchanges))
+		}
 	}
 	if r.ServerPeakRSSBytes != nil {
 		row("server peak RSS", "%.1f MiB", float64(*r.ServerPeakRSSBytes)/(1<<20))

@@ -97,7 +97,7 @@ func dialLean(ctx context.Context, uri string, header http.Header, size int) (*l
 		return nil, err
 	}
 	br := bufio.NewReaderSize(conn, baselineReadBuffer)
-	status, accept, err := readUpgrade(br)
+	status, accept, _, err := readUpgrade(br)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("bench: lean reader: handshake: %w", err)

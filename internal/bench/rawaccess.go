@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"switchboard/pkg/wire"
 )
 
 // A minimal access client for the access scenario's --raw mode: HTTP/1.1
@@ -20,7 +22,8 @@ import (
 // hand on plain sockets, so that the client takes as little of the machine
 // as possible and the relay gets the rest. It speaks the same protocol as
 // pkg/client: POST the token, GET the websocket URI with the code, close
-// with 1000.
+// with 1000; or, in one step, GET the websocket with the token in the
+// bearer subprotocol, close with 1000.
 
 // The opening handshake's fixed key and the answer it must get (RFC 6455
 // section 1.3's example).
@@ -34,23 +37,38 @@ const (
 // rawClient is one client: a keep-alive connection for the access requests
 // and a websocket at a time.
 type rawClient struct {
-	host   string // host:port of the relay
-	post   []byte // the access request, prebuilt
-	dialer func(i uint64) *net.Dialer
-	next   func() uint64
+	host string // host:port of the relay
+	post []byte // the access request, prebuilt
+	// oneStep: the websocket is opened at oneStepPath with the header
+	// line bearerLine (Sec-WebSocket-Protocol with the token), no access
+	// request.
+	oneStep     bool
+	oneStepPath string
+	bearerLine  string
+	dialer      func(i uint64) *net.Dialer
+	next        func() uint64
 
 	pc  net.Conn // keep-alive connection for access requests
 	pbr *bufio.Reader
 	buf []byte
 }
 
-func newRawClient(baseURL, prefix, topic, token string, dialer func(uint64) *net.Dialer, next func() uint64) (*rawClient, error) {
+func newRawClient(baseURL, prefix, topic, token string, oneStep bool, dialer func(uint64) *net.Dialer, next func() uint64) (*rawClient, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || u.Scheme != "http" {
 		return nil, fmt.Errorf("bench: raw client: base URL %q: want http://host:port", baseURL)
 	}
 	req := fmt.Sprintf("POST /%s/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", prefix, topic, u.Host, token)
-	return &rawClient{host: u.Host, post: []byte(req), dialer: dialer, next: next, buf: make([]byte, 0, 512)}, nil
+	c := &rawClient{host: u.Host, post: []byte(req), dialer: dialer, next: next, buf: make([]byte, 0, 512)}
+	if oneStep {
+		bearer, ok := wire.BearerSubprotocol(token)
+		if !ok {
+			return nil, errors.New("bench: raw client: the token cannot be carried in a subprotocol")
+		}
+		c.oneStep, c.oneStepPath = true, "/"+prefix+"/"+topic
+		c.bearerLine = "Sec-WebSocket-Protocol: " + wire.Subprotocol + ", " + bearer + "\r\n"
+	}
+	return c, nil
 }
 
 func (c *rawClient) close() {
@@ -184,14 +202,16 @@ func (c *rawClient) exchange(ctx context.Context, path string) (net.Conn, *bufio
 	req = append(req, path...)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, c.host...)
-	req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "+rawWSKey+"\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
+	req = append(req, "\r\n"...)
+	req = append(req, c.bearerLine...) // "" in two steps
+	req = append(req, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "+rawWSKey+"\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
 	c.buf = req
 	if _, err := conn.Write(req); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(conn, 512)
-	status, accept, err := readUpgrade(br)
+	status, accept, protocol, err := readUpgrade(br)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -200,35 +220,44 @@ func (c *rawClient) exchange(ctx context.Context, path string) (net.Conn, *bufio
 		conn.Close()
 		return nil, nil, fmt.Errorf("bench: websocket refused: HTTP %d (accept %q)", status, accept)
 	}
+	if c.oneStep && protocol != wire.Subprotocol {
+		conn.Close()
+		return nil, nil, fmt.Errorf("bench: one-step websocket selected subprotocol %q, want %s", protocol, wire.Subprotocol)
+	}
 	return conn, br, nil
 }
 
-// readUpgrade reads the answer to the opening handshake: the status and
-// Sec-WebSocket-Accept.
-func readUpgrade(br *bufio.Reader) (status int, accept string, err error) {
+// readUpgrade reads the answer to the opening handshake: the status,
+// Sec-WebSocket-Accept and Sec-WebSocket-Protocol.
+func readUpgrade(br *bufio.Reader) (status int, accept, protocol string, err error) {
 	n := 0
 	for first := true; ; first = false {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return 0, "", err
+			return 0, "", "", err
 		}
 		if n += len(line); n > rawMaxHeader {
-			return 0, "", errors.New("bench: response header too large")
+			return 0, "", "", errors.New("bench: response header too large")
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if first {
 			f := bytes.Fields(line)
 			if len(f) < 2 {
-				return 0, "", fmt.Errorf("bench: bad status line %q", line)
+				return 0, "", "", fmt.Errorf("bench: bad status line %q", line)
 			}
 			status, _ = strconv.Atoi(string(f[1]))
 			continue
 		}
 		if len(line) == 0 {
-			return status, accept, nil
+			return status, accept, protocol, nil
 		}
-		if k, v, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(k, []byte("Sec-WebSocket-Accept")) {
-			accept = string(bytes.TrimSpace(v))
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok {
+			switch {
+			case bytes.EqualFold(k, []byte("Sec-WebSocket-Accept")):
+				accept = string(bytes.TrimSpace(v))
+			case bytes.EqualFold(k, []byte("Sec-WebSocket-Protocol")):
+				protocol = string(bytes.TrimSpace(v))
+			}
 		}
 	}
 }
@@ -281,11 +310,14 @@ func closeWS(conn net.Conn, br *bufio.Reader) error {
 // stage.
 func (c *rawClient) cycle(ctx context.Context) (access, exchange, cls time.Duration, err error) {
 	t0 := time.Now()
-	path, err := c.access(ctx)
-	if err != nil {
-		return 0, 0, 0, err
+	path, t1 := c.oneStepPath, t0 // one step: no access request
+	if !c.oneStep {
+		var err error
+		if path, err = c.access(ctx); err != nil {
+			return 0, 0, 0, err
+		}
+		t1 = time.Now()
 	}
-	t1 := time.Now()
 	conn, br, err := c.exchange(ctx, path)
 	if err != nil {
 		return t1.Sub(t0), 0, 0, err
