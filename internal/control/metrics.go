@@ -87,7 +87,7 @@ var (
 	descBytes     = prometheus.NewDesc("switchboard_bytes_total", "Payload bytes received from peers (in) and written to peers (out).", []string{"direction"}, nil)
 	descDrops     = prometheus.NewDesc("switchboard_drops_total", "Messages not delivered, by reason.", []string{"reason"}, nil)
 	descCloses    = prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason and the close code sent.", []string{"reason", "code"}, nil)
-	descOutcomes  = prometheus.NewDesc("switchboard_access_total", "Access requests (stage access) and code exchanges (stage exchange), by outcome.", []string{"stage", "outcome"}, nil)
+	descOutcomes  = prometheus.NewDesc("switchboard_access_total", "Access requests (stage access), code exchanges (stage exchange) and one-step connects (stage connect), by outcome.", []string{"stage", "outcome"}, nil)
 	descRefused   = prometheus.NewDesc("switchboard_requests_refused_total", "HTTP requests refused before any handler: rate_limited (429, per client address) and overloaded (503, descriptors running out); and too_many_waits (429, blocking job WAITs over a subject's limit).", []string{"reason"}, nil)
 	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
 	descQueued    = prometheus.NewDesc("switchboard_queued_bytes", "Bytes in all send queues, counted once per receiver (what --queue-budget bounds).", nil, nil)
