@@ -93,6 +93,7 @@ type serveFlags struct {
 	jobs            jobs.Config
 	jobMaxFile      byteSize
 	jobMaxRun       byteSize
+	jobMaxLog       byteSize
 	databaseURL     string
 	statsEvery      time.Duration
 	revocationPoll  time.Duration
@@ -271,6 +272,8 @@ start, and prints it when stderr is a terminal (never in the log), and
 	f.jobMaxFile, f.jobMaxRun = jobs.DefaultMaxFileBytes, jobs.DefaultMaxRunBytes
 	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
 	fs.Var(&f.jobMaxRun, "job-max-run", "largest total of one run's output files")
+	f.jobMaxLog = jobs.DefaultMaxLogBytes
+	fs.Var(&f.jobMaxLog, "job-max-log", "largest stored log of one run (result logs/{agent}.txt; a marker shows where it was cut); 0 keeps no logs")
 	f.web.register(fs)
 	f.cluster.register(fs)
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (for benchmarking)")
@@ -345,6 +348,10 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		proxies = append(proxies, pfx.Masked())
 	}
 	f.jobs.MaxFileBytes, f.jobs.MaxRunBytes = int64(f.jobMaxFile), int64(f.jobMaxRun)
+	f.jobs.MaxLogBytes = int64(f.jobMaxLog)
+	if f.jobMaxLog == 0 {
+		f.jobs.MaxLogBytes = -1 // jobs.Config: negative keeps none, 0 is the default
+	}
 	webConfig, err := f.web.config()
 	if err != nil {
 		return err

@@ -371,6 +371,7 @@ func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 		return ack
 	}
 	m.stopTimer("lost:" + res.Job + "/" + agentID)
+	m.keepRunLog(ctx, res.Job, agentID) // before the job may end
 	m.runsChanged(res.Job)
 	m.finishIfDone(res.Job)
 	m.pumpLater(agentID) // the run's slot is free

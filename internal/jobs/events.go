@@ -90,6 +90,12 @@ func (m *Manager) apply(ev Event, j *store.Job, local bool) {
 	if ev.Change != ChangeTimers {
 		m.wake(ev.Job, j)
 	}
+	switch {
+	case ev.Change == ChangeDeleted || ev.Phase == store.PhaseArchived:
+		m.dropLogs(ev.Job)
+	case ev.Change == ChangePhase && ev.Phase.Final():
+		m.goBackground(func() { m.endLogs(ev.Job, ev.Phase, local) })
+	}
 	if !local && m.HoldsTimerLease() {
 		m.goBackground(func() { m.rearm(ev.Job) })
 	}

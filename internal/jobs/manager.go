@@ -94,6 +94,11 @@ type Config struct {
 	// the moment they are admitted (by their Content-Length), so parallel
 	// uploads cannot pass it together.
 	MaxFileBytes, MaxRunBytes int64
+	// MaxLogBytes bounds the stored log of one run (the result
+	// logs/{agent}.txt, runlogs.go): output beyond it is not kept, and a
+	// marker line says where it was cut. 0: DefaultMaxLogBytes (4 MiB);
+	// negative: no log is stored.
+	MaxLogBytes int64
 	// DefaultDestruction is the destruction time of a new job, counted
 	// from its creation; negative means none.
 	DefaultDestruction time.Duration
@@ -142,6 +147,8 @@ type Manager struct {
 	stopped    bool                   // guarded by mu
 
 	bg sync.WaitGroup // timer callbacks and background work in flight
+
+	logs runLogs // the spools of the runs' logs (runlogs.go)
 }
 
 type jobLock struct {
@@ -171,6 +178,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxRunBytes <= 0 {
 		cfg.MaxRunBytes = DefaultMaxRunBytes
+	}
+	if cfg.MaxLogBytes == 0 {
+		cfg.MaxLogBytes = DefaultMaxLogBytes
 	}
 	if cfg.DefaultDestruction == 0 {
 		cfg.DefaultDestruction = DefaultDestruction
@@ -329,8 +339,9 @@ func FileKey(jobID, agentID, name string) string { return RunPrefix(jobID, agent
 func RunPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 
 // PublishLog publishes output lines an agent sent for a job it runs on
-// the job's log topic.
+// the job's log topic, and keeps them for the run's stored log.
 func (m *Manager) PublishLog(jobID, agentID, stream string, lines []string) {
+	m.appendLog(jobID, agentID, stream, lines)
 	if m.cfg.Publisher == nil {
 		return
 	}

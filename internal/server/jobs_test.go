@@ -251,7 +251,7 @@ func TestJobEndToEnd(t *testing.T) {
 	for _, r := range d.Results {
 		ids = append(ids, r.ID)
 	}
-	if !slices.Equal(ids, []string{"summary", "c1/report.csv"}) {
+	if !slices.Equal(ids, []string{"summary", "c1/report.csv", "logs/c1.txt"}) { // c1 sent a line: its stored log
 		t.Fatalf("results: %v", ids)
 	}
 	// UWS clients ask for XML.

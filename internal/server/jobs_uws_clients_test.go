@@ -354,3 +354,81 @@ func isAbort(m any, job string) bool {
 	a, ok := m.(*jobproto.Abort)
 	return ok && a.Job == job
 }
+
+// TestJobRunLogStoredAndEnded: each run's output is kept as the result
+// logs/{agent}.txt, cut with a marker at --job-max-log, shown with the
+// output tails in the job document, and the live log topic ends with an
+// end-of-job message.
+func TestJobRunLogStoredAndEnded(t *testing.T) {
+	const maxLog = 300
+	s := startServer(t, func(cfg *Config, _ *Deps) { cfg.Jobs.MaxLogBytes = maxLog })
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1, c2 := s.agent("c1", "role=client"), s.agent("c2", "role=client")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1,c2"}, "server": {"a"}})
+	logConn := s.dial("jobs/"+id+"/log", s.sign(s.claims("jobs/"+id+"/log", auth.ScopeRead)))
+	if status, body, _ := s.form("POST", "/api/v1/jobs/"+id+"/phase", user, url.Values{"PHASE": {"RUN"}}); status != http.StatusSeeOther {
+		t.Fatalf("RUN: %d %s", status, body)
+	}
+	nextRun(t, c1)
+	nextRun(t, c2)
+	for _, a := range []*bench.SimAgent{c1, c2} {
+		send(t, a, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	}
+	send(t, c1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: []string{"line 1", "line 2"}})
+	send(t, c1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStderr, Lines: []string{"warning: slow"}})
+	var many []string
+	for i := range 40 { // well past maxLog
+		many = append(many, "more output "+strings.Repeat("x", i%7))
+	}
+	send(t, c2, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: many})
+	finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Stdout: "line 1\nline 2\n", Stderr: "warning: slow\n"})
+	finish(t, c2, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Stdout: strings.Join(many[30:], "\n")})
+	d := s.waitPhase(user, id, "COMPLETED")
+	var ids []string
+	for _, r := range d.Results {
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, []string{"summary", "logs/c1.txt", "logs/c2.txt"}) {
+		t.Fatalf("results %v, want the summary and both logs", ids)
+	}
+
+	// The whole log of c1, both streams in order.
+	status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/results/logs/c1.txt", "Bearer "+user, "")
+	if want := "[stdout] line 1\n[stdout] line 2\n[stderr] warning: slow\n"; status != http.StatusOK || string(body) != want ||
+		!strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		t.Fatalf("log of c1: %d %s %q, want %q", status, h.Get("Content-Type"), body, want)
+	}
+	// c2's, cut at maxLog with a marker.
+	status, _, body = s.uwsGet("/api/v1/jobs/"+id+"/results/logs/c2.txt", "Bearer "+user, "")
+	lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	kept := strings.Join(lines[:len(lines)-1], "\n") + "\n"
+	if status != http.StatusOK || !strings.HasPrefix(string(body), "[stdout] more output \n") || len(kept) > maxLog ||
+		!strings.HasPrefix(lines[len(lines)-1], "[switchboard] log cut here") || len(lines) > len(many) {
+		t.Fatalf("log of c2: %d %q", status, body)
+	}
+
+	// The tails are in the job document (JSON here; XML in
+	// TestJobUWSXMLByDefaultShowsWhyItFailed).
+	_, _, body = s.uwsGet("/api/v1/jobs/"+id, "Bearer "+user, "application/json")
+	if !bytes.Contains(body, []byte(`"stderrTail":"warning: slow\n"`)) {
+		t.Fatalf("tails missing from the job document: %s", body)
+	}
+
+	// The live log: the lines as they came, then the end of the job.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	for range 100 {
+		_, msg, err := logConn.Read(ctx)
+		if err != nil {
+			t.Fatalf("log topic after %d messages: %v", len(got), err)
+		}
+		got = append(got, string(msg))
+		if strings.Contains(string(msg), `"event"`) {
+			break
+		}
+	}
+	if len(got) != 3+len(many)+1 || got[len(got)-1] != `{"event":"end","phase":"COMPLETED"}` {
+		t.Fatalf("log topic: %d messages, last %q", len(got), got[len(got)-1])
+	}
+}

@@ -209,13 +209,17 @@ func (h *API) seeOther(w http.ResponseWriter, id string) {
 	w.WriteHeader(http.StatusSeeOther)
 }
 
-// view loads the runs of j for rendering.
+// view loads the runs of j and their stored logs for rendering.
 func (h *API) view(ctx context.Context, j store.Job) (*jobView, error) {
 	runs, err := h.jobs.Runs(ctx, j.ID)
 	if err != nil {
 		return nil, err
 	}
-	return &jobView{Job: j, Runs: runs, Base: h.base}, nil
+	logs, err := h.blobs.List(ctx, jobs.LogPrefix(j.ID))
+	if err != nil {
+		return nil, err
+	}
+	return &jobView{Job: j, Runs: runs, Logs: logs, Base: h.base}, nil
 }
 
 func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
@@ -889,8 +893,10 @@ func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ref.MimeType)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+ref.File.Name+`"`)
-	w.Header().Set("ETag", `"`+ref.File.SHA256+`"`)
-	w.Header().Set("X-Content-SHA256", ref.File.SHA256)
+	if ref.File.SHA256 != "" { // a stored log's is not recorded
+		w.Header().Set("ETag", `"`+ref.File.SHA256+`"`)
+		w.Header().Set("X-Content-SHA256", ref.File.SHA256)
+	}
 	http.ServeContent(out, r, "", v.Job.EndedAt, f)
 }
 

@@ -3,6 +3,8 @@ package uwsapi
 import (
 	"strings"
 
+	"switchboard/internal/blob"
+	"switchboard/internal/jobs"
 	"switchboard/internal/store"
 )
 
@@ -11,6 +13,8 @@ import (
 type jobView struct {
 	Job  store.Job
 	Runs []store.Run
+	// Logs are the runs' stored logs (jobs.LogKey), sorted by key.
+	Logs []blob.Info
 	// Base is the absolute URL of the job list, without a trailing slash
 	// ("https://hub.example.org/api/v1/jobs"); hrefs are built from it.
 	Base string
@@ -31,14 +35,31 @@ type resultRef struct {
 // SummaryResult is the id of the generated CSV result.
 const SummaryResult = "summary"
 
+// LogResultPrefix starts the id of a run's stored log: logs/{agent}.txt.
+const LogResultPrefix = "logs/"
+
 // results lists the results of a job: the summary once any run has
-// finished, then every uploaded file, by agent then name. An ARCHIVED job
-// has none.
+// finished, then every uploaded file, by agent then name, then each run's
+// stored log, logs/{agent}.txt. An ARCHIVED job has none.
+//
+// An agent named "logs" could upload a file "{agent}.txt" whose id is that
+// of another run's log: the log is listed, the file is not.
 func (v *jobView) results() []resultRef {
 	if v.Job.Phase == store.PhaseArchived {
 		return nil
 	}
-	var out []resultRef
+	var out, logs []resultRef
+	logIDs := map[string]bool{}
+	for _, l := range v.Logs {
+		agent, ok := jobs.LogAgent(v.Job.ID, l.Key)
+		if !ok {
+			continue
+		}
+		id := LogResultPrefix + agent + ".txt"
+		logIDs[id] = true
+		logs = append(logs, resultRef{ID: id, MimeType: "text/plain", Size: l.Size,
+			File: &store.ResultFile{Name: agent + ".txt", Path: l.Key, Size: l.Size}})
+	}
 	finished := false
 	for _, r := range v.Runs {
 		if r.State.Final() {
@@ -53,10 +74,12 @@ func (v *jobView) results() []resultRef {
 		r := &v.Runs[i]
 		for j := range r.Files {
 			f := &r.Files[j]
-			out = append(out, resultRef{ID: r.AgentID + "/" + f.Name, MimeType: mimeType(f.Name), Size: f.Size, File: f})
+			if id := r.AgentID + "/" + f.Name; !logIDs[id] {
+				out = append(out, resultRef{ID: id, MimeType: mimeType(f.Name), Size: f.Size, File: f})
+			}
 		}
 	}
-	return out
+	return append(out, logs...)
 }
 
 // mimeType guesses a result file's media type from its extension.

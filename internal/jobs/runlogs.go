@@ -1,0 +1,213 @@
+package jobs
+
+// Each run's whole output, kept as the result logs/{agent}.txt.
+//
+// The lines an agent sends (PublishLog) go to the live log topic and are
+// appended to a spool file of the run on the node holding the agent's
+// channel, up to Config.MaxLogBytes, then a marker says where the log was
+// cut. The spool becomes the blob LogKey(job, agent) when the run's result
+// is taken (TakeResult), or, for a run that never reports (lost, or still
+// running when the job was aborted), when its job ends; lines that arrive
+// after that are dropped (the log topic has said the job ended). Spool
+// files are unlinked at creation: a crash leaves nothing behind, and the
+// disk, not the memory, holds up to MaxLogBytes per running run.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"switchboard/internal/relay"
+	"switchboard/internal/store"
+)
+
+// DefaultMaxLogBytes bounds the stored log of one run (Config.MaxLogBytes).
+const DefaultMaxLogBytes = 4 << 20
+
+// logsSegment is the key segment under a job that holds its runs' logs:
+// "~" cannot start an agent id (jobproto.ValidAgentID), so no run's output
+// files (RunPrefix) share it, and they do not count against MaxRunBytes.
+const logsSegment = "~logs"
+
+// LogPrefix is the blob key prefix of a job's stored run logs.
+func LogPrefix(jobID string) string { return jobID + "/" + logsSegment }
+
+// LogKey is the blob key of the stored log of agentID's run of jobID.
+func LogKey(jobID, agentID string) string { return LogPrefix(jobID) + "/" + agentID + ".txt" }
+
+// LogAgent returns the agent of a stored log's key (LogKey), if it is one.
+func LogAgent(jobID, key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, LogPrefix(jobID)+"/")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(rest, ".txt")
+}
+
+// LogEnd is the last message of a job's log topic: the job ended in
+// Phase; the runs' stored logs are its results logs/{agent}.txt.
+type LogEnd struct {
+	Event string      `json:"event"` // "end"
+	Phase store.Phase `json:"phase"`
+}
+
+// runLogs holds the spools of the runs whose output this node receives.
+type runLogs struct {
+	mu    sync.Mutex
+	spool map[string]*runLog // by job + "/" + agent; guarded by mu
+}
+
+// runLog is one run's spool.
+type runLog struct {
+	mu     sync.Mutex
+	f      *os.File // nil once stored (closed): later lines are dropped
+	size   int64    // bytes written, guarded by mu
+	cut    bool     // the cap was reached and the marker written
+	closed bool
+}
+
+// logLine is how one output line is kept: "[stdout] text" or
+// "[stderr] text", one per line.
+func logLine(stream, line string) string {
+	return "[" + stream + "] " + strings.ReplaceAll(line, "\n", " ") + "\n"
+}
+
+// appendLog adds lines of agentID's run of jobID to its spool.
+func (m *Manager) appendLog(jobID, agentID, stream string, lines []string) {
+	if m.cfg.MaxLogBytes < 0 || len(lines) == 0 {
+		return
+	}
+	l := m.runLog(jobID, agentID, true)
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.cut {
+		return
+	}
+	var b strings.Builder
+	for _, line := range lines {
+		s := logLine(stream, line)
+		if l.size+int64(b.Len()+len(s)) > m.cfg.MaxLogBytes {
+			fmt.Fprintf(&b, "[switchboard] log cut here: this run's output passed %d bytes (--job-max-log); the rest was not kept\n", m.cfg.MaxLogBytes)
+			l.cut = true
+			break
+		}
+		b.WriteString(s)
+	}
+	n, err := io.WriteString(l.f, b.String())
+	l.size += int64(n)
+	if err != nil && !l.cut {
+		m.log.Warn("jobs: write a run's log spool", "job", jobID, "agent", agentID, "err", err)
+		_, _ = io.WriteString(l.f, "\n[switchboard] log cut here: the hub could not keep more of it\n")
+		l.cut = true
+	}
+}
+
+// runLog returns the spool of a run, creating it if create; nil when none
+// (or it cannot be created).
+func (m *Manager) runLog(jobID, agentID string, create bool) *runLog {
+	key := jobID + "/" + agentID
+	m.logs.mu.Lock()
+	defer m.logs.mu.Unlock()
+	if l := m.logs.spool[key]; l != nil || !create {
+		return l
+	}
+	f, err := os.CreateTemp("", "switchboard-runlog-*")
+	if err != nil {
+		m.log.Warn("jobs: create a run's log spool", "job", jobID, "agent", agentID, "err", err)
+		return nil
+	}
+	_ = os.Remove(f.Name()) // the open file outlives its name
+	if m.logs.spool == nil {
+		m.logs.spool = map[string]*runLog{}
+	}
+	l := &runLog{f: f}
+	m.logs.spool[key] = l
+	return l
+}
+
+// keepRunLog stores the spool of a run that reported its result as the
+// blob LogKey, and forgets it.
+func (m *Manager) keepRunLog(ctx context.Context, jobID, agentID string) {
+	l := m.runLog(jobID, agentID, false)
+	if l == nil {
+		return
+	}
+	m.storeRunLog(ctx, jobID, agentID, l)
+	m.logs.mu.Lock()
+	delete(m.logs.spool, jobID+"/"+agentID)
+	m.logs.mu.Unlock()
+}
+
+// storeRunLog writes l to the blob store, unless it was already, and
+// closes it.
+func (m *Manager) storeRunLog(ctx context.Context, jobID, agentID string, l *runLog) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	defer l.f.Close()
+	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
+		m.log.Error("jobs: read a run's log spool", "job", jobID, "agent", agentID, "err", err)
+		return
+	}
+	if _, err := m.blobs.Put(ctx, LogKey(jobID, agentID), io.LimitReader(l.f, l.size), l.size, nil); err != nil {
+		m.log.Error("jobs: store a run's log", "job", jobID, "agent", agentID, "err", err)
+	}
+}
+
+// endLogs runs when a job ends (phase COMPLETED, ERROR or ABORTED): it
+// stores the spools of its runs that did not report, keeping their entries
+// closed so that late lines are dropped, and, on the node that ended the
+// job (announce), publishes LogEnd on the job's log topic.
+func (m *Manager) endLogs(jobID string, phase store.Phase, announce bool) {
+	ctx, cancel := bgCtx()
+	defer cancel()
+	m.logs.mu.Lock()
+	var open []string
+	for key := range m.logs.spool {
+		if strings.HasPrefix(key, jobID+"/") {
+			open = append(open, key)
+		}
+	}
+	m.logs.mu.Unlock()
+	for _, key := range open {
+		agentID := strings.TrimPrefix(key, jobID+"/")
+		if l := m.runLog(jobID, agentID, false); l != nil {
+			m.storeRunLog(ctx, jobID, agentID, l)
+		}
+	}
+	if announce && m.cfg.Publisher != nil {
+		b, _ := json.Marshal(LogEnd{Event: "end", Phase: phase})
+		m.cfg.Publisher.Publish(LogTopic(jobID), relay.Message{Type: relay.Text, Data: b})
+	}
+}
+
+// dropLogs forgets the spools of a job that is gone (deleted or archived).
+func (m *Manager) dropLogs(jobID string) {
+	m.logs.mu.Lock()
+	var drop []*runLog
+	for key, l := range m.logs.spool {
+		if strings.HasPrefix(key, jobID+"/") {
+			drop = append(drop, l)
+			delete(m.logs.spool, key)
+		}
+	}
+	m.logs.mu.Unlock()
+	for _, l := range drop {
+		l.mu.Lock()
+		if !l.closed {
+			l.closed = true
+			l.f.Close()
+		}
+		l.mu.Unlock()
+	}
+}
