@@ -75,6 +75,14 @@ func (f *fakeRelay) serve(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"uri": "ws://" + r.Host + r.URL.Path + "?code=secretcode" + fmt.Sprint(n)})
 		return
 	}
+	if r.URL.Query().Get("code") == "" {
+		// A relay without the one-step connect (as an older Switchboard
+		// answers): pkg/client falls back to the access request.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"code":"code_missing","message":"query parameter code is required"}}`)
+		return
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return
