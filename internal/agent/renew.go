@@ -68,10 +68,11 @@ func (e *renewRefused) Error() string {
 	return fmt.Sprintf("refresh refused: %d %s: %s", e.status, e.code, e.msg)
 }
 
-// run renews the token until ctx ends.
+// run renews the token until ctx ends. Its waits are its own (the
+// package's sleep), not the links' retry delays (Options.sleep).
 func (r *tokenRenewer) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		if !r.a.sleep(ctx, r.once(ctx)) {
+		if !sleep(ctx, r.once(ctx)) {
 			return
 		}
 	}
