@@ -341,17 +341,24 @@ func RunPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 // PublishLog publishes output lines an agent sent for a job it runs on
 // the job's log topic, and keeps them for the run's stored log.
 func (m *Manager) PublishLog(jobID, agentID, stream string, lines []string) {
-	m.appendLog(jobID, agentID, stream, lines)
+	seq := m.appendLog(jobID, agentID, stream, lines)
 	if m.cfg.Publisher == nil {
 		return
 	}
 	topic := LogTopic(jobID)
-	for _, l := range lines {
+	for i, l := range lines {
+		// Seq numbers the run's lines from 1 (absent when its log is not
+		// kept): a late viewer shows RunLogSoFar, then the lines past it.
+		var n int64
+		if seq > 0 {
+			n = seq + int64(i)
+		}
 		b, _ := json.Marshal(struct {
 			Agent  string `json:"agent"`
 			Stream string `json:"stream"`
 			Line   string `json:"line"`
-		}{agentID, stream, l})
+			Seq    int64  `json:"seq,omitempty"`
+		}{agentID, stream, l, n})
 		m.cfg.Publisher.Publish(topic, relay.Message{Type: relay.Text, Data: b})
 	}
 }

@@ -15,6 +15,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -66,6 +67,7 @@ type runLog struct {
 	mu     sync.Mutex
 	f      *os.File // nil once stored (closed): later lines are dropped
 	size   int64    // bytes written, guarded by mu
+	lines  int64    // lines received, kept or not (their seq), guarded by mu
 	cut    bool     // the cap was reached and the marker written
 	closed bool
 }
@@ -76,19 +78,26 @@ func logLine(stream, line string) string {
 	return "[" + stream + "] " + strings.ReplaceAll(line, "\n", " ") + "\n"
 }
 
-// appendLog adds lines of agentID's run of jobID to its spool.
-func (m *Manager) appendLog(jobID, agentID, stream string, lines []string) {
+// appendLog adds lines of agentID's run of jobID to its spool and returns
+// the sequence number of the first (the run's lines count from 1), or 0
+// when the run's log is not kept (MaxLogBytes negative, or the job ended).
+func (m *Manager) appendLog(jobID, agentID, stream string, lines []string) (first int64) {
 	if m.cfg.MaxLogBytes < 0 || len(lines) == 0 {
-		return
+		return 0
 	}
 	l := m.runLog(jobID, agentID, true)
 	if l == nil {
-		return
+		return 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed || l.cut {
-		return
+	if l.closed {
+		return 0
+	}
+	first = l.lines + 1
+	l.lines += int64(len(lines))
+	if l.cut {
+		return first
 	}
 	var b strings.Builder
 	for _, line := range lines {
@@ -107,6 +116,32 @@ func (m *Manager) appendLog(jobID, agentID, stream string, lines []string) {
 		_, _ = io.WriteString(l.f, "\n[switchboard] log cut here: the hub could not keep more of it\n")
 		l.cut = true
 	}
+	return first
+}
+
+// RunLogSoFar returns what is kept so far of the log of agentID's run of
+// jobID while the run is going on: the lines with sequence numbers 1 to
+// the count of "[stdout] "/"[stderr] " lines in it (then, if it was cut,
+// the marker). ok is false when this node holds no spool for the run (it
+// ended: its log is stored, LogKey; or its agent is connected to another
+// node).
+func (m *Manager) RunLogSoFar(jobID, agentID string) (data []byte, ok bool) {
+	l := m.runLog(jobID, agentID, false)
+	if l == nil {
+		return nil, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, false
+	}
+	data = make([]byte, l.size)
+	n, err := l.f.ReadAt(data, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		m.log.Warn("jobs: read a run's log spool", "job", jobID, "agent", agentID, "err", err)
+		return nil, false
+	}
+	return data[:n], true
 }
 
 // runLog returns the spool of a run, creating it if create; nil when none

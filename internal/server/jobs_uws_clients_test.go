@@ -23,6 +23,7 @@ import (
 	"switchboard/internal/auth"
 	"switchboard/internal/bench"
 	"switchboard/internal/jobproto"
+	"switchboard/internal/servertest/wait"
 )
 
 // uwsGet sends GET path with the given Authorization and Accept headers
@@ -381,6 +382,15 @@ func TestJobRunLogStoredAndEnded(t *testing.T) {
 		many = append(many, "more output "+strings.Repeat("x", i%7))
 	}
 	send(t, c2, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: many})
+	// While the run goes on, a late viewer reads what was kept so far.
+	c1SoFar := "[stdout] line 1\n[stdout] line 2\n[stderr] warning: slow\n"
+	wait.For(t, "c1's log so far", func() bool {
+		status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c1/log", "Bearer "+user, "")
+		return status == http.StatusOK && h.Get("X-Log-Complete") == "false" && string(body) == c1SoFar
+	})
+	if status, _, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c9/log", "Bearer "+user, ""); status != http.StatusNotFound || errCode(body) != "log_not_found" {
+		t.Fatalf("log of no run: %d %s", status, body)
+	}
 	finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Stdout: "line 1\nline 2\n", Stderr: "warning: slow\n"})
 	finish(t, c2, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Stdout: strings.Join(many[30:], "\n")})
 	d := s.waitPhase(user, id, "COMPLETED")
@@ -397,6 +407,10 @@ func TestJobRunLogStoredAndEnded(t *testing.T) {
 	if want := "[stdout] line 1\n[stdout] line 2\n[stderr] warning: slow\n"; status != http.StatusOK || string(body) != want ||
 		!strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
 		t.Fatalf("log of c1: %d %s %q, want %q", status, h.Get("Content-Type"), body, want)
+	}
+	if status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c1/log", "Bearer "+user, ""); status != http.StatusOK ||
+		h.Get("X-Log-Complete") != "true" || string(body) != c1SoFar {
+		t.Fatalf("c1's log once it ended: %d %v %q", status, h, body)
 	}
 	// c2's, cut at maxLog with a marker.
 	status, _, body = s.uwsGet("/api/v1/jobs/"+id+"/results/logs/c2.txt", "Bearer "+user, "")
@@ -430,5 +444,20 @@ func TestJobRunLogStoredAndEnded(t *testing.T) {
 	}
 	if len(got) != 3+len(many)+1 || got[len(got)-1] != `{"event":"end","phase":"COMPLETED"}` {
 		t.Fatalf("log topic: %d messages, last %q", len(got), got[len(got)-1])
+	}
+	// Each run's lines are numbered from 1 (seq), as in its log so far.
+	seqs := map[string][]int64{}
+	for _, m := range got[:len(got)-1] {
+		var l struct {
+			Agent string
+			Seq   int64
+		}
+		if err := json.Unmarshal([]byte(m), &l); err != nil {
+			t.Fatal(err)
+		}
+		seqs[l.Agent] = append(seqs[l.Agent], l.Seq)
+	}
+	if !slices.Equal(seqs["c1"], []int64{1, 2, 3}) || len(seqs["c2"]) != len(many) || seqs["c2"][len(many)-1] != int64(len(many)) {
+		t.Fatalf("seq of the live lines: %v", seqs)
 	}
 }

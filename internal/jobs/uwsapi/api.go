@@ -97,6 +97,7 @@ func (h *API) Register(mux *http.ServeMux, base string) {
 	mux.HandleFunc("POST /api/v1/jobs/{id}/{sub}", h.servePostSub)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/parameters/{name}", h.serveParameter)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/results/{result...}", h.serveResult)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/runs/{agent}/log", h.serveRunLog)
 	mux.HandleFunc("PUT /api/v1/jobs/{id}/runs/{agent}/files/{name}", h.serveUpload)
 }
 
@@ -898,6 +899,56 @@ func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-SHA256", ref.File.SHA256)
 	}
 	http.ServeContent(out, r, "", v.Job.EndedAt, f)
+}
+
+// serveRunLog answers GET /api/v1/jobs/{id}/runs/{agent}/log with a run's
+// log, text/plain: while the run goes on, what the node holding its
+// agent's channel has kept so far (X-Log-Complete: false; its lines are
+// numbered 1 to n, as the seq of the live log's messages, so a late viewer
+// shows it and then the live lines past it); once it ended, the stored log
+// (the result logs/{agent}.txt; X-Log-Complete: true). 404 log_not_found
+// when there is none (no output yet, or the agent's channel is on another
+// node).
+func (h *API) serveRunLog(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, false)
+	if !ok {
+		return
+	}
+	j, ok := h.loadJob(w, r, c)
+	if !ok {
+		return
+	}
+	agent := r.PathValue("agent")
+	hd := w.Header()
+	if data, live := h.jobs.RunLogSoFar(j.ID, agent); live {
+		hd.Set("Content-Type", "text/plain; charset=utf-8")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("X-Log-Complete", "false")
+		_, _ = h.newTransfer(w).writer().Write(data)
+		return
+	}
+	notFound := func() {
+		apierr.WriteNew(w, http.StatusNotFound, "log_not_found", "no log of agent "+jobs.Truncate(agent, 64)+" in this job on this node")
+	}
+	if !jobproto.ValidAgentID(agent) || j.Phase == store.PhaseArchived {
+		notFound()
+		return
+	}
+	f, _, err := h.blobs.Open(r.Context(), jobs.LogKey(j.ID, agent))
+	if errors.Is(err, blob.ErrNotFound) {
+		notFound()
+		return
+	}
+	if err != nil {
+		h.storeError(w, r, "open a run's log", err)
+		return
+	}
+	defer f.Close()
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Log-Complete", "true")
+	http.ServeContent(h.newTransfer(w).writer(), r, "", j.EndedAt, f)
 }
 
 func (h *API) serveAgents(w http.ResponseWriter, r *http.Request) {
