@@ -198,3 +198,39 @@ func TestJobRunsQueueForMaxConcurrent(t *testing.T) {
 		t.Fatalf("aborted queued run: %v", st)
 	}
 }
+
+// TestJobMetricsOutliveDestruction: destruction deletes a job's files but
+// keeps each run's outcome and metrics (still in the job's jobInfo, nested
+// as the agent sent them). Before, ClearResults emptied the metrics too.
+func TestJobMetricsOutliveDestruction(t *testing.T) {
+	s := startServer(t, nil)
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := []byte("payload")
+	if status, err := c1.Upload(ctx, id, "out.txt", out); err != nil || status != 201 {
+		t.Fatalf("upload: %d %v", status, err)
+	}
+	metrics := json.RawMessage(`{"bytes_read":{"127.0.0.1:8080":5}}`)
+	finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Metrics: metrics,
+		Files: []jobproto.File{bench.FileOf("out.txt", out)}})
+	s.waitPhase(user, id, "COMPLETED")
+	soon := time.Now().Add(1500 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	if status, body, _ := s.form("POST", "/api/v1/jobs/"+id+"/destruction", user, url.Values{"DESTRUCTION": {soon}}); status != 303 {
+		t.Fatalf("destruction: %d %s", status, body)
+	}
+	d := s.waitPhase(user, id, "ARCHIVED")
+	if len(d.Results) != 0 {
+		t.Fatalf("an archived job lists results: %+v", d.Results)
+	}
+	if status, _ := s.api("GET", "/api/v1/jobs/"+id+"/results/c1/out.txt", user, ""); status != 404 {
+		t.Fatalf("file of an archived job: status %d, want 404", status)
+	}
+	if len(d.JobInfo.Runs) != 1 || d.JobInfo.Runs[0].State != "succeeded" || d.JobInfo.Runs[0].ExitCode != 0 ||
+		string(d.JobInfo.Runs[0].Metrics) != string(metrics) {
+		t.Fatalf("runs of the archived job: %+v, want the outcome and metrics %s kept", d.JobInfo.Runs, metrics)
+	}
+}

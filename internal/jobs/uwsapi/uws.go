@@ -843,23 +843,16 @@ func flattenMetrics(raw json.RawMessage) []metric {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var out []metric
-	if err := flattenValue(dec, "", &out); err != nil {
+	if err := flattenValue(dec, "", true, &out); err != nil {
 		return nil // cannot happen: raw is valid
 	}
 	return out
 }
 
-// joinName appends a key to a flattened name.
-func joinName(prefix, key string) string {
-	if prefix == "" {
-		return key
-	}
-	return prefix + "." + key
-}
-
 // flattenValue reads one JSON value from dec and appends its metrics under
-// name.
-func flattenValue(dec *json.Decoder, name string, out *[]metric) error {
+// name (top: the value is the metrics object itself), named as
+// metricname.go says.
+func flattenValue(dec *json.Decoder, name string, top bool, out *[]metric) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -885,7 +878,7 @@ func flattenValue(dec *json.Decoder, name string, out *[]metric) error {
 					return fmt.Errorf("object key %v", kt)
 				}
 				var sub []metric
-				if err := flattenValue(dec, joinName(name, key), &sub); err != nil {
+				if err := flattenValue(dec, metricChildKey(name, key, top), false, &sub); err != nil {
 					return err
 				}
 				members = append(members, member{key, sub})
@@ -899,7 +892,7 @@ func flattenValue(dec *json.Decoder, name string, out *[]metric) error {
 			}
 		case '[':
 			for i := 0; dec.More(); i++ {
-				if err := flattenValue(dec, joinName(name, strconv.Itoa(i)), out); err != nil {
+				if err := flattenValue(dec, metricChildIndex(name, i), false, out); err != nil {
 					return err
 				}
 			}

@@ -1202,12 +1202,12 @@ c2,succeeded,0,big,12345678901234567890
 c2,succeeded,0,bytes_read.server-a,5
 c2,succeeded,0,bytes_read.server-b,7
 c2,succeeded,0,huge,1e400
-c2,succeeded,0,list.0,1
-c2,succeeded,0,list.1,two
-c2,succeeded,0,list.2,
-c2,succeeded,0,list.3,true
-c2,succeeded,0,list.4.x,1
-c2,succeeded,0,list.5.0,false
+c2,succeeded,0,list[0],1
+c2,succeeded,0,list[1],two
+c2,succeeded,0,list[2],
+c2,succeeded,0,list[3],true
+c2,succeeded,0,list[4].x,1
+c2,succeeded,0,list[5][0],false
 c2,succeeded,0,neg,-0.0
 c2,succeeded,0,note,"a, ""quoted"" note
 line 2"
@@ -1243,7 +1243,7 @@ func TestCSVFlattenArrayOrder(t *testing.T) {
 	for _, m := range got {
 		names = append(names, m.Name+"="+m.Value)
 	}
-	want := []string{"a.0=0", "a.1=1", "a.2=2", "a.3=3", "a.4=4", "a.5=5", "a.6=6", "a.7=7", "a.8=8", "a.9=9", "a.10=10",
+	want := []string{"a[0]=0", "a[1]=1", "a[2]=2", "a[3]=3", "a[4]=4", "a[5]=5", "a[6]=6", "a[7]=7", "a[8]=8", "a[9]=9", "a[10]=10",
 		"b.a=2", "b.z=1", "b.z=3"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flattened %v\nwant %v", names, want)
