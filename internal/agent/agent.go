@@ -149,6 +149,11 @@ func (a *Agent) newLink(name, streamName, kind, prefix, topic, tokenFile, local 
 // then runs every stream until ctx ends. It returns after every stream has
 // stopped: local connections closed, processes terminated.
 func (a *Agent) Run(ctx context.Context) error {
+	release, err := a.lockStateDir()
+	if err != nil {
+		return err
+	}
+	defer release()
 	for _, s := range a.streams {
 		if err := s.prepare(); err != nil {
 			for _, s := range a.streams {

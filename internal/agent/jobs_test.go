@@ -857,3 +857,46 @@ func TestJobStopReportsInterruptedRun(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 }
+
+// TestJobStateDirLocked: while an agent runs, a second one on its state
+// directory is refused at New, naming the holder, before it reads the
+// directory (it would take the running runs for interrupted ones and kill
+// them); once the first has stopped it starts.
+func TestJobStateDirLocked(t *testing.T) {
+	h := newFakeHub(t)
+	cfg := jobTestConfig(t, h, act("a", time.Minute, "/bin/true"))
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	opts := jobOpts
+	opts.Backoff = fastBackoff
+	a, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	h.waitN(jobproto.TypeHello, "", 1)
+	_, err = New(cfg, opts)
+	if want := fmt.Sprintf("is in use by process %d", os.Getpid()); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second agent on a state directory in use: %v, want an error saying it %s", err, want)
+	}
+	cancel()
+	var runErr error
+	wait.For(t, "the first agent stopped", func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	if _, err := New(cfg, opts); err != nil {
+		t.Fatalf("agent on a state directory no longer in use: %v", err)
+	}
+}

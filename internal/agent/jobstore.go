@@ -53,6 +53,11 @@ func (s *resultStore) open() ([]*storedResult, error) {
 			return nil, err
 		}
 	}
+	release, err := lockStateDir(s.dir) // an agent running on it would lose its runs
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	ents, err := os.ReadDir(filepath.Join(s.dir, "results"))
 	if err != nil {
 		return nil, err
