@@ -212,8 +212,8 @@ func (c *Config) validateAgent(fail func(path, format string, args ...any), reso
 	switch {
 	case ac.ID == "":
 		fail("agent.id", "required: the agent's id, its control channel's topic")
-	case !validName(ac.ID):
-		fail("agent.id", "%q: want 1-64 characters from A-Z a-z 0-9 . _ -", ac.ID)
+	case !jobproto.ValidAgentID(ac.ID): // the hub's enrolment accepts the same ids
+		fail("agent.id", "%q: want 1-64 characters from A-Z a-z 0-9 . _ -, not . or ..", ac.ID)
 	default:
 		if err := topic.Valid(ac.ID); err != nil {
 			fail("agent.id", "%q: %v", ac.ID, err)
