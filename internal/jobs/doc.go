@@ -51,10 +51,14 @@
 //   - The bus calls receive on its own goroutine with no lock held;
 //     receive takes Manager.mu only (to wake watchers), and re-arms timers
 //     on a background goroutine under the job's lock.
+//   - An agent's slot lock (lockAgent, slots.go) serialises the decisions
+//     which of the agent's queued runs to send (pump): it is taken before
+//     the locks of the jobs whose runs it sends, never while holding one.
 //
-// Order: a job's lock, then Manager.mu (lockJob takes Manager.mu to find
-// the job's lock and releases it before locking that); a job's lock, then
-// the Agents' own locks (agentlink: Link.mu, then a channel's mu). No
+// Order: an agent's slot lock, then a job's lock; a job's lock, then
+// Manager.mu (lockJob takes Manager.mu to find the job's lock and
+// releases it before locking that); a job's lock, then the Agents' own
+// locks (agentlink: Link.mu, then a channel's mu). No
 // lock is held while calling the Publisher. Job events are published
 // under a job's lock (never under Manager.mu): Bus.Publish does not wait
 // for other nodes.
