@@ -25,6 +25,7 @@ import (
 // which that signal does not reach, is killed when the agent starts again,
 // and the restarted agent reports the run within 5 s — not after the hub's
 // 60 s lost grace period: the job shows the run lost, with the metrics.
+// A stream's process (kind exec) dies with the agent too.
 func TestInterruptedRunReported(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the parent-death signal and /proc are Linux's")
@@ -64,6 +65,8 @@ agent:
       timeout: 5m
       command: [/bin/sh, -c, 'printf "{{\"bytes_read\": {{\"server-a\": 20971520}}}}" > "$SWITCHBOARD_RESULT"; echo "read 20 MiB"; /bin/sleep 30 & echo "leader=$$ child=$!"; wait']
       env: {PATH: /usr/bin:/bin}
+streams:
+  - {name: proc, kind: exec, topic: lab/proc, command: [/bin/sleep, "300"]}
 `)
 	host := startMain(t, "host", "--config", cfg)
 
@@ -130,6 +133,11 @@ agent:
 		}
 		return leader > 0 && child > 0
 	})
+	var stream int
+	wait.Within(t, restartWait, "the stream's process started", func() bool {
+		stream = childProcess(host.cmd.Process.Pid, "/bin/sleep\x00300\x00")
+		return stream > 0
+	})
 	if d := job(id); d.Phase != "EXECUTING" || len(d.JobInfo.Runs) != 1 || d.JobInfo.Runs[0].State != "running" {
 		t.Fatalf("job before the kill: %+v", d)
 	}
@@ -137,6 +145,7 @@ agent:
 	host.cmd.Process.Signal(syscall.SIGKILL)
 	<-host.exited
 	wait.Within(t, 5*time.Second, "the action's process killed with its agent", func() bool { return processGone(leader) })
+	wait.Within(t, 5*time.Second, "the stream's process killed with its agent", func() bool { return processGone(stream) })
 
 	restarted := time.Now()
 	startMain(t, "host", "--config", cfg)
@@ -172,6 +181,32 @@ func procState(pid int) (state byte, pgrp int, ok bool) {
 	}
 	pgrp, _ = strconv.Atoi(f[2])
 	return f[0][0], pgrp, true
+}
+
+// childProcess returns the pid of a child of parent whose command line is
+// cmdline (NUL-terminated arguments), or 0.
+func childProcess(parent int, cmdline string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+			continue
+		}
+		if c, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); string(c) == cmdline {
+			return pid
+		}
+	}
+	return 0
 }
 
 // processGone reports whether pid has exited (a zombie counts as gone).

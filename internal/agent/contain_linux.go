@@ -18,8 +18,12 @@ import (
 // state (killLeftoverGroup).
 func containProcess(attr *syscall.SysProcAttr) {
 	attr.Setpgid = true
-	attr.Pdeathsig = syscall.SIGKILL
+	dieWithAgent(attr)
 }
+
+// dieWithAgent has the process get SIGKILL when the agent dies (start it
+// with startContained).
+func dieWithAgent(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGKILL }
 
 // startContained starts cmd on a thread locked to this goroutine: Linux
 // sends the parent-death signal when the thread that forked the child

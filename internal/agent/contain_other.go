@@ -13,6 +13,9 @@ import (
 // crashed agent.
 func containProcess(attr *syscall.SysProcAttr) { attr.Setpgid = true }
 
+// dieWithAgent does nothing: there is no parent-death signal here.
+func dieWithAgent(*syscall.SysProcAttr) {}
+
 func startContained(cmd *exec.Cmd) error { return cmd.Start() }
 
 func procIdentity(int) (uint64, string, error) {

@@ -118,6 +118,8 @@ func (e *execStream) runOnce(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, e.argv[0], e.argv[1:]...)
 	cmd.Env, cmd.Dir = e.env, e.dir
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	dieWithAgent(cmd.SysProcAttr) // a process left by a crashed agent would be started twice
 	cmd.WaitDelay = stopGrace
 	cmd.Stdout = &relayWriter{ctx: runCtx, relay: e.relay, st: st, chunk: e.chunk}
 	lw := &lineLogger{log: log}
@@ -126,7 +128,7 @@ func (e *execStream) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startContained(cmd); err != nil {
 		stdin.Close()
 		return err
 	}
