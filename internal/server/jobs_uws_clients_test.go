@@ -388,7 +388,7 @@ func TestJobRunLogStoredAndEnded(t *testing.T) {
 		status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c1/log", "Bearer "+user, "")
 		return status == http.StatusOK && h.Get("X-Log-Complete") == "false" && string(body) == c1SoFar
 	})
-	if status, _, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c9/log", "Bearer "+user, ""); status != http.StatusNotFound || errCode(body) != "log_not_found" {
+	if status, _, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c9/log", "Bearer "+user, ""); status != http.StatusNotFound || errCode(body) != "run_not_found" {
 		t.Fatalf("log of no run: %d %s", status, body)
 	}
 	finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, Stdout: "line 1\nline 2\n", Stderr: "warning: slow\n"})

@@ -906,9 +906,9 @@ func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {
 // agent's channel has kept so far (X-Log-Complete: false; its lines are
 // numbered 1 to n, as the seq of the live log's messages, so a late viewer
 // shows it and then the live lines past it); once it ended, the stored log
-// (the result logs/{agent}.txt; X-Log-Complete: true). 404 log_not_found
-// when there is none (no output yet, or the agent's channel is on another
-// node).
+// (the result logs/{agent}.txt; X-Log-Complete: true); empty when none is
+// kept (no output yet, or the agent's channel is on another node). 404
+// run_not_found when the job has no run of that agent.
 func (h *API) serveRunLog(w http.ResponseWriter, r *http.Request) {
 	c, ok := h.authorize(w, r, false)
 	if !ok {
@@ -928,16 +928,25 @@ func (h *API) serveRunLog(w http.ResponseWriter, r *http.Request) {
 		_, _ = h.newTransfer(w).writer().Write(data)
 		return
 	}
-	notFound := func() {
-		apierr.WriteNew(w, http.StatusNotFound, "log_not_found", "no log of agent "+jobs.Truncate(agent, 64)+" in this job on this node")
+	runs, err := h.jobs.Runs(r.Context(), j.ID)
+	if err != nil {
+		h.storeError(w, r, "read runs", err)
+		return
 	}
-	if !jobproto.ValidAgentID(agent) || j.Phase == store.PhaseArchived {
-		notFound()
+	i := slices.IndexFunc(runs, func(run store.Run) bool { return run.AgentID == agent })
+	if i < 0 {
+		apierr.WriteNew(w, http.StatusNotFound, "run_not_found", "the job has no run of agent "+jobs.Truncate(agent, 64))
 		return
 	}
 	f, _, err := h.blobs.Open(r.Context(), jobs.LogKey(j.ID, agent))
-	if errors.Is(err, blob.ErrNotFound) {
-		notFound()
+	if errors.Is(err, blob.ErrNotFound) || err == nil && j.Phase == store.PhaseArchived {
+		if f != nil {
+			f.Close()
+		}
+		hd.Set("Content-Type", "text/plain; charset=utf-8")
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("X-Log-Complete", strconv.FormatBool(runs[i].State.Final()))
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	if err != nil {

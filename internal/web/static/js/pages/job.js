@@ -1,8 +1,14 @@
-// A job: phase, progress by agent, parameters, results with downloads,
-// the live log, and (operators) Abort.
+// A job: phase, progress by agent (with each run's output tails),
+// parameters, results with downloads, the log, and (operators) Abort.
 //
-// The log comes live from the relay (topic jobs/{id}/log) while the job
-// is active. No topic carries the job's own changes, so while it is active
+// The log: each run's log as the hub kept it (GET …/runs/{agent}/log: so
+// far while the run goes on, stored once it ended), then, while the job is
+// active, the lines that come live from the relay (topic jobs/{id}/log).
+// The live messages number each run's lines (seq) as that log does, so a
+// late viewer shows the log and then only the live lines past it: nothing
+// is missed, nothing shown twice. The logs are read once the live topic is
+// open (and again after a reconnect), live lines arriving meanwhile wait.
+// The topic's last message, {"event":"end"}, says the job ended. No topic carries the job's own changes, so while it is active
 // the page asks the jobs API with UWS's blocking WAIT: the server answers
 // as soon as the phase changes (or after 25 s); the runs are also read
 // again shortly after log output arrives.
@@ -71,7 +77,8 @@ function render(j) {
       h('td', { class: 'num', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
       h('td', {}, timeEl(r.startTime)),
       h('td', {}, timeEl(r.endTime)),
-      h('td', { class: 'wrap', text: r.error || '' }))));
+      h('td', { class: 'wrap', text: r.error || '' }),
+      h('td', {}, tails(r)))));
   }
 
   const pbody = byId('job-params-rows');
@@ -102,6 +109,8 @@ function render(j) {
     const sub = logSub;
     logSub = null;
     setTimeout(() => sub.stop(), 3000);
+  } else if (!logsRead) {
+    readLogs();
   }
   // A finished job can still have runs whose agents have not reported
   // (an abort): read it again a few times until they have.
@@ -111,9 +120,19 @@ function render(j) {
       setTimeout(load, 2000);
     }
   }
-  if (!activePhases.has(j.phase) && logList.children.length === 0) {
-    logList.append(h('li', { class: 'empty', text: 'No output arrived while this page was open (the live log shows lines as the agents send them).' }));
+}
+
+// tails shows the last output a run reported with its result.
+function tails(r) {
+  const parts = [];
+  for (const [stream, t] of [['stdout', r.stdoutTail], ['stderr', r.stderrTail]]) {
+    if (t) {
+      parts.push(h('details', { 'data-testid': `run-${stream}-tail` },
+        h('summary', { text: `${stream} (last ${fmtBytes(new TextEncoder().encode(t).length)})` }),
+        h('pre', { class: 'tail', text: t })));
+    }
   }
+  return parts.length ? h('div', {}, ...parts) : '—';
 }
 
 async function load() {
@@ -147,27 +166,110 @@ async function waitForChange() {
 
 const refreshSoon = debounce(() => load(), 1500);
 
-function appendLog(data) {
+// shown counts, per agent, the lines of its run shown so far (their seq);
+// cutShown notes the runs whose "log cut here" marker is shown.
+const shown = new Map();
+const cutShown = new Set();
+let logsRead = false; // the runs' logs were read once
+let readingLogs = false; // meanwhile, live messages wait in held
+let held = [];
+
+function showLine(agent, stream, line) {
+  const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 8;
+  const empty = logList.querySelector('li.empty');
+  if (empty) empty.remove();
+  logList.append(h('li', { class: stream === 'stderr' ? 'stderr' : undefined, dataset: { agent } },
+    h('span', { class: 'log-src', text: `[${agent} ${stream}] ` }), line));
+  while (logList.children.length > maxLogLines) logList.firstElementChild.remove();
+  if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+}
+
+function liveMessage(data) {
   let m;
   try {
     m = JSON.parse(data);
   } catch {
     return;
   }
-  if (!m || typeof m.line !== 'string') return;
-  const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 8;
-  const empty = logList.querySelector('li.empty');
-  if (empty) empty.remove();
-  logList.append(h('li', { class: m.stream === 'stderr' ? 'stderr' : undefined },
-    h('span', { class: 'log-src', text: `[${m.agent} ${m.stream}] ` }), m.line));
-  while (logList.children.length > maxLogLines) logList.firstElementChild.remove();
-  if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+  if (!m) return;
+  if (m.event === 'end') { // the job ended: its state, and the logs now stored
+    load();
+    return;
+  }
+  if (typeof m.line !== 'string') return;
+  if (readingLogs) {
+    held.push(m);
+    return;
+  }
+  showLive(m);
   refreshSoon();
+}
+
+function showLive(m) {
+  if (m.seq) {
+    if (m.seq <= (shown.get(m.agent) || 0)) return; // already in its run's log
+    shown.set(m.agent, m.seq);
+  }
+  showLine(m.agent, m.stream, m.line);
+}
+
+// readLogs shows each run's log past what is shown already, then the
+// live lines that came meanwhile.
+async function readLogs() {
+  if (readingLogs || !job) return;
+  readingLogs = true;
+  try {
+    const runs = (job.jobInfo && job.jobInfo.runs) || [];
+    const texts = await Promise.all(runs.map((r) => runLog(r.agent)));
+    runs.forEach((r, i) => { if (texts[i] !== null) showRunLog(r.agent, texts[i]); });
+    logsRead = true;
+  } finally {
+    readingLogs = false;
+    const pending = held;
+    held = [];
+    pending.forEach(showLive);
+  }
+  if (logList.children.length === 0) {
+    logList.append(h('li', { class: 'empty', text: activePhases.has(job.phase) ? 'No output yet: lines appear as the agents send them.' : 'No output was kept for this job.' }));
+  }
+}
+
+// runLog reads one run's log: its text, or null when there is none.
+async function runLog(agent) {
+  try {
+    const res = await fetch(url('/ui/api' + jobPath + '/runs/' + encodeURIComponent(agent) + '/log'),
+      { headers: { Accept: 'text/plain' }, credentials: 'same-origin' });
+    return res.ok ? await res.text() : null;
+  } catch {
+    return null;
+  }
+}
+
+// showRunLog shows the lines of a run's log ("[stdout] text",
+// "[stderr] text", numbered from 1; "[switchboard] …" marks a cut) past
+// those shown.
+function showRunLog(agent, text) {
+  let seq = 0;
+  const from = shown.get(agent) || 0;
+  for (const raw of text.split('\n')) {
+    const m = /^\[(stdout|stderr|switchboard)\] (.*)$/.exec(raw);
+    if (!m) continue;
+    if (m[1] === 'switchboard') {
+      if (!cutShown.has(agent)) {
+        cutShown.add(agent);
+        showLine(agent, 'hub', m[2]);
+      }
+      continue;
+    }
+    seq++;
+    if (seq > from) showLine(agent, m[1], m[2]);
+  }
+  if (seq > from) shown.set(agent, seq);
 }
 
 function startLog() {
   if (logSub) return;
-  logSub = subscribe(`jobs/${id}/log`, { onMessage: appendLog });
+  logSub = subscribe(`jobs/${id}/log`, { onMessage: liveMessage, onOpen: ({ rollover }) => { if (!rollover) readLogs(); } });
 }
 
 if (abortBtn) {
