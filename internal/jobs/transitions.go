@@ -293,6 +293,14 @@ func (m *Manager) markLost(jobID, agentID string) {
 		m.pumpLater(agentID)
 		return
 	}
+	if left := m.cfg.LostGrace - time.Since(r.UpdatedAt); r.State == store.RunDispatched && connected && left > 0 {
+		// Sent less than a grace period ago: by another node, from a
+		// queue, after this timer was armed (at RUN, for a target that
+		// was away). The store stamps UpdatedAt with the wall clock.
+		unlock()
+		m.setTimer("lost:"+jobID+"/"+agentID, left, func() { m.markLost(jobID, agentID) })
+		return
+	}
 	switch {
 	case r.State == store.RunWaiting || r.State == store.RunQueued:
 		r.Error = fmt.Sprintf("agent %s was not connected within %s of RUN", agentID, m.cfg.LostGrace)
