@@ -24,7 +24,8 @@ import (
 // action's process dies with the agent (parent-death signal); the child,
 // which that signal does not reach, is killed when the agent starts again,
 // and the restarted agent reports the run within 5 s — not after the hub's
-// 60 s lost grace period: the job shows the run lost, with the metrics.
+// 60 s lost grace period: the job shows the run lost, with the metrics
+// and the output tail.
 // A stream's process (kind exec) dies with the agent too.
 func TestInterruptedRunReported(t *testing.T) {
 	if runtime.GOOS != "linux" {
@@ -95,6 +96,7 @@ streams:
 		JobInfo struct {
 			Runs []struct {
 				Agent, State, Error string
+				StdoutTail          string
 				Metrics             json.RawMessage
 			}
 		}
@@ -156,7 +158,8 @@ streams:
 	})
 	t.Logf("interrupted run reported %s after the restart", time.Since(restarted).Round(time.Millisecond))
 	r := d.JobInfo.Runs[0]
-	if string(r.Metrics) != `{"bytes_read":{"server-a":20971520}}` || !strings.Contains(r.Error, "interrupted") {
+	if string(r.Metrics) != `{"bytes_read":{"server-a":20971520}}` || !strings.Contains(r.StdoutTail, "read 20 MiB") ||
+		!strings.Contains(r.Error, "interrupted") {
 		t.Fatalf("interrupted run: %+v", r)
 	}
 	wait.Within(t, 5*time.Second, "the action's process group gone", func() bool { return processGone(child) && groupGone(leader) })
