@@ -146,7 +146,14 @@ func killLeftoverGroup(rec *runRecord, resultFile string) string {
 		return fmt.Sprintf("process group %d is not recognisably the run's: left alone", rec.PGID)
 	}
 	if err := syscall.Kill(-rec.PGID, syscall.SIGKILL); err != nil {
-		return fmt.Sprintf("killing the %d processes left in group %d: %v", len(members), rec.PGID, err)
+		return fmt.Sprintf("killing the %s left in group %d: %v", processes(len(members)), rec.PGID, err)
 	}
-	return fmt.Sprintf("%d processes left in group %d killed", len(members), rec.PGID)
+	return fmt.Sprintf("%s left in group %d killed", processes(len(members)), rec.PGID)
+}
+
+func processes(n int) string {
+	if n == 1 {
+		return "1 process"
+	}
+	return strconv.Itoa(n) + " processes"
 }

@@ -114,7 +114,7 @@ func (s *resultStore) recoverRun(job string) *storedResult {
 	killed := killLeftoverGroup(&rec, resultFile)
 	s.log.Warn("run interrupted by the agent's end found; it is reported as interrupted", "job", job, "action", rec.Action,
 		"pgid", rec.PGID, "processes", killed)
-	errs := []string{"interrupted: the agent ended while the run was going (crash, kill or stop) and reports it on its next start; " + killed}
+	errs := []string{"interrupted: the agent died while the run was going (crash or kill) and reports it on its next start; " + killed}
 	metrics, err := readMetrics(resultFile)
 	if err != nil {
 		errs = append(errs, err.Error())
