@@ -289,6 +289,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("jobs: stop: %w", ctx.Err())
 	}
+	m.closeLogs()
 	return m.stopLease(ctx)
 }
 

@@ -174,15 +174,16 @@ func (m *Manager) keepRunLog(ctx context.Context, jobID, agentID string) {
 	if l == nil {
 		return
 	}
-	m.storeRunLog(ctx, jobID, agentID, l)
+	m.storeRunLog(ctx, jobID, agentID, l, false)
 	m.logs.mu.Lock()
 	delete(m.logs.spool, jobID+"/"+agentID)
 	m.logs.mu.Unlock()
 }
 
 // storeRunLog writes l to the blob store, unless it was already, and
-// closes it.
-func (m *Manager) storeRunLog(ctx context.Context, jobID, agentID string, l *runLog) {
+// closes it. With ifAbsent, a log already stored for the run (by the node
+// its agent moved to, which took its result) is kept instead.
+func (m *Manager) storeRunLog(ctx context.Context, jobID, agentID string, l *runLog, ifAbsent bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -190,6 +191,12 @@ func (m *Manager) storeRunLog(ctx context.Context, jobID, agentID string, l *run
 	}
 	l.closed = true
 	defer l.f.Close()
+	if ifAbsent {
+		if f, _, err := m.blobs.Open(ctx, LogKey(jobID, agentID)); err == nil {
+			f.Close()
+			return
+		}
+	}
 	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
 		m.log.Error("jobs: read a run's log spool", "job", jobID, "agent", agentID, "err", err)
 		return
@@ -217,7 +224,7 @@ func (m *Manager) endLogs(jobID string, phase store.Phase, announce bool) {
 	for _, key := range open {
 		agentID := strings.TrimPrefix(key, jobID+"/")
 		if l := m.runLog(jobID, agentID, false); l != nil {
-			m.storeRunLog(ctx, jobID, agentID, l)
+			m.storeRunLog(ctx, jobID, agentID, l, true)
 		}
 	}
 	if announce && m.cfg.Publisher != nil {
@@ -238,6 +245,23 @@ func (m *Manager) dropLogs(jobID string) {
 	}
 	m.logs.mu.Unlock()
 	for _, l := range drop {
+		l.mu.Lock()
+		if !l.closed {
+			l.closed = true
+			l.f.Close()
+		}
+		l.mu.Unlock()
+	}
+}
+
+// closeLogs closes every spool at Stop. Their lines are not stored: the
+// runs go on, and their results will still bring the tails.
+func (m *Manager) closeLogs() {
+	m.logs.mu.Lock()
+	spools := m.logs.spool
+	m.logs.spool = nil
+	m.logs.mu.Unlock()
+	for _, l := range spools {
 		l.mu.Lock()
 		if !l.closed {
 			l.closed = true

@@ -461,3 +461,36 @@ func TestJobRunLogStoredAndEnded(t *testing.T) {
 		t.Fatalf("seq of the live lines: %v", seqs)
 	}
 }
+
+// TestJobRunLogOfAbortedRun: a run still going when its job is aborted has
+// its log stored when the job ends; lines after that are dropped, and its
+// late result does not replace the log.
+func TestJobRunLogOfAbortedRun(t *testing.T) {
+	s := startServer(t, nil)
+	user := s.userToken("alice", auth.ScopeJobsWrite)
+	c1 := s.agent("c1", "role=client")
+	id := s.createJob(user, url.Values{"action": {"download"}, "targets": {"c1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, c1)
+	send(t, c1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	send(t, c1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: []string{"before the abort"}})
+	wait.For(t, "the line kept", func() bool {
+		_, _, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c1/log", "Bearer "+user, "")
+		return string(body) == "[stdout] before the abort\n"
+	})
+	if status, body, _ := s.form("POST", "/api/v1/jobs/"+id+"/phase", user, url.Values{"PHASE": {"ABORT"}}); status != http.StatusSeeOther {
+		t.Fatalf("ABORT: %d %s", status, body)
+	}
+	if m := nextMessage(t, c1, 5*time.Second); !isAbort(m, id) {
+		t.Fatalf("expected an abort, got %T %+v", m, m)
+	}
+	wait.For(t, "the log stored at the job's end", func() bool {
+		status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/results/logs/c1.txt", "Bearer "+user, "")
+		return status == http.StatusOK && string(body) == "[stdout] before the abort\n" && strings.HasPrefix(h.Get("Content-Type"), "text/plain")
+	})
+	send(t, c1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStderr, Lines: []string{"terminated"}})
+	finish(t, c1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeAborted, ExitCode: -1, Stderr: "terminated\n"})
+	status, h, body := s.uwsGet("/api/v1/jobs/"+id+"/runs/c1/log", "Bearer "+user, "")
+	if status != http.StatusOK || h.Get("X-Log-Complete") != "true" || string(body) != "[stdout] before the abort\n" {
+		t.Fatalf("log after the late result: %d %v %q", status, h, body)
+	}
+}
