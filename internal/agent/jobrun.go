@@ -380,11 +380,13 @@ func trimPartialRune(b []byte) []byte {
 }
 
 // checkpointTails writes the run's output tails to its directory every
-// tailCheckpointInterval while they change, until done is closed.
+// tailCheckpointInterval while they change, until done is closed. A
+// failure is logged once per run.
 func (r *jobRun) checkpointTails(tails *[2]tail, done <-chan struct{}) {
 	t := time.NewTicker(tailCheckpointInterval)
 	defer t.Stop()
 	var written [2]int64
+	warned := false
 	for {
 		select {
 		case <-done:
@@ -392,8 +394,9 @@ func (r *jobRun) checkpointTails(tails *[2]tail, done <-chan struct{}) {
 		case <-t.C:
 		}
 		if n := [2]int64{tails[0].written(), tails[1].written()}; n != written {
-			if err := r.j.store.checkpointTails(r.job, tails); err != nil {
-				r.log.Warn("could not write the run's output tails to the state directory", "error", err)
+			if err := r.j.store.checkpointTails(r.job, tails); err != nil && !warned {
+				warned = true
+				r.log.Warn("could not write the run's output tails to the state directory: a crash of the agent would lose them", "error", err)
 			}
 			written = n
 		}
