@@ -144,7 +144,10 @@ func (m *Manager) connectedAgent(id string) (Agent, bool) {
 // at the abort, not when the agent reports it killed: an agent that never
 // reports it must not stall its queue.) A run whose action the agent no
 // longer declares is sent alone (the agent rejects it).
-func (m *Manager) pump(agentID string) {
+func (m *Manager) pump(agentID string) { m.pumpTry(agentID, 0) }
+
+// pumpTry is pump's tries-th attempt (see holdSlotLease).
+func (m *Manager) pumpTry(agentID string, tries int) {
 	a, ok := m.connectedAgent(agentID)
 	if !ok {
 		return // its runs wait for it (or are lost after the grace period)
@@ -153,6 +156,14 @@ func (m *Manager) pump(agentID string) {
 	defer unlock()
 	ctx, cancel := bgCtx()
 	defer cancel()
+	if m.cfg.Bus != nil {
+		// Nodes sharing the store decide an agent's slots one at a time.
+		release, ok := m.holdSlotLease(ctx, agentID, tries)
+		if !ok {
+			return
+		}
+		defer release()
+	}
 	runs, err := m.st.AgentRuns(ctx, agentID)
 	if err != nil {
 		m.log.Error("jobs: queued runs of an agent", "agent", agentID, "err", err)
@@ -258,6 +269,45 @@ func (m *Manager) admitWaiting(agentID string) {
 		}
 	}
 	m.pump(agentID)
+}
+
+// SlotLeaseName is the store lease that nodes sharing a store take to
+// decide an agent's slots (pump), one node at a time: the per-agent lock
+// (lockAgent) only orders one node's decisions.
+func SlotLeaseName(agentID string) string { return "jobs.slots/" + agentID }
+
+// Slot lease timing: a decision takes a few store calls, so the lease
+// lasts slotLeaseTTL in case its node dies holding it, and a node that
+// finds it taken tries again every slotLeaseRetry, up to slotLeaseTries
+// times (the holder's decision may have read the agent's runs before this
+// node queued one).
+const (
+	slotLeaseTTL   = 10 * time.Second
+	slotLeaseRetry = 50 * time.Millisecond
+	slotLeaseTries = 400
+)
+
+// holdSlotLease takes the agent's slot lease (SlotLeaseName) and returns
+// its release. When another node holds it, or the store cannot be asked,
+// it arranges another attempt of pump later (the tries-th retry; after
+// slotLeaseTries it gives up and logs: the next result, connection or
+// lost-grace timer of the agent pumps again) and reports false.
+func (m *Manager) holdSlotLease(ctx context.Context, agentID string, tries int) (func(), bool) {
+	name := SlotLeaseName(agentID)
+	held, _, err := m.st.AcquireLease(ctx, name, m.holder, slotLeaseTTL)
+	if err == nil && held {
+		return func() {
+			if err := m.st.ReleaseLease(ctx, name, m.holder); err != nil {
+				m.log.Warn("jobs: release an agent's slot lease", "agent", agentID, "err", err)
+			}
+		}, true
+	}
+	if tries >= slotLeaseTries {
+		m.log.Error("jobs: could not take an agent's slot lease; its queued runs wait for its next event", "agent", agentID, "err", err)
+		return nil, false
+	}
+	time.AfterFunc(slotLeaseRetry, func() { m.goBackground(func() { m.pumpTry(agentID, tries+1) }) })
+	return nil, false
 }
 
 // pumpLater runs pump in the background (from a path that holds, or is
