@@ -2,9 +2,11 @@ package access
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +73,56 @@ func TestOneStepHomeElsewhere(t *testing.T) {
 	if status, code, _ := f.post(t, "/probe/x", f.token(t, "probe", "x", "", "", auth.ScopeWrite)); status != http.StatusOK {
 		t.Errorf("two-step probe: %d %s", status, code)
 	}
+}
+
+// FuzzOneStepOffer sends arbitrary Sec-WebSocket-Protocol headers to the
+// websocket endpoint: none may cause a panic or a 5xx, every refusal is a
+// JSON error, and no response echoes what the header offered. (No seed
+// holds a valid token, and the fuzzer cannot sign one: nothing upgrades.)
+func FuzzOneStepOffer(f *testing.F) {
+	mux, _ := fuzzHandler(f)
+	f.Add("switchboard.v1, switchboard.bearer.eyJhbGciOiJIUzI1NiJ9.e30.c2ln")
+	f.Add("switchboard.bearer.a.b.c")
+	f.Add("switchboard.v1,switchboard.bearer.x,switchboard.bearer.y")
+	f.Add("SWITCHBOARD.V1, Switchboard.Bearer.secret-token")
+	f.Add("switchboard.bearer.")
+	f.Add(",,, ,switchboard.v1")
+	f.Fuzz(func(t *testing.T, offer string) {
+		req, err := http.NewRequest(http.MethodGet, "http://relay.test/session/expt/a", nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		req.Header["Sec-Websocket-Protocol"] = []string{offer}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code < 400 || rec.Code >= 500 {
+			t.Fatalf("offer %q: status %d: %s", offer, rec.Code, rec.Body)
+		}
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Code == "" {
+			t.Fatalf("offer %q: status %d without JSON error: %s", offer, rec.Code, rec.Body)
+		}
+		for _, p := range strings.Split(offer, ",") {
+			_, tok, ok := strings.Cut(strings.TrimSpace(p), ".bearer.")
+			if !ok || len(tok) < 8 {
+				continue
+			}
+			if strings.Contains(rec.Body.String(), tok) {
+				t.Fatalf("offer %q: the body echoes the token: %s", offer, rec.Body)
+			}
+			for k, vs := range rec.Header() {
+				for _, v := range vs {
+					if strings.Contains(v, tok) {
+						t.Fatalf("offer %q: header %s echoes the token: %q", offer, k, v)
+					}
+				}
+			}
+		}
+	})
 }
