@@ -22,7 +22,8 @@ import (
 // token (signature, audience, expiry) and that its prefix claim names this
 // endpoint and its topic claim matches the path; refuses a revoked booking,
 // subject or token (Config.Denier) at the access request and again at the
-// code exchange; issues, and takes, the one-time code; bounds the
+// code exchange (or once, at a one-step connect, which the same code
+// checks); issues, and takes, the one-time code; bounds the
 // connections of each token and subject (Config.MaxConnsPerToken,
 // MaxConnsPerSubject); checks the websocket handshake before the upgrade.
 //

@@ -2,7 +2,7 @@
 // Start runs a real server (server.New and Start on 127.0.0.1:0, a
 // temporary data directory, SQLite, a results directory, the in-memory bus)
 // and takes it down when the test ends; Token and Sign mint tokens for it;
-// Dial does what a client does (the access POST, then the websocket GET).
+// Dial does what a client does (pkg/client's Dial: the one-step connect).
 // Waiting for a condition is wait.For in the leaf package servertest/wait,
 // which the internal tests of packages below server (relay, server itself,
 // jobs/agentlink) can import without an import cycle.
@@ -149,9 +149,9 @@ func (s *Server) Token(t testing.TB, topic string, scopes ...string) string {
 	return s.Sign(t, s.Claims(topic, scopes...))
 }
 
-// Dial connects to topic as a session client with a token carrying scopes:
-// the access POST, then the websocket GET. The connection is closed when
-// the test ends.
+// Dial connects to topic as a session client with a token carrying scopes,
+// as pkg/client's Dial does: in one step, the token in the websocket
+// handshake. The connection is closed when the test ends.
 func (s *Server) Dial(t testing.TB, topic string, scopes ...string) *client.Conn {
 	t.Helper()
 	return s.DialToken(t, topic, s.Token(t, topic, scopes...))
