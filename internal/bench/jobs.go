@@ -478,13 +478,22 @@ func (b *jobsBench) runJob(ctx context.Context, k int, events <-chan agentEvent)
 			jr.ServerCPUSec = &v
 		}
 	}
-	jr.SummaryRows, jr.Results = rows, len(doc.Results)
+	// Each run's stored log, logs/{agent}.txt, is counted apart: every
+	// bench agent prints a line, so there is one per agent (none from a
+	// server run with --job-max-log 0).
+	logs := 0
+	for _, r := range doc.Results {
+		if strings.HasPrefix(r.ID, "logs/") {
+			logs++
+		}
+	}
+	jr.SummaryRows, jr.Results = rows, len(doc.Results)-logs
 	want := 1
 	if b.o.Files {
 		want += b.o.Agents
 	}
-	if jr.Results != want {
-		return jr, fmt.Errorf("bench: job %s: %d results, want %d", id, jr.Results, want)
+	if jr.Results != want || logs != 0 && logs != b.o.Agents {
+		return jr, fmt.Errorf("bench: job %s: %d results and %d logs, want %d and %d", id, jr.Results, logs, want, b.o.Agents)
 	}
 
 	// Every agent's ack, before the next job.

@@ -320,6 +320,11 @@ func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 	if res.Interrupted { // the agent died mid-run: lost, with what it had kept
 		state = store.RunLost
 	}
+	// The run's log is stored before the run is final (another run's
+	// result may end the job at once), outside the job's lock.
+	logCtx, logCancel := bgCtx()
+	m.keepRunLog(logCtx, res.Job, agentID)
+	logCancel()
 	unlock := m.lockJob(res.Job)
 	ctx, cancel := bgCtx()
 	defer cancel()
@@ -371,7 +376,6 @@ func (m *Manager) TakeResult(agentID string, res jobproto.Result) jobproto.Ack {
 		return ack
 	}
 	m.stopTimer("lost:" + res.Job + "/" + agentID)
-	m.keepRunLog(ctx, res.Job, agentID) // before the job may end
 	m.runsChanged(res.Job)
 	m.finishIfDone(res.Job)
 	m.pumpLater(agentID) // the run's slot is free
