@@ -158,6 +158,14 @@ agent:
 		entries, _ := os.ReadDir(filepath.Join(state, "results"))
 		return len(entries) == 0
 	})
+
+	// A run the hub saw through keeps its whole output: the result
+	// logs/c1.txt, read after the job (the gate is open: it runs at once).
+	again := create(url.Values{"action": {"gated"}, "targets": {"role=client"}, "PHASE": {"RUN"}})
+	wait.Within(t, restartWait, "the second job completed", func() bool { return job(again).Phase == "COMPLETED" })
+	if status, body, _ := api("GET", "/api/v1/jobs/"+again+"/results/logs/c1.txt", nil); status != 200 || body != "[stdout] done\n" {
+		t.Fatalf("stored log: %d %q", status, body)
+	}
 }
 
 // restartWait bounds the waits of the jobs end-to-end test: process
