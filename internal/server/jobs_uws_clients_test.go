@@ -106,8 +106,17 @@ func TestJobAPIBasicAuthAndChallenges(t *testing.T) {
 		t.Errorf("undecodable Basic: %d %s", status, body)
 	}
 
-	// Least privilege: the other APIs take no Basic credentials.
+	// A revoked token is refused as Basic credentials too.
 	admin := s.adminToken()
+	carol := s.userToken("carol", auth.ScopeJobsRead)
+	if st, b := s.api("POST", "/api/v1/revocations", admin, `{"kind":"subject","value":"carol","ttl":"1h"}`); st != http.StatusOK {
+		t.Fatalf("revoke carol: %d %s", st, b)
+	}
+	if status, _, body = s.uwsGet("/api/v1/jobs", basicAuth("carol", carol), ""); status != http.StatusForbidden || errCode(body) != "token_revoked" {
+		t.Errorf("Basic with a revoked token: %d %s", status, body)
+	}
+
+	// Least privilege: the other APIs take no Basic credentials.
 	if status, _, _ = s.uwsGet("/api/v1/revocations", "Bearer "+admin, ""); status != http.StatusOK {
 		t.Fatalf("control API with a bearer token: %d", status)
 	}
