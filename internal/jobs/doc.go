@@ -18,7 +18,9 @@
 // The store is the truth: nothing the agents report is acknowledged
 // before it is stored, and a restarted hub re-arms every unfinished job
 // from the store (Start). Output files live in a blob.Store (a directory
-// today), under keys FileKey(job, agent, file).
+// today), under keys FileKey(job, agent, file); each run's log under
+// LogKey(job, agent), spooled on the node that receives its lines until
+// its result (runlogs.go).
 //
 // Timers (execution deadline, destruction, lost grace period of each run,
 // dispatch retry) are time.AfterFunc timers in Manager.timers, run by one
