@@ -107,9 +107,9 @@ func (f *clusterFlags) routeSecret(tokenSecret []byte) (string, error) {
 
 // Defaults of the drain in a cluster, where a load balancer must notice a
 // node leaving (the shipped configurations check /readyz every second and
-// take a node out after two failures) and its clients reconnect to the
-// others.
+// take a node out after two failures: up to 3 s after it starts failing)
+// and its clients reconnect to the others.
 const (
-	clusterLameDuck    = 3 * time.Second
+	clusterLameDuck    = 5 * time.Second
 	clusterDrainWindow = 5 * time.Second
 )

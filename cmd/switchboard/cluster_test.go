@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func startTestCluster(t *testing.T) *testCluster {
 			"--data-dir", filepath.Join(dir, n.id), "--secret-file", secretFile, "--database-url", dbURL,
 			"--cluster-listen", routes[i], "--cluster-peer", strings.Join(routes, ","),
 			"--trusted-proxy", "127.0.0.1", "--log-level", "warn",
-			"--max-requests-per-address", "100000", "--drain-window", "1s"} // the cluster's default lame duck (3 s)
+			"--max-requests-per-address", "100000", "--drain-window", "1s"} // the cluster's default lame duck (5 s)
 		c.nodes = append(c.nodes, n)
 		c.byID[n.id] = n
 	}
@@ -120,6 +121,9 @@ func startTestCluster(t *testing.T) *testCluster {
 		}
 		cfg = re.ReplaceAllString(cfg, "${1} "+n.addr)
 	}
+	// Request logs on stdout, shown when the test fails.
+	cfg = strings.Replace(cfg, "global\n", "global\n    log stdout format raw local0\n", 1)
+	cfg = strings.Replace(cfg, "defaults\n", "defaults\n    log global\n    option httplog\n", 1)
 	cfgFile := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -511,7 +515,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		type counted struct {
 			node  string
 			ws    *websocket.Conn
-			last  int // the last number read; -1 before the first
+			last  atomic.Int64 // the last number read; -1 before the first
 			stays bool
 		}
 		var readers []*counted
@@ -520,7 +524,9 @@ func TestClusterRollingRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			readers = append(readers, &counted{node: n.id, ws: ws, last: -1, stays: n != restarted})
+			r := &counted{node: n.id, ws: ws, stays: n != restarted}
+			r.last.Store(-1)
+			readers = append(readers, r)
 		}
 		// Every reader reads until the writer stops; readers on the nodes
 		// that stay must see consecutive numbers from the first one they
@@ -541,7 +547,7 @@ func TestClusterRollingRestart(t *testing.T) {
 						if !r.stays && websocket.CloseStatus(err) == websocket.StatusGoingAway {
 							return
 						}
-						errs <- fmt.Errorf("restart of %s: reader on %s after message %d: %w", restarted.id, r.node, r.last, err)
+						errs <- fmt.Errorf("restart of %s: reader on %s after message %d: %w", restarted.id, r.node, r.last.Load(), err)
 						return
 					}
 					var n int
@@ -549,11 +555,11 @@ func TestClusterRollingRestart(t *testing.T) {
 						errs <- fmt.Errorf("reader on %s: %q", r.node, data)
 						return
 					}
-					if r.stays && r.last >= 0 && n != r.last+1 {
-						errs <- fmt.Errorf("restart of %s: reader on %s read %d after %d: %d messages lost", restarted.id, r.node, n, r.last, n-r.last-1)
+					if last := int(r.last.Load()); r.stays && last >= 0 && n != last+1 {
+						errs <- fmt.Errorf("restart of %s: reader on %s read %d after %d: %d messages lost", restarted.id, r.node, n, last, n-last-1)
 						return
 					}
-					r.last = n
+					r.last.Store(int64(n))
 				}
 			})
 		}
@@ -607,7 +613,7 @@ func TestClusterRollingRestart(t *testing.T) {
 						t.Fatal(err)
 					default:
 					}
-					return r.last == sent-1
+					return r.last.Load() == int64(sent-1)
 				})
 			}
 		}

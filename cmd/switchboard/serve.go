@@ -248,7 +248,7 @@ start, and prints it when stderr is a terminal (never in the log), and
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown after the lame-duck period")
-	fs.DurationVar(&f.lameDuck, "lame-duck", 0, "on shutdown, fail /readyz and keep serving this long first, so that a load balancer stops sending new clients (default 3s in a cluster: a few health-check intervals)")
+	fs.DurationVar(&f.lameDuck, "lame-duck", 0, "on shutdown, fail /readyz and keep serving this long first, so that a load balancer stops sending new clients (default 5s in a cluster: a few health-check intervals)")
 	fs.DurationVar(&f.drainWindow, "drain-window", 0, "on shutdown, spread the websockets' 1001 closes over this long, so that their clients do not all reconnect at once; below --shutdown-timeout (default 5s in a cluster)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "time to read and answer an ordinary HTTP request (headers have 10 s; a WAIT lasts its wait, uploads and downloads follow --transfer-idle-timeout)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -363,6 +364,80 @@ func TestHandshakeAfterRegistration(t *testing.T) {
 		}
 		if refused.calls != 1 || refused.closed || refused.closeCode() != CloseDenied {
 			t.Fatalf("a denied connection: %d handshakes (closed before: %v), close %d", refused.calls, refused.closed, refused.closeCode())
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	})
+}
+
+// gatePeers is a Peers whose Barrier waits for the test.
+type gatePeers struct{ open chan struct{} }
+
+func (gatePeers) Interest(string, bool)   {}
+func (gatePeers) Forward(string, Message) {}
+func (g gatePeers) Barrier(ctx context.Context, _ string) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+	}
+}
+
+// writingConn is a handshakeConn that records whether anything was
+// written before its handshake.
+type writingConn struct {
+	*handshakeConn
+	early atomic.Bool // a write came before Handshake
+}
+
+func (w *writingConn) WriteMessages(msgs []Message, deadline time.Time) error {
+	w.mu.Lock()
+	done := w.calls > 0
+	w.mu.Unlock()
+	if !done {
+		w.early.Store(true)
+	}
+	return w.handshakeConn.WriteMessages(msgs, deadline)
+}
+
+// TestNothingIsWrittenBeforeTheHandshake: a message that reaches a reader
+// while its handshake is held (here: its barrier has not returned) waits in
+// its queue and is written after the handshake, first: a frame before the
+// 101 would corrupt the handshake (HAProxy answered such handshakes 502).
+func TestNothingIsWrittenBeforeTheHandshake(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, err := NewServer(Config{PingInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate := gatePeers{open: make(chan struct{})}
+		if err := srv.SetPeers(gate); err != nil {
+			t.Fatal(err)
+		}
+		wc := &writingConn{handshakeConn: &handshakeConn{memConn: newMemConn(), srv: srv, topic: "t"}}
+		done := make(chan CloseReason, 1)
+		go func() { done <- srv.Accept(context.Background(), wc, Info{Topic: "t", CanRead: true}) }()
+		synctest.Wait() // registered, waiting at the barrier
+		if n := srv.Publish("t", Message{Type: Text, Data: []byte("early")}); n != 1 {
+			t.Fatalf("published to %d readers, want the registered one", n)
+		}
+		synctest.Wait()
+		if wc.early.Load() || len(wc.out) != 0 {
+			t.Fatal("a message was written before the handshake")
+		}
+		close(gate.open)
+		synctest.Wait()
+		if wc.early.Load() {
+			t.Fatal("a message was written before the handshake")
+		}
+		select {
+		case m := <-wc.out:
+			if string(m.Data) != "early" {
+				t.Fatalf("wrote %q", m.Data)
+			}
+		default:
+			t.Fatal("the queued message was not written after the handshake")
 		}
 		if err := srv.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)

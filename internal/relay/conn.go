@@ -53,6 +53,10 @@ type conn struct {
 	closeIsDone bool        // guarded by mu; the transport already closed, no close frame to send
 	abortTimer  *time.Timer // guarded by mu; aborts a close that takes too long
 	writing     bool        // guarded by mu; a write loop is running
+	// held: the transport's handshake is not complete (Handshaker), so
+	// nothing may be written yet: messages queue, and the write loop
+	// starts once Accept has completed it (release). Guarded by mu.
+	held bool
 	closeSent   bool        // guarded by mu; a write loop performed the transport close
 	pingTimer   *time.Timer // guarded by mu; fires pingTick every PingInterval
 
@@ -322,6 +326,9 @@ const writerLinger = time.Second
 // kickLocked makes sure a write loop will look at the queue and the closing
 // state: it wakes the running one or starts one. c.mu must be held.
 func (c *conn) kickLocked() {
+	if c.held {
+		return // release kicks
+	}
 	if c.writing {
 		select {
 		case c.wake <- struct{}{}:
@@ -332,6 +339,20 @@ func (c *conn) kickLocked() {
 	c.writing = true
 	c.writers.Add(1)
 	go c.writeLoop()
+}
+
+// release lets the write loop run once the transport's handshake is
+// complete, and starts it if messages queued or a close came meanwhile.
+func (c *conn) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.held {
+		return
+	}
+	c.held = false
+	if c.queued > 0 || c.closing {
+		c.kickLocked()
+	}
 }
 
 // writeLoop writes queued messages in batches; once the connection is

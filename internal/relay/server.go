@@ -150,17 +150,20 @@ func (s *Server) Config() Config { return s.cfg }
 // info must describe a peer that has already been authenticated.
 func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
 	c := newConn(s, tc, info)
+	hs, holds := tc.(Handshaker)
+	c.held = holds // not shared yet: messages queue until the handshake is done
 	if err := s.register(c); err != nil {
 		return s.refuse(err, tc)
 	}
 	defer s.active.Done()
-	if hs, ok := tc.(Handshaker); ok {
+	if holds {
 		if b, ok := s.peers.(Barrier); ok && info.CanRead && !info.Backpressure {
 			b.Barrier(ctx, info.Topic)
 		}
 		if err := hs.Handshake(); err != nil {
 			tc.Abort() // run ends on the failed transport, counting it
 		}
+		c.release()
 	}
 	return c.run(ctx)
 }
@@ -174,16 +177,19 @@ func (s *Server) Accept(ctx context.Context, tc Conn, info Info) CloseReason {
 func (s *Server) AcceptPair(ctx context.Context, a Conn, ia Info, b Conn, ib Info) {
 	ia.Backpressure, ib.Backpressure = true, true
 	ca, cb := newConn(s, a, ia), newConn(s, b, ib)
+	_, ca.held = a.(Handshaker)
+	_, cb.held = b.(Handshaker)
 	if err := s.register(ca, cb); err != nil {
 		s.refuse(err, a)
 		s.refuse(err, b)
 		return
 	}
-	for _, tc := range [...]Conn{a, b} {
-		if hs, ok := tc.(Handshaker); ok {
+	for _, c := range [...]*conn{ca, cb} {
+		if hs, ok := c.tc.(Handshaker); ok {
 			if err := hs.Handshake(); err != nil {
-				tc.Abort()
+				c.tc.Abort()
 			}
+			c.release()
 		}
 	}
 	bDone := make(chan struct{})

@@ -609,6 +609,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.bus.leave() // new codes are placed on the nodes that stay
+	// Answers from now on close their connection: a load balancer that
+	// reuses idle connections has none left to this node when it stops
+	// accepting, so no request is sent on one that is closing (a 502).
+	s.http.SetKeepAlivesEnabled(false)
 	if !s.started {
 		s.teardown()
 		return nil
