@@ -56,9 +56,9 @@ type conn struct {
 	// held: the transport's handshake is not complete (Handshaker), so
 	// nothing may be written yet: messages queue, and the write loop
 	// starts once Accept has completed it (release). Guarded by mu.
-	held bool
-	closeSent   bool        // guarded by mu; a write loop performed the transport close
-	pingTimer   *time.Timer // guarded by mu; fires pingTick every PingInterval
+	held      bool
+	closeSent bool        // guarded by mu; a write loop performed the transport close
+	pingTimer *time.Timer // guarded by mu; fires pingTick every PingInterval
 
 	lastActivity atomic.Int64 // unix nanoseconds of the last message in or out
 
