@@ -861,6 +861,7 @@ tokens are minted). Profile the started server with
 	fs.IntVar(&opts.Agents, "agents", bench.DefaultJobsAgents, "simulated agents")
 	fs.IntVar(&opts.Jobs, "jobs", bench.DefaultJobsRuns, "jobs timed, one after the other")
 	fs.BoolVar(&opts.Files, "files", false, "each agent also uploads one small file per run")
+	fs.IntVar(&opts.LogLines, "log-lines", 1, "output lines each run sends (the hub stores each run's log as a result)")
 	fs.IntVar(&opts.Waiters, "waiters", bench.DefaultJobsWaiters, "blocking WAIT requests held on a PENDING job")
 	fs.IntVar(&opts.WaitSec, "wait", bench.DefaultJobsWaitSec, "WAIT of the blocking requests, in seconds (the server caps it)")
 	fs.DurationVar(&opts.JobTimeout, "job-timeout", bench.DefaultJobsJobTimeout, "longest a job may take before the bench gives up")

@@ -90,6 +90,10 @@ type JobsOptions struct {
 	Agents int
 	Jobs   int
 	Files  bool
+	// LogLines is how many output lines each run sends (default 1), in
+	// messages of jobproto.MaxLogLines: the hub stores each run's log as a
+	// result, so this measures what a talkative action costs the job.
+	LogLines int
 	// Waiters blocking requests (default 1000) are held on a PENDING job,
 	// each with WAIT=WaitSec (default 60; the server caps it).
 	Waiters int
@@ -142,6 +146,7 @@ type JobsResult struct {
 	// Part 1: jobs over simulated agents.
 	Agents     int       `json:"agents"`
 	Files      bool      `json:"files"`
+	LogLines   int       `json:"log_lines"`
 	ConnectSec float64   `json:"connect_sec"` // all agents welcomed
 	Jobs       []JobRun  `json:"jobs"`
 	JobSec     MinMedMax `json:"job_sec"`
@@ -183,6 +188,9 @@ type JobsResult struct {
 // COMPLETED, a missing summary row or ack, a WAIT request answered before
 // the change or with the wrong phase); missed targets are only reported.
 func Jobs(ctx context.Context, o JobsOptions) (JobsResult, error) {
+	if o.LogLines <= 0 {
+		o.LogLines = 1
+	}
 	if o.Agents <= 0 {
 		o.Agents = DefaultJobsAgents
 	}
@@ -198,7 +206,7 @@ func Jobs(ctx context.Context, o JobsOptions) (JobsResult, error) {
 	if o.JobTimeout <= 0 {
 		o.JobTimeout = DefaultJobsJobTimeout
 	}
-	res := JobsResult{Scenario: "jobs", URL: o.URL, Agents: o.Agents, Files: o.Files, Waiters: o.Waiters, WaitSec: o.WaitSec}
+	res := JobsResult{Scenario: "jobs", URL: o.URL, Agents: o.Agents, Files: o.Files, LogLines: o.LogLines, Waiters: o.Waiters, WaitSec: o.WaitSec}
 	if err := CheckLoopbackURL(o.URL); err != nil {
 		return res, err
 	}
@@ -388,9 +396,15 @@ func (b *jobsBench) answer(ctx context.Context, a *SimAgent, i int, r *jobproto.
 	if err := a.Send(ctx, jobproto.Started{Type: jobproto.TypeStarted, Job: r.Job, StartedAt: started}); err != nil {
 		return err
 	}
-	if err := a.Send(ctx, jobproto.Log{Type: jobproto.TypeLog, Job: r.Job, Stream: jobproto.StreamStdout,
-		Lines: []string{"fetching 1 file from " + r.Params["server"]}}); err != nil {
-		return err
+	lines := make([]string, 0, min(b.o.LogLines, jobproto.MaxLogLines))
+	for n := range b.o.LogLines {
+		lines = append(lines, fmt.Sprintf("fetching 1 file from %s: line %d of %d, as a talkative download prints its progress", r.Params["server"], n+1, b.o.LogLines))
+		if len(lines) == cap(lines) || n == b.o.LogLines-1 {
+			if err := a.Send(ctx, jobproto.Log{Type: jobproto.TypeLog, Job: r.Job, Stream: jobproto.StreamStdout, Lines: lines}); err != nil {
+				return err
+			}
+			lines = lines[:0]
+		}
 	}
 	res := jobproto.Result{Type: jobproto.TypeResult, Job: r.Job, Outcome: jobproto.OutcomeSucceeded,
 		StartedAt: started, Metrics: fmt.Appendf(nil, `{"bytes_read":{"server-a":%d}}`, jobsMetric(i))}
@@ -834,7 +848,7 @@ func (r *JobsResult) WriteTable(w io.Writer) error {
 	}
 	row("scenario", "jobs: %d simulated agents × %d jobs; %d blocking WAIT=%d requests on a PENDING job", r.Agents, len(r.Jobs), r.Waiters, r.WaitSec)
 	row("hub", "%s", r.URL)
-	row("agents", "%d connected and welcomed in %.2f s; each run: started, 1 log line, result with metrics%s", r.Agents, r.ConnectSec, files)
+	row("agents", "%d connected and welcomed in %.2f s; each run: started, %d log lines, result with metrics%s", r.Agents, r.ConnectSec, r.LogLines, files)
 	row("RUN → COMPLETED", "min %.3f s  median %.3f s  max %.3f s (target ≤ %g s: %s)", r.JobSec.Min, r.JobSec.Median, r.JobSec.Max, JobsTargetJobSec, met(r.JobTargetMet))
 	for i, j := range r.Jobs {
 		cpu := ""
