@@ -26,7 +26,7 @@ func newBenchCommand(io stdio) *cobra.Command {
 	}
 	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io),
 		newBenchLatencyCommand(io), newBenchAccessCommand(io), newBenchRateSearchCommand(io), newBenchSoakCommand(io),
-		newBenchJobsCommand(io), newBenchClusterCommand(io))
+		newBenchJobsCommand(io), newBenchClusterCommand(io), newBenchAccessBaselineServerCommand(io))
 	return cmd
 }
 
@@ -608,6 +608,7 @@ give --token (read and write on the topic) or --secret/--secret-file.`,
 func newBenchAccessCommand(io stdio) *cobra.Command {
 	f := benchFanoutFlags{benchRunFlags: benchRunFlags{readers: 1}}
 	var opts bench.AccessOptions
+	var withBaseline bool
 	cmd := &cobra.Command{
 		Use:   "access",
 		Short: "Access endpoint + code exchange rate and latency with many concurrent clients",
@@ -623,7 +624,11 @@ pkg/client (net/http and coder/websocket) unless --raw: then a minimal client
 writes HTTP/1.1 and the websocket handshakes by hand, which costs the shared
 machine much less CPU per exchange and leaves more to the relay. With
 --one-step there is no access request: each exchange is the websocket with the
-token in its handshake (the bearer subprotocol), then the close.`,
+token in its handshake (the bearer subprotocol), then the close. With
+--baseline the same clients first run against a bare websocket upgrade (a
+plain net/http server with coder/websocket's Accept: no token, no limits, no
+relay; a child process, so its CPU is measured apart), this machine's floor,
+and the relay's rate and server CPU per exchange are given as ratios to it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.duration = opts.Duration
@@ -632,12 +637,27 @@ token in its handshake (the bearer subprotocol), then the close.`,
 				return err
 			}
 			defer stop()
+			var base bench.AccessResult
+			if withBaseline {
+				if base, err = runAccessBaseline(cmd.Context(), io, opts); err != nil {
+					return fmt.Errorf("baseline: %w", err)
+				}
+			}
 			opts.URL, opts.Token, opts.Secret, opts.Topic, opts.ServerPID = fo.URL, fo.Token, fo.Secret, fo.Topic, fo.ServerPID
 			res, err := bench.Access(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
-			if err := f.output(io, &res); err != nil {
+			if withBaseline {
+				cmp, err := bench.CompareAccess(base, res)
+				if err != nil {
+					return err
+				}
+				err = f.output(io, &cmp)
+			} else {
+				err = f.output(io, &res)
+			}
+			if err != nil {
 				return err
 			}
 			if res.Exchanges == 0 {
@@ -654,6 +674,7 @@ token in its handshake (the bearer subprotocol), then the close.`,
 	fs.IntVar(&opts.Max, "max", bench.DefaultAccessMax, "stop after this many exchanges")
 	fs.BoolVar(&opts.Raw, "raw", false, "use a minimal client on plain sockets (HTTP/1.1 and the websocket handshakes by hand) instead of pkg/client, so the client takes less CPU")
 	fs.BoolVar(&opts.OneStep, "one-step", false, "connect in one step, the token in the websocket handshake (Sec-WebSocket-Protocol: switchboard.v1, switchboard.bearer.<token>), instead of the access request and the websocket with the code")
+	fs.BoolVar(&withBaseline, "baseline", false, "first run the same clients against a bare websocket upgrade (no auth, no relay) in a child process, and report the relay's rate and server CPU per exchange as ratios to it")
 	return cmd
 }
 

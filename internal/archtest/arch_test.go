@@ -92,7 +92,8 @@ var allowed = map[string][]string{
 	"switchboard/internal/server": {"switchboard/internal/", "switchboard/pkg/wire"},
 	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
 	"switchboard/internal/bench": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir",
-		"switchboard/internal/store/pgtemp"}, // bench cluster: a throwaway PostgreSQL without --database-url
+		"switchboard/internal/store/pgtemp", // bench cluster: a throwaway PostgreSQL without --database-url
+		"github.com/coder/websocket"},       // bench access --baseline: a bare websocket upgrade, the machine's floor
 	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
 	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},

@@ -62,6 +62,10 @@ type AccessOptions struct {
 	// (wire.BearerSubprotocol), instead of the access request and the
 	// websocket with the code.
 	OneStep bool
+	// Baseline: URL is the access baseline (AccessBaselineHandler: a bare
+	// websocket upgrade, no auth, no relay), driven by the one-step loop
+	// with a stand-in token; no token or secret is needed.
+	Baseline bool
 	// ServerPID, if positive, is read for CPU time and peak RSS.
 	ServerPID int
 }
@@ -71,7 +75,7 @@ type AccessResult struct {
 	Scenario    string  `json:"scenario"` // "access"
 	URL         string  `json:"url"`
 	Client      string  `json:"client"` // "pkg/client" or "raw"
-	Flow        string  `json:"flow"`   // "two-step" (access request, websocket with the code) or "one-step" (token in the handshake)
+	Flow        string  `json:"flow"`   // "two-step" (access request, websocket with the code), "one-step" (token in the handshake) or "baseline" (one step to AccessBaselineHandler)
 	Clients     int     `json:"clients"`
 	Sources     int     `json:"sources"`
 	DurationSec float64 `json:"duration_sec"`
@@ -192,7 +196,13 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 		o.Max = DefaultAccessMax
 	}
 	res := AccessResult{Scenario: "access", URL: o.URL, Client: "pkg/client", Flow: "two-step", Clients: o.Clients, Sources: o.Sources}
-	if o.OneStep {
+	if o.Baseline {
+		o.OneStep, o.Token, o.Secret = true, baselineBearerToken, nil
+	}
+	switch {
+	case o.Baseline:
+		res.Flow = "baseline"
+	case o.OneStep:
 		res.Flow = "one-step"
 	}
 	if o.Raw {
@@ -204,6 +214,10 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 	topics := make([]string, o.Clients)
 	token := o.Token
 	switch {
+	case o.Baseline:
+		for i := range topics {
+			topics[i] = fmt.Sprintf("%s/c%d", o.Topic, i)
+		}
 	case token != "":
 		for i := range topics {
 			topics[i] = o.Topic
@@ -348,9 +362,12 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 func (r *AccessResult) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
-	if r.Flow == "one-step" {
+	switch r.Flow {
+	case "baseline":
+		row("scenario", "access baseline (bare websocket upgrade, no auth, no relay): %d clients (%s) looping websocket → close; %d source addresses", r.Clients, r.Client, r.Sources)
+	case "one-step":
 		row("scenario", "access, one step: %d clients (%s) looping websocket with the token in the handshake → close; %d source addresses", r.Clients, r.Client, r.Sources)
-	} else {
+	default:
 		row("scenario", "access: %d clients (%s) looping POST token → websocket with the code → close; %d source addresses", r.Clients, r.Client, r.Sources)
 	}
 	row("relay", "%s", r.URL)
@@ -359,7 +376,7 @@ func (r *AccessResult) WriteTable(w io.Writer) error {
 	if r.FirstError != "" {
 		row("first error", "%s", r.FirstError)
 	}
-	if r.Flow != "one-step" {
+	if r.Flow == "two-step" {
 		row("access µs", "%s", latencyRow(r.AccessUS))
 	}
 	row("exchange µs", "%s", latencyRow(r.ExchangeUS))
