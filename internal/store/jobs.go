@@ -228,6 +228,12 @@ type JobStore interface {
 	// disconnected at t (at start, for agents a crashed node held): it
 	// sets Connected false and LastSeen t. Other agents are untouched.
 	DisconnectAgents(ctx context.Context, node string, t time.Time) error
+	// DeleteAgent forgets an agent seen (the operator decommissioned it)
+	// and appends ev to the audit log, in one transaction; ErrNotFound,
+	// and nothing appended, if no agent has this id. Runs are kept: the
+	// agent's part in past jobs is history. An agent deleted and seen
+	// again (PutAgent) is a new agent: its FirstSeen starts over.
+	DeleteAgent(ctx context.Context, id string, ev AuditEvent) error
 }
 
 // Validate reports whether j can be stored: a non-empty ID and a valid

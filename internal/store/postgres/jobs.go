@@ -426,3 +426,18 @@ func (s *Store) DisconnectAgents(ctx context.Context, node string, t time.Time) 
 		return err
 	})
 }
+
+// DeleteAgent implements store.JobStore.
+func (s *Store) DeleteAgent(ctx context.Context, id string, ev store.AuditEvent) error {
+	now := time.Now()
+	return s.inTx(ctx, fmt.Sprintf("delete agent %q", id), func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM agents WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		return appendAudit(ctx, tx, []store.AuditEvent{ev}, now)
+	})
+}

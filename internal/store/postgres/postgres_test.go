@@ -233,6 +233,9 @@ func TestServerStopped(t *testing.T) {
 		{"PutAgent", func() error { return s.PutAgent(octx, store.Agent{ID: "a"}) }},
 		{"Agents", func() error { _, err := s.Agents(octx); return err }},
 		{"DisconnectAgents", func() error { return s.DisconnectAgents(octx, "n1", time.Now()) }},
+		{"DeleteAgent", func() error {
+			return s.DeleteAgent(octx, "a", store.AuditEvent{Actor: "admin", Action: "agent.forget", Target: "agent:a"})
+		}},
 	}
 	// Twice: the first round meets pooled connections the server closed,
 	// the second has to dial.

@@ -440,3 +440,22 @@ func (s *Store) DisconnectAgents(ctx context.Context, node string, t time.Time) 
 		return err
 	})
 }
+
+// DeleteAgent implements store.JobStore.
+func (s *Store) DeleteAgent(ctx context.Context, id string, ev store.AuditEvent) error {
+	now := time.Now()
+	return s.inTx(ctx, fmt.Sprintf("delete agent %q", id), func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		return appendAudit(ctx, tx, &ev, now)
+	})
+}

@@ -943,6 +943,55 @@ func testDisconnectAgents(t *testing.T, s store.Store) {
 	}
 }
 
+func testDeleteAgent(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	kept := store.Agent{ID: "b", Labels: []string{"role=client"}, Node: "n1", FirstSeen: tz(0), LastSeen: tz(time.Minute)}
+	mustPutAgent(t, s, store.Agent{ID: "a", Labels: []string{"role=client"}, Node: "n1", FirstSeen: tz(-time.Hour), LastSeen: tz(0)})
+	mustPutAgent(t, s, kept)
+	mustCreateJob(t, s, store.Job{ID: "j", Phase: store.PhaseCompleted, CreatedAt: t0, Agents: []string{"a", "b"}})
+	mustPutRun(t, s, fullRun("j", "a"))
+	before := allAudit(t, s)
+
+	forget := ev("agent.forget", "agent:a")
+	if err := s.DeleteAgent(ctx, "a", forget); err != nil {
+		t.Fatalf("DeleteAgent(a): %v", err)
+	}
+	if got := listAgents(t, s); len(got) != 1 {
+		t.Fatalf("agents after deleting a: %+v, want only b", got)
+	} else {
+		checkAgent(t, "the other agent", got[0], kept)
+	}
+	// The agent's past runs, and the job's record of its targets, are history.
+	if rs := listRuns(t, s, "j"); len(rs) != 1 {
+		t.Errorf("runs of j after deleting a: %+v, want a's run", rs)
+	} else {
+		checkRun(t, "a's run", rs[0], fullRun("j", "a"))
+	}
+	if j := getJob(t, s, "j"); !slices.Equal(j.Agents, []string{"a", "b"}) {
+		t.Errorf("job j's agents = %v, want [a b]", j.Agents)
+	}
+	after := allAudit(t, s)
+	if len(after) != len(before)+1 {
+		t.Fatalf("audit has %d events after DeleteAgent, want %d", len(after), len(before)+1)
+	}
+	got := after[len(after)-1]
+	if got.Actor != forget.Actor || got.Action != forget.Action || got.Target != forget.Target || got.Detail != forget.Detail {
+		t.Errorf("audit event = %+v, want %+v", got, forget)
+	}
+
+	// Unknown (or deleted already): ErrNotFound, and nothing audited.
+	checkNotFound(t, "DeleteAgent(a) again", s.DeleteAgent(ctx, "a", forget))
+	checkNotFound(t, "DeleteAgent(unknown)", s.DeleteAgent(ctx, "unknown", forget))
+	if n := len(allAudit(t, s)); n != len(after) {
+		t.Errorf("audit has %d events after refused deletions, want %d", n, len(after))
+	}
+
+	// Seen again: a new agent, whose first sighting is now.
+	again := store.Agent{ID: "a", Node: "n2", Connected: true, FirstSeen: tz(time.Hour), LastSeen: tz(time.Hour)}
+	mustPutAgent(t, s, again)
+	checkAgent(t, "agent a seen again", agentByID(t, s, "a"), again)
+}
+
 // jobCalls are the JobStore calls testUseAfterClose and
 // testCanceledContext make; each would change or read something if it
 // succeeded.
@@ -969,6 +1018,7 @@ func jobCalls(s store.Store, ctx context.Context) map[string]func() error {
 		"PutAgent":         func() error { return s.PutAgent(ctx, store.Agent{ID: "new"}) },
 		"Agents":           func() error { _, err := s.Agents(ctx); return err },
 		"DisconnectAgents": func() error { return s.DisconnectAgents(ctx, "n1", t0) },
+		"DeleteAgent":      func() error { return s.DeleteAgent(ctx, "a", ev("agent.forget", "agent:a")) },
 	}
 }
 

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClearResults", testClearResults},
 		{"Agents", testAgents},
 		{"DisconnectAgents", testDisconnectAgents},
+		{"DeleteAgent", testDeleteAgent},
 
 		{"LeaseHolders", testLeaseHolders},
 		{"LeaseNames", testLeaseNames},
