@@ -124,9 +124,11 @@ func (m *Manager) AgentConnected(a Agent, running []string) {
 		Connected: true, LastSeen: a.Since, FirstSeen: a.Since, RemoteAddr: a.RemoteAddr}
 	ctx, cancel := bgCtx()
 	defer cancel()
+	unlock := m.lockAgent(a.ID) // ordered with ForgetAgent
 	if err := m.st.PutAgent(ctx, rec); err != nil {
 		m.log.Error("jobs: record agent", "agent", a.ID, "err", err)
 	}
+	unlock()
 	m.publishAgentEvent("connected", rec, running)
 	m.log.Info("jobs: agent connected", "agent", a.ID, "labels", a.Labels, "actions", len(a.Actions))
 }
@@ -198,9 +200,11 @@ func (m *Manager) AgentDisconnected(a Agent) {
 		LastSeen: m.cfg.Now(), FirstSeen: a.Since, RemoteAddr: a.RemoteAddr}
 	ctx, cancel := bgCtx()
 	defer cancel()
+	unlock := m.lockAgent(a.ID) // ordered with ForgetAgent
 	if err := m.st.PutAgent(ctx, rec); err != nil {
 		m.log.Error("jobs: record agent", "agent", a.ID, "err", err)
 	}
+	unlock()
 	m.publishAgentEvent("disconnected", rec, nil)
 	m.log.Info("jobs: agent disconnected", "agent", a.ID)
 	if stopped {
@@ -259,7 +263,7 @@ func (m *Manager) armLostRunsOf(ctx context.Context, agentID string) {
 
 // agentEvent is published on the agents topic.
 type agentEvent struct {
-	Event string    `json:"event"` // connected, disconnected
+	Event string    `json:"event"` // connected, disconnected, forgotten
 	Time  time.Time `json:"time"`
 	Agent AgentDoc  `json:"agent"`
 }

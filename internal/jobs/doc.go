@@ -56,6 +56,9 @@
 //   - An agent's slot lock (lockAgent, slots.go) serialises the decisions
 //     which of the agent's queued runs to send (pump): it is taken before
 //     the locks of the jobs whose runs it sends, never while holding one.
+//     It also orders the store record of the agent's connections
+//     (AgentConnected, AgentDisconnected) with ForgetAgent, which hold it
+//     across store calls and take no other lock under it.
 //
 // Order: an agent's slot lock, then a job's lock; a job's lock, then
 // Manager.mu (lockJob takes Manager.mu to find the job's lock and

@@ -105,8 +105,9 @@ func (m *Manager) planTargets(j store.Job, known []store.Agent, online []Agent, 
 	return out
 }
 
-// lockAgent serialises the slot decisions of one agent (pump); call the
-// returned function to unlock.
+// lockAgent serialises the slot decisions of one agent (pump), and the
+// recording of its connections with ForgetAgent; call the returned
+// function to unlock.
 func (m *Manager) lockAgent(id string) func() {
 	m.mu.Lock()
 	l := m.agentLocks[id]

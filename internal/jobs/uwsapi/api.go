@@ -88,6 +88,7 @@ func New(cfg Config) (*API, error) {
 func (h *API) Register(mux *http.ServeMux, base string) {
 	h.base = strings.TrimSuffix(base, "/") + "/api/v1/jobs"
 	mux.HandleFunc("GET /api/v1/agents", h.serveAgents)
+	mux.HandleFunc("DELETE /api/v1/agents/{id}", h.serveForgetAgent)
 	mux.HandleFunc("GET /api/v1/jobs", h.serveList)
 	mux.HandleFunc("POST /api/v1/jobs", h.serveCreate)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", h.serveJob)
@@ -970,6 +971,32 @@ func (h *API) serveAgents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	apierr.WriteJSON(w, http.StatusOK, map[string]any{"agents": agents})
+}
+
+// serveForgetAgent forgets a known agent that is not connected (jobs:admin;
+// docs/jobs.md, "Agents"): 204, 404 no_such_agent, 409 agent_connected.
+func (h *API) serveForgetAgent(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.authorize(w, r, true)
+	if !ok {
+		return
+	}
+	if !c.admin {
+		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorScopeForbidden, "this needs scope jobs:admin")
+		return
+	}
+	id := r.PathValue("id")
+	err := h.jobs.ForgetAgent(r.Context(), id, c.claims.Subject)
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, store.ErrNotFound):
+		apierr.WriteNew(w, http.StatusNotFound, "no_such_agent", "no agent "+jobs.Truncate(id, 64)+" is known")
+	case errors.Is(err, jobs.ErrAgentConnected):
+		apierr.WriteNew(w, http.StatusConflict, "agent_connected",
+			"agent "+jobs.Truncate(id, 64)+" is connected; stop it (and revoke its token) first, then forget it")
+	default:
+		h.storeError(w, r, "forget agent", err)
+	}
 }
 
 // serveUpload stores an output file an agent uploads for its run.
