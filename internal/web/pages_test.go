@@ -143,6 +143,7 @@ func newFakeAPI(v *auth.Verifier) *fakeAPI {
 	f.mux.HandleFunc("GET /status", scoped(auth.ScopeStats, ok))
 	f.mux.HandleFunc("GET /metrics", scoped("", ok))
 	f.mux.HandleFunc("GET /api/v1/agents", scoped(auth.ScopeJobsRead, ok))
+	f.mux.HandleFunc("DELETE /api/v1/agents/{id}", scoped(auth.ScopeJobsAdmin, noContent))
 	f.mux.HandleFunc("GET /api/v1/audit", scoped(auth.ScopeAdmin, ok))
 	f.mux.HandleFunc("DELETE /api/v1/revocations/{kind}/{value}", scoped(auth.ScopeAdmin, noContent))
 	f.mux.HandleFunc("POST /api/v1/jobs", scoped(auth.ScopeJobsWrite, func(w http.ResponseWriter, r *http.Request, c *auth.Claims) {
@@ -431,6 +432,16 @@ func TestUIAPIRoleChecks(t *testing.T) {
 	}
 	if call := e.api.last(t); call.Path != "/api/v1/revocations/subject/a/b" || call.RawPath != "/api/v1/revocations/subject/a%2Fb" {
 		t.Errorf("the escaped value was not kept: %+v", call)
+	}
+
+	// Forgetting an agent is an operator's (the API checks jobs:admin).
+	if w := e.do("DELETE", "/ui/api/api/v1/agents/c2", nil, viewer); w.Code != http.StatusForbidden || decodeError(t, w).Code != "role_forbidden" {
+		t.Errorf("viewer DELETE agent: %d %s", w.Code, w.Body.String())
+	}
+	if w := e.do("DELETE", "/ui/api/api/v1/agents/c2", nil, operator); w.Code != http.StatusNoContent {
+		t.Errorf("operator DELETE agent: %d %s", w.Code, w.Body.String())
+	} else if call := e.api.last(t); call.Method != "DELETE" || call.Path != "/api/v1/agents/c2" || call.Claims.Subject != "olga" {
+		t.Errorf("the API got %+v", call)
 	}
 }
 

@@ -45,8 +45,9 @@ var apiRules = []apiRule{
 	{"POST", "/bids/deny", false, RoleOperator},
 	{"POST", "/api/v1/revocations", false, RoleOperator},
 	{"POST", "/api/v1/tokens", false, RoleOperator},
-	// Enrolling an agent needs jobs:admin in the API, an operator's.
+	// Enrolling and forgetting an agent need jobs:admin in the API, an operator's.
 	{"POST", "/api/v1/agents/enrol", false, RoleOperator},
+	{"DELETE", "/api/v1/agents/", true, RoleOperator},
 	{"POST", "/bids/allow", false, RoleAdmin}, // undoes a denial, as the DELETE below
 	{"DELETE", "/api/v1/revocations/", true, RoleAdmin},
 	{"GET", "/api/v1/audit", false, RoleAdmin},

@@ -1,16 +1,20 @@
 // Agents: every agent with its labels, actions and running jobs. The list
 // comes from /api/v1/agents; the agents topic then says at once when one
-// connects or disconnects, so rows appear and leave as it happens. After a
-// reconnect the list is read again, since events may have been missed.
+// connects, disconnects or is forgotten, so rows appear and leave as it
+// happens. After a reconnect the list is read again, since events may have
+// been missed. Operators can forget an offline agent (a decommissioned
+// one), after a confirmation: later jobs no longer target it.
 
-import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, stateBadge } from '../util.js';
+import { api, atLeast, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, stateBadge } from '../util.js';
 import { subscribe } from '../live.js';
+import { confirmAction } from '../dialog.js';
 import './agents_enrol.js'; // the enrol form (operators)
 
 const tbody = byId('agents-rows');
 const countEl = byId('agents-count');
 const offlineBox = byId('agents-offline');
 const messageEl = byId('agents-message');
+const canOperate = atLeast('operator');
 
 const agents = new Map(); // id → agent (as the API shows it)
 let loaded = false;
@@ -55,11 +59,45 @@ function render() {
     h('td', { text: a.version || '—' }),
     h('td', { text: a.node || '—' }),
     h('td', { text: a.remoteAddr || '—' }),
-    h('td', {}, timeEl(a.lastSeen)))));
+    h('td', {}, timeEl(a.lastSeen)),
+    canOperate ? h('td', {}, forgetButton(a)) : null)));
 }
+
+// forgetButton offers to forget an offline agent; a connected one cannot be.
+function forgetButton(a) {
+  if (a.connected) return null;
+  return h('button', {
+    type: 'button', class: 'small danger', 'data-testid': 'agent-forget', dataset: { agentId: a.id },
+    'aria-label': `Forget agent ${a.id}`, text: 'Forget',
+  });
+}
+
+tbody.addEventListener('click', async (ev) => {
+  const btn = ev.target.closest('button[data-testid="agent-forget"]');
+  if (!btn) return;
+  const id = btn.dataset.agentId;
+  showMessage(messageEl, '');
+  const done = await confirmAction({
+    title: 'Forget agent',
+    text: `Forget agent “${id}”? Jobs created from now on no longer target it, even when their labels match; ` +
+      'its runs in past jobs are kept. If it connects again, it is known again. This is recorded in the audit log under your name.',
+    confirmLabel: 'Forget agent',
+    returnFocus: tbody.closest('.table-wrap'),
+    action: () => api(`/api/v1/agents/${encodeURIComponent(id)}`, { method: 'DELETE' }),
+  });
+  if (done) {
+    agents.delete(id);
+    showMessage(messageEl, `Agent “${id}” is forgotten.`);
+    render();
+  }
+});
 
 function apply(ev) {
   if (!ev || !ev.agent || !ev.agent.id) return;
+  if (ev.event === 'forgotten') {
+    agents.delete(ev.agent.id);
+    return;
+  }
   const a = { ...ev.agent, connected: ev.event === 'connected' };
   agents.set(a.id, a);
 }
