@@ -67,6 +67,14 @@ func TestSlotsDecidedOneNodeAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bus.Close() })
+	// Node b shares the store and the bus (a node alone on its bus decides
+	// without the lease).
+	busB, err := net.Join("node-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busB.Close() })
+	wait.For(t, "a to see node b", func() bool { return len(bus.Members()) == 2 })
 	st := openTestStore(t)
 	dir, err := blob.NewDir(filepath.Join(t.TempDir(), "results"))
 	if err != nil {
