@@ -85,7 +85,7 @@ func resolveAction(agents []store.Agent, targets, action string, params map[stri
 	}
 	for _, id := range sel.ids {
 		if !known[id] {
-			return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent %q has ever connected", id)}
+			return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent %q is known: it never connected, or was forgotten", id)}
 		}
 	}
 	if action == "" {

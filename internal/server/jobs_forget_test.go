@@ -114,6 +114,12 @@ func TestForgetAgent(t *testing.T) {
 	finish(t, c1, jobproto.Result{Job: next, Outcome: jobproto.OutcomeSucceeded})
 	s.waitPhase(user, next, "COMPLETED")
 
+	// Named by id, it is unknown now.
+	if status, body, _ := s.form("POST", "/api/v1/jobs", user, url.Values{"action": {"download"}, "targets": {"c1,c2"},
+		"server": {"a"}}); status != 400 || !strings.Contains(body, "unknown_target") || !strings.Contains(body, "forgotten") {
+		t.Fatalf("a job naming c2 after it was forgotten: %d %s, want 400 unknown_target", status, body)
+	}
+
 	// History: the past job keeps c2's run.
 	if st := s.runStates(user, past); st["c2"] != "succeeded" {
 		t.Fatalf("past job's runs after c2 was forgotten: %v, want c2 succeeded", st)
