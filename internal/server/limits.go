@@ -72,6 +72,10 @@ func (l Limits) withDefaults() (Limits, error) {
 
 // fdBudget is how many connections may be open at once: the descriptor
 // limit less the reserve, or 0 (no bound) if the limit cannot be read.
+// keepAliveShedPercent is the share of the descriptor budget past which
+// answers close their connections instead of keeping them alive.
+const keepAliveShedPercent = 75
+
 func fdBudget(reserve int) int64 {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<40 /* unlimited */ {
@@ -191,6 +195,13 @@ func limitRequests(l *rateLimiter, open *atomic.Int64, budget int64, trusted []n
 			w.Header().Set("Connection", "close")
 			apierr.WriteNew(w, http.StatusServiceUnavailable, wire.ErrorOverloaded, "this node has no room for more connections now; retry shortly or elsewhere")
 			return
+		}
+		if budget > 0 && open.Load() > budget*keepAliveShedPercent/100 && r.Header.Get("Upgrade") == "" {
+			// Short of descriptors: this answer ends its connection, so that
+			// clients do not hold idle keep-alive connections (a two-step
+			// client's access request's, beside its websocket) that a
+			// websocket may need.
+			w.Header().Set("Connection", "close")
 		}
 		if addr, ok := clientIP(r, trusted); ok {
 			if ok, wait := l.allow(addr); !ok {
