@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"reflect"
 	"testing"
 	"time"
 
@@ -337,5 +338,30 @@ func TestSendQueueOverflowCloseCode(t *testing.T) {
 	wait.For(t, "the channel to close", func() bool { return conn.closeCode() != 0 })
 	if code := conn.closeCode(); code != relay.CloseSlowConsumer {
 		t.Fatalf("closed with %d, want %d (%s)", code, relay.CloseSlowConsumer, wire.CloseSlowConsumer)
+	}
+}
+
+// TestDecodeMessageReadsTheTypeOnce: a message that starts with its type is
+// decoded as that type; any other layout is parsed whole; a malformed
+// message is a protocol error whatever its type.
+func TestDecodeMessageReadsTheTypeOnce(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want any
+		err  bool
+	}{
+		{`{"type":"log","job":"j","stream":"stdout","lines":["a"]}`, jobproto.Log{Type: "log", Job: "j", Stream: "stdout", Lines: []string{"a"}}, false},
+		{` {"job":"j","type":"log","stream":"stdout","lines":["a"]}`, jobproto.Log{Type: "log", Job: "j", Stream: "stdout", Lines: []string{"a"}}, false},
+		{`{"type":"started","job":"j"}`, jobproto.Started{Type: "started", Job: "j"}, false},
+		{`{"type":"future","x":1}`, nil, false},
+		{`{"type":"future","x":`, nil, true},
+		{`{"type":"log","lines":`, nil, true},
+		{`{"type":"lo\\u0067","job":"j"}`, nil, false}, // an escaped type: parsed whole, an unknown type
+		{`not json`, nil, true},
+	} {
+		got, err := decodeMessage([]byte(tc.data))
+		if (err != nil) != tc.err || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %#v, %v; want %#v, error %v", tc.data, got, err, tc.want, tc.err)
+		}
 	}
 }
