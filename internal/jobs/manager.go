@@ -347,6 +347,9 @@ func (m *Manager) PublishLog(jobID, agentID, stream string, lines []string) {
 		return
 	}
 	topic := LogTopic(jobID)
+	if r, ok := m.cfg.Publisher.(interface{ Readers(string) int }); ok && r.Readers(topic) == 0 {
+		return // nobody follows the log here: no line to encode
+	}
 	for i, l := range lines {
 		// Seq numbers the run's lines from 1 (absent when its log is not
 		// kept): a late viewer shows RunLogSoFar, then the lines past it.
