@@ -305,12 +305,17 @@ func (m *Manager) goBackground(f func()) {
 
 // lockJob serialises the transitions of one job; call the returned
 // function to unlock.
-func (m *Manager) lockJob(id string) func() {
+func (m *Manager) lockJob(id string) func() { return m.lockIn(m.jobLocks, id) }
+
+// lockIn locks the lock of id in locks (a map guarded by m.mu), made when
+// first needed and dropped when its last user unlocks; call the returned
+// function to unlock.
+func (m *Manager) lockIn(locks map[string]*jobLock, id string) func() {
 	m.mu.Lock()
-	l := m.jobLocks[id]
+	l := locks[id]
 	if l == nil {
 		l = &jobLock{}
-		m.jobLocks[id] = l
+		locks[id] = l
 	}
 	l.refs++
 	m.mu.Unlock()
@@ -319,7 +324,7 @@ func (m *Manager) lockJob(id string) func() {
 		l.mu.Unlock()
 		m.mu.Lock()
 		if l.refs--; l.refs == 0 {
-			delete(m.jobLocks, id)
+			delete(locks, id)
 		}
 		m.mu.Unlock()
 	}

@@ -108,25 +108,7 @@ func (m *Manager) planTargets(j store.Job, known []store.Agent, online []Agent, 
 // lockAgent serialises the slot decisions of one agent (pump), and the
 // recording of its connections with ForgetAgent; call the returned
 // function to unlock.
-func (m *Manager) lockAgent(id string) func() {
-	m.mu.Lock()
-	l := m.agentLocks[id]
-	if l == nil {
-		l = &jobLock{}
-		m.agentLocks[id] = l
-	}
-	l.refs++
-	m.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		m.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(m.agentLocks, id)
-		}
-		m.mu.Unlock()
-	}
-}
+func (m *Manager) lockAgent(id string) func() { return m.lockIn(m.agentLocks, id) }
 
 // connectedAgent returns the agent if it is connected (to any node).
 func (m *Manager) connectedAgent(id string) (Agent, bool) {

@@ -9,8 +9,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
