@@ -12,8 +12,6 @@ import (
 	"github.com/coder/websocket"
 
 	"switchboard/internal/auth"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/server"
 	"switchboard/internal/servertest"
 	"switchboard/internal/servertest/wait"
 	"switchboard/pkg/client"
@@ -25,19 +23,8 @@ import (
 // the bus), which then reads what a's writer sends; the code is used up on
 // both nodes; a code of a node that is gone is refused at once with 401.
 func TestACodeIsUsableOnAnyNode(t *testing.T) {
-	network, err := membus.NewNetwork(membus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := func(id string) *servertest.Server {
-		bus, err := network.Join(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { bus.Close() }) // after the node's shutdown: an injected bus is the caller's
-		return servertest.Start(t, func(c *server.Config, d *server.Deps) { c.NodeID, d.Bus = id, bus })
-	}
-	a, b := node("a"), node("b")
+	nodes := memCluster(t, 2)
+	a, b := nodes["a"], nodes["b"]
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 

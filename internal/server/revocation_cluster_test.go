@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"switchboard/internal/auth"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/server"
 	"switchboard/internal/servertest"
 	"switchboard/internal/servertest/wait"
 	"switchboard/internal/web"
@@ -28,19 +26,8 @@ import (
 // works, even after the revocation is lifted) and refuses its tokens; when
 // a lifts the revocation, b admits the subject again.
 func TestRevokingASubjectOnOneNodeEndsItsSessionsOnAnother(t *testing.T) {
-	network, err := membus.NewNetwork(membus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := func(id string) *servertest.Server {
-		bus, err := network.Join(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { bus.Close() }) // after the node's shutdown: an injected bus is the caller's
-		return servertest.Start(t, func(c *server.Config, d *server.Deps) { c.NodeID, d.Bus = id, bus })
-	}
-	a, b := node("a"), node("b")
+	nodes := memCluster(t, 2)
+	a, b := nodes["a"], nodes["b"]
 
 	// On b: a dashboard session of the login-link subject, and a relay
 	// connection of the same subject.
