@@ -437,6 +437,44 @@ func (s *Server) Publish(topic string, m Message) int {
 	return len(readers)
 }
 
+// PublishShared delivers m, as the server, like a message a local writer
+// wrote to topic: it is queued for every local reader of topic under the
+// same rules (queue bound, node budget, SlowConsumer; drops counted under
+// the same reasons) and then offered once to Peers.Forward while another
+// node reads the topic, so that readers on other nodes get it too. Unlike
+// Publish it never blocks: Backpressure readers (pairs, private to their
+// node) are left out, as Deliver leaves them out. It returns how many
+// local readers m was queued for and whether it was handed to Peers. Like
+// a writer's message, m.Data must not be modified after. It allocates
+// nothing when topic has local connections.
+func (s *Server) PublishShared(topic string, m Message) (queued int, forwarded bool) {
+	var peers Peers
+	if v, ok := s.topics.Load(topic); ok {
+		t := v.(*topicState)
+		for _, r := range *t.readers.Load() {
+			if r.space == nil {
+				r.enqueue(m, nil)
+				queued++
+			}
+		}
+		if t.remote.Load() {
+			peers = s.peers // set before remote could be: read-only now
+		}
+	} else {
+		// No local connection, so no topicState to hold the remote flag.
+		s.mu.Lock()
+		if _, remote := s.remote[topic]; remote {
+			peers = s.peers
+		}
+		s.mu.Unlock()
+	}
+	if peers == nil {
+		return queued, false
+	}
+	peers.Forward(topic, m)
+	return queued, true
+}
+
 // Readers returns how many connections on this node may read topic now.
 func (s *Server) Readers(topic string) int {
 	if v, ok := s.topics.Load(topic); ok {
