@@ -48,21 +48,7 @@ type ClusterDenyResult struct {
 // closes. o.URL and o.Secret are ignored (the target's are used);
 // o.StatusRuns is not used.
 func ClusterDeny(ctx context.Context, t ClusterTarget, o DenyOptions) (ClusterDenyResult, error) {
-	if o.Conns == 0 {
-		o.Conns = 10_000
-	}
-	if o.Denied == 0 {
-		o.Denied = 1_000
-	}
-	if o.Topics <= 0 {
-		o.Topics = 100
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 2 * time.Minute
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
-	}
+	o.setDefaults()
 	res := ClusterDenyResult{Scenario: "cluster-deny", Conns: o.Conns, Denied: o.Denied, DisconnectByNodeMS: map[string]LatencyMS{}}
 	if err := t.check(1); err != nil {
 		return res, err

@@ -80,24 +80,7 @@ const deniedBooking = "bench-deny-target"
 // and times how long each of its connections takes to see the 4003 close,
 // checking that no other connection closes.
 func Deny(ctx context.Context, o DenyOptions) (DenyResult, error) {
-	if o.Conns == 0 {
-		o.Conns = 10_000
-	}
-	if o.Denied == 0 {
-		o.Denied = 1_000
-	}
-	if o.Topics <= 0 {
-		o.Topics = 100
-	}
-	if o.StatusRuns <= 0 {
-		o.StatusRuns = 5
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 2 * time.Minute
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
-	}
+	o.setDefaults()
 	res := DenyResult{Conns: o.Conns, Denied: o.Denied}
 	switch {
 	case o.Denied > o.Conns || o.Denied < 1:
@@ -303,4 +286,26 @@ func mintToken(secret []byte, baseURL string, ttl time.Duration, fill func(*auth
 	c.Subject = "switchboard-bench"
 	fill(&c)
 	return key.Sign(c)
+}
+
+// setDefaults fills in the documented defaults of the fields left zero.
+func (o *DenyOptions) setDefaults() {
+	if o.Conns == 0 {
+		o.Conns = 10_000
+	}
+	if o.Denied == 0 {
+		o.Denied = 1_000
+	}
+	if o.Topics <= 0 {
+		o.Topics = 100
+	}
+	if o.StatusRuns <= 0 {
+		o.StatusRuns = 5
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 2 * time.Minute
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
 }
