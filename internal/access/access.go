@@ -445,6 +445,16 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 // endpoint's permit. The access request and the one-step connect both
 // decide here, so they refuse alike.
 func (h *Handler) authorize(tok, prefix, name string, ep Endpoint) (Grant, Permit, *apierr.Error) {
+	c, e := h.verifyRelayToken(tok)
+	if e != nil {
+		return Grant{}, Permit{}, e
+	}
+	return h.grant(c, tok, prefix, name, ep)
+}
+
+// verifyRelayToken checks tok's signature, audience, times and relay
+// claims (401 when it fails).
+func (h *Handler) verifyRelayToken(tok string) (*auth.Claims, *apierr.Error) {
 	c, err := h.cfg.Verifier.Verify(tok)
 	if err == nil {
 		err = auth.CheckRelayClaims(c)
@@ -452,10 +462,16 @@ func (h *Handler) authorize(tok, prefix, name string, ep Endpoint) (Grant, Permi
 	if err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
-			return Grant{}, Permit{}, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
+			return nil, apierr.New(http.StatusUnauthorized, ae.Code, ae.Message)
 		}
-		return Grant{}, Permit{}, apierr.New(http.StatusUnauthorized, wire.ErrorTokenMalformed, "token rejected")
+		return nil, apierr.New(http.StatusUnauthorized, wire.ErrorTokenMalformed, "token rejected")
 	}
+	return c, nil
+}
+
+// grant is authorize after the token's verification: c are tok's verified
+// claims.
+func (h *Handler) grant(c *auth.Claims, tok, prefix, name string, ep Endpoint) (Grant, Permit, *apierr.Error) {
 	if c.Prefix != prefix {
 		return Grant{}, Permit{}, apierr.New(http.StatusForbidden, wire.ErrorPrefixForbidden, fmt.Sprintf("token is for connection type %q, not %q", truncate(c.Prefix, 32), prefix))
 	}

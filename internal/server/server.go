@@ -405,6 +405,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 
 	// Routes, then the HTTP server around them.
 	ah.Register(mux)
+	mux.HandleFunc("POST "+wire.PublishPath, ah.ServePublish) // HTTP publish (docs/protocol.md)
 	s.ctl.Register(mux)
 	if jobsAPI != nil {
 		jobsAPI.Register(mux, pub.String())

@@ -79,6 +79,16 @@ const (
 	ErrorTwoStepRequired ErrorCode = "two_step_required"
 )
 
+// Refusals of HTTP publish (PublishPath).
+const (
+	ErrorUnsupportedMediaType ErrorCode = "unsupported_media_type" // 415: not text/plain, application/octet-stream or application/json
+	ErrorInvalidPublish       ErrorCode = "invalid_publish"        // 400: bad JSON, no topic, data and data_b64 both or neither, bad base64, text not UTF-8
+	ErrorMessageTooLarge      ErrorCode = "message_too_large"      // 413: a message over the relay's limit, or a batch body over its cap
+	ErrorBatchTooLarge        ErrorCode = "batch_too_large"        // 413: more than MaxPublishBatch items
+	ErrorTopicReadOnly        ErrorCode = "topic_read_only"        // 403: a system topic, written by the server only
+	ErrorPublishNotShared     ErrorCode = "publish_not_shared"     // 403: the token is for a 1:1 connection type (shell, agent): only session topics take HTTP publish
+)
+
 // Limits and shell sessions.
 const (
 	// ErrorTooManyConnections (429): the token or its subject holds as many
