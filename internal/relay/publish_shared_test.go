@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"fmt"
 	"testing"
+	"time"
 )
 
 // TestPublishShared: the server's message reaches every local reader that
@@ -87,5 +89,32 @@ func TestPublishSharedAllocations(t *testing.T) {
 	}
 	if stop() == 0 {
 		t.Fatal("nothing delivered")
+	}
+}
+
+// TestPublishSharedQueueBounds: the server's messages obey each reader's
+// queue bound as a writer's do: a stalled reader loses its oldest ones,
+// counted under queue_head/queue_tail, while a reader that keeps up gets
+// them all; PublishShared never waits.
+func TestPublishSharedQueueBounds(t *testing.T) {
+	const queue = 8 << 10
+	h := newPeeredHarness(t, Config{SendQueueBytes: queue, MaxMessageBytes: 1 << 10, WriteTimeout: time.Minute,
+		CloseTimeout: 50 * time.Millisecond, PingInterval: -1}, newFakePeers())
+	stalled := newMemConn()
+	stalled.stall = make(chan struct{})
+	h.connectConn(stalled, Info{Topic: "t", CanRead: true})
+	fast := h.connect(Info{Topic: "t", CanRead: true})
+	const n = 200 // 200 × ~1 KiB ≫ 8 KiB
+	for i := range n {
+		if queued, _ := h.srv.PublishShared("t", Message{Type: Binary, Data: fmt.Appendf(nil, "%04d%0996d", i, 0)}); queued != 2 {
+			t.Fatalf("queued for %d readers, want 2", queued)
+		}
+		if got := string(fast.recv(t).Data[:4]); got != fmt.Sprintf("%04d", i) {
+			t.Fatalf("fast reader got %s, want %04d", got, i)
+		}
+	}
+	st := h.srv.Stats()
+	if lost := st.Drops["queue_head"] + st.Drops["queue_tail"]; lost < n-queue/(1000+MessageOverhead)-1 {
+		t.Fatalf("stalled reader lost %d messages, want at least %d", lost, n-queue/(1000+MessageOverhead)-1)
 	}
 }
