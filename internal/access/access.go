@@ -6,6 +6,7 @@
 //	GET  /{prefix}/{topic...}?code=CODE (websocket upgrade)          → a connection of that type
 //	GET  /{prefix}/{topic...}           (websocket upgrade)          → the same, in one step
 //	     Sec-WebSocket-Protocol: switchboard.v1, switchboard.bearer.<jwt>
+//	GET  /session/{topic...}?code=CODE  Accept: text/event-stream    → a read-only event stream (sse.go)
 //
 // The one-step connect (wire.BearerSubprotocolPrefix) is checked by the same
 // code as the access request (authorize) and ends as the code exchange does
@@ -51,6 +52,7 @@ import (
 	"switchboard/internal/apierr"
 	"switchboard/internal/auth"
 	"switchboard/internal/relay"
+	"switchboard/internal/sseconn"
 	"switchboard/internal/topic"
 	"switchboard/internal/wsconn"
 	"switchboard/pkg/wire"
@@ -536,6 +538,10 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, stage, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
 	}
+	if !oneStep && !isUpgrade(r) && wantsEventStream(r) {
+		h.serveEventStream(w, r, stage, prefix, name, ep)
+		return
+	}
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		h.refuse(w, stage, apierr.New(http.StatusUpgradeRequired, wire.ErrorUpgradeRequired, "this endpoint needs a websocket upgrade; POST here first to get a code"))
@@ -551,7 +557,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, stage, e)
 			return
 		}
-		h.connect(w, r, stage, ep, g)
+		h.connect(w, r, stage, ep, g, false)
 		return
 	}
 	if tokErr == nil && r.URL.Query().Has("code") {
@@ -570,7 +576,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, stage, e)
 		return
 	}
-	h.connect(w, r, stage, ep, g)
+	h.connect(w, r, stage, ep, g, false)
 }
 
 // bearerSubprotocol returns the token a websocket handshake offers in the
@@ -630,8 +636,10 @@ func (h *Handler) checkServedHere(g Grant, p Permit) *apierr.Error {
 // connect admits the connection g stands for — the endpoint's Admit, the
 // limits of its token and subject — upgrades it and hands it to the
 // endpoint: the last steps of the code exchange and of the one-step
-// connect alike.
-func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, ep Endpoint, g Grant) {
+// connect alike. With stream, the connection is an event stream over w
+// (internal/sseconn) instead of a websocket, served on this handler's
+// goroutine, which must not return before it ends.
+func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, ep Endpoint, g Grant, stream bool) {
 	var (
 		adm Admission
 		e   *apierr.Error
@@ -657,9 +665,17 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, 
 			return
 		}
 	}
-	holder, ok := ep.(HandshakeHolder)
-	hold := ok && adm.Serve == nil && holder.HoldsHandshake(g)
-	conn, err := wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage, HoldHandshake: hold, Subprotocols: relaySubprotocols})
+	var (
+		conn relay.Conn
+		err  error
+	)
+	if stream {
+		conn = sseconn.New(w, r)
+	} else {
+		holder, ok := ep.(HandshakeHolder)
+		hold := ok && adm.Serve == nil && holder.HoldsHandshake(g)
+		conn, err = wsconn.Upgrade(w, r, wsconn.Options{MaxMessageBytes: h.maxMessage, HoldHandshake: hold, Subprotocols: relaySubprotocols})
+	}
 	if err != nil {
 		h.outcomes.add(stage, "upgrade_failed")
 		h.cfg.Logger.Debug("access: websocket upgrade failed", "path", r.URL.Path, "err", err)
@@ -679,8 +695,9 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, 
 	// The connection is the endpoint's from here, on a goroutine of its
 	// own: this handler's goroutine returns, and with it its deep stack
 	// and the request's buffers, which an idle connection would otherwise
-	// pin. The relay's Shutdown ends it.
-	go func() {
+	// pin. The relay's Shutdown ends it. An event stream is not hijacked:
+	// its response ends when this handler returns, so it is served here.
+	serve := func() {
 		if counted {
 			defer h.limits.release(&g)
 		}
@@ -689,7 +706,15 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, 
 			return
 		}
 		ep.Serve(context.Background(), conn, g, info)
-	}()
+	}
+	if sc, ok := conn.(*sseconn.Conn); ok {
+		serve()
+		if sc.Aborted() {
+			panic(http.ErrAbortHandler) // break the response off, not end it as complete
+		}
+		return
+	}
+	go serve()
 }
 
 // relaySubprotocols is what the handshake may select: wire.Subprotocol

@@ -80,8 +80,9 @@ var allowed = map[string][]string{
 	"switchboard/pkg/wire":          {}, // the wire contract: standard library only
 	"switchboard/internal/auth":     {"switchboard/internal/topic", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
 	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
+	"switchboard/internal/sseconn":  {"switchboard/internal/relay"}, // server-sent events: a read-only relay.Conn over net/http
 	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
-		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/pkg/wire"},
+		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/internal/sseconn", "switchboard/pkg/wire"},
 	"switchboard/internal/shell": {"switchboard/internal/access", "switchboard/internal/relay", "switchboard/internal/auth",
 		"switchboard/internal/apierr", "switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
 	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",

@@ -72,6 +72,10 @@ const (
 	ErrorUpgradeRequired      ErrorCode = "upgrade_required"       // 426: GET without a websocket upgrade
 	ErrorBadWebsocketVersion  ErrorCode = "bad_websocket_version"  // 426 (the code is not used up)
 	ErrorBadWebsocketKey      ErrorCode = "bad_websocket_key"      // 400 (the code is not used up)
+	// ErrorLastEventIDUnsupported (400): an event stream (server-sent
+	// events) asked to resume with Last-Event-ID; the relay keeps no
+	// history. The code is not used up.
+	ErrorLastEventIDUnsupported ErrorCode = "last_event_id_unsupported"
 	// ErrorTwoStepRequired (421): a one-step connect (the token in the
 	// bearer subprotocol) reached a node of a cluster that cannot serve it,
 	// because the connection must meet its peer at the topic's home node (a
