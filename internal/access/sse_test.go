@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"switchboard/internal/auth"
+	"switchboard/internal/relay"
 	"switchboard/internal/server"
 	"switchboard/internal/servertest"
 	"switchboard/internal/servertest/wait"
@@ -294,5 +295,101 @@ func TestEventStreamReadOnly(t *testing.T) {
 	conns := s.Relay().Connections()
 	if len(conns) != 1 || !conns[0].Info.CanRead || conns[0].Info.CanWrite {
 		t.Fatalf("relay connections: %+v, want one read-only", conns)
+	}
+}
+
+// TestEventStreamShutdown: a node shutting down ends an open stream with a
+// close event (1001) and the end of the body, and its shutdown does not
+// wait on the stream (the handler returns once the relay closed it).
+func TestEventStreamShutdown(t *testing.T) {
+	s := servertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Default)
+	defer cancel()
+	er, _ := openStream(t, ctx, s, "down", s.Token(t, "down", auth.ScopeRead))
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(ctx) }()
+	ev := er.nextEvent(t)
+	if ev.Name != "close" || !strings.Contains(ev.Data, `"code":1001`) {
+		t.Fatalf("at shutdown: %+v, want a close event with code 1001", ev)
+	}
+	if _, err := er.next(); err != io.EOF {
+		t.Fatalf("after the close event: %v, want the end of the stream", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// TestEventStreamSlowConsumer: a stream whose client stops reading is a
+// slow consumer like a websocket reader: under PolicyClose its full queue
+// closes it with 4008 and the relay lets go of it; the body ends with the
+// close event, or broken off when the close could not be written in time.
+func TestEventStreamSlowConsumer(t *testing.T) {
+	s := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.Relay.SlowConsumer = relay.PolicyClose
+		c.Relay.MaxMessageBytes = 64 << 10
+		c.Relay.SendQueueBytes = 128 << 10
+		c.Relay.CloseTimeout = 100 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Default)
+	defer cancel()
+	_, resp := openStream(t, ctx, s, "slow", s.Token(t, "slow", auth.ScopeRead))
+	writer := s.Dial(t, "slow", auth.ScopeWrite)
+	msg := []byte(strings.Repeat("x", 32<<10))
+	// Loopback buffers take a few MB before writes to the stream stall;
+	// 4,000 messages are 128 MB.
+	for i := 0; s.TopicConns("slow") == 2; i++ {
+		if i == 4000 {
+			t.Fatal("the stream was never closed as a slow consumer")
+		}
+		if err := writer.Write(ctx, client.Text, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, "the relay lets go of the stream", func() bool { return s.TopicConns("slow") == 1 })
+	// The body ends: with the close event (4008) if the server could still
+	// write it, else broken off (an abort), never complete without it.
+	er := eventReader{bufio.NewReader(resp.Body)}
+	var last event
+	for {
+		ev, err := er.next()
+		if err == io.EOF {
+			if last.Name != "close" || !strings.Contains(last.Data, `"code":4008`) {
+				t.Fatalf("the stream ended with %+v, want a close event with code 4008", last)
+			}
+			break
+		}
+		if err != nil {
+			break // broken off: the slow stream was aborted
+		}
+		last = ev
+	}
+}
+
+// TestEventStreamStalledClient: a client that stops reading until its
+// connection's buffers are full stalls the stream's writes; the write
+// timeout ends the stream, the relay lets go of it, and its response is
+// broken off, not ended as complete.
+func TestEventStreamStalledClient(t *testing.T) {
+	s := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.Relay.WriteTimeout = 200 * time.Millisecond
+		c.Relay.CloseTimeout = 100 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Default)
+	defer cancel()
+	_, resp := openStream(t, ctx, s, "stall", s.Token(t, "stall", auth.ScopeRead))
+	writer := s.Dial(t, "stall", auth.ScopeWrite)
+	msg := []byte(strings.Repeat("x", 32<<10))
+	for i := 0; s.TopicConns("stall") == 2; i++ {
+		if i == 4000 { // 128 MB: far more than loopback buffers hold
+			t.Fatal("the stalled stream was never closed")
+		}
+		if err := writer.Write(ctx, client.Text, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, "the relay lets go of the stream", func() bool { return s.TopicConns("stall") == 1 })
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Fatal("the stalled stream's body ended as if complete")
 	}
 }
