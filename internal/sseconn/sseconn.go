@@ -15,7 +15,10 @@
 // The stream is not hijacked: net/http still owns the connection, and its
 // request deadlines (http.Server ReadTimeout, WriteTimeout) would cut it.
 // New clears the read deadline, and every write sets its own write
-// deadline (http.ResponseController).
+// deadline (http.ResponseController). So the ResponseWriter must support
+// deadlines and Flush: net/http's own, or a wrapper with Unwrap; without
+// them every write fails (http.ErrNotSupported) and the relay closes the
+// stream, rather than leave its writes unbounded.
 package sseconn
 
 import (
