@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,7 +84,7 @@ func TestHTTPPublishReachesWebsocketReaders(t *testing.T) {
 	writer := s.Token(t, "lab", auth.ScopeWrite)
 	ctx := t.Context()
 
-	res, err := client.Publish(ctx, s.URL, writer, "lab", client.Text, []byte("hello"))
+	res, err := client.Publish(ctx, s.URL, writer, "lab", client.Text, []byte("hello"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestHTTPPublishReachesWebsocketReaders(t *testing.T) {
 	if typ, data := readMessage(t, reader); typ != client.Text || data != "hello" {
 		t.Fatalf("reader got %v %q, want text hello", typ, data)
 	}
-	if _, err := client.Publish(ctx, s.URL, writer, "lab", client.Binary, []byte{0, 1, 0xff}); err != nil {
+	if _, err := client.Publish(ctx, s.URL, writer, "lab", client.Binary, []byte{0, 1, 0xff}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if typ, data := readMessage(t, reader); typ != client.Binary || data != "\x00\x01\xff" {
@@ -107,7 +108,7 @@ func TestHTTPPublishReachesWebsocketReaders(t *testing.T) {
 		t.Fatalf("reader got %v %q, want binary 00 02", typ, data)
 	}
 	// A topic nobody reads: accepted, queued for nobody.
-	if res, err := client.Publish(ctx, s.URL, writer, "lab", client.Text, nil); err != nil || res.Queued != 1 {
+	if res, err := client.Publish(ctx, s.URL, writer, "lab", client.Text, nil, nil); err != nil || res.Queued != 1 {
 		t.Fatalf("empty message: %+v %v", res, err)
 	}
 	readMessage(t, reader)
@@ -127,7 +128,7 @@ func TestHTTPPublishBatch(t *testing.T) {
 		{Topic: "lab/one", Data: &text},
 		{Topic: "lab/two", DataB64: &bin},
 		{Topic: "lab/nobody", Data: &text},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestHTTPPublishBatch(t *testing.T) {
 	if st, code := postPublish(t, s, writer, "", "application/json", refused); st != 403 || code != wire.ErrorTopicForbidden {
 		t.Fatalf("batch with a forbidden item: %d %s, want 403 topic_forbidden", st, code)
 	}
-	if _, err := client.Publish(t.Context(), s.URL, writer, "lab/one", client.Text, []byte("after")); err != nil {
+	if _, err := client.Publish(t.Context(), s.URL, writer, "lab/one", client.Text, []byte("after"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, data := readMessage(t, one); data != "after" {
@@ -208,11 +209,11 @@ func TestHTTPPublishRefusals(t *testing.T) {
 	shell.Prefix = wire.PrefixShell
 	refuse("shell token", s.Sign(t, shell), "?topic=lab", "text/plain", []byte("x"), 403, wire.ErrorPublishNotShared)
 	var ae *client.AccessError
-	if _, err := client.Publish(t.Context(), s.URL, writer, "lab", client.Binary, make([]byte, publishMaxMessage+1)); !errors.As(err, &ae) || ae.Status != 413 || ae.Code != wire.ErrorMessageTooLarge {
+	if _, err := client.Publish(t.Context(), s.URL, writer, "lab", client.Binary, make([]byte, publishMaxMessage+1), nil); !errors.As(err, &ae) || ae.Status != 413 || ae.Code != wire.ErrorMessageTooLarge {
 		t.Fatalf("client.Publish too large: %v", err)
 	}
 	// A message of exactly the limit goes through.
-	if res, err := client.Publish(t.Context(), s.URL, writer, "lab", client.Binary, make([]byte, publishMaxMessage)); err != nil || res.Queued != 1 {
+	if res, err := client.Publish(t.Context(), s.URL, writer, "lab", client.Binary, make([]byte, publishMaxMessage), nil); err != nil || res.Queued != 1 {
 		t.Fatalf("message at the limit: %+v %v", res, err)
 	}
 	if _, data := readMessage(t, reader); len(data) != publishMaxMessage {
@@ -223,7 +224,7 @@ func TestHTTPPublishRefusals(t *testing.T) {
 	c := s.Claims("lab", auth.ScopeWrite)
 	c.Subject = "mallory"
 	mallory := s.Sign(t, c)
-	if _, err := client.Publish(t.Context(), s.URL, mallory, "lab", client.Text, []byte("before")); err != nil {
+	if _, err := client.Publish(t.Context(), s.URL, mallory, "lab", client.Text, []byte("before"), nil); err != nil {
 		t.Fatal(err)
 	}
 	readMessage(t, reader)
@@ -250,7 +251,7 @@ func TestHTTPPublishAcrossNodes(t *testing.T) {
 	a, b := nodes["a"], nodes["b"]
 	reader := b.Dial(t, "lab", auth.ScopeRead)
 	wait.For(t, "node a knows b reads lab", func() bool { return a.Relay().ReadElsewhere("lab") })
-	res, err := client.Publish(t.Context(), a.URL, a.Token(t, "lab", auth.ScopeWrite), "lab", client.Text, []byte("from a"))
+	res, err := client.Publish(t.Context(), a.URL, a.Token(t, "lab", auth.ScopeWrite), "lab", client.Text, []byte("from a"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,5 +260,32 @@ func TestHTTPPublishAcrossNodes(t *testing.T) {
 	}
 	if typ, data := readMessage(t, reader); typ != client.Text || data != "from a" {
 		t.Fatalf("reader on b got %v %q", typ, data)
+	}
+}
+
+// countingTransport counts the requests it carries.
+type countingTransport struct{ n atomic.Int64 }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestHTTPPublishUsesTheClientOptions: client.Publish and PublishBatch
+// send through Options.HTTPClient, with Options.Header.
+func TestHTTPPublishUsesTheClientOptions(t *testing.T) {
+	s := servertest.Start(t)
+	writer := s.Token(t, "lab", auth.ScopeWrite)
+	ct := &countingTransport{}
+	opts := &client.Options{HTTPClient: &http.Client{Transport: ct}, Header: http.Header{"User-Agent": {"publisher/1"}}}
+	if _, err := client.Publish(t.Context(), s.URL, writer, "lab", client.Text, []byte("x"), opts); err != nil {
+		t.Fatal(err)
+	}
+	text := "y"
+	if _, err := client.PublishBatch(t.Context(), s.URL, writer, []wire.PublishItem{{Topic: "lab", Data: &text}}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := ct.n.Load(); got != 2 {
+		t.Fatalf("%d requests through the given HTTP client, want 2", got)
 	}
 }

@@ -19,32 +19,33 @@ import (
 // token). The answer says how many readers on the receiving node the
 // message was queued for and whether it went to the other nodes of a
 // cluster. A refusal is an *AccessError (e.g. wire.ErrorMessageTooLarge).
-func Publish(ctx context.Context, baseURL, token, topic string, typ MessageType, data []byte) (wire.PublishResult, error) {
+// opts may be nil; its HTTPClient and Header are used.
+func Publish(ctx context.Context, baseURL, token, topic string, typ MessageType, data []byte, opts *Options) (wire.PublishResult, error) {
 	contentType := "text/plain; charset=utf-8"
 	if typ == Binary {
 		contentType = "application/octet-stream"
 	}
 	var res wire.PublishResult
-	err := publish(ctx, baseURL, token, "topic="+url.QueryEscape(topic), contentType, data, &res)
+	err := publish(ctx, baseURL, token, "topic="+url.QueryEscape(topic), contentType, data, &res, opts)
 	return res, err
 }
 
 // PublishBatch sends up to wire.MaxPublishBatch messages, each to its own
 // topic, in one request; the results are in the order of items. Either all
-// are published or, refused, none is.
-func PublishBatch(ctx context.Context, baseURL, token string, items []wire.PublishItem) ([]wire.PublishResult, error) {
+// are published or, refused, none is. opts may be nil, as for Publish.
+func PublishBatch(ctx context.Context, baseURL, token string, items []wire.PublishItem, opts *Options) ([]wire.PublishResult, error) {
 	body, err := json.Marshal(items)
 	if err != nil {
 		return nil, fmt.Errorf("client: publish: %w", err)
 	}
 	var res []wire.PublishResult
-	if err := publish(ctx, baseURL, token, "", "application/json", body, &res); err != nil {
+	if err := publish(ctx, baseURL, token, "", "application/json", body, &res, opts); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-func publish(ctx context.Context, baseURL, token, query, contentType string, body []byte, out any) error {
+func publish(ctx context.Context, baseURL, token, query, contentType string, body []byte, out any, opts *Options) error {
 	u, err := endpoint(baseURL, strings.TrimPrefix(wire.PublishPath, "/"), "")
 	if err != nil {
 		return err
@@ -57,9 +58,14 @@ func publish(ctx context.Context, baseURL, token, query, contentType string, bod
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
+	if opts != nil {
+		for k, v := range opts.Header {
+			req.Header[k] = v
+		}
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", contentType)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := opts.httpClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("client: publish: %w", err)
 	}
