@@ -93,15 +93,24 @@ func (s *Server) Deliver(topic string, m Message) int {
 	s.remoteIn.Add(1)
 	n := 0
 	if v, ok := s.topics.Load(topic); ok {
-		for _, r := range *v.(*topicState).readers.Load() {
-			if r.space == nil {
-				r.enqueue(m, nil)
-				n++
-			}
-		}
+		n = v.(*topicState).queueNonBlocking(m)
 	}
 	if n == 0 {
 		s.nodeDrops[DropNoReaders].Add(1)
+	}
+	return n
+}
+
+// queueNonBlocking queues m for every reader of t that is not a
+// Backpressure one (those are pairs, private to their node, and would make
+// the caller wait) and returns how many.
+func (t *topicState) queueNonBlocking(m Message) int {
+	n := 0
+	for _, r := range *t.readers.Load() {
+		if r.space == nil {
+			r.enqueue(m, nil)
+			n++
+		}
 	}
 	return n
 }

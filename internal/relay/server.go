@@ -451,12 +451,7 @@ func (s *Server) PublishShared(topic string, m Message) (queued int, forwarded b
 	var peers Peers
 	if v, ok := s.topics.Load(topic); ok {
 		t := v.(*topicState)
-		for _, r := range *t.readers.Load() {
-			if r.space == nil {
-				r.enqueue(m, nil)
-				queued++
-			}
-		}
+		queued = t.queueNonBlocking(m)
 		if t.remote.Load() {
 			peers = s.peers // set before remote could be: read-only now
 		}
