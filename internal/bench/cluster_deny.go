@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -119,35 +117,19 @@ func ClusterDeny(ctx context.Context, t ClusterTarget, o DenyOptions) (ClusterDe
 
 	// Each connection's reader notes when and how it closed; the last
 	// denied one to close says so.
-	closedAt := make([]atomic.Int64, o.Conns)
-	closeCode := make([]atomic.Int32, o.Conns)
 	var deniedClosed atomic.Int64
 	allDeniedClosed := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				if _, _, err := c.Read(context.Background()); err != nil {
-					closedAt[i].Store(time.Now().UnixNano())
-					var ce *client.CloseError
-					if errors.As(err, &ce) {
-						closeCode[i].Store(int32(ce.Code))
-					}
-					if i < o.Denied && deniedClosed.Add(1) == int64(o.Denied) {
-						close(allDeniedClosed)
-					}
-					return
-				}
-			}
-		}()
-	}
+	cw := watchCloses(conns, func(i int) {
+		if i < o.Denied && deniedClosed.Add(1) == int64(o.Denied) {
+			close(allDeniedClosed)
+		}
+	})
+	closedAt, closeCode := cw.at, cw.code
 	defer func() {
 		for _, c := range conns {
 			c.CloseNow()
 		}
-		wg.Wait()
+		cw.wg.Wait()
 	}()
 
 	t0 := time.Now()

@@ -148,25 +148,8 @@ func Deny(ctx context.Context, o DenyOptions) (DenyResult, error) {
 	res.ConnectSec = time.Since(start).Seconds()
 
 	// Each connection's reader notes when and how it closed.
-	closedAt := make([]atomic.Int64, o.Conns)
-	closeCode := make([]atomic.Int32, o.Conns)
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				if _, _, err := c.Read(context.Background()); err != nil {
-					closedAt[i].Store(time.Now().UnixNano())
-					var ce *client.CloseError
-					if errors.As(err, &ce) {
-						closeCode[i].Store(int32(ce.Code))
-					}
-					return
-				}
-			}
-		}()
-	}
+	cw := watchCloses(conns, nil)
+	closedAt, closeCode := cw.at, cw.code
 
 	// /status with every connection open.
 	var sh Histogram
@@ -219,8 +202,43 @@ func Deny(ctx context.Context, o DenyOptions) (DenyResult, error) {
 	for _, c := range conns {
 		c.CloseNow()
 	}
-	wg.Wait()
+	cw.wg.Wait()
 	return res, nil
+}
+
+// closeWatch is what watchCloses records: per connection, when it closed
+// (Unix nanoseconds; 0 while open) and the close code it got (0: none).
+type closeWatch struct {
+	at   []atomic.Int64
+	code []atomic.Int32
+	wg   sync.WaitGroup // the readers; they end once their connections close
+}
+
+// watchCloses reads each connection until it closes, as an idle client
+// does, and records when and how; onClose, if set, is called with the
+// connection's index once that is recorded.
+func watchCloses(conns []*client.Conn, onClose func(i int)) *closeWatch {
+	cw := &closeWatch{at: make([]atomic.Int64, len(conns)), code: make([]atomic.Int32, len(conns))}
+	for i, c := range conns {
+		cw.wg.Add(1)
+		go func() {
+			defer cw.wg.Done()
+			for {
+				if _, _, err := c.Read(context.Background()); err != nil {
+					cw.at[i].Store(time.Now().UnixNano())
+					var ce *client.CloseError
+					if errors.As(err, &ce) {
+						cw.code[i].Store(int32(ce.Code))
+					}
+					if onClose != nil {
+						onClose(i)
+					}
+					return
+				}
+			}
+		}()
+	}
+	return cw
 }
 
 // parallel runs f(0..n-1) with at most width at once, stopping at the first
