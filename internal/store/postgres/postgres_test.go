@@ -89,7 +89,7 @@ func TestSchemaTooNew(t *testing.T) {
 	if errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("schema too new reported as unavailable: %v", err)
 	}
-	for _, want := range []string{"9999", fmt.Sprintf("up to %d", newestMigration(t)), "upgrade"} {
+	for _, want := range []string{"9999", fmt.Sprintf("up to %d", storetest.NewestMigration(t, migrations, "migrations")), "upgrade"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -127,7 +127,7 @@ func TestSchemaTooNew(t *testing.T) {
 	if !errors.Is(err, store.ErrSchemaTooNew) {
 		t.Fatalf("Open of a database from the future: %v, want ErrSchemaTooNew", err)
 	}
-	for _, want := range []string{"9999", fmt.Sprintf("up to %d", newestMigration(t)), "upgrade"} {
+	for _, want := range []string{"9999", fmt.Sprintf("up to %d", storetest.NewestMigration(t, migrations, "migrations")), "upgrade"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

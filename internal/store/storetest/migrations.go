@@ -1,4 +1,4 @@
-package sqlite
+package storetest
 
 import (
 	"io/fs"
@@ -7,12 +7,12 @@ import (
 	"testing"
 )
 
-// newestMigration returns the version of the newest embedded migration
-// (the number its file name starts with), which Open reports as the
-// newest version it knows.
-func newestMigration(t *testing.T) int {
+// NewestMigration returns the version of the newest migration in dir of
+// migrations (the number its file name starts with): what a backend's Open
+// reports as the newest version it knows.
+func NewestMigration(t testing.TB, migrations fs.FS, dir string) int {
 	t.Helper()
-	entries, err := fs.ReadDir(migrations, "migrations")
+	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
