@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"switchboard/internal/bench"
-	"switchboard/internal/datadir"
-	"switchboard/internal/store/storeload"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/store/storeload"
 )
 
 func newBenchCommand(io stdio) *cobra.Command {

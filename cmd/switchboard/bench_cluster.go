@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/bench"
 )
 
 // Scenarios of `bench cluster`.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/bench"
 )
 
 // stormServerArgs put back, for the server `bench storm` starts, the

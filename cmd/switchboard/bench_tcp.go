@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/bench"
 )
 
 func newBenchTCPCommand(io stdio) *cobra.Command {

@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/playscript"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/playscript"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 type clientFlags struct {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/cluster/natsbus"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus"
 )
 
 // clusterFlags choose the node's bus: alone (the in-memory bus), embedded

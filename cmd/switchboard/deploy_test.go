@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
 )
 
 // TestShippedFrontEndConfigsAreValid: the load balancer configurations in

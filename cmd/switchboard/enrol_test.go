@@ -12,8 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestEnrolRenewRevokeHost: an operator enrols an agent through the API

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/agent"
+	"github.com/switchboard-hub/switchboard/internal/agent"
 )
 
 type hostFlags struct {

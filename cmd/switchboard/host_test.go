@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/agent"
-	"switchboard/internal/control"
-	"switchboard/internal/datadir"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/agent"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // child is the test binary running main() with some arguments as a

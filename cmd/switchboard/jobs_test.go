@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/datadir"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestJobsSurviveKill9: the hub is killed with SIGKILL while an agent

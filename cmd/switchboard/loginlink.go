@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/datadir"
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 type loginLinkFlags struct {

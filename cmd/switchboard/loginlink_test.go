@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/datadir"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // serveWithStderr runs `switchboard serve` on a free port with a fresh

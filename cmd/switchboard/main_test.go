@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/datadir"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and polling readers.

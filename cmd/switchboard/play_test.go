@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/control"
-	"switchboard/internal/datadir"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // playEnv is a running relay with the tokens the playback tests use.

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
 )
 
 // TestResultsStoreChoice: in a cluster result files go to PostgreSQL

@@ -16,17 +16,17 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"switchboard/internal/access"
-	"switchboard/internal/blob"
-	"switchboard/internal/control"
-	"switchboard/internal/datadir"
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
-	"switchboard/internal/server"
-	"switchboard/internal/store"
-	"switchboard/internal/store/postgres"
-	"switchboard/internal/store/sqlite"
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // secretFlags select the token signing secret, shared by serve and token.

@@ -7,9 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 type tokenFlags struct {

@@ -49,13 +49,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/sseconn"
-	"switchboard/internal/topic"
-	"switchboard/internal/wsconn"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/sseconn"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/internal/wsconn"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // DefaultCodeTTL is how long a one-time code stays valid.

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // Grant is what a one-time code stands for: the checked result of an access

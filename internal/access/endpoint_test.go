@@ -15,11 +15,11 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // probeEndpoint is a connection type of the tests' own, registered as

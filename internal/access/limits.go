@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"sync"
 
-	"switchboard/internal/apierr"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Default bounds on what one token or one subject may hold open at once.

@@ -13,9 +13,9 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // homeProbe is a probeEndpoint whose connections must meet at their

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"unicode/utf8"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // ServePublish is POST wire.PublishPath (docs/protocol.md, "Publish over

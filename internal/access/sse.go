@@ -4,9 +4,9 @@ import (
 	"net/http"
 	"strings"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/sseconn"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/sseconn"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Server-sent events: GET /{prefix}/{topic}?code=CODE with

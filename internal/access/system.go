@@ -18,7 +18,7 @@ package access
 import (
 	"strings"
 
-	"switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/internal/topic"
 )
 
 // SystemScope reports whether a token's topic (a name or a pattern) lies

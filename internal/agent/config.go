@@ -16,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/internal/topic"
 )
 
 // Stream kinds.

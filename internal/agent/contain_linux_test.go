@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestKillLeftoverGroupChecksOwnership: the group a run record names is

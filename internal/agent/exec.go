@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // stopGrace is how long a process has to exit after SIGTERM before it is

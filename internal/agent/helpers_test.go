@@ -13,9 +13,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // testRelay is a real node (servertest) with the agent tests' token

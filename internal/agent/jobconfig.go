@@ -11,9 +11,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // AgentPrefix is the connection type of the agent control channel

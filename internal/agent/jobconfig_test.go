@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 )
 
 const agentYAML = `url: https://hub.example

@@ -21,8 +21,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"switchboard/internal/jobproto"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // jobRun is one run of an action for a job.

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // jobAgent is the agent side of jobs (docs/jobs.md): the control channel

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestJobWithRealHub: the agent against the real hub (internal/server

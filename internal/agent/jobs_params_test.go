@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // hubUser is a user of a real hub's job API (internal/server with jobs).

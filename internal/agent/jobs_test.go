@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // fakeHub is the hub side of the agent control channel, built on

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 )
 
 // storedResult is a finished run's result as kept in the state directory

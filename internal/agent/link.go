@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Bounds of one connection attempt and of one write to the relay.

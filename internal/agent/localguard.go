@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
 )
 
 // Local listeners (http-push, status) have no authentication: whoever can

@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // browserRequest sends a request as a browser would for a page: with the

@@ -19,8 +19,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/apierr"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Bounds of the local websockets of an http-push stream.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 func startPush(t *testing.T, r *testRelay, chunk int, feeds ...string) (*Agent, string) {

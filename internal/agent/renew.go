@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Token renewal (docs/host.md, "Token renewal"): the agent's control

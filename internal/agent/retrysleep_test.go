@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // heldSleeps stands in for the agent's retry sleep (Options.sleep): each

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 )
 
 // A running run's state on disk, in its directory runs/{job}/ of the state

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // ShellPrefix is the relay's connection type of 1:1 sessions (pkg/wire).

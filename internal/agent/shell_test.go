@@ -17,8 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // echoService runs a local service that echoes every connection.

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 func get(t *testing.T, url string) string {

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // tcpStream bridges one local TCP connection to a topic. The relay link and

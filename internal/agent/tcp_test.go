@@ -15,8 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestTCPStream: bytes from the local service reach the topic as messages

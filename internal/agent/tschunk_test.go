@@ -5,7 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // chunkAll feeds data to c in pieces of the given sizes (cycled) and returns

@@ -46,13 +46,16 @@ func list(t *testing.T, patterns ...string) []pkg {
 // in the first element, and not this module).
 func isStd(path string) bool {
 	first, _, _ := strings.Cut(path, "/")
-	return !strings.Contains(first, ".") && first != "switchboard"
+	return !strings.Contains(first, ".")
 }
+
+// module is this module's path (go.mod); the rules below name packages in full.
+const module = "github.com/switchboard-hub/switchboard"
 
 // TestRelayCoreImportsOnlyStdlib: the relay core knows nothing of HTTP,
 // storage, clustering or any third-party code.
 func TestRelayCoreImportsOnlyStdlib(t *testing.T) {
-	p := list(t, "switchboard/internal/relay")[0]
+	p := list(t, "github.com/switchboard-hub/switchboard/internal/relay")[0]
 	for _, d := range p.Deps {
 		if !isStd(d) {
 			t.Errorf("internal/relay depends on %s; it may use the standard library only", d)
@@ -72,68 +75,68 @@ func TestRelayCoreImportsOnlyStdlib(t *testing.T) {
 // always allowed. A package missing here fails the test, so a new package
 // has to state its place.
 var allowed = map[string][]string{
-	"switchboard/internal/topic":    {},
-	"switchboard/internal/relay":    {},
-	"switchboard/internal/apierr":   {},
-	"switchboard/internal/datadir":  {},
-	"switchboard/internal/archtest": {},
-	"switchboard/pkg/wire":          {}, // the wire contract: standard library only
-	"switchboard/internal/auth":     {"switchboard/internal/topic", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
-	"switchboard/internal/wsconn":   {"switchboard/internal/relay", "github.com/coder/websocket"},
-	"switchboard/internal/sseconn":  {"switchboard/internal/relay"}, // server-sent events: a read-only relay.Conn over net/http
-	"switchboard/internal/access": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/topic",
-		"switchboard/internal/apierr", "switchboard/internal/wsconn", "switchboard/internal/sseconn", "switchboard/pkg/wire"},
-	"switchboard/internal/shell": {"switchboard/internal/access", "switchboard/internal/relay", "switchboard/internal/auth",
-		"switchboard/internal/apierr", "switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
-	"switchboard/internal/control": {"switchboard/internal/access", "switchboard/internal/apierr", "switchboard/internal/auth",
-		"switchboard/internal/relay", "switchboard/internal/store", "switchboard/internal/topic", "switchboard/pkg/wire",
-		"switchboard/internal/jobproto", // agent enrolment: the agent id and label grammar
-		"switchboard/internal/cluster",  // revocations: record, publish on the bus, enforce on every node
+	"github.com/switchboard-hub/switchboard/internal/topic":    {},
+	"github.com/switchboard-hub/switchboard/internal/relay":    {},
+	"github.com/switchboard-hub/switchboard/internal/apierr":   {},
+	"github.com/switchboard-hub/switchboard/internal/datadir":  {},
+	"github.com/switchboard-hub/switchboard/internal/archtest": {},
+	"github.com/switchboard-hub/switchboard/pkg/wire":          {}, // the wire contract: standard library only
+	"github.com/switchboard-hub/switchboard/internal/auth":     {"github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
+	"github.com/switchboard-hub/switchboard/internal/wsconn":   {"github.com/switchboard-hub/switchboard/internal/relay", "github.com/coder/websocket"},
+	"github.com/switchboard-hub/switchboard/internal/sseconn":  {"github.com/switchboard-hub/switchboard/internal/relay"}, // server-sent events: a read-only relay.Conn over net/http
+	"github.com/switchboard-hub/switchboard/internal/access": {"github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/topic",
+		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/wsconn", "github.com/switchboard-hub/switchboard/internal/sseconn", "github.com/switchboard-hub/switchboard/pkg/wire"},
+	"github.com/switchboard-hub/switchboard/internal/shell": {"github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/auth",
+		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
+	"github.com/switchboard-hub/switchboard/internal/control": {"github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/auth",
+		"github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/pkg/wire",
+		"github.com/switchboard-hub/switchboard/internal/jobproto", // agent enrolment: the agent id and label grammar
+		"github.com/switchboard-hub/switchboard/internal/cluster",  // revocations: record, publish on the bus, enforce on every node
 		"github.com/golang-jwt/jwt/v5", "github.com/prometheus/client_golang/"},
-	"switchboard/internal/server": {"switchboard/internal/", "switchboard/pkg/wire"},
-	"switchboard/pkg/client":      {"switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
-	"switchboard/internal/bench": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/datadir",
-		"switchboard/internal/store/pgtemp", // bench cluster: a throwaway PostgreSQL without --database-url
-		"github.com/coder/websocket"},       // bench access --baseline: a bare websocket upgrade, the machine's floor
-	"switchboard/internal/agent": {"switchboard/internal/jobproto", "switchboard/pkg/client", "switchboard/pkg/wire", "switchboard/internal/auth", "switchboard/internal/topic", "switchboard/internal/apierr",
+	"github.com/switchboard-hub/switchboard/internal/server": {"github.com/switchboard-hub/switchboard/internal/", "github.com/switchboard-hub/switchboard/pkg/wire"},
+	"github.com/switchboard-hub/switchboard/pkg/client":      {"github.com/switchboard-hub/switchboard/pkg/wire", "github.com/coder/websocket"}, // never internal/…
+	"github.com/switchboard-hub/switchboard/internal/bench": {"github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/pkg/client", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/datadir",
+		"github.com/switchboard-hub/switchboard/internal/store/pgtemp", // bench cluster: a throwaway PostgreSQL without --database-url
+		"github.com/coder/websocket"},                                  // bench access --baseline: a bare websocket upgrade, the machine's floor
+	"github.com/switchboard-hub/switchboard/internal/agent": {"github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/pkg/client", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
-	"switchboard/cmd/switchboard": {"switchboard/", "github.com/"},
-	"switchboard/internal/store":  {},
-	"switchboard/internal/store/sqlite": {"switchboard/internal/store", "switchboard/internal/store/jobcodec", "modernc.org/sqlite", "modernc.org/sqlite/lib",
+	"github.com/switchboard-hub/switchboard/cmd/switchboard": {"github.com/"},
+	"github.com/switchboard-hub/switchboard/internal/store":  {},
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite": {"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/store/jobcodec", "modernc.org/sqlite", "modernc.org/sqlite/lib",
 		"github.com/pressly/goose/v3"},
-	"switchboard/internal/store/postgres": {"switchboard/internal/store", "switchboard/internal/store/jobcodec", "github.com/jackc/pgx/v5/", "github.com/jackc/pgx/v5",
-		"github.com/pressly/goose/v3", "switchboard/internal/blob"}, // blob: result files shared by a cluster (Store.Blobs)
-	"switchboard/internal/store/storetest": {"switchboard/internal/store", "switchboard/internal/servertest/wait"},
-	"switchboard/internal/store/jobcodec":  {"switchboard/internal/store"},
-	"switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5", "switchboard/internal/store/pgtemp"},
-	"switchboard/internal/store/pgtemp":    {}, // a throwaway PostgreSQL (initdb, pg_ctl): for pgtest and bench cluster
-	"switchboard/internal/store/storeload": {"switchboard/internal/store"},
-	"switchboard/internal/playscript":      {},
-	"switchboard/internal/jobproto":        {},
-	"switchboard/internal/web": {"switchboard/internal/auth", "switchboard/internal/relay", "switchboard/internal/store",
-		"switchboard/internal/apierr", "switchboard/internal/topic", "switchboard/pkg/wire", "github.com/coreos/go-oidc/v3/oidc", "golang.org/x/oauth2"},
-	"switchboard/internal/blob":          {},                            // result files: standard library only
-	"switchboard/internal/blob/blobtest": {"switchboard/internal/blob"}, // every blob.Store's conformance suite
+	"github.com/switchboard-hub/switchboard/internal/store/postgres": {"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/store/jobcodec", "github.com/jackc/pgx/v5/", "github.com/jackc/pgx/v5",
+		"github.com/pressly/goose/v3", "github.com/switchboard-hub/switchboard/internal/blob"}, // blob: result files shared by a cluster (Store.Blobs)
+	"github.com/switchboard-hub/switchboard/internal/store/storetest": {"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/servertest/wait"},
+	"github.com/switchboard-hub/switchboard/internal/store/jobcodec":  {"github.com/switchboard-hub/switchboard/internal/store"},
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest":    {"github.com/jackc/pgx/v5", "github.com/switchboard-hub/switchboard/internal/store/pgtemp"},
+	"github.com/switchboard-hub/switchboard/internal/store/pgtemp":    {}, // a throwaway PostgreSQL (initdb, pg_ctl): for pgtest and bench cluster
+	"github.com/switchboard-hub/switchboard/internal/store/storeload": {"github.com/switchboard-hub/switchboard/internal/store"},
+	"github.com/switchboard-hub/switchboard/internal/playscript":      {},
+	"github.com/switchboard-hub/switchboard/internal/jobproto":        {},
+	"github.com/switchboard-hub/switchboard/internal/web": {"github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/store",
+		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/coreos/go-oidc/v3/oidc", "golang.org/x/oauth2"},
+	"github.com/switchboard-hub/switchboard/internal/blob":          {},                                                       // result files: standard library only
+	"github.com/switchboard-hub/switchboard/internal/blob/blobtest": {"github.com/switchboard-hub/switchboard/internal/blob"}, // every blob.Store's conformance suite
 	// The bus and its adapters (relay Peers today); access for its types, later.
-	"switchboard/internal/cluster":         {"switchboard/internal/relay", "switchboard/internal/access", "switchboard/pkg/wire"},
-	"switchboard/internal/cluster/membus":  {"switchboard/internal/cluster"}, // the in-process bus
-	"switchboard/internal/cluster/bustest": {"switchboard/internal/cluster"}, // every Bus's conformance suite
+	"github.com/switchboard-hub/switchboard/internal/cluster":         {"github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/pkg/wire"},
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus":  {"github.com/switchboard-hub/switchboard/internal/cluster"}, // the in-process bus
+	"github.com/switchboard-hub/switchboard/internal/cluster/bustest": {"github.com/switchboard-hub/switchboard/internal/cluster"}, // every Bus's conformance suite
 	// The NATS bus: embedded clustered nats-servers or an external NATS.
-	"switchboard/internal/cluster/natsbus": {"switchboard/internal/cluster", "github.com/nats-io/nats-server/v2/server", "github.com/nats-io/nats.go"},
-	"switchboard/internal/jobs": {"switchboard/internal/jobproto", "switchboard/internal/store", "switchboard/internal/blob",
-		"switchboard/internal/relay", "switchboard/internal/topic", // relay for Message and Publisher only: no connection
-		"switchboard/internal/cluster"}, // job events between the nodes
-	"switchboard/internal/jobs/agentlink": {"switchboard/internal/jobs", "switchboard/internal/access", "switchboard/internal/relay",
-		"switchboard/internal/auth", "switchboard/internal/apierr", "switchboard/pkg/wire", "switchboard/internal/jobproto", // the agent channel: an access endpoint and its sessions
-		"switchboard/internal/cluster"}, // agents' presence and commands between the nodes
-	"switchboard/internal/jobs/uwsapi": {"switchboard/internal/jobs", "switchboard/internal/blob", "switchboard/internal/auth", "switchboard/internal/apierr",
-		"switchboard/internal/store", "switchboard/internal/jobproto", "switchboard/pkg/wire"}, // store and jobproto for their types and checks only
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus": {"github.com/switchboard-hub/switchboard/internal/cluster", "github.com/nats-io/nats-server/v2/server", "github.com/nats-io/nats.go"},
+	"github.com/switchboard-hub/switchboard/internal/jobs": {"github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/blob",
+		"github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/topic", // relay for Message and Publisher only: no connection
+		"github.com/switchboard-hub/switchboard/internal/cluster"}, // job events between the nodes
+	"github.com/switchboard-hub/switchboard/internal/jobs/agentlink": {"github.com/switchboard-hub/switchboard/internal/jobs", "github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/internal/relay",
+		"github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/switchboard-hub/switchboard/internal/jobproto", // the agent channel: an access endpoint and its sessions
+		"github.com/switchboard-hub/switchboard/internal/cluster"}, // agents' presence and commands between the nodes
+	"github.com/switchboard-hub/switchboard/internal/jobs/uwsapi": {"github.com/switchboard-hub/switchboard/internal/jobs", "github.com/switchboard-hub/switchboard/internal/blob", "github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/apierr",
+		"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/pkg/wire"}, // store and jobproto for their types and checks only
 	// The one test harness: a whole node, tokens for it, a client to dial it.
-	"switchboard/internal/servertest": {"switchboard/internal/server", "switchboard/internal/store/sqlite", "switchboard/internal/auth",
-		"switchboard/pkg/client", "switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5",
-		"switchboard/internal/servertest/wait", "switchboard/internal/cluster/natsbus", // StartCluster: nodes on embedded NATS
-		"switchboard/internal/store/pgtest", "switchboard/internal/store/postgres"}, // and one PostgreSQL
-	"switchboard/internal/servertest/wait": {}, // polling with a deadline: standard library only, so every test can use it
+	"github.com/switchboard-hub/switchboard/internal/servertest": {"github.com/switchboard-hub/switchboard/internal/server", "github.com/switchboard-hub/switchboard/internal/store/sqlite", "github.com/switchboard-hub/switchboard/internal/auth",
+		"github.com/switchboard-hub/switchboard/pkg/client", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5",
+		"github.com/switchboard-hub/switchboard/internal/servertest/wait", "github.com/switchboard-hub/switchboard/internal/cluster/natsbus", // StartCluster: nodes on embedded NATS
+		"github.com/switchboard-hub/switchboard/internal/store/pgtest", "github.com/switchboard-hub/switchboard/internal/store/postgres"}, // and one PostgreSQL
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait": {}, // polling with a deadline: standard library only, so every test can use it
 }
 
 // isTestSupport reports whether a package exists for tests: it is, or is
@@ -152,8 +155,8 @@ func isTestSupport(path string) bool {
 // secret; only _test files (which go list leaves out here) and other
 // test-support packages may import it.
 func TestTestHarnessOnlyInTests(t *testing.T) {
-	const harness = "switchboard/internal/servertest"
-	for _, p := range list(t, "switchboard/...") {
+	const harness = "github.com/switchboard-hub/switchboard/internal/servertest"
+	for _, p := range list(t, module+"/...") {
 		for _, imp := range p.Imports {
 			if (imp == harness || strings.HasPrefix(imp, harness+"/")) && !isTestSupport(p.ImportPath) {
 				t.Errorf("%s imports %s outside its tests", p.ImportPath, imp)
@@ -163,7 +166,7 @@ func TestTestHarnessOnlyInTests(t *testing.T) {
 }
 
 func TestImportRules(t *testing.T) {
-	for _, p := range list(t, "switchboard/...") {
+	for _, p := range list(t, module+"/...") {
 		rules, ok := allowed[p.ImportPath]
 		if !ok {
 			t.Errorf("package %s has no import rule in archtest; add it (and to DESIGN.md §4)", p.ImportPath)
@@ -189,7 +192,7 @@ func TestImportRules(t *testing.T) {
 // TestPackageDocs: every package has a doc comment that starts with the
 // conventional "Package name" (or "Command name" for commands).
 func TestPackageDocs(t *testing.T) {
-	for _, p := range list(t, "switchboard/...") {
+	for _, p := range list(t, module+"/...") {
 		want := "Package " + p.Name + " "
 		if p.Name == "main" {
 			last := p.ImportPath[strings.LastIndex(p.ImportPath, "/")+1:]

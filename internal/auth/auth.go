@@ -20,8 +20,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Scopes understood by the relay. practable/relay's names are kept as they

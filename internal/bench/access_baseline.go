@@ -18,7 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Access baseline: this machine's floor for admitting connections. A plain

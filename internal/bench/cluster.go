@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/internal/store/pgtemp"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtemp"
 )
 
 // Bounds of StartCluster.

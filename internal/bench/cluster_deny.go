@@ -9,9 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // ClusterDenyResult is what ClusterDeny measured.

@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Defaults of FirstMessageOptions.

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
 )
 
 // startTestCluster runs three in-process nodes clustered over embedded

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // ConnsOptions configure Conns.

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // DenyOptions configure Deny.

@@ -20,8 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Defaults of FanoutOptions.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
 )
 
 // loadGeneratorLimits lift, for servers the bench tests start in process,

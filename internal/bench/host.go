@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/auth"
 )
 
 // ChildHost is a `switchboard host` child process with a generated

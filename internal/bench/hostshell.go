@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Defaults of HostShell.

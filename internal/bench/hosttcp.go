@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Defaults of the host benches.

@@ -21,9 +21,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/jobproto"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // The jobs scenario measures the two figures of the jobs issue

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Defaults of LatencyOptions.

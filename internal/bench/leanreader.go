@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // A reader connection that speaks just what a subscriber needs of RFC 6455,

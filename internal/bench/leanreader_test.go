@@ -17,8 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestLeanReaderAgainstLibrary checks the lean reader against the websocket

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // A minimal access client for the access scenario's --raw mode: HTTP/1.1

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
 )
 
 // Bounds of the child server's life cycle.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/datadir"
-	"switchboard/internal/server"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/datadir"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // childEnv makes the test binary act as `switchboard serve` (the subset

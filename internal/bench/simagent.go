@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"strings"
 
-	"switchboard/internal/jobproto"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // SimAgent is a simulated host agent: it opens the agent control channel

@@ -15,8 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // Connection storm: every client of a restarted node reconnecting at once.

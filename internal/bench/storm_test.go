@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
 )
 
 // TestStorm: a node with its default limits admits a storm of clients that

@@ -4,8 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/blob/blobtest"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/blob/blobtest"
 )
 
 func TestDirStore(t *testing.T) {

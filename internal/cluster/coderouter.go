@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // CodeRouter makes a one-time code usable on any node: codes stay in the

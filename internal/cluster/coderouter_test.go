@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // codeNode is one node's code store and router on a shared network.

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // Headers of a relayed message (DESIGN.md §6).

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // testConn is an in-memory relay.Conn: the test writes to in and reads

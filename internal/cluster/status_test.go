@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestStatusExchangeGathersEveryMember: three nodes each answer with their

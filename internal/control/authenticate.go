@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"strings"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Authenticator checks the bearer token of an API request: signature,

@@ -23,11 +23,11 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Defaults for Config fields left zero.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 func TestRevocations(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Revocations are recorded once and enforced everywhere (DESIGN.md §2, §6).

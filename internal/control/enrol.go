@@ -6,11 +6,11 @@ import (
 	"slices"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/store"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Agent enrolment (docs/jobs.md, "Enrolling an agent"): an operator with

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // Node states in a summary: the answer /readyz gives.

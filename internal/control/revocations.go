@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Revocations is the in-memory view of the active revocations and

@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // StatsTopic is the system topic the status report is published on.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // idleConn is a relay.Conn that never receives anything.

@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
-	"switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/topic"
 )
 
 // Agents is how the state machine reaches the connected agents: the hub

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Job events: what the managers sharing a store tell each other when a

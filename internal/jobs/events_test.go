@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // twoNodes starts managers a (which starts first, so holds the timer

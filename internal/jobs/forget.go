@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // ErrAgentConnected is ForgetAgent's refusal of an agent that is

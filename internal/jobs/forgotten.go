@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // AgentForgotRuns marks lost at once the runs an agent started (RUNNING)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // TimerLease is the name of the store lease (store.LeaseStore) whose

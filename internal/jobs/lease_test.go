@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // deleteLog is a blob.Store that records what Delete was asked to remove:

@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/cluster"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Defaults of Config.

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // What the UWS binding (uwsapi) asks of the state machine: reads and the

@@ -22,8 +22,8 @@ import (
 	"strings"
 	"sync"
 
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // DefaultMaxLogBytes bounds the stored log of one run (Config.MaxLogBytes).

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // readBlob returns the content stored under key.

@@ -8,8 +8,8 @@ import (
 	"sort"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Targets and slots (docs/jobs.md, "Targets and fates" and "Runs at once

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // fakeAgents is an Agents whose agents are all connected and never report

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // selector is a job's targets: agent ids, or labels that must all match.

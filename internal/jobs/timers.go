@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // setTimer (re)arms the timer named key to run f after d, if this node

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // newJobID returns a fresh job id: 20 characters of lower-case base32

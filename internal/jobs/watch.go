@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Watcher is closed at a job's next phase change (or deletion), on this

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // Budget scenario shared by the tests below: ten readers that never read and

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // fakePeers records what the relay tells its Peers.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // memConn is an in-memory Conn. The test plays the peer: send() delivers a

@@ -14,8 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 func TestCloseCodesAgreeWithWire(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/auth"
 )
 
 // TestBrowserForgetAgent: on the Agents page an admin forgets an offline

@@ -5,11 +5,11 @@ import (
 	"log/slog"
 	"sync/atomic"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/cluster/natsbus"
-	"switchboard/internal/control"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // busNode is the node's place on the cluster bus: the bus and the relay's

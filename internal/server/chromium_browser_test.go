@@ -36,7 +36,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/oauth2-proxy/mockoidc"
 
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // Environment variables of the browser tests.
@@ -525,7 +525,7 @@ func switchboardCommand(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, append(args, "switchboard/cmd/switchboard")...)
+	cmd := exec.CommandContext(ctx, goTool, append(args, "github.com/switchboard-hub/switchboard/cmd/switchboard")...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build switchboard: %v\n%s", err, out)

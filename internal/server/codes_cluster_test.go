@@ -11,11 +11,11 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // TestACodeIsUsableOnAnyNode: two whole nodes on one in-memory bus network.

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/web"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // browser is a client with a cookie jar that does not follow redirects.

@@ -30,11 +30,11 @@ import (
 	"github.com/chromedp/chromedp/kb"
 	"github.com/oauth2-proxy/mockoidc"
 
-	"switchboard/internal/bench"
-	"switchboard/internal/control"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/relay"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // dashEnv is a server with the dashboard signed into through the mock

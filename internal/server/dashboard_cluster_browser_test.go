@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
 )
 
 // 8. The Overview of a cluster (issue 14 item 4): node a's page lists a and

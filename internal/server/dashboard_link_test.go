@@ -10,8 +10,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // TestDashboardLoginLinkCannotBeRefreshedIntoASecondUse performs the

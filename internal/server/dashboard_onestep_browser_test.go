@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/auth"
 )
 
 // TestBrowserLiveViewsConnectInOneStep: the dashboard's live views open

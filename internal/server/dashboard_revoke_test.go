@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/web"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestDashboardRevokingASubjectEndsItsSessionsAtOnce performs the attack

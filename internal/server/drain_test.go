@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestLameDuckThenDrain: during the lame-duck period /readyz fails (503

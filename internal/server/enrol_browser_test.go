@@ -8,8 +8,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"switchboard/internal/bench"
-	"switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 )
 
 // TestBrowserEnrolAgent: an admin enrols an agent from the Agents page's

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // net/http answers some malformed requests itself, before any handler runs

@@ -11,9 +11,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // logLinesJS is a JS expression: the texts of the job page's log lines.

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // Forgetting an agent (DELETE /api/v1/agents/{id}, docs/jobs.md "Agents"):

@@ -15,15 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/bench"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/postgres"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // downloadAction is the action the simulated agents of these tests offer.

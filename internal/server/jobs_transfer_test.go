@@ -23,11 +23,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/bench"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // The tests of this file make the server's ordinary request timeout short

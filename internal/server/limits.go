@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/jobs/uwsapi"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/jobs/uwsapi"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Limits bound what one client may take of a node, and keep the node able

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestOneTokenCannotOpenUnboundedConnections: the attack of the review —

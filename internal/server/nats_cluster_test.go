@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // TestRelayAcrossNATSNodes: a writer on one node reaches readers on two

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/postgres"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

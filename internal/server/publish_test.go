@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/control"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // publishMaxMessage is the relay's message limit in these tests.

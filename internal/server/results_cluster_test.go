@@ -15,15 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/bench"
-	"switchboard/internal/cluster/membus"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
 )
 
 // TestResultFilesDownloadThroughAnyNode: two nodes on one bus network and

@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/natsbus"
-	"switchboard/internal/control"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // revocationLosingBus is a node's NATS bus that loses every revocation

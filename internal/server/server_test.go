@@ -21,12 +21,12 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
-	"switchboard/internal/store/sqlite"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")

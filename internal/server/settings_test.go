@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestNegativeSettingsAreErrors: a negative duration or count is a mistake

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 var shellOpts = &client.Options{Prefix: "shell"}

@@ -10,13 +10,13 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/cluster/natsbus"
-	"switchboard/internal/control"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus"
+	"github.com/switchboard-hub/switchboard/internal/control"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // cutProxy forwards TCP connections to a target until cut: then it breaks

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key to dir.

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"testing"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // unavailableBlobs is a result store whose database is down: every Put

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster/natsbus"
-	"switchboard/internal/server"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/postgres"
+	"github.com/switchboard-hub/switchboard/internal/cluster/natsbus"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/postgres"
 )
 
 // routeSecret authenticates the routes between StartCluster's nodes.

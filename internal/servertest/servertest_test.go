@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/server"
-	"switchboard/internal/servertest"
-	"switchboard/internal/servertest/wait"
-	"switchboard/pkg/client"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // TestStartDialAndRelay: two clients dialled through the harness reach

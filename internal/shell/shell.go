@@ -45,11 +45,11 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // DefaultAnswerTimeout is how long a host has to dial a new session.

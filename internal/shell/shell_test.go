@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // noAccess is an Access for tests that issue no codes.

@@ -31,7 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // ContentType is the media type of the stream, and what a request's Accept

@@ -3,7 +3,7 @@ package sseconn
 import (
 	"testing"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // TestAppendEvent: text is one data line per line (CR LF, CR and LF each

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 //go:embed templates/login.html templates/denied.html templates/error.html

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/store"
-	"switchboard/internal/store/sqlite"
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // clock is a settable time source.

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // fakeGitHub is GitHub's OAuth endpoints and the two user API calls the

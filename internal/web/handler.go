@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Config configures the dashboard. Zero values mean the documented

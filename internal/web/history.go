@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 const (

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Login links: a one-time admin login for whoever holds the server's

@@ -24,10 +24,10 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/topic"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // liveTokenTTL is the lifetime of a live-data token. A connection ends when

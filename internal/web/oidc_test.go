@@ -14,7 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
 
-	"switchboard/internal/web"
+	"github.com/switchboard-hub/switchboard/internal/web"
 )
 
 // idleListener never accepts: mockoidc "serves" on it while the test

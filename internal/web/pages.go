@@ -19,7 +19,7 @@ import (
 	"strings"
 	"sync"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 //go:embed templates/layout.html templates/overview.html templates/connections.html templates/agents.html

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/topic"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/topic"
 )
 
 // TestParamChecksMatchServer runs the page's parameter checks

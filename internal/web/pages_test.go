@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // pagesEnv is a dashboard with a fake server API and a real relay, served

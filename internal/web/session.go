@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/relay"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Cookie names.

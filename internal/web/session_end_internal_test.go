@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/relay"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // subjectMatcher matches as a subject revocation does.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // mustCreate stores a session for ttl, failing t if the store refuses.

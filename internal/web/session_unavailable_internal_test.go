@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/auth"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // cuttableSessions is a store whose session calls fail, once cut, as a

@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // apiTokenTTL is the lifetime of the token minted for one proxied request.

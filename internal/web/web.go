@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/auth"
 )
 
 // Role is what a dashboard user may do. Roles are ordered: each includes

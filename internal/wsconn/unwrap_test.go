@@ -12,7 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // wrappingListener wraps accepted connections as a server does that

@@ -26,7 +26,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // Options configure Upgrade.

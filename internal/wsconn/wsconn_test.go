@@ -15,7 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // pair returns a server-side Conn and the client websocket talking to it

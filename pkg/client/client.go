@@ -30,7 +30,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // MessageType is the type of a message.

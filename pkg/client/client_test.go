@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // TestDialErrorHidesCode: a failed dial never shows the one-time code.

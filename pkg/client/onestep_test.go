@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // olderServer is a relay without the one-step connect: the access request

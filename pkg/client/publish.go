@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"strings"
 
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Publish sends one message to topic over HTTP (POST wire.PublishPath),

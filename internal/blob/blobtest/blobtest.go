@@ -20,7 +20,7 @@ import (
 	"sync"
 	"testing"
 
-	"switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/blob"
 )
 
 // Run runs the suite; newStore returns an empty Store, cleaned up by the

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
 )
 
 // Options shape the cluster a test asks for.

@@ -26,7 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
 )
 
 // Defaults of Options fields left zero (those of the NATS Go client).

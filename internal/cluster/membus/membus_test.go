@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/bustest"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/bustest"
 )
 
 func TestConformance(t *testing.T) {

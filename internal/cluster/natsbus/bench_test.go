@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // relayLike is a relayed message as the relay's bus adapter sends it: 1 KiB

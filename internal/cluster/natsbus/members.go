@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
 )
 
 // Membership by heartbeats.

@@ -69,7 +69,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
 )
 
 // Defaults of Options fields left zero.

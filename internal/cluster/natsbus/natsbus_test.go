@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/cluster/bustest"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/cluster/bustest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 const testSecret = "natsbus-test-route-secret"

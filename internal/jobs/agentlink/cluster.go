@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
 )
 
 // The Link over the cluster bus (LinkConfig.Bus): agents connect to any

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"strings"
 
-	"switchboard/internal/access"
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Acceptor takes agents' control channels (*Link implements it).

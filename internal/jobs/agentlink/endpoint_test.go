@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/access"
-	"switchboard/internal/auth"
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // TestAuthorize: the channel needs scope agent and an agent claim naming

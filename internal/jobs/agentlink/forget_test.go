@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
 
 // TestForgetAgentConnectedToAnotherNode: an agent connected to node b

@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // startedRun connects agent id, creates a job for it, runs it and has the

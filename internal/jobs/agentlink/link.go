@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/cluster"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/cluster"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // DefaultSendQueueBytes bounds the messages queued for one agent.

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // helloTimeout bounds the wait for an agent's hello.

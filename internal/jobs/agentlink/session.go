@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // ErrSendQueueFull is the failure of a send to an agent whose queue has no

@@ -14,8 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"switchboard/internal/jobs"
-	"switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 )
 
 // watchedConn is a lineConn whose agent answers pings or, with silent,

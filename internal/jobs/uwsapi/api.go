@@ -19,13 +19,13 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/blob"
-	"switchboard/internal/jobproto"
-	"switchboard/internal/jobs"
-	"switchboard/internal/store"
-	"switchboard/pkg/wire"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
 // Config wires an API.

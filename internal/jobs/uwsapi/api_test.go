@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/auth"
-	"switchboard/internal/jobs"
-	"switchboard/internal/store"
-	"switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
 // TestWaitLeavesNoWatchers: WAIT requests on unknown jobs, another owner's

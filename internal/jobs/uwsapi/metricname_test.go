@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // leaves walks a decoded JSON value (numbers as json.Number) and returns

@@ -24,8 +24,8 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/apierr"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // XML namespaces of the documents.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // FuzzParseAfter: parseAfter never panics; what it accepts is a UTC

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 const testBase = "https://hub.example.org/api/v1/jobs"

@@ -3,9 +3,9 @@ package uwsapi
 import (
 	"strings"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/jobs"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/jobs"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // jobView is what the API shows of one job: the job, its runs, and where

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // StoredTime returns t as stored: UTC, truncated to microseconds.

@@ -33,7 +33,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"switchboard/internal/store/pgtemp"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtemp"
 )
 
 // Environment variables read by pgtest.

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/blob"
 )
 
 // DefaultBlobChunkSize is the size of the chunks Blobs stores files in.

@@ -11,9 +11,9 @@ import (
 	"testing/iotest"
 	"time"
 
-	"switchboard/internal/blob"
-	"switchboard/internal/blob/blobtest"
-	"switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/blob/blobtest"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
 )
 
 // testChunkSize makes the conformance suite's files span many chunks.

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"switchboard/internal/store"
-	"switchboard/internal/store/jobcodec"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/jobcodec"
 )
 
 // The jobs, runs and agents tables are described in

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // The leases table is described in migrations/00003_leases.sql. Expiries

@@ -14,10 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
-	"switchboard/internal/store/pgtest"
-	"switchboard/internal/store/storetest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

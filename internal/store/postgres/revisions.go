@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // takeRevision takes the next revision (store.RevocationLog). The counter

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
-	"switchboard/internal/store/pgtest"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/pgtest"
 )
 
 // BenchmarkRevocationPoll measures what each node's revocation catch-up

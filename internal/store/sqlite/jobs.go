@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"switchboard/internal/store"
-	"switchboard/internal/store/jobcodec"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/jobcodec"
 )
 
 // The jobs, runs and agents tables are described in

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // The leases table is described in migrations/00003_leases.sql. Its

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // recordChange takes the next revision and records the change under it

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // The sessions table is described in migrations/*_sessions.sql: a

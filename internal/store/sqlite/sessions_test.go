@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // TestSessionIDNotStoredInClear: the database file (and its WAL) holds the

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
-	"switchboard/internal/store/storetest"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/storetest"
 )
 
 func openTemp(t *testing.T) *Store {

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Options bound the load. The zero value runs one writer, Batch 1, for 10s.

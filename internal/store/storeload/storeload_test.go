@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
-	"switchboard/internal/store/sqlite"
-	"switchboard/internal/store/storeload"
+	"github.com/switchboard-hub/switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
+	"github.com/switchboard-hub/switchboard/internal/store/storeload"
 )
 
 func open(t *testing.T) *sqlite.Store {

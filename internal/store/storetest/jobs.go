@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Tests of store.JobStore.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/servertest/wait"
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // The lease tests measure expiry on the store's own clock, which the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 func changesAfter(t *testing.T, s store.Store, after int64, limit int) store.RevocationChanges {

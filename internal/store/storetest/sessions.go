@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Session tests pass their own now: a session's expiry is measured on the

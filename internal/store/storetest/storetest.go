@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/internal/store"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // Run runs the conformance suite as parallel subtests of t. open must
