@@ -73,8 +73,30 @@ type Job struct {
 	ExecDuration time.Duration // 0: unlimited
 	ErrorType    string        // "transient" or "fatal" when ErrorSummary is set
 	ErrorSummary string
+	// Parent is the id of the matrix job this job is one combination of
+	// ("" for a job a client created). Listings show only jobs without a
+	// parent unless JobFilter.Parent names one.
+	Parent string
+	// Matrix lists the parameters given several values, in the order
+	// given, on a matrix job: each combination of their values is a child
+	// job (its Parent is this job) whose Params hold one value of each.
+	// Empty on every other job.
+	Matrix []MatrixParam
+	// Labels tag the job ("key=value"), for finding it again
+	// (JobFilter.Label).
+	Labels []string
+	// Definition and DefinitionVersion name the saved test definition
+	// the job was started from ("" and 0: none).
+	Definition        string
+	DefinitionVersion int
 	// UpdatedAt is set by the store on every write.
 	UpdatedAt time.Time
+}
+
+// MatrixParam is a parameter of a matrix job and its values, in order.
+type MatrixParam struct {
+	Name   string
+	Values []string
 }
 
 // RequireAvailable is the Job.Require that runs a job only on the
@@ -91,6 +113,16 @@ type JobFilter struct {
 	Last int
 	// Limit, if positive, caps the result (oldest first); applied after Last.
 	Limit int
+	// RunID, if set, selects the jobs with this RUNID.
+	RunID string
+	// Parent "" selects the jobs without a parent (what clients
+	// created); a job id selects that matrix job's children.
+	Parent string
+	// Label, if set, selects the jobs with this label among Labels.
+	Label string
+	// Definition, if set, selects the jobs started from the saved
+	// definition of this name (any version).
+	Definition string
 }
 
 // RunState is where one agent's part of a job is.

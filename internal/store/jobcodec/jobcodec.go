@@ -2,7 +2,10 @@
 // agents tables, the same way for both backends (store/sqlite and
 // store/postgres):
 //   - jobs.params: a JSON object of strings, "{}" when empty;
-//   - jobs.agents, agents.labels: a JSON array of strings, "[]" when empty;
+//   - jobs.agents, jobs.labels, agents.labels: a JSON array of strings,
+//     "[]" when empty;
+//   - jobs.matrix: a JSON array of {"name","values"} objects, "[]" when
+//     empty;
 //   - runs.files: a JSON array of {"name","size","sha256","path"} objects,
 //     "[]" when empty;
 //   - runs.metrics, agents.actions: the caller's JSON text byte for byte,
@@ -84,6 +87,44 @@ func DecodeStrings(s string) ([]string, error) {
 	return ss, nil
 }
 
+// matrixParam is the stored form of a store.MatrixParam.
+type matrixParam struct {
+	Name   string   `json:"name"`
+	Values []string `json:"values"`
+}
+
+// EncodeMatrix encodes a matrix job's parameters.
+func EncodeMatrix(ps []store.MatrixParam) (string, error) {
+	if len(ps) == 0 {
+		return "[]", nil
+	}
+	out := make([]matrixParam, len(ps))
+	for i, p := range ps {
+		out[i] = matrixParam(p)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", fmt.Errorf("encode matrix: %w", err)
+	}
+	return string(b), nil
+}
+
+// DecodeMatrix decodes what EncodeMatrix stored; empty is nil.
+func DecodeMatrix(s string) ([]store.MatrixParam, error) {
+	var in []matrixParam
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("decode matrix: %w", err)
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make([]store.MatrixParam, len(in))
+	for i, p := range in {
+		out[i] = store.MatrixParam(p)
+	}
+	return out, nil
+}
+
 // file is the stored form of a store.ResultFile, with names of its own so
 // that renaming Go fields does not change the format.
 type file struct {
@@ -145,7 +186,7 @@ func DecodeRaw(s *string) json.RawMessage {
 
 // EncodedJob holds the encoded JSON columns of a job.
 type EncodedJob struct {
-	Params, Agents string
+	Params, Agents, Matrix, Labels string
 }
 
 // EncodeJob validates j and encodes its JSON columns.
@@ -161,6 +202,12 @@ func EncodeJob(j store.Job) (EncodedJob, error) {
 		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
 	if e.Agents, err = EncodeStrings(j.Agents); err != nil {
+		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
+	}
+	if e.Matrix, err = EncodeMatrix(j.Matrix); err != nil {
+		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
+	}
+	if e.Labels, err = EncodeStrings(j.Labels); err != nil {
 		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
 	return e, nil
@@ -181,9 +228,16 @@ func PrepareJob(j store.Job, now time.Time) (store.Job, EncodedJob, error) {
 	return NormalizeJob(j), enc, nil
 }
 
-// DecodeJobColumns fills j's Params and Agents from their stored JSON.
-func DecodeJobColumns(j *store.Job, params, agents string) error {
+// DecodeJobColumns fills j's Params, Agents, Matrix and Labels from their
+// stored JSON.
+func DecodeJobColumns(j *store.Job, params, agents, matrix, labels string) error {
 	var err error
+	if j.Matrix, err = DecodeMatrix(matrix); err != nil {
+		return fmt.Errorf("job %q: %w", j.ID, err)
+	}
+	if j.Labels, err = DecodeStrings(labels); err != nil {
+		return fmt.Errorf("job %q: %w", j.ID, err)
+	}
 	if j.Params, err = DecodeParams(params); err != nil {
 		return fmt.Errorf("job %q: %w", j.ID, err)
 	}
@@ -206,6 +260,12 @@ func NormalizeJob(j store.Job) store.Job {
 	}
 	if len(j.Agents) == 0 {
 		j.Agents = nil
+	}
+	if len(j.Matrix) == 0 {
+		j.Matrix = nil
+	}
+	if len(j.Labels) == 0 {
+		j.Labels = nil
 	}
 	return j
 }

@@ -23,20 +23,23 @@ import (
 var _ store.JobStore = (*Store)(nil)
 
 const jobCols = `id, run_id, owner, action, targets, params, phase, agents, created_at, started_at, ended_at,
-	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement`
+	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement,
+	parent_id, matrix, labels, definition, definition_version`
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
 		j                                  store.Job
 		params, phase, agents              string
+		matrix, labels                     string
 		execUS                             int64
 		started, ended, quote, destruction *time.Time
 	)
 	if err := row.Scan(&j.ID, &j.RunID, &j.Owner, &j.Action, &j.Targets, &params, &phase, &agents,
-		&j.CreatedAt, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &j.UpdatedAt, &j.Require); err != nil {
+		&j.CreatedAt, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &j.UpdatedAt, &j.Require,
+		&j.Parent, &matrix, &labels, &j.Definition, &j.DefinitionVersion); err != nil {
 		return store.Job{}, err
 	}
-	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
+	if err := jobcodec.DecodeJobColumns(&j, params, agents, matrix, labels); err != nil {
 		return store.Job{}, err
 	}
 	j.Phase = store.Phase(phase)
@@ -62,11 +65,13 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 	}
 	return s.inTx(ctx, fmt.Sprintf("create job %q", j.ID), func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO jobs (`+jobCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+				$19, $20, $21, $22, $23)
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require,
+			j.Parent, enc.Matrix, enc.Labels, j.Definition, j.DefinitionVersion)
 		if err != nil {
 			return err
 		}
@@ -123,6 +128,16 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 	if !f.After.IsZero() {
 		where = append(where, "created_at > "+arg(f.After))
 	}
+	where = append(where, "parent_id = "+arg(f.Parent))
+	if f.RunID != "" {
+		where = append(where, "run_id = "+arg(f.RunID))
+	}
+	if f.Definition != "" {
+		where = append(where, "definition = "+arg(f.Definition))
+	}
+	if f.Label != "" {
+		where = append(where, "labels::jsonb ? "+arg(f.Label))
+	}
 	q := `SELECT ` + jobCols + ` FROM jobs WHERE ` + strings.Join(where, " AND ")
 	if f.Last > 0 {
 		q = `SELECT ` + jobCols + ` FROM (` + q + ` ORDER BY created_at DESC, id DESC LIMIT ` + arg(f.Last) + `) AS last`
@@ -174,11 +189,13 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		_, err = tx.Exec(ctx, `UPDATE jobs SET run_id = $2, owner = $3, action = $4, targets = $5, params = $6,
 			phase = $7, agents = $8, created_at = $9, started_at = $10, ended_at = $11, quote = $12,
 			destruction = $13, exec_duration = $14, error_type = $15, error_summary = $16, updated_at = $17,
-			requirement = $18
+			requirement = $18, parent_id = $19, matrix = $20, labels = $21, definition = $22,
+			definition_version = $23
 			WHERE id = $1`,
 			id, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			j.CreatedAt, nullTime(j.StartedAt), nullTime(j.EndedAt), nullTime(j.Quote), nullTime(j.Destruction),
-			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require)
+			jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary, j.UpdatedAt, j.Require,
+			j.Parent, enc.Matrix, enc.Labels, j.Definition, j.DefinitionVersion)
 		out = j
 		return err
 	})

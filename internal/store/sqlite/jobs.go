@@ -21,7 +21,8 @@ import (
 var _ store.JobStore = (*Store)(nil)
 
 const jobCols = `id, run_id, owner, action, targets, params, phase, agents, created_at, started_at, ended_at,
-	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement`
+	quote, destruction, exec_duration, error_type, error_summary, updated_at, requirement,
+	parent_id, matrix, labels, definition, definition_version`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -29,14 +30,16 @@ func scanJob(row scanner) (store.Job, error) {
 	var (
 		j                                  store.Job
 		params, phase, agents              string
+		matrix, labels                     string
 		created, updated, execUS           int64
 		started, ended, quote, destruction sql.NullInt64
 	)
 	if err := row.Scan(&j.ID, &j.RunID, &j.Owner, &j.Action, &j.Targets, &params, &phase, &agents,
-		&created, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &updated, &j.Require); err != nil {
+		&created, &started, &ended, &quote, &destruction, &execUS, &j.ErrorType, &j.ErrorSummary, &updated, &j.Require,
+		&j.Parent, &matrix, &labels, &j.Definition, &j.DefinitionVersion); err != nil {
 		return store.Job{}, err
 	}
-	if err := jobcodec.DecodeJobColumns(&j, params, agents); err != nil {
+	if err := jobcodec.DecodeJobColumns(&j, params, agents, matrix, labels); err != nil {
 		return store.Job{}, err
 	}
 	j.Phase = store.Phase(phase)
@@ -82,12 +85,12 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) error {
 	op := fmt.Sprintf("create job %q", j.ID)
 	return s.inTx(ctx, op, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (`+jobCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			j.ID, j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
 			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
-			micros(j.UpdatedAt), j.Require)
+			micros(j.UpdatedAt), j.Require, j.Parent, enc.Matrix, enc.Labels, j.Definition, j.DefinitionVersion)
 		if err != nil {
 			return err
 		}
@@ -144,6 +147,20 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 		where = append(where, "created_at > ?")
 		args = append(args, micros(f.After))
 	}
+	where = append(where, "parent_id = ?")
+	args = append(args, f.Parent)
+	if f.RunID != "" {
+		where = append(where, "run_id = ?")
+		args = append(args, f.RunID)
+	}
+	if f.Definition != "" {
+		where = append(where, "definition = ?")
+		args = append(args, f.Definition)
+	}
+	if f.Label != "" {
+		where = append(where, "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE json_each.value = ?)")
+		args = append(args, f.Label)
+	}
 	q := `SELECT ` + jobCols + ` FROM jobs WHERE ` + strings.Join(where, " AND ")
 	if f.Last > 0 {
 		q = `SELECT ` + jobCols + ` FROM (` + q + ` ORDER BY created_at DESC, id DESC LIMIT ?)`
@@ -185,12 +202,13 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*store.Job) er
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE jobs SET run_id = ?, owner = ?, action = ?, targets = ?, params = ?,
 			phase = ?, agents = ?, created_at = ?, started_at = ?, ended_at = ?, quote = ?, destruction = ?,
-			exec_duration = ?, error_type = ?, error_summary = ?, updated_at = ?, requirement = ?
+			exec_duration = ?, error_type = ?, error_summary = ?, updated_at = ?, requirement = ?,
+			parent_id = ?, matrix = ?, labels = ?, definition = ?, definition_version = ?
 			WHERE id = ?`,
 			j.RunID, j.Owner, j.Action, j.Targets, enc.Params, string(j.Phase), enc.Agents,
 			micros(j.CreatedAt), nullMicros(j.StartedAt), nullMicros(j.EndedAt), nullMicros(j.Quote),
 			nullMicros(j.Destruction), jobcodec.DurationMicros(j.ExecDuration), j.ErrorType, j.ErrorSummary,
-			micros(j.UpdatedAt), j.Require, id)
+			micros(j.UpdatedAt), j.Require, j.Parent, enc.Matrix, enc.Labels, j.Definition, j.DefinitionVersion, id)
 		out = j
 		return err
 	})

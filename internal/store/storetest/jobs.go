@@ -186,6 +186,15 @@ func checkJob(t *testing.T, what string, got, want store.Job) {
 	}
 	d.str("ErrorType", got.ErrorType, want.ErrorType)
 	d.str("ErrorSummary", got.ErrorSummary, want.ErrorSummary)
+	d.str("Parent", got.Parent, want.Parent)
+	if fmt.Sprint(got.Matrix) != fmt.Sprint(want.Matrix) || (got.Matrix == nil) != (len(want.Matrix) == 0) {
+		d.add("Matrix = %#v, want %#v", got.Matrix, want.Matrix)
+	}
+	d.strings("Labels", got.Labels, want.Labels)
+	d.str("Definition", got.Definition, want.Definition)
+	if got.DefinitionVersion != want.DefinitionVersion {
+		d.add("DefinitionVersion = %d, want %d", got.DefinitionVersion, want.DefinitionVersion)
+	}
 	if got.UpdatedAt.IsZero() || got.UpdatedAt.Location() != time.UTC {
 		d.add("UpdatedAt = %v, want set, in UTC", got.UpdatedAt)
 	}
@@ -278,6 +287,11 @@ func fullJob(id string) store.Job {
 		ExecDuration: 90*time.Second + 1500*time.Nanosecond,
 		ErrorType:    "transient",
 		ErrorSummary: "c1: lost",
+		Matrix: []store.MatrixParam{{Name: "server", Values: []string{"http://s2/", `we"ird <&>`, "ünï\ncode"}},
+			{Name: "duration", Values: []string{"10", ""}}},
+		Labels:            []string{"campaign=w48", "site=UNL"},
+		Definition:        "nightly download",
+		DefinitionVersion: 3,
 	}
 }
 
@@ -614,6 +628,48 @@ func testJobsFilter(t *testing.T, s store.Store) {
 	}
 	_, err := s.Jobs(ctx, store.JobFilter{Phases: []store.Phase{store.PhaseQueued, "RUNNING"}})
 	checkInvalid(t, "Jobs with an invalid phase", err)
+}
+
+// testJobsFilterTests checks the filters of tests as first-class things:
+// RUNID, a matrix job's children (Parent), a label and a definition.
+func testJobsFilterTests(t *testing.T, s store.Store) {
+	type def struct {
+		id, runID, parent, definition string
+		labels                        []string
+	}
+	for i, d := range []def{
+		{id: "m1", runID: "w48", labels: []string{"campaign=w48", "site=UNL"}, definition: "nightly"},
+		{id: "m1-a", runID: "w48", parent: "m1", definition: "nightly"},
+		{id: "m1-b", runID: "w48", parent: "m1", definition: "nightly"},
+		{id: "m2", runID: "w49", labels: []string{"campaign=w49"}, definition: "nightly"},
+		{id: "m2-a", runID: "w49", parent: "m2"},
+		{id: "p1", runID: "w48", labels: []string{"site=UNL"}},
+		{id: "p2", labels: []string{"campaign=w48x"}, definition: "nightly2"},
+	} {
+		mustCreateJob(t, s, store.Job{ID: d.id, RunID: d.runID, Parent: d.parent, Labels: d.labels,
+			Definition: d.definition, Phase: store.PhasePending, CreatedAt: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	for _, c := range []struct {
+		name string
+		f    store.JobFilter
+		want []string
+	}{
+		{"jobs without a parent", store.JobFilter{}, []string{"m1", "m2", "p1", "p2"}},
+		{"children of m1", store.JobFilter{Parent: "m1"}, []string{"m1-a", "m1-b"}},
+		{"children of a job without", store.JobFilter{Parent: "p1"}, []string{}},
+		{"run id", store.JobFilter{RunID: "w48"}, []string{"m1", "p1"}},
+		{"run id, children", store.JobFilter{RunID: "w49", Parent: "m2"}, []string{"m2-a"}},
+		{"label", store.JobFilter{Label: "campaign=w48"}, []string{"m1"}},
+		{"label on two jobs", store.JobFilter{Label: "site=UNL"}, []string{"m1", "p1"}},
+		{"label prefix is no match", store.JobFilter{Label: "campaign=w4"}, []string{}},
+		{"definition", store.JobFilter{Definition: "nightly"}, []string{"m1", "m2"}},
+		{"definition and label", store.JobFilter{Definition: "nightly", Label: "campaign=w49"}, []string{"m2"}},
+		{"run id and label", store.JobFilter{RunID: "w48", Label: "campaign=w49"}, []string{}},
+	} {
+		if got := jobIDs(listJobs(t, s, c.f)); !equalStrings(got, c.want) {
+			t.Errorf("Jobs(%s) = %v, want %v", c.name, got, c.want)
+		}
+	}
 }
 
 func testActiveJobs(t *testing.T, s store.Store) {

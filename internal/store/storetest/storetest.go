@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateJobConcurrent", testUpdateJobConcurrent},
 		{"UpdateJobPanic", testUpdateJobPanic},
 		{"JobsFilter", testJobsFilter},
+		{"JobsFilterTests", testJobsFilterTests},
 		{"ActiveJobs", testActiveJobs},
 		{"Runs", testRuns},
 		{"AgentRuns", testAgentRuns},
