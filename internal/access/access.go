@@ -431,6 +431,19 @@ func ClientAddr(r *http.Request, trusted []netip.Prefix) string {
 	return addr
 }
 
+// ClientIP is ClientAddr without the port: the client's IP address, the
+// key of limits per address (false if r names none).
+func ClientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+	a := ClientAddr(r, trusted)
+	if ap, err := netip.ParseAddrPort(a); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		return ip.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 	a = a.Unmap()
 	for _, p := range trusted {

@@ -75,17 +75,19 @@ func TestRelayCoreImportsOnlyStdlib(t *testing.T) {
 // always allowed. A package missing here fails the test, so a new package
 // has to state its place.
 var allowed = map[string][]string{
-	"github.com/switchboard-hub/switchboard/internal/topic":    {},
-	"github.com/switchboard-hub/switchboard/internal/relay":    {},
-	"github.com/switchboard-hub/switchboard/internal/apierr":   {},
-	"github.com/switchboard-hub/switchboard/internal/datadir":  {},
-	"github.com/switchboard-hub/switchboard/internal/archtest": {},
-	"github.com/switchboard-hub/switchboard/pkg/wire":          {}, // the wire contract: standard library only
-	"github.com/switchboard-hub/switchboard/internal/auth":     {"github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
-	"github.com/switchboard-hub/switchboard/internal/wsconn":   {"github.com/switchboard-hub/switchboard/internal/relay", "github.com/coder/websocket"},
-	"github.com/switchboard-hub/switchboard/internal/sseconn":  {"github.com/switchboard-hub/switchboard/internal/relay"}, // server-sent events: a read-only relay.Conn over net/http
+	"github.com/switchboard-hub/switchboard/internal/topic":     {},
+	"github.com/switchboard-hub/switchboard/internal/relay":     {},
+	"github.com/switchboard-hub/switchboard/internal/apierr":    {},
+	"github.com/switchboard-hub/switchboard/internal/datadir":   {},
+	"github.com/switchboard-hub/switchboard/internal/archtest":  {},
+	"github.com/switchboard-hub/switchboard/internal/ratelimit": {}, // a token bucket per key (address, token): standard library only
+	"github.com/switchboard-hub/switchboard/pkg/wire":           {}, // the wire contract: standard library only
+	"github.com/switchboard-hub/switchboard/internal/auth":      {"github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5"},
+	"github.com/switchboard-hub/switchboard/internal/wsconn":    {"github.com/switchboard-hub/switchboard/internal/relay", "github.com/coder/websocket"},
+	"github.com/switchboard-hub/switchboard/internal/sseconn":   {"github.com/switchboard-hub/switchboard/internal/relay"}, // server-sent events: a read-only relay.Conn over net/http
 	"github.com/switchboard-hub/switchboard/internal/access": {"github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/topic",
-		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/wsconn", "github.com/switchboard-hub/switchboard/internal/sseconn", "github.com/switchboard-hub/switchboard/pkg/wire"},
+		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/wsconn", "github.com/switchboard-hub/switchboard/internal/sseconn", "github.com/switchboard-hub/switchboard/pkg/wire",
+		"github.com/switchboard-hub/switchboard/internal/ratelimit"}, // HTTP publish: requests per token and per address
 	"github.com/switchboard-hub/switchboard/internal/shell": {"github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/internal/relay", "github.com/switchboard-hub/switchboard/internal/auth",
 		"github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/pkg/wire"}, // 1:1 sessions, an access endpoint
 	"github.com/switchboard-hub/switchboard/internal/control": {"github.com/switchboard-hub/switchboard/internal/access", "github.com/switchboard-hub/switchboard/internal/apierr", "github.com/switchboard-hub/switchboard/internal/auth",

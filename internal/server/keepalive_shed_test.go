@@ -3,9 +3,12 @@ package server
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchboard-hub/switchboard/internal/ratelimit"
 )
 
 // TestKeepAliveShedUnderDescriptorPressure: past three quarters of the
@@ -16,7 +19,7 @@ import (
 func TestKeepAliveShedUnderDescriptorPressure(t *testing.T) {
 	const budget = 100
 	var open atomic.Int64
-	h := limitRequests(newRateLimiter(1e6, 1e6, time.Now), &open, budget, nil, &refusals{},
+	h := limitRequests(ratelimit.New[netip.Addr](1e6, 1e6, time.Now), &open, budget, nil, &refusals{},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
 	for _, tc := range []struct {
 		open    int64

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/apierr"
 	"github.com/switchboard-hub/switchboard/internal/jobs/uwsapi"
+	"github.com/switchboard-hub/switchboard/internal/ratelimit"
 	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
 
@@ -116,64 +116,6 @@ func refusalCounts(r *refusals, api *uwsapi.API) func() map[string]uint64 {
 	}
 }
 
-// rateLimiter is a token bucket per client address. Buckets that have
-// refilled completely carry no information and are swept, so the map holds
-// only addresses active in the last few seconds.
-type rateLimiter struct {
-	rate  float64 // tokens per second
-	burst float64
-	now   func() time.Time
-
-	mu        sync.Mutex
-	buckets   map[netip.Addr]*bucket // guarded by mu
-	lastSweep time.Time              // guarded by mu
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// maxBuckets bounds the limiter's memory whatever the number of addresses:
-// past it, a full sweep runs (and a flood from more addresses than this
-// within one refill period is limited only by the descriptor budget).
-const maxBuckets = 100_000
-
-func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), now: now, buckets: map[netip.Addr]*bucket{}}
-}
-
-// allow takes a token for addr, or reports how long until one is there.
-func (l *rateLimiter) allow(addr netip.Addr) (bool, time.Duration) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fill := time.Duration(l.burst / l.rate * float64(time.Second))
-	if len(l.buckets) >= maxBuckets || now.Sub(l.lastSweep) > fill {
-		for a, b := range l.buckets {
-			if now.Sub(b.at) >= fill {
-				delete(l.buckets, a)
-			}
-		}
-		l.lastSweep = now
-	}
-	b := l.buckets[addr]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets {
-			return true, 0
-		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[addr] = b
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	if b.tokens < 1 {
-		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-	}
-	b.tokens--
-	return true, 0
-}
-
 // exemptFromLimits reports whether a request must be answered whatever the
 // load: the health checks a load balancer and an orchestrator rely on.
 func exemptFromLimits(r *http.Request) bool {
@@ -183,7 +125,7 @@ func exemptFromLimits(r *http.Request) bool {
 // limitRequests refuses requests from an address over its rate (429) and
 // new work when open connections have used up the descriptor budget (503),
 // both as JSON errors with Retry-After.
-func limitRequests(l *rateLimiter, open *atomic.Int64, budget int64, trusted []netip.Prefix, counts *refusals, next http.Handler) http.Handler {
+func limitRequests(l *ratelimit.Limiter[netip.Addr], open *atomic.Int64, budget int64, trusted []netip.Prefix, counts *refusals, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if exemptFromLimits(r) {
 			next.ServeHTTP(w, r)
@@ -204,9 +146,9 @@ func limitRequests(l *rateLimiter, open *atomic.Int64, budget int64, trusted []n
 			w.Header().Set("Connection", "close")
 		}
 		if addr, ok := clientIP(r, trusted); ok {
-			if ok, wait := l.allow(addr); !ok {
+			if ok, wait := l.Allow(addr); !ok {
 				counts.rate.Add(1)
-				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
+				w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
 				apierr.WriteNew(w, http.StatusTooManyRequests, wire.ErrorRateLimited, "too many requests from this address; slow down")
 				return
 			}
@@ -247,12 +189,5 @@ func (a *acceptErrorLog) report(err error) {
 // clientIP is the address of the client (behind trusted proxies, the first
 // untrusted one they name).
 func clientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
-	a := access.ClientAddr(r, trusted)
-	if ap, err := netip.ParseAddrPort(a); err == nil {
-		return ap.Addr().Unmap(), true
-	}
-	if ip, err := netip.ParseAddr(a); err == nil {
-		return ip.Unmap(), true
-	}
-	return netip.Addr{}, false
+	return access.ClientIP(r, trusted)
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/jobs"
 	"github.com/switchboard-hub/switchboard/internal/jobs/agentlink"
 	"github.com/switchboard-hub/switchboard/internal/jobs/uwsapi"
+	"github.com/switchboard-hub/switchboard/internal/ratelimit"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/shell"
 	"github.com/switchboard-hub/switchboard/internal/store"
@@ -437,7 +438,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	})
 	s.http = &http.Server{
 		Handler: logRequests(log, nodeHeader(cfg.NodeID, rejectUncleanPaths(limitRequests(
-			newRateLimiter(limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
+			ratelimit.New[netip.Addr](limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
 			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix))))),
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
