@@ -60,6 +60,10 @@ type conn struct {
 	closeSent bool        // guarded by mu; a write loop performed the transport close
 	pingTimer *time.Timer // guarded by mu; fires pingTick every PingInterval
 
+	// Owned by the write loop, used only with Info.Coalesce (coalesce).
+	merged   []Message // the batch as written, merged; cleared after each write
+	mergeBuf []byte    // backing bytes of merged messages, kept up to maxSpareMergeBytes
+
 	lastActivity atomic.Int64 // unix nanoseconds of the last message in or out
 
 	msgsIn   atomic.Uint64 // written by the read loop
@@ -413,7 +417,14 @@ func (c *conn) writeLoop() {
 		c.inflight, c.queued = c.queued, 0
 		c.mu.Unlock()
 
-		err := c.tc.WriteMessages(batch, time.Now().Add(c.srv.cfg.WriteTimeout))
+		frames := batch
+		if c.info.Coalesce && len(batch) > 1 {
+			frames = c.coalesce(batch)
+		}
+		err := c.tc.WriteMessages(frames, time.Now().Add(c.srv.cfg.WriteTimeout))
+		if c.info.Coalesce {
+			clear(c.merged) // WriteMessages has let go of it
+		}
 		var n uint64
 		for i := range batch {
 			n += uint64(len(batch[i].Data))
@@ -444,6 +455,60 @@ func (c *conn) writeLoop() {
 		c.bytesOut.Add(n)
 		c.lastActivity.Store(c.srv.cfg.Now().UnixNano())
 	}
+}
+
+// maxSpareMergeBytes bounds the merge buffer a coalescing connection keeps
+// between batches; a larger one is released after its batch.
+const maxSpareMergeBytes = 64 << 10
+
+// coalesce returns batch with each run of consecutive messages of one type
+// merged into one message, their data concatenated in order without
+// delimiter, as practable/relay's writer merges what is queued behind the
+// message it writes (practable merges regardless of type; a text frame
+// holding binary data could be invalid UTF-8, so runs split at a change of
+// type). It counts each merged message and what went into it. It runs on
+// the write loop, which owns c.merged and c.mergeBuf; WriteMessages does not
+// retain them, so they are reused for the next batch.
+func (c *conn) coalesce(batch []Message) []Message {
+	total := 0
+	for i := range batch {
+		total += len(batch[i].Data)
+	}
+	buf := c.mergeBuf[:0]
+	if cap(buf) < total {
+		buf = make([]byte, 0, total) // never grows below: no merged message moves
+	}
+	out := c.merged[:0]
+	var frames, msgs uint64
+	for i := 0; i < len(batch); {
+		j := i + 1
+		for j < len(batch) && batch[j].Type == batch[i].Type {
+			j++
+		}
+		if j-i == 1 {
+			out = append(out, batch[i])
+		} else {
+			start := len(buf)
+			for k := i; k < j; k++ {
+				buf = append(buf, batch[k].Data...)
+			}
+			out = append(out, Message{Type: batch[i].Type, Data: buf[start:len(buf):len(buf)]})
+			frames++
+			msgs += uint64(j - i)
+		}
+		i = j
+	}
+	if cap(buf) <= maxSpareMergeBytes {
+		c.mergeBuf = buf[:0]
+	} else {
+		c.mergeBuf = nil
+	}
+	c.merged = out
+	if frames > 0 {
+		c.srv.coalescedFrames.Add(frames)
+		c.srv.coalescedMessages.Add(msgs)
+	}
+	return out
 }
 
 // pingTick runs every PingInterval on a timer (no goroutine of its own).

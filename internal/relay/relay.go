@@ -174,4 +174,12 @@ type Info struct {
 	// is room, instead of dropping or closing: for 1:1 byte streams (see
 	// Server.AcceptPair), where a lost message would corrupt the stream.
 	Backpressure bool
+	// Coalesce merges what is queued for this connection when its writer
+	// takes it: each run of consecutive messages of one type becomes one
+	// message, their data concatenated without delimiter (a text message
+	// never carries a binary one). It is practable/relay's behaviour, kept
+	// for hosts that lose a message arriving while they are busy; boundaries
+	// are lost, so it is opt-in per topic (docs/migrating-from-practable.md).
+	// Merges are counted (Stats.CoalescedFrames, CoalescedMessages).
+	Coalesce bool
 }

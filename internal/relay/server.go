@@ -54,6 +54,10 @@ type Server struct {
 	// drops no connection can be charged with (DropNoReaders, DropBusLost).
 	remoteIn  atomic.Uint64
 	nodeDrops [NumDropReasons]atomic.Uint64
+	// coalescedFrames counts the messages written to Info.Coalesce
+	// connections that merged several queued ones; coalescedMessages the
+	// messages merged into them. Written by such connections' write loops.
+	coalescedFrames, coalescedMessages atomic.Uint64
 }
 
 // trafficTotals are traffic counters summed over connections.
@@ -493,6 +497,11 @@ type Stats struct {
 	SendQueueSize int               // configured per-connection bound
 	QueuedBytes   int64             // in all send queues now, counted as QueueBudget counts them
 	QueueBudget   int64             // configured node-wide bound on QueuedBytes
+	// CoalescedFrames counts messages written to Info.Coalesce connections
+	// that merged several queued messages; CoalescedMessages counts the
+	// messages merged into them (so CoalescedMessages - CoalescedFrames
+	// frames were saved).
+	CoalescedFrames, CoalescedMessages uint64
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -518,6 +527,7 @@ func (s *Server) Stats() Stats {
 	st.SendQueueSize = s.cfg.SendQueueBytes
 	st.QueuedBytes = s.queuedBytes.Load()
 	st.QueueBudget = s.cfg.QueueBudgetBytes
+	st.CoalescedFrames, st.CoalescedMessages = s.coalescedFrames.Load(), s.coalescedMessages.Load()
 	return st
 }
 
