@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-hub/switchboard/internal/agent"
+	"github.com/switchboard-hub/switchboard/internal/buildinfo"
 )
 
 type hostFlags struct {
@@ -132,7 +133,7 @@ func runHost(ctx context.Context, io stdio, f *hostFlags) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + version, Version: version})
+	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + buildinfo.Version(), Version: buildinfo.Version()})
 	if err != nil {
 		return err
 	}

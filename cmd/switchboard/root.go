@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,10 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-)
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+	"github.com/switchboard-hub/switchboard/internal/buildinfo"
+)
 
 func newRootCommand(in io.Reader, out, errOut io.Writer) *cobra.Command {
 	io := stdio{in: in, out: out, err: errOut}
@@ -32,7 +32,7 @@ Every flag has an environment twin: --public-url is SWITCHBOARD_PUBLIC_URL.`,
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errOut)
-	root.AddCommand(newServeCommand(io), newTokenCommand(io), newClientCommand(io), newHostCommand(io), newBenchCommand(io), newLoginLinkCommand(io), newVersionCommand(io))
+	root.AddCommand(newServeCommand(io), newTokenCommand(io), newClientCommand(io), newHostCommand(io), newBenchCommand(io), newLoginLinkCommand(io), newVersionCommand(io), newHealthcheckCommand(io))
 	return root
 }
 
@@ -105,13 +105,23 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 func newVersionCommand(io stdio) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Short: "Print the version, commit, build date and Go version",
+		Long: `Print the version, the commit and the build date (set with -ldflags in
+release builds, see internal/buildinfo; else from the Go toolchain's build
+information) and the Go version that built the binary.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := fmt.Fprintln(io.out, "switchboard", version)
+			info := buildinfo.Get()
+			if asJSON {
+				return json.NewEncoder(io.out).Encode(info)
+			}
+			_, err := fmt.Fprintf(io.out, "switchboard %s\ncommit: %s\nbuilt: %s\ngo: %s\n", info.Version, info.Commit, info.Date, info.GoVersion)
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object (version, commit, date, go_version)")
+	return cmd
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/buildinfo"
 	"github.com/switchboard-hub/switchboard/internal/control"
 	"github.com/switchboard-hub/switchboard/internal/datadir"
 	"github.com/switchboard-hub/switchboard/internal/jobs"
@@ -148,7 +149,7 @@ func (f *webFlags) register(fs *pflag.FlagSet) {
 
 // config returns the dashboard's part of the server configuration.
 func (f *webFlags) config() (web.Config, error) {
-	c := web.Config{SessionTTL: f.sessionTTL, APITokenTTL: f.accountTokenTTL, Version: version}
+	c := web.Config{SessionTTL: f.sessionTTL, APITokenTTL: f.accountTokenTTL, Version: buildinfo.Version()}
 	if f.sessionTTL <= 0 {
 		return c, fmt.Errorf("--session-ttl %v: must be positive", f.sessionTTL)
 	}

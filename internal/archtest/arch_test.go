@@ -79,6 +79,7 @@ var allowed = map[string][]string{
 	"github.com/switchboard-hub/switchboard/internal/relay":     {},
 	"github.com/switchboard-hub/switchboard/internal/apierr":    {},
 	"github.com/switchboard-hub/switchboard/internal/datadir":   {},
+	"github.com/switchboard-hub/switchboard/internal/buildinfo": {}, // the binary's version (ldflags, build information): standard library only
 	"github.com/switchboard-hub/switchboard/internal/archtest":  {},
 	"github.com/switchboard-hub/switchboard/internal/ratelimit": {}, // a token bucket per key (address, token): standard library only
 	"github.com/switchboard-hub/switchboard/pkg/wire":           {}, // the wire contract: standard library only

@@ -99,6 +99,9 @@ type NodeSummary struct {
 	Node    string    `json:"node"`
 	Started time.Time `json:"started"`
 	State   string    `json:"state"` // StateReady, StateJoining or StateDraining
+	// Version is the node's build (buildinfo.Version): a rolling upgrade
+	// shows which nodes run which release.
+	Version string `json:"version"`
 	Counts
 	Bus   BusHealth  `json:"bus"`
 	Peers PeerCounts `json:"peers"`
@@ -162,7 +165,9 @@ type ClusterConfig struct {
 	// goroutine of the bus; it must not block): the stats publisher's
 	// Changed, so that a node that goes down leaves the dashboard at once.
 	OnMembers func()
-	Now       func() time.Time
+	// Version is this node's build, reported in its summary.
+	Version string
+	Now     func() time.Time
 }
 
 // ClusterStatus serves this node's summary to the other nodes and gathers
@@ -224,7 +229,7 @@ func (c *ClusterStatus) busHealth() BusHealth {
 func (c *ClusterStatus) Summary() NodeSummary {
 	rs := c.cfg.Relay
 	st := rs.Stats()
-	s := NodeSummary{Node: c.cfg.Bus.NodeID(), Started: c.started.UTC(), State: StateReady, Bus: c.busHealth(),
+	s := NodeSummary{Node: c.cfg.Bus.NodeID(), Started: c.started.UTC(), State: StateReady, Version: c.cfg.Version, Bus: c.busHealth(),
 		Counts: Counts{Connections: st.Connections, Topics: st.Topics, Accepted: st.Accepted,
 			MessagesIn: st.MessagesIn, BytesIn: st.BytesIn, MessagesOut: st.MessagesOut, BytesOut: st.BytesOut,
 			QueuedBytes: st.QueuedBytes, Drops: make(map[string]uint64, len(st.Drops))}}

@@ -26,6 +26,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/apierr"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/buildinfo"
 	"github.com/switchboard-hub/switchboard/internal/cluster"
 	"github.com/switchboard-hub/switchboard/internal/control"
 	"github.com/switchboard-hub/switchboard/internal/jobs"
@@ -312,7 +313,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	// and once another node has been seen the stats topic's cluster
 	// section, republished at once when a member comes or goes.
 	if s.bus.status, err = control.NewClusterStatus(control.ClusterConfig{Bus: s.bus.bus, Relay: rs, Peers: s.bus.peers,
-		BusHealth: s.bus.busHealth, State: s.nodeState, OnMembers: s.stats.Changed, Now: deps.Now}); err != nil {
+		BusHealth: s.bus.busHealth, State: s.nodeState, OnMembers: s.stats.Changed, Version: buildinfo.Version(), Now: deps.Now}); err != nil {
 		return nil, err
 	}
 	s.stats.PublishCluster(s.bus.status)
@@ -412,7 +413,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		jobsAPI.Register(mux, pub.String())
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": cfg.NodeID, "version": buildinfo.Version()})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() {
