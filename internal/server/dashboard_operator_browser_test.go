@@ -7,8 +7,13 @@ package server
 // width kept as artefacts.
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -65,15 +70,89 @@ func chooseAction(tb *tab, name string) {
 	})()`)
 }
 
-// chooseAction picks an action in the New-job form as a user does (the
-// change event fills the form).
-func chooseAction(tb *tab, name string) {
-	tb.t.Helper()
-	tb.waitJS(stepTimeout, "the action "+name, `[...document.querySelector('[data-testid="job-action"]').options].some((o) => o.text === '`+name+`')`)
-	eval[bool](tb, "choose "+name, `(() => {
-		const sel = document.querySelector('[data-testid="job-action"]');
-		sel.value = [...sel.options].find((o) => o.text === '`+name+`').value;
-		sel.dispatchEvent(new Event('change', { bubbles: true }));
-		return true;
+// TestBrowserJobPageDiagnoses: the job page of a failed job says why
+// without a terminal — each run's outcome, exit code and duration, the
+// failed run's error and last stderr lines — and shows the metrics as a
+// table (named as the summary CSV names them); a PENDING job has a Run
+// button that starts it; the log follows new lines by default, and a log
+// message carrying several lines shows each.
+func TestBrowserJobPageDiagnoses(t *testing.T) {
+	e := startDashboard(t, nil)
+	a1, a2 := e.agent("a1", "role=client"), e.agent("a2", "role=client")
+	user := e.userToken("bob", auth.ScopeJobsWrite)
+
+	// A PENDING job: Run starts it.
+	id := e.createJob(user, url.Values{"action": {"download"}, "targets": {"a1,a2"}, "server": {"a"}})
+	tb := newTab(t, e.browser, "operator")
+	e.loginTo(tb, alice(), "/ui/jobs/"+id, "jobs")
+	tb.waitJS(stepTimeout, "PENDING with a Run button", `document.querySelector('`+tid("job-phase")+`').textContent === 'PENDING' && `+shownJS(tid("job-run")))
+	tb.run("run", chromedp.Click(chromedp.CSS(tid("job-run"))))
+	nextRun(t, a1)
+	nextRun(t, a2)
+	tb.waitJS(stepTimeout, "EXECUTING, no Run button", `document.querySelector('`+tid("job-phase")+`').textContent === 'EXECUTING' && !`+shownJS(tid("job-run")))
+	tb.waitLive()
+	send(t, a1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	send(t, a2, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+
+	// The log follows: many lines, the newest in view; a message of
+	// several lines shows each of them.
+	for i := range 10 {
+		lines := make([]string, 20)
+		for j := range lines {
+			lines[j] = fmt.Sprintf("line %d", i*20+j+1)
+		}
+		send(t, a1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: lines})
+	}
+	tb.t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log: %s", eval[string](tb, "log state", `(() => { const box = document.querySelector('`+tid("job-log")+`'); const items = [...document.querySelectorAll('#log-lines li')]; return JSON.stringify([items.length, items.slice(-3).map((li) => li.textContent), box.scrollTop, box.clientHeight, box.scrollHeight]); })()`))
+		}
+	})
+	tb.waitJS(stepTimeout, "200 lines, scrolled to the last", `(() => {
+		const box = document.querySelector('`+tid("job-log")+`');
+		const items = [...document.querySelectorAll('#log-lines li:not(.empty)')];
+		return items.length === 200 && items[199].textContent === '[a1 stdout] line 200' &&
+			box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 2;
 	})()`)
+
+	start := time.Now().Add(-90 * time.Second)
+	finish(t, a1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeSucceeded, StartedAt: start, EndedAt: start.Add(75 * time.Second),
+		Metrics: json.RawMessage(`{"bytes_read":{"127.0.0.1:8080":5242880},"files":3}`)})
+	finish(t, a2, jobproto.Result{Job: id, Outcome: jobproto.OutcomeFailed, ExitCode: 2, Error: "exit status 2",
+		StartedAt: start, EndedAt: start.Add(3 * time.Second), Stderr: "connecting to a\ncurl: (7) Failed to connect to a port 80: Connection refused\n"})
+	tb.waitJS(stepTimeout, "the job ended", `['COMPLETED', 'ERROR'].includes(document.querySelector('`+tid("job-phase")+`').textContent)`)
+	tb.waitJS(stepTimeout, "both runs ended", `document.querySelectorAll('`+tid("run-row")+`[data-state="succeeded"], `+tid("run-row")+`[data-state="failed"]').length === 2`)
+
+	rowText := func(agent, col string) string {
+		return eval[string](tb, agent+" "+col, `document.querySelector('`+tid("run-row")+`[data-agent="`+agent+`"] `+tid(col)+`').textContent`)
+	}
+	if got := rowText("a2", "run-exit-code"); got != "2" {
+		t.Errorf("a2's exit code on the page: %q", got)
+	}
+	if got := rowText("a1", "run-duration"); got != "1 min 15 s" {
+		t.Errorf("a1's duration on the page: %q", got)
+	}
+	if got := rowText("a2", "run-duration"); got != "3.0 s" {
+		t.Errorf("a2's duration on the page: %q", got)
+	}
+	if got := tb.text(tid("job-outcome")); got != "1 succeeded, 1 failed (of 2 runs)" {
+		t.Errorf("outcome: %q", got)
+	}
+	why := tb.text(tid("job-diagnosis") + ` [data-agent="a2"]`)
+	for _, want := range []string{"failed", "exit code 2", "exit status 2", "Connection refused"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("why a2 failed, on the page: %q lacks %q", why, want)
+		}
+	}
+	if eval[bool](tb, "a1 in the diagnosis", `document.querySelector('`+tid("job-diagnosis")+` [data-agent="a1"]') !== null`) {
+		t.Error("the succeeded run a1 is listed among the reasons")
+	}
+	metrics := eval[[][]string](tb, "the metrics table", `[...document.querySelectorAll('`+tid("metric-row")+`')].map((tr) => [...tr.cells].map((td) => td.textContent))`)
+	wantMetrics := [][]string{{"a1", `bytes_read.127\.0\.0\.1:8080`, "5242880"}, {"a1", "files", "3"}}
+	if !slices.EqualFunc(metrics, wantMetrics, slices.Equal) {
+		t.Errorf("metrics table %q, want %q", metrics, wantMetrics)
+	}
+	if eval[bool](tb, "the Abort or Run button shown", shownJS(tid("job-abort"))+` || `+shownJS(tid("job-run"))) {
+		t.Error("a finished job shows Abort or Run")
+	}
 }

@@ -234,3 +234,22 @@ export function phaseBadge(phase) {
 export function stateBadge(state) {
   return h('span', { class: 'state', dataset: { state }, text: state.replaceAll('_', ' ') });
 }
+
+/** A duration in ms, short: "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min". */
+export function fmtDuration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return '';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${pad(Math.floor(s % 60))} s`;
+  return `${Math.floor(m / 60)} h ${pad(m % 60)} min`;
+}
+
+/** The time from start to end (or to now while going on), in ms; null without a start. */
+export function elapsed(start, end) {
+  const a = parseTime(start);
+  if (a === null) return null;
+  const b = parseTime(end);
+  return (b === null ? Date.now() : b) - a;
+}

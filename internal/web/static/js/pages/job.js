@@ -13,7 +13,7 @@
 // as soon as the phase changes (or after 25 s); the runs are also read
 // again shortly after log output arrives.
 
-import { api, byId, h, url, fmtBytes, timeEl, emptyRow, showMessage, stateBadge, debounce } from '../util.js';
+import { api, byId, h, url, fmtBytes, timeEl, emptyRow, showMessage, stateBadge, debounce, fmtDuration, elapsed } from '../util.js';
 import { subscribe } from '../live.js';
 import { confirmAction } from '../dialog.js';
 
@@ -25,6 +25,8 @@ const waitSeconds = 25;
 
 const messageEl = byId('job-message');
 const abortBtn = document.getElementById('job-abort');
+const runBtn = document.getElementById('job-run');
+const followBox = byId('job-log-follow');
 const actionMsg = byId('job-action-message');
 const logBox = document.querySelector('[data-testid="job-log"]');
 const logList = byId('log-lines');
@@ -60,21 +62,28 @@ function render(j) {
   setTime('job-created', j.creationTime);
   setTime('job-started', j.startTime);
   setTime('job-ended', j.endTime);
+  const took = elapsed(j.startTime, j.endTime);
+  text('job-duration', took === null ? '—' : fmtDuration(took) + (j.endTime && !j.endTime.startsWith('0001') ? '' : ' so far'));
   const summary = byId('job-error-summary');
   if (j.errorSummary && j.errorSummary.message) {
     summary.textContent = `Error (${j.errorSummary.type}): ${j.errorSummary.message}`;
     summary.hidden = false;
   } else summary.hidden = true;
   if (abortBtn) abortBtn.hidden = !activePhases.has(j.phase);
+  if (runBtn) runBtn.hidden = j.phase !== 'PENDING';
 
   const runs = (j.jobInfo && j.jobInfo.runs) || [];
+  text('job-outcome', outcomeText(j.phase, runs));
+  renderDiagnosis(j, runs);
+  renderMetrics(runs);
   const runsBody = byId('job-runs-rows');
   if (runs.length === 0) emptyRow(runsBody, activePhases.has(j.phase) ? 'No run has been dispatched yet.' : 'No agent ran this job.');
   else {
     runsBody.replaceChildren(...runs.map((r) => h('tr', { 'data-testid': 'run-row', dataset: { agent: r.agent, state: r.state } },
       h('td', { class: 'topic', text: r.agent }),
       h('td', {}, stateBadge(r.state)),
-      h('td', { class: 'num', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
+      h('td', { class: 'num', 'data-testid': 'run-exit-code', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
+      h('td', { class: 'num', 'data-testid': 'run-duration', text: runDuration(r) }),
       h('td', {}, timeEl(r.startTime)),
       h('td', {}, timeEl(r.endTime)),
       h('td', { class: 'wrap', text: r.error || '' }),
@@ -120,6 +129,94 @@ function render(j) {
       setTimeout(load, 2000);
     }
   }
+}
+
+// finalStates are the run states that end a run.
+const finalStates = new Set(['succeeded', 'failed', 'timed_out', 'aborted', 'rejected', 'lost', 'skipped']);
+
+// runDuration is a run's time from start to end ("… so far" while it runs).
+function runDuration(r) {
+  const took = elapsed(r.startTime, r.endTime);
+  if (took === null) return '—';
+  return fmtDuration(took) + (finalStates.has(r.state) ? '' : ' so far');
+}
+
+// outcomeText sums the runs up by state: "2 succeeded, 1 failed (of 3 runs)".
+function outcomeText(phase, runs) {
+  if (runs.length === 0) return phase === 'PENDING' ? 'Not run yet.' : '—';
+  const counts = new Map();
+  for (const r of runs) counts.set(r.state, (counts.get(r.state) || 0) + 1);
+  const parts = [...counts].map(([state, n]) => `${n} ${state.replaceAll('_', ' ')}`);
+  return `${parts.join(', ')} (of ${runs.length} run${runs.length === 1 ? '' : 's'})`;
+}
+
+// lastLines is the end of a text: its last n non-empty lines.
+function lastLines(t, n) {
+  return (t || '').split('\n').filter((l) => l.trim() !== '').slice(-n).join('\n');
+}
+
+// renderDiagnosis says, for a job that did not succeed, why: the job's
+// error and, per run that did not succeed, its outcome, exit code, error
+// and last stderr lines — what one would otherwise look up in a terminal.
+function renderDiagnosis(j, runs) {
+  const box = byId('job-diagnosis');
+  const list = byId('job-diagnosis-list');
+  const items = [];
+  if (j.errorSummary && j.errorSummary.message) {
+    items.push(h('li', { 'data-testid': 'diagnosis-job' }, h('strong', { text: 'Job: ' }), j.errorSummary.message));
+  }
+  for (const r of runs) {
+    if (!finalStates.has(r.state) || r.state === 'succeeded') continue;
+    const facts = [r.state.replaceAll('_', ' ')];
+    if (r.exitCode !== null && r.exitCode !== undefined && r.state !== 'lost' && r.state !== 'skipped') facts.push(`exit code ${r.exitCode}`);
+    if (r.error) facts.push(r.error);
+    const stderr = lastLines(r.stderrTail, 5);
+    items.push(h('li', { 'data-testid': 'diagnosis-run', dataset: { agent: r.agent } },
+      h('strong', { text: `${r.agent}: ` }), facts.join(' — '),
+      stderr ? h('pre', { class: 'tail', 'data-testid': 'diagnosis-stderr', text: stderr }) : ''));
+  }
+  box.hidden = items.length === 0;
+  list.replaceChildren(...items);
+}
+
+// metricKey writes a key as the summary CSV names it; flattenMetrics joins
+// the names of a path (docs/jobs.md):
+// keys joined with ".", array positions as "[i]", and \ . [ ] ' in a key
+// escaped with a backslash, so that names never collide.
+function metricKey(k) {
+  return k.replace(/[\\.\[\]']/g, (c) => '\\' + c);
+}
+
+// flattenMetrics lists a metrics object's leaves as [name, value].
+function flattenMetrics(v, name, out) {
+  if (Array.isArray(v)) {
+    if (v.length === 0) out.push([name, '[]']);
+    v.forEach((x, i) => flattenMetrics(x, `${name}[${i}]`, out));
+  } else if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v);
+    if (keys.length === 0 && name !== '') out.push([name, '{}']);
+    for (const k of keys) flattenMetrics(v[k], name === '' ? metricKey(k) : `${name}.${metricKey(k)}`, out);
+  } else {
+    out.push([name, v === null ? 'null' : String(v)]);
+  }
+  return out;
+}
+
+// renderMetrics shows every run's metrics as rows: agent, metric, value.
+function renderMetrics(runs) {
+  const body = byId('job-metrics-rows');
+  const rows = [];
+  for (const r of runs) {
+    if (!r.metrics || typeof r.metrics !== 'object') continue;
+    for (const [name, value] of flattenMetrics(r.metrics, '', [])) {
+      rows.push(h('tr', { 'data-testid': 'metric-row', dataset: { agent: r.agent, metric: name } },
+        h('td', { class: 'topic', text: r.agent }),
+        h('td', { class: 'topic', text: name }),
+        h('td', { class: 'num', text: value })));
+    }
+  }
+  if (rows.length === 0) emptyRow(body, 'No metrics: they appear as runs report them.');
+  else body.replaceChildren(...rows);
 }
 
 // tails shows the last output a run reported with its result.
@@ -181,7 +278,7 @@ function showLine(agent, stream, line) {
   logList.append(h('li', { class: stream === 'stderr' ? 'stderr' : undefined, dataset: { agent } },
     h('span', { class: 'log-src', text: `[${agent} ${stream}] ` }), line));
   while (logList.children.length > maxLogLines) logList.firstElementChild.remove();
-  if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+  if (followBox.checked || atBottom) logBox.scrollTop = logBox.scrollHeight;
 }
 
 function liveMessage(data) {
@@ -196,12 +293,19 @@ function liveMessage(data) {
     load();
     return;
   }
-  if (typeof m.line !== 'string') return;
+  // One line ({line, seq}) or, from hubs that send them in chunks, several
+  // ({lines, seq}: seq numbers the first of them): one message per line.
+  let msgs;
+  if (typeof m.line === 'string') msgs = [m];
+  else if (Array.isArray(m.lines)) {
+    msgs = m.lines.filter((l) => typeof l === 'string')
+      .map((line, i) => ({ agent: m.agent, stream: m.stream, line, seq: m.seq ? m.seq + i : 0 }));
+  } else return;
   if (readingLogs) {
-    held.push(m);
+    held.push(...msgs);
     return;
   }
-  showLive(m);
+  msgs.forEach(showLive);
   refreshSoon();
 }
 
@@ -271,6 +375,27 @@ function startLog() {
   if (logSub) return;
   logSub = subscribe(`jobs/${id}/log`, { onMessage: liveMessage, onOpen: ({ rollover }) => { if (!rollover) readLogs(); } });
 }
+
+if (runBtn) {
+  runBtn.addEventListener('click', async () => {
+    showMessage(actionMsg, '');
+    runBtn.disabled = true;
+    try {
+      const j = await api(jobPath + '/phase', { method: 'POST', form: { PHASE: 'RUN' } });
+      if (j && typeof j === 'object') render(j);
+      else await load();
+      showMessage(actionMsg, 'Run requested.');
+    } catch (err) {
+      showMessage(actionMsg, err, 'error');
+    } finally {
+      runBtn.disabled = false;
+    }
+  });
+}
+
+followBox.addEventListener('change', () => {
+  if (followBox.checked) logBox.scrollTop = logBox.scrollHeight;
+});
 
 if (abortBtn) {
   abortBtn.addEventListener('click', async () => {
