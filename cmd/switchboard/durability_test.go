@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-hub/switchboard/internal/agent"
 	"github.com/switchboard-hub/switchboard/internal/datadir"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 )
@@ -23,6 +24,7 @@ import (
 const mainArgsEnv = "SWITCHBOARD_TEST_MAIN_ARGS"
 
 func TestMain(m *testing.M) {
+	agent.GuardMain() // the hosts started here use this binary as their action guard
 	if args := os.Getenv(mainArgsEnv); args != "" {
 		os.Args = append([]string{"switchboard"}, strings.Split(args, "\x1f")...)
 		main()

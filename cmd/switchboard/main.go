@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/switchboard-hub/switchboard/internal/agent"
 )
 
 func main() {
+	agent.GuardMain() // a job action's guard (internal/agent/guard.go) exits here
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newRootCommand(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx)

@@ -50,6 +50,13 @@ type Options struct {
 	UserAgent string
 	// Version is the agent's version, sent to the hub in hello.
 	Version string
+	// ActionGuard is the program that starts each job action and kills
+	// the action's whole process group as soon as the agent dies
+	// (guard.go): a program whose main calls GuardMain first, usually the
+	// switchboard binary itself (os.Executable). "": actions are started
+	// directly; processes they start themselves then outlive a killed
+	// agent until it starts again.
+	ActionGuard string
 
 	// killGrace is how long a run's process group has between SIGTERM and
 	// SIGKILL; 0 means stopGrace (tests shorten it).

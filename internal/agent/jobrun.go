@@ -94,8 +94,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 	for _, parts := range r.act.args {
 		argv = append(argv, expandArg(parts, r.params))
 	}
-	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: dir, Env: r.env(outDir, resultFile), SysProcAttr: &syscall.SysProcAttr{}}
-	containProcess(cmd.SysProcAttr)
+	cmd := &exec.Cmd{Path: argv[0], Args: argv, Dir: dir, Env: r.env(outDir, resultFile)}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return fail("pipe: %v", err)
@@ -107,7 +106,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 		return fail("pipe: %v", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = startContained(cmd)
+	proc, err := startAction(cmd, j.guard)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -115,7 +114,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 		errR.Close()
 		return fail("start %s: %v", argv[0], err)
 	}
-	pgid := cmd.Process.Pid
+	pgid := proc.pgid
 	res.StartedAt = time.Now().UTC()
 	j.mu.Lock()
 	r.startedAt = res.StartedAt
@@ -156,8 +155,16 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 		close(flusherDone)
 	}()
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
+	type waited struct {
+		ws  syscall.WaitStatus
+		ok  bool // ws is known
+		err error
+	}
+	waitDone := make(chan waited, 1)
+	go func() {
+		ws, ok, err := proc.wait()
+		waitDone <- waited{ws, ok, err}
+	}()
 	timeout := time.NewTimer(r.timeout)
 	defer timeout.Stop()
 	var (
@@ -166,7 +173,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 		killTimer  <-chan time.Time
 		stopping   = ctx.Done()
 		outcome    jobproto.Outcome
-		waitErr    error
+		end        waited
 	)
 	terminate := func(o jobproto.Outcome, reason string) {
 		if killReason != "" {
@@ -181,7 +188,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 wait:
 	for {
 		select {
-		case waitErr = <-waitDone:
+		case end = <-waitDone:
 			break wait
 		case <-timeout.C:
 			terminate(jobproto.OutcomeTimedOut, fmt.Sprintf("timed out after %v", r.timeout))
@@ -228,20 +235,16 @@ wait:
 	res.Stdout, res.Stderr = tails[0].String(), tails[1].String()
 
 	var errs []string
-	state := cmd.ProcessState
-	var ws syscall.WaitStatus
-	if state != nil {
-		ws, _ = state.Sys().(syscall.WaitStatus)
-	}
+	ws, waitErr := end.ws, end.err
 	switch {
-	case state == nil:
+	case !end.ok:
 		res.ExitCode = -1
 		errs = append(errs, fmt.Sprintf("wait: %v", waitErr))
 	case ws.Signaled():
 		res.ExitCode = -1
 		errs = append(errs, "killed by signal "+ws.Signal().String())
 	default:
-		res.ExitCode = state.ExitCode()
+		res.ExitCode = ws.ExitStatus()
 		if res.ExitCode != 0 {
 			errs = append(errs, fmt.Sprintf("exit status %d", res.ExitCode))
 		} else if waitErr != nil {
@@ -252,7 +255,7 @@ wait:
 	case killReason != "":
 		res.Outcome = outcome
 		errs = append([]string{killReason}, errs...)
-	case state != nil && res.ExitCode == 0 && waitErr == nil:
+	case end.ok && res.ExitCode == 0 && waitErr == nil:
 		res.Outcome = jobproto.OutcomeSucceeded
 	default:
 		res.Outcome = jobproto.OutcomeFailed

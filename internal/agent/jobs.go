@@ -33,6 +33,7 @@ type jobAgent struct {
 
 	killGrace time.Duration // SIGTERM → SIGKILL
 	logFlush  time.Duration // how often log lines are sent
+	guard     string        // Options.ActionGuard
 
 	kick chan struct{} // wakes the result sender
 
@@ -65,7 +66,7 @@ const logFlushInterval = 100 * time.Millisecond
 func newJobAgent(a *Agent, cfg *AgentConfig, opts Options) (*jobAgent, error) {
 	j := &jobAgent{
 		a: a, cfg: cfg, slot: newRelaySlot(), actions: map[string]*action{},
-		version: opts.Version, killGrace: opts.killGrace, logFlush: opts.logFlush,
+		version: opts.Version, killGrace: opts.killGrace, logFlush: opts.logFlush, guard: opts.ActionGuard,
 		kick: make(chan struct{}, 1), running: map[string]*jobRun{}, pending: map[string]*pendingResult{},
 	}
 	if j.killGrace <= 0 {

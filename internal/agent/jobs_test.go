@@ -243,7 +243,9 @@ func act(name string, timeout time.Duration, command ...string) ActionConfig {
 }
 
 // jobOpts are the test options: fast retries, a short kill grace.
-var jobOpts = Options{Version: "1.2.3-test", killGrace: 300 * time.Millisecond, logFlush: 20 * time.Millisecond}
+// jobOpts run actions through the action guard: this test binary
+// (TestMain).
+var jobOpts = Options{Version: "1.2.3-test", killGrace: 300 * time.Millisecond, logFlush: 20 * time.Millisecond, ActionGuard: os.Args[0]}
 
 // startStoppable starts an agent like startAgent and also returns a stop
 // function that waits for it to end (called again by the cleanup).
