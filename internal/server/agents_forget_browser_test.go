@@ -21,7 +21,6 @@ func TestBrowserForgetAgent(t *testing.T) {
 
 	tb := newTab(t, e.browser, "admin")
 	e.loginTo(tb, alice(), "/ui/agents", "agents")
-	tb.run("show offline agents", chromedp.Click(chromedp.CSS(tid("agents-show-offline"))))
 	forgetOf := func(id string) string { return `tr[data-agent-id="` + id + `"] ` + tid("agent-forget") }
 	tb.waitJS(stepTimeout, "the offline agents' Forget buttons",
 		`document.querySelector('`+forgetOf("c2")+`') !== null && document.querySelector('`+forgetOf("c3")+`') !== null`)
@@ -47,7 +46,6 @@ func TestBrowserForgetAgent(t *testing.T) {
 
 	tv := newTab(t, e.browser, "viewer")
 	e.loginTo(tv, vic(), "/ui/agents", "agents")
-	tv.run("show offline agents", chromedp.Click(chromedp.CSS(tid("agents-show-offline"))))
 	tv.waitJS(stepTimeout, "c3's row", `document.querySelector('tr[data-agent-id="c3"]') !== null`)
 	if eval[bool](tv, "a Forget button", `document.querySelector('`+tid("agent-forget")+`') !== null`) {
 		t.Fatal("a viewer sees a Forget button")

@@ -7,9 +7,11 @@ package server
 // width kept as artefacts.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -155,4 +157,80 @@ func TestBrowserJobPageDiagnoses(t *testing.T) {
 	if eval[bool](tb, "the Abort or Run button shown", shownJS(tid("job-abort"))+` || `+shownJS(tid("job-run"))) {
 		t.Error("a finished job shows Abort or Run")
 	}
+}
+
+// TestBrowserStaleDataMarked: when the live feed is down (the server
+// stopped), the Overview's figures are greyed with "as of HH:MM:SS" within
+// 5 s, and the status line says so.
+func TestBrowserStaleDataMarked(t *testing.T) {
+	e := startDashboard(t, nil)
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/", "overview")
+	tb.waitLive()
+	if eval[bool](tb, "stale marks while live", `document.body.hasAttribute('data-stale') || document.querySelector('`+tid("stale-note")+`') !== null`) {
+		t.Fatal("the live Overview is marked stale")
+	}
+	// The page keeps trying to reconnect to the stopped server: the
+	// browser logs those refused requests.
+	tb.expectNetworkError(`^(http|ws)://127\.0\.0\.1:`)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("page: %s", eval[string](tb, "state", `JSON.stringify([document.body.dataset.stale, document.querySelector('#live-status').dataset.state, document.querySelector('#live-status').textContent, String(document.querySelector('`+tid("overview-connections")+`').dataset.stale)])`))
+		}
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Shutdown(context.Background()) }()
+	tb.waitJS(5*time.Second, "the figures greyed with their time", `(() => {
+		const card = document.querySelector('`+tid("overview-connections")+`');
+		const note = card.querySelector('`+tid("stale-note")+`');
+		const figure = document.querySelector('`+tid("ov-connections")+`').closest('.live-data > *');
+		return card.dataset.stale === 'true' && note !== null && /^Not live: as of \d\d:\d\d:\d\d$/.test(note.textContent) &&
+			Number(getComputedStyle(figure).opacity) < 1;
+	})()`)
+	if s := tb.text(tid("live-status")); !regexp.MustCompile(`figures as of \d\d:\d\d:\d\d`).MatchString(s) {
+		t.Errorf("status line %q does not give the figures' time", s)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// TestBrowserListsSayHowFresh: the agents list shows offline agents by
+// default, with their last-seen time; the lists no topic updates (jobs,
+// revocations, audit) say they are a snapshot, with its time, and Refresh
+// reads them again.
+func TestBrowserListsSayHowFresh(t *testing.T) {
+	e := startDashboard(t, nil)
+	reader := e.userToken("reader", auth.ScopeJobsRead)
+	e.offlineAgent(reader, "c9")
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/agents", "agents")
+	tb.waitJS(stepTimeout, "the offline agent with its last-seen time", `(() => {
+		const tr = document.querySelector('tr[data-agent-id="c9"]');
+		return tr !== null && tr.getClientRects().length > 0 && tr.querySelector('time') !== null;
+	})()`)
+
+	user := e.userToken("bob", auth.ScopeJobsWrite)
+	snapshotRefreshes := func(page, name, sel string, change func()) {
+		t.Helper()
+		tb.run("open "+page, chromedp.Navigate(e.url+page))
+		tb.waitJS(stepTimeout, name+" snapshot time", `/^Snapshot as of \d\d:\d\d:\d\d/.test((document.querySelector('`+tid(name+"-as-of")+`') || {}).textContent || '')`)
+		before := eval[int](tb, "rows", `document.querySelectorAll('`+sel+`').length`)
+		change()
+		tb.run("refresh "+page, chromedp.Click(chromedp.CSS(tid(name+"-refresh"))))
+		tb.waitJS(stepTimeout, "one more row after Refresh", fmt.Sprintf(`document.querySelectorAll('%s').length === %d`, sel, before+1))
+	}
+	snapshotRefreshes("/ui/jobs", "jobs", tid("job-row"), func() {
+		e.createJob(user, url.Values{"action": {"download"}, "targets": {"c9"}, "server": {"a"}})
+	})
+	snapshotRefreshes("/ui/revocations", "rev", tid("rev-row"), func() {
+		if status, b := e.api("POST", "/api/v1/revocations", e.adminToken(), `{"kind":"booking","value":"b-17","ttl":"1h"}`); status != 201 && status != 200 {
+			t.Fatalf("revoke: %d %s", status, b)
+		}
+	})
+	snapshotRefreshes("/ui/audit", "audit", tid("audit-row"), func() {
+		if status, b := e.api("POST", "/api/v1/revocations", e.adminToken(), `{"kind":"booking","value":"b-18","ttl":"1h"}`); status != 201 && status != 200 {
+			t.Fatalf("revoke: %d %s", status, b)
+		}
+	})
 }

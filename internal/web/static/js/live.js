@@ -25,8 +25,14 @@
 // expires (4001), so shortly before that a second connection is opened
 // and the first closed once the second is up: no gap, no "reconnecting".
 // There are no polling loops: every update is a message on the topic.
+//
+// Stale data is marked: while a subscription is not live (reconnecting or
+// failed), <body data-stale> is set and every element of class live-data
+// (the figures and lists the live feed keeps current) is greyed and gets a
+// note "Not live: as of HH:MM:SS" (data-testid stale-note), the time of the
+// last data the feed brought (its last message, or when it opened).
 
-import { url, apiError, ApiError } from './util.js';
+import { url, apiError, ApiError, h } from './util.js';
 
 const subscriptions = new Set();
 
@@ -67,6 +73,7 @@ class LiveSubscription {
     this.stopped = false;
     this.openedAt = 0;
     this.twoStep = false; // the next connect uses the two-step flow
+    this.dataAt = 0; // when the feed last brought data (opened or a message); 0: not yet
   }
 
   start() {
@@ -140,6 +147,7 @@ class LiveSubscription {
       this.twoStep = false; // the next connect tries one step again
       this.ws = ws;
       this.openedAt = Date.now();
+      this.dataAt = this.openedAt;
       if (old) {
         old.onclose = null;
         old.onmessage = null;
@@ -155,6 +163,7 @@ class LiveSubscription {
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
+      this.dataAt = Date.now();
       try {
         this.onMessage(ev.data);
       } catch (err) {
@@ -260,7 +269,54 @@ function renderStatus() {
     text = 'Connecting to live updates…';
   }
   if (state !== 'reconnecting') el.removeAttribute('title');
+  if (state === 'reconnecting' || state === 'failed') {
+    // The page's data is as old as the oldest feed that is down; a feed
+    // never opened has what the page was rendered with.
+    const down = subs.filter((s) => s.state === 'reconnecting' || s.state === 'failed');
+    const asOf = Math.min(...down.map((s) => s.dataAt || Math.round(performance.timeOrigin)));
+    text += ` — figures as of ${clock(asOf)}`;
+    markStale(asOf);
+  } else {
+    markStale(null);
+  }
   el.hidden = false;
   el.dataset.state = state;
   if (el.textContent !== text) el.textContent = text;
+}
+
+const two = (n) => String(n).padStart(2, '0');
+
+/** "14:05:09" in local time. */
+function clock(ms) {
+  const d = new Date(ms);
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+// markStale greys the page's live data with a note of its age (asOf, ms),
+// or, with null, shows it as current again.
+function markStale(asOf) {
+  const body = document.body;
+  if (asOf === null) {
+    if (!body.hasAttribute('data-stale')) return;
+    body.removeAttribute('data-stale');
+    for (const el of document.querySelectorAll('.live-data')) {
+      el.removeAttribute('data-stale');
+      const note = el.querySelector(':scope > .stale-note');
+      if (note) note.remove();
+    }
+    return;
+  }
+  body.dataset.stale = 'true';
+  const text = `Not live: as of ${clock(asOf)}`;
+  for (const el of document.querySelectorAll('.live-data')) {
+    el.dataset.stale = 'true';
+    let note = el.querySelector(':scope > .stale-note');
+    if (!note) {
+      note = h('p', { class: 'stale-note', 'data-testid': 'stale-note', role: 'note' });
+      const heading = el.querySelector(':scope > h2');
+      if (heading) heading.after(note);
+      else el.prepend(note);
+    }
+    if (note.textContent !== text) note.textContent = text;
+  }
 }

@@ -253,3 +253,28 @@ export function elapsed(start, end) {
   const b = parseTime(end);
   return (b === null ? Date.now() : b) - a;
 }
+
+/**
+ * Marks a list the live feed does not update as a snapshot: el (a
+ * placeholder with data-snapshot="NAME") gets "Snapshot as of HH:MM:SS"
+ * (data-testid NAME-as-of) and a Refresh button (NAME-refresh) that runs
+ * load again. Returns stamp(), to call after each successful load.
+ */
+export function snapshotBar(el, load) {
+  const name = el.dataset.snapshot;
+  const when = h('span', { 'data-testid': `${name}-as-of`, text: 'Loading…' });
+  const btn = h('button', { type: 'button', class: 'small', 'data-testid': `${name}-refresh`, text: 'Refresh' });
+  el.replaceChildren(when, ' ', btn);
+  btn.addEventListener('click', async () => {
+    btn.disabled = true;
+    try {
+      await load();
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  return () => {
+    const d = new Date();
+    when.textContent = `Snapshot as of ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}, not updated live.`;
+  };
+}

@@ -2,7 +2,7 @@
 // page" is a real link (?after=<the last id shown>), so the browser's
 // history and bookmarks work.
 
-import { api, byId, h, url, fmtCount, timeEl, emptyRow, showMessage } from '../util.js';
+import { api, byId, h, url, fmtCount, timeEl, emptyRow, showMessage, snapshotBar } from '../util.js';
 
 const pageSize = 100;
 const params = new URLSearchParams(location.search);
@@ -16,6 +16,8 @@ async function load() {
     if (after) q.after = after;
     const res = await api('/api/v1/audit', { query: q });
     const events = res.events || [];
+    stamp();
+    showMessage(byId('audit-message'), '');
     byId('audit-count').textContent = events.length
       ? `Events ${fmtCount(events[0].id)} to ${fmtCount(events[events.length - 1].id)}${after ? ` (after ${fmtCount(Number(after))})` : ''}`
       : after ? 'No more events.' : 'No events yet.';
@@ -40,4 +42,6 @@ async function load() {
   }
 }
 
+// The audit log is a snapshot, read again on Refresh.
+const stamp = snapshotBar(document.querySelector('[data-snapshot="audit"]'), load);
 load();

@@ -5,7 +5,7 @@
 // label selector, then POST /ui/api/api/v1/jobs as JSON with phase RUN.
 // The server checks everything again; its error is shown verbatim.
 
-import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, phaseBadge, networkMessage } from '../util.js';
+import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, phaseBadge, networkMessage, snapshotBar } from '../util.js';
 import { checkParam, requiredMessage, formatG, byteLength } from '../params.js';
 import { targetsError } from '../checks.js';
 
@@ -26,6 +26,8 @@ async function loadJobs() {
   try {
     const res = await api('/api/v1/jobs', { query: q });
     const jobs = (res.jobs || []).slice().sort((a, b) => (b.creationTime || '').localeCompare(a.creationTime || ''));
+    stampJobs();
+    showMessage(byId('jobs-message'), '');
     countEl.textContent = `${fmtCount(jobs.length)} jobs${jobs.length >= maxListed ? ` (the ${fmtCount(maxListed)} newest)` : ''}` +
       (phases.length ? ` in ${phases.join(', ')}` : '');
     if (jobs.length === 0) {
@@ -45,6 +47,8 @@ async function loadJobs() {
   }
 }
 
+// No topic carries the job list: it is a snapshot, read again on Refresh.
+const stampJobs = snapshotBar(document.querySelector('[data-snapshot="jobs"]'), loadJobs);
 loadJobs();
 
 // --- the create form (operators) ---

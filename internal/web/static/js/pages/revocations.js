@@ -2,7 +2,7 @@
 // until), a form to add one (operators) and Remove (admins). Everything
 // goes through the server's own API via /ui/api/.
 
-import { api, atLeast, byId, h, fmtCount, fmtTime, timeEl, emptyRow, showMessage } from '../util.js';
+import { api, atLeast, byId, h, fmtCount, fmtTime, timeEl, emptyRow, showMessage, snapshotBar } from '../util.js';
 import { valueError, reasonError, durationError, parseGoDuration } from '../checks.js';
 import { confirmAction } from '../dialog.js';
 
@@ -11,11 +11,16 @@ const countEl = byId('rev-count');
 const messageEl = byId('rev-message');
 const isAdmin = atLeast('admin');
 
+// No topic carries the revocations: the list is a snapshot, read again on
+// Refresh (and after each change made here).
+const stamp = snapshotBar(document.querySelector('[data-snapshot="rev"]'), () => load());
+
 async function load() {
   try {
     const res = await api('/api/v1/revocations');
     const revs = (res.revocations || []).slice().sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
     countEl.textContent = `${fmtCount(revs.length)} active revocations`;
+    stamp();
     if (revs.length === 0) {
       emptyRow(tbody, 'No active revocations.');
       return;
