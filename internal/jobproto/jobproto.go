@@ -305,7 +305,7 @@ func ValidName(s string) bool { return nameRE.MatchString(s) }
 // parameter that an action may not declare.
 func ReservedParam(name string) bool {
 	switch strings.ToUpper(name) {
-	case "PHASE", "RUNID", "ACTION", "TARGETS", "EXECUTIONDURATION", "DESTRUCTION", "QUOTE", "OWNER", "WAIT", "AFTER", "LAST", "REQUIRE":
+	case "PHASE", "RUNID", "ACTION", "TARGETS", "EXECUTIONDURATION", "DESTRUCTION", "QUOTE", "OWNER", "WAIT", "AFTER", "LAST", "REQUIRE", "LABEL":
 		return true
 	}
 	return false

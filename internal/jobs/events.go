@@ -96,6 +96,11 @@ func (m *Manager) apply(ev Event, j *store.Job, local bool) {
 	case ev.Change == ChangePhase && ev.Phase.Final():
 		m.goBackground(func() { m.endLogs(ev.Job, ev.Phase, local) })
 	}
+	if local && j != nil && j.Parent != "" && ev.Change == ChangePhase && ev.Phase.Final() {
+		// The node that ended a matrix job's child sees whether it was
+		// the last one (matrix.go).
+		m.goBackground(func() { m.finishMatrixIfDone(j.Parent) })
+	}
 	if !local && m.HoldsTimerLease() {
 		m.goBackground(func() { m.rearm(ev.Job) })
 	}

@@ -175,6 +175,12 @@ func (m *Manager) loadTimers(ctx context.Context) error {
 			m.setTimer("dispatch:"+j.ID, m.cfg.LostGrace, func() { m.dispatch(j.ID) })
 		case store.PhaseExecuting:
 			m.armExecDeadline(j)
+			if len(j.Matrix) > 0 {
+				// Its children may all have ended, or some be left
+				// PENDING, while no node ran the timers.
+				m.goBackground(func() { m.finishMatrixIfDone(j.ID) })
+				continue
+			}
 			runs, err := m.st.Runs(ctx, j.ID)
 			if err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
@@ -42,6 +43,9 @@ func (m *Manager) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, err
 	return m.st.Jobs(ctx, f)
 }
 
+// MaxJobLabels bounds the labels of one job.
+const MaxJobLabels = 32
+
 // RequireAll is the REQUIRE value that every target must run (the
 // default, stored as "").
 const RequireAll = "all"
@@ -57,6 +61,16 @@ type Spec struct {
 	// Require is which targets must run (REQUIRE): "" or "all", every
 	// one; store.RequireAvailable, those connected at RUN.
 	Require string
+	// Matrix lists the parameters given several values (not also in
+	// Params): the job is a matrix job (matrix.go), one child job per
+	// combination of the values.
+	Matrix []store.MatrixParam
+	// Labels tag the job ("key=value" each).
+	Labels []string
+	// Definition and DefinitionVersion name the saved definition the
+	// job is started from ("" and 0: none).
+	Definition        string
+	DefinitionVersion int
 }
 
 // Create checks a job's targets, action and parameters against the agents
@@ -65,7 +79,16 @@ type Spec struct {
 func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
 	now := m.cfg.Now()
 	j := store.Job{ID: newJobID(), RunID: s.RunID, Owner: s.Owner, Action: s.Action, Targets: s.Targets,
-		Phase: store.PhasePending, CreatedAt: now, Destruction: s.Destruction, ExecDuration: s.ExecDuration}
+		Phase: store.PhasePending, CreatedAt: now, Destruction: s.Destruction, ExecDuration: s.ExecDuration,
+		Matrix: s.Matrix, Labels: s.Labels, Definition: s.Definition, DefinitionVersion: s.DefinitionVersion}
+	for _, l := range s.Labels {
+		if !jobproto.ValidLabel(l) {
+			return j, &TargetError{"invalid_parameter", fmt.Sprintf("LABEL %q is not a label key=value", Truncate(l, 64))}
+		}
+	}
+	if len(s.Labels) > MaxJobLabels {
+		return j, &TargetError{"invalid_parameter", fmt.Sprintf("at most %d LABELs", MaxJobLabels)}
+	}
 	switch s.Require {
 	case "", RequireAll:
 	case store.RequireAvailable:
@@ -79,6 +102,9 @@ func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
 	agents, err := m.st.Agents(ctx)
 	if err != nil {
 		return j, err
+	}
+	if len(j.Matrix) > 0 {
+		return m.createMatrix(ctx, j, agents, s.Params)
 	}
 	if j.Params, err = resolveAction(agents, j.Targets, j.Action, s.Params); err != nil {
 		return j, err
@@ -109,7 +135,7 @@ func (m *Manager) SetDestruction(ctx context.Context, id string, t time.Time) er
 	}
 	m.armDestruction(j)
 	m.timersChanged(j)
-	return nil
+	return m.forChildren(ctx, j, func(child string) error { return m.SetDestruction(ctx, child, t) })
 }
 
 // SetExecutionDuration changes a job's execution duration (a *PhaseError
@@ -131,7 +157,7 @@ func (m *Manager) SetExecutionDuration(ctx context.Context, id string, d time.Du
 		m.armExecDeadline(j)
 	}
 	m.timersChanged(j)
-	return nil
+	return m.forChildren(ctx, j, func(child string) error { return m.SetExecutionDuration(ctx, child, d) })
 }
 
 // AgentDoc is an agent as the API lists it and the agents topic announces

@@ -75,9 +75,24 @@ func (e *TargetError) Error() string { return e.Msg }
 // The action must be declared, identically, by every targeted agent that
 // declares it, and by at least one.
 func resolveAction(agents []store.Agent, targets, action string, params map[string]string) (map[string]string, error) {
+	decl, _, err := declaredAction(agents, targets, action)
+	if err != nil {
+		return nil, err
+	}
+	out, err := decl.CheckParams(params)
+	if err != nil {
+		return nil, &TargetError{"invalid_parameter", err.Error()}
+	}
+	return out, nil
+}
+
+// declaredAction checks targets and action against the agents known, as
+// resolveAction does, and returns the action's declaration and how many
+// known agents the targets match.
+func declaredAction(agents []store.Agent, targets, action string) (*jobproto.Action, int, error) {
 	sel, err := parseTargets(targets)
 	if err != nil {
-		return nil, &TargetError{"invalid_targets", err.Error()}
+		return nil, 0, &TargetError{"invalid_targets", err.Error()}
 	}
 	known := map[string]bool{}
 	for _, a := range agents {
@@ -85,11 +100,11 @@ func resolveAction(agents []store.Agent, targets, action string, params map[stri
 	}
 	for _, id := range sel.ids {
 		if !known[id] {
-			return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent %q is known: it never connected, or was forgotten", id)}
+			return nil, 0, &TargetError{"unknown_target", fmt.Sprintf("no agent %q is known: it never connected, or was forgotten", id)}
 		}
 	}
 	if action == "" {
-		return nil, &TargetError{"invalid_action", "action is required"}
+		return nil, 0, &TargetError{"invalid_action", "action is required"}
 	}
 	var decl *jobproto.Action
 	var declaredBy string
@@ -110,21 +125,17 @@ func resolveAction(agents []store.Agent, targets, action string, params map[stri
 			continue
 		}
 		if decl != nil && !decl.Equal(&acts[i]) {
-			return nil, &TargetError{"ambiguous_action", fmt.Sprintf("agents %s and %s declare action %q differently; target agents with one declaration", declaredBy, a.ID, action)}
+			return nil, 0, &TargetError{"ambiguous_action", fmt.Sprintf("agents %s and %s declare action %q differently; target agents with one declaration", declaredBy, a.ID, action)}
 		}
 		if decl == nil {
 			decl, declaredBy = &acts[i], a.ID
 		}
 	}
 	if matched == 0 {
-		return nil, &TargetError{"unknown_target", fmt.Sprintf("no agent matches targets %q", targets)}
+		return nil, 0, &TargetError{"unknown_target", fmt.Sprintf("no agent matches targets %q", targets)}
 	}
 	if decl == nil {
-		return nil, &TargetError{"unknown_action", fmt.Sprintf("no targeted agent offers action %q", action)}
+		return nil, 0, &TargetError{"unknown_action", fmt.Sprintf("no targeted agent offers action %q", action)}
 	}
-	out, err := decl.CheckParams(params)
-	if err != nil {
-		return nil, &TargetError{"invalid_parameter", err.Error()}
-	}
-	return out, nil
+	return decl, matched, nil
 }

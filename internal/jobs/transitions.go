@@ -63,6 +63,13 @@ var errNoChange = errors.New("no change")
 // connected targets as their slots allow (pump). A job none of whose
 // targets can run (every one skipped or rejected) goes to ERROR.
 func (m *Manager) dispatch(id string) {
+	ctx, cancel := bgCtx()
+	j, err := m.st.Job(ctx, id)
+	cancel()
+	if err == nil && len(j.Matrix) > 0 {
+		m.startMatrix(j) // a matrix job's runs are its children's
+		return
+	}
 	queued, ok := m.recordTargets(id)
 	if !ok {
 		return
@@ -203,9 +210,19 @@ func (m *Manager) retryDispatch(id string, err error) {
 }
 
 // Abort moves an unfinished job to ABORTED and tells its agents to kill
-// their runs (PHASE=ABORT). why, if not empty, becomes the error summary.
-// It returns the job after the change, or a *PhaseError.
+// their runs (PHASE=ABORT); a matrix job's unfinished children are aborted
+// too. why, if not empty, becomes the error summary. It returns the job
+// after the change, or a *PhaseError.
 func (m *Manager) Abort(id, why string) (store.Job, error) {
+	j, err := m.abortOne(id, why)
+	if err == nil && len(j.Matrix) > 0 {
+		m.abortChildren(id, why)
+	}
+	return j, err
+}
+
+// abortOne is Abort without the children of a matrix job.
+func (m *Manager) abortOne(id, why string) (store.Job, error) {
 	unlock := m.lockJob(id)
 	defer unlock()
 	ctx, cancel := bgCtx()
@@ -490,6 +507,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	if !j.Phase.Final() {
 		m.Abort(id, "job deleted")
+	}
+	if err := m.forChildren(ctx, j, func(child string) error { return m.Remove(ctx, child) }); err != nil {
+		return err
 	}
 	unlock := m.lockJob(id)
 	defer unlock()

@@ -100,6 +100,7 @@ func (h *API) Register(mux *http.ServeMux, base string) {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/results/{result...}", h.serveResult)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/runs/{agent}/log", h.serveRunLog)
 	mux.HandleFunc("PUT /api/v1/jobs/{id}/runs/{agent}/files/{name}", h.serveUpload)
+	mux.HandleFunc("GET /api/v1/export", h.serveExport)
 }
 
 // caller is an authenticated API user.
@@ -221,7 +222,13 @@ func (h *API) view(ctx context.Context, j store.Job) (*jobView, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &jobView{Job: j, Runs: runs, Logs: logs, Base: h.base}, nil
+	v := &jobView{Job: j, Runs: runs, Logs: logs, Base: h.base}
+	if len(j.Matrix) > 0 {
+		if err := h.loadMatrix(ctx, v); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
@@ -234,29 +241,9 @@ func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
 		h.answerError(w, r, err)
 		return
 	}
-	f := store.JobFilter{Limit: 10000}
-	if !c.admin {
-		f.Owner = c.claims.Subject
-	}
-	if f.Phases, err = parsePhases(q["phase"]); err != nil {
-		h.answerError(w, r, err)
+	f, ok := h.listFilter(w, r, c, q)
+	if !ok {
 		return
-	}
-	if v, ok := one(w, q, "after"); !ok {
-		return
-	} else if v != "" {
-		if f.After, err = parseAfter(v); err != nil {
-			h.answerError(w, r, err)
-			return
-		}
-	}
-	if v, ok := one(w, q, "last"); !ok {
-		return
-	} else if v != "" {
-		if f.Last, err = parseLast(v); err != nil {
-			h.answerError(w, r, err)
-			return
-		}
 	}
 	jobs, err := h.jobs.Jobs(r.Context(), f)
 	if err != nil {
@@ -264,6 +251,45 @@ func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJobList(w, wantsXML(r), jobs, h.base)
+}
+
+// listFilter reads the job list's filters: PHASE (repeatable), AFTER,
+// LAST, RUNID, LABEL, DEFINITION; a caller without jobs:admin sees only
+// its own jobs. Other parameters are ignored, as UWS lists do.
+func (h *API) listFilter(w http.ResponseWriter, r *http.Request, c *caller, q map[string][]string) (store.JobFilter, bool) {
+	f := store.JobFilter{Limit: 10000}
+	if !c.admin {
+		f.Owner = c.claims.Subject
+	}
+	var err error
+	if f.Phases, err = parsePhases(q["phase"]); err != nil {
+		h.answerError(w, r, err)
+		return f, false
+	}
+	if v, ok := one(w, q, "after"); !ok {
+		return f, false
+	} else if v != "" {
+		if f.After, err = parseAfter(v); err != nil {
+			h.answerError(w, r, err)
+			return f, false
+		}
+	}
+	if v, ok := one(w, q, "last"); !ok {
+		return f, false
+	} else if v != "" {
+		if f.Last, err = parseLast(v); err != nil {
+			h.answerError(w, r, err)
+			return f, false
+		}
+	}
+	for name, dst := range map[string]*string{"runid": &f.RunID, "label": &f.Label, "definition": &f.Definition} {
+		v, ok := one(w, q, name)
+		if !ok {
+			return f, false
+		}
+		*dst = v
+	}
+	return f, true
 }
 
 // one returns the single value of a request parameter ("" if absent); a
@@ -281,14 +307,17 @@ func one(w http.ResponseWriter, q map[string][]string, name string) (string, boo
 
 // createRequest is the JSON form of a job creation.
 type createRequest struct {
-	Action            string            `json:"action"`
-	Targets           string            `json:"targets"`
-	Require           string            `json:"require"` // REQUIRE: all (default) or available
-	Parameters        map[string]string `json:"parameters"`
-	RunID             string            `json:"runId"`
-	Phase             string            `json:"phase"`
-	ExecutionDuration *int64            `json:"executionDuration"`
-	Destruction       string            `json:"destruction"`
+	Action  string `json:"action"`
+	Targets string `json:"targets"`
+	Require string `json:"require"` // REQUIRE: all (default) or available
+	// Parameters maps each action parameter to a string, or to an array
+	// of strings: a matrix parameter (one run per agent per combination).
+	Parameters        map[string]paramValues `json:"parameters"`
+	Labels            []string               `json:"labels"`
+	RunID             string                 `json:"runId"`
+	Phase             string                 `json:"phase"`
+	ExecutionDuration *int64                 `json:"executionDuration"`
+	Destruction       string                 `json:"destruction"`
 }
 
 const maxJSONBody = 1 << 20
@@ -302,8 +331,10 @@ func (h *API) serveCreate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	plain, matrix := splitMatrix(req.Parameters)
 	spec := jobs.Spec{RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
-		Targets: strings.TrimSpace(req.Targets), Params: req.Parameters, Require: strings.ToLower(req.Require)}
+		Targets: strings.TrimSpace(req.Targets), Params: plain, Matrix: matrix, Require: strings.ToLower(req.Require),
+		Labels: req.Labels}
 	if c.claims.Subject == "" {
 		spec.Owner = "admin"
 	}
@@ -370,11 +401,17 @@ func (h *API) readCreate(w http.ResponseWriter, r *http.Request) (createRequest,
 		h.answerError(w, r, err)
 		return req, false
 	}
-	req.Parameters = map[string]string{}
+	req.Parameters = map[string]paramValues{}
 	for k, vs := range q {
-		if len(vs) != 1 {
-			apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", strings.ToUpper(k)+" is given more than once")
-			return req, false
+		switch k {
+		case "label":
+			req.Labels = append(req.Labels, vs...)
+			continue
+		case "action", "targets", "require", "runid", "phase", "destruction", "executionduration":
+			if len(vs) != 1 {
+				apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", strings.ToUpper(k)+" is given more than once")
+				return req, false
+			}
 		}
 		v := vs[0]
 		switch k {
@@ -402,7 +439,9 @@ func (h *API) readCreate(w http.ResponseWriter, r *http.Request) (createRequest,
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", strings.ToUpper(k)+" cannot be set at creation")
 			return req, false
 		default:
-			req.Parameters[k] = v
+			// An action parameter given several times is a matrix
+			// parameter (one run per agent per combination).
+			req.Parameters[k] = vs
 		}
 	}
 	return req, true
@@ -620,7 +659,7 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j, ok := h.loadJob(w, r, c)
-	if !ok {
+	if !ok || refuseChild(w, j) {
 		return
 	}
 	for k := range q {
@@ -700,7 +739,7 @@ func (h *API) serveDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j, ok := h.loadJob(w, r, c)
-	if !ok {
+	if !ok || refuseChild(w, j) {
 		return
 	}
 	if err := h.remove(r.Context(), j.ID); err != nil {
@@ -802,7 +841,7 @@ func (h *API) servePostSub(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j, ok := h.loadJob(w, r, c)
-	if !ok {
+	if !ok || refuseChild(w, j) {
 		return
 	}
 	v, ok := one(w, q, sub)
@@ -876,12 +915,22 @@ func (h *API) serveResult(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ref := refs[i]
+	if id == MatrixJSONResult || id == MatrixCSVResult {
+		h.serveMatrixResult(w, r, v, id)
+		return
+	}
 	// A download takes as long as the client needs: it fails only when it
 	// stalls for TransferIdleTimeout.
 	out := h.newTransfer(w).writer()
 	if ref.File == nil {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+j.ID+`-summary.csv"`)
+		if v.Matrix != nil {
+			// A matrix job's runs differ by their parameters: the long
+			// format names them.
+			writeExportCSV(out, exportRows(v))
+			return
+		}
 		writeSummaryCSV(out, v.Runs)
 		return
 	}

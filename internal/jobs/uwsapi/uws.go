@@ -231,9 +231,23 @@ func params(j *store.Job) []param {
 		}
 		names = append(names, k)
 	}
+	for _, p := range j.Matrix {
+		if lk := strings.ToLower(p.Name); lk != "action" && lk != "targets" {
+			names = append(names, p.Name)
+		}
+	}
 	sort.Strings(names)
 	for _, k := range names {
-		out = append(out, param{k, j.Params[k]})
+		if v, ok := j.Params[k]; ok {
+			out = append(out, param{k, v})
+			continue
+		}
+		// A matrix parameter: one entry per value, as a UWS client
+		// gives it (the JSON rendering makes them one array).
+		i := slices.IndexFunc(j.Matrix, func(p store.MatrixParam) bool { return p.Name == k })
+		for _, v := range j.Matrix[i].Values {
+			out = append(out, param{k, v})
+		}
 	}
 	return out
 }
@@ -465,9 +479,16 @@ func jobXML(v *jobView) []byte {
 // anything. No element in it may share a local name with a UWS element:
 // pyvo ignores namespaces, and an <sb:errorSummary> or <sb:message> would
 // overwrite what it read of the job's.
+//
+// A test's structure (docs/jobs.md) is there too: <sb:label> per label,
+// <sb:definition name= version=>, on a matrix job's child <sb:matrixJob>
+// (its matrix job's id), and on a matrix job one <sb:combination job=
+// phase= label=> per child with an <sb:value name=> per matrix parameter;
+// its runs (its children's) carry name= (agent and combination) and job=
+// (the child's id).
 func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 	j := &v.Job
-	if len(v.Runs) == 0 && j.ErrorSummary == "" {
+	if len(v.Runs) == 0 && j.ErrorSummary == "" && v.Matrix == nil && len(j.Labels) == 0 && j.Definition == "" && j.Parent == "" {
 		return
 	}
 	d.nl(indent)
@@ -475,6 +496,32 @@ func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 	if j.ErrorSummary != "" {
 		d.nl(indent + 1)
 		d.text("sb:error", j.ErrorSummary)
+	}
+	for _, l := range j.Labels {
+		d.nl(indent + 1)
+		d.text("sb:label", l)
+	}
+	if j.Definition != "" {
+		d.nl(indent + 1)
+		d.tag("sb:definition", true, "name", j.Definition, "version", strconv.Itoa(j.DefinitionVersion))
+	}
+	if j.Parent != "" {
+		d.nl(indent + 1)
+		d.text("sb:matrixJob", j.Parent)
+	}
+	if v.Matrix != nil {
+		for i, c := range v.Matrix.Combos {
+			d.nl(indent + 1)
+			d.tag("sb:combination", false, "job", c.JobID, "phase", string(v.Matrix.Children[i].Phase), "label", c.Label())
+			for _, p := range c.Values {
+				d.nl(indent + 2)
+				d.tag("sb:value", false, "name", p.Name)
+				d.escape(p.Values[0])
+				d.end("sb:value")
+			}
+			d.nl(indent + 1)
+			d.end("sb:combination")
+		}
 	}
 	for i := range v.Runs {
 		r := &v.Runs[i]
@@ -493,7 +540,11 @@ func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 		if len(r.Metrics) > 0 && json.Valid(r.Metrics) {
 			metrics = string(r.Metrics)
 		}
-		attrs := append([]string{"agent", r.AgentID}, optional(
+		attrs := []string{"agent", r.AgentID}
+		if v.Matrix != nil {
+			attrs = append(attrs, "name", v.runName(i), "job", r.JobID)
+		}
+		attrs = append(attrs, optional(
 			"state", string(r.State),
 			"exitCode", exit,
 			"startTime", start,
@@ -540,12 +591,18 @@ type jsonFile struct {
 }
 
 type jsonRun struct {
-	Agent     string  `json:"agent"`
-	State     string  `json:"state"`
-	ExitCode  *int    `json:"exitCode"` // null: no exit status
-	StartTime *string `json:"startTime"`
-	EndTime   *string `json:"endTime"`
-	Error     string  `json:"error"`
+	Agent string `json:"agent"`
+	// Name, Job and Combination are set on a matrix job's runs: the
+	// run's agent and combination, the child job it belongs to, and the
+	// combination's values.
+	Name        string        `json:"name,omitempty"`
+	Job         string        `json:"job,omitempty"`
+	Combination orderedParams `json:"combination,omitempty"`
+	State       string        `json:"state"`
+	ExitCode    *int          `json:"exitCode"` // null: no exit status
+	StartTime   *string       `json:"startTime"`
+	EndTime     *string       `json:"endTime"`
+	Error       string        `json:"error"`
 	// StdoutTail and StderrTail are the last output the agent sent with
 	// its result (jobproto.MaxTailBytes each); the whole log is the
 	// result logs/{agent}.txt.
@@ -556,7 +613,29 @@ type jsonRun struct {
 }
 
 type jsonJobInfo struct {
-	Runs []jsonRun `json:"runs"`
+	Runs         []jsonRun          `json:"runs"`
+	Labels       []string           `json:"labels,omitempty"`
+	Definition   *jsonDefinitionRef `json:"definition,omitempty"`
+	MatrixJob    string             `json:"matrixJob,omitempty"` // on a matrix job's child: the matrix job
+	Matrix       []jsonMatrixParam  `json:"matrix,omitempty"`
+	Combinations []jsonCombination  `json:"combinations,omitempty"`
+}
+
+type jsonDefinitionRef struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+}
+
+type jsonMatrixParam struct {
+	Name   string   `json:"name"`
+	Values []string `json:"values"`
+}
+
+type jsonCombination struct {
+	Job        string        `json:"job"`
+	Label      string        `json:"label"`
+	Phase      string        `json:"phase"`
+	Parameters orderedParams `json:"parameters"`
 }
 
 type jsonJob struct {
@@ -588,24 +667,40 @@ type jsonJobRef struct {
 // orderedParams encodes as a JSON object keeping its order.
 type orderedParams []param
 
+// Consecutive entries of one name (a matrix parameter's values) are one
+// member whose value is an array of them.
 func (p orderedParams) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
-	for i, kv := range p {
+	for i := 0; i < len(p); {
+		n := 1
+		for i+n < len(p) && p[i+n].Name == p[i].Name {
+			n++
+		}
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, err := json.Marshal(kv.Name)
+		k, err := json.Marshal(p[i].Name)
 		if err != nil {
 			return nil, err
 		}
-		v, err := json.Marshal(kv.Value)
+		var v []byte
+		if n == 1 {
+			v, err = json.Marshal(p[i].Value)
+		} else {
+			vs := make([]string, n)
+			for j := range vs {
+				vs[j] = p[i+j].Value
+			}
+			v, err = json.Marshal(vs)
+		}
 		if err != nil {
 			return nil, err
 		}
 		b.Write(k)
 		b.WriteByte(':')
 		b.Write(v)
+		i += n
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
@@ -668,7 +763,26 @@ func jobJSON(v *jobView) jsonJob {
 		doc.ErrorSummary = &jsonErrorSummary{Type: errorType(j), HasDetail: true, Message: j.ErrorSummary}
 	}
 	for i := range v.Runs {
-		doc.JobInfo.Runs = append(doc.JobInfo.Runs, runJSON(&v.Runs[i]))
+		jr := runJSON(&v.Runs[i])
+		if v.Matrix != nil {
+			jr.Name, jr.Job = v.runName(i), v.Runs[i].JobID
+			jr.Combination = comboParams(v.Matrix.Combos[v.Matrix.RunCombo[i]])
+		}
+		doc.JobInfo.Runs = append(doc.JobInfo.Runs, jr)
+	}
+	doc.JobInfo.Labels = j.Labels
+	if j.Definition != "" {
+		doc.JobInfo.Definition = &jsonDefinitionRef{j.Definition, j.DefinitionVersion}
+	}
+	doc.JobInfo.MatrixJob = j.Parent
+	for _, p := range j.Matrix {
+		doc.JobInfo.Matrix = append(doc.JobInfo.Matrix, jsonMatrixParam{p.Name, p.Values})
+	}
+	if v.Matrix != nil {
+		for i, c := range v.Matrix.Combos {
+			doc.JobInfo.Combinations = append(doc.JobInfo.Combinations, jsonCombination{Job: c.JobID, Label: c.Label(),
+				Phase: string(v.Matrix.Children[i].Phase), Parameters: comboParams(c)})
+		}
 	}
 	return doc
 }

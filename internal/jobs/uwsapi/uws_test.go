@@ -152,6 +152,7 @@ func jobsFixtures() []fixture {
 			}},
 			wantParams: [][2]string{{"action", "ping"}, {"targets", "c1"}},
 		},
+		matrixFixture(),
 		{
 			name:  "invalid-chars",
 			lossy: true,
@@ -375,7 +376,7 @@ func TestUWSJobXMLContent(t *testing.T) {
 					if size == 0 && r.ID != "c1/my result.json" {
 						t.Errorf("result %s: size=\"0\"", r.ID)
 					}
-				} else if r.ID != SummaryResult {
+				} else if r.ID != SummaryResult && r.ID != MatrixJSONResult && r.ID != MatrixCSVResult { // generated on request
 					t.Errorf("result %s has no size", r.ID)
 				}
 				results = append(results, wantResult{r.ID, r.Href, size, r.MimeType})
@@ -406,6 +407,9 @@ func TestUWSJobXMLContent(t *testing.T) {
 					attrs[a.Name.Local] = a.Value
 				}
 				want := map[string]string{"agent": r.AgentID, "state": string(r.State)}
+				if f.v.Matrix != nil { // a matrix job's run: its name and its child job
+					want["name"], want["job"] = f.v.runName(i), r.JobID
+				}
 				if r.State.Final() && r.ExitCode >= 0 {
 					want["exitCode"] = fmt.Sprint(r.ExitCode)
 				}
@@ -532,7 +536,8 @@ func nilIfEmpty(s string) string {
 }
 
 // jobInfoElements are the local names of <uws:jobInfo> and what it holds.
-var jobInfoElements = []string{"jobInfo", "error", "run", "stdoutTail", "stderrTail", "metrics"}
+var jobInfoElements = []string{"jobInfo", "error", "run", "stdoutTail", "stderrTail", "metrics",
+	"label", "definition", "matrixJob", "combination", "value"}
 
 // checkPyvoWarnings allows only pyvo's complaints about our jobInfo
 // content, which it does not know, and about the root element of a job

@@ -18,6 +18,9 @@ type jobView struct {
 	// Base is the absolute URL of the job list, without a trailing slash
 	// ("https://hub.example.org/api/v1/jobs"); hrefs are built from it.
 	Base string
+	// Matrix is set on a matrix job: Runs are then its children's, and
+	// Matrix says which combination each belongs to.
+	Matrix *matrixView
 }
 
 // href returns the absolute URL of the job.
@@ -25,7 +28,7 @@ func (v *jobView) href() string { return v.Base + "/" + v.Job.ID }
 
 // resultRef is one entry of a job's result list.
 type resultRef struct {
-	ID       string // "summary" or "{agent}/{file}"
+	ID       string // "summary", "matrix.json", "matrix.csv", "logs/{agent}.txt" or "{agent}/{file}"
 	MimeType string
 	Size     int64 // -1: unknown (the summary is generated on request)
 	// File is the stored file of an uploaded result; nil for the summary.
@@ -69,6 +72,14 @@ func (v *jobView) results() []resultRef {
 	}
 	if finished {
 		out = append(out, resultRef{ID: SummaryResult, MimeType: "text/csv", Size: -1})
+	}
+	if v.Matrix != nil {
+		// The files and logs of its runs are its children's results.
+		if finished {
+			out = append(out, resultRef{ID: MatrixJSONResult, MimeType: "application/json", Size: -1},
+				resultRef{ID: MatrixCSVResult, MimeType: "text/csv", Size: -1})
+		}
+		return out
 	}
 	for i := range v.Runs {
 		r := &v.Runs[i]
