@@ -107,11 +107,19 @@ type Config struct {
 	// scope a pattern token needs to reach topics below them; a token for
 	// exactly one such topic needs only read (system.go).
 	SystemPrefixes map[string]string
+	// Coalesce lists topic patterns whose session readers get what is
+	// queued for them merged into one message (practable.go); empty: none.
+	Coalesce []string
+	// PractableStats, if set, serves practable's stats feed (practable.go).
+	PractableStats *PractableStats
 	// MaxConnsPerToken and MaxConnsPerSubject bound the connections one
 	// token and one subject may hold open at once (of every prefix); a
 	// connection over either is refused with 429 too_many_connections.
 	// 0 means DefaultMaxConnsPerToken and DefaultMaxConnsPerSubject.
 	MaxConnsPerToken, MaxConnsPerSubject int
+	// PublishLimits bound the HTTP publish requests of one token and one
+	// client address (publishlimits.go); zero values are the defaults.
+	PublishLimits PublishLimits
 }
 
 // Denier reports revocations. It is called on every access request and code
@@ -136,6 +144,10 @@ type Handler struct {
 	anyOrigin   bool
 	maxMessage  int
 	limits      *connLimits
+	// publishLimits and publishCounts are HTTP publish's token buckets
+	// and counters (publishlimits.go).
+	publishLimits *publishLimiter
+	publishCounts publishCounters
 }
 
 // New returns a Handler for cfg.
@@ -157,6 +169,12 @@ func New(cfg Config) (*Handler, error) {
 	case cfg.MaxConnsPerSubject < 0:
 		return nil, fmt.Errorf("access: connections per subject %d (--max-conns-per-subject): must not be negative", cfg.MaxConnsPerSubject)
 	}
+	if err := validCoalesce(cfg.Coalesce); err != nil {
+		return nil, err
+	}
+	if cfg.PractableStats != nil && cfg.PractableStats.Scope == "" {
+		return nil, errors.New("access: practable stats feed: a scope is required (--practable-stats)")
+	}
 	if cfg.CodeTTL == 0 {
 		cfg.CodeTTL = DefaultCodeTTL
 	}
@@ -172,6 +190,11 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	publishLimits, err := cfg.PublishLimits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cfg.PublishLimits = publishLimits
 	ws := *cfg.PublicURL
 	switch ws.Scheme {
 	case "http":
@@ -188,6 +211,8 @@ func New(cfg Config) (*Handler, error) {
 		origins:    make(map[string]bool),
 		maxMessage: cfg.Relay.Config().MaxMessageBytes,
 		limits:     newConnLimits(cfg.MaxConnsPerToken, cfg.MaxConnsPerSubject),
+
+		publishLimits: newPublishLimiter(publishLimits, cfg.Now),
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -209,11 +234,14 @@ func New(cfg Config) (*Handler, error) {
 // path allows must ignore it unless the first segment is a KnownPrefix.
 const RoutePath = "/{prefix}/{topic...}"
 
-// Register adds the handler's routes to mux.
+// Register adds the handler's routes to mux: the access and websocket
+// endpoints, and HTTP publish (publish.go).
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+RoutePath, h.serveAccess)
 	mux.HandleFunc("OPTIONS "+RoutePath, h.servePreflight)
 	mux.HandleFunc("GET "+RoutePath, h.serveWebsocket)
+	mux.HandleFunc("POST "+wire.PublishPath, h.ServePublish)
+	mux.HandleFunc("OPTIONS "+wire.PublishPath, h.answerPreflight)
 }
 
 // KnownPrefix reports whether prefix names a connection type this node
@@ -260,6 +288,13 @@ func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, e)
 		return
 	}
+	h.answerPreflight(w, r)
+}
+
+// answerPreflight answers a browser's CORS preflight of a POST (an access
+// request or HTTP publish): the server's own origin, Config.AllowedOrigins,
+// or any with "*".
+func (h *Handler) answerPreflight(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Origin") == "" || !h.originAllowed(r) {
 		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed")
 		return
@@ -431,6 +466,13 @@ func ClientAddr(r *http.Request, trusted []netip.Prefix) string {
 	return addr
 }
 
+// tokenOwner identifies tok in per-token quotas (Grant.Owner) without
+// keeping it: a digest.
+func tokenOwner(tok string) string {
+	d := sha256.Sum256([]byte(tok))
+	return base64.RawURLEncoding.EncodeToString(d[:12])
+}
+
 // ClientIP is ClientAddr without the port: the client's IP address, the
 // key of limits per address (false if r names none).
 func ClientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
@@ -500,9 +542,8 @@ func (h *Handler) grant(c *auth.Claims, tok, prefix, name string, ep Endpoint) (
 	if !p.CanRead && !p.CanWrite {
 		return Grant{}, Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, "token needs scope read and/or write")
 	}
-	owner := sha256.Sum256([]byte(tok))
 	g := Grant{
-		Owner: base64.RawURLEncoding.EncodeToString(owner[:12]),
+		Owner: tokenOwner(tok),
 		Topic: name, Prefix: prefix, Scopes: c.Scopes,
 		CanRead: p.CanRead, CanWrite: p.CanWrite, System: p.System, Role: p.Role, Labels: p.Labels, Local: p.Local,
 		Identity:    relay.Identity{BookingID: c.BookingID, Subject: c.Subject, TokenID: c.ID},

@@ -23,35 +23,50 @@ import (
 // websocket. The body is one message — text/plain (a text message) or
 // application/octet-stream (binary) to ?topic=, or a JSON object
 // wire.PublishItem — or a batch, a JSON array of at most
-// wire.MaxPublishBatch items. Every item is checked as a websocket writer's
-// access is (authorize: token, topic claim, scope write, revocations;
-// system topics are read-only) and against the relay's message limit
-// before any is published: a batch is refused whole or published whole.
-// Each message then goes out as relay.Server.PublishShared sends it: to
-// this node's readers and, while another node reads the topic, to the bus.
+// wire.MaxPublishBatch items. Requests are limited per client address
+// (before the token is looked at) and per token (PublishLimits: 429 with
+// Retry-After). Every item is checked as a websocket writer's access is
+// (authorize: token, topic claim, scope write, revocations; system topics
+// are read-only) and against the relay's message limit before any is
+// published: a batch is refused whole or published whole. Each message
+// then goes out as relay.Server.PublishShared sends it: to this node's
+// readers and, while another node reads the topic, to the bus. Outcomes
+// and published messages are counted (PublishStats).
 func (h *Handler) ServePublish(w http.ResponseWriter, r *http.Request) {
 	if !h.originAllowed(r) {
-		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed")
+		h.refusePublish(w, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
+	}
+	h.setCORS(w, r)
+	w.Header().Set("Access-Control-Expose-Headers", "Retry-After")
+	if addr, ok := ClientIP(r, h.cfg.TrustedProxies); ok {
+		if ok, wait := h.publishLimits.byAddress.Allow(addr); !ok {
+			h.refusePublish(w, rateLimited(w, wait, "address"))
+			return
+		}
 	}
 	tok, e := BearerToken(r)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refusePublish(w, e)
 		return
 	}
 	c, e := h.verifyRelayToken(tok)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refusePublish(w, e)
+		return
+	}
+	if ok, wait := h.publishLimits.byToken.Allow(tokenOwner(tok)); !ok {
+		h.refusePublish(w, rateLimited(w, wait, "token"))
 		return
 	}
 	if c.Prefix != wire.PrefixSession {
-		apierr.WriteNew(w, http.StatusForbidden, wire.ErrorPublishNotShared,
-			fmt.Sprintf("the token is for connection type %q; only %s topics (shared) take HTTP publish", truncate(c.Prefix, 32), wire.PrefixSession))
+		h.refusePublish(w, apierr.New(http.StatusForbidden, wire.ErrorPublishNotShared,
+			fmt.Sprintf("the token is for connection type %q; only %s topics (shared) take HTTP publish", truncate(c.Prefix, 32), wire.PrefixSession)))
 		return
 	}
 	msgs, batch, e := h.readPublish(w, r)
 	if e != nil {
-		apierr.Write(w, e)
+		h.refusePublish(w, e)
 		return
 	}
 	ep := h.endpoint(wire.PrefixSession)
@@ -60,7 +75,7 @@ func (h *Handler) ServePublish(w http.ResponseWriter, r *http.Request) {
 			if batch {
 				e = apierr.New(e.Status, e.Code, fmt.Sprintf("item %d: %s", i, e.Message))
 			}
-			apierr.Write(w, e)
+			h.refusePublish(w, e)
 			return
 		}
 	}
@@ -69,11 +84,23 @@ func (h *Handler) ServePublish(w http.ResponseWriter, r *http.Request) {
 		queued, forwarded := h.cfg.Relay.PublishShared(m.topic, m.msg)
 		results[i] = wire.PublishResult{Topic: m.topic, Queued: queued, Forwarded: forwarded}
 	}
+	h.publishCounts.published(msgs)
+	h.publishCounts.outcome("ok")
 	if batch {
 		apierr.WriteJSON(w, http.StatusOK, results)
 		return
 	}
 	apierr.WriteJSON(w, http.StatusOK, results[0])
+}
+
+// refusePublish answers a publish request with e, counted under its code;
+// a 401 gets the WWW-Authenticate challenge it needs.
+func (h *Handler) refusePublish(w http.ResponseWriter, e *apierr.Error) {
+	h.publishCounts.outcome(string(e.Code))
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	apierr.Write(w, e)
 }
 
 // publishMessage is one message of a publish request, read but not yet

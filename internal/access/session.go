@@ -21,6 +21,9 @@ type sessionEndpoint struct{ h *Handler }
 // Authorize implements Endpoint.
 func (s sessionEndpoint) Authorize(c *auth.Claims, name string) (Permit, *apierr.Error) {
 	p := Permit{CanRead: c.HasScope(auth.ScopeRead), CanWrite: c.HasScope(auth.ScopeWrite)}
+	if pp, ok := s.h.practableStatsPermit(c, name, s.h.cfg.SystemTopics[name]); ok {
+		return pp, nil
+	}
 	if scope, ok := s.h.cfg.SystemTopics[name]; ok {
 		if !c.Allows(scope) {
 			return Permit{}, apierr.New(http.StatusForbidden, wire.ErrorScopeForbidden, fmt.Sprintf("topic %s needs scope %s", name, scope))
@@ -42,7 +45,17 @@ func (s sessionEndpoint) Authorize(c *auth.Claims, name string) (Permit, *apierr
 // HoldsHandshake implements HandshakeHolder: Serve is relay.Accept.
 func (sessionEndpoint) HoldsHandshake(Grant) bool { return true }
 
-// Serve implements Endpoint: the connection joins its topic in the relay.
-func (s sessionEndpoint) Serve(ctx context.Context, conn relay.Conn, _ Grant, info relay.Info) {
+// Serve implements Endpoint: the connection joins its topic in the relay
+// (practable's stats feed: PractableStatsRelayTopic), merging what is
+// queued for it if its topic is one of Config.Coalesce. The server's own
+// topics are never merged: each of their messages is a JSON document.
+func (s sessionEndpoint) Serve(ctx context.Context, conn relay.Conn, g Grant, info relay.Info) {
+	switch {
+	case g.Role == rolePractableStats:
+		info.Topic = PractableStatsRelayTopic
+		conn = updateTap{Conn: conn, update: s.h.cfg.PractableStats.Update}
+	case !info.SystemTopic:
+		info.Coalesce = s.h.coalesces(info.Topic)
+	}
 	s.h.cfg.Relay.Accept(ctx, conn, info)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/store"
@@ -36,7 +37,7 @@ func newMetrics(h *Handler) *Metrics {
 		Name: "switchboard_store_seconds", Help: "Latency of store operations.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"op", "outcome"})
-	m.registry.MustRegister(m.revocations, m.storeTime, &relayCollector{h: h},
+	m.registry.MustRegister(m.revocations, m.storeTime, &relayCollector{h: h}, coalesceCollector{h.cfg.Relay},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if h.cfg.Cluster != nil {
 		m.registry.MustRegister(&clusterCollector{c: h.cfg.Cluster})
@@ -92,6 +93,9 @@ var (
 	descRevActive = prometheus.NewDesc("switchboard_revocations_active", "Revocations in force, by kind.", []string{"kind"}, nil)
 	descQueued    = prometheus.NewDesc("switchboard_queued_bytes", "Bytes in all send queues, counted once per receiver (what --queue-budget bounds).", nil, nil)
 	descBudget    = prometheus.NewDesc("switchboard_queue_budget_bytes", "The node's bound on switchboard_queued_bytes (--queue-budget).", nil, nil)
+	descPubReqs   = prometheus.NewDesc("switchboard_publish_requests_total", "HTTP publish requests (POST /api/v1/publish), by outcome: ok or the error code of the refusal (rate_limited: over the limit per token or per address).", []string{"outcome"}, nil)
+	descPubMsgs   = prometheus.NewDesc("switchboard_publish_messages_total", "Messages published over HTTP, by the first segment of the topic; past the first "+strconv.Itoa(access.MaxPublishPrefixLabels)+" prefixes seen, \""+access.PublishOtherPrefix+"\" counts the rest.", []string{"prefix"}, nil)
+	descPubBytes  = prometheus.NewDesc("switchboard_publish_bytes_total", "Payload bytes published over HTTP, by the first segment of the topic (as switchboard_publish_messages_total).", []string{"prefix"}, nil)
 	descRevEvents = prometheus.NewDesc("switchboard_revocation_events_total", "Revocation changes by outcome: applied on this node (its own and other nodes'), published to the other nodes, publish_failed, missed (gaps in another node's sequence), ignored_bad_json and ignored_invalid (received events that changed nothing).", []string{"outcome"}, nil)
 )
 
@@ -100,7 +104,7 @@ var (
 type relayCollector struct{ h *Handler }
 
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget, descRevEvents} {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget, descRevEvents, descPubReqs, descPubMsgs, descPubBytes} {
 		ch <- d
 	}
 }
@@ -134,6 +138,14 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 			for outcome, n := range outcomes {
 				ch <- prometheus.MustNewConstMetric(descOutcomes, prometheus.CounterValue, float64(n), stage, outcome)
 			}
+		}
+		ps := a.PublishStats()
+		for outcome, n := range ps.Requests {
+			ch <- prometheus.MustNewConstMetric(descPubReqs, prometheus.CounterValue, float64(n), outcome)
+		}
+		for prefix, n := range ps.Messages {
+			ch <- prometheus.MustNewConstMetric(descPubMsgs, prometheus.CounterValue, float64(n), prefix)
+			ch <- prometheus.MustNewConstMetric(descPubBytes, prometheus.CounterValue, float64(ps.Bytes[prefix]), prefix)
 		}
 	}
 	if c.h.cfg.Refusals != nil {

@@ -235,7 +235,7 @@ type clusterSection struct {
 // reportMessages encodes a report as JSON arrays of at most max bytes each:
 // one message normally; several, each an array of some connections, when
 // there are too many connections for one message to be delivered.
-func reportMessages(report []ConnReport, max int) [][]byte {
+func reportMessages[Conn any](report []Conn, max int) [][]byte {
 	b, err := json.Marshal(report)
 	if err != nil {
 		return nil

@@ -109,17 +109,17 @@ func TestCoalesce(t *testing.T) {
 		t.Fatalf("coalesced frames %d, messages %d; want 2 and 11 (9 texts and 2 binaries merged)", st.CoalescedFrames, st.CoalescedMessages)
 	}
 	wait.For(t, "every message counted out", func() bool {
-		cs := gatedConn(h, merging).status()
+		cs := connOfConn(h, merging).status()
 		return cs.MessagesOut == 12 && cs.BytesOut == uint64(len("set 0\n")+want.Len()+3)
 	})
 }
 
-// gatedConn returns the server's connection for g.
-func gatedConn(h *harness, g *firstWriteGate) *conn {
+// connOfConn returns the server's connection whose transport is tc.
+func connOfConn(h *harness, tc Conn) *conn {
 	h.srv.mu.Lock()
 	defer h.srv.mu.Unlock()
 	for c := range h.srv.conns {
-		if c.tc == g {
+		if c.tc == tc {
 			return c
 		}
 	}
@@ -129,7 +129,7 @@ func gatedConn(h *harness, g *firstWriteGate) *conn {
 
 // queuedMessages is the number of messages in g's send queue.
 func queuedMessages(h *harness, g *firstWriteGate) int {
-	c := gatedConn(h, g)
+	c := connOfConn(h, g)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.q) - c.qHead

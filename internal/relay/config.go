@@ -48,6 +48,14 @@ const (
 	DefaultCloseTimeout    = 5 * time.Second
 )
 
+// DefaultSendQueueFor is SendQueueBytes when left zero for a relay whose
+// largest message is maxMessage bytes: DefaultSendQueueBytes, or two
+// maximum-size messages with their overhead if that is more (so that
+// --max-message 10MiB alone is a valid configuration).
+func DefaultSendQueueFor(maxMessage int) int {
+	return max(DefaultSendQueueBytes, 2*(maxMessage+MessageOverhead))
+}
+
 // SystemTopicQueueBytes is the send queue bound of a reader of a system
 // topic (Info.SystemTopic) when SendQueueBytes is smaller. The server
 // publishes a report there as one burst of parts (the stats report of
@@ -68,7 +76,8 @@ const MessageOverhead = 32
 type Config struct {
 	// SendQueueBytes bounds each connection's send queue, counting payload
 	// plus MessageOverhead per message, including the batch being written.
-	// Must be at least MaxMessageBytes + MessageOverhead. Default 2 MiB.
+	// Must be at least MaxMessageBytes + MessageOverhead. Default 2 MiB, or
+	// two maximum-size messages if more (DefaultSendQueueFor).
 	SendQueueBytes int
 	// QueueBudgetBytes bounds the bytes in all send queues of the node
 	// together, counted as SendQueueBytes counts them (so a message queued
@@ -116,11 +125,11 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.SendQueueBytes == 0 {
-		c.SendQueueBytes = DefaultSendQueueBytes
-	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = DefaultSendQueueFor(c.MaxMessageBytes)
 	}
 	if c.QueueBudgetBytes == 0 {
 		// Never below one connection's queue, however small the machine.

@@ -118,3 +118,31 @@ func TestPublishSharedQueueBounds(t *testing.T) {
 		t.Fatalf("stalled reader lost %d messages, want at least %d", lost, n-queue/(1000+MessageOverhead)-1)
 	}
 }
+
+// TestPublishSharedCountedAsReceived: the server's shared messages count in
+// Stats' MessagesIn and BytesIn as a writer's do (and in SharedIn), so that
+// /status, the stats topic and metrics agree with what readers get, whether
+// or not anybody reads the topic.
+func TestPublishSharedCountedAsReceived(t *testing.T) {
+	h := newHarness(t, Config{PingInterval: -1})
+	w := h.connect(Info{Topic: "t", CanWrite: true})
+	r := h.connect(Info{Topic: "t", CanRead: true})
+	w.send(t, Text, "abc")
+	r.recv(t)
+	before := h.srv.Stats()
+	h.srv.PublishShared("t", Message{Type: Binary, Data: []byte("12345")})
+	h.srv.PublishShared("nobody-reads", Message{Type: Text, Data: []byte("xy")})
+	after := h.srv.Stats()
+	if d := after.MessagesIn - before.MessagesIn; d != 2 {
+		t.Errorf("MessagesIn grew by %d, want 2", d)
+	}
+	if d := after.BytesIn - before.BytesIn; d != 7 {
+		t.Errorf("BytesIn grew by %d, want 7", d)
+	}
+	if after.SharedIn != 2 {
+		t.Errorf("SharedIn %d, want 2", after.SharedIn)
+	}
+	if before.MessagesIn != 1 || before.BytesIn != 3 {
+		t.Errorf("before: MessagesIn %d, BytesIn %d; want the writer's 1 and 3", before.MessagesIn, before.BytesIn)
+	}
+}

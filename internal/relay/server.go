@@ -54,6 +54,10 @@ type Server struct {
 	// drops no connection can be charged with (DropNoReaders, DropBusLost).
 	remoteIn  atomic.Uint64
 	nodeDrops [NumDropReasons]atomic.Uint64
+	// sharedIn and sharedBytesIn count the messages of PublishShared (HTTP
+	// publish): received like a writer's, so counted in Stats' MessagesIn
+	// and BytesIn.
+	sharedIn, sharedBytesIn atomic.Uint64
 	// coalescedFrames counts the messages written to Info.Coalesce
 	// connections that merged several queued ones; coalescedMessages the
 	// messages merged into them. Written by such connections' write loops.
@@ -452,6 +456,8 @@ func (s *Server) Publish(topic string, m Message) int {
 // a writer's message, m.Data must not be modified after. It allocates
 // nothing when topic has local connections.
 func (s *Server) PublishShared(topic string, m Message) (queued int, forwarded bool) {
+	s.sharedIn.Add(1)
+	s.sharedBytesIn.Add(uint64(len(m.Data)))
 	var peers Peers
 	if v, ok := s.topics.Load(topic); ok {
 		t := v.(*topicState)
@@ -487,9 +493,10 @@ type Stats struct {
 	Connections   int    // open now
 	Topics        int    // with at least one connection now
 	Accepted      uint64 // connections accepted in total
-	MessagesIn    uint64 // messages received from peers
+	MessagesIn    uint64 // messages received from peers, and published with PublishShared
 	BytesIn       uint64
 	RemoteIn      uint64 // messages from other nodes (Deliver)
+	SharedIn      uint64 // of MessagesIn, those the server published for a client (PublishShared: HTTP publish)
 	MessagesOut   uint64 // messages written to peers (deliveries)
 	BytesOut      uint64
 	Drops         map[string]uint64 // by DropReason name
@@ -516,6 +523,9 @@ func (s *Server) Stats() Stats {
 	st.Accepted = s.accepted.Load()
 	st.MessagesIn, st.BytesIn, st.MessagesOut, st.BytesOut = t.msgsIn, t.bytesIn, t.msgsOut, t.bytesOut
 	st.RemoteIn = s.remoteIn.Load()
+	st.SharedIn = s.sharedIn.Load()
+	st.MessagesIn += st.SharedIn
+	st.BytesIn += s.sharedBytesIn.Load()
 	st.Drops = make(map[string]uint64, NumDropReasons)
 	for i, n := range t.drops {
 		st.Drops[DropReason(i).String()] = n + s.nodeDrops[i].Load()

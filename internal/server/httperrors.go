@@ -145,7 +145,7 @@ func (c *jsonErrorTLSConn) ConnectionState() tls.ConnectionState {
 // its own, with an empty body or a route meant for something else:
 //   - a connection-type path without a topic (POST /session): 400;
 //   - OPTIONS on a path of the API, dashboard or jobs: 204 with Allow, or
-//     404 (access paths keep their CORS preflight);
+//     404 (access paths and HTTP publish keep their CORS preflight);
 //   - a method other than GET and HEAD on a path ServeMux would redirect
 //     to add a slash: 404 instead of a 307 that few clients follow.
 func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Handler {
@@ -159,7 +159,7 @@ func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Hand
 			mux.ServeHTTP(w, r)
 			return
 		}
-		if r.Method == http.MethodOptions {
+		if r.Method == http.MethodOptions && r.URL.Path != wire.PublishPath {
 			allow := allowedMethods(mux, r, isAccessPrefix)
 			if allow == "" {
 				apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")

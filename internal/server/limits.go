@@ -32,6 +32,10 @@ type Limits struct {
 	// TrustedProxies, or every client shares the proxy's address.
 	RequestsPerSecond float64
 	RequestBurst      int
+	// Publish bounds HTTP publish requests per token and per client
+	// address (defaults access.DefaultPublishPerToken and
+	// access.DefaultPublishPerAddress, bursts twice the rates).
+	Publish access.PublishLimits
 	// FDReserve is how many file descriptors are kept for health checks,
 	// the store, logs and outgoing connections: once open connections
 	// reach the process's descriptor limit less this reserve, new

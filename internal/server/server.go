@@ -80,6 +80,13 @@ type Config struct {
 	DrainWindow time.Duration
 	// StatsEvery is how often the stats topic gets a report (default 5 s).
 	StatsEvery time.Duration
+	// PractableStats, if set, is the scope a token for the stats topic
+	// needs to read practable's stats feed instead of ours (a token with
+	// relay:stats still reads ours); empty: no practable feed.
+	PractableStats string
+	// Coalesce lists topic patterns whose readers get what is queued for
+	// them merged into one message, as practable's relay does (access.Config).
+	Coalesce []string
 	// RevocationPoll is how often the node asks the store for revocation
 	// changes it missed on the bus (default control.DefaultRevocationPoll).
 	RevocationPoll time.Duration
@@ -188,6 +195,9 @@ type Server struct {
 	shutdownErr  error
 	stopPurge    context.CancelFunc // set by Start
 	background   sync.WaitGroup     // the purger
+
+	// practable publishes practable's stats feed; nil without Config.PractableStats.
+	practable *control.PractableStatsPublisher
 }
 
 // New checks cfg, builds the node's parts over deps and takes its
@@ -337,7 +347,8 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		CodeTTL: cfg.CodeTTL, AllowedOrigins: cfg.AllowedOrigins, Logger: log, Now: deps.Now,
 		RemoteCodes: codeRouter, Placement: codeRouter, Denier: rev, TrustedProxies: cfg.TrustedProxies,
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
-		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject,
+		Coalesce: cfg.Coalesce, PractableStats: s.practableStats(cfg),
+		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject, PublishLimits: limits.Publish,
 	})
 	if err != nil {
 		return nil, err
@@ -406,8 +417,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	}
 
 	// Routes, then the HTTP server around them.
-	ah.Register(mux)
-	mux.HandleFunc("POST "+wire.PublishPath, ah.ServePublish) // HTTP publish (docs/protocol.md)
+	ah.Register(mux) // access, websockets and HTTP publish (docs/protocol.md)
 	s.ctl.Register(mux)
 	if jobsAPI != nil {
 		jobsAPI.Register(mux, pub.String())
@@ -524,6 +534,9 @@ func (s *Server) Start() (err error) {
 		s.served <- err
 	}()
 	s.stats.Start(s.relay)
+	if s.practable != nil {
+		s.practable.Start(s.relay)
+	}
 	purgeCtx, stopPurge := context.WithCancel(context.Background())
 	s.stopPurge = stopPurge
 	s.background.Add(1)
@@ -656,6 +669,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.log.Warn("jobs: stop", "err", err)
 	}
 	s.stats.Stop()
+	if s.practable != nil {
+		s.practable.Stop()
+	}
 	s.stopPurge()
 	s.background.Wait()
 	s.web.Stop()

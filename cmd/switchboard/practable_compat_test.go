@@ -1,0 +1,355 @@
+package main
+
+// The practable compatibility suite (issue 18; docs/migrating-from-practable.md):
+// each test names the behaviour of practable/relay (or of a practable client)
+// it pins, and checks it against a real node over real sockets.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/agent"
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/server"
+	"github.com/switchboard-hub/switchboard/internal/servertest"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/pkg/client"
+)
+
+// practableDial connects as practable's clients do (reconws.ReconnectAuth):
+// POST {base}/session/{topic} with the bare token in Authorization, then a
+// websocket to the "uri" of the answer, sending origin if not empty.
+func practableDial(t *testing.T, base, topic, token, origin string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/session/"+topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", token)
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		URI string `json:"uri"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&answer) != nil || answer.URI == "" {
+		t.Fatalf("access request for %s: %s", topic, resp.Status)
+	}
+	h := http.Header{}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	c, _, err := websocket.Dial(ctx, answer.URI, &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		t.Fatalf("websocket to the access answer's uri: %v", err)
+	}
+	c.SetReadLimit(-1)
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// readJSON reads messages from c until one decodes into v, for up to d.
+func readText(t *testing.T, c *websocket.Conn, d time.Duration) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	typ, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if typ != websocket.MessageText {
+		t.Fatalf("got a %v message, want text", typ)
+	}
+	return b
+}
+
+// practableReportKeys are the members of practable/relay's
+// crossbar.ClientReport, the stats report practable/status decodes.
+var practableReportKeys = []string{"canRead", "canWrite", "connected", "expiresAt", "remoteAddr", "scopes", "topic", "userAgent"}
+
+// TestPractableStatsFeed pins practable/relay's stats topic as
+// practable/status uses it: a session token for topic "stats" with scope
+// "read" alone (no relay:stats) reads a JSON array of crossbar.ClientReport
+// objects, field by field (camelCase, times as UTC seconds, the topic
+// practable's clients named); a writer's {"cmd":"update"} asks for a report
+// at once (statsReporter); a token with relay:stats still reads
+// Switchboard's own report.
+func TestPractableStatsFeed(t *testing.T) {
+	srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.PractableStats = auth.ScopeRead
+		c.StatsEvery = time.Hour // only the update command publishes
+	})
+	expt := srv.Claims("expt00-st-data", "read", "write", "expt")
+	expt.BookingID = "b1"
+	practableDialWithUA(t, srv.URL, "expt00-st-data", srv.Sign(t, expt), "practable-host/1")
+
+	status := practableDial(t, srv.URL, "stats", srv.Token(t, "stats", "read"), "")
+	page := practableDial(t, srv.URL, "stats", srv.Token(t, "stats", "read", "write"), "")
+	wait.For(t, "three connections", func() bool { return len(srv.Relay().Connections()) == 3 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := page.Write(ctx, websocket.MessageText, []byte(`{"cmd":"update"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// practable relays the command to the topic's other readers too.
+	if b := readText(t, status, 10*time.Second); string(b) != `{"cmd":"update"}` {
+		t.Fatalf("status reader first got %s, want the relayed command", b)
+	}
+	b := readText(t, status, 10*time.Second)
+	var raw []map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("report is not a JSON array of objects: %v\n%s", err, b)
+	}
+	if len(raw) != 3 {
+		t.Fatalf("report has %d connections, want 3:\n%s", len(raw), b)
+	}
+	for i, r := range raw {
+		keys := make([]string, 0, len(r))
+		for k := range r {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if !slices.Equal(keys, practableReportKeys) {
+			t.Fatalf("report %d has members %v, want practable's %v", i, keys, practableReportKeys)
+		}
+	}
+	// Field by field, as practable/status's relay/pkg/status.Report decodes.
+	var reports []struct {
+		CanRead    bool      `json:"canRead"`
+		CanWrite   bool      `json:"canWrite"`
+		Connected  time.Time `json:"connected"`
+		ExpiresAt  time.Time `json:"expiresAt"`
+		RemoteAddr string    `json:"remoteAddr"`
+		Scopes     []string  `json:"scopes"`
+		Topic      string    `json:"topic"`
+		UserAgent  string    `json:"userAgent"`
+	}
+	if err := json.Unmarshal(b, &reports); err != nil {
+		t.Fatal(err)
+	}
+	e := reports[0]
+	if e.Topic != "expt00-st-data" || !e.CanRead || !e.CanWrite || !slices.Equal(e.Scopes, []string{"read", "write", "expt"}) ||
+		e.UserAgent != "practable-host/1" || !e.ExpiresAt.Equal(expt.ExpiresAt.Time.Truncate(time.Second)) ||
+		time.Since(e.Connected) > time.Minute || e.Connected.Location() != time.UTC || e.RemoteAddr == "" {
+		t.Fatalf("the experiment's report: %+v", e)
+	}
+	var first struct {
+		Connected string `json:"connected"`
+		ExpiresAt string `json:"expiresAt"`
+	}
+	json.Unmarshal(raw[0]["connected"], &first.Connected)
+	json.Unmarshal(raw[0]["expiresAt"], &first.ExpiresAt)
+	for _, s := range []string{first.Connected, first.ExpiresAt} {
+		if _, err := time.Parse("2006-01-02T15:04:05Z", s); err != nil {
+			t.Fatalf("time %q is not practable's UTC seconds (2006-01-02T15:04:05Z)", s)
+		}
+	}
+	if s, p := reports[1], reports[2]; s.Topic != "stats" || p.Topic != "stats" || !s.CanRead || s.CanWrite || !p.CanWrite {
+		t.Fatalf("the stats readers' reports: %+v %+v", s, p)
+	}
+
+	// A relay:stats token reads Switchboard's own feed, as before.
+	ours := srv.Dial(t, "stats", auth.ScopeStats)
+	wait.For(t, "our reader on the stats topic", func() bool { return srv.TopicConns("stats") == 1 })
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	// Our feed reports within its debounce of a connect.
+	_, ob, err := ours.Read(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ob), `"can_read"`) || strings.Contains(string(ob), `"canRead"`) {
+		t.Fatalf("relay:stats reader got %s, want Switchboard's report", ob)
+	}
+	if n := srv.TopicConns(access.PractableStatsRelayTopic); n != 2 {
+		t.Fatalf("%d connections on the practable feed, want 2", n)
+	}
+}
+
+// practableDialWithUA is practableDial with a User-Agent on the websocket.
+func practableDialWithUA(t *testing.T, base, topic, token, ua string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri, err := client.Access(ctx, base, topic, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := websocket.Dial(ctx, uri, &websocket.DialOptions{HTTPHeader: http.Header{"User-Agent": {ua}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// TestPractableStatsFeedRefusedWithoutScope: with --practable-stats unset a
+// plain read token for "stats" is refused (403) as before; with it set, a
+// token without the configured scope is refused too.
+func TestPractableStatsFeedRefusedWithoutScope(t *testing.T) {
+	for _, tc := range []struct {
+		name, scope string
+		scopes      []string
+	}{
+		{"feed off", "", []string{"read"}},
+		{"scope missing", "practable:stats", []string{"read"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) { c.PractableStats = tc.scope })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := client.Access(ctx, srv.URL, "stats", srv.Token(t, "stats", tc.scopes...), nil)
+			var ae *client.AccessError
+			if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+				t.Fatalf("access: %v, want 403", err)
+			}
+		})
+	}
+}
+
+// TestPractableCoalesceFlag: --coalesce (server.Config.Coalesce) marks the
+// readers of matching topics for practable/relay's merging (the contract
+// itself, with a host that drops what arrives while it is busy, is pinned in
+// internal/relay's TestPractableBusyHostGetsEveryCommandWhenCoalesced): a
+// reader of a matching topic coalesces, others and the server's own topics
+// never do, and a burst of commands reaches the reader intact and in order
+// however it was merged.
+func TestPractableCoalesceFlag(t *testing.T) {
+	srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.Coalesce = []string{"expt00/*", "*"}
+		c.PractableStats = auth.ScopeRead
+	})
+	host := practableDial(t, srv.URL, "expt00/control", srv.Token(t, "expt00/control", "read", "write"), "")
+	other := srv.Dial(t, "lab/data", "read")
+	stats := srv.Dial(t, "stats", auth.ScopeStats)
+	feed := practableDial(t, srv.URL, "stats", srv.Token(t, "stats", "read"), "")
+	_, _, _ = other, stats, feed
+	user := practableDial(t, srv.URL, "expt00/control", srv.Token(t, "expt00/control", "write"), "")
+	wait.For(t, "five connections", func() bool { return len(srv.Relay().Connections()) == 5 })
+	for _, cs := range srv.Relay().Connections() {
+		want := cs.Info.Topic == "expt00/control" || cs.Info.Topic == "lab/data"
+		if cs.Info.Coalesce != want {
+			t.Fatalf("connection on %s: Coalesce %v, want %v", cs.Info.Topic, cs.Info.Coalesce, want)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var want strings.Builder
+	for i := range 100 {
+		cmd := fmt.Sprintf("set %d\n", i)
+		want.WriteString(cmd)
+		if err := user.Write(ctx, websocket.MessageText, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got strings.Builder
+	frames := 0
+	for got.Len() < want.Len() {
+		_, b, err := host.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got.Len(), err)
+		}
+		got.Write(b)
+		frames++
+	}
+	if got.String() != want.String() {
+		t.Fatalf("the host got %q, want %q", got.String(), want.String())
+	}
+	st := srv.Relay().Stats()
+	if saved := st.CoalescedMessages - st.CoalescedFrames; int(saved) != 100-frames {
+		t.Fatalf("100 messages in %d frames, but the counters say %d merged into %d", frames, st.CoalescedMessages, st.CoalescedFrames)
+	}
+}
+
+// TestSwitchboardHostKeepsEveryCommand: `switchboard host` (a tcp stream)
+// is the fix recommended instead of coalescing: every command a user sends
+// back to back reaches the experiment, 10 of 10 and 1000 of 1000, each
+// intact and in order, with no coalescing on the topic.
+func TestSwitchboardHostKeepsEveryCommand(t *testing.T) {
+	srv := servertest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tokenFile := filepath.Join(t.TempDir(), "host.jwt")
+	if err := os.WriteFile(tokenFile, []byte(srv.Token(t, "expt01/control", "read", "write")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &agent.Config{URL: srv.URL, TokenFile: tokenFile, Streams: []agent.StreamConfig{
+		{Name: "control", Kind: agent.KindTCP, Topic: "expt01/control", Addr: ln.Addr().String()}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("host did not stop")
+		}
+	}()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(15 * time.Second))
+	expt, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer expt.Close()
+	lines := bufio.NewScanner(expt)
+
+	user := srv.Dial(t, "expt01/control", "read", "write")
+	wait.For(t, "host and user on the topic", func() bool { return srv.TopicConns("expt01/control") == 2 })
+	next := 0
+	for _, n := range []int{10, 1000} {
+		wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for i := range n {
+			if err := user.Write(wctx, client.Text, fmt.Appendf(nil, "set %d\n", next+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wcancel()
+		expt.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for i := range n {
+			if !lines.Scan() {
+				t.Fatalf("after %d of %d commands: %v", i, n, lines.Err())
+			}
+			if want := fmt.Sprintf("set %d", next+i); lines.Text() != want {
+				t.Fatalf("command %d of %d: %q, want %q", i, n, lines.Text(), want)
+			}
+		}
+		next += n
+	}
+	if st := srv.Relay().Stats(); st.CoalescedFrames != 0 {
+		t.Fatalf("%d coalesced frames without --coalesce", st.CoalescedFrames)
+	}
+}
