@@ -115,6 +115,8 @@ type JobFilter struct {
 	Limit int
 	// RunID, if set, selects the jobs with this RUNID.
 	RunID string
+	// Action, if set, selects the jobs of this action.
+	Action string
 	// Parent "" selects the jobs without a parent (what clients
 	// created); a job id selects that matrix job's children.
 	Parent string
@@ -207,6 +209,7 @@ type Agent struct {
 // that does not wrap ErrUnavailable.
 type JobStore interface {
 	LeaseStore
+	DefinitionStore
 
 	// CreateJob stores a new job; an existing ID is an error (not
 	// ErrNotFound). ID must not be empty and Phase must be valid.

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateJobPanic", testUpdateJobPanic},
 		{"JobsFilter", testJobsFilter},
 		{"JobsFilterTests", testJobsFilterTests},
+		{"Definitions", testDefinitions},
 		{"ActiveJobs", testActiveJobs},
 		{"Runs", testRuns},
 		{"AgentRuns", testAgentRuns},
