@@ -254,8 +254,9 @@ func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
 }
 
 // listFilter reads the job list's filters: PHASE (repeatable), AFTER,
-// LAST, RUNID, LABEL, DEFINITION; a caller without jobs:admin sees only
-// its own jobs. Other parameters are ignored, as UWS lists do.
+// LAST, RUNID, LABEL, DEFINITION, ACTION and OWNER; a caller without
+// jobs:admin sees only its own jobs (OWNER naming another is 403
+// job_forbidden). Other parameters are ignored, as UWS lists do.
 func (h *API) listFilter(w http.ResponseWriter, r *http.Request, c *caller, q map[string][]string) (store.JobFilter, bool) {
 	f := store.JobFilter{Limit: 10000}
 	if !c.admin {
@@ -282,12 +283,24 @@ func (h *API) listFilter(w http.ResponseWriter, r *http.Request, c *caller, q ma
 			return f, false
 		}
 	}
-	for name, dst := range map[string]*string{"runid": &f.RunID, "label": &f.Label, "definition": &f.Definition} {
+	for name, dst := range map[string]*string{"runid": &f.RunID, "label": &f.Label, "definition": &f.Definition, "action": &f.Action} {
 		v, ok := one(w, q, name)
 		if !ok {
 			return f, false
 		}
 		*dst = v
+	}
+	owner, ok := one(w, q, "owner")
+	if !ok {
+		return f, false
+	}
+	switch {
+	case owner == "":
+	case c.admin:
+		f.Owner = owner
+	case owner != c.claims.Subject:
+		apierr.WriteNew(w, http.StatusForbidden, "job_forbidden", "OWNER other than yourself needs scope jobs:admin")
+		return f, false
 	}
 	return f, true
 }

@@ -662,6 +662,13 @@ type jsonJobRef struct {
 	RunID        *string `json:"runId"`
 	OwnerID      *string `json:"ownerId"`
 	CreationTime *string `json:"creationTime"`
+	// Besides UWS's jobref (JSON only, for lists one can read at a
+	// glance): the action, its targets as given, the times, the error.
+	Action       *string `json:"action"`
+	Targets      *string `json:"targets"`
+	StartTime    *string `json:"startTime"`
+	EndTime      *string `json:"endTime"`
+	ErrorSummary *string `json:"errorSummary"`
 }
 
 // orderedParams encodes as a JSON object keeping its order.
@@ -815,6 +822,11 @@ func writeJobList(w http.ResponseWriter, asXML bool, jobs []store.Job, base stri
 				RunID:        jsonString(j.RunID),
 				OwnerID:      jsonString(j.Owner),
 				CreationTime: jsonTime(j.CreatedAt),
+				Action:       jsonString(j.Action),
+				Targets:      jsonString(j.Targets),
+				StartTime:    jsonTime(j.StartedAt),
+				EndTime:      jsonTime(j.EndedAt),
+				ErrorSummary: jsonString(j.ErrorSummary),
 			})
 		}
 		writeJSON(w, struct {

@@ -834,9 +834,9 @@ func TestUWSJobListJSON(t *testing.T) {
 	rec = render(t, func(w http.ResponseWriter) { writeJobList(w, false, jobsList3(), testBase) })
 	got := decodeJSON(t, rec.Body.Bytes())
 	want := decodeJSON(t, []byte(`{"jobs":[
-		{"jobId":"j1","href":"https://hub.example.org/api/v1/jobs/j1","phase":"COMPLETED","runId":null,"ownerId":"alice","creationTime":"2026-11-23T10:00:00.123Z"},
-		{"jobId":"j2","href":"https://hub.example.org/api/v1/jobs/j2","phase":"EXECUTING","runId":`+jsonQuote(nastyRunID)+`,"ownerId":`+jsonQuote(nastyOwner)+`,"creationTime":"2026-11-23T10:00:01.123Z"},
-		{"jobId":"j3","href":"https://hub.example.org/api/v1/jobs/j3","phase":"PENDING","runId":null,"ownerId":null,"creationTime":"2026-11-23T10:00:02.123Z"}]}`))
+		{"jobId":"j1","href":"https://hub.example.org/api/v1/jobs/j1","phase":"COMPLETED","runId":null,"ownerId":"alice","creationTime":"2026-11-23T10:00:00.123Z","action":null,"targets":null,"startTime":null,"endTime":null,"errorSummary":null},
+		{"jobId":"j2","href":"https://hub.example.org/api/v1/jobs/j2","phase":"EXECUTING","runId":`+jsonQuote(nastyRunID)+`,"ownerId":`+jsonQuote(nastyOwner)+`,"creationTime":"2026-11-23T10:00:01.123Z","action":null,"targets":null,"startTime":null,"endTime":null,"errorSummary":null},
+		{"jobId":"j3","href":"https://hub.example.org/api/v1/jobs/j3","phase":"PENDING","runId":null,"ownerId":null,"creationTime":"2026-11-23T10:00:02.123Z","action":null,"targets":null,"startTime":null,"endTime":null,"errorSummary":null}]}`))
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("list %s", rec.Body.Bytes())
 	}

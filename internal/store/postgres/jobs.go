@@ -132,6 +132,9 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 	if f.RunID != "" {
 		where = append(where, "run_id = "+arg(f.RunID))
 	}
+	if f.Action != "" {
+		where = append(where, "action = "+arg(f.Action))
+	}
 	if f.Definition != "" {
 		where = append(where, "definition = "+arg(f.Definition))
 	}

@@ -153,6 +153,10 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 		where = append(where, "run_id = ?")
 		args = append(args, f.RunID)
 	}
+	if f.Action != "" {
+		where = append(where, "action = ?")
+		args = append(args, f.Action)
+	}
 	if f.Definition != "" {
 		where = append(where, "definition = ?")
 		args = append(args, f.Definition)

@@ -634,19 +634,19 @@ func testJobsFilter(t *testing.T, s store.Store) {
 // RUNID, a matrix job's children (Parent), a label and a definition.
 func testJobsFilterTests(t *testing.T, s store.Store) {
 	type def struct {
-		id, runID, parent, definition string
-		labels                        []string
+		id, runID, parent, definition, action string
+		labels                                []string
 	}
 	for i, d := range []def{
-		{id: "m1", runID: "w48", labels: []string{"campaign=w48", "site=UNL"}, definition: "nightly"},
+		{id: "m1", runID: "w48", labels: []string{"campaign=w48", "site=UNL"}, definition: "nightly", action: "download"},
 		{id: "m1-a", runID: "w48", parent: "m1", definition: "nightly"},
 		{id: "m1-b", runID: "w48", parent: "m1", definition: "nightly"},
 		{id: "m2", runID: "w49", labels: []string{"campaign=w49"}, definition: "nightly"},
 		{id: "m2-a", runID: "w49", parent: "m2"},
-		{id: "p1", runID: "w48", labels: []string{"site=UNL"}},
+		{id: "p1", runID: "w48", labels: []string{"site=UNL"}, action: "download"},
 		{id: "p2", labels: []string{"campaign=w48x"}, definition: "nightly2"},
 	} {
-		mustCreateJob(t, s, store.Job{ID: d.id, RunID: d.runID, Parent: d.parent, Labels: d.labels,
+		mustCreateJob(t, s, store.Job{ID: d.id, RunID: d.runID, Parent: d.parent, Labels: d.labels, Action: d.action,
 			Definition: d.definition, Phase: store.PhasePending, CreatedAt: t0.Add(time.Duration(i) * time.Minute)})
 	}
 	for _, c := range []struct {
@@ -665,6 +665,9 @@ func testJobsFilterTests(t *testing.T, s store.Store) {
 		{"definition", store.JobFilter{Definition: "nightly"}, []string{"m1", "m2"}},
 		{"definition and label", store.JobFilter{Definition: "nightly", Label: "campaign=w49"}, []string{"m2"}},
 		{"run id and label", store.JobFilter{RunID: "w48", Label: "campaign=w49"}, []string{}},
+		{"action", store.JobFilter{Action: "download"}, []string{"m1", "p1"}},
+		{"action and run id", store.JobFilter{Action: "download", RunID: "w49"}, []string{}},
+		{"action of none", store.JobFilter{Action: "upload"}, []string{}},
 	} {
 		if got := jobIDs(listJobs(t, s, c.f)); !equalStrings(got, c.want) {
 			t.Errorf("Jobs(%s) = %v, want %v", c.name, got, c.want)
