@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/switchboard-hub/switchboard/internal/agent"
 	"github.com/switchboard-hub/switchboard/internal/buildinfo"
@@ -24,6 +25,7 @@ type hostFlags struct {
 	tcp          string
 	shell        string
 	statusListen string
+	commandKeys  []string // the file's keys that set flags (log_level…), not the agent's
 }
 
 func newHostCommand(io stdio) *cobra.Command {
@@ -51,10 +53,20 @@ configuration refuses to start, naming the key and the problem.
 --status-listen serves GET /status (JSON) and GET /metrics (Prometheus text)
 with each link's state. SIGINT or SIGTERM stops the agent gracefully.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return runHost(cmd.Context(), io, &f) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys := hostFileKeys(cmd.Flags())
+			if err := loadConfigFile(cmd.Flags(), keys); err != nil {
+				return err
+			}
+			for _, fl := range keys.keyed() {
+				f.commandKeys = append(f.commandKeys, configKey(fl.Name))
+			}
+			return runHost(cmd.Context(), io, &f)
+		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.config, "config", "", "YAML configuration file (see docs/host.md)")
+	fs.SortFlags = false // help and the README list flags in this order
+	fs.StringVar(&f.config, configFlag, "", "YAML configuration file (see docs/host.md)")
 	fs.StringVar(&f.url, "url", "", "relay base URL, e.g. https://relay.example")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the token (re-read on every reconnect)")
 	fs.StringVar(&f.topic, "topic", "", "quick form: the topic of the one stream")
@@ -65,13 +77,26 @@ with each link's state. SIGINT or SIGTERM stops the agent gracefully.`,
 	return cmd
 }
 
+// hostFileKeys are the keys of `switchboard host --config FILE`: the
+// agent's (url, token_file, status_listen, streams, agent: docs/host.md)
+// and the command's other flags (log_level, log_format…), with the same
+// rules as serve's. The quick-form flags (--topic, --tcp, --shell) have no
+// key: a file describes its streams.
+func hostFileKeys(fs *pflag.FlagSet) fileKeys {
+	k := fileKeys{fs: fs, reserved: map[string]bool{configFlag: true, "topic": true, "tcp": true, "shell": true}, others: map[string]bool{}}
+	for _, key := range agent.TopLevelKeys() {
+		k.others[key] = true
+	}
+	return k
+}
+
 // hostConfig builds the configuration from --config or the quick form.
 func hostConfig(f *hostFlags) (*agent.Config, error) {
 	if f.config != "" {
 		if f.topic != "" || f.tcp != "" || f.shell != "" {
 			return nil, errors.New("--topic, --tcp and --shell are the quick form: leave them out with --config (check SWITCHBOARD_TOPIC too)")
 		}
-		return agent.LoadConfig(f.config, agent.Overrides{URL: f.url, TokenFile: f.tokenFile, StatusListen: f.statusListen})
+		return agent.LoadConfig(f.config, agent.Overrides{URL: f.url, TokenFile: f.tokenFile, StatusListen: f.statusListen, CommandKeys: f.commandKeys})
 	}
 	var s agent.StreamConfig
 	switch {

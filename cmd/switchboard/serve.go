@@ -223,14 +223,25 @@ The web dashboard is at <public-url>/ui/. Users sign in with OpenID Connect
 (--oidc-*) or GitHub (--github-*); with neither configured, serve writes a
 one-time admin login link (valid 15 minutes) to <data-dir>/login-link at
 start, and prints it when stderr is a terminal (never in the log), and
-"switchboard login-link" prints a fresh one at any time.`,
+"switchboard login-link" prints a fresh one at any time.
+
+Settings may also come from a YAML file, --config FILE (or
+SWITCHBOARD_CONFIG): each key is a flag's name with _ for - (data_dir,
+public_url), repeatable flags take lists; see docs/serve.example.yaml. A
+flag on the command line wins over its environment variable, which wins over
+the file. Unknown keys are errors naming the key and its line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := loadConfigFile(cmd.Flags(), serveFileKeys(cmd.Flags())); err != nil {
+				return err
+			}
 			f.changed = cmd.Flags().Changed
 			return runServe(cmd.Context(), io, &f)
 		},
 	}
 	fs := cmd.Flags()
+	fs.SortFlags = false // help, docs/serve.example.yaml and the README list flags in this order
+	fs.String(configFlag, "", "YAML file of settings, each a flag's name with _ for - (data_dir: ./data; docs/serve.example.yaml); flags and SWITCHBOARD_* variables win over it")
 	f.secretFlags.register(cmd)
 	f.logFlags.register(fs)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")

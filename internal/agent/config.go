@@ -110,6 +110,9 @@ type Overrides struct {
 	URL          string
 	TokenFile    string // relative to the working directory
 	StatusListen string
+	// CommandKeys are top-level keys the command reads itself (its other
+	// flags' keys, such as log_level): accepted here and left alone.
+	CommandKeys []string
 }
 
 // LoadConfig reads and validates a YAML configuration file, after applying
@@ -162,7 +165,7 @@ func parseConfig(r io.Reader, baseDir string, o Overrides) (*Config, error) {
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return nil, &ConfigError{Problem: "more than one YAML document"}
 	}
-	d := &decoder{}
+	d := &decoder{commandKeys: o.CommandKeys}
 	cfg := d.config(&doc)
 	if len(d.errs) > 0 {
 		return nil, errors.Join(d.errs...)
@@ -184,8 +187,9 @@ func parseConfig(r io.Reader, baseDir string, o Overrides) (*Config, error) {
 
 // decoder walks the YAML tree, so that every problem can name its key.
 type decoder struct {
-	errs  []error
-	lines map[string]int // key path → line, for later messages
+	errs        []error
+	lines       map[string]int // key path → line, for later messages
+	commandKeys []string       // top-level keys that are the command's (Overrides.CommandKeys)
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
@@ -302,13 +306,17 @@ var (
 	kinds = []string{KindTCP, KindHTTPPush, KindExec, KindShell}
 )
 
+// TopLevelKeys are the top-level keys of a configuration file that the
+// agent reads (the command's own flags may add theirs: Overrides.CommandKeys).
+func TopLevelKeys() []string { return slices.Clone(topKeys) }
+
 func (d *decoder) config(doc *yaml.Node) *Config {
 	cfg := &Config{}
 	root := doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	d.mapping(root, "", topKeys, func(key string, v *yaml.Node, p string) {
+	d.mapping(root, "", slices.Concat(topKeys, d.commandKeys), func(key string, v *yaml.Node, p string) {
 		switch key {
 		case "url":
 			cfg.URL = d.str(v, p)

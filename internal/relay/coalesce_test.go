@@ -134,3 +134,23 @@ func queuedMessages(h *harness, g *firstWriteGate) int {
 	defer c.mu.Unlock()
 	return len(c.q) - c.qHead
 }
+
+// TestSendQueueFollowsMaxMessage: a relay configured with a larger message
+// limit and no send queue bound gets a queue that holds two of its largest
+// messages (practable relays 10 MiB messages; --max-message 10MiB alone
+// must be a valid configuration), and the default is unchanged.
+func TestSendQueueFollowsMaxMessage(t *testing.T) {
+	for _, tc := range []struct{ maxMessage, want int }{
+		{0, DefaultSendQueueBytes},
+		{DefaultMaxMessageBytes, DefaultSendQueueBytes},
+		{10 << 20, 20 << 20},
+	} {
+		srv, err := NewServer(Config{MaxMessageBytes: tc.maxMessage})
+		if err != nil {
+			t.Fatalf("max message %d: %v", tc.maxMessage, err)
+		}
+		if got := srv.Config().SendQueueBytes; got != tc.want {
+			t.Errorf("max message %d: send queue %d, want %d", tc.maxMessage, got, tc.want)
+		}
+	}
+}

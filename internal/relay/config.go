@@ -49,11 +49,12 @@ const (
 )
 
 // DefaultSendQueueFor is SendQueueBytes when left zero for a relay whose
-// largest message is maxMessage bytes: DefaultSendQueueBytes, or two
-// maximum-size messages with their overhead if that is more (so that
-// --max-message 10MiB alone is a valid configuration).
+// largest message is maxMessage bytes: DefaultSendQueueBytes, or room for
+// two maximum-size messages if that is more (so that --max-message 10MiB
+// alone is a valid configuration). Twice any size of at least
+// MessageOverhead holds one message with its overhead.
 func DefaultSendQueueFor(maxMessage int) int {
-	return max(DefaultSendQueueBytes, 2*(maxMessage+MessageOverhead))
+	return max(DefaultSendQueueBytes, 2*maxMessage)
 }
 
 // SystemTopicQueueBytes is the send queue bound of a reader of a system
