@@ -98,6 +98,8 @@ type serveFlags struct {
 	databaseURL     string
 	statsEvery      time.Duration
 	revocationPoll  time.Duration
+	practableStats  string
+	coalesce        []string
 	metricsListen   string
 	trustedProxies  []string
 	maxTokenTTL     time.Duration
@@ -250,7 +252,7 @@ the file. Unknown keys are errors naming the key and its line.`,
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file")
 	fs.DurationVar(&f.leeway, "leeway", 5*time.Second, "clock skew tolerated on token times")
-	fs.Var(&f.sendQueue, "send-queue", "per-connection send queue bound")
+	fs.Var(&f.sendQueue, "send-queue", "per-connection send queue bound (at least two messages of --max-message unless set)")
 	fs.Var(&f.queueBudget, "queue-budget", "bound on all send queues together; over it the connections above their fair share drop or close (default: a quarter of the machine's or cgroup's memory)")
 	fs.Var(&f.maxMessage, "max-message", "largest message accepted (larger closes the sender with 1009)")
 	fs.StringVar(&f.slowConsumer, "slow-consumer", "drop", "when a send queue is full: drop (oldest messages) or close (with 4008)")
@@ -265,6 +267,8 @@ the file. Unknown keys are errors naming the key and its line.`,
 	fs.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "time to read and answer an ordinary HTTP request (headers have 10 s; a WAIT lasts its wait, uploads and downloads follow --transfer-idle-timeout)")
 	fs.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default: SQLite in <data-dir>/switchboard.db")
 	fs.DurationVar(&f.statsEvery, "stats-every", control.DefaultStatsEvery, "how often the stats topic gets a report (also within 1 s of any connect or disconnect)")
+	fs.StringVar(&f.practableStats, "practable-stats", "", "serve practable's stats feed on the stats topic to tokens holding this scope but not relay:stats, e.g. read (as practable/status asks; docs/migrating-from-practable.md)")
+	fs.StringSliceVar(&f.coalesce, "coalesce", nil, "topic pattern (expt42/control, expt42/*, *) whose readers get what is queued for them merged into one message, as practable's relay does; for hosts that lose messages arriving while busy (repeatable; docs/migrating-from-practable.md)")
 	fs.DurationVar(&f.revocationPoll, "revocation-poll", control.DefaultRevocationPoll, "how often the node asks the database for revocation changes it missed on the bus (the bound on how late a lost event takes effect)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (e.g. 127.0.0.1:9100)")
 	fs.StringSliceVar(&f.trustedProxies, "trusted-proxy", nil, "network (CIDR) of a reverse proxy whose X-Forwarded-For is believed (repeatable; behind a proxy, needed for --max-requests-per-address and --max-publish-per-address to tell clients apart)")
@@ -344,6 +348,9 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			f.drainWindow = clusterDrainWindow
 		}
 	}
+	if !f.changed("send-queue") { // room for two messages of --max-message
+		f.sendQueue = byteSize(relay.DefaultSendQueueFor(int(f.maxMessage)))
+	}
 	policy, err := relay.ParsePolicy(f.slowConsumer)
 	if err != nil {
 		return fmt.Errorf("--slow-consumer: %w", err)
@@ -402,6 +409,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 		StatsEvery:     f.statsEvery, RevocationPoll: f.revocationPoll, MetricsListen: f.metricsListen, TrustedProxies: proxies,
 		MaxTokenTTL: f.maxTokenTTL, MaxRefreshLifetime: f.maxRefreshLife,
 		Jobs: f.jobs, Web: webConfig, Limits: f.limits,
+		PractableStats: f.practableStats, Coalesce: f.coalesce,
 	}, server.Deps{Store: db, Bus: bus, Results: results, Logger: log})
 	if err == nil {
 		err = srv.Start()
