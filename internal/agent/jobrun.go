@@ -135,7 +135,7 @@ func (r *jobRun) process(ctx context.Context) (res *storedResult, lost bool) {
 	var tails [2]tail
 	var readers sync.WaitGroup
 	for i, f := range []*os.File{outR, errR} {
-		readers.Go(func() { readOutput(f, &tails[i], func(line string) { logs.add(i, line) }) })
+		readers.Go(func() { readOutput(f, &tails[i], func(line []byte) { logs.add(i, line) }) })
 	}
 	readersDone := make(chan struct{})
 	go func() {
@@ -326,8 +326,9 @@ func groupAlive(pgid int) bool {
 }
 
 // readOutput reads a process's output until EOF: every byte goes to t,
-// every line (cut at jobproto.MaxLogLineBytes) to line.
-func readOutput(f *os.File, t *tail, line func(string)) {
+// every line (cut at jobproto.MaxLogLineBytes, without its end) to line,
+// which must not keep it.
+func readOutput(f *os.File, t *tail, line func([]byte)) {
 	br := bufio.NewReaderSize(f, 32<<10)
 	var cur []byte
 	cut := false
@@ -336,7 +337,7 @@ func readOutput(f *os.File, t *tail, line func(string)) {
 		if cut {
 			b = trimPartialRune(b)
 		}
-		line(string(b))
+		line(b)
 		cur, cut = cur[:0], false
 	}
 	for {
@@ -445,8 +446,9 @@ func (t *tail) String() string {
 
 // Bounds of the output lines a run holds while they wait to be sent.
 const (
-	// logBatchBytes bounds the line bytes of one Log message, so that even
-	// fully escaped it stays within jobproto.MaxMessageBytes.
+	// logBatchBytes bounds the line bytes of one Log message (sent to hubs
+	// that do not take log chunks), so that even fully escaped it stays
+	// within jobproto.MaxMessageBytes.
 	logBatchBytes = 64 << 10
 	// logBufferLines and logBufferBytes bound the lines waiting, per
 	// stream; beyond, lines are dropped and counted.
@@ -454,19 +456,22 @@ const (
 	logBufferBytes = 1 << 20
 )
 
-// logBatcher sends a run's output lines as Log messages: at most every
-// logFlush, or at once when a message is full. It never blocks the
-// process: lines that arrive while the channel is down, or faster than it
-// takes them, are dropped and counted.
+// logBatcher sends a run's output lines: as log chunks (jobproto's
+// logchunk.go) to a hub that takes them, else as Log messages; at most
+// every logFlush, or at once when a chunk or message is full, and what is
+// left when the run ends. It never blocks the process: lines that arrive
+// while the channel is down, or faster than it takes them, are dropped and
+// counted.
 type logBatcher struct {
 	j   *jobAgent
 	job string
 
 	mu      sync.Mutex
-	lines   [2][]string // stdout, stderr
-	bytes   [2]int
-	dropped int64 // read by the run once run has returned
+	text    [2][]byte // stdout, stderr: whole lines, each ended by '\n'
+	lines   [2]int    // lines in text
+	dropped int64     // read by the run once run has returned
 	full    chan struct{}
+	frame   []byte // the chunk being sent; used by flush only
 }
 
 var logStreams = [2]string{jobproto.StreamStdout, jobproto.StreamStderr}
@@ -475,20 +480,22 @@ func newLogBatcher(j *jobAgent, job string) *logBatcher {
 	return &logBatcher{j: j, job: job, full: make(chan struct{}, 1)}
 }
 
-func (b *logBatcher) add(stream int, line string) {
+// add keeps one line (without its '\n') of stream for sending.
+func (b *logBatcher) add(stream int, line []byte) {
 	if c, _ := b.j.slot.current(); c == nil {
 		b.drop(1)
 		return
 	}
 	b.mu.Lock()
-	if len(b.lines[stream]) >= logBufferLines || b.bytes[stream]+len(line) > logBufferBytes {
+	if b.lines[stream] >= logBufferLines || len(b.text[stream])+len(line)+1 > logBufferBytes {
 		b.mu.Unlock()
 		b.drop(1)
 		return
 	}
-	b.lines[stream] = append(b.lines[stream], line)
-	b.bytes[stream] += len(line)
-	full := len(b.lines[stream]) >= jobproto.MaxLogLines || b.bytes[stream] >= logBatchBytes
+	b.text[stream] = append(append(b.text[stream], line...), '\n')
+	b.lines[stream]++
+	full := len(b.text[stream]) >= jobproto.MaxLogChunkBytes ||
+		!b.j.takesLogChunks() && (b.lines[stream] >= jobproto.MaxLogLines || len(b.text[stream]) >= logBatchBytes)
 	b.mu.Unlock()
 	if full {
 		select {
@@ -523,32 +530,57 @@ func (b *logBatcher) run(done <-chan struct{}) {
 
 // flush sends every waiting line.
 func (b *logBatcher) flush() {
+	chunks := b.j.takesLogChunks()
 	for stream := range logStreams {
 		for {
 			b.mu.Lock()
-			n, size := 0, 0
-			for n < len(b.lines[stream]) && n < jobproto.MaxLogLines && (n == 0 || size+len(b.lines[stream][n]) <= logBatchBytes) {
-				size += len(b.lines[stream][n])
-				n++
+			limit, maxLines := logBatchBytes, jobproto.MaxLogLines
+			if chunks {
+				limit, maxLines = jobproto.MaxLogChunkBytes, b.lines[stream]
 			}
-			batch := slices.Clone(b.lines[stream][:n])
-			b.lines[stream] = b.lines[stream][n:]
-			b.bytes[stream] -= size
-			if len(b.lines[stream]) == 0 {
-				b.lines[stream] = nil
-			}
-			b.mu.Unlock()
+			text, n := takeLines(b.text[stream], limit, maxLines)
 			if n == 0 {
+				b.mu.Unlock()
 				break
 			}
-			msg, err := json.Marshal(jobproto.Log{Type: jobproto.TypeLog, Job: b.job, Stream: logStreams[stream], Lines: batch})
-			if err == nil && b.j.slot.trySend(context.Background(), client.Text, msg) {
+			var msg []byte
+			if chunks {
+				b.frame = jobproto.AppendLogChunk(b.frame[:0], b.job, logStreams[stream], text)
+				msg = b.frame
+			} else {
+				lines := strings.Split(string(text[:len(text)-1]), "\n")
+				msg, _ = json.Marshal(jobproto.Log{Type: jobproto.TypeLog, Job: b.job, Stream: logStreams[stream], Lines: lines})
+			}
+			rest := copy(b.text[stream], b.text[stream][len(text):])
+			b.text[stream] = b.text[stream][:rest]
+			b.lines[stream] -= n
+			b.mu.Unlock()
+			typ := client.Text
+			if chunks {
+				typ = client.Binary
+			}
+			if b.j.slot.trySend(context.Background(), typ, msg) {
 				b.j.st.sent(len(msg))
 			} else {
 				b.drop(n)
 			}
 		}
 	}
+}
+
+// takeLines returns the first lines of text (whole lines, each ended by
+// '\n') that fit in limit bytes, at most maxLines of them, and how many;
+// at least one line when text has one.
+func takeLines(text []byte, limit, maxLines int) ([]byte, int) {
+	end, n := 0, 0
+	for end < len(text) && n < maxLines {
+		i := bytes.IndexByte(text[end:], '\n')
+		if i < 0 || n > 0 && end+i+1 > limit {
+			break
+		}
+		end, n = end+i+1, n+1
+	}
+	return text[:end], n
 }
 
 // readMetrics reads $SWITCHBOARD_RESULT: nothing if the action wrote none

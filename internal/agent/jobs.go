@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
@@ -36,6 +37,8 @@ type jobAgent struct {
 	guard     string        // Options.ActionGuard
 
 	kick chan struct{} // wakes the result sender
+
+	logChunks atomic.Bool // the hub of the last welcome takes log chunks (Welcome.LogChunks)
 
 	mu           sync.Mutex // guards the fields below
 	running      map[string]*jobRun
@@ -200,7 +203,12 @@ func (j *jobAgent) setLimits(w jobproto.Welcome) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.maxFileBytes, j.maxRunBytes = max(w.MaxFileBytes, 0), max(w.MaxRunBytes, 0)
+	j.logChunks.Store(w.LogChunks)
 }
+
+// takesLogChunks reports whether the hub of the last welcome takes log
+// chunks.
+func (j *jobAgent) takesLogChunks() bool { return j.logChunks.Load() }
 
 func (j *jobAgent) limits() (file, run int64) {
 	j.mu.Lock()

@@ -90,9 +90,10 @@ type JobsOptions struct {
 	Agents int
 	Jobs   int
 	Files  bool
-	// LogLines is how many output lines each run sends (default 1), in
-	// messages of jobproto.MaxLogLines: the hub stores each run's log as a
-	// result, so this measures what a talkative action costs the job.
+	// LogLines is how many output lines each run sends (default 1), as the
+	// host agent sends them (SimAgent.SendLog: log chunks to a hub that
+	// takes them): the hub stores each run's log as a result, so this
+	// measures what a talkative action costs the job.
 	LogLines int
 	// Waiters blocking requests (default 1000) are held on a PENDING job,
 	// each with WAIT=WaitSec (default 60; the server caps it).
@@ -396,14 +397,16 @@ func (b *jobsBench) answer(ctx context.Context, a *SimAgent, i int, r *jobproto.
 	if err := a.Send(ctx, jobproto.Started{Type: jobproto.TypeStarted, Job: r.Job, StartedAt: started}); err != nil {
 		return err
 	}
-	lines := make([]string, 0, min(b.o.LogLines, jobproto.MaxLogLines))
+	// The output is sent as the agent sends it, a chunk at a time as it
+	// fills (SendLog).
+	var out []byte
 	for n := range b.o.LogLines {
-		lines = append(lines, fmt.Sprintf("fetching 1 file from %s: line %d of %d, as a talkative download prints its progress", r.Params["server"], n+1, b.o.LogLines))
-		if len(lines) == cap(lines) || n == b.o.LogLines-1 {
-			if err := a.Send(ctx, jobproto.Log{Type: jobproto.TypeLog, Job: r.Job, Stream: jobproto.StreamStdout, Lines: lines}); err != nil {
+		out = fmt.Appendf(out, "fetching 1 file from %s: line %d of %d, as a talkative download prints its progress\n", r.Params["server"], n+1, b.o.LogLines)
+		if len(out) >= jobproto.MaxLogChunkBytes-jobproto.MaxLogLineBytes || n == b.o.LogLines-1 {
+			if err := a.SendLog(ctx, r.Job, jobproto.StreamStdout, out); err != nil {
 				return err
 			}
-			lines = lines[:0]
+			out = out[:0]
 		}
 	}
 	res := jobproto.Result{Type: jobproto.TypeResult, Job: r.Job, Outcome: jobproto.OutcomeSucceeded,

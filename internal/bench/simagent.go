@@ -68,6 +68,46 @@ func (a *SimAgent) Send(ctx context.Context, v any) error {
 	return a.conn.Write(ctx, client.Text, b)
 }
 
+// SendRaw writes one frame as it is (tests play agents that misbehave).
+func (a *SimAgent) SendRaw(ctx context.Context, typ client.MessageType, data []byte) error {
+	return a.conn.Write(ctx, typ, data)
+}
+
+// SendLog sends output of a run as the host agent does (internal/agent):
+// text is whole lines, each ended by '\n'; to a hub that takes log chunks
+// (Welcome.LogChunks) in chunks of at most jobproto.MaxLogChunkBytes cut
+// at line ends, else in Log messages of at most jobproto.MaxLogLines
+// lines.
+func (a *SimAgent) SendLog(ctx context.Context, job, stream string, text []byte) error {
+	var frame []byte
+	for len(text) > 0 {
+		n := 0
+		if a.Welcome.LogChunks {
+			n = bytes.LastIndexByte(text[:min(len(text), jobproto.MaxLogChunkBytes)], '\n') + 1
+		} else {
+			for lines := 0; lines < jobproto.MaxLogLines && n < len(text); lines++ {
+				n += bytes.IndexByte(text[n:], '\n') + 1
+			}
+		}
+		if n <= 0 {
+			return errors.New("bench: SendLog takes whole lines of at most jobproto.MaxLogChunkBytes, each ended by a newline")
+		}
+		var err error
+		if a.Welcome.LogChunks {
+			frame = jobproto.AppendLogChunk(frame[:0], job, stream, text[:n])
+			err = a.conn.Write(ctx, client.Binary, frame)
+		} else {
+			err = a.Send(ctx, jobproto.Log{Type: jobproto.TypeLog, Job: job, Stream: stream,
+				Lines: strings.Split(string(text[:n-1]), "\n")})
+		}
+		if err != nil {
+			return err
+		}
+		text = text[n:]
+	}
+	return nil
+}
+
 // Next reads the next hub message: *jobproto.Welcome, *Run, *Abort or
 // *Ack. Unknown types are skipped.
 func (a *SimAgent) Next(ctx context.Context) (any, error) {

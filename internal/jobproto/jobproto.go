@@ -5,7 +5,8 @@
 // parameters that both sides apply.
 //
 // Every message is one JSON object in one text frame, with a "type" field
-// naming it. A side that receives a type it does not know ignores it, so
+// naming it, except a log chunk (logchunk.go): a Log header and a block of
+// output lines in one binary frame, sent to hubs that ask for it. A side that receives a type it does not know ignores it, so
 // either side can add message types without breaking the other.
 //
 // The package imports the standard library only: both internal/agent and
@@ -97,6 +98,10 @@ type Welcome struct {
 	// of one run's files together.
 	MaxFileBytes int64 `json:"max_file_bytes"`
 	MaxRunBytes  int64 `json:"max_run_bytes"`
+	// LogChunks says the hub takes runs' output as log chunks
+	// (logchunk.go), which agents then send instead of Log messages with
+	// Lines; absent (older hubs), agents send those.
+	LogChunks bool `json:"log_chunks,omitempty"`
 }
 
 // Run asks the agent to run an action for a job. Params are validated by
@@ -118,7 +123,9 @@ type Started struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// Log carries output lines of a running job.
+// Log carries output lines of a running job. Agents send it with Lines
+// to hubs that do not take log chunks (Welcome.LogChunks); a log chunk's
+// header is a Log without Lines. Hubs take both.
 type Log struct {
 	Type   string   `json:"type"` // TypeLog
 	Job    string   `json:"job"`

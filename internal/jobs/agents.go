@@ -93,7 +93,8 @@ func (m *Manager) connected() []Agent {
 
 // Welcome returns the first message a registered agent is sent.
 func (m *Manager) Welcome() jobproto.Welcome {
-	return jobproto.Welcome{Type: jobproto.TypeWelcome, Node: m.cfg.NodeID, MaxFileBytes: m.cfg.MaxFileBytes, MaxRunBytes: m.cfg.MaxRunBytes}
+	return jobproto.Welcome{Type: jobproto.TypeWelcome, Node: m.cfg.NodeID, MaxFileBytes: m.cfg.MaxFileBytes, MaxRunBytes: m.cfg.MaxRunBytes,
+		LogChunks: true} // PublishLog takes chunks; agentlink reads them
 }
 
 // AgentRunning returns which of the jobs an agent's hello lists as running

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -344,30 +345,37 @@ func FileKey(jobID, agentID, name string) string { return RunPrefix(jobID, agent
 // RunPrefix is the blob key prefix of a run's output files.
 func RunPrefix(jobID, agentID string) string { return jobID + "/" + agentID }
 
-// PublishLog publishes output lines an agent sent for a job it runs on
-// the job's log topic, and keeps them for the run's stored log.
-func (m *Manager) PublishLog(jobID, agentID, stream string, lines []string) {
-	seq := m.appendLog(jobID, agentID, stream, lines)
-	if m.cfg.Publisher == nil {
+// PublishLog publishes output an agent sent for a job it runs on the
+// job's log topic, and keeps it for the run's stored log. text is whole
+// lines, each ended by '\n' (a jobproto log chunk's output, or the Lines
+// of a Log message joined by jobproto.LinesText). Its cost is per chunk:
+// the lines become strings only for a topic that has a reader here, in one
+// message {"agent","stream","seq","lines"} (seq numbers the first line).
+func (m *Manager) PublishLog(jobID, agentID, stream string, text []byte) {
+	if len(text) > 0 && text[len(text)-1] != '\n' {
+		text = append(text[:len(text):len(text)], '\n') // a last line without its end
+	}
+	seq, n := m.appendLog(jobID, agentID, stream, text)
+	if m.cfg.Publisher == nil || n == 0 {
 		return
 	}
 	topic := LogTopic(jobID)
 	if r, ok := m.cfg.Publisher.(interface{ Readers(string) int }); ok && r.Readers(topic) == 0 {
-		return // nobody follows the log here: no line to encode
+		return // nobody follows the log here: nothing to encode
 	}
-	for i, l := range lines {
-		// Seq numbers the run's lines from 1 (absent when its log is not
-		// kept): a late viewer shows RunLogSoFar, then the lines past it.
-		var n int64
-		if seq > 0 {
-			n = seq + int64(i)
-		}
-		b, _ := json.Marshal(struct {
-			Agent  string `json:"agent"`
-			Stream string `json:"stream"`
-			Line   string `json:"line"`
-			Seq    int64  `json:"seq,omitempty"`
-		}{agentID, stream, l, n})
-		m.cfg.Publisher.Publish(topic, relay.Message{Type: relay.Text, Data: b})
-	}
+	// Seq numbers the run's lines from 1 (absent when its log is not
+	// kept): a late viewer shows RunLogSoFar, then the lines past it.
+	b, _ := json.Marshal(LogChunk{Agent: agentID, Stream: stream, Seq: seq,
+		Lines: strings.Split(string(text[:len(text)-1]), "\n")})
+	m.cfg.Publisher.Publish(topic, relay.Message{Type: relay.Text, Data: b})
+}
+
+// LogChunk is a message of a job's log topic: lines of one run's output,
+// in order; Seq numbers the first (the run's lines count from 1, as in its
+// stored log), 0 (absent) when the run's log is not kept.
+type LogChunk struct {
+	Agent  string   `json:"agent"`
+	Stream string   `json:"stream"`
+	Seq    int64    `json:"seq,omitempty"`
+	Lines  []string `json:"lines"`
 }

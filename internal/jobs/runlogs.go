@@ -2,7 +2,7 @@ package jobs
 
 // Each run's whole output, kept as the result logs/{agent}.txt.
 //
-// The lines an agent sends (PublishLog) go to the live log topic and are
+// The lines an agent sends (PublishLog, in chunks) go to the live log topic and are
 // appended to a spool file of the run on the node holding the agent's
 // channel, up to Config.MaxLogBytes, then a marker says where the log was
 // cut. The spool becomes the blob LogKey(job, agent) when the run's result
@@ -13,6 +13,7 @@ package jobs
 // disk, not the memory, holds up to MaxLogBytes per running run.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,54 +71,72 @@ type runLog struct {
 	lines  int64    // lines received, kept or not (their seq), guarded by mu
 	cut    bool     // the cap was reached and the marker written
 	closed bool
+	buf    []byte // scratch for the lines of a chunk, guarded by mu
 }
 
-// logLine is how one output line is kept: "[stdout] text" or
-// "[stderr] text", one per line.
-func logLine(stream, line string) string {
-	return "[" + stream + "] " + strings.ReplaceAll(line, "\n", " ") + "\n"
-}
+// How output lines are kept: "[stdout] text" or "[stderr] text", one per
+// line; logCutMarker (with the cap) follows the last line kept when the
+// cap was reached.
+const logCutMarker = "[switchboard] log cut here: this run's output passed %d bytes (--job-max-log); the rest was not kept\n"
 
-// appendLog adds lines of agentID's run of jobID to its spool and returns
-// the sequence number of the first (the run's lines count from 1), or 0
-// when the run's log is not kept (MaxLogBytes negative, or the job ended).
-func (m *Manager) appendLog(jobID, agentID, stream string, lines []string) (first int64) {
-	if m.cfg.MaxLogBytes < 0 || len(lines) == 0 {
-		return 0
+// appendLog adds the output text (whole lines, each ended by '\n', as
+// in a jobproto log chunk) of agentID's run of jobID to its spool, each
+// line prefixed by its stream, and returns the sequence number of its
+// first line (the run's lines count from 1) and the number of lines; first
+// is 0 when the run's log is not kept (MaxLogBytes negative, or the job
+// ended). Its cost is per chunk: the lines are only found (IndexByte),
+// copied once and written with one write.
+func (m *Manager) appendLog(jobID, agentID, stream string, text []byte) (first, lines int64) {
+	lines = int64(bytes.Count(text, []byte{'\n'}))
+	if m.cfg.MaxLogBytes < 0 || lines == 0 {
+		return 0, lines
 	}
 	l := m.runLog(jobID, agentID, true)
 	if l == nil {
-		return 0
+		return 0, lines
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return 0
+		return 0, lines
 	}
 	first = l.lines + 1
-	l.lines += int64(len(lines))
+	l.lines += lines
 	if l.cut {
-		return first
+		return first, lines
 	}
-	var b strings.Builder
-	for _, line := range lines {
-		s := logLine(stream, line)
-		if l.size+int64(b.Len()+len(s)) > m.cfg.MaxLogBytes {
-			fmt.Fprintf(&b, "[switchboard] log cut here: this run's output passed %d bytes (--job-max-log); the rest was not kept\n", m.cfg.MaxLogBytes)
+	prefix := "[" + stream + "] "
+	room := m.cfg.MaxLogBytes - l.size
+	b := l.buf[:0]
+	if need := len(text) + int(lines)*len(prefix); cap(b) < need {
+		b = make([]byte, 0, need)
+	}
+	for len(text) > 0 {
+		line := text[:bytes.IndexByte(text, '\n')+1]
+		if int64(len(b)+len(prefix)+len(line)) > room {
+			b = fmt.Appendf(b, logCutMarker, m.cfg.MaxLogBytes)
 			l.cut = true
 			break
 		}
-		b.WriteString(s)
+		b = append(b, prefix...)
+		b = append(b, line...)
+		text = text[len(line):]
 	}
-	n, err := io.WriteString(l.f, b.String())
+	n, err := l.f.Write(b)
 	l.size += int64(n)
+	if cap(b) <= maxLogBufBytes {
+		l.buf = b[:0]
+	}
 	if err != nil && !l.cut {
 		m.log.Warn("jobs: write a run's log spool", "job", jobID, "agent", agentID, "err", err)
 		_, _ = io.WriteString(l.f, "\n[switchboard] log cut here: the hub could not keep more of it\n")
 		l.cut = true
 	}
-	return first
+	return first, lines
 }
+
+// maxLogBufBytes bounds the buffer a run's spool keeps between chunks.
+const maxLogBufBytes = 1 << 20
 
 // RunLogSoFar returns what is kept so far of the log of agentID's run of
 // jobID while the run is going on: the lines with sequence numbers 1 to

@@ -1,7 +1,9 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/switchboard-hub/switchboard/internal/blob"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
 )
 
@@ -29,10 +32,10 @@ func readBlob(t testing.TB, m *Manager, key string) string {
 
 func TestRunLogSeqCutAndStore(t *testing.T) {
 	m := startNodeWith(t, Config{Store: openTestStore(t), NodeID: "a", MaxLogBytes: 64}).Manager
-	if seq := m.appendLog("j1", "c1", "stdout", []string{"one", "two"}); seq != 1 {
-		t.Fatalf("first seq %d, want 1", seq)
+	if seq, n := m.appendLog("j1", "c1", "stdout", jobproto.LinesText([]string{"one", "two"})); seq != 1 || n != 2 {
+		t.Fatalf("first seq %d (%d lines), want 1 (2)", seq, n)
 	}
-	if seq := m.appendLog("j1", "c1", "stderr", []string{"three\nwith a newline"}); seq != 3 {
+	if seq, _ := m.appendLog("j1", "c1", "stderr", jobproto.LinesText([]string{"three\nwith a newline"})); seq != 3 {
 		t.Fatalf("second seq %d, want 3", seq)
 	}
 	soFar := "[stdout] one\n[stdout] two\n[stderr] three with a newline\n"
@@ -41,10 +44,10 @@ func TestRunLogSeqCutAndStore(t *testing.T) {
 	}
 	// Past 64 bytes: the marker, then nothing more is kept, but the lines
 	// are still numbered (the live log carries them).
-	if seq := m.appendLog("j1", "c1", "stdout", []string{"four is too long for the cap"}); seq != 4 {
+	if seq, _ := m.appendLog("j1", "c1", "stdout", []byte("four is too long for the cap\n")); seq != 4 {
 		t.Fatalf("seq at the cut %d, want 4", seq)
 	}
-	if seq := m.appendLog("j1", "c1", "stdout", []string{"five"}); seq != 5 {
+	if seq, _ := m.appendLog("j1", "c1", "stdout", []byte("five\n")); seq != 5 {
 		t.Fatalf("seq after the cut %d, want 5", seq)
 	}
 	got, _ := m.RunLogSoFar("j1", "c1")
@@ -63,8 +66,11 @@ func TestRunLogSeqCutAndStore(t *testing.T) {
 	}
 }
 
-// BenchmarkRunLog10000Lines spools a run's 10,000 lines of 80 bytes (in
-// messages of 100 lines, as agents batch them) and stores its log.
+// BenchmarkRunLog10000Lines takes a run's 10,000 output lines of 80
+// bytes as the hub does, from the frames off the agent's channel to the
+// stored log: "chunks" as agents send them to hubs that take log chunks
+// (jobproto.MaxLogChunkBytes each), "lines" as older agents send them (Log
+// messages of 100 lines, JSON).
 func BenchmarkRunLog10000Lines(b *testing.B) {
 	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), sqlite.FileName), sqlite.Options{})
 	if err != nil {
@@ -79,16 +85,46 @@ func BenchmarkRunLog10000Lines(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	batch := make([]string, 100)
-	for i := range batch {
-		batch[i] = fmt.Sprintf("%-79s", fmt.Sprintf("downloaded chunk %d of the file from data-a.example.org", i))
+	lines := make([]string, 10000)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("%-79s", fmt.Sprintf("downloaded chunk %d of the file from data-a.example.org", i))
 	}
-	b.ResetTimer()
-	for n := range b.N {
-		job := fmt.Sprintf("j%d", n)
-		for range 100 {
-			m.appendLog(job, "c1", "stdout", batch)
+	var chunks, messages [][]byte
+	text := jobproto.LinesText(lines)
+	for len(text) > 0 {
+		n := min(len(text), jobproto.MaxLogChunkBytes)
+		n = bytes.LastIndexByte(text[:n], '\n') + 1
+		chunks = append(chunks, jobproto.AppendLogChunk(nil, "j", jobproto.StreamStdout, text[:n]))
+		text = text[n:]
+	}
+	for i := 0; i < len(lines); i += 100 {
+		msg, _ := json.Marshal(jobproto.Log{Type: jobproto.TypeLog, Job: "j", Stream: jobproto.StreamStdout, Lines: lines[i : i+100]})
+		messages = append(messages, msg)
+	}
+	b.Run("chunks", func(b *testing.B) {
+		for n := range b.N {
+			job := fmt.Sprintf("c%d", n)
+			for _, c := range chunks {
+				hdr, text, err := jobproto.ParseLogChunk(c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m.PublishLog(job, "c1", hdr.Stream, text)
+			}
+			m.keepRunLog(context.Background(), job, "c1")
 		}
-		m.keepRunLog(context.Background(), job, "c1")
-	}
+	})
+	b.Run("lines", func(b *testing.B) {
+		for n := range b.N {
+			job := fmt.Sprintf("l%d", n)
+			for _, msg := range messages {
+				var l jobproto.Log
+				if err := json.Unmarshal(msg, &l); err != nil {
+					b.Fatal(err)
+				}
+				m.PublishLog(job, "c1", l.Stream, jobproto.LinesText(l.Lines))
+			}
+			m.keepRunLog(context.Background(), job, "c1")
+		}
+	})
 }

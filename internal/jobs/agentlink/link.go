@@ -164,10 +164,12 @@ func (l *Link) serve(s *session) error {
 		if err != nil {
 			return err
 		}
-		if typ != relay.Text {
-			return &protocolError{relay.ClosePolicy, "control messages are JSON text"}
+		if typ == relay.Binary {
+			err = l.handleLogChunk(s, data)
+		} else {
+			err = l.handle(s, data)
 		}
-		if err := l.handle(s, data); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -240,8 +242,8 @@ func (l *Link) handle(s *session, data []byte) error {
 			l.runningChanged(s)
 		}
 	case jobproto.Log:
-		if s.isRunning(m.Job) && (m.Stream == jobproto.StreamStdout || m.Stream == jobproto.StreamStderr) {
-			l.jobs.PublishLog(m.Job, s.agent.ID, m.Stream, m.Lines)
+		if s.isRunning(m.Job) && validStream(m.Stream) {
+			l.jobs.PublishLog(m.Job, s.agent.ID, m.Stream, jobproto.LinesText(m.Lines))
 		}
 	case jobproto.Result:
 		s.setRunning(m.Job, false)
@@ -250,6 +252,22 @@ func (l *Link) handle(s *session, data []byte) error {
 	}
 	return nil
 }
+
+// handleLogChunk handles a binary frame: the only one of the protocol is
+// a log chunk (jobproto.ParseLogChunk), whose output goes to the run's log
+// whole, without a look at its lines.
+func (l *Link) handleLogChunk(s *session, frame []byte) error {
+	hdr, text, err := jobproto.ParseLogChunk(frame)
+	if err != nil {
+		return &protocolError{relay.ClosePolicy, "malformed log chunk (binary frames are log chunks only)"}
+	}
+	if s.isRunning(hdr.Job) && validStream(hdr.Stream) {
+		l.jobs.PublishLog(hdr.Job, s.agent.ID, hdr.Stream, text)
+	}
+	return nil
+}
+
+func validStream(s string) bool { return s == jobproto.StreamStdout || s == jobproto.StreamStderr }
 
 // watchdog closes the channel at token expiry and pings the agent.
 func (l *Link) watchdog(s *session, stop <-chan struct{}) {
