@@ -234,3 +234,73 @@ func TestBrowserListsSayHowFresh(t *testing.T) {
 		}
 	})
 }
+
+// TestBrowserJobsListFilters: the jobs list shows each job's action,
+// targets, owner, duration and outcome; owner, action and run id filter it
+// (on the server) and stay in the URL; the New-job form is in view without
+// scrolling past a long list, at desktop and phone width.
+func TestBrowserJobsListFilters(t *testing.T) {
+	e := startDashboard(t, nil)
+	a1 := e.agent("a1", "role=client")
+	bob, carol := e.userToken("bob", auth.ScopeJobsWrite), e.userToken("carol", auth.ScopeJobsWrite)
+	done := e.createJob(bob, url.Values{"action": {"download"}, "targets": {"a1"}, "server": {"a"}, "RUNID": {"w49"}, "PHASE": {"RUN"}})
+	nextRun(t, a1)
+	start := time.Now().Add(-time.Minute)
+	finish(t, a1, jobproto.Result{Job: done, Outcome: jobproto.OutcomeFailed, ExitCode: 1, StartedAt: start, EndedAt: start.Add(42 * time.Second)})
+	e.waitPhase(bob, done, "ERROR")
+	for i := range 30 {
+		e.createJob(carol, url.Values{"action": {"download"}, "targets": {"role=client"}, "server": {"a"}, "RUNID": {fmt.Sprintf("c-%d", i)}})
+	}
+
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/jobs", "jobs")
+	tb.waitJS(stepTimeout, "31 rows", `document.querySelectorAll('`+tid("job-row")+`').length === 31`)
+	formInView := `(() => { const r = document.querySelector('` + tid("new-job") + `').getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; })()`
+	if !eval[bool](tb, "the form in view", formInView) {
+		t.Error("at 1280 px the New-job form is not in view without scrolling")
+	}
+	cell := func(id, col string) string {
+		return eval[string](tb, col, `document.querySelector('`+tid("job-row")+`[data-job-id="`+id+`"] `+tid(col)+`').textContent`)
+	}
+	for col, want := range map[string]string{"job-row-action": "download", "job-row-targets": "a1", "job-row-owner": "bob"} {
+		if got := cell(done, col); got != want {
+			t.Errorf("%s of the finished job: %q, want %q", col, got, want)
+		}
+	}
+	if got := cell(done, "job-row-duration"); !regexp.MustCompile(`^\d+(\.\d)? (ms|s)$`).MatchString(got) {
+		t.Errorf("duration of the finished job: %q", got)
+	}
+	if got := cell(done, "job-row-outcome"); !strings.HasPrefix(got, "ERROR") {
+		t.Errorf("outcome of the failed job: %q", got)
+	}
+
+	// Filters: typed in, submitted, kept in the URL, done by the server.
+	tb.run("filter by owner and action",
+		chromedp.SendKeys(chromedp.CSS(tid("jobs-owner")), "bob"),
+		chromedp.SendKeys(chromedp.CSS(tid("jobs-action")), "download"))
+	tb.clickAndLoad("apply", tid("jobs-apply"))
+	if q := tb.location().Query(); q.Get("owner") != "bob" || q.Get("action") != "download" {
+		t.Errorf("filters not in the URL: %s", tb.location())
+	}
+	tb.waitJS(stepTimeout, "bob's job only", `(() => { const rows = [...document.querySelectorAll('`+tid("job-row")+`')]; return rows.length === 1 && rows[0].dataset.jobId === '`+done+`'; })()`)
+	if st := e.reqs.find("GET", "/ui/api/api/v1/jobs"); len(st) == 0 {
+		t.Error("no list request logged")
+	}
+	tb.run("open a run id filter", chromedp.Navigate(e.url+"/ui/jobs?runid=c-7"))
+	tb.waitJS(stepTimeout, "the c-7 job only", `document.querySelectorAll('`+tid("job-row")+`').length === 1 && document.querySelector('`+tid("jobs-runid")+`').value === 'c-7'`)
+	tb.run("open an action of no job", chromedp.Navigate(e.url+"/ui/jobs?action=upload"))
+	tb.waitJS(stepTimeout, "no job", `document.querySelectorAll('`+tid("job-row")+`').length === 0 && /^0 jobs/.test(document.querySelector('`+tid("jobs-count")+`').textContent)`)
+
+	// Only jobs:admin lists another owner's jobs.
+	if status, b := e.api("GET", "/api/v1/jobs?OWNER=bob", carol, ""); status != 403 {
+		t.Errorf("carol lists bob's jobs: %d %s", status, b)
+	}
+
+	tp := newTab(t, e.browser, "phone")
+	tp.run("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulatePortrait))
+	e.loginTo(tp, alice(), "/ui/jobs", "jobs")
+	tp.waitJS(stepTimeout, "31 rows", `document.querySelectorAll('`+tid("job-row")+`').length === 31`)
+	if !eval[bool](tp, "the form above the list", `document.querySelector('`+tid("new-job")+`').getBoundingClientRect().top < document.querySelector('`+tid("jobs-table")+`').getBoundingClientRect().top`) {
+		t.Error("at 390 px the New-job form is below the list")
+	}
+}

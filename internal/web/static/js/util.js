@@ -251,7 +251,7 @@ export function elapsed(start, end) {
   const a = parseTime(start);
   if (a === null) return null;
   const b = parseTime(end);
-  return (b === null ? Date.now() : b) - a;
+  return Math.max(0, (b === null ? Date.now() : b) - a); // clocks of two machines may disagree
 }
 
 /**

@@ -5,7 +5,7 @@
 // label selector, then POST /ui/api/api/v1/jobs as JSON with phase RUN.
 // The server checks everything again; its error is shown verbatim.
 
-import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, phaseBadge, networkMessage, snapshotBar } from '../util.js';
+import { api, byId, h, fmtCount, timeEl, emptyRow, showMessage, jobURL, phaseBadge, networkMessage, snapshotBar, fmtDuration, elapsed } from '../util.js';
 import { checkParam, requiredMessage, formatG, byteLength } from '../params.js';
 import { targetsError } from '../checks.js';
 
@@ -14,6 +14,14 @@ import { targetsError } from '../checks.js';
 const query = new URLSearchParams(location.search);
 const phases = query.getAll('phase').map((p) => p.toUpperCase());
 for (const box of document.querySelectorAll('#jobs-filter input[name="phase"]')) box.checked = phases.includes(box.value);
+// The text filters (exact matches, done by the server), kept in the URL
+// like the phases: ?owner=…&action=…&runid=….
+const textFilters = { owner: 'OWNER', action: 'ACTION', runid: 'RUNID' };
+const filterValues = {};
+for (const name of Object.keys(textFilters)) {
+  filterValues[name] = (query.get(name) || '').trim();
+  byId('jobs-' + name).value = filterValues[name];
+}
 
 const maxListed = 1000;
 
@@ -22,24 +30,34 @@ async function loadJobs() {
   const countEl = byId('jobs-count');
   const q = new URLSearchParams();
   for (const p of phases) q.append('PHASE', p);
+  for (const [name, param] of Object.entries(textFilters)) if (filterValues[name]) q.set(param, filterValues[name]);
   q.set('LAST', String(maxListed));
   try {
     const res = await api('/api/v1/jobs', { query: q });
     const jobs = (res.jobs || []).slice().sort((a, b) => (b.creationTime || '').localeCompare(a.creationTime || ''));
     stampJobs();
     showMessage(byId('jobs-message'), '');
+    const filters = Object.keys(textFilters).filter((n) => filterValues[n]).map((n) => `${n} ${filterValues[n]}`);
     countEl.textContent = `${fmtCount(jobs.length)} jobs${jobs.length >= maxListed ? ` (the ${fmtCount(maxListed)} newest)` : ''}` +
-      (phases.length ? ` in ${phases.join(', ')}` : '');
+      (phases.length ? ` in ${phases.join(', ')}` : '') + (filters.length ? `, ${filters.join(', ')}` : '');
     if (jobs.length === 0) {
       emptyRow(tbody, 'No jobs.');
       return;
     }
-    tbody.replaceChildren(...jobs.map((j) => h('tr', { 'data-testid': 'job-row', dataset: { jobId: j.jobId, phase: j.phase } },
-      h('td', { class: 'topic' }, h('a', { href: jobURL(j.jobId), text: j.jobId })),
-      h('td', {}, phaseBadge(j.phase)),
-      h('td', { class: 'wrap', text: j.runId || '—' }),
-      h('td', { class: 'wrap', text: j.ownerId || '—' }),
-      h('td', {}, timeEl(j.creationTime)))));
+    tbody.replaceChildren(...jobs.map((j) => {
+      const took = elapsed(j.startTime, j.endTime);
+      return h('tr', { 'data-testid': 'job-row', dataset: { jobId: j.jobId, phase: j.phase } },
+        h('td', { class: 'topic', 'data-label': 'Job' }, h('a', { href: jobURL(j.jobId), text: j.jobId })),
+        h('td', { 'data-testid': 'job-row-outcome', 'data-label': 'Outcome' }, phaseBadge(j.phase),
+          j.errorSummary ? h('span', { class: 'row-error', text: ' ' + j.errorSummary }) : ''),
+        h('td', { class: 'wrap', 'data-testid': 'job-row-action', 'data-label': 'Action', text: j.action || '—' }),
+        h('td', { class: 'wrap', 'data-testid': 'job-row-targets', 'data-label': 'Targets', text: j.targets || '—' }),
+        h('td', { class: 'wrap', 'data-testid': 'job-row-owner', 'data-label': 'Owner', text: j.ownerId || '—' }),
+        h('td', { class: 'num', 'data-testid': 'job-row-duration', 'data-label': 'Duration',
+          text: took === null ? '—' : fmtDuration(took) + (j.endTime ? '' : ' so far') }),
+        h('td', { class: 'wrap', 'data-label': 'Run id', text: j.runId || '—' }),
+        h('td', { 'data-label': 'Created' }, timeEl(j.creationTime)));
+    }));
   } catch (err) {
     countEl.textContent = '';
     emptyRow(tbody, 'The jobs could not be listed.');
