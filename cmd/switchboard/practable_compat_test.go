@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -351,5 +352,90 @@ func TestSwitchboardHostKeepsEveryCommand(t *testing.T) {
 	}
 	if st := srv.Relay().Stats(); st.CoalescedFrames != 0 {
 		t.Fatalf("%d coalesced frames without --coalesce", st.CoalescedFrames)
+	}
+}
+
+// practableError is practable's Error model as practable/book's go-swagger
+// client decodes it (internal/ac/models.Error: both members required).
+type practableError struct {
+	Code    *string `json:"code"`
+	Message *string `json:"message"`
+}
+
+// TestPractableBidsAnswers pins practable/relay's deny API (api/access.yml)
+// as practable/book's deny client uses it: POST /bids/deny?bid=&exp= with a
+// bare relay:admin token (no topic or prefix claim) answers 204; GET
+// /bids/deny lists {"booking_ids": […]}; errors carry practable's Error
+// (top-level code and message) beside ours, 400 for a bad parameter and 401
+// without a valid token, as practable answers; a token without the scope
+// gets 403 where practable answered 401 (docs/migrating-from-practable.md).
+func TestPractableBidsAnswers(t *testing.T) {
+	srv := servertest.Start(t)
+	admin := srv.Claims("", auth.ScopeAdmin)
+	admin.Prefix = ""
+	adminToken := srv.Sign(t, admin)
+	do := func(method, path, token string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", token) // go-swagger's APIKeyAuth: no "Bearer"
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
+	future := fmt.Sprint(srv.Clock.Now().Add(time.Hour).Unix())
+	past := fmt.Sprint(srv.Clock.Now().Add(-time.Hour).Unix())
+
+	if st, b := do("POST", "/bids/deny?bid=b1&exp="+future, adminToken); st != http.StatusNoContent {
+		t.Fatalf("deny: %d %s, want 204", st, b)
+	}
+	st, b := do("GET", "/bids/deny", adminToken)
+	var ids struct {
+		BookingIDs []string `json:"booking_ids"`
+	}
+	if st != http.StatusOK || json.Unmarshal(b, &ids) != nil || !slices.Equal(ids.BookingIDs, []string{"b1"}) {
+		t.Fatalf("list denied: %d %s", st, b)
+	}
+	for _, tc := range []struct {
+		name, method, path, token string
+		status                    int
+		code                      string
+	}{
+		{"exp in the past", "POST", "/bids/deny?bid=b2&exp=" + past, adminToken, http.StatusBadRequest, "invalid_exp"},
+		{"bid missing", "POST", "/bids/allow?exp=" + future, adminToken, http.StatusBadRequest, "invalid_bid"},
+		{"no token", "POST", "/bids/deny?bid=b2&exp=" + future, "", http.StatusUnauthorized, "missing_token"},
+		{"bad token", "GET", "/bids/allow", "not-a-jwt", http.StatusUnauthorized, ""},
+		{"no admin scope", "POST", "/bids/deny?bid=b2&exp=" + future, srv.Token(t, "stats", "read"), http.StatusForbidden, "scope_forbidden"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, b := do(tc.method, tc.path, tc.token)
+			if st != tc.status {
+				t.Fatalf("status %d, want %d: %s", st, tc.status, b)
+			}
+			var theirs practableError
+			if err := json.Unmarshal(b, &theirs); err != nil || theirs.Code == nil || theirs.Message == nil || *theirs.Code == "" || *theirs.Message == "" {
+				t.Fatalf("practable's client reads no code and message from %s", b)
+			}
+			var ours struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal(b, &ours); err != nil || ours.Error.Code != *theirs.Code || ours.Error.Message != *theirs.Message {
+				t.Fatalf("our error member differs: %s", b)
+			}
+			if tc.code != "" && *theirs.Code != tc.code {
+				t.Fatalf("code %q, want %q", *theirs.Code, tc.code)
+			}
+		})
 	}
 }

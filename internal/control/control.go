@@ -115,14 +115,16 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	// scopes is in docs/control.md.
 	// Denying and revoking is an operator's (relay:deny); undoing either,
 	// and the audit log, are an admin's alone.
-	mux.HandleFunc("POST /bids/deny", h.withScope([]string{auth.ScopeDeny}, h.serveDeny))
-	mux.HandleFunc("POST /bids/allow", h.admin(h.serveAllow))
+	// practable's routes (/bids/…) answer errors in practable's shape too
+	// (practableErrors).
+	mux.HandleFunc("POST /bids/deny", practableErrors(h.withScope([]string{auth.ScopeDeny}, h.serveDeny)))
+	mux.HandleFunc("POST /bids/allow", practableErrors(h.admin(h.serveAllow)))
 	mux.HandleFunc("POST /api/v1/revocations", h.withScope([]string{auth.ScopeDeny}, h.serveAddRevocation))
 	mux.HandleFunc("DELETE /api/v1/revocations/{kind}/{value}", h.admin(h.serveRemoveRevocation))
 	mux.HandleFunc("GET /api/v1/audit", h.admin(h.serveAudit))
 	// Listing is status, not control: dashboard viewers (relay:stats) see it.
-	mux.HandleFunc("GET /bids/deny", h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListDenied))
-	mux.HandleFunc("GET /bids/allow", h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListAllowed))
+	mux.HandleFunc("GET /bids/deny", practableErrors(h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListDenied)))
+	mux.HandleFunc("GET /bids/allow", practableErrors(h.withScope([]string{auth.ScopeStats, auth.ScopeDeny}, h.serveListAllowed)))
 	mux.HandleFunc("GET /api/v1/revocations", h.withScope([]string{auth.ScopeStats}, h.serveListRevocations))
 	// What each minter may put in a token: checkMint (api.go).
 	mux.HandleFunc("POST /api/v1/tokens", h.withScope([]string{auth.ScopeMint, auth.ScopeIssue}, h.serveMintToken))

@@ -1,12 +1,16 @@
 package control
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apierr"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
@@ -167,4 +171,78 @@ func (c coalesceCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.rs.Stats()
 	ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.CoalescedFrames), "frames")
 	ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.CoalescedMessages), "messages")
+}
+
+// maxPractableErrorBytes bounds an error body practableErrors rewrites; a
+// larger one (none of ours is) passes unchanged.
+const maxPractableErrorBytes = 64 << 10
+
+// practableErrors answers the errors of practable's routes (/bids/…) in a
+// shape that practable's clients and ours both read: practable's Error model
+// (api/access.yml: top-level "code" and "message", which practable/book's
+// go-swagger client decodes for 400 and 401) beside our "error" member,
+// which apierr writes and pkg/client and the dashboard read:
+//
+//	{"code":"invalid_exp","message":"exp is in the past","error":{"code":"invalid_exp","message":"exp is in the past"}}
+//
+// Statuses are ours (docs/migrating-from-practable.md lists where they
+// differ from practable's); successful answers pass unchanged.
+func practableErrors(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		pw := &practableErrorWriter{ResponseWriter: w}
+		next(pw, r)
+		pw.finish()
+	}
+}
+
+// practableErrorWriter holds back an error response's body until the
+// handler returns, then writes it in practableErrors's shape.
+type practableErrorWriter struct {
+	http.ResponseWriter
+	status int // the error status held back; 0 while none
+	body   bytes.Buffer
+	raw    bool // the body outgrew maxPractableErrorBytes: passed on as it is
+}
+
+func (p *practableErrorWriter) WriteHeader(status int) {
+	if status >= 400 && p.status == 0 {
+		p.status = status
+		return
+	}
+	p.ResponseWriter.WriteHeader(status)
+}
+
+func (p *practableErrorWriter) Write(b []byte) (int, error) {
+	if p.status == 0 || p.raw {
+		return p.ResponseWriter.Write(b)
+	}
+	if p.body.Len()+len(b) > maxPractableErrorBytes {
+		p.raw = true
+		p.ResponseWriter.WriteHeader(p.status)
+		if _, err := p.ResponseWriter.Write(p.body.Bytes()); err != nil {
+			return 0, err
+		}
+		return p.ResponseWriter.Write(b)
+	}
+	return p.body.Write(b)
+}
+
+func (p *practableErrorWriter) finish() {
+	if p.status == 0 || p.raw {
+		return
+	}
+	var ours struct {
+		Error *apierr.Error `json:"error"`
+	}
+	if json.Unmarshal(p.body.Bytes(), &ours) != nil || ours.Error == nil {
+		p.ResponseWriter.WriteHeader(p.status)
+		p.ResponseWriter.Write(p.body.Bytes())
+		return
+	}
+	p.ResponseWriter.WriteHeader(p.status)
+	json.NewEncoder(p.ResponseWriter).Encode(struct {
+		Code    string        `json:"code"`
+		Message string        `json:"message"`
+		Error   *apierr.Error `json:"error"`
+	}{ours.Error.Code, ours.Error.Message, ours.Error})
 }
