@@ -101,6 +101,13 @@ func (h *API) Register(mux *http.ServeMux, base string) {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/runs/{agent}/log", h.serveRunLog)
 	mux.HandleFunc("PUT /api/v1/jobs/{id}/runs/{agent}/files/{name}", h.serveUpload)
 	mux.HandleFunc("GET /api/v1/export", h.serveExport)
+	mux.HandleFunc("GET /api/v1/compare", h.serveCompare)
+	mux.HandleFunc("GET /api/v1/definitions", h.serveDefinitions)
+	mux.HandleFunc("GET /api/v1/definitions/{name}", h.serveDefinition)
+	mux.HandleFunc("PUT /api/v1/definitions/{name}", h.servePutDefinition)
+	mux.HandleFunc("POST /api/v1/definitions/{name}/jobs", h.serveRunDefinition)
+	mux.HandleFunc("POST /api/v1/definitions/{name}/versions/{version}/jobs", h.serveRunDefinition)
+	mux.HandleFunc("GET /api/v1/definitions/{name}/jobs", h.serveDefinitionJobs)
 }
 
 // caller is an authenticated API user.
@@ -156,7 +163,11 @@ func (h *API) challenge(w http.ResponseWriter, r *http.Request) {
 // loadJob reads the job named in the path and checks the caller may see
 // it: 404 when absent, 403 when another owner's.
 func (h *API) loadJob(w http.ResponseWriter, r *http.Request, c *caller) (store.Job, bool) {
-	id := r.PathValue("id")
+	return h.loadJobID(w, r, c, r.PathValue("id"))
+}
+
+// loadJobID is loadJob of the job id.
+func (h *API) loadJobID(w http.ResponseWriter, r *http.Request, c *caller, id string) (store.Job, bool) {
 	j, err := h.jobs.Job(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no job "+jobs.Truncate(id, 64))
@@ -344,10 +355,16 @@ func (h *API) serveCreate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.create(w, r, c, req, store.Definition{})
+}
+
+// create creates the job req asks for (started from the definition def,
+// when its Name is set) and answers 303 to it, or the error.
+func (h *API) create(w http.ResponseWriter, r *http.Request, c *caller, req createRequest, def store.Definition) {
 	plain, matrix := splitMatrix(req.Parameters)
 	spec := jobs.Spec{RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
 		Targets: strings.TrimSpace(req.Targets), Params: plain, Matrix: matrix, Require: strings.ToLower(req.Require),
-		Labels: req.Labels}
+		Labels: req.Labels, Definition: def.Name, DefinitionVersion: def.Version}
 	if c.claims.Subject == "" {
 		spec.Owner = "admin"
 	}
@@ -382,9 +399,8 @@ func (h *API) serveCreate(w http.ResponseWriter, r *http.Request) {
 		h.answerError(w, r, err) // a *jobs.TargetError, or the store's
 		return
 	}
-	_ = h.jobs.AuditJob(r.Context(), spec.Owner, jobs.AuditJobCreate, j) // logged if it fails
 	if runNow {
-		if err := h.change(r.Context(), spec.Owner, j.ID, "phase", "RUN"); err != nil {
+		if _, err := h.jobs.Run(r.Context(), j.ID); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -691,7 +707,7 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "ACTION must be DELETE")
 			return
 		}
-		if err := h.remove(r.Context(), c.claims.Subject, j); err != nil {
+		if err := h.remove(r.Context(), j.ID); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -710,7 +726,7 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 		if _, given := q[name]; !given {
 			continue
 		}
-		if err := h.change(r.Context(), c.claims.Subject, j.ID, name, v); err != nil {
+		if err := h.change(r.Context(), j.ID, name, v); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -718,23 +734,16 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 	h.seeOther(w, j.ID)
 }
 
-// change applies one UWS state change that actor asked for; RUN and
-// ABORT are audited.
-func (h *API) change(ctx context.Context, actor, id, name, v string) error {
+// change applies one UWS state change.
+func (h *API) change(ctx context.Context, id, name, v string) error {
 	switch name {
 	case "phase":
 		switch strings.ToUpper(v) {
 		case "RUN":
-			j, err := h.jobs.Run(ctx, id)
-			if err == nil {
-				_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobRun, j) // logged if it fails
-			}
+			_, err := h.jobs.Run(ctx, id)
 			return err
 		case "ABORT":
-			j, err := h.jobs.Abort(id, "")
-			if err == nil {
-				_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobAbort, j) // logged if it fails
-			}
+			_, err := h.jobs.Abort(id, "")
 			return err
 		}
 		return &paramError{Param: "PHASE", Message: "must be RUN or ABORT"}
@@ -763,20 +772,18 @@ func (h *API) serveDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok || refuseChild(w, j) {
 		return
 	}
-	if err := h.remove(r.Context(), c.claims.Subject, j); err != nil {
+	if err := h.remove(r.Context(), j.ID); err != nil {
 		h.answerError(w, r, err)
 		return
 	}
 	h.seeOther(w, "")
 }
 
-// remove deletes job j for actor (audited) and forgets its renderings.
-func (h *API) remove(ctx context.Context, actor string, j store.Job) error {
-	id := j.ID
+// remove deletes a job and forgets its renderings.
+func (h *API) remove(ctx context.Context, id string) error {
 	if err := h.jobs.Remove(ctx, id); err != nil {
 		return err
 	}
-	_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobDelete, j) // logged if it fails
 	h.mu.Lock()
 	delete(h.rendered, id+"|json")
 	delete(h.rendered, id+"|xml")
@@ -875,7 +882,7 @@ func (h *API) servePostSub(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "give "+strings.ToUpper(sub)+" (only)")
 		return
 	}
-	if err := h.change(r.Context(), c.claims.Subject, j.ID, sub, v); err != nil {
+	if err := h.change(r.Context(), j.ID, sub, v); err != nil {
 		h.answerError(w, r, err)
 		return
 	}

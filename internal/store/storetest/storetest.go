@@ -38,7 +38,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditAppendAndPage", testAuditPaging},
 		{"AuditSince", testAuditSince},
 		{"AuditLimit", testAuditLimit},
-		{"AuditPage", testAuditPage},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"CanceledContextChangesNothing", testCanceledContext},
 		{"UseAfterClose", testUseAfterClose},
