@@ -26,7 +26,8 @@ func newBenchCommand(io stdio) *cobra.Command {
 	}
 	cmd.AddCommand(newBenchFanoutCommand(io), newBenchTCPBaselineCommand(io), newBenchCompareCommand(io), newBenchDenyCommand(io), newBenchStoreCommand(io), newBenchConnsCommand(io), newBenchTCPCommand(io), newBenchHostIdleCommand(io), newBenchShellCommand(io),
 		newBenchLatencyCommand(io), newBenchAccessCommand(io), newBenchRateSearchCommand(io), newBenchSoakCommand(io),
-		newBenchJobsCommand(io), newBenchClusterCommand(io), newBenchAccessBaselineServerCommand(io), newBenchStormCommand(io))
+		newBenchJobsCommand(io), newBenchClusterCommand(io), newBenchAccessBaselineServerCommand(io), newBenchStormCommand(io),
+		newBenchPublishCommand(io))
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -158,7 +159,14 @@ func runHost(ctx context.Context, io stdio, f *hostFlags) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + buildinfo.Version(), Version: buildinfo.Version()})
+	// Actions start through this binary as their guard (GuardMain in
+	// main): their whole process group dies with the host.
+	guard, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("host: the path of this program, which guards job actions: %w", err)
+	}
+	a, err := agent.New(cfg, agent.Options{Logger: log, UserAgent: "switchboard-host/" + buildinfo.Version(), Version: buildinfo.Version(),
+		ActionGuard: guard})
 	if err != nil {
 		return err
 	}

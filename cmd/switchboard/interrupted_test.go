@@ -21,9 +21,9 @@ import (
 // TestInterruptedRunReported: the agent (the real `switchboard host`, a
 // child process) is killed with SIGKILL while its action runs; the action
 // wrote partial metrics and output, and started a child of its own. The
-// action's process dies with the agent (parent-death signal); the child,
-// which that signal does not reach, is killed when the agent starts again,
-// and the restarted agent reports the run within 5 s — not after the hub's
+// action's process and its child die with the agent (its action guard,
+// TestActionGroupDiesWithAgent; the parent-death signal), and the
+// restarted agent reports the run within 5 s — not after the hub's
 // 60 s lost grace period: the job shows the run lost, with the metrics
 // and the output tail.
 // A stream's process (kind exec) dies with the agent too.

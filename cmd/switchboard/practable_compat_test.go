@@ -13,10 +13,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -437,5 +440,165 @@ func TestPractableBidsAnswers(t *testing.T) {
 				t.Fatalf("code %q, want %q", *theirs.Code, tc.code)
 			}
 		})
+	}
+}
+
+// startPractableNginx runs deploy/nginx-practable.conf, as shipped but for
+// its listen port and upstream address, in front of the node at upstream
+// (host:port), listening on port; it is stopped when the test ends.
+func startPractableNginx(t *testing.T, port int, upstream string) {
+	t.Helper()
+	nginx := servertest.Tool(t, "nginx", "nginx")
+	shipped, err := os.ReadFile("../../deploy/nginx-practable.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(shipped)
+	for _, r := range [][2]string{
+		{"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port)},
+		{"server 127.0.0.1:8080;", "server " + upstream + ";"},
+		{"worker_processes auto;", "worker_processes 1;"},
+		{"worker_connections 65536;", "worker_connections 256;"},
+	} {
+		if strings.Count(conf, r[0]) != 1 {
+			t.Fatalf("deploy/nginx-practable.conf: want %q exactly once", r[0])
+		}
+		conf = strings.Replace(conf, r[0], r[1], 1)
+	}
+	prefix := t.TempDir()
+	if err := os.Mkdir(filepath.Join(prefix, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-p", prefix, "-c", confFile, "-e", filepath.Join(prefix, "logs", "error.log"),
+		"-g", "pid " + filepath.Join(prefix, "nginx.pid") + "; daemon off;"}
+	if out, err := exec.Command(nginx, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	cmd := exec.Command(nginx, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	wait.For(t, "nginx listening", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+// TestPractableNginxLayout pins practable's production layout as its
+// browser apps use it, through a real nginx running the shipped
+// deploy/nginx-practable.conf: the app (another origin) sends the CORS
+// preflight and then POST /access/session/{topic} with the bare token, gets
+// one Access-Control-Allow-Origin (not two), and opens the websocket URI of
+// the answer, which is under /access/ and upgraded; a URI under /relay/
+// (practable's relay port) works too, and messages flow between the two.
+func TestPractableNginxLayout(t *testing.T) {
+	const appOrigin = "https://app.example.org"
+	port := freePorts(t, 1)[0]
+	public := fmt.Sprintf("http://127.0.0.1:%d/access", port)
+	srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
+		c.PublicURL = public
+		c.AllowedOrigins = []string{appOrigin}
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	if srv.URL != public {
+		t.Fatalf("public URL %s, want %s", srv.URL, public)
+	}
+	upstream := srv.Addr().String()
+	startPractableNginx(t, port, upstream)
+
+	// The preflight of the app's access request.
+	req, _ := http.NewRequest(http.MethodOptions, public+"/session/expt00/data", nil)
+	req.Header.Set("Origin", appOrigin)
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "authorization")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 || !slices.Equal(resp.Header.Values("Access-Control-Allow-Origin"), []string{appOrigin}) {
+		t.Fatalf("preflight: %s, Access-Control-Allow-Origin %q", resp.Status, resp.Header.Values("Access-Control-Allow-Origin"))
+	}
+
+	// The access request and the websocket, as practable's apps make them.
+	req, _ = http.NewRequest(http.MethodPost, public+"/session/expt00/data", nil)
+	req.Header.Set("Origin", appOrigin)
+	req.Header.Set("Authorization", srv.Token(t, "expt00/data", "read", "write"))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		URI string `json:"uri"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("access: %s %v", resp.Status, err)
+	}
+	if got := resp.Header.Values("Access-Control-Allow-Origin"); !slices.Equal(got, []string{appOrigin}) {
+		t.Fatalf("access answer's Access-Control-Allow-Origin: %q, want it once", got)
+	}
+	wsPrefix := fmt.Sprintf("ws://127.0.0.1:%d/access/session/expt00/data?code=", port)
+	if !strings.HasPrefix(answer.URI, wsPrefix) {
+		t.Fatalf("uri %s, want it under %s", answer.URI, wsPrefix)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	origin := http.Header{"Origin": {appOrigin}}
+	app, _, err := websocket.Dial(ctx, answer.URI, &websocket.DialOptions{HTTPHeader: origin})
+	if err != nil {
+		t.Fatalf("websocket through /access/: %v", err)
+	}
+	defer app.CloseNow()
+
+	// A host whose URI is under /relay/, as practable's access handed out.
+	uri, err := client.Access(ctx, public, "expt00/data", srv.Token(t, "expt00/data", "read", "write"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayURI := strings.Replace(uri, "/access/session/", "/relay/session/", 1)
+	host, _, err := websocket.Dial(ctx, relayURI, nil)
+	if err != nil {
+		t.Fatalf("websocket through /relay/: %v", err)
+	}
+	defer host.CloseNow()
+	wait.For(t, "app and host on the topic", func() bool { return srv.TopicConns("expt00/data") == 2 })
+	if err := host.Write(ctx, websocket.MessageBinary, []byte("frame")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, b, err := app.Read(ctx); err != nil || typ != websocket.MessageBinary || string(b) != "frame" {
+		t.Fatalf("app read %v %q %v", typ, b, err)
+	}
+	if err := app.Write(ctx, websocket.MessageText, []byte("set 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := host.Read(ctx); err != nil || string(b) != "set 1\n" {
+		t.Fatalf("host read %q %v", b, err)
+	}
+	// The client's address is nginx's X-Forwarded-For (--trusted-proxy).
+	for _, cs := range srv.Relay().Connections() {
+		if !strings.HasPrefix(cs.Info.RemoteAddr, "127.0.0.1") {
+			t.Fatalf("remote address %q", cs.Info.RemoteAddr)
+		}
 	}
 }

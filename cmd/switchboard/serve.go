@@ -289,6 +289,8 @@ the file. Unknown keys are errors naming the key and its line.`,
 	fs.IntVar(&f.jobs.MaxWaitsPerSubject, "job-max-waits-per-subject", jobs.DefaultMaxWaitsPerSubject, "blocking WAIT requests one subject may have open at once (more: 429 too_many_waits)")
 	fs.DurationVar(&f.jobs.TransferIdleTimeout, "transfer-idle-timeout", jobs.DefaultTransferIdleTimeout, "an output file upload or a result download fails when it moves no bytes for this long (its total time is not bounded)")
 	fs.DurationVar(&f.jobs.DefaultDestruction, "job-destruction", jobs.DefaultDestruction, "destruction time of a new job, from its creation (negative: never)")
+	fs.DurationVar(&f.jobs.TimerLeaseTTL, "job-timer-lease-ttl", jobs.DefaultTimerLeaseTTL, "how long the store lease on the job timers outlives its holder's last renewal (a node that dies holding it delays the timers by up to this)")
+	fs.DurationVar(&f.jobs.TimerLeaseRenew, "job-timer-lease-renew", 0, "how often the holder renews the job timer lease and the other nodes ask for it; below --job-timer-lease-ttl (default: a third of it)")
 	f.jobMaxFile, f.jobMaxRun = jobs.DefaultMaxFileBytes, jobs.DefaultMaxRunBytes
 	fs.Var(&f.jobMaxFile, "job-max-file", "largest output file an agent may upload")
 	fs.Var(&f.jobMaxRun, "job-max-run", "largest total of one run's output files")
@@ -369,6 +371,9 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			pfx = netip.PrefixFrom(addr, addr.BitLen())
 		}
 		proxies = append(proxies, pfx.Masked())
+	}
+	if err := checkTimerLease(f.jobs.TimerLeaseTTL, f.jobs.TimerLeaseRenew); err != nil {
+		return err
 	}
 	f.jobs.MaxFileBytes, f.jobs.MaxRunBytes = int64(f.jobMaxFile), int64(f.jobMaxRun)
 	f.jobs.MaxLogBytes = int64(f.jobMaxLog)
@@ -517,4 +522,21 @@ func defaultPublicURL(dataDir string) string {
 		return v
 	}
 	return "http://127.0.0.1:8080"
+}
+
+// checkTimerLease validates --job-timer-lease-ttl and
+// --job-timer-lease-renew: a positive TTL, and a renewal (0: a third of the
+// TTL, as in jobs.Config) shorter than it, so that a live holder renews
+// before its lease runs out.
+func checkTimerLease(ttl, renew time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("--job-timer-lease-ttl %v: want a positive duration", ttl)
+	}
+	if renew < 0 {
+		return fmt.Errorf("--job-timer-lease-renew %v: want a positive duration (0: a third of --job-timer-lease-ttl)", renew)
+	}
+	if renew >= ttl {
+		return fmt.Errorf("--job-timer-lease-renew %v must be shorter than --job-timer-lease-ttl %v (the holder renews before its lease runs out)", renew, ttl)
+	}
+	return nil
 }

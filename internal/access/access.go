@@ -235,13 +235,40 @@ func New(cfg Config) (*Handler, error) {
 const RoutePath = "/{prefix}/{topic...}"
 
 // Register adds the handler's routes to mux: the access and websocket
-// endpoints, and HTTP publish (publish.go).
+// endpoints (RouteMethods at RoutePath), and HTTP publish (publish.go).
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+RoutePath, h.serveAccess)
-	mux.HandleFunc("OPTIONS "+RoutePath, h.servePreflight)
-	mux.HandleFunc("GET "+RoutePath, h.serveWebsocket)
+	for _, m := range RouteMethods {
+		mux.HandleFunc(m+" "+RoutePath, func(w http.ResponseWriter, r *http.Request) {
+			h.ServePath(w, r, r.PathValue("prefix"), r.PathValue("topic"))
+		})
+	}
 	mux.HandleFunc("POST "+wire.PublishPath, h.ServePublish)
 	mux.HandleFunc("OPTIONS "+wire.PublishPath, h.answerPreflight)
+}
+
+// RouteMethods are the methods Register serves at RoutePath (a GET pattern
+// also serves HEAD).
+var RouteMethods = []string{http.MethodPost, http.MethodOptions, http.MethodGet}
+
+// ServePath serves r as the routes Register adds do, given the two parts
+// of its path /{prefix}/{topic...} unescaped as http.ServeMux's PathValue
+// gives them, and reports whether r's method is one of those routes' (if
+// not, nothing is written: the caller answers 405). A router that has split
+// the path itself calls it directly: on every connect, matching the
+// server's whole ServeMux cost more CPU than the access request's own
+// checks (docs/BENCHMARKS.md, "Connect path: a cheaper two-step").
+func (h *Handler) ServePath(w http.ResponseWriter, r *http.Request, prefix, topic string) bool {
+	switch r.Method {
+	case http.MethodPost:
+		h.serveAccess(w, r, prefix, topic)
+	case http.MethodGet, http.MethodHead:
+		h.serveWebsocket(w, r, prefix, topic)
+	case http.MethodOptions:
+		h.servePreflight(w, r, prefix, topic)
+	default:
+		return false
+	}
+	return true
 }
 
 // KnownPrefix reports whether prefix names a connection type this node
@@ -251,15 +278,14 @@ func (h *Handler) KnownPrefix(prefix string) bool { return h.endpoint(prefix) !=
 
 // target checks the prefix and topic of a request path and returns the
 // prefix's endpoint.
-func (h *Handler) target(r *http.Request) (prefix, name string, ep Endpoint, err *apierr.Error) {
-	prefix, name = r.PathValue("prefix"), r.PathValue("topic")
+func (h *Handler) target(prefix, name string) (ep Endpoint, err *apierr.Error) {
 	if ep = h.endpoint(prefix); ep == nil {
-		return "", "", nil, apierr.New(http.StatusNotFound, wire.ErrorUnknownPrefix, fmt.Sprintf("no connection type %q here (known: %s)", truncate(prefix, 32), h.prefixes()))
+		return nil, apierr.New(http.StatusNotFound, wire.ErrorUnknownPrefix, fmt.Sprintf("no connection type %q here (known: %s)", truncate(prefix, 32), h.prefixes()))
 	}
 	if e := topic.Valid(name); e != nil {
-		return "", "", nil, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, e.Error())
+		return nil, apierr.New(http.StatusBadRequest, wire.ErrorInvalidTopic, e.Error())
 	}
-	return prefix, name, ep, nil
+	return ep, nil
 }
 
 // originAllowed reports whether a request's Origin may use the relay. A
@@ -276,15 +302,23 @@ func (h *Handler) originAllowed(r *http.Request) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) && u.Scheme == h.cfg.PublicURL.Scheme
 }
 
+// varyOrigin is the Vary header of answers that depend on Origin; shared
+// by every answer (header values are replaced, never modified in place).
+var varyOrigin = []string{"Origin"}
+
 func (h *Handler) setCORS(w http.ResponseWriter, r *http.Request) {
-	w.Header().Add("Vary", "Origin")
+	if hdr := w.Header(); len(hdr["Vary"]) == 0 {
+		hdr["Vary"] = varyOrigin
+	} else {
+		hdr.Add("Vary", "Origin")
+	}
 	if o := r.Header.Get("Origin"); o != "" {
 		w.Header().Set("Access-Control-Allow-Origin", o)
 	}
 }
 
-func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request) {
-	if _, _, _, e := h.target(r); e != nil {
+func (h *Handler) servePreflight(w http.ResponseWriter, r *http.Request, prefix, name string) {
+	if _, e := h.target(prefix, name); e != nil {
 		apierr.Write(w, e)
 		return
 	}
@@ -336,13 +370,13 @@ func BearerToken(r *http.Request) (string, *apierr.Error) {
 	return "", apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "want Authorization: Bearer <token>")
 }
 
-func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request, prefix, name string) {
 	if !h.originAllowed(r) {
 		h.refuse(w, StageAccess, apierr.New(http.StatusForbidden, wire.ErrorOriginForbidden, "origin not allowed"))
 		return
 	}
 	h.setCORS(w, r)
-	prefix, name, ep, e := h.target(r)
+	ep, e := h.target(prefix, name)
 	if e != nil {
 		h.refuse(w, StageAccess, e)
 		return
@@ -373,9 +407,36 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.outcomes.add(StageAccess, "ok")
-	apierr.WriteJSON(w, http.StatusOK, struct {
-		URI string `json:"uri"`
-	}{uri})
+	writeURI(w, uri)
+}
+
+// Headers of an access request's answer, shared by every answer (header
+// values are replaced, never modified in place).
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
+
+// writeURI answers an access request, 200 {"uri": uri}, exactly as
+// apierr.WriteJSON writes it, without encoding/json for the one string
+// when uri is printable ASCII that JSON leaves as it is (always, for the
+// URIs issue builds; anything else goes through apierr.WriteJSON).
+func writeURI(w http.ResponseWriter, uri string) {
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			apierr.WriteJSON(w, http.StatusOK, struct {
+				URI string `json:"uri"`
+			}{uri})
+			return
+		}
+	}
+	hdr := w.Header()
+	hdr["Content-Type"], hdr["Cache-Control"] = jsonContentType, noStore
+	w.WriteHeader(http.StatusOK)
+	const open, end = `{"uri":"`, "\"}\n"
+	body := make([]byte, 0, len(open)+len(uri)+len(end))
+	body = append(append(append(body, open...), uri...), end...)
+	_, _ = w.Write(body)
 }
 
 // Stages of a connection, for counting outcomes.
@@ -574,7 +635,7 @@ func (h *Handler) CheckDenied(g *Grant) *apierr.Error {
 	return apierr.New(http.StatusForbidden, wire.ErrorTokenRevoked, "this token has been revoked ("+kind+")")
 }
 
-func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request, prefix, name string) {
 	// The one-step connect: no code, the token in the bearer subprotocol.
 	// Its parse error, if any, is answered at the credentials' turn below,
 	// after the same checks of path, origin and handshake as an exchange.
@@ -583,7 +644,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	if oneStep {
 		stage = StageConnect
 	}
-	prefix, name, ep, e := h.target(r)
+	ep, e := h.target(prefix, name)
 	if e != nil {
 		h.refuse(w, stage, e)
 		return
@@ -606,7 +667,8 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !oneStep {
-		g, e := h.redeem(r.Context(), r.URL.Query().Get("code"), prefix, name)
+		code, _ := queryValue(r.URL.RawQuery, "code")
+		g, e := h.redeem(r.Context(), code, prefix, name)
 		if e != nil {
 			h.refuse(w, stage, e)
 			return
@@ -614,7 +676,7 @@ func (h *Handler) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		h.connect(w, r, stage, ep, g, false)
 		return
 	}
-	if tokErr == nil && r.URL.Query().Has("code") {
+	if _, hasCode := queryValue(r.URL.RawQuery, "code"); tokErr == nil && hasCode {
 		tokErr = apierr.New(http.StatusBadRequest, wire.ErrorMalformedAuthorization, "a code and a bearer subprotocol: present one of them")
 	}
 	if tokErr != nil {
@@ -868,12 +930,17 @@ func isUpgrade(r *http.Request) bool {
 // before the code is used up, so a malformed one gets a JSON error and can
 // be retried with the same code.
 func checkHandshake(w http.ResponseWriter, r *http.Request) *apierr.Error {
-	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+	// Canonical header names: Get then looks them up without
+	// canonicalising them into a new string.
+	if r.Header.Get("Sec-Websocket-Version") != "13" {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		return apierr.New(http.StatusUpgradeRequired, wire.ErrorBadWebsocketVersion, "websocket version 13 is required")
 	}
-	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
-	if err != nil || len(key) != 16 {
+	// 16 bytes are 24 characters of padded base64; decoded into an array
+	// on the stack.
+	var key [18]byte
+	enc := r.Header.Get("Sec-Websocket-Key")
+	if n, err := base64.StdEncoding.Decode(key[:], []byte(enc)); len(enc) != 24 || err != nil || n != 16 {
 		return apierr.New(http.StatusBadRequest, wire.ErrorBadWebsocketKey, "Sec-WebSocket-Key must be 16 bytes in base64")
 	}
 	return nil
@@ -881,13 +948,39 @@ func checkHandshake(w http.ResponseWriter, r *http.Request) *apierr.Error {
 
 func headerHasToken(h http.Header, key, token string) bool {
 	for _, v := range h.Values(key) {
-		for _, t := range strings.Split(v, ",") {
+		for rest, more := v, true; more; {
+			var t string
+			t, rest, more = strings.Cut(rest, ",")
 			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// queryValue is url.Values.Get and Has of the query rawQuery (the first
+// value of key, as url.ParseQuery decodes it: pairs with a semicolon or a
+// bad escape are skipped) without building the map of every pair, which a
+// connect does not need.
+func queryValue(rawQuery, key string) (value string, found bool) {
+	for rest := rawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil || k != key {
+			continue
+		}
+		if v, err = url.QueryUnescape(v); err != nil {
+			continue
+		}
+		return v, true
+	}
+	return "", false
 }
 
 func truncate(s string, n int) string {

@@ -47,6 +47,7 @@ type fakeHub struct {
 type hubMsg struct {
 	typ, job string
 	raw      []byte
+	binary   bool // a log chunk
 }
 
 type upload struct {
@@ -74,7 +75,7 @@ func (h *fakeHub) serveConn(ws *websocket.Conn, path string) {
 	ctx := context.Background()
 	first := true
 	for {
-		_, data, err := ws.Read(ctx)
+		typ, data, err := ws.Read(ctx)
 		if err != nil {
 			h.mu.Lock()
 			if h.conn == ws {
@@ -84,9 +85,18 @@ func (h *fakeHub) serveConn(ws *websocket.Conn, path string) {
 			return
 		}
 		var m struct{ Type, Job string }
-		json.Unmarshal(data, &m)
+		binary := typ == websocket.MessageBinary
+		if binary { // a log chunk
+			hdr, _, err := jobproto.ParseLogChunk(data)
+			if err != nil {
+				h.t.Errorf("a binary frame that is not a log chunk: %v", err)
+			}
+			m.Type, m.Job = hdr.Type, hdr.Job
+		} else {
+			json.Unmarshal(data, &m)
+		}
 		h.mu.Lock()
-		h.msgs = append(h.msgs, hubMsg{typ: m.Type, job: m.Job, raw: data})
+		h.msgs = append(h.msgs, hubMsg{typ: m.Type, job: m.Job, raw: data, binary: binary})
 		ack := h.autoAck && m.Type == jobproto.TypeResult
 		welcome := h.welcome
 		if first {
@@ -218,12 +228,30 @@ func (h *fakeHub) logLines(job, stream string) []string {
 	var lines []string
 	for _, raw := range h.messages(jobproto.TypeLog, job) {
 		var l jobproto.Log
-		json.Unmarshal(raw, &l)
+		if hdr, text, err := jobproto.ParseLogChunk(raw); err == nil {
+			l = hdr
+			l.Lines = strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
+		} else {
+			json.Unmarshal(raw, &l)
+		}
 		if l.Stream == stream {
 			lines = append(lines, l.Lines...)
 		}
 	}
 	return lines
+}
+
+// binaryFrames returns how many binary frames (log chunks) came.
+func (h *fakeHub) binaryFrames() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.msgs {
+		if m.binary {
+			n++
+		}
+	}
+	return n
 }
 
 func (h *fakeHub) uploadsOf(key string) []upload {
@@ -369,7 +397,13 @@ func TestJobHello(t *testing.T) {
 // arrive as log messages, cut at MaxLogLineBytes; the result holds the
 // tails.
 func TestJobRunParamsAndLogs(t *testing.T) {
+	t.Run("lines", func(t *testing.T) { testJobRunParamsAndLogs(t, false) }) // a hub before log chunks
+	t.Run("chunks", func(t *testing.T) { testJobRunParamsAndLogs(t, true) })
+}
+
+func testJobRunParamsAndLogs(t *testing.T, chunks bool) {
 	h := newFakeHub(t)
+	h.welcome.LogChunks = chunks
 	echo := act("echo", time.Minute, "/usr/bin/printf", `%s|\n`, "{msg}", "n={n}", "{{lit}}", "{opt}")
 	echo.Params = []jobproto.Param{
 		{Name: "msg", Type: jobproto.ParamString, Required: true},
@@ -423,8 +457,11 @@ func TestJobRunParamsAndLogs(t *testing.T) {
 	if len(out[3000]) != jobproto.MaxLogLineBytes || out[3001] != "no newline" {
 		t.Fatalf("long line %d bytes, last %q", len(out[3000]), out[3001])
 	}
-	if n := len(h.messages(jobproto.TypeLog, "j2")); n < 12 || n > 1500 {
+	if n := len(h.messages(jobproto.TypeLog, "j2")); !chunks && (n < 12 || n > 1500) || chunks && n > 100 {
 		t.Errorf("%d log messages for 3003 lines: not batched?", n)
+	}
+	if got := h.binaryFrames(); chunks != (got > 0) {
+		t.Errorf("%d binary frames; the welcome's log_chunks is %v", got, chunks)
 	}
 	if got := h.logLines("j2", "stderr"); !slices.Equal(got, []string{"oops"}) {
 		t.Fatalf("stderr lines %q", got)

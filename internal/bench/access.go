@@ -58,6 +58,10 @@ type AccessOptions struct {
 	// websocket handshakes by hand) instead of pkg/client, so that the
 	// client takes less of the machine.
 	Raw bool
+	// NoKeepAlive sends each access request on a new connection, which
+	// the server closes after its answer (Connection: close), instead of
+	// over a pool of keep-alive connections.
+	NoKeepAlive bool
 	// OneStep connects in one step, the token in the websocket handshake
 	// (wire.BearerSubprotocol), instead of the access request and the
 	// websocket with the code.
@@ -72,13 +76,16 @@ type AccessOptions struct {
 
 // AccessResult is what Access measured.
 type AccessResult struct {
-	Scenario    string  `json:"scenario"` // "access"
-	URL         string  `json:"url"`
-	Client      string  `json:"client"` // "pkg/client" or "raw"
-	Flow        string  `json:"flow"`   // "two-step" (access request, websocket with the code), "one-step" (token in the handshake) or "baseline" (one step to AccessBaselineHandler)
-	Clients     int     `json:"clients"`
-	Sources     int     `json:"sources"`
-	DurationSec float64 `json:"duration_sec"`
+	Scenario string `json:"scenario"` // "access"
+	URL      string `json:"url"`
+	Client   string `json:"client"` // "pkg/client" or "raw"
+	Flow     string `json:"flow"`   // "two-step" (access request, websocket with the code), "one-step" (token in the handshake) or "baseline" (one step to AccessBaselineHandler)
+	// AccessKeepAlive: the two-step flow's access requests reuse
+	// keep-alive connections (AccessOptions.NoKeepAlive unset).
+	AccessKeepAlive bool    `json:"access_keep_alive"`
+	Clients         int     `json:"clients"`
+	Sources         int     `json:"sources"`
+	DurationSec     float64 `json:"duration_sec"`
 	// Exchanges counts completed cycles: access request, websocket with the
 	// code, close.
 	Exchanges       uint64  `json:"exchanges"`
@@ -111,9 +118,9 @@ type exchanger struct {
 	next       atomic.Uint64
 }
 
-func newExchanger(url string, sources, keepAlive int) *exchanger {
+func newExchanger(url string, sources, keepAlive int, noKeepAlive bool) *exchanger {
 	e := &exchanger{url: url}
-	pt := &http.Transport{MaxIdleConns: keepAlive, MaxIdleConnsPerHost: keepAlive, IdleConnTimeout: time.Minute}
+	pt := &http.Transport{MaxIdleConns: keepAlive, MaxIdleConnsPerHost: keepAlive, IdleConnTimeout: time.Minute, DisableKeepAlives: noKeepAlive}
 	e.transports = append(e.transports, pt)
 	e.post = &client.Options{HTTPClient: &http.Client{Transport: pt}}
 	for i := range sources {
@@ -195,7 +202,8 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 	if o.Max <= 0 {
 		o.Max = DefaultAccessMax
 	}
-	res := AccessResult{Scenario: "access", URL: o.URL, Client: "pkg/client", Flow: "two-step", Clients: o.Clients, Sources: o.Sources}
+	res := AccessResult{Scenario: "access", URL: o.URL, Client: "pkg/client", Flow: "two-step", Clients: o.Clients, Sources: o.Sources,
+		AccessKeepAlive: !o.NoKeepAlive}
 	if o.Baseline {
 		o.OneStep, o.Token, o.Secret = true, baselineBearerToken, nil
 	}
@@ -245,7 +253,7 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 		}
 		var next atomic.Uint64
 		for i := range cycles {
-			rc, err := newRawClient(o.URL, client.DefaultPrefix, topics[i], token, o.OneStep,
+			rc, err := newRawClient(o.URL, client.DefaultPrefix, topics[i], token, o.OneStep, o.NoKeepAlive,
 				func(n uint64) *net.Dialer { return dialers[n%uint64(len(dialers))] }, func() uint64 { return next.Add(1) })
 			if err != nil {
 				return res, err
@@ -254,7 +262,7 @@ func Access(ctx context.Context, o AccessOptions) (AccessResult, error) {
 			cycles[i] = rc.cycle
 		}
 	} else {
-		e := newExchanger(o.URL, o.Sources, o.Clients)
+		e := newExchanger(o.URL, o.Sources, o.Clients, o.NoKeepAlive)
 		e.oneStep = o.OneStep
 		defer e.close()
 		for i := range cycles {
@@ -368,7 +376,11 @@ func (r *AccessResult) WriteTable(w io.Writer) error {
 	case "one-step":
 		row("scenario", "access, one step: %d clients (%s) looping websocket with the token in the handshake → close; %d source addresses", r.Clients, r.Client, r.Sources)
 	default:
-		row("scenario", "access: %d clients (%s) looping POST token → websocket with the code → close; %d source addresses", r.Clients, r.Client, r.Sources)
+		conn := "keep-alive"
+		if !r.AccessKeepAlive {
+			conn = "a new connection each"
+		}
+		row("scenario", "access: %d clients (%s) looping POST token (%s) → websocket with the code → close; %d source addresses", r.Clients, r.Client, conn, r.Sources)
 	}
 	row("relay", "%s", r.URL)
 	row("measured", "%.3f s", r.DurationSec)

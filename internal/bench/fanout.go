@@ -1,7 +1,8 @@
 // Package bench holds the load generators behind `switchboard bench`: the
 // scenarios (Fanout: writers and readers on one or more topics;
 // TCPBaseline: the same over plain loopback TCP; both run by runScenario;
-// Latency, Access, RateSearch, Soak, Conns, Deny), the helpers
+// Latency, Access, RateSearch, Soak, Conns, Deny; Publish: HTTP publish
+// and event-stream readers), the helpers
 // they share (a child relay server, token minting, /proc sampling) and a
 // lock-free log-linear latency histogram.
 //

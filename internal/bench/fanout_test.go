@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/server"
 	"github.com/switchboard-hub/switchboard/internal/servertest"
@@ -17,7 +18,8 @@ import (
 // loadGeneratorLimits lift, for servers the bench tests start in process,
 // the limits meant for one client among many, as loadGeneratorArgs does for
 // the server child process.
-var loadGeneratorLimits = server.Limits{ConnsPerToken: 10_000_000, ConnsPerSubject: 10_000_000, RequestsPerSecond: 10_000_000, FDReserve: 64}
+var loadGeneratorLimits = server.Limits{ConnsPerToken: 10_000_000, ConnsPerSubject: 10_000_000, RequestsPerSecond: 10_000_000, FDReserve: 64,
+	Publish: access.PublishLimits{PerToken: 10_000_000, PerAddress: 10_000_000}}
 
 // loadGeneratorWaits is the jobs WAIT limit per subject for those servers.
 const loadGeneratorWaits = 1_000_000

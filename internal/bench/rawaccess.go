@@ -48,18 +48,26 @@ type rawClient struct {
 	dialer      func(i uint64) *net.Dialer
 	next        func() uint64
 
+	// noKeepAlive: each access request on a new connection (from the
+	// source addresses in turn), asking the server to close it.
+	noKeepAlive bool
+
 	pc  net.Conn // keep-alive connection for access requests
 	pbr *bufio.Reader
 	buf []byte
 }
 
-func newRawClient(baseURL, prefix, topic, token string, oneStep bool, dialer func(uint64) *net.Dialer, next func() uint64) (*rawClient, error) {
+func newRawClient(baseURL, prefix, topic, token string, oneStep, noKeepAlive bool, dialer func(uint64) *net.Dialer, next func() uint64) (*rawClient, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || u.Scheme != "http" {
 		return nil, fmt.Errorf("bench: raw client: base URL %q: want http://host:port", baseURL)
 	}
-	req := fmt.Sprintf("POST /%s/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", prefix, topic, u.Host, token)
-	c := &rawClient{host: u.Host, post: []byte(req), dialer: dialer, next: next, buf: make([]byte, 0, 512)}
+	req := fmt.Sprintf("POST /%s/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n", prefix, topic, u.Host, token)
+	if noKeepAlive {
+		req += "Connection: close\r\n"
+	}
+	req += "\r\n"
+	c := &rawClient{host: u.Host, post: []byte(req), noKeepAlive: noKeepAlive, dialer: dialer, next: next, buf: make([]byte, 0, 512)}
 	if oneStep {
 		bearer, ok := wire.BearerSubprotocol(token)
 		if !ok {
@@ -84,7 +92,10 @@ func (c *rawClient) access(ctx context.Context) (string, error) {
 	for attempt := 0; ; attempt++ {
 		fresh := c.pc == nil
 		if fresh {
-			var d net.Dialer
+			d := &net.Dialer{}
+			if c.noKeepAlive {
+				d = c.dialer(c.next())
+			}
 			pc, err := d.DialContext(ctx, "tcp", c.host)
 			if err != nil {
 				return "", err
@@ -96,6 +107,9 @@ func (c *rawClient) access(ctx context.Context) (string, error) {
 		}
 		uri, err := c.roundTrip()
 		if err == nil {
+			if c.noKeepAlive {
+				c.close()
+			}
 			return uri, nil
 		}
 		c.close()

@@ -54,7 +54,8 @@ type ChildServer struct {
 // `bench conns` can use nearly all descriptors; the node-wide bounds (queue
 // budget, descriptor limit) stay as configured.
 var loadGeneratorArgs = []string{"--max-conns-per-token", "10000000", "--max-conns-per-subject", "10000000",
-	"--max-requests-per-address", "10000000", "--fd-reserve", "64", "--job-max-waits-per-subject", "1000000"}
+	"--max-requests-per-address", "10000000", "--fd-reserve", "64", "--job-max-waits-per-subject", "1000000",
+	"--max-publish-per-token", "10000000", "--max-publish-per-address", "10000000"}
 
 // StartServer starts `binary serve` listening on 127.0.0.1 with a fresh
 // temporary data directory and extraArgs appended to the command line, and

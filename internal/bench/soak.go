@@ -237,7 +237,7 @@ func Soak(ctx context.Context, o SoakOptions) (SoakResult, error) {
 	stop := make(chan struct{}) // closed at the deadline: the loads end
 	var st soakState
 	var wg sync.WaitGroup
-	ex := newExchanger(o.URL, DefaultAccessSources, soakParallel)
+	ex := newExchanger(o.URL, DefaultAccessSources, soakParallel, false)
 	defer ex.close()
 
 	// The fan-out runs for Duration after connecting.

@@ -163,6 +163,15 @@ func (h *Handler) serveAudit(w http.ResponseWriter, r *http.Request, _ *auth.Cla
 		}
 		limit = n
 	}
+	switch order := q.Get("order"); order {
+	case "", "asc":
+	case "desc":
+		h.serveAuditNewest(w, r, store.AuditFilter{AfterID: after, Since: since, Limit: limit})
+		return
+	default:
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_order", "order must be asc (oldest first, the default) or desc (newest first)")
+		return
+	}
 	var evs []store.AuditEvent
 	err := h.timed("audit", func() (err error) {
 		evs, err = h.cfg.Store.Audit(r.Context(), after, since, limit)
@@ -183,6 +192,71 @@ func (h *Handler) serveAudit(w http.ResponseWriter, r *http.Request, _ *auth.Cla
 		}
 		out.Events = append(out.Events, a)
 		out.NextAfter = ev.ID
+	}
+	apierr.WriteJSON(w, http.StatusOK, out)
+}
+
+// serveAuditNewest answers GET /api/v1/audit?order=desc: a page of the
+// audit log newest first, with before (older than this id) or after (the
+// page just newer than this id), actor, action, since and until (RFC 3339,
+// until exclusive) as filters; f holds after, since and limit already.
+// older_before and newer_after are the bounds of the pages on either
+// side, 0 when there is none.
+func (h *Handler) serveAuditNewest(w http.ResponseWriter, r *http.Request, f store.AuditFilter) {
+	q := r.URL.Query()
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			apierr.WriteNew(w, http.StatusBadRequest, "invalid_before", "before must be an event id (a positive integer)")
+			return
+		}
+		f.BeforeID = n
+	}
+	if s := q.Get("until"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			apierr.WriteNew(w, http.StatusBadRequest, "invalid_until", "until must be RFC 3339")
+			return
+		}
+		f.Until = t
+	}
+	f.Actor, f.Action = q.Get("actor"), q.Get("action")
+	var evs, older, newer []store.AuditEvent
+	err := h.timed("audit", func() (err error) {
+		if evs, err = h.cfg.Store.AuditPage(r.Context(), f); err != nil || len(evs) == 0 {
+			return err
+		}
+		// One event past each end says whether there is a page there.
+		side := f
+		side.Limit, side.AfterID, side.BeforeID = 1, 0, evs[len(evs)-1].ID
+		if older, err = h.cfg.Store.AuditPage(r.Context(), side); err != nil {
+			return err
+		}
+		side.AfterID, side.BeforeID = evs[0].ID, 0
+		newer, err = h.cfg.Store.AuditPage(r.Context(), side)
+		return err
+	})
+	if err != nil {
+		h.storeError(w, "audit", err)
+		return
+	}
+	out := struct {
+		Events      []auditJSON `json:"events"`
+		OlderBefore int64       `json:"older_before"`
+		NewerAfter  int64       `json:"newer_after"`
+	}{Events: []auditJSON{}}
+	for _, ev := range evs {
+		a := auditJSON{ID: ev.ID, Time: ev.Time.UTC(), Actor: ev.Actor, Action: ev.Action, Target: ev.Target, Reason: ev.Reason}
+		if ev.Detail != "" {
+			a.Detail = jsonRaw(ev.Detail)
+		}
+		out.Events = append(out.Events, a)
+	}
+	if len(older) > 0 {
+		out.OlderBefore = evs[len(evs)-1].ID
+	}
+	if len(newer) > 0 {
+		out.NewerAfter = evs[0].ID
 	}
 	apierr.WriteJSON(w, http.StatusOK, out)
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -303,4 +304,68 @@ func TestBrowserJobsListFilters(t *testing.T) {
 	if !eval[bool](tp, "the form above the list", `document.querySelector('`+tid("new-job")+`').getBoundingClientRect().top < document.querySelector('`+tid("jobs-table")+`').getBoundingClientRect().top`) {
 		t.Error("at 390 px the New-job form is below the list")
 	}
+}
+
+// TestBrowserAuditNewestFirst: the audit log reads newest first, pages
+// both ways (Older, then Newer back), filters by actor, action and time,
+// with the filters in the URL; creating, running and aborting a job are in
+// it under the user who did them.
+func TestBrowserAuditNewestFirst(t *testing.T) {
+	e := startDashboard(t, nil)
+	a1 := e.agent("a1", "role=client")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	id := e.createJob(bob, url.Values{"action": {"download"}, "targets": {"a1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, a1)
+	if status, _, _ := e.form("POST", "/api/v1/jobs/"+id+"/phase", bob, url.Values{"PHASE": {"ABORT"}}); status != 303 {
+		t.Fatalf("abort: %d", status)
+	}
+	admin := e.adminToken()
+	for i := range 120 {
+		if status, b := e.api("POST", "/api/v1/revocations", admin, fmt.Sprintf(`{"kind":"booking","value":"b-%d","ttl":"1h"}`, i)); status != 201 && status != 200 {
+			t.Fatalf("revoke: %d %s", status, b)
+		}
+	}
+
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/audit", "audit")
+	rowIDs := `[...document.querySelectorAll('` + tid("audit-row") + `')].map((tr) => Number(tr.dataset.id))`
+	tb.waitJS(stepTimeout, "a full page", rowIDs+`.length === 100`)
+	first := eval[[]int64](tb, "the first page", rowIDs)
+	if !slices.IsSortedFunc(first, func(a, b int64) int { return int(b - a) }) {
+		t.Errorf("the first page is not newest first: %v", first[:5])
+	}
+	if eval[bool](tb, "Newer shown", shownJS(tid("audit-newer"))) {
+		t.Error("the newest page offers newer events")
+	}
+	tb.clickAndLoad("older", tid("audit-older"))
+	if q := tb.location().Query(); q.Get("before") != strconv.FormatInt(first[99], 10) {
+		t.Errorf("Older led to %s, want before=%d", tb.location(), first[99])
+	}
+	tb.waitJS(stepTimeout, "the older page", rowIDs+`.length > 0 && `+rowIDs+`[0] < `+strconv.FormatInt(first[99], 10))
+	tb.clickAndLoad("newer", tid("audit-newer"))
+	tb.waitJS(stepTimeout, "back to the newest page", `JSON.stringify(`+rowIDs+`) === '`+mustJSON(t, first)+`'`)
+
+	actions := `[...document.querySelectorAll('` + tid("audit-row") + `')].map((tr) => tr.cells[3].textContent + ' ' + tr.cells[4].textContent)`
+	tb.run("filter by actor", chromedp.SendKeys(chromedp.CSS(tid("audit-actor")), "bob"))
+	tb.clickAndLoad("apply", tid("audit-apply"))
+	if q := tb.location().Query(); q.Get("actor") != "bob" {
+		t.Errorf("the actor filter is not in the URL: %s", tb.location())
+	}
+	want := mustJSON(t, []string{"job.abort job:" + id, "job.run job:" + id, "job.create job:" + id})
+	tb.waitJS(stepTimeout, "bob's job events, newest first", `JSON.stringify(`+actions+`) === '`+want+`'`)
+	tb.run("action filter", chromedp.Navigate(e.url+"/ui/audit?actor=bob&action=job.abort"))
+	tb.waitJS(stepTimeout, "the abort only", `JSON.stringify(`+actions+`) === '`+mustJSON(t, []string{"job.abort job:" + id})+`'`)
+	tb.run("time filter: from 2099", chromedp.Navigate(e.url+"/ui/audit?actor=bob&since=2099-01-01T00:00"))
+	tb.waitJS(stepTimeout, "no event", `document.querySelector('`+tid("audit-count")+`').textContent === 'No event matches.' && document.querySelector('`+tid("audit-since")+`').value.startsWith('2099-01-01T00:00')`)
+	tb.run("time filter: until 2099", chromedp.Navigate(e.url+"/ui/audit?actor=bob&until=2099-01-01T00:00"))
+	tb.waitJS(stepTimeout, "bob's three events", actions+`.length === 3`)
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

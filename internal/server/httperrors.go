@@ -5,14 +5,17 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/apierr"
 	"github.com/switchboard-hub/switchboard/pkg/wire"
 )
@@ -142,18 +145,29 @@ func (c *jsonErrorTLSConn) ConnectionState() tls.ConnectionState {
 }
 
 // routeErrors answers in JSON what http.ServeMux would otherwise answer on
-// its own, with an empty body or a route meant for something else:
+// its own, with an empty body or a route meant for something else, and
+// hands connection-type paths to the access handler (servePath, see
+// access.Handler.ServePath) without the ServeMux's matching, which cost
+// more CPU per connect than the access request's own checks:
 //   - a connection-type path without a topic (POST /session): 400;
 //   - OPTIONS on a path of the API, dashboard or jobs: 204 with Allow, or
 //     404 (access paths and HTTP publish keep their CORS preflight);
 //   - a method other than GET and HEAD on a path ServeMux would redirect
 //     to add a slash: 404 instead of a 307 that few clients follow.
-func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Handler {
+func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool, servePath func(w http.ResponseWriter, r *http.Request, prefix, topic string) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		first, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 		if isAccessPrefix(first) {
 			if rest == "" {
 				apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "a topic is required: /"+first+"/{topic}")
+				return
+			}
+			// The mux would route the path to the access handler
+			// (checkConnectionRoutes) with these two parts, as it unescapes
+			// each segment: with no RawPath, the request's escaping is the
+			// default one, so Path's segments are those. Other methods, and
+			// paths with escapes of their own, take the mux's way (405…).
+			if r.URL.RawPath == "" && servePath(w, r, first, rest) {
 				return
 			}
 			mux.ServeHTTP(w, r)
@@ -177,4 +191,29 @@ func routeErrors(mux *http.ServeMux, isAccessPrefix func(string) bool) http.Hand
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// checkConnectionRoutes checks what routeErrors relies on to skip the
+// ServeMux for connection-type paths: for each connection type this node
+// serves (isKnown), mux routes each method of access.RouteMethods (and
+// HEAD) to the access handler's pattern, not to a more specific route
+// added under the type's prefix.
+func checkConnectionRoutes(mux *http.ServeMux, isKnown func(string) bool) error {
+	for _, prefix := range []string{wire.PrefixSession, wire.PrefixShell, wire.PrefixAgent} {
+		if !isKnown(prefix) {
+			continue
+		}
+		for _, m := range append([]string{http.MethodHead}, access.RouteMethods...) {
+			for _, path := range []string{"/" + prefix + "/t", "/" + prefix + "/t/u"} {
+				want := m + " " + access.RoutePath
+				if m == http.MethodHead {
+					want = http.MethodGet + " " + access.RoutePath
+				}
+				if _, got := mux.Handler(&http.Request{Method: m, Host: "probe", URL: &url.URL{Path: path}}); got != want {
+					return fmt.Errorf("server: %s %s is routed to %q, not to the access endpoints' %q: routes under a connection type's prefix are the access handler's alone", m, path, got, want)
+				}
+			}
+		}
+	}
+	return nil
 }

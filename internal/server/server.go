@@ -447,10 +447,13 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		}
 		apierr.WriteNew(w, http.StatusNotFound, wire.ErrorNotFound, "no such endpoint")
 	})
+	if err := checkConnectionRoutes(mux, ah.KnownPrefix); err != nil {
+		return nil, err
+	}
 	s.http = &http.Server{
 		Handler: logRequests(log, nodeHeader(cfg.NodeID, rejectUncleanPaths(limitRequests(
 			ratelimit.New[netip.Addr](limits.RequestsPerSecond, limits.RequestBurst, now), &s.open, fdBudget(limits.FDReserve),
-			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix))))),
+			cfg.TrustedProxies, s.refused, routeErrors(mux, ah.KnownPrefix, ah.ServePath))))),
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       requestTimeout(cfg.RequestTimeout), // where each request starts:
@@ -775,10 +778,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logRequests logs each request at debug level. It logs the path only: the
-// query string may hold a one-time code, the headers a token.
+// query string may hold a one-time code, the headers a token. Unless debug
+// lines are kept, it reads no clock and builds no line.
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		debug := log.Enabled(r.Context(), slog.LevelDebug)
+		var start time.Time
+		if debug {
+			start = time.Now()
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -790,8 +798,10 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 					apierr.WriteNew(sw, http.StatusInternalServerError, "internal", "internal error")
 				}
 			}
-			log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-				"duration", time.Since(start), "remote", r.RemoteAddr)
+			if debug {
+				log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+					"duration", time.Since(start), "remote", r.RemoteAddr)
+			}
 		}()
 		next.ServeHTTP(sw, r)
 	})

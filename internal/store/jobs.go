@@ -211,6 +211,10 @@ type JobStore interface {
 	LeaseStore
 	DefinitionStore
 
+	// AppendAudit is Store's: the jobs API records who created, ran,
+	// aborted and deleted jobs.
+	AppendAudit(ctx context.Context, evs ...AuditEvent) ([]AuditEvent, error)
+
 	// CreateJob stores a new job; an existing ID is an error (not
 	// ErrNotFound). ID must not be empty and Phase must be valid.
 	CreateJob(ctx context.Context, j Job) error

@@ -40,6 +40,21 @@ const (
 	MaxAuditLimit     = 1000
 )
 
+// AuditFilter selects a page of the audit log read newest first. Without
+// AfterID the page is the Limit newest events that match (below BeforeID
+// when set: the next, older page); with AfterID it is the Limit oldest
+// events above AfterID that match (the previous, newer page). Either way
+// the events come newest first.
+type AuditFilter struct {
+	BeforeID int64     // > 0: only events with ID < BeforeID
+	AfterID  int64     // > 0: only events with ID > AfterID, the page nearest to it
+	Actor    string    // "": any; else exactly this actor
+	Action   string    // "": any; else exactly this action
+	Since    time.Time // zero: no bound; else Time >= Since
+	Until    time.Time // zero: no bound; else Time < Until
+	Limit    int       // the page size, read as AuditLimit reads it
+}
+
 // AuditLimit returns the page size Audit uses for limit.
 func AuditLimit(limit int) int {
 	switch {
@@ -149,6 +164,9 @@ type Store interface {
 	// Audit lists up to limit events with ID > afterID and Time >= since,
 	// in id order. See AuditLimit for how limit is read.
 	Audit(ctx context.Context, afterID int64, since time.Time, limit int) ([]AuditEvent, error)
+	// AuditPage lists one page of the audit log read newest first, as f
+	// selects it (see AuditFilter), newest first.
+	AuditPage(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

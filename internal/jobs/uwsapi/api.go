@@ -399,8 +399,9 @@ func (h *API) create(w http.ResponseWriter, r *http.Request, c *caller, req crea
 		h.answerError(w, r, err) // a *jobs.TargetError, or the store's
 		return
 	}
+	_ = h.jobs.AuditJob(r.Context(), spec.Owner, jobs.AuditJobCreate, j) // logged if it fails
 	if runNow {
-		if _, err := h.jobs.Run(r.Context(), j.ID); err != nil {
+		if err := h.change(r.Context(), spec.Owner, j.ID, "phase", "RUN"); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -707,7 +708,7 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 			apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "ACTION must be DELETE")
 			return
 		}
-		if err := h.remove(r.Context(), j.ID); err != nil {
+		if err := h.remove(r.Context(), c.claims.Subject, j); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -726,7 +727,7 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 		if _, given := q[name]; !given {
 			continue
 		}
-		if err := h.change(r.Context(), j.ID, name, v); err != nil {
+		if err := h.change(r.Context(), c.claims.Subject, j.ID, name, v); err != nil {
 			h.answerError(w, r, err)
 			return
 		}
@@ -734,16 +735,23 @@ func (h *API) servePostJob(w http.ResponseWriter, r *http.Request) {
 	h.seeOther(w, j.ID)
 }
 
-// change applies one UWS state change.
-func (h *API) change(ctx context.Context, id, name, v string) error {
+// change applies one UWS state change that actor asked for; RUN and
+// ABORT are audited.
+func (h *API) change(ctx context.Context, actor, id, name, v string) error {
 	switch name {
 	case "phase":
 		switch strings.ToUpper(v) {
 		case "RUN":
-			_, err := h.jobs.Run(ctx, id)
+			j, err := h.jobs.Run(ctx, id)
+			if err == nil {
+				_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobRun, j) // logged if it fails
+			}
 			return err
 		case "ABORT":
-			_, err := h.jobs.Abort(id, "")
+			j, err := h.jobs.Abort(id, "")
+			if err == nil {
+				_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobAbort, j) // logged if it fails
+			}
 			return err
 		}
 		return &paramError{Param: "PHASE", Message: "must be RUN or ABORT"}
@@ -772,18 +780,20 @@ func (h *API) serveDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok || refuseChild(w, j) {
 		return
 	}
-	if err := h.remove(r.Context(), j.ID); err != nil {
+	if err := h.remove(r.Context(), c.claims.Subject, j); err != nil {
 		h.answerError(w, r, err)
 		return
 	}
 	h.seeOther(w, "")
 }
 
-// remove deletes a job and forgets its renderings.
-func (h *API) remove(ctx context.Context, id string) error {
+// remove deletes job j for actor (audited) and forgets its renderings.
+func (h *API) remove(ctx context.Context, actor string, j store.Job) error {
+	id := j.ID
 	if err := h.jobs.Remove(ctx, id); err != nil {
 		return err
 	}
+	_ = h.jobs.AuditJob(ctx, actor, jobs.AuditJobDelete, j) // logged if it fails
 	h.mu.Lock()
 	delete(h.rendered, id+"|json")
 	delete(h.rendered, id+"|xml")
@@ -882,7 +892,7 @@ func (h *API) servePostSub(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "give "+strings.ToUpper(sub)+" (only)")
 		return
 	}
-	if err := h.change(r.Context(), j.ID, sub, v); err != nil {
+	if err := h.change(r.Context(), c.claims.Subject, j.ID, sub, v); err != nil {
 		h.answerError(w, r, err)
 		return
 	}

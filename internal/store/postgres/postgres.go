@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -533,6 +534,63 @@ func (s *Store) Audit(ctx context.Context, afterID int64, since time.Time, limit
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// AuditPage implements store.Store.
+func (s *Store) AuditPage(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	var (
+		where = []string{"TRUE"}
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.BeforeID > 0 {
+		where = append(where, "id < "+arg(f.BeforeID))
+	}
+	if f.AfterID > 0 {
+		where = append(where, "id > "+arg(f.AfterID))
+	}
+	if f.Actor != "" {
+		where = append(where, "actor = "+arg(f.Actor))
+	}
+	if f.Action != "" {
+		where = append(where, "action = "+arg(f.Action))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= "+arg(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < "+arg(f.Until))
+	}
+	order := "DESC"
+	if f.AfterID > 0 {
+		order = "ASC" // the page nearest AfterID, reversed below
+	}
+	q := `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY id ` + order + ` LIMIT ` + arg(store.AuditLimit(f.Limit))
+	var out []store.AuditEvent
+	err := s.query(ctx, "audit", func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.AuditEvent, error) {
+			var ev store.AuditEvent
+			err := row.Scan(&ev.ID, &ev.Time, &ev.Actor, &ev.Action, &ev.Target, &ev.Reason, &ev.Detail)
+			ev.Time = ev.Time.UTC()
+			return ev, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if f.AfterID > 0 {
+		slices.Reverse(out)
 	}
 	return out, nil
 }

@@ -19,7 +19,9 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -519,6 +521,69 @@ func (s *Store) Audit(ctx context.Context, afterID int64, since time.Time, limit
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.wrap("audit", err)
+	}
+	return out, nil
+}
+
+// AuditPage implements store.Store.
+func (s *Store) AuditPage(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("sqlite: audit: %w", errClosed)
+	}
+	where := []string{"1 = 1"}
+	var args []any
+	if f.BeforeID > 0 {
+		where = append(where, "id < ?")
+		args = append(args, f.BeforeID)
+	}
+	if f.AfterID > 0 {
+		where = append(where, "id > ?")
+		args = append(args, f.AfterID)
+	}
+	if f.Actor != "" {
+		where = append(where, "actor = ?")
+		args = append(args, f.Actor)
+	}
+	if f.Action != "" {
+		where = append(where, "action = ?")
+		args = append(args, f.Action)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, micros(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < ?")
+		args = append(args, micros(f.Until))
+	}
+	order := "DESC"
+	if f.AfterID > 0 {
+		order = "ASC" // the page nearest AfterID, reversed below
+	}
+	args = append(args, store.AuditLimit(f.Limit))
+	rows, err := s.read.QueryContext(ctx, `SELECT id, time, actor, action, target, reason, detail FROM audit
+		WHERE `+strings.Join(where, " AND ")+` ORDER BY id `+order+` LIMIT ?`, args...)
+	if err != nil {
+		return nil, s.wrap("audit", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEvent
+	for rows.Next() {
+		var (
+			ev store.AuditEvent
+			t  int64
+		)
+		if err := rows.Scan(&ev.ID, &t, &ev.Actor, &ev.Action, &ev.Target, &ev.Reason, &ev.Detail); err != nil {
+			return nil, s.wrap("audit", err)
+		}
+		ev.Time = fromMicros(t)
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap("audit", err)
+	}
+	if f.AfterID > 0 {
+		slices.Reverse(out)
 	}
 	return out, nil
 }

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditAppendAndPage", testAuditPaging},
 		{"AuditSince", testAuditSince},
 		{"AuditLimit", testAuditLimit},
+		{"AuditPage", testAuditPage},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"CanceledContextChangesNothing", testCanceledContext},
 		{"UseAfterClose", testUseAfterClose},
