@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -368,4 +370,85 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// screenshot saves a full-page screenshot of the tab as name.png in the
+// test's artefact directory (go test -artifacts, or
+// $SWITCHBOARD_TEST_ARTIFACTS/<test>; else a directory removed when the
+// test ends), whether or not the test fails.
+func (tb *tab) screenshot(name string) {
+	tb.t.Helper()
+	dir, _, err := artifactDir(tb.t)
+	if err != nil {
+		tb.t.Fatalf("artefact directory: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+	if err != nil {
+		tb.t.Fatalf("tab %s: screenshot %s: %v", tb.name, name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		tb.t.Fatal(err)
+	}
+}
+
+// TestBrowserScreenshots keeps a screenshot of every page of the dashboard
+// at desktop (1440 px) and phone (390 px) width as test artefacts, with
+// data on each (agents online and offline, a failed job with metrics, a
+// connection, a revocation), and checks no page overflows the phone's
+// width. Run with -artifacts (or SWITCHBOARD_TEST_ARTIFACTS) to keep them.
+func TestBrowserScreenshots(t *testing.T) {
+	e := startDashboard(t, nil)
+	a1 := e.agent("a1", "role=client", "site=UNL")
+	reader := e.userToken("reader", auth.ScopeJobsRead)
+	e.offlineAgent(reader, "c9", "role=client")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	id := e.createJob(bob, url.Values{"action": {"download"}, "targets": {"a1"}, "server": {"data.lab.example"}, "RUNID": {"w49"}, "PHASE": {"RUN"}})
+	nextRun(t, a1)
+	send(t, a1, jobproto.Started{Type: jobproto.TypeStarted, Job: id, StartedAt: time.Now()})
+	send(t, a1, jobproto.Log{Type: jobproto.TypeLog, Job: id, Stream: jobproto.StreamStdout, Lines: []string{"connecting to data.lab.example", "read 5 MiB"}})
+	finish(t, a1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeFailed, ExitCode: 7, Error: "exit status 7",
+		Stderr: "curl: (7) Failed to connect\n", Metrics: json.RawMessage(`{"bytes_read":{"127.0.0.1:8080":5242880},"files":3}`)})
+	e.createJob(bob, url.Values{"action": {"download"}, "targets": {"role=client"}, "server": {"a"}})
+	const topic = "lab/a-rather-long-topic-name/for-a-narrow-screen/camera-0"
+	e.dial(topic, e.bookingToken(topic, "bk-shot", "read", "write"))
+	if status, b := e.api("POST", "/api/v1/revocations", e.adminToken(), `{"kind":"booking","value":"bk-old","ttl":"1h","reason":"booking cancelled"}`); status != 201 && status != 200 {
+		t.Fatalf("revoke: %d %s", status, b)
+	}
+
+	pages := []struct{ path, name, ready string }{
+		{"/ui/", "overview", tid("ov-connections")},
+		{"/ui/connections", "connections", tid("conn-row")},
+		{"/ui/agents", "agents", tid("agent-row")},
+		{"/ui/jobs", "jobs", tid("job-row")},
+		{"/ui/jobs/" + id, "job", tid("metric-row")},
+		{"/ui/revocations", "revocations", tid("rev-row")},
+		{"/ui/tokens", "tokens", tid("token-form")},
+		{"/ui/audit", "audit", tid("audit-row")},
+	}
+	for _, size := range []struct {
+		name          string
+		width, height int64
+		mobile        bool
+	}{{"1440", 1440, 900, false}, {"390", 390, 844, true}} {
+		tb := newTab(t, e.browser, "w"+size.name)
+		if size.mobile {
+			tb.run("phone viewport", chromedp.EmulateViewport(size.width, size.height, chromedp.EmulateMobile, chromedp.EmulatePortrait))
+		} else {
+			tb.run("desktop viewport", chromedp.EmulateViewport(size.width, size.height))
+		}
+		e.idp.m.QueueUser(alice())
+		tb.run("open the login page", chromedp.Navigate(e.url+"/login?next=/ui/"), chromedp.WaitVisible(chromedp.CSS("#login-oidc")))
+		tb.screenshot("login-" + size.name)
+		tb.clickAndLoad("sign in", "#login-oidc")
+		for _, p := range pages {
+			tb.run("open "+p.path, chromedp.Navigate(e.url+p.path))
+			tb.waitJS(stepTimeout, p.name+" with its data", `document.querySelector('`+p.ready+`') !== null`)
+			tb.screenshot(p.name + "-" + size.name)
+			if w := eval[float64](tb, "page width", `document.documentElement.scrollWidth`); w > float64(size.width) {
+				t.Errorf("%s at %d px: the page is %v px wide", p.name, size.width, w)
+			}
+		}
+	}
 }

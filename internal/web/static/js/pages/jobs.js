@@ -50,7 +50,7 @@ async function loadJobs() {
         h('td', { class: 'topic', 'data-label': 'Job' }, h('a', { href: jobURL(j.jobId), text: j.jobId })),
         h('td', { 'data-testid': 'job-row-outcome', 'data-label': 'Outcome' }, phaseBadge(j.phase),
           j.errorSummary ? h('span', { class: 'row-error', text: ' ' + j.errorSummary }) : ''),
-        h('td', { class: 'wrap', 'data-testid': 'job-row-action', 'data-label': 'Action', text: j.action || '—' }),
+        h('td', { class: 'nowrap', 'data-testid': 'job-row-action', 'data-label': 'Action', text: j.action || '—' }),
         h('td', { class: 'wrap', 'data-testid': 'job-row-targets', 'data-label': 'Targets', text: j.targets || '—' }),
         h('td', { class: 'wrap', 'data-testid': 'job-row-owner', 'data-label': 'Owner', text: j.ownerId || '—' }),
         h('td', { class: 'num', 'data-testid': 'job-row-duration', 'data-label': 'Duration',
