@@ -614,7 +614,8 @@ func newBenchAccessCommand(io stdio) *cobra.Command {
 		Use:   "access",
 		Short: "Access endpoint + code exchange rate and latency with many concurrent clients",
 		Long: `--clients clients each loop for --duration: POST the token to the access
-endpoint (over a pool of keep-alive connections), open the websocket with the
+endpoint (over a pool of keep-alive connections; with --no-keepalive a new
+connection each time, closed by the server's answer), open the websocket with the
 one-time code (a new TCP connection, from one of --sources loopback source
 addresses 127.0.0.2, 127.0.0.3, … in turn, so that ports in TIME_WAIT do not run
 out), and close it at once. Reported: completed exchanges per second and the
@@ -674,6 +675,7 @@ and the relay's rate and server CPU per exchange are given as ratios to it.`,
 	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long the clients loop")
 	fs.IntVar(&opts.Max, "max", bench.DefaultAccessMax, "stop after this many exchanges")
 	fs.BoolVar(&opts.Raw, "raw", false, "use a minimal client on plain sockets (HTTP/1.1 and the websocket handshakes by hand) instead of pkg/client, so the client takes less CPU")
+	fs.BoolVar(&opts.NoKeepAlive, "no-keepalive", false, "send each access request on a new connection that the server closes after its answer (Connection: close), instead of over keep-alive connections")
 	fs.BoolVar(&opts.OneStep, "one-step", false, "connect in one step, the token in the websocket handshake (Sec-WebSocket-Protocol: switchboard.v1, switchboard.bearer.<token>), instead of the access request and the websocket with the code")
 	fs.BoolVar(&withBaseline, "baseline", false, "first run the same clients against a bare websocket upgrade (no auth, no relay) in a child process, and report the relay's rate and server CPU per exchange as ratios to it")
 	return cmd
