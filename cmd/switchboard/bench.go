@@ -889,6 +889,7 @@ tokens are minted). Profile the started server with
 	fs.IntVar(&opts.Waiters, "waiters", bench.DefaultJobsWaiters, "blocking WAIT requests held on a PENDING job")
 	fs.IntVar(&opts.WaitSec, "wait", bench.DefaultJobsWaitSec, "WAIT of the blocking requests, in seconds (the server caps it)")
 	fs.DurationVar(&opts.JobTimeout, "job-timeout", bench.DefaultJobsJobTimeout, "longest a job may take before the bench gives up")
+	fs.IntVar(&opts.Matrix, "matrix", 0, "above 1: each job is a matrix job whose SERVER has this many values (agents × matrix runs), timed until its matrix result is read and checked (target 5 s)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
 	_ = fs.MarkHidden("cpuprofile")
