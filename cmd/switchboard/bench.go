@@ -203,7 +203,7 @@ func benchFanoutSetup(cmd *cobra.Command, io stdio, f *benchFanoutFlags) (opts b
 		if err != nil {
 			return opts, stop, fmt.Errorf("bench: find own binary: %w", err)
 		}
-		srv, err := bench.StartServer(ctx, exe, f.serverArgs, io.err)
+		srv, err := bench.StartServer(ctx, exe, serverArgsFor(f.serverArgs, int(f.size)), io.err)
 		if err != nil {
 			return opts, stop, err
 		}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/agent"
 	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/server"
 	"github.com/switchboard-hub/switchboard/internal/servertest"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
@@ -600,5 +602,92 @@ func TestPractableNginxLayout(t *testing.T) {
 		if !strings.HasPrefix(cs.Info.RemoteAddr, "127.0.0.1") {
 			t.Fatalf("remote address %q", cs.Info.RemoteAddr)
 		}
+	}
+}
+
+// TestPractableTenMiBMessages pins practable/relay's message size (its
+// websocket read limit is 10 MiB): with --max-message 10MiB, and no
+// --send-queue, a 10 MiB message goes from a user to another user, and
+// through `switchboard host` to the experiment and back, intact.
+func TestPractableTenMiBMessages(t *testing.T) {
+	const size = 10 << 20
+	srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) { c.Relay.MaxMessageBytes = size })
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	a := srv.Dial(t, "lab/files", "read", "write")
+	b := srv.Dial(t, "lab/files", "read", "write")
+	wait.For(t, "two users on the topic", func() bool { return srv.TopicConns("lab/files") == 2 })
+	if err := a.Write(ctx, client.Binary, msg); err != nil {
+		t.Fatal(err)
+	}
+	if typ, got, err := b.Read(ctx); err != nil || typ != client.Binary || !bytes.Equal(got, msg) {
+		t.Fatalf("user to user: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, msg))
+	}
+
+	// Through switchboard host, with chunks of the same size.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tokenFile := filepath.Join(t.TempDir(), "host.jwt")
+	if err := os.WriteFile(tokenFile, []byte(srv.Token(t, "lab/cam", "read", "write")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &agent.Config{URL: srv.URL, TokenFile: tokenFile, Streams: []agent.StreamConfig{
+		{Name: "cam", Kind: agent.KindTCP, Topic: "lab/cam", Addr: ln.Addr().String(), Chunk: size}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ag, err := agent.New(cfg, agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(actx) }()
+	defer func() {
+		acancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("host did not stop")
+		}
+	}()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(15 * time.Second))
+	expt, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer expt.Close()
+	user := srv.Dial(t, "lab/cam", "read", "write")
+	wait.For(t, "host and user on the topic", func() bool { return srv.TopicConns("lab/cam") == 2 })
+	if err := user.Write(ctx, client.Binary, msg); err != nil {
+		t.Fatal(err)
+	}
+	expt.SetDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, size)
+	if _, err := io.ReadFull(expt, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("user to experiment: %v, equal %v", err, bytes.Equal(got, msg))
+	}
+	go expt.Write(msg)
+	var back []byte
+	for len(back) < size {
+		_, m, err := user.Read(ctx)
+		if err != nil {
+			t.Fatalf("experiment to user after %d bytes: %v", len(back), err)
+		}
+		back = append(back, m...)
+	}
+	if !bytes.Equal(back, msg) {
+		t.Fatal("experiment to user: bytes differ")
+	}
+	if st := srv.Relay().Stats(); st.Closes[relay.ReasonTooBig.String()] != 0 {
+		t.Fatalf("closes for size: %v", st.Closes)
 	}
 }
