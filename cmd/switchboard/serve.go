@@ -81,6 +81,7 @@ type serveFlags struct {
 	slowConsumer    string
 	writeTimeout    time.Duration
 	pingInterval    time.Duration
+	sseHeartbeat    time.Duration
 	pongTimeout     time.Duration
 	allowOrigins    []string
 	codeTTL         time.Duration
@@ -259,6 +260,7 @@ the file. Unknown keys are errors naming the key and its line.`,
 	fs.DurationVar(&f.writeTimeout, "write-timeout", relay.DefaultWriteTimeout, "deadline of each write to a peer")
 	fs.DurationVar(&f.pingInterval, "ping-interval", relay.DefaultPingInterval, "how often to ping each peer (negative: never)")
 	fs.DurationVar(&f.pongTimeout, "pong-timeout", relay.DefaultPongTimeout, "how long a peer has to answer a ping")
+	fs.DurationVar(&f.sseHeartbeat, "sse-heartbeat", access.DefaultSSEHeartbeat, "how often a server-sent event stream gets a \": ping\" comment, so that proxies keep it open (negative: never)")
 	fs.StringSliceVar(&f.allowOrigins, "allow-origin", nil, "browser origin allowed besides the server's own, e.g. https://lab.example.org (repeatable; * for any)")
 	fs.DurationVar(&f.codeTTL, "code-ttl", 30*time.Second, "validity of one-time codes")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on graceful shutdown after the lame-duck period")
@@ -408,7 +410,7 @@ func runServe(ctx context.Context, io stdio, f *serveFlags) error {
 			WriteTimeout: f.writeTimeout, PingInterval: f.pingInterval, PongTimeout: f.pongTimeout,
 			QueueBudgetBytes: int64(f.queueBudget),
 		},
-		AllowedOrigins: f.allowOrigins, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout,
+		AllowedOrigins: f.allowOrigins, SSEHeartbeat: f.sseHeartbeat, CodeTTL: f.codeTTL, ShutdownTimeout: f.shutdownTimeout,
 		LameDuck: f.lameDuck, DrainWindow: f.drainWindow,
 		RequestTimeout: f.requestTimeout,
 		StatsEvery:     f.statsEvery, RevocationPoll: f.revocationPoll, MetricsListen: f.metricsListen, TrustedProxies: proxies,

@@ -120,7 +120,15 @@ type Config struct {
 	// PublishLimits bound the HTTP publish requests of one token and one
 	// client address (publishlimits.go); zero values are the defaults.
 	PublishLimits PublishLimits
+	// SSEHeartbeat is how often an event stream gets its ": ping" comment
+	// (0: DefaultSSEHeartbeat; negative: never), instead of the relay's
+	// ping interval: proxies that time idle responses out often do so
+	// well before a websocket's 30 s.
+	SSEHeartbeat time.Duration
 }
+
+// DefaultSSEHeartbeat is the default of Config.SSEHeartbeat.
+const DefaultSSEHeartbeat = 15 * time.Second
 
 // Denier reports revocations. It is called on every access request and code
 // exchange, of every endpoint, so it must be fast (an in-memory lookup).
@@ -189,6 +197,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SSEHeartbeat == 0 {
+		cfg.SSEHeartbeat = DefaultSSEHeartbeat
 	}
 	publishLimits, err := cfg.PublishLimits.withDefaults()
 	if err != nil {
@@ -807,6 +818,9 @@ func (h *Handler) connect(w http.ResponseWriter, r *http.Request, stage string, 
 		ExpiresAt: g.TokenExpiry, Identity: g.Identity,
 		Scopes: g.Scopes, SystemTopic: g.System,
 		RemoteAddr: h.remoteAddr(r), UserAgent: truncate(r.UserAgent(), 256),
+	}
+	if _, ok := conn.(*sseconn.Conn); ok {
+		info.PingInterval = h.cfg.SSEHeartbeat
 	}
 	// The connection is the endpoint's from here, on a goroutine of its
 	// own: this handler's goroutine returns, and with it its deep stack

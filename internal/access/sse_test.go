@@ -164,13 +164,15 @@ func TestEventStreamRelaysTextAndBinaryInOrder(t *testing.T) {
 	}
 }
 
-// TestEventStreamHeartbeat: the stream carries a ": ping" comment at the
-// relay's ping interval, so proxies keep it open; and it outlives the
-// server's request timeout (it is not cut after RequestTimeout).
+// TestEventStreamHeartbeat: the stream carries a ": ping" comment at its
+// own heartbeat interval (--sse-heartbeat, not the websockets' ping
+// interval), so proxies keep it open; and it outlives the server's request
+// timeout (it is not cut after RequestTimeout).
 func TestEventStreamHeartbeat(t *testing.T) {
 	const requestTimeout = 300 * time.Millisecond
 	s := servertest.Start(t, func(c *server.Config, _ *server.Deps) {
-		c.Relay.PingInterval = 50 * time.Millisecond
+		c.Relay.PingInterval = time.Hour // websockets: not within the test
+		c.SSEHeartbeat = 50 * time.Millisecond
 		c.RequestTimeout = requestTimeout
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait.Default)

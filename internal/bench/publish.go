@@ -430,7 +430,9 @@ func (b *publishBench) wsWriter(w *client.Conn) publisher {
 	return func(ctx context.Context, sent *atomic.Uint64, failed *failures) {
 		pace := newPacer(b.o.Rate, 1)
 		for ctx.Err() == nil {
-			if err := w.Write(ctx, client.Text, b.payload); err != nil {
+			// Not ctx: a write whose context ends closes the connection,
+			// and the writer serves the next phases too.
+			if err := w.Write(context.Background(), client.Text, b.payload); err != nil {
 				if ctx.Err() == nil {
 					failed.add(fmt.Errorf("websocket write: %w", err))
 				}

@@ -445,3 +445,33 @@ func TestNothingIsWrittenBeforeTheHandshake(t *testing.T) {
 		<-done
 	})
 }
+
+// TestPingIntervalPerConnection: a connection whose Info sets PingInterval
+// is pinged at that interval, whatever the server's (here: never); another
+// connection on the same server follows the server's.
+func TestPingIntervalPerConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const own = 15 * time.Second
+		srv, err := NewServer(Config{PingInterval: -1, PongTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		beat := &pingConn{memConn: newMemConn(), answer: true}
+		plain := &pingConn{memConn: newMemConn(), answer: true}
+		start := time.Now()
+		acceptIdle(srv, beat, Info{Topic: "t", CanRead: true, PingInterval: own})
+		acceptIdle(srv, plain, Info{Topic: "t", CanRead: true})
+		time.Sleep(2*own + time.Second)
+		synctest.Wait()
+		pings := beat.sent()
+		if len(pings) != 2 || !pings[0].Equal(start.Add(own)) || !pings[1].Equal(start.Add(2*own)) {
+			t.Fatalf("pings at %v after the start, want at +%v and +%v", pings, own, 2*own)
+		}
+		if n := len(plain.sent()); n != 0 {
+			t.Fatalf("a connection without its own interval was pinged %d times on a server that never pings", n)
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -122,7 +122,7 @@ func (c *conn) started() {
 	if h := c.srv.cfg.OnConnect; h != nil {
 		h(c.status())
 	}
-	if d := c.srv.cfg.PingInterval; d > 0 {
+	if d := c.pingInterval(); d > 0 {
 		c.mu.Lock()
 		c.pingTimer = time.AfterFunc(d, c.pingTick)
 		c.mu.Unlock()
@@ -511,12 +511,21 @@ func (c *conn) coalesce(batch []Message) []Message {
 	return out
 }
 
-// pingTick runs every PingInterval on a timer (no goroutine of its own).
+// pingInterval is how often c is pinged: Info.PingInterval if set, else
+// the server's (not positive: never).
+func (c *conn) pingInterval() time.Duration {
+	if d := c.info.PingInterval; d != 0 {
+		return d
+	}
+	return c.srv.cfg.PingInterval
+}
+
+// pingTick runs every pingInterval on a timer (no goroutine of its own).
 func (c *conn) pingTick() {
 	c.startPing()
 	c.mu.Lock()
 	if !c.closing {
-		c.pingTimer.Reset(c.srv.cfg.PingInterval)
+		c.pingTimer.Reset(c.pingInterval())
 	}
 	c.mu.Unlock()
 }

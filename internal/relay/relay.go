@@ -182,4 +182,8 @@ type Info struct {
 	// are lost, so it is opt-in per topic (docs/migrating-from-practable.md).
 	// Merges are counted (Stats.CoalescedFrames, CoalescedMessages).
 	Coalesce bool
+	// PingInterval, if not 0, replaces Config.PingInterval for this
+	// connection (negative: never ping it): an event stream's heartbeat
+	// has a default of its own.
+	PingInterval time.Duration
 }

@@ -64,6 +64,9 @@ type Config struct {
 	Relay relay.Config
 	// AllowedOrigins are extra browser origins allowed (see access.Config).
 	AllowedOrigins []string
+	// SSEHeartbeat is how often event streams get a heartbeat comment
+	// (default access.DefaultSSEHeartbeat; negative: never).
+	SSEHeartbeat time.Duration
 	// CodeTTL is the validity of one-time codes (default 30 s).
 	CodeTTL time.Duration
 	// ShutdownTimeout bounds graceful shutdown after the lame-duck period
@@ -349,6 +352,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		SystemTopics: systemTopics, SystemPrefixes: systemPrefixes,
 		Coalesce: cfg.Coalesce, PractableStats: s.practableStats(cfg),
 		MaxConnsPerToken: limits.ConnsPerToken, MaxConnsPerSubject: limits.ConnsPerSubject, PublishLimits: limits.Publish,
+		SSEHeartbeat: cfg.SSEHeartbeat,
 	})
 	if err != nil {
 		return nil, err

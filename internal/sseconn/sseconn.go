@@ -22,6 +22,7 @@
 package sseconn
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -228,12 +229,18 @@ func AppendEvent(b []byte, m relay.Message) []byte {
 	return append(b, "\n\n"...)
 }
 
-// indexLineEnd returns the index of the first CR or LF in d, or -1.
+// indexLineEnd returns the index of the first CR or LF in d, or -1. Two
+// IndexByte scans (vectorised) instead of a byte loop: every reader's
+// every text message is scanned (5 % of the server's CPU in bench publish's
+// event-stream fan-out).
 func indexLineEnd(d []byte) int {
-	for i, ch := range d {
-		if ch == '\n' || ch == '\r' {
-			return i
-		}
+	lf := bytes.IndexByte(d, '\n')
+	before := d
+	if lf >= 0 {
+		before = d[:lf]
 	}
-	return -1
+	if cr := bytes.IndexByte(before, '\r'); cr >= 0 {
+		return cr
+	}
+	return lf
 }

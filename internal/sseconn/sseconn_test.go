@@ -18,6 +18,8 @@ func TestAppendEvent(t *testing.T) {
 		{relay.Message{Type: relay.Text, Data: nil}, "data: \n\n"},
 		{relay.Message{Type: relay.Text, Data: []byte("a\nb\r\nc\rd")}, "data: a\ndata: b\ndata: c\ndata: d\n\n"},
 		{relay.Message{Type: relay.Text, Data: []byte("end\n")}, "data: end\ndata: \n\n"},
+		{relay.Message{Type: relay.Text, Data: []byte("a\rb\nc")}, "data: a\ndata: b\ndata: c\n\n"}, // CR before LF
+		{relay.Message{Type: relay.Text, Data: []byte("a\n\rb")}, "data: a\ndata: \ndata: b\n\n"},   // LF CR: two line ends
 		{relay.Message{Type: relay.Text, Data: []byte(" lead\r\n")}, "data:  lead\ndata: \n\n"},
 		{relay.Message{Type: relay.Binary, Data: []byte{0, 0xff, '\n'}}, "event: binary\ndata: AP8K\n\n"},
 		{relay.Message{Type: relay.Binary, Data: nil}, "event: binary\ndata: \n\n"},
