@@ -230,7 +230,8 @@ func TestBrowserConnectionsClientAndDeny(t *testing.T) {
 		t.Errorf("the client's row does not show its topic %s", topic)
 	}
 
-	// Deny its booking: the button asks first.
+	// Deny its booking, from the row's Actions menu: the button asks first.
+	tb.run("open the row's menu", chromedp.Click(chromedp.CSS(`[data-testid="conn-row"]:has(`+denyButton(booking)+`) `+tid("conn-menu")+` > summary`)))
 	tb.run("deny", chromedp.Click(chromedp.CSS(denyButton(booking))), chromedp.WaitVisible(chromedp.CSS(tid("confirm-dialog"))))
 	if txt := tb.text(tid("confirm-dialog")); !strings.Contains(txt, booking) || !strings.Contains(txt, "4003") {
 		t.Errorf("confirmation dialog says %q", txt)
@@ -663,7 +664,9 @@ func TestBrowserPhoneAndKeyboard(t *testing.T) {
 		}
 		t.Fatalf("Tab did not reach %s in %d presses: %v", want, max, seen)
 	}
-	tabTo("conn-deny", 60)
+	tabTo("summary", 60) // the booking's row menu (the page's own row has none)
+	tb.run("open the row menu", chromedp.KeyEvent(kb.Enter))
+	tabTo("conn-deny", 2)
 	t.Logf("Tab order to the deny button: %v", seen)
 	// Every nav link came first, in order.
 	var navOrder []string

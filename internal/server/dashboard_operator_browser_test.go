@@ -24,12 +24,13 @@ import (
 
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
 // shownJS is a JS expression: the element sel finds is rendered (present,
-// and neither it nor an ancestor is display:none).
+// neither it nor an ancestor display:none, and not in a closed <details>).
 func shownJS(sel string) string {
-	return `(() => { const el = document.querySelector('` + sel + `'); return el !== null && el.getClientRects().length > 0; })()`
+	return `(() => { const el = document.querySelector('` + sel + `'); return el !== null && el.checkVisibility(); })()`
 }
 
 // TestBrowserHiddenStaysHidden: a control with the hidden attribute is not
@@ -451,4 +452,82 @@ func TestBrowserScreenshots(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBrowserConnectionsForOperators: each connection's rates and last
+// activity; the page's own connection marked and not revocable; Deny and
+// Revoke behind a row menu; rows held still while the pointer is on the
+// table; topics that wrap at "/"; filter, sort and page in the URL.
+func TestBrowserConnectionsForOperators(t *testing.T) {
+	e := startDashboard(t, func(c *Config) { c.StatsEvery = 500 * time.Millisecond })
+	const topic = "lab/rig-7/camera/front"
+	writer := e.dial(topic, e.bookingToken(topic, "bk-7", "read", "write"))
+	e.dial(topic, e.bookingToken(topic, "bk-8", "read"))
+
+	tb := newTab(t, e.browser, "operator")
+	e.loginTo(tb, alice(), "/ui/connections", "connections")
+	tb.waitLive()
+	row := func(booking string) string { return tid("conn-row") + `:has(` + denyButton(booking) + `)` }
+	tb.waitJS(stepTimeout, "bk-7's row", `document.querySelector('`+row("bk-7")+`') !== null`)
+
+	// Traffic: the writer's rate and last activity show.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		payload := strings.Repeat("x", 1000)
+		for ctx.Err() == nil {
+			if err := writer.Write(ctx, client.Text, []byte(payload)); err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	tb.waitJS(15*time.Second, "bk-7's rate in", `(() => {
+		const cells = document.querySelector('`+row("bk-7")+`').cells;
+		return /^[1-9][0-9.]*k? · /.test(cells[12].textContent) && /^\d\d:\d\d:\d\d$/.test(cells[13].textContent);
+	})()`)
+	cancel()
+
+	// The page's own connection: marked, no actions.
+	ownRow := eval[string](tb, "the page's own row", `(() => {
+		const tr = document.querySelector('`+tid("conn-row")+`[data-own="page"]');
+		return tr ? tr.cells[0].textContent + '|' + tr.cells[3].textContent + '|' + tr.querySelectorAll('button').length : '';
+	})()`)
+	if ownRow != "stats|oidc:alice (this page)|0" {
+		t.Errorf("the page's own row: %q, want stats, marked, without buttons", ownRow)
+	}
+
+	// Deny and Revoke are in the row's menu, out of sight until it opens.
+	if eval[bool](tb, "deny shown", shownJS(denyButton("bk-7"))) {
+		t.Error("Deny booking shows on the row before its menu is opened")
+	}
+	tb.run("open the menu", chromedp.Click(chromedp.CSS(row("bk-7")+` `+tid("conn-menu")+` > summary`)))
+	tb.waitJS(stepTimeout, "deny in the open menu", shownJS(denyButton("bk-7")))
+
+	// The topic wraps at its slashes.
+	if n := eval[int](tb, "line breaks in the topic", `document.querySelector('`+row("bk-7")+`').cells[0].querySelectorAll('wbr').length`); n != 3 {
+		t.Errorf("topic %s has %d break opportunities, want 3", topic, n)
+	}
+
+	// The pointer on the table holds the rows still.
+	eval[bool](tb, "pointer on the table", `document.querySelector('#conn-rows').dispatchEvent(new PointerEvent('pointerenter'))`)
+	e.dial(topic, e.bookingToken(topic, "bk-9", "read"))
+	tb.waitJS(stepTimeout, "the paused note", shownJS(tid("conn-paused")))
+	if eval[bool](tb, "bk-9's row", `document.querySelector('`+row("bk-9")+`') !== null`) {
+		t.Error("a new row appeared under the pointer")
+	}
+	eval[bool](tb, "pointer off the table", `document.querySelector('#conn-rows').dispatchEvent(new PointerEvent('pointerleave'))`)
+	tb.waitJS(stepTimeout, "bk-9's row after the pointer left", `document.querySelector('`+row("bk-9")+`') !== null && !`+shownJS(tid("conn-paused")))
+
+	// Filter and sort go into the URL, and come back from it.
+	tb.run("filter", chromedp.SendKeys(chromedp.CSS(tid("conn-filter")), "bk-"))
+	tb.run("sort by topic, descending", chromedp.Click(chromedp.CSS(tid("sort-topic"))), chromedp.Click(chromedp.CSS(tid("sort-topic"))))
+	tb.waitJS(stepTimeout, "the view in the URL", `(() => { const q = new URLSearchParams(location.search); return q.get('q') === 'bk-' && q.get('sort') === 'topic' && q.get('dir') === 'desc'; })()`)
+	tb.run("reload", chromedp.Reload())
+	tb.waitJS(stepTimeout, "the view restored", `document.querySelector('`+tid("conn-filter")+`').value === 'bk-' &&
+		document.querySelector('`+tid("sort-topic")+`').closest('th').getAttribute('aria-sort') === 'descending' &&
+		document.querySelector('`+tid("conn-count")+`').dataset.shown === '3'`)
 }

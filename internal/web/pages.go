@@ -118,13 +118,14 @@ type nodeInfo struct {
 
 // pageData is what every page template is executed with.
 type pageData struct {
-	Title  string
-	Nav    string // the page's name: marks its nav link as current
-	Base   string // the public URL's path, "" or "/prefix": put before every URL
-	Script string // the page's module, under static/
-	User   string
-	Role   Role
-	Node   nodeInfo
+	Title   string
+	Nav     string // the page's name: marks its nav link as current
+	Base    string // the public URL's path, "" or "/prefix": put before every URL
+	Script  string // the page's module, under static/
+	User    string
+	Subject string // the user's subject (the sub of the tokens the pages use)
+	Role    Role
+	Node    nodeInfo
 	// CanOperate and IsAdmin show the controls of operators and admins;
 	// the server checks the role again on every request.
 	CanOperate, IsAdmin bool
@@ -156,7 +157,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request, name string)
 	}
 	d := &pageData{
 		Title: pageTitles[name], Nav: name, Base: h.base, Script: "js/pages/" + name + ".js",
-		User: user, Role: s.Role, CanOperate: s.Role >= RoleOperator, IsAdmin: s.Role >= RoleAdmin,
+		User: user, Subject: s.Subject, Role: s.Role, CanOperate: s.Role >= RoleOperator, IsAdmin: s.Role >= RoleAdmin,
 		Node: nodeInfo{ID: h.cfg.NodeID, PublicURL: h.cfg.PublicURL.String(), Version: h.cfg.Version},
 	}
 	switch name {

@@ -36,6 +36,15 @@ import { url, apiError, ApiError, h } from './util.js';
 
 const subscriptions = new Set();
 
+/**
+ * The page's own live connections: [{topic, openedAt}] (ms) of each
+ * subscription's open websocket, so a page listing connections can tell
+ * its own.
+ */
+export function liveConnections() {
+  return [...subscriptions].filter((s) => s.ws !== null).map((s) => ({ topic: s.topic, openedAt: s.openedAt }));
+}
+
 /** Subscribes to topic; returns an object with stop(). */
 export function subscribe(topic, { onMessage, onOpen } = {}) {
   const s = new LiveSubscription(topic, onMessage || (() => {}), onOpen || (() => {}));

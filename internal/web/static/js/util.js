@@ -8,6 +8,8 @@ export const base = body.dataset.base || '';
 
 /** The signed-in user's role: "viewer", "operator" or "admin". */
 export const role = body.dataset.role || 'none';
+/** The signed-in user's subject. */
+export const subject = body.dataset.sub || '';
 
 const roleRank = { none: 0, viewer: 1, operator: 2, admin: 3 };
 

@@ -3,14 +3,26 @@
 // 100 rows of DOM; rows are kept by connection id and updated in place, so
 // focus and scrolling survive each report. A connection that closes is
 // missing from the next report and its row goes. Operators can deny a
-// connection's booking or revoke its subject (POST through /ui/api/).
+// connection's booking or revoke its subject (POST through /ui/api/), from
+// a row's Actions menu.
+//
+// Rates are each connection's bytes per second since the previous report
+// (the first report shows none); last activity is the server's. Rows of
+// the user's own subject say "(you)", and the page's own live connection
+// "(this page)": neither offers Revoke subject (it would end the user's
+// own views and sessions). While the pointer is on the table, reports are
+// held (rows do not move under it) for at most pauseMax ms after the last
+// pointer movement. The filter, sort and page are kept in the URL
+// (?q=&sort=&dir=&page=, history.replaceState).
 
-import { api, atLeast, byId, h, fmtBytes, fmtCount, fmtTime, fmtShortTime, parseTime, debounce, showMessage, emptyRow } from '../util.js';
+import { api, atLeast, byId, h, fmtBytes, fmtCount, fmtTime, fmtShortTime, parseTime, debounce, showMessage, emptyRow, fmtRate, subject } from '../util.js';
 import { subscribeStats, dropTotal } from '../stats.js';
+import { liveConnections } from '../live.js';
 import { confirmAction, durationOptions, durationSeconds } from '../dialog.js';
 
 const pageSize = 100;
 const canOperate = atLeast('operator');
+const pauseMax = 5000;
 
 const tbody = byId('conn-rows');
 const filterInput = byId('conn-filter');
@@ -20,6 +32,7 @@ const prevBtn = byId('conn-prev');
 const nextBtn = byId('conn-next');
 const messageEl = byId('conn-message');
 const region = tbody.closest('.table-wrap');
+const pausedEl = byId('conn-paused');
 
 let conns = []; // the latest report, as rows
 let received = false;
@@ -28,14 +41,52 @@ let sortKey = 'since';
 let sortDir = 1;
 let page = 0;
 const rowEls = new Map(); // id → {tr, cells, key}
+let counters = new Map(); // id → {bytesIn, bytesOut, at}: the previous report's, for rates
 
 const sorters = {
   topic: (r) => r.topic, prefix: (r) => r.prefix, sub: (r) => r.sub, booking: (r) => r.booking,
   remote: (r) => r.remote, ua: (r) => r.ua, since: (r) => r.since, expires: (r) => r.expires,
   in: (r) => r.bytesIn, out: (r) => r.bytesOut, drops: (r) => r.drops,
+  rate: (r) => (r.rateIn ?? -1) + (r.rateOut ?? 0), active: (r) => r.active,
 };
 
-function toRow(c) {
+// --- the view's state in the URL ---
+
+const query = new URLSearchParams(location.search);
+if (sorters[query.get('sort')]) {
+  sortKey = query.get('sort');
+  sortDir = query.get('dir') === 'desc' ? -1 : 1;
+}
+filterInput.value = query.get('q') || '';
+filter = filterInput.value.toLowerCase().split(/\s+/).filter(Boolean);
+page = Math.max(0, (Number.parseInt(query.get('page') || '1', 10) || 1) - 1);
+for (const th of document.querySelectorAll('th[aria-sort]')) {
+  const key = th.querySelector('button.sort').dataset.sort;
+  th.setAttribute('aria-sort', key === sortKey ? (sortDir === 1 ? 'ascending' : 'descending') : 'none');
+}
+
+function saveView() {
+  const q = new URLSearchParams();
+  if (filterInput.value.trim()) q.set('q', filterInput.value.trim());
+  if (sortKey !== 'since' || sortDir !== 1) {
+    q.set('sort', sortKey);
+    q.set('dir', sortDir === 1 ? 'asc' : 'desc');
+  }
+  if (page > 0) q.set('page', String(page + 1));
+  const s = q.toString();
+  const next = location.pathname + (s ? '?' + s : '');
+  if (next !== location.pathname + location.search) history.replaceState(null, '', next);
+}
+
+// own tells whether a connection is the user's: 'page' (one of this page's
+// live connections), 'you' (the user's subject) or ''.
+function own(r, mine) {
+  if (!subject || r.sub !== subject) return '';
+  if (r.prefix === 'session' && mine.some((m) => m.topic === r.topic && Math.abs(m.openedAt - r.since) < 3000)) return 'page';
+  return 'you';
+}
+
+function toRow(c, receivedAt, mine) {
   const scopes = (c.scopes || []).join(' ');
   const row = {
     id: String(c.id),
@@ -45,13 +96,45 @@ function toRow(c) {
     since: parseTime(c.connected_at) ?? 0, expires: parseTime(c.expires_at) ?? Infinity,
     msgsIn: c.messages_in || 0, bytesIn: c.bytes_in || 0, msgsOut: c.messages_out || 0, bytesOut: c.bytes_out || 0,
     drops: dropTotal(c), dropDetail: Object.entries(c.drops || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}: ${n}`).join(', '),
+    active: parseTime(c.last_activity) ?? 0,
+    rateIn: null, rateOut: null,
   };
+  const prev = counters.get(row.id);
+  const dt = prev ? (receivedAt - prev.at) / 1000 : 0;
+  if (dt > 0.2) {
+    row.rateIn = Math.max(0, row.bytesIn - prev.bytesIn) / dt;
+    row.rateOut = Math.max(0, row.bytesOut - prev.bytesOut) / dt;
+  } else if (prev) { // reports close together: keep the last rates
+    row.rateIn = prev.rateIn;
+    row.rateOut = prev.rateOut;
+  }
+  row.own = own(row, mine);
   row.hay = [row.topic, row.prefix, scopes, row.sub, row.booking, row.remote, row.ua].join('\n').toLowerCase();
   return row;
 }
 
-function onReport(report) {
-  conns = report.map(toRow);
+let held = null; // a report held while the table is paused: [report, receivedAt]
+
+function onReport(report, receivedAt = Date.now()) {
+  if (paused()) {
+    held = [report, receivedAt];
+    resumeIfDue(); // shows that it is paused, and when to look again
+    return;
+  }
+  apply(report, receivedAt);
+}
+
+function apply(report, receivedAt) {
+  const mine = liveConnections();
+  conns = report.map((c) => toRow(c, receivedAt, mine));
+  const next = new Map();
+  for (const r of conns) {
+    const prev = counters.get(r.id);
+    // A rate's base moves on only when its interval was long enough.
+    next.set(r.id, prev && (receivedAt - prev.at) <= 200
+      ? prev : { bytesIn: r.bytesIn, bytesOut: r.bytesOut, at: receivedAt, rateIn: r.rateIn, rateOut: r.rateOut });
+  }
+  counters = next;
   const first = !received;
   received = true;
   render();
@@ -82,14 +165,26 @@ function cellTexts(r) {
     fmtShortTime(r.since), r.expires === Infinity ? 'never' : fmtShortTime(r.expires),
     `${fmtCount(r.msgsIn)} · ${fmtBytes(r.bytesIn)}`, `${fmtCount(r.msgsOut)} · ${fmtBytes(r.bytesOut)}`,
     fmtCount(r.drops),
+    r.rateIn === null ? '—' : `${fmtRate(r.rateIn)} · ${fmtRate(r.rateOut)} B`,
+    r.active ? fmtShortTime(r.active) : '—',
   ];
 }
 
-const cellClasses = ['topic', '', '', 'wrap', 'wrap', 'nowrap', 'ua', 'nowrap', 'nowrap', 'num', 'num', 'num'];
+const cellClasses = ['topic', '', '', 'wrap', 'wrap', 'nowrap', 'ua', 'nowrap', 'nowrap', 'num', 'num', 'num', 'num', 'nowrap'];
+const topicColumn = 0;
+const subColumn = 3;
 const uaColumn = 6;
+
+// setTopic writes a topic with a line-break opportunity after each "/",
+// so long topics wrap between their segments.
+function setTopic(cell, topic) {
+  const parts = topic.split('/');
+  cell.replaceChildren(...parts.flatMap((p, i) => (i < parts.length - 1 ? [p + '/', h('wbr')] : [p])));
+}
 
 function buildRow(r, texts) {
   const tr = h('tr', { 'data-testid': 'conn-row', dataset: { connId: r.id } });
+  if (r.own) tr.dataset.own = r.own;
   // cells are where each column's text goes: the user agent is cut to
   // one line (in a span, as a table cell cannot be), with a tooltip.
   const cells = [];
@@ -104,32 +199,44 @@ function buildRow(r, texts) {
   }
   if (canOperate) {
     const actions = h('div', { class: 'row-actions' });
-    if (r.booking) {
+    if (r.booking && !r.own) {
       actions.append(h('button', {
         type: 'button', class: 'small danger', 'data-testid': 'conn-deny', dataset: { action: 'deny', value: r.booking },
         'aria-label': `Deny booking ${r.booking}`, text: 'Deny booking',
       }));
     }
-    if (r.sub) {
+    if (r.sub && !r.own) {
       actions.append(h('button', {
         type: 'button', class: 'small danger', 'data-testid': 'conn-revoke', dataset: { action: 'revoke', value: r.sub },
         'aria-label': `Revoke subject ${r.sub}`, text: 'Revoke subject',
       }));
     }
-    tr.append(h('td', {}, actions));
+    tr.append(h('td', {}, actions.children.length === 0
+      ? h('span', { class: 'muted', text: r.own === 'page' ? 'this page' : r.own ? 'yours' : '—' })
+      : h('details', { class: 'row-menu', 'data-testid': 'conn-menu' },
+        h('summary', { 'aria-label': `Actions for the connection on ${r.topic}`, text: 'Actions ▾' }), actions)));
   }
-  return { tr, cells, texts: [], key: `${r.booking}\n${r.sub}` };
+  return { tr, cells, texts: [], key: rowKey(r) };
+}
+
+// rowKey changes when a row's actions do: it is then built again.
+function rowKey(r) {
+  return `${r.booking}\n${r.sub}\n${r.own}`;
 }
 
 function updateRow(entry, r, texts) {
   for (let i = 0; i < texts.length; i++) {
-    if (entry.texts[i] !== texts[i]) entry.cells[i].textContent = texts[i];
+    if (entry.texts[i] === texts[i]) continue;
+    if (i === topicColumn) setTopic(entry.cells[i], texts[i]);
+    else if (i === subColumn && r.own) entry.cells[i].textContent = `${texts[i]} (${r.own === 'page' ? 'this page' : 'you'})`;
+    else entry.cells[i].textContent = texts[i];
   }
   entry.texts = texts;
   entry.cells[uaColumn].title = r.ua;
   entry.cells[7].title = fmtTime(r.since);
   entry.cells[8].title = r.expires === Infinity ? '' : fmtTime(r.expires);
   entry.cells[11].title = r.dropDetail;
+  entry.cells[13].title = r.active ? fmtTime(r.active) : '';
 }
 
 function render() {
@@ -153,7 +260,7 @@ function render() {
   for (const r of shown) {
     const texts = cellTexts(r);
     let entry = rowEls.get(r.id);
-    if (entry && entry.key !== `${r.booking}\n${r.sub}`) { // its buttons changed
+    if (entry && entry.key !== rowKey(r)) { // its buttons changed
       entry.tr.remove();
       rowEls.delete(r.id);
       entry = undefined;
@@ -182,7 +289,49 @@ function render() {
   pageEl.textContent = `Page ${page + 1} of ${pages}`;
   prevBtn.disabled = page === 0;
   nextBtn.disabled = page >= pages - 1;
+  if (received) saveView();
 }
+
+// --- pause on hover ---
+
+let pointerOn = false;
+let pointerAt = 0; // when the pointer last moved on the table
+let resumeTimer = null;
+
+function paused() {
+  return pointerOn && Date.now() - pointerAt < pauseMax;
+}
+
+function resumeIfDue() {
+  clearTimeout(resumeTimer);
+  resumeTimer = null;
+  if (paused()) {
+    if (pointerOn) resumeTimer = setTimeout(resumeIfDue, Math.max(50, pauseMax - (Date.now() - pointerAt)));
+    pausedEl.hidden = held === null;
+    return;
+  }
+  pausedEl.hidden = true;
+  if (held) {
+    const [report, at] = held;
+    held = null;
+    apply(report, at);
+  }
+}
+
+tbody.addEventListener('pointerenter', () => {
+  pointerOn = true;
+  pointerAt = Date.now();
+  resumeIfDue();
+});
+tbody.addEventListener('pointermove', () => {
+  pointerAt = Date.now();
+  if (!resumeTimer) resumeIfDue();
+});
+tbody.addEventListener('pointerleave', () => {
+  pointerOn = false;
+  resumeIfDue();
+});
+
 
 // --- controls ---
 
