@@ -9,8 +9,11 @@ package jobs
 // is taken (TakeResult), or, for a run that never reports (lost, or still
 // running when the job was aborted), when its job ends; lines that arrive
 // after that are dropped (the log topic has said the job ended). Spool
-// files are unlinked at creation: a crash leaves nothing behind, and the
-// disk, not the memory, holds up to MaxLogBytes per running run.
+// files have no name (or are unlinked at creation): a crash leaves nothing
+// behind, and the disk, not the memory, holds up to MaxLogBytes per running
+// run. With a blob store that can (blob.Dir.CreateSpool), the spool is an
+// unnamed file beside the log's blob and becomes it without a copy: a
+// talkative run's log is written once.
 
 import (
 	"bytes"
@@ -23,6 +26,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/switchboard-hub/switchboard/internal/blob"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/store"
 )
@@ -66,10 +70,11 @@ type runLogs struct {
 // runLog is one run's spool.
 type runLog struct {
 	mu     sync.Mutex
-	f      *os.File // nil once stored (closed): later lines are dropped
-	size   int64    // bytes written, guarded by mu
-	lines  int64    // lines received, kept or not (their seq), guarded by mu
-	cut    bool     // the cap was reached and the marker written
+	f      *os.File    // nil once stored (closed): later lines are dropped
+	spool  *blob.Spool // f as a blob spool (logSpooler), or nil: f is a temporary file
+	size   int64       // bytes written, guarded by mu
+	lines  int64       // lines received, kept or not (their seq), guarded by mu
+	cut    bool        // the cap was reached and the marker written
 	closed bool
 	buf    []byte // scratch for the lines of a chunk, guarded by mu
 }
@@ -163,6 +168,12 @@ func (m *Manager) RunLogSoFar(jobID, agentID string) (data []byte, ok bool) {
 	return data[:n], true
 }
 
+// logSpooler is a blob store that makes a run's log spool where its blob
+// will be, and turns it into the blob without a copy (blob.Dir).
+type logSpooler interface {
+	CreateSpool(key string) (*blob.Spool, error)
+}
+
 // runLog returns the spool of a run, creating it if create; nil when none
 // (or it cannot be created).
 func (m *Manager) runLog(jobID, agentID string, create bool) *runLog {
@@ -172,16 +183,24 @@ func (m *Manager) runLog(jobID, agentID string, create bool) *runLog {
 	if l := m.logs.spool[key]; l != nil || !create {
 		return l
 	}
-	f, err := os.CreateTemp("", "switchboard-runlog-*")
-	if err != nil {
-		m.log.Warn("jobs: create a run's log spool", "job", jobID, "agent", agentID, "err", err)
-		return nil
+	l := &runLog{}
+	if sp, ok := m.blobs.(logSpooler); ok {
+		if s, err := sp.CreateSpool(LogKey(jobID, agentID)); err == nil {
+			l.f, l.spool = s.File, s
+		}
 	}
-	_ = os.Remove(f.Name()) // the open file outlives its name
+	if l.f == nil {
+		f, err := os.CreateTemp("", "switchboard-runlog-*")
+		if err != nil {
+			m.log.Warn("jobs: create a run's log spool", "job", jobID, "agent", agentID, "err", err)
+			return nil
+		}
+		_ = os.Remove(f.Name()) // the open file outlives its name
+		l.f = f
+	}
 	if m.logs.spool == nil {
 		m.logs.spool = map[string]*runLog{}
 	}
-	l := &runLog{f: f}
 	m.logs.spool[key] = l
 	return l
 }
@@ -215,6 +234,12 @@ func (m *Manager) storeRunLog(ctx context.Context, jobID, agentID string, l *run
 			f.Close()
 			return
 		}
+	}
+	if l.spool != nil {
+		if _, err := l.spool.Commit(ctx); err != nil {
+			m.log.Error("jobs: store a run's log", "job", jobID, "agent", agentID, "err", err)
+		}
+		return
 	}
 	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
 		m.log.Error("jobs: read a run's log spool", "job", jobID, "agent", agentID, "err", err)
