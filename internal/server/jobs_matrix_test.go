@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/jobs"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // matrixDoc is the JSON job document of a matrix job.
@@ -375,4 +377,54 @@ func TestJobMatrixAbort(t *testing.T) {
 		}
 		return len(d.JobInfo.Combinations) == 3
 	})
+}
+
+// TestJobMatrixAfterCrash: a hub that died in the middle of a matrix job
+// finishes it after its restart. One matrix job had every child ended
+// but was not itself (the crash came between): it completes at start. The
+// other was EXECUTING with a child still PENDING (the crash came while
+// its children were being run): that child runs once its agent connects,
+// and the matrix job completes.
+func TestJobMatrixAfterCrash(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	acts, _ := json.Marshal([]jobproto.Action{downloadAction()})
+	if err := st.PutAgent(ctx, store.Agent{ID: "c1", Actions: acts, FirstSeen: time.Now(), LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	matrix := []store.MatrixParam{{Name: "server", Values: []string{"a", "b"}}}
+	mk := func(j store.Job) {
+		t.Helper()
+		j.Owner, j.Action, j.Targets, j.CreatedAt = "alice", "download", "c1", time.Now()
+		if err := st.CreateJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, parent := range []string{"ended", "halfrun"} {
+		mk(store.Job{ID: parent, Phase: store.PhaseExecuting, Matrix: matrix, StartedAt: time.Now(), Params: map[string]string{"count": "1"}})
+		mk(store.Job{ID: jobs.ChildID(parent, 0), Parent: parent, Phase: store.PhaseCompleted, StartedAt: time.Now(), EndedAt: time.Now(),
+			Params: map[string]string{"server": "a", "count": "1"}})
+		if err := st.PutRun(ctx, store.Run{JobID: jobs.ChildID(parent, 0), AgentID: "c1", State: store.RunSucceeded,
+			Metrics: json.RawMessage(`{"bytes_read":5}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(store.Job{ID: jobs.ChildID("ended", 1), Parent: "ended", Phase: store.PhaseCompleted, StartedAt: time.Now(), EndedAt: time.Now(),
+		Params: map[string]string{"server": "b", "count": "1"}})
+	mk(store.Job{ID: jobs.ChildID("halfrun", 1), Parent: "halfrun", Phase: store.PhasePending, Params: map[string]string{"server": "b", "count": "1"}})
+
+	s := startServer(t, func(c *Config, d *Deps) { d.Store = st })
+	user := s.userToken("alice", auth.ScopeJobsRead)
+	wait.For(t, "the ended matrix job completed at start", func() bool { return s.matrixJob(user, "ended").Phase == "COMPLETED" })
+	c1 := s.agent("c1")
+	r := nextRun(t, c1)
+	if r.Job != jobs.ChildID("halfrun", 1) || r.Params["server"] != "b" {
+		t.Fatalf("run after the restart: %+v", r)
+	}
+	finish(t, c1, jobproto.Result{Job: r.Job, Outcome: jobproto.OutcomeSucceeded, Metrics: json.RawMessage(`{"bytes_read":7}`)})
+	wait.For(t, "the half-run matrix job completed", func() bool { return s.matrixJob(user, "halfrun").Phase == "COMPLETED" })
+	status, b := s.api("GET", "/api/v1/jobs/halfrun/results/matrix.csv", user, "")
+	if want := "agent,a,b,total\nc1,5,7,12\ntotal,5,7,12\n"; status != 200 || string(b) != want {
+		t.Fatalf("matrix.csv: %d %q, want %q", status, b, want)
+	}
 }
