@@ -224,8 +224,11 @@ func TestJobEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ll struct{ Agent, Stream, Line string }
-	if json.Unmarshal(line, &ll); ll.Agent != "c1" || ll.Stream != "stdout" || ll.Line != "fetching 1 file" {
+	var ll struct {
+		Agent, Stream string
+		Lines         []string
+	}
+	if json.Unmarshal(line, &ll); ll.Agent != "c1" || ll.Stream != "stdout" || len(ll.Lines) != 1 || ll.Lines[0] != "fetching 1 file" {
 		t.Fatalf("log line: %s", line)
 	}
 	// Nobody else writes to a job's log topic.
