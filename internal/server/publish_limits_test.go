@@ -132,6 +132,21 @@ func TestHTTPPublishLimitPerAddress(t *testing.T) {
 	}
 }
 
+// TestHTTPPublishLimitIgnoresUntrustedForwardedFor: without --trusted-proxy
+// a client cannot escape its address's bucket by naming other addresses in
+// X-Forwarded-For.
+func TestHTTPPublishLimitIgnoresUntrustedForwardedFor(t *testing.T) {
+	s := servertest.Start(t, func(c *server.Config, d *server.Deps) {
+		c.Limits.Publish = access.PublishLimits{PerAddress: 0.01, AddressBurst: 2, PerToken: 1000}
+	})
+	for i := range 2 {
+		if a := publishFrom(t, s, writerToken(t, s, "lab", "t"+strconv.Itoa(i)), "lab", "198.51.100."+strconv.Itoa(i+1), ""); a.status != http.StatusOK {
+			t.Fatalf("request %d of the burst: %d %s", i+1, a.status, a.code)
+		}
+	}
+	expectRateLimited(t, "a third address named in X-Forwarded-For", publishFrom(t, s, writerToken(t, s, "lab", "t2"), "lab", "198.51.100.3", ""))
+}
+
 // TestHTTPPublishCORS: a browser's preflight of a publish request gets
 // the access endpoint's answer for an allowed origin and 403 for another;
 // the publish answer names the allowed origin and exposes Retry-After.
