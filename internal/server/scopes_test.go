@@ -212,7 +212,7 @@ func TestIssuerCannotReachSystemTopics(t *testing.T) {
 	defer cancel()
 	for who, conn := range map[string]*client.Conn{"owner": ownerConn, "operator": opConn} {
 		_, line, err := conn.Read(ctx)
-		if err != nil || !contains(line, `"line":"hello"`) {
+		if err != nil || !contains(line, `"lines":["hello"]`) {
 			t.Fatalf("%s reads the job's log: %s %v", who, line, err)
 		}
 	}
