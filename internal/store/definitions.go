@@ -69,3 +69,45 @@ func (d Definition) Validate() error {
 	}
 	return nil
 }
+
+// Schedule is when a definition runs by itself (docs/jobs.md,
+// "Scheduling"): at Next, then every Every (0: once), with at most
+// MaxRunning of its jobs unfinished at once (a firing that would pass it
+// is skipped). One per definition name.
+type Schedule struct {
+	Definition string
+	Owner      string // the subject the scheduled jobs belong to
+	Every      time.Duration
+	Next       time.Time
+	MaxRunning int
+	CreatedAt  time.Time // set by PutSchedule when zero
+}
+
+// ScheduleStore keeps the schedules of definitions. Part of JobStore.
+// Times are kept in UTC with microsecond precision; Every in whole
+// microseconds.
+type ScheduleStore interface {
+	// PutSchedule inserts or replaces the schedule of s.Definition.
+	PutSchedule(ctx context.Context, s Schedule) error
+	// Schedule returns the schedule of a definition, or ErrNotFound.
+	Schedule(ctx context.Context, definition string) (Schedule, error)
+	// DeleteSchedule deletes it; ErrNotFound if there is none.
+	DeleteSchedule(ctx context.Context, definition string) error
+	// Schedules lists every schedule, by definition name.
+	Schedules(ctx context.Context) ([]Schedule, error)
+	// AdvanceSchedule moves a schedule's Next from from to to, if it is
+	// still from, and reports whether it did: of the nodes that find a
+	// firing due, one wins it.
+	AdvanceSchedule(ctx context.Context, definition string, from, to time.Time) (bool, error)
+}
+
+// Validate reports whether s can be stored.
+func (s Schedule) Validate() error {
+	switch {
+	case !ValidDefinitionName(s.Definition):
+		return fmt.Errorf("store: schedule: definition name %q is not valid", s.Definition)
+	case s.Every < 0 || s.MaxRunning < 1 || s.Next.IsZero():
+		return fmt.Errorf("store: schedule %s: Every must not be negative, MaxRunning positive and Next set", s.Definition)
+	}
+	return nil
+}

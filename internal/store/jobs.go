@@ -210,6 +210,7 @@ type Agent struct {
 type JobStore interface {
 	LeaseStore
 	DefinitionStore
+	ScheduleStore
 
 	// AppendAudit is Store's: the jobs API records who created, ran,
 	// aborted and deleted jobs.

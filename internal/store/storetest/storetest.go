@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JobsFilter", testJobsFilter},
 		{"JobsFilterTests", testJobsFilterTests},
 		{"Definitions", testDefinitions},
+		{"Schedules", testSchedules},
 		{"ActiveJobs", testActiveJobs},
 		{"Runs", testRuns},
 		{"AgentRuns", testAgentRuns},
