@@ -135,6 +135,8 @@ type StatsPublisher struct {
 	debounce time.Duration
 	changed  chan struct{} // capacity 1
 	done     chan struct{}
+	// summarised is when the last Summary was made; owned by run.
+	summarised time.Time
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
@@ -211,6 +213,7 @@ func (p *StatsPublisher) run() {
 }
 
 func (p *StatsPublisher) publish() {
+	p.publishSummary()
 	if p.relay.Readers(StatsTopic) == 0 {
 		return
 	}
@@ -224,6 +227,27 @@ func (p *StatsPublisher) publish() {
 	b, err := json.Marshal(clusterSection{Cluster: p.cluster.Report(context.Background())})
 	if err == nil {
 		p.relay.Publish(StatsTopic, relay.Message{Type: relay.Text, Data: b})
+	}
+}
+
+// publishSummary publishes the node's Summary on SummaryTopic, and the
+// cluster section after it (as on StatsTopic), while it has readers.
+func (p *StatsPublisher) publishSummary() {
+	if p.relay.Readers(SummaryTopic) == 0 {
+		return
+	}
+	now := time.Now()
+	b, err := json.Marshal(Summarise(p.relay, now, p.summarised))
+	p.summarised = now
+	if err != nil {
+		return
+	}
+	p.relay.Publish(SummaryTopic, relay.Message{Type: relay.Text, Data: b})
+	if p.cluster == nil || !p.cluster.OthersSeen() {
+		return
+	}
+	if b, err := json.Marshal(clusterSection{Cluster: p.cluster.Report(context.Background())}); err == nil {
+		p.relay.Publish(SummaryTopic, relay.Message{Type: relay.Text, Data: b})
 	}
 }
 

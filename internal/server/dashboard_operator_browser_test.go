@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,8 @@ import (
 
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
@@ -530,4 +534,97 @@ func TestBrowserConnectionsForOperators(t *testing.T) {
 	tb.waitJS(stepTimeout, "the view restored", `document.querySelector('`+tid("conn-filter")+`').value === 'bk-' &&
 		document.querySelector('`+tid("sort-topic")+`').closest('th').getAttribute('aria-sort') === 'descending' &&
 		document.querySelector('`+tid("conn-count")+`').dataset.shown === '3'`)
+}
+
+// idleConn is a relay connection that sends nothing and drops what it is
+// sent: a cheap way to hold thousands of connections open in a test.
+type idleConn struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newIdleConn() *idleConn { return &idleConn{closed: make(chan struct{})} }
+
+func (c *idleConn) ReadMessage() (relay.MessageType, []byte, error) {
+	<-c.closed
+	return 0, nil, io.EOF
+}
+func (c *idleConn) WriteMessages([]relay.Message, time.Time) error { return nil }
+func (c *idleConn) Ping(time.Time) error                           { return nil }
+func (c *idleConn) Close(relay.CloseCode, string) error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+func (c *idleConn) Abort() { c.Close(0, "") }
+
+// openIdle opens n idle connections on the server's relay (topics
+// lab/t-0 … lab/t-99, with bookings), closed when the test ends.
+func (e *dashEnv) openIdle(t *testing.T, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	conns := make([]*idleConn, n)
+	before := e.relay.Stats().Connections
+	for i := range n {
+		conns[i] = newIdleConn()
+		info := relay.Info{Topic: fmt.Sprintf("lab/t-%d", i%100), Prefix: "session", CanRead: true, CanWrite: true,
+			Identity: relay.Identity{BookingID: fmt.Sprintf("bk-%d", i), Subject: "student"}, RemoteAddr: "192.0.2.1:1234",
+			UserAgent: "idle test connection", Scopes: []string{"read", "write"}}
+		wg.Go(func() { e.relay.Accept(context.Background(), conns[i], info) })
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close(0, "")
+		}
+		wg.Wait()
+	})
+	wait.For(t, fmt.Sprintf("%d idle connections", n), func() bool { return e.relay.Stats().Connections >= before+n })
+}
+
+// wsBytesJS, run before a page's scripts, counts the bytes its websockets
+// receive in window.__wsBytes.
+const wsBytesJS = `window.__wsBytes = 0;
+window.WebSocket = class extends WebSocket {
+	constructor(...args) {
+		super(...args);
+		this.addEventListener('message', (ev) => {
+			window.__wsBytes += typeof ev.data === 'string' ? new TextEncoder().encode(ev.data).length : ev.data.byteLength;
+		});
+	}
+};`
+
+// TestBrowserOverviewFeedCost: an Overview tab on a node with 2,000
+// connections receives under 5 KB/s of live data (the node's aggregates,
+// not every connection), reports every second included, and shows the
+// dashboard's own traffic apart.
+func TestBrowserOverviewFeedCost(t *testing.T) {
+	e := startDashboard(t, func(c *Config) { c.StatsEvery = time.Second })
+	e.openIdle(t, 2000)
+	tb := newTab(t, e.browser, "overview")
+	tb.onNewDocument(wsBytesJS)
+	e.loginTo(tb, alice(), "/ui/", "overview")
+	tb.waitLive()
+	tb.waitJS(stepTimeout, "2,000 connections on the page", `Number(document.querySelector('`+tid("ov-connections")+`').textContent.replace(/,/g, '')) >= 2000`)
+	const measure = 6 * time.Second
+	startBytes := eval[float64](tb, "bytes so far", `window.__wsBytes`)
+	start := time.Now()
+	tb.waitJS(measure+2*time.Second, "the measuring window to pass", fmt.Sprintf(`(() => { const t0 = window.__t0 || (window.__t0 = performance.now()); return performance.now() - t0 >= %d; })()`, measure.Milliseconds()))
+	got := eval[float64](tb, "bytes", `window.__wsBytes`) - startBytes
+	rate := got / time.Since(start).Seconds()
+	t.Logf("Overview at 2,000 connections: %.0f bytes of live data in %v: %.0f B/s (load %s)", got, time.Since(start).Round(time.Millisecond), rate, loadAvg())
+	if rate >= 5000 {
+		t.Errorf("the Overview's live feed is %.0f B/s at 2,000 connections, want under 5 KB/s", rate)
+	}
+	if got == 0 {
+		t.Error("no live data in the window: the summaries did not come")
+	}
+	tb.waitJS(stepTimeout, "the dashboard's traffic apart", `/dashboard's own live views \(\d+ connections/.test(document.querySelector('`+tid("dashboard-traffic")+`').textContent)`)
+}
+
+// loadAvg is the machine's load average, for logs of measurements.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
 }

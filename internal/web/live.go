@@ -10,6 +10,10 @@ package web
 //     every few seconds and soon after any connect or disconnect; in a
 //     cluster each report is followed by the cluster section (every node's
 //     summary, control.ClusterReport), sent again when a node comes or goes;
+//   - stats/summary: the node's aggregates (control.Summary: counts,
+//     busiest topics, drops, traffic counters, the dashboard's own traffic)
+//     at the same moments, a few KiB whatever the number of connections:
+//     what the Overview reads (and the cluster section after each);
 //   - agents: agent connect and disconnect events;
 //   - jobs/{id}/log: a job's output lines, for its owner and operators.
 //
@@ -37,6 +41,7 @@ const liveTokenTTL = 5 * time.Minute
 // Live topics (control.StatsTopic, jobs.AgentsTopic, jobs.LogTopicPrefix).
 const (
 	statsTopic     = "stats"
+	summaryTopic   = "stats/summary"
 	agentsTopic    = "agents"
 	jobTopicPrefix = "jobs/"
 	jobTopicSuffix = "/log"
@@ -51,7 +56,7 @@ type liveToken struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// serveLiveToken serves GET /ui/api/live-token?topic=stats|agents|jobs/{id}/log.
+// serveLiveToken serves GET /ui/api/live-token?topic=stats|stats/summary|agents|jobs/{id}/log.
 func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 	s := SessionFrom(r.Context())
 	if s == nil || s.Role < RoleViewer {
@@ -61,12 +66,12 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 	t := r.URL.Query().Get("topic")
 	var scopes []string
 	switch {
-	case t == statsTopic || t == agentsTopic:
+	case t == statsTopic || t == summaryTopic || t == agentsTopic:
 		scopes = []string{auth.ScopeRead, auth.ScopeStats}
 	case strings.HasPrefix(t, jobTopicPrefix) && strings.HasSuffix(t, jobTopicSuffix):
 		id := strings.TrimSuffix(strings.TrimPrefix(t, jobTopicPrefix), jobTopicSuffix)
 		if id == "" || strings.Contains(id, "/") || topic.Valid(t) != nil {
-			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, agents or jobs/{id}/log")
+			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, agents or jobs/{id}/log")
 			return
 		}
 		if !h.mayReadJob(w, r, s, id) {
@@ -74,7 +79,7 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		scopes = []string{auth.ScopeRead}
 	default:
-		apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, agents or jobs/{id}/log")
+		apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, agents or jobs/{id}/log")
 		return
 	}
 	tok, exp, err := h.mintToken(s, liveTokenTTL, t, livePrefix, scopes)

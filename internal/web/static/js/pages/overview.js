@@ -3,19 +3,18 @@
 // traffic charts, drops by reason, agents online, jobs by phase.
 //
 // The nodes come from /status?node=all (control.ClusterReport), then, in a
-// cluster, from the stats topic's cluster section, which the server sends
+// cluster, from the summary topic's cluster section, which the server sends
 // with every report and again as soon as a node comes or goes. A node on
 // its own sends no such section: its row is read again from /status at
 // most every nodesReloadMs, on the reports.
 //
 // The server renders the counters as they are when the page loads; the
 // charts start from /ui/api/history (sampled every 10 s on the server);
-// then every report on the stats topic updates the counters and adds a
+// then every summary (stats/summary) updates the counters and adds a
 // point to the charts, and the agents topic keeps the agent count.
 
 import { api, byId, h, fmtBytes, fmtCount, fmtRate, fmtShortTime, emptyRow, phaseBadge, stateBadge, networkMessage } from '../util.js';
 import { subscribe } from '../live.js';
-import { subscribeStats } from '../stats.js';
 import { Chart } from '../chart.js';
 
 const windowMs = 15 * 60 * 1000;
@@ -31,6 +30,8 @@ function summarise() {
     `Now: ${fmtRate(msgChart.last(0))} messages/s in, ${fmtRate(msgChart.last(1))} messages/s out.`;
   byId('chart-bytes-sum').textContent =
     `Now: ${fmtBytes(byteChart.last(0))}/s in, ${fmtBytes(byteChart.last(1))}/s out.`;
+  byId('ov-dashboard-traffic').textContent =
+    `Of the bytes out, the dashboard's own live views (${fmtCount(dashboardConns)} connections, this page's included) received ${fmtBytes(dashboardOut)}/s; the users' traffic is the rest.`;
 }
 
 function redraw() {
@@ -117,70 +118,84 @@ async function loadNodes() {
   }
 }
 
-// --- live: the stats topic ---
+// --- live: the summary topic ---
+//
+// The Overview reads stats/summary (control.Summary), the node's aggregates:
+// a few KiB a report whatever the number of connections, where the stats
+// topic carries every connection. Rates are the differences of the node's
+// counters between two summaries; the dashboard's own live views are
+// summed apart, and their traffic written out apart from the users'.
 
-let prev = null; // id → counters of the previous report
-let prevAt = 0;
+let prevTotals = null; // {at, totals, dashboard} of the previous summary
 
-function onReport(conns, now) {
+function onSummary(s, now) {
   if (!clusterLive && now - nodesLoadedAt >= nodesReloadMs) loadNodes();
-  byId('ov-connections').textContent = fmtCount(conns.length);
-  const prefixes = new Map();
-  const topics = new Map();
-  const drops = new Map();
-  for (const c of conns) {
-    prefixes.set(c.prefix, (prefixes.get(c.prefix) || 0) + 1);
-    let t = topics.get(c.topic);
-    if (!t) topics.set(c.topic, (t = { topic: c.topic, n: 0, bin: 0, bout: 0 }));
-    t.n++;
-    t.bin += c.bytes_in;
-    t.bout += c.bytes_out;
-    for (const [reason, n] of Object.entries(c.drops || {})) drops.set(reason, (drops.get(reason) || 0) + n);
-  }
-  byId('ov-topics').textContent = fmtCount(topics.size);
+  byId('ov-connections').textContent = fmtCount(s.connections || 0);
+  byId('ov-topics').textContent = fmtCount(s.topics || 0);
 
   const pbody = byId('ov-prefixes');
-  const prows = [...prefixes].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const prows = Object.entries(s.by_prefix || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   if (prows.length === 0) emptyRow(pbody, 'No connections.');
   else pbody.replaceChildren(...prows.map(([p, n]) => h('tr', {}, h('td', { text: p }), h('td', { class: 'num', text: fmtCount(n) }))));
 
   const tbody = byId('ov-topics-rows');
-  const trows = [...topics.values()].sort((a, b) => b.n - a.n || (b.bin + b.bout) - (a.bin + a.bout) || a.topic.localeCompare(b.topic)).slice(0, topTopics);
-  if (trows.length === 0) emptyRow(tbody, 'No topics.');
+  const trows = (s.top_topics || []).slice(0, topTopics);
+  if (trows.length === 0) emptyRow(tbody, 'No topic carried a message since the last report.');
   else {
     tbody.replaceChildren(...trows.map((t) => h('tr', {},
-      h('td', { class: 'topic', text: t.topic }), h('td', { class: 'num', text: fmtCount(t.n) }),
-      h('td', { class: 'num', text: fmtBytes(t.bin) }), h('td', { class: 'num', text: fmtBytes(t.bout) }))));
+      h('td', { class: 'topic', text: t.topic }), h('td', { class: 'num', text: fmtCount(t.connections) }),
+      h('td', { class: 'num', text: fmtBytes(t.bytes_in) }), h('td', { class: 'num', text: fmtBytes(t.bytes_out) }))));
   }
 
+  const open = s.open_drops || {};
   for (const tr of byId('ov-drops').querySelectorAll('tr[data-reason]')) {
-    tr.querySelector('[data-col="open"]').textContent = fmtCount(drops.get(tr.dataset.reason) || 0);
+    tr.querySelector('[data-col="open"]').textContent = fmtCount(open[tr.dataset.reason] || 0);
+  }
+  const totalDrops = (s.totals && s.totals.drops) || {};
+  for (const [reason, n] of Object.entries(totalDrops)) {
+    const cell = byId('ov-drops').querySelector(`tr[data-reason="${CSS.escape(reason)}"] [data-col="total"]`);
+    if (cell) cell.textContent = fmtCount(n);
   }
 
-  // Rates: what the connections of this report did since the previous
-  // one (a connection that closed in between is not counted).
-  const cur = new Map();
-  let mi = 0; let mo = 0; let bi = 0; let bo = 0;
-  for (const c of conns) {
-    cur.set(c.id, c);
-    const p = prev ? prev.get(c.id) : undefined;
-    mi += c.messages_in - (p ? p.messages_in : 0);
-    mo += c.messages_out - (p ? p.messages_out : 0);
-    bi += c.bytes_in - (p ? p.bytes_in : 0);
-    bo += c.bytes_out - (p ? p.bytes_out : 0);
-  }
-  if (prev && now - prevAt >= 1000) {
-    const secs = (now - prevAt) / 1000;
-    msgChart.add(0, now, Math.max(0, mi) / secs);
-    msgChart.add(1, now, Math.max(0, mo) / secs);
-    byteChart.add(0, now, Math.max(0, bi) / secs);
-    byteChart.add(1, now, Math.max(0, bo) / secs);
+  const t = s.totals || {};
+  const d = s.dashboard || {};
+  if (prevTotals && now - prevTotals.at >= 1000) {
+    const secs = (now - prevTotals.at) / 1000;
+    const rate = (cur, old) => Math.max(0, (cur || 0) - (old || 0)) / secs;
+    const p = prevTotals.totals;
+    msgChart.add(0, now, rate(t.messages_in, p.messages_in));
+    msgChart.add(1, now, rate(t.messages_out, p.messages_out));
+    byteChart.add(0, now, rate(t.bytes_in, p.bytes_in));
+    byteChart.add(1, now, rate(t.bytes_out, p.bytes_out));
+    dashboardOut = rate(d.bytes_out, prevTotals.dashboard.bytes_out);
     redraw();
   }
-  if (!prev || now - prevAt >= 1000) {
-    prev = cur;
-    prevAt = now;
-  }
+  dashboardConns = d.connections || 0;
+  if (!prevTotals || now - prevTotals.at >= 1000) prevTotals = { at: now, totals: t, dashboard: d };
+}
+
+let dashboardOut = 0; // bytes/s the dashboard's live views received, last interval
+let dashboardConns = 0;
+
+function subscribeSummary() {
+  subscribe('stats/summary', {
+    onOpen: () => { prevTotals = null; },
+    onMessage: (data) => {
+      let m;
+      try {
+        m = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (!m || typeof m !== 'object') return;
+      if (m.cluster && typeof m.cluster === 'object') {
+        clusterLive = true;
+        renderCluster(m.cluster);
+        return;
+      }
+      onSummary(m, Date.now());
+    },
+  });
 }
 
 // --- agents and jobs ---
@@ -223,10 +238,7 @@ loadHistory();
 loadJobs();
 loadAgents();
 loadNodes();
-subscribeStats(onReport, (r) => {
-  clusterLive = true;
-  renderCluster(r);
-});
+subscribeSummary();
 let agentsOpened = false;
 subscribe('agents', {
   onOpen: ({ rollover }) => {
