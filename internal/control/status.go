@@ -137,8 +137,8 @@ type StatsPublisher struct {
 	done     chan struct{}
 	// summarised is when the last Summary was made; owned by run.
 	summarised time.Time
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	stopOnce   sync.Once
+	wg         sync.WaitGroup
 }
 
 // NewStatsPublisher returns a publisher; every 0 means DefaultStatsEvery.
