@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -64,6 +65,17 @@ type Options struct {
 	// websocket with the code), never the one-step connect: for a server
 	// known not to offer it (practable/relay), to save the failed attempt.
 	TwoStep bool
+	// Retries is how many times Access, DialOneStep and Dial try again
+	// after the relay refused with 429 or 503 (retry.go; not
+	// too_many_connections or host_unavailable, which waiting seconds
+	// does not cure); 0 means DefaultRetries, negative means never. Dial
+	// retries its two-step flow whole (a new code each time).
+	Retries int
+	// RetryMaxDelay caps each wait before a retry: the refusal's
+	// Retry-After, or without one a backoff from 250 ms doubling, plus up
+	// to a quarter more at random; 0 means DefaultRetryMaxDelay. No wait
+	// runs past the context's deadline.
+	RetryMaxDelay time.Duration
 }
 
 func (o *Options) prefix() string {
@@ -85,6 +97,9 @@ type AccessError struct {
 	Status  int            // HTTP status
 	Code    wire.ErrorCode // machine-readable error code, e.g. wire.ErrorTokenExpired; "" if the body had none
 	Message string
+	// RetryAfter is the answer's Retry-After (429 and 503 refusals
+	// usually have one), 0 without.
+	RetryAfter time.Duration
 }
 
 func (e *AccessError) Error() string {
@@ -119,8 +134,13 @@ func CloseCodeName(code int) string {
 }
 
 // Access posts token to baseURL/prefix/topic and returns the websocket URI
-// holding a one-time code.
+// holding a one-time code. A 429 or 503 refusal is retried (Options.Retries).
 func Access(ctx context.Context, baseURL, topic, token string, opts *Options) (string, error) {
+	return withRetries(ctx, opts, func() (string, error) { return accessOnce(ctx, baseURL, topic, token, opts) })
+}
+
+// accessOnce is Access without retries.
+func accessOnce(ctx context.Context, baseURL, topic, token string, opts *Options) (string, error) {
 	u, err := endpoint(baseURL, opts.prefix(), topic)
 	if err != nil {
 		return "", err
@@ -145,7 +165,7 @@ func Access(ctx context.Context, baseURL, topic, token string, opts *Options) (s
 		return "", fmt.Errorf("client: access: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", accessError(resp.StatusCode, body)
+		return "", accessError(resp, body)
 	}
 	var ok struct {
 		URI string `json:"uri"`
@@ -173,17 +193,21 @@ func endpoint(baseURL, prefix, topic string) (string, error) {
 	return strings.TrimSuffix(u.String(), "/") + "/" + prefix + "/" + topic, nil
 }
 
-func accessError(status int, body []byte) error {
+// accessError is the refusal resp (whose body is body) stands for.
+func accessError(resp *http.Response, body []byte) error {
 	var e struct {
 		Error struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
+	ae := &AccessError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
-		return &AccessError{Status: status, Code: wire.ErrorCode(e.Error.Code), Message: e.Error.Message}
+		ae.Code, ae.Message = wire.ErrorCode(e.Error.Code), e.Error.Message
+	} else {
+		ae.Message = strings.TrimSpace(string(body))
 	}
-	return &AccessError{Status: status, Message: strings.TrimSpace(string(body))}
+	return ae
 }
 
 // Conn is a relay connection. Read and Write may be called concurrently with
@@ -203,11 +227,15 @@ func Dial(ctx context.Context, baseURL, topic, token string, opts *Options) (*Co
 			return c, err
 		}
 	}
-	uri, err := Access(ctx, baseURL, topic, token, opts)
-	if err != nil {
-		return nil, err
-	}
-	return DialURI(ctx, uri, opts)
+	// Both steps are retried together: a code is used up by its
+	// websocket, refused or not, so a retry needs a new one.
+	return withRetries(ctx, opts, func() (*Conn, error) {
+		uri, err := accessOnce(ctx, baseURL, topic, token, opts)
+		if err != nil {
+			return nil, err
+		}
+		return DialURI(ctx, uri, opts)
+	})
 }
 
 // ErrOneStepUnavailable is DialOneStep's error when the connection must be
@@ -221,7 +249,8 @@ var ErrOneStepUnavailable = errors.New("client: the one-step connect is not avai
 // DialOneStep opens the websocket at baseURL/prefix/topic with token in the
 // handshake (subprotocols wire.Subprotocol and wire.BearerSubprotocol): one
 // round trip, no code. The server checks the token as the access endpoint
-// does; a refusal is an *AccessError as Access gives.
+// does; a refusal is an *AccessError as Access gives, after the retries of
+// a 429 or 503 (Options.Retries).
 func DialOneStep(ctx context.Context, baseURL, topic, token string, opts *Options) (*Conn, error) {
 	bearer, ok := wire.BearerSubprotocol(token)
 	if !ok {
@@ -231,7 +260,7 @@ func DialOneStep(ctx context.Context, baseURL, topic, token string, opts *Option
 	if err != nil {
 		return nil, err
 	}
-	c, err := dial(ctx, u, opts, []string{wire.Subprotocol, bearer})
+	c, err := withRetries(ctx, opts, func() (*Conn, error) { return dial(ctx, u, opts, []string{wire.Subprotocol, bearer}) })
 	var ae *AccessError
 	switch {
 	case errors.As(err, &ae) && (ae.Code == "" || ae.Code == wire.ErrorCodeMissing || ae.Code == wire.ErrorTwoStepRequired):
@@ -265,7 +294,7 @@ func dial(ctx context.Context, uri string, opts *Options, subprotocols []string)
 				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 			}
-			return nil, accessError(resp.StatusCode, body)
+			return nil, accessError(resp, body)
 		}
 		return nil, fmt.Errorf("client: dial: %w", redactURL(err))
 	}

@@ -75,7 +75,7 @@ func publish(ctx context.Context, baseURL, token, query, contentType string, bod
 		return fmt.Errorf("client: publish: read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return accessError(resp.StatusCode, answer)
+		return accessError(resp, answer)
 	}
 	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("client: publish: response: %w", err)
