@@ -213,20 +213,22 @@ func practableDialWithUA(t *testing.T, base, topic, token, ua string) *websocket
 
 // TestPractableStatsFeedRefusedWithoutScope: with --practable-stats unset a
 // plain read token for "stats" is refused (403) as before; with it set, a
-// token without the configured scope is refused too.
+// token without the configured scope is refused too, and so is a pattern
+// token ("*"): practable's tokens name the stats topic itself.
 func TestPractableStatsFeedRefusedWithoutScope(t *testing.T) {
 	for _, tc := range []struct {
-		name, scope string
-		scopes      []string
+		name, scope, topic string
+		scopes             []string
 	}{
-		{"feed off", "", []string{"read"}},
-		{"scope missing", "practable:stats", []string{"read"}},
+		{"feed off", "", "stats", []string{"read"}},
+		{"scope missing", "practable:stats", "stats", []string{"read"}},
+		{"pattern token", "read", "*", []string{"read"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := servertest.Start(t, func(c *server.Config, _ *server.Deps) { c.PractableStats = tc.scope })
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_, err := client.Access(ctx, srv.URL, "stats", srv.Token(t, "stats", tc.scopes...), nil)
+			_, err := client.Access(ctx, srv.URL, "stats", srv.Token(t, tc.topic, tc.scopes...), nil)
 			var ae *client.AccessError
 			if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
 				t.Fatalf("access: %v, want 403", err)

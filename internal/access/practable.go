@@ -69,12 +69,16 @@ func (h *Handler) coalesces(name string) bool {
 
 // practableStatsPermit returns the Permit of practable's stats feed if c is
 // a token for it: PractableStats is configured, the topic is
-// PractableStatsTopic, and c holds the configured scope but not
-// systemScope (a token that does reads Switchboard's own stats feed, as
-// before). Writing needs the write scope, as on practable's relay.
+// PractableStatsTopic and so is the token's topic claim (as practable's
+// tokens name it: a pattern such as "*" never reaches the feed, which lists
+// every session's address and user agent), and c holds the configured
+// scope but not systemScope (a token that does reads Switchboard's own
+// stats feed, as before). Writing needs the write scope, as on practable's
+// relay.
 func (h *Handler) practableStatsPermit(c *auth.Claims, name, systemScope string) (Permit, bool) {
 	ps := h.cfg.PractableStats
-	if ps == nil || name != PractableStatsTopic || (systemScope != "" && c.Allows(systemScope)) || !c.Allows(ps.Scope) {
+	if ps == nil || name != PractableStatsTopic || c.Topic != PractableStatsTopic ||
+		(systemScope != "" && c.Allows(systemScope)) || !c.Allows(ps.Scope) {
 		return Permit{}, false
 	}
 	return Permit{CanRead: true, CanWrite: c.HasScope(auth.ScopeWrite), Role: rolePractableStats, Local: true}, true
