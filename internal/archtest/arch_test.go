@@ -103,7 +103,7 @@ var allowed = map[string][]string{
 		"github.com/coder/websocket"},                                  // bench access --baseline: a bare websocket upgrade, the machine's floor
 	"github.com/switchboard-hub/switchboard/internal/agent": {"github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/pkg/client", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/topic", "github.com/switchboard-hub/switchboard/internal/apierr",
 		"go.yaml.in/yaml/v3", "github.com/coder/websocket"},
-	"github.com/switchboard-hub/switchboard/cmd/switchboard": {"github.com/"},
+	"github.com/switchboard-hub/switchboard/cmd/switchboard": {"github.com/", "go.yaml.in/yaml/v3"}, // yaml: serve's and host's --config files
 	"github.com/switchboard-hub/switchboard/internal/store":  {},
 	"github.com/switchboard-hub/switchboard/internal/store/sqlite": {"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/store/jobcodec", "modernc.org/sqlite", "modernc.org/sqlite/lib",
 		"github.com/pressly/goose/v3"},
@@ -135,11 +135,15 @@ var allowed = map[string][]string{
 	"github.com/switchboard-hub/switchboard/internal/jobs/uwsapi": {"github.com/switchboard-hub/switchboard/internal/jobs", "github.com/switchboard-hub/switchboard/internal/blob", "github.com/switchboard-hub/switchboard/internal/auth", "github.com/switchboard-hub/switchboard/internal/apierr",
 		"github.com/switchboard-hub/switchboard/internal/store", "github.com/switchboard-hub/switchboard/internal/jobproto", "github.com/switchboard-hub/switchboard/pkg/wire"}, // store and jobproto for their types and checks only
 	// The one test harness: a whole node, tokens for it, a client to dial it.
-	"github.com/switchboard-hub/switchboard/internal/servertest": {"github.com/switchboard-hub/switchboard/internal/server", "github.com/switchboard-hub/switchboard/internal/store/sqlite", "github.com/switchboard-hub/switchboard/internal/auth",
+	"github.com/switchboard-hub/switchboard/internal/servertest": {"github.com/switchboard-hub/switchboard/internal/server", "github.com/switchboard-hub/switchboard/internal/apispec/apispectest", "github.com/switchboard-hub/switchboard/internal/store/sqlite", "github.com/switchboard-hub/switchboard/internal/auth",
 		"github.com/switchboard-hub/switchboard/pkg/client", "github.com/switchboard-hub/switchboard/pkg/wire", "github.com/golang-jwt/jwt/v5",
 		"github.com/switchboard-hub/switchboard/internal/servertest/wait", "github.com/switchboard-hub/switchboard/internal/cluster/natsbus", // StartCluster: nodes on embedded NATS
 		"github.com/switchboard-hub/switchboard/internal/store/pgtest", "github.com/switchboard-hub/switchboard/internal/store/postgres"}, // and one PostgreSQL
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait": {}, // polling with a deadline: standard library only, so every test can use it
+	// The OpenAPI description (embedded YAML, served as JSON) and the test
+	// support that checks the tests' traffic against it with kin-openapi.
+	"github.com/switchboard-hub/switchboard/internal/apispec":             {"github.com/switchboard-hub/switchboard/internal/apierr", "go.yaml.in/yaml/v3"},
+	"github.com/switchboard-hub/switchboard/internal/apispec/apispectest": {"github.com/switchboard-hub/switchboard/internal/apispec", "github.com/getkin/kin-openapi/"},
 }
 
 // isTestSupport reports whether a package exists for tests: it is, or is

@@ -24,6 +24,7 @@ import (
 
 	"github.com/switchboard-hub/switchboard/internal/access"
 	"github.com/switchboard-hub/switchboard/internal/apierr"
+	"github.com/switchboard-hub/switchboard/internal/apispec"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/blob"
 	"github.com/switchboard-hub/switchboard/internal/buildinfo"
@@ -144,6 +145,10 @@ type Deps struct {
 	// Now returns the current time for token, code and job checks; nil
 	// means time.Now. Tests use it to move time.
 	Now func() time.Time
+	// Middleware, if set, wraps the node's whole HTTP handler (outside the
+	// request log and the limits). Tests check every request and answer
+	// against the OpenAPI description with it (apispec/apispectest).
+	Middleware func(http.Handler) http.Handler
 }
 
 // jobsNode is the jobs subsystem as a node wires it: the state machine,
@@ -440,6 +445,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		}
 		apierr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	mux.Handle("GET "+apispec.Path, apispec.Handler()) // the OpenAPI description of these routes (docs/api.md)
 	s.web.Register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// This pattern matches every method, so the router never answers
@@ -465,6 +471,9 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if deps.Middleware != nil {
+		s.http.Handler = deps.Middleware(s.http.Handler)
 	}
 	return s, nil
 }

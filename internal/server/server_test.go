@@ -21,6 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/switchboard-hub/switchboard/internal/apispec/apispectest"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
@@ -60,7 +61,8 @@ func startServer(t *testing.T, mod func(*Config, *Deps)) *testServer {
 	t.Helper()
 	clk := &clock{}
 	cfg := Config{Listen: "127.0.0.1:0", Secret: testSecret, NodeID: "n1", Relay: relay.Config{PingInterval: -1}}
-	deps := Deps{Now: clk.Now}
+	// Every request and answer is checked against the OpenAPI description.
+	deps := Deps{Now: clk.Now, Middleware: apispectest.New(t).Middleware}
 	if mod != nil {
 		mod(&cfg, &deps)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/switchboard-hub/switchboard/internal/apispec/apispectest"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/server"
 	"github.com/switchboard-hub/switchboard/internal/store/sqlite"
@@ -76,7 +77,9 @@ func Start(t testing.TB, configure ...func(*server.Config, *server.Deps)) *Serve
 	dir := t.TempDir()
 	clock := &Clock{}
 	cfg := server.Config{Listen: "127.0.0.1:0", Secret: Secret, NodeID: "n1", ResultsDir: filepath.Join(dir, "results")}
-	deps := server.Deps{Now: clock.Now}
+	// Every request and answer is checked against the OpenAPI description
+	// (a configure function may replace or clear the middleware).
+	deps := server.Deps{Now: clock.Now, Middleware: apispectest.New(t).Middleware}
 	for _, f := range configure {
 		f(&cfg, &deps)
 	}
