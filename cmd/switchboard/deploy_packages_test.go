@@ -14,10 +14,6 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/servertest"
 )
 
-// nfpmVersion is the nfpm release the packages are built with
-// (deploy/packaging/nfpm.yaml names it too).
-const nfpmVersion = "v2.48.0"
-
 // packagedFile is a file the packages install, with its mode and owner.
 type packagedFile struct {
 	mode         string // as ls shows it: -rw-r--r--, drwxr-x---
@@ -48,7 +44,7 @@ func TestPackages(t *testing.T) {
 	dpkgDeb := servertest.Tool(t, "dpkg", "dpkg-deb")
 	rpm := servertest.Tool(t, "rpm", "rpm")
 	analyze := servertest.Tool(t, "systemd", "systemd-analyze")
-	nfpm := goTool(t, "github.com/goreleaser/nfpm/v2/cmd/nfpm", nfpmVersion)
+	nfpm := goTool(t, "nfpm") // the version deploy/tools.txt pins
 	bin := releaseBuild(t)
 	root := moduleRoot(t)
 

@@ -128,14 +128,16 @@ func staticELF(path string) string {
 	return ""
 }
 
-// goTool returns the program cmdPath of module at version, installed with
-// `go install` into a cache directory of its own (kept across runs:
-// ~/.cache/switchboard-test-tools/NAME@VERSION). When it cannot be
-// installed (no module proxy) the test is skipped, or fails under
+// goTool returns the program name (nfpm, helm, kubeconform) at the
+// version deploy/tools.txt pins, installed with `go install` into a cache
+// directory of its own (kept across runs:
+// ~/.cache/switchboard-test-tools/NAME@VERSION, where
+// deploy/install-tools.sh puts it too). When it cannot be installed (no
+// module proxy) the test is skipped, or fails under
 // SWITCHBOARD_TEST_STRICT=1.
-func goTool(t testing.TB, cmdPath, version string) string {
+func goTool(t testing.TB, name string) string {
 	t.Helper()
-	name := filepath.Base(cmdPath)
+	pkg, version := pinnedTool(t, name)
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
@@ -145,16 +147,33 @@ func goTool(t testing.TB, cmdPath, version string) string {
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	cmd := exec.Command("go", "install", cmdPath+"@"+version)
+	cmd := exec.Command("go", "install", pkg+"@"+version)
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		msg := "go install " + cmdPath + "@" + version + ": " + err.Error() + "\n" + string(out)
+		msg := "go install " + pkg + "@" + version + ": " + err.Error() + "\n" + string(out)
 		if os.Getenv(servertest.EnvStrict) == "1" {
 			t.Fatal(msg + servertest.EnvStrict + "=1 forbids skipping")
 		}
 		t.Skip(msg + "(set " + servertest.EnvStrict + "=1 to fail instead)")
 	}
 	return bin
+}
+
+// pinnedTool returns the package and version of a program in
+// deploy/tools.txt.
+func pinnedTool(t testing.TB, name string) (pkg, version string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(moduleRoot(t), "deploy", "tools.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") && filepath.Base(f[0]) == name {
+			return f[0], f[1]
+		}
+	}
+	t.Fatalf("deploy/tools.txt pins no %s", name)
+	return "", ""
 }
 
 // runTool runs a program and fails the test with its output if it fails.
