@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchboard-hub/switchboard/internal/access"
+	"github.com/switchboard-hub/switchboard/internal/apispec/apispectest"
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/cluster"
 	"github.com/switchboard-hub/switchboard/internal/cluster/membus"
@@ -107,7 +108,8 @@ func startNodeWith(t *testing.T, net *membus.Network, id string, opts nodeOption
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux) // 127.0.0.1:0
+	// Every request and answer is checked against the OpenAPI description.
+	srv := httptest.NewServer(apispectest.New(t).Middleware(mux)) // 127.0.0.1:0
 	n.url = srv.URL
 	pub, _ := url.Parse(srv.URL)
 	verifier := auth.NewVerifier(key, srv.URL, auth.VerifierOptions{})
