@@ -693,3 +693,43 @@ func TestPractableTenMiBMessages(t *testing.T) {
 		t.Fatalf("closes for size: %v", st.Closes)
 	}
 }
+
+// TestPractableHostDataPath pins the data path of practable's hosts (its
+// `relay host` pushing MPEG-TS from ffmpeg, or data from an experiment):
+// the host opens its session with the bare token and no Origin, writes
+// binary messages of any size, and every reader gets each one whole, with
+// its boundaries, in order; nothing is echoed to the host.
+func TestPractableHostDataPath(t *testing.T) {
+	srv := servertest.Start(t)
+	host := practableDial(t, srv.URL, "expt00-st-video", srv.Token(t, "expt00-st-video", "read", "write"), "")
+	var readers []*websocket.Conn
+	for range 3 {
+		readers = append(readers, practableDial(t, srv.URL, "expt00-st-video", srv.Token(t, "expt00-st-video", "read"), ""))
+	}
+	wait.For(t, "host and readers on the topic", func() bool { return srv.TopicConns("expt00-st-video") == 4 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sent [][]byte
+	for i := range 100 {
+		frame := bytes.Repeat([]byte{0x47, byte(i)}, 94*(1+i%20)) // whole 188-byte TS packets
+		sent = append(sent, frame)
+		if err := host.Write(ctx, websocket.MessageBinary, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r, c := range readers {
+		for i, want := range sent {
+			typ, got, err := c.Read(ctx)
+			if err != nil || typ != websocket.MessageBinary || !bytes.Equal(got, want) {
+				t.Fatalf("reader %d, message %d: %v %d bytes (want %d), %v", r, i, typ, len(got), len(want), err)
+			}
+		}
+	}
+	// An echo would have been queued for the host before the readers'
+	// copies were written: it would be queued, in flight or written now.
+	for _, cs := range srv.Relay().Connections() {
+		if cs.Info.CanWrite && (cs.MessagesOut != 0 || cs.QueuedBytes != 0) {
+			t.Fatalf("the host was sent %d messages (%d bytes queued): its own came back", cs.MessagesOut, cs.QueuedBytes)
+		}
+	}
+}

@@ -227,6 +227,9 @@ func (p *practableErrorWriter) Write(b []byte) (int, error) {
 	return p.body.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (p *practableErrorWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
 func (p *practableErrorWriter) finish() {
 	if p.status == 0 || p.raw {
 		return
