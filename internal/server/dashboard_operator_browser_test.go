@@ -628,3 +628,38 @@ func loadAvg() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// TestBrowserOverviewNeedsAttention: the Overview lists what needs
+// attention — an offline agent, a job failed in the last hour — with
+// links, and says so when nothing does.
+func TestBrowserOverviewNeedsAttention(t *testing.T) {
+	e := startDashboard(t, nil)
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/", "overview")
+	tb.waitJS(stepTimeout, "nothing needs attention", shownJS(tid("attention-none")))
+
+	reader := e.userToken("reader", auth.ScopeJobsRead)
+	e.offlineAgent(reader, "c9")
+	a1 := e.agent("a1")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	id := e.createJob(bob, url.Values{"action": {"download"}, "targets": {"a1"}, "server": {"a"}, "PHASE": {"RUN"}})
+	nextRun(t, a1)
+	finish(t, a1, jobproto.Result{Job: id, Outcome: jobproto.OutcomeFailed, ExitCode: 1})
+	e.waitPhase(bob, id, "ERROR")
+
+	tb.run("reload", chromedp.Reload())
+	item := func(kind string) string { return tid("attention-item") + `[data-kind="` + kind + `"]` }
+	tb.waitJS(stepTimeout, "the offline agent and the failed job", shownJS(item("agents-offline"))+` && `+shownJS(item("jobs-failed")))
+	if got := tb.text(item("agents-offline")); got != "1 agent offline: c9" {
+		t.Errorf("offline agents: %q", got)
+	}
+	if got := tb.text(item("jobs-failed")); got != "1 job failed in the last hour: "+id {
+		t.Errorf("failed jobs: %q", got)
+	}
+	if href := eval[string](tb, "the job's link", `document.querySelector('`+item("jobs-failed")+` a[href$="/ui/jobs/`+id+`"]').getAttribute('href')`); href != "/ui/jobs/"+id {
+		t.Errorf("failed job link %q", href)
+	}
+	if eval[bool](tb, "nothing-needs-attention shown", shownJS(tid("attention-none"))) {
+		t.Error("'nothing needs attention' shows beside the items")
+	}
+}

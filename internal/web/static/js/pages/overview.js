@@ -13,7 +13,7 @@
 // then every summary (stats/summary) updates the counters and adds a
 // point to the charts, and the agents topic keeps the agent count.
 
-import { api, byId, h, fmtBytes, fmtCount, fmtRate, fmtShortTime, emptyRow, phaseBadge, stateBadge, networkMessage } from '../util.js';
+import { api, byId, h, url, fmtBytes, fmtCount, fmtRate, fmtShortTime, emptyRow, phaseBadge, stateBadge, networkMessage, jobURL } from '../util.js';
 import { subscribe } from '../live.js';
 import { Chart } from '../chart.js';
 
@@ -80,6 +80,10 @@ function dropSum(drops) {
 
 /** Shows a control.ClusterReport: a row per node, the totals, the health. */
 function renderCluster(r) {
+  attention.nodes = (r.nodes || []).filter((n) => n.status !== 'up' || (n.summary && n.summary.state !== 'ready'))
+    .map((n) => `${n.node} (${n.status === 'up' && n.summary ? n.summary.state : n.status.replaceAll('_', ' ')})`);
+  attention.health = r.health;
+  renderAttention();
   const health = byId('ov-health');
   health.replaceChildren(stateBadge(r.health));
   health.dataset.health = r.health;
@@ -168,6 +172,9 @@ function onSummary(s, now) {
     byteChart.add(0, now, rate(t.bytes_in, p.bytes_in));
     byteChart.add(1, now, rate(t.bytes_out, p.bytes_out));
     dashboardOut = rate(d.bytes_out, prevTotals.dashboard.bytes_out);
+    const oldDrops = p.drops || {};
+    attention.drops = Object.entries(t.drops || {}).map(([reason, n]) => [reason, rate(n, oldDrops[reason])]).filter(([, r]) => r > 0);
+    renderAttention();
     redraw();
   }
   dashboardConns = d.connections || 0;
@@ -198,6 +205,58 @@ function subscribeSummary() {
   });
 }
 
+// --- what needs attention ---
+//
+// Agents offline (from the agents list, kept by the agents topic), jobs
+// that ended in ERROR in the last hour (read on load and every
+// failedEveryMs), drops with their rates per reason (from the summaries),
+// nodes not up and ready (from the cluster report).
+
+const failedWindowMs = 60 * 60 * 1000;
+const failedEveryMs = 60 * 1000;
+const attention = { agentsKnown: false, failed: null, drops: [], nodes: [], health: 'ok' };
+
+async function loadFailedJobs() {
+  try {
+    // The newest failed jobs, those that ended within the hour (a job
+    // created earlier may have failed since).
+    const res = await api('/api/v1/jobs', { query: { PHASE: 'ERROR', LAST: '200' } });
+    const since = Date.now() - failedWindowMs;
+    attention.failed = (res.jobs || []).filter((j) => Date.parse(j.endTime || j.creationTime) >= since);
+  } catch (err) {
+    attention.failed = null;
+  }
+  renderAttention();
+  setTimeout(loadFailedJobs, failedEveryMs);
+}
+
+function renderAttention() {
+  const items = [];
+  const offline = [...agents].filter(([, on]) => !on).map(([id]) => id).sort();
+  if (attention.agentsKnown && offline.length > 0) {
+    items.push(h('li', { 'data-testid': 'attention-item', dataset: { kind: 'agents-offline' } },
+      h('a', { href: url('/ui/agents'), text: `${fmtCount(offline.length)} agent${offline.length === 1 ? '' : 's'} offline` }),
+      h('span', { class: 'muted', text: `: ${offline.slice(0, 10).join(', ')}${offline.length > 10 ? ', …' : ''}` })));
+  }
+  if (attention.failed && attention.failed.length > 0) {
+    const jobs = attention.failed;
+    items.push(h('li', { 'data-testid': 'attention-item', dataset: { kind: 'jobs-failed' } },
+      h('a', { href: url('/ui/jobs') + '?phase=ERROR', text: `${fmtCount(jobs.length)} job${jobs.length === 1 ? '' : 's'} failed in the last hour` }),
+      h('span', { class: 'muted' }, ': ', ...jobs.slice(0, 5).flatMap((j, i) => [i ? ', ' : '', h('a', { href: jobURL(j.jobId), text: j.jobId })]),
+        jobs.length > 5 ? ', …' : '')));
+  }
+  if (attention.drops.length > 0) {
+    items.push(h('li', { 'data-testid': 'attention-item', dataset: { kind: 'drops' } }, 'Messages dropped',
+      h('span', { class: 'muted', text: ': ' + attention.drops.map(([reason, r]) => `${reason} ${fmtRate(r)}/s`).join(', ') })));
+  }
+  if (attention.nodes.length > 0 || attention.health === 'degraded') {
+    items.push(h('li', { 'data-testid': 'attention-item', dataset: { kind: 'nodes' } }, 'Cluster degraded',
+      h('span', { class: 'muted', text: attention.nodes.length ? ': ' + attention.nodes.join(', ') : '' })));
+  }
+  if (items.length === 0) items.push(h('li', { class: 'muted', 'data-testid': 'attention-none', text: 'Nothing needs attention: every agent online, no job failed in the last hour, no drops, every node up.' }));
+  byId('attention-list').replaceChildren(...items);
+}
+
 // --- agents and jobs ---
 
 const agents = new Map(); // id → connected
@@ -214,6 +273,8 @@ async function loadAgents() {
     agents.clear();
     for (const a of res.agents || []) agents.set(a.id, a.connected);
     renderAgents();
+    attention.agentsKnown = true;
+    renderAttention();
   } catch (err) {
     byId('ov-agents-online').textContent = '?';
     byId('ov-agents-online').title = networkMessage(err);
@@ -236,6 +297,7 @@ async function loadJobs() {
 
 loadHistory();
 loadJobs();
+loadFailedJobs();
 loadAgents();
 loadNodes();
 subscribeSummary();
@@ -254,7 +316,9 @@ subscribe('agents', {
       return;
     }
     if (!ev || !ev.agent) return;
-    agents.set(ev.agent.id, ev.event === 'connected');
+    if (ev.event === 'forgotten') agents.delete(ev.agent.id);
+    else agents.set(ev.agent.id, ev.event === 'connected');
     renderAgents();
+    renderAttention();
   },
 });
