@@ -130,6 +130,8 @@ type Manager struct {
 
 	agents atomic.Pointer[Agents] // set by Start; nil: none connected
 
+	outcomes outcomeCounts // jobs this node ended, by phase (outcomes.go)
+
 	holder       string               // set by New: this manager's name as the timer lease's holder
 	eventSubject string               // set by New: EventSubject(BusPrefix)
 	events       cluster.Subscription // set by Start: the other nodes' job events; nil without a bus
