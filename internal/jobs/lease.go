@@ -135,6 +135,16 @@ func (m *Manager) leaseLoop(ctx context.Context, done chan<- struct{}) {
 		if err := m.holdLease(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("jobs: timer lease", "holder", m.holder, "err", err)
 		}
+		if m.HoldsTimerLease() && m.scheduling.CompareAndSwap(false, true) {
+			// Off the loop, so that starting jobs never delays a
+			// renewal; one scan at a time (schedules.go).
+			m.goBackground(func() {
+				defer m.scheduling.Store(false)
+				sctx, cancel := bgCtx()
+				defer cancel()
+				m.fireSchedules(sctx)
+			})
+		}
 	}
 }
 

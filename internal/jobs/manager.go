@@ -114,6 +114,9 @@ type Config struct {
 	// PingInterval and PongTimeout detect dead agent channels (defaults
 	// 20 s and 15 s); WriteTimeout bounds a write to one (10 s).
 	PingInterval, PongTimeout, WriteTimeout time.Duration
+	// MinScheduleEvery is the shortest period a definition's schedule
+	// may have (schedules.go; default DefaultMinScheduleEvery, 1 min).
+	MinScheduleEvery time.Duration
 	// Logger receives the manager's logs; nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
@@ -128,9 +131,9 @@ type Manager struct {
 	st    store.JobStore // set by New
 	blobs blob.Store     // set by New
 
-	agents atomic.Pointer[Agents] // set by Start; nil: none connected
-
-	outcomes outcomeCounts // jobs this node ended, by phase (outcomes.go)
+	agents     atomic.Pointer[Agents]           // set by Start; nil: none connected
+	runner     atomic.Pointer[DefinitionRunner] // set by SetDefinitionRunner; nil: schedules do not fire
+	scheduling atomic.Bool                      // a scan of the schedules is running (lease.go)
 
 	holder       string               // set by New: this manager's name as the timer lease's holder
 	eventSubject string               // set by New: EventSubject(BusPrefix)
@@ -205,6 +208,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MinScheduleEvery <= 0 {
+		cfg.MinScheduleEvery = DefaultMinScheduleEvery
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -78,8 +78,10 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{jobs: cfg.Jobs, cfg: cfg.Jobs.Config(), blobs: cfg.Jobs.Blobs(), authenticate: cfg.Authenticate, basicRealm: cfg.BasicRealm, log: cfg.Logger,
-		waitsBy: map[string]int{}, rendered: map[string]*rendering{}, reserved: map[string]int64{}}, nil
+	h := &API{jobs: cfg.Jobs, cfg: cfg.Jobs.Config(), blobs: cfg.Jobs.Blobs(), authenticate: cfg.Authenticate, basicRealm: cfg.BasicRealm, log: cfg.Logger,
+		waitsBy: map[string]int{}, rendered: map[string]*rendering{}, reserved: map[string]int64{}}
+	cfg.Jobs.SetDefinitionRunner(h.runScheduled) // schedules.go
+	return h, nil
 }
 
 // Register adds the jobs and agents API to mux. base is the public URL of
@@ -108,6 +110,9 @@ func (h *API) Register(mux *http.ServeMux, base string) {
 	mux.HandleFunc("POST /api/v1/definitions/{name}/jobs", h.serveRunDefinition)
 	mux.HandleFunc("POST /api/v1/definitions/{name}/versions/{version}/jobs", h.serveRunDefinition)
 	mux.HandleFunc("GET /api/v1/definitions/{name}/jobs", h.serveDefinitionJobs)
+	mux.HandleFunc("GET /api/v1/definitions/{name}/schedule", h.serveSchedule)
+	mux.HandleFunc("PUT /api/v1/definitions/{name}/schedule", h.serveSchedule)
+	mux.HandleFunc("DELETE /api/v1/definitions/{name}/schedule", h.serveSchedule)
 }
 
 // caller is an authenticated API user.
