@@ -38,22 +38,50 @@ func NewCompareResult(baseline TCPBaselineResult, relay FanoutResult) CompareRes
 // BaselineOptionsFrom; queueBytes bounds the hub's queues, 0 for the
 // default), then Fanout with opts, one after the other, and compares them.
 func Compare(ctx context.Context, opts FanoutOptions, queueBytes int) (CompareResult, error) {
+	c, _, _, err := compareOnce(ctx, opts, queueBytes, false)
+	return c, err
+}
+
+// compareOnce is Compare, the relay first with relayFirst, also giving the
+// load average before each run.
+func compareOnce(ctx context.Context, opts FanoutOptions, queueBytes int, relayFirst bool) (c CompareResult, loadBaseline, loadRelay float64, err error) {
 	if _, err := opts.withDefaults(); err != nil { // fail before the first run
-		return CompareResult{}, err
+		return CompareResult{}, 0, 0, err
 	}
 	bopts := BaselineOptionsFrom(opts)
 	bopts.QueueBytes = queueBytes
-	runtime.GC()
-	baseline, err := TCPBaseline(ctx, bopts)
-	if err != nil {
-		return CompareResult{}, fmt.Errorf("tcp-baseline: %w", err)
+	var (
+		baseline TCPBaselineResult
+		relay    FanoutResult
+	)
+	runBaseline := func() error {
+		runtime.GC() // not the other run's garbage in this one
+		loadBaseline = loadAverage1()
+		var err error
+		if baseline, err = TCPBaseline(ctx, bopts); err != nil {
+			return fmt.Errorf("tcp-baseline: %w", err)
+		}
+		return nil
 	}
-	runtime.GC() // not the baseline's garbage in the relay's run
-	relay, err := Fanout(ctx, opts)
-	if err != nil {
-		return CompareResult{Baseline: baseline}, fmt.Errorf("fanout: %w", err)
+	runRelay := func() error {
+		runtime.GC()
+		loadRelay = loadAverage1()
+		var err error
+		if relay, err = Fanout(ctx, opts); err != nil {
+			return fmt.Errorf("fanout: %w", err)
+		}
+		return nil
 	}
-	return NewCompareResult(baseline, relay), nil
+	runs := []func() error{runBaseline, runRelay}
+	if relayFirst {
+		runs[0], runs[1] = runRelay, runBaseline
+	}
+	for _, run := range runs {
+		if err := run(); err != nil {
+			return CompareResult{Baseline: baseline, Relay: relay}, loadBaseline, loadRelay, err
+		}
+	}
+	return NewCompareResult(baseline, relay), loadBaseline, loadRelay, nil
 }
 
 // WriteTable writes both results and the ratios as human-readable tables.

@@ -99,3 +99,38 @@ func TestCompareChecksOptionsFirst(t *testing.T) {
 		t.Error("the baseline ran before the options were checked")
 	}
 }
+
+// TestCompareRounds: rounds alternate which side runs first, and the
+// medians are those of the rounds' ratios.
+func TestCompareRounds(t *testing.T) {
+	srv, secret := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := CompareRounds(ctx, FanoutOptions{
+		URL: srv.PublicURL(), Secret: secret, Readers: 2, Size: 64,
+		Rate: 200, Duration: 150 * time.Millisecond, Warmup: 50 * time.Millisecond,
+	}, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Rounds) != 3 || c.Rounds[0].RelayFirst || !c.Rounds[1].RelayFirst || c.Rounds[2].RelayFirst {
+		t.Fatalf("rounds %d, relay first: %v %v %v", len(c.Rounds), c.Rounds[0].RelayFirst, c.Rounds[1].RelayFirst, c.Rounds[2].RelayFirst)
+	}
+	var ratios, p99s []float64
+	for i, r := range c.Rounds {
+		if r.Baseline.Delivered == 0 || r.Relay.Delivered == 0 || r.P99Ratio == nil {
+			t.Fatalf("round %d: %+v", i+1, r)
+		}
+		ratios, p99s = append(ratios, r.Ratio), append(p99s, *r.P99Ratio)
+	}
+	if c.MedianRatio != median(ratios) || c.MedianP99Ratio == nil || *c.MedianP99Ratio != median(p99s) {
+		t.Errorf("medians %v %v of %v %v", c.MedianRatio, c.MedianP99Ratio, ratios, p99s)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of 1..4: %v", m)
+	}
+	var out strings.Builder
+	if err := c.WriteTable(&out); err != nil || !strings.Contains(out.String(), "median") {
+		t.Errorf("table: %v\n%s", err, out.String())
+	}
+}

@@ -64,6 +64,9 @@ type Config struct {
 	// Refusals, if set, returns the counts of requests the server refused
 	// before any handler (rate limits, overload), by reason, for metrics.
 	Refusals func() map[string]uint64
+	// JobOutcomes, if set, returns how many jobs this node ended, by final
+	// phase (jobs.Manager.Outcomes), for switchboard_jobs_ended_total.
+	JobOutcomes func() map[string]uint64
 	// Cluster, if set, serves GET /status?node=all, the health header of
 	// /status and the cluster metrics (nodes.go).
 	Cluster *ClusterStatus

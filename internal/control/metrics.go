@@ -96,6 +96,7 @@ var (
 	descPubReqs   = prometheus.NewDesc("switchboard_publish_requests_total", "HTTP publish requests (POST /api/v1/publish), by outcome: ok or the error code of the refusal (rate_limited: over the limit per token or per address).", []string{"outcome"}, nil)
 	descPubMsgs   = prometheus.NewDesc("switchboard_publish_messages_total", "Messages published over HTTP, by the first segment of the topic; past the first "+strconv.Itoa(access.MaxPublishPrefixLabels)+" prefixes seen, \""+access.PublishOtherPrefix+"\" counts the rest.", []string{"prefix"}, nil)
 	descPubBytes  = prometheus.NewDesc("switchboard_publish_bytes_total", "Payload bytes published over HTTP, by the first segment of the topic (as switchboard_publish_messages_total).", []string{"prefix"}, nil)
+	descJobsEnded = prometheus.NewDesc("switchboard_jobs_ended_total", "Jobs this node ended, by final phase: COMPLETED, ERROR or ABORTED (a matrix job and each of its combinations count apart; a cluster's totals are the sums over its nodes).", []string{"phase"}, nil)
 	descRevEvents = prometheus.NewDesc("switchboard_revocation_events_total", "Revocation changes by outcome: applied on this node (its own and other nodes'), published to the other nodes, publish_failed, missed (gaps in another node's sequence), ignored_bad_json and ignored_invalid (received events that changed nothing).", []string{"outcome"}, nil)
 )
 
@@ -104,7 +105,7 @@ var (
 type relayCollector struct{ h *Handler }
 
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget, descRevEvents, descPubReqs, descPubMsgs, descPubBytes} {
+	for _, d := range []*prometheus.Desc{descConns, descTopics, descAccepted, descMsgs, descBytes, descDrops, descCloses, descOutcomes, descRefused, descRevActive, descQueued, descBudget, descRevEvents, descPubReqs, descPubMsgs, descPubBytes, descJobsEnded} {
 		ch <- d
 	}
 }
@@ -151,6 +152,11 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.h.cfg.Refusals != nil {
 		for reason, n := range c.h.cfg.Refusals() {
 			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), reason)
+		}
+	}
+	if c.h.cfg.JobOutcomes != nil {
+		for phase, n := range c.h.cfg.JobOutcomes() {
+			ch <- prometheus.MustNewConstMetric(descJobsEnded, prometheus.CounterValue, float64(n), phase)
 		}
 	}
 	if e := c.h.cfg.Enforcer; e != nil {

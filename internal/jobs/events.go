@@ -45,6 +45,7 @@ type Event struct {
 
 // phaseChanged announces that j entered a new phase.
 func (m *Manager) phaseChanged(j store.Job) {
+	m.outcomes.count(j.Phase)
 	m.announce(Event{Job: j.ID, Change: ChangePhase, Phase: j.Phase, Revision: j.UpdatedAt.UnixMicro()}, &j)
 }
 

@@ -135,6 +135,8 @@ type Manager struct {
 	runner     atomic.Pointer[DefinitionRunner] // set by SetDefinitionRunner; nil: schedules do not fire
 	scheduling atomic.Bool                      // a scan of the schedules is running (lease.go)
 
+	outcomes outcomeCounts // jobs this node ended, by phase (outcomes.go)
+
 	holder       string               // set by New: this manager's name as the timer lease's holder
 	eventSubject string               // set by New: EventSubject(BusPrefix)
 	events       cluster.Subscription // set by Start: the other nodes' job events; nil without a bus

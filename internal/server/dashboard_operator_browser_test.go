@@ -663,3 +663,51 @@ func TestBrowserOverviewNeedsAttention(t *testing.T) {
 		t.Error("'nothing needs attention' shows beside the items")
 	}
 }
+
+// TestBrowserPhoneCards: at phone width (390 px) the wide tables (jobs,
+// agents, revocations) become a card per row, each value with its column's
+// name, and every row's links and actions are on the screen.
+func TestBrowserPhoneCards(t *testing.T) {
+	e := startDashboard(t, nil)
+	reader := e.userToken("reader", auth.ScopeJobsRead)
+	e.offlineAgent(reader, "c9", "role=client", "site=a-rather-long-site-name")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	e.createJob(bob, url.Values{"action": {"download"}, "targets": {"role=client"}, "server": {"data.lab.example"}, "RUNID": {"a-long-run-id-for-a-phone"}})
+	if status, b := e.api("POST", "/api/v1/revocations", e.adminToken(), `{"kind":"booking","value":"bk-phone","ttl":"1h","reason":"booking cancelled"}`); status != 201 && status != 200 {
+		t.Fatalf("revoke: %d %s", status, b)
+	}
+
+	tb := newTab(t, e.browser, "phone")
+	tb.run("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulatePortrait))
+	e.loginTo(tb, alice(), "/ui/jobs", "jobs")
+	for _, c := range []struct{ page, row, action, label string }{
+		{"/ui/jobs", tid("job-row"), tid("job-row") + ` a`, "Owner"},
+		{"/ui/agents", tid("agent-row"), tid("agent-forget"), "Last seen"},
+		{"/ui/revocations", tid("rev-row"), tid("rev-remove"), "Reason"},
+	} {
+		tb.run("open "+c.page, chromedp.Navigate(e.url+c.page))
+		tb.waitJS(stepTimeout, c.page+"'s row", `document.querySelector('`+c.row+`') !== null`)
+		type layout struct {
+			Display     string   `json:"display"`
+			ActionRight float64  `json:"actionRight"`
+			Labels      []string `json:"labels"`
+			PageWidth   float64  `json:"pageWidth"`
+		}
+		l := eval[layout](tb, c.page+" layout", `(() => {
+			const tr = document.querySelector('`+c.row+`');
+			const a = document.querySelector('`+c.action+`');
+			return { display: getComputedStyle(tr).display, actionRight: a.getBoundingClientRect().right,
+				labels: [...tr.cells].map((td) => td.dataset.label || ''), pageWidth: document.documentElement.scrollWidth };
+		})()`)
+		if l.Display != "block" {
+			t.Errorf("%s: a row is displayed %q at 390 px, want a card (block)", c.page, l.Display)
+		}
+		if l.ActionRight <= 0 || l.ActionRight > 390 || l.PageWidth > 390 {
+			wide := eval[string](tb, "what is too wide", `[...document.querySelectorAll('main *')].filter((el) => el.getBoundingClientRect().right > innerWidth).slice(0, 5).map((el) => el.tagName + '.' + el.className + '#' + el.id + '[' + (el.dataset.testid || '') + ']').join(', ')`)
+			t.Errorf("%s: the row's action ends at %v px, the page is %v px wide, on a 390 px screen (too wide: %s)", c.page, l.ActionRight, l.PageWidth, wide)
+		}
+		if !slices.Contains(l.Labels, c.label) {
+			t.Errorf("%s: the cells are labelled %q, want %q among them", c.page, l.Labels, c.label)
+		}
+	}
+}

@@ -164,6 +164,21 @@ func (n *jobsNode) Stop(ctx context.Context) error {
 	return errors.Join(n.link.Stop(ctx), n.Manager.Stop(ctx))
 }
 
+// outcomes returns the jobs' outcome counts for the metrics, or nil
+// without a job service (n nil).
+func (n *jobsNode) outcomes() func() map[string]uint64 {
+	if n == nil {
+		return nil
+	}
+	return func() map[string]uint64 {
+		out := map[string]uint64{}
+		for phase, count := range n.Outcomes() {
+			out[string(phase)] = count
+		}
+		return out
+	}
+}
+
 // cookieKeyInfo is the HKDF info deriving the dashboard's cookie key from
 // the server secret.
 const cookieKeyInfo = "switchboard session cookie"
@@ -409,6 +424,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 		Store: deps.Store, Relay: rs, Revocations: rev, Enforcer: enforcer, Verifier: verifier, Key: key,
 		Audience: pub.String(), MaxTokenTTL: cfg.MaxTokenTTL, MaxRefreshLifetime: cfg.MaxRefreshLifetime,
 		Access: ah, Logger: log, Now: deps.Now, Refusals: refusalCounts(s.refused, jobsAPI), Cluster: s.bus.status,
+		JobOutcomes: s.jobs.outcomes(),
 	})
 	if err != nil {
 		return nil, err

@@ -280,3 +280,26 @@ export function snapshotBar(el, load) {
     when.textContent = `Snapshot as of ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}, not updated live.`;
   };
 }
+
+// Tables of class "cards" become one card per row at phone width (CSS,
+// app.css): each cell shows its column's name, which it takes from the
+// table's header into data-label as rows are added.
+function labelCells(table) {
+  const names = [...table.querySelectorAll('thead th')].map((th) => {
+    const b = th.querySelector('button.sort');
+    return (b ? b.textContent : th.textContent).trim();
+  });
+  const label = (tr) => {
+    if (tr.classList.contains('empty')) return;
+    [...tr.cells].forEach((td, i) => {
+      if (!td.dataset.label && names[i]) td.dataset.label = names[i];
+    });
+  };
+  for (const tbody of table.tBodies) {
+    [...tbody.rows].forEach(label);
+    new MutationObserver((records) => {
+      for (const r of records) for (const n of r.addedNodes) if (n.nodeName === 'TR') label(n);
+    }).observe(tbody, { childList: true });
+  }
+}
+for (const table of document.querySelectorAll('table.cards')) labelCells(table);
