@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -210,8 +209,7 @@ type Validator struct {
 	t testing.TB
 
 	mu   sync.Mutex
-	done bool // the test's cleanup has begun its end: no more reports
-	seen map[string]int
+	done bool // the test has ended (its cleanups ran): no more reports
 }
 
 // New returns a validator reporting to t. Register it before the server
@@ -222,7 +220,7 @@ func New(t testing.TB) *Validator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &Validator{d: d, t: t, seen: map[string]int{}}
+	v := &Validator{d: d, t: t}
 	t.Cleanup(func() {
 		v.mu.Lock()
 		v.done = true
@@ -251,13 +249,6 @@ func (v *Validator) Middleware(next http.Handler) http.Handler {
 		rec.restore()
 		v.check(r, reqBody, rec)
 	})
-}
-
-// Seen returns how many requests each operation ("GET /status") had.
-func (v *Validator) Seen() map[string]int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return maps.Clone(v.seen)
 }
 
 func (v *Validator) errorf(format string, args ...any) {
@@ -292,10 +283,6 @@ func (v *Validator) check(r *http.Request, body *capture, rec *recorder) {
 		}
 		return
 	}
-	v.mu.Lock()
-	v.seen[route.Method+" "+route.Path]++
-	v.mu.Unlock()
-
 	// The request as the handler got it, with the body it read. A body
 	// it did not read to the end is not checked: reading the rest here
 	// would hold back the answer (net/http sends it when the handler
