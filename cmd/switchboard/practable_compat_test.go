@@ -337,6 +337,7 @@ func TestSwitchboardHostKeepsEveryCommand(t *testing.T) {
 
 	user := srv.Dial(t, "expt01/control", "read", "write")
 	wait.For(t, "host and user on the topic", func() bool { return srv.TopicConns("expt01/control") == 2 })
+	wait.For(t, "the host's experiment connection up", func() bool { return hostLocalUp(a, "control") })
 	next := 0
 	for _, n := range []int{10, 1000} {
 		wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -360,6 +361,31 @@ func TestSwitchboardHostKeepsEveryCommand(t *testing.T) {
 	if st := srv.Relay().Stats(); st.CoalescedFrames != 0 {
 		t.Fatalf("%d coalesced frames without --coalesce", st.CoalescedFrames)
 	}
+	if n := hostDrops(a, "control"); n != 0 {
+		t.Fatalf("the host dropped %d messages", n)
+	}
+}
+
+// hostLocalUp reports whether the host's stream name has its local
+// connection up: messages from the relay before that are dropped (and
+// counted), so a test sends only once it is.
+func hostLocalUp(a *agent.Agent, name string) bool {
+	for _, ls := range a.Status() {
+		if ls.Name == name && ls.Connected && ls.Local != nil && ls.Local.Connected != nil && *ls.Local.Connected {
+			return true
+		}
+	}
+	return false
+}
+
+// hostDrops is the messages the host's stream name dropped.
+func hostDrops(a *agent.Agent, name string) int64 {
+	for _, ls := range a.Status() {
+		if ls.Name == name {
+			return ls.Drops
+		}
+	}
+	return -1
 }
 
 // practableError is practable's Error model as practable/book's go-swagger
@@ -669,6 +695,7 @@ func TestPractableTenMiBMessages(t *testing.T) {
 	defer expt.Close()
 	user := srv.Dial(t, "lab/cam", "read", "write")
 	wait.For(t, "host and user on the topic", func() bool { return srv.TopicConns("lab/cam") == 2 })
+	wait.For(t, "the host's experiment connection up", func() bool { return hostLocalUp(ag, "cam") })
 	if err := user.Write(ctx, client.Binary, msg); err != nil {
 		t.Fatal(err)
 	}
