@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -312,10 +313,18 @@ func TestSwitchboardHostKeepsEveryCommand(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(cfg, agent.Options{})
+	var hostLog syncBuffer
+	a, err := agent.New(cfg, agent.Options{Logger: slog.New(slog.NewTextHandler(&hostLog, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A failure says what the host saw: its log and its links' counters.
+	defer func() {
+		if t.Failed() {
+			status, _ := json.Marshal(a.Status())
+			t.Logf("host status: %s\nhost log:\n%s", status, hostLog.String())
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
