@@ -1,13 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/switchboard-hub/switchboard/internal/datadir"
 )
 
 // writeConfig writes a configuration file and returns its path.
@@ -154,6 +158,27 @@ func TestServeConfigFileEndToEnd(t *testing.T) {
 	_, err := run(t.Context(), nil, "serve", "--config", path)
 	if err == nil || !strings.Contains(err.Error(), "send_queeu (line 3): unknown key") {
 		t.Fatalf("serve with an unknown key: %v", err)
+	}
+}
+
+// TestServeRunsFromConfigFile: a node started with --config takes the
+// file's settings (its node id shows in /healthz), and flags still win
+// (startServe's --listen and --data-dir over the file's).
+func TestServeRunsFromConfigFile(t *testing.T) {
+	path := writeConfig(t, "node_id: from-file\nlisten: 127.0.0.1:1\nallow_origin: [https://lab.example]\ncode_ttl: 10s\n")
+	dir := startServe(t, "--config", path)
+	u, err := datadir.ReadPublicURL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(u + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var health struct{ Node string }
+	if err := json.NewDecoder(resp.Body).Decode(&health); err != nil || health.Node != "from-file" {
+		t.Errorf("/healthz node %q (%v), want the file's node_id from-file", health.Node, err)
 	}
 }
 
