@@ -18,6 +18,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/switchboard-hub/switchboard/internal/auth"
 	"github.com/switchboard-hub/switchboard/internal/relay"
@@ -46,21 +48,55 @@ type PractableStats struct {
 	Update func()
 }
 
-// validCoalesce checks Config.Coalesce's topic patterns.
+// validCoalesce checks Config.Coalesce's patterns: topic patterns
+// (expt42/control, expt42/*, *) or segment globs (coalesceGlob).
 func validCoalesce(patterns []string) error {
 	for _, p := range patterns {
-		if err := topic.ValidPattern(p); err != nil {
+		if topic.ValidPattern(p) == nil {
+			continue
+		}
+		if err := validCoalesceGlob(p); err != nil {
 			return fmt.Errorf("access: coalesce pattern %q (--coalesce): %w", p, err)
 		}
 	}
 	return nil
 }
 
+// A coalesce glob is a topic name some of whose segments hold "*", which
+// matches any run of characters within that one segment: "expt*/control"
+// matches expt01/control and expt-b/control, not expt01/sub/control — the
+// way practable labs name their experiments' command topics. Topic patterns
+// keep their own meaning ("expt42/*" matches at any depth).
+func validCoalesceGlob(p string) error {
+	if !strings.Contains(p, "*") {
+		return topic.ErrInvalid
+	}
+	// A glob is valid when putting a letter for each "*" gives a valid name:
+	// the other characters follow the topic grammar.
+	if err := topic.Valid(strings.ReplaceAll(p, "*", "x")); err != nil {
+		return err
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return err
+	}
+	return nil
+}
+
+// coalesceMatch reports whether the session topic name matches one
+// --coalesce pattern (a topic pattern or a segment glob).
+func coalesceMatch(pattern, name string) bool {
+	if topic.ValidPattern(pattern) == nil {
+		return topic.Match(pattern, name)
+	}
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
+
 // coalesces reports whether readers of the session topic name get their
 // queued messages merged (Config.Coalesce).
 func (h *Handler) coalesces(name string) bool {
 	for _, p := range h.cfg.Coalesce {
-		if topic.Match(p, name) {
+		if coalesceMatch(p, name) {
 			return true
 		}
 	}
