@@ -106,6 +106,11 @@ type AccessResult struct {
 	ServerPeakRSSBytes *int64   `json:"server_peak_rss_bytes,omitempty"`
 }
 
+// noClientRetries is Options.Retries of the load generators' clients:
+// they count each refusal (and storm fails on a 5xx), which pkg/client's
+// retries of 429 and 503 would wait out and hide.
+const noClientRetries = -1
+
 // exchanger runs access + code exchange cycles: access requests over a
 // pool of keep-alive connections, websockets from rotating loopback source
 // addresses.
@@ -122,13 +127,13 @@ func newExchanger(url string, sources, keepAlive int, noKeepAlive bool) *exchang
 	e := &exchanger{url: url}
 	pt := &http.Transport{MaxIdleConns: keepAlive, MaxIdleConnsPerHost: keepAlive, IdleConnTimeout: time.Minute, DisableKeepAlives: noKeepAlive}
 	e.transports = append(e.transports, pt)
-	e.post = &client.Options{HTTPClient: &http.Client{Transport: pt}}
+	e.post = &client.Options{HTTPClient: &http.Client{Transport: pt}, Retries: noClientRetries}
 	for i := range sources {
 		// A websocket takes its connection out of the pool, so the pool
 		// of these transports never holds any.
 		t := &http.Transport{DialContext: sourceDialer(i).DialContext, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Second}
 		e.transports = append(e.transports, t)
-		e.ws = append(e.ws, &client.Options{HTTPClient: &http.Client{Transport: t}})
+		e.ws = append(e.ws, &client.Options{HTTPClient: &http.Client{Transport: t}, Retries: noClientRetries})
 	}
 	return e
 }

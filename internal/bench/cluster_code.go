@@ -83,7 +83,7 @@ func ForeignCode(ctx context.Context, t ClusterTarget, o ForeignCodeOptions) (Fo
 	if err != nil {
 		return res, err
 	}
-	copts := client.Options{}
+	copts := client.Options{Retries: noClientRetries}
 	if o.Client != nil {
 		copts = *o.Client
 	}

@@ -105,7 +105,7 @@ func FirstMessage(ctx context.Context, t ClusterTarget, o FirstMessageOptions) (
 	}
 	// Access requests over keep-alive connections; websockets each on a
 	// new connection (as clients make them).
-	copts := client.Options{}
+	copts := client.Options{Retries: noClientRetries}
 	if o.Client != nil {
 		copts = *o.Client
 	}

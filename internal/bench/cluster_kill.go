@@ -129,7 +129,7 @@ func ClusterKill(ctx context.Context, t ClusterTarget, o ClusterKillOptions) (Cl
 	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
 	defer hc.CloseIdleConnections()
-	copts := &client.Options{HTTPClient: hc}
+	copts := &client.Options{HTTPClient: hc, Retries: noClientRetries}
 	session := func(ctx context.Context, n ClusterNode, topic, who string) (*client.Conn, error) {
 		tok, err := tokenFor(n, who)
 		if err != nil {

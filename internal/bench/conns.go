@@ -99,7 +99,7 @@ func Conns(ctx context.Context, o ConnsOptions) (ConnsResult, error) {
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, byte((i+2)>>8), byte(i+2))}
 		d := &net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 		tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}
-		clients[i] = &client.Options{HTTPClient: &http.Client{Transport: tr}}
+		clients[i] = &client.Options{HTTPClient: &http.Client{Transport: tr}, Retries: noClientRetries}
 		defer tr.CloseIdleConnections()
 	}
 	hc := &http.Client{Timeout: 30 * time.Second}

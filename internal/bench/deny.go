@@ -121,7 +121,7 @@ func Deny(ctx context.Context, o DenyOptions) (DenyResult, error) {
 	// the access requests.
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}
 	defer hc.CloseIdleConnections()
-	copts := &client.Options{HTTPClient: hc}
+	copts := &client.Options{HTTPClient: hc, Retries: noClientRetries}
 	cctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
 	conns := make([]*client.Conn, o.Conns)

@@ -149,7 +149,7 @@ func Storm(ctx context.Context, o StormOptions) (StormResult, error) {
 	for i := range opts {
 		tr := &http.Transport{DialContext: sourceDialer(i).DialContext, MaxIdleConnsPerHost: 1, IdleConnTimeout: 10 * time.Second}
 		defer tr.CloseIdleConnections()
-		opts[i] = &client.Options{HTTPClient: &http.Client{Transport: tr}, TwoStep: o.TwoStep}
+		opts[i] = &client.Options{HTTPClient: &http.Client{Transport: tr}, TwoStep: o.TwoStep, Retries: noClientRetries}
 	}
 
 	conns := make([]*client.Conn, o.Conns)
