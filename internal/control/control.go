@@ -82,6 +82,8 @@ type Handler struct {
 	// in-memory set and the disconnects of one change happen before those
 	// of the next, so memory and database agree whatever the interleaving.
 	changeMu sync.Mutex
+	// rates measures the connections' rates for GET /api/v1/connections.
+	rates rateSampler
 }
 
 // New returns a Handler.
@@ -136,6 +138,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	// (an operator's), not relay:mint (enrol.go).
 	mux.HandleFunc("POST /api/v1/agents/enrol", h.withScope([]string{auth.ScopeJobsAdmin}, h.serveEnrol))
 	mux.HandleFunc("GET /status", h.withScope([]string{auth.ScopeStats}, h.serveStatus))
+	mux.HandleFunc("GET /api/v1/connections", h.withScope([]string{auth.ScopeStats}, h.serveConnections))
 	mux.HandleFunc("GET /metrics", h.withScope([]string{auth.ScopeStats}, h.metrics.serveScoped))
 }
 

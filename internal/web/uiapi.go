@@ -38,6 +38,7 @@ var apiRules = []apiRule{
 	{"GET", "/api/v1/jobs", false, RoleViewer},
 	{"GET", "/api/v1/jobs/", true, RoleViewer},
 	{"GET", "/status", false, RoleViewer},
+	{"GET", "/api/v1/connections", false, RoleViewer}, // the Connections page's rows
 	{"GET", "/api/v1/revocations", false, RoleViewer},
 	{"POST", "/api/v1/jobs", false, RoleOperator},
 	{"POST", "/api/v1/jobs/", true, RoleOperator},
