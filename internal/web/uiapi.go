@@ -40,9 +40,19 @@ var apiRules = []apiRule{
 	{"GET", "/status", false, RoleViewer},
 	{"GET", "/api/v1/connections", false, RoleViewer}, // the Connections page's rows
 	{"GET", "/api/v1/revocations", false, RoleViewer},
+	// Test matrices (docs/jobs.md): comparing two jobs and reading saved
+	// definitions (the API shows each user only their own unless jobs:admin).
+	// A matrix job's matrix.json and matrix.csv are results, under /api/v1/jobs/.
+	{"GET", "/api/v1/compare", false, RoleViewer},
+	{"GET", "/api/v1/definitions", false, RoleViewer},
+	{"GET", "/api/v1/definitions/", true, RoleViewer},
 	{"POST", "/api/v1/jobs", false, RoleOperator},
 	{"POST", "/api/v1/jobs/", true, RoleOperator},
 	{"DELETE", "/api/v1/jobs/", true, RoleOperator},
+	// Running a definition (…/{name}/jobs, …/{name}/versions/{N}/jobs) is the
+	// only POST below it; storing one (PUT) and its schedule are not the
+	// dashboard's.
+	{"POST", "/api/v1/definitions/", true, RoleOperator},
 	{"POST", "/bids/deny", false, RoleOperator},
 	{"POST", "/api/v1/revocations", false, RoleOperator},
 	{"POST", "/api/v1/tokens", false, RoleOperator},

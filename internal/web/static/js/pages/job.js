@@ -16,6 +16,7 @@
 import { api, byId, h, url, fmtBytes, timeEl, emptyRow, showMessage, stateBadge, debounce, fmtDuration, elapsed } from '../util.js';
 import { subscribe } from '../live.js';
 import { confirmAction } from '../dialog.js';
+import { metricLeaves, renderMatrix } from '../matrix.js';
 
 const id = byId('job').dataset.jobId;
 const jobPath = '/api/v1/jobs/' + encodeURIComponent(id);
@@ -80,7 +81,7 @@ function render(j) {
   if (runs.length === 0) emptyRow(runsBody, activePhases.has(j.phase) ? 'No run has been dispatched yet.' : 'No agent ran this job.');
   else {
     runsBody.replaceChildren(...runs.map((r) => h('tr', { 'data-testid': 'run-row', dataset: { agent: r.agent, state: r.state } },
-      h('td', { class: 'topic', text: r.agent }),
+      h('td', { class: 'topic', text: r.name || r.agent }),
       h('td', {}, stateBadge(r.state)),
       h('td', { class: 'num', 'data-testid': 'run-exit-code', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
       h('td', { class: 'num', 'data-testid': 'run-duration', text: runDuration(r) }),
@@ -93,7 +94,8 @@ function render(j) {
   const pbody = byId('job-params-rows');
   const entries = Object.entries(params).filter(([k]) => k !== 'action' && k !== 'targets');
   if (entries.length === 0) emptyRow(pbody, 'No parameters.');
-  else pbody.replaceChildren(...entries.map(([k, v]) => h('tr', {}, h('td', { class: 'topic', text: k }), h('td', { class: 'wrap', text: v }))));
+  else pbody.replaceChildren(...entries.map(([k, v]) => h('tr', { 'data-testid': 'param-row', dataset: { param: k } }, h('td', { class: 'topic', text: k }), paramValue(v))));
+  renderMatrix(j);
 
   const results = j.results || [];
   const rbody = byId('job-results-rows');
@@ -179,27 +181,13 @@ function renderDiagnosis(j, runs) {
   list.replaceChildren(...items);
 }
 
-// metricKey writes a key as the summary CSV names it; flattenMetrics joins
-// the names of a path (docs/jobs.md):
-// keys joined with ".", array positions as "[i]", and \ . [ ] ' in a key
-// escaped with a backslash, so that names never collide.
-function metricKey(k) {
-  return k.replace(/[\\.\[\]']/g, (c) => '\\' + c);
-}
-
-// flattenMetrics lists a metrics object's leaves as [name, value].
-function flattenMetrics(v, name, out) {
-  if (Array.isArray(v)) {
-    if (v.length === 0) out.push([name, '[]']);
-    v.forEach((x, i) => flattenMetrics(x, `${name}[${i}]`, out));
-  } else if (v !== null && typeof v === 'object') {
-    const keys = Object.keys(v);
-    if (keys.length === 0 && name !== '') out.push([name, '{}']);
-    for (const k of keys) flattenMetrics(v[k], name === '' ? metricKey(k) : `${name}.${metricKey(k)}`, out);
-  } else {
-    out.push([name, v === null ? 'null' : String(v)]);
-  }
-  return out;
+// paramValue is a parameter's value cell: a matrix parameter (an array of
+// values) shows each value apart, with their count.
+function paramValue(v) {
+  if (!Array.isArray(v)) return h('td', { class: 'wrap', text: v });
+  return h('td', { class: 'wrap' },
+    h('span', { class: 'badge', 'data-testid': 'param-matrix', text: `matrix: ${v.length} values` }), ' ',
+    h('ul', { class: 'param-values' }, ...v.map((x) => h('li', {}, h('code', { 'data-testid': 'param-value', text: x })))));
 }
 
 // renderMetrics shows every run's metrics as rows: agent, metric, value.
@@ -208,9 +196,10 @@ function renderMetrics(runs) {
   const rows = [];
   for (const r of runs) {
     if (!r.metrics || typeof r.metrics !== 'object') continue;
-    for (const [name, value] of flattenMetrics(r.metrics, '', [])) {
+    for (const [name, raw] of metricLeaves(r.metrics)) {
+      const value = raw === null ? 'null' : String(raw);
       rows.push(h('tr', { 'data-testid': 'metric-row', dataset: { agent: r.agent, metric: name } },
-        h('td', { class: 'topic', text: r.agent }),
+        h('td', { class: 'topic', text: r.name || r.agent }),
         h('td', { class: 'topic', text: name }),
         h('td', { class: 'num', text: value })));
     }
@@ -324,8 +313,9 @@ async function readLogs() {
   readingLogs = true;
   try {
     const runs = (job.jobInfo && job.jobInfo.runs) || [];
-    const texts = await Promise.all(runs.map((r) => runLog(r.agent)));
-    runs.forEach((r, i) => { if (texts[i] !== null) showRunLog(r.agent, texts[i]); });
+    const texts = await Promise.all(runs.map((r) => runLog(r)));
+    // A matrix job's run is its child's (r.job), named by agent and combination.
+    runs.forEach((r, i) => { if (texts[i] !== null) showRunLog(r.name || r.agent, texts[i]); });
     logsRead = true;
   } finally {
     readingLogs = false;
@@ -338,10 +328,12 @@ async function readLogs() {
   }
 }
 
-// runLog reads one run's log: its text, or null when there is none.
-async function runLog(agent) {
+// runLog reads one run's log (a matrix job's run: from its child job): its
+// text, or null when there is none.
+async function runLog(r) {
+  const path = r.job ? '/api/v1/jobs/' + encodeURIComponent(r.job) : jobPath;
   try {
-    const res = await fetch(url('/ui/api' + jobPath + '/runs/' + encodeURIComponent(agent) + '/log'),
+    const res = await fetch(url('/ui/api' + path + '/runs/' + encodeURIComponent(r.agent) + '/log'),
       { headers: { Accept: 'text/plain' }, credentials: 'same-origin' });
     return res.ok ? await res.text() : null;
   } catch {

@@ -1,0 +1,244 @@
+package server
+
+// Real-browser tests of the dashboard's test-matrix views (issue 17 item
+// 1's matrix view, issue 19 items 4 and 5): a matrix parameter's values on
+// the job page, the matrix table with its metric chooser and CSV, the
+// combinations, the comparison of two runs of a definition, and the
+// definitions page; the dashboard API's allowlist for them.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/bench"
+	"github.com/switchboard-hub/switchboard/internal/jobproto"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+)
+
+// fetchJS is a JS expression: the status and body text of a same-origin
+// fetch from the page, as JSON [status, text].
+func fetchJS(method, path, form string) string {
+	body := "undefined"
+	if form != "" {
+		body = fmt.Sprintf("new URLSearchParams(%q)", form)
+	}
+	return fmt.Sprintf(`(async () => {
+		const r = await fetch(document.body.dataset.base + %q, { method: %q, credentials: 'same-origin', headers: { Accept: 'application/json' }, body: %s });
+		return JSON.stringify([r.status, await r.text()]);
+	})()`, path, method, body)
+}
+
+// pageFetch fetches path from the tab's page and returns status and body.
+func pageFetch(tb *tab, method, path, form string) (int, string) {
+	tb.t.Helper()
+	var got []json.RawMessage
+	if err := json.Unmarshal([]byte(eval[string](tb, method+" "+path, fetchJS(method, path, form))), &got); err != nil || len(got) != 2 {
+		tb.t.Fatalf("%s %s from the page: %v", method, path, err)
+	}
+	var status int
+	var body string
+	json.Unmarshal(got[0], &status)
+	json.Unmarshal(got[1], &body)
+	return status, body
+}
+
+// TestBrowserMatrixParametersAndAPI: the job page shows a matrix
+// parameter's values one by one (not "s1,s2,s3" run together), and the
+// dashboard API passes on the comparison and the definitions (reading for
+// viewers, running for operators; storing a definition is not the
+// dashboard's).
+func TestBrowserMatrixParametersAndAPI(t *testing.T) {
+	e := startDashboard(t, nil)
+	e.agent("a1", "role=client")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	servers := []string{"s1.example.org", "s2.example.org", "s3.example.org"}
+	id := e.createJob(bob, url.Values{"action": {"download"}, "targets": {"a1"}, "server": servers, "count": {"2"}})
+	if status, b := e.api("PUT", "/api/v1/definitions/nightly", bob, `{"action":"download","targets":"role=client","parameters":{"server":["a","b"]}}`); status != http.StatusCreated {
+		t.Fatalf("PUT definition: %d %s", status, b)
+	}
+
+	tb := newTab(t, e.browser, "admin")
+	e.loginTo(tb, alice(), "/ui/jobs/"+id, "jobs")
+	tb.waitJS(stepTimeout, "the server parameter's values", `document.querySelectorAll('`+tid("param-row")+`[data-param="server"] `+tid("param-value")+`').length === 3`)
+	values := eval[[]string](tb, "the values", `[...document.querySelectorAll('`+tid("param-row")+`[data-param="server"] `+tid("param-value")+`')].map((c) => c.textContent)`)
+	if !slices.Equal(values, servers) {
+		t.Errorf("server values on the page %q, want %q", values, servers)
+	}
+	if got := tb.text(tid("param-row") + `[data-param="server"] ` + tid("param-matrix")); got != "matrix: 3 values" {
+		t.Errorf("matrix marker %q", got)
+	}
+	if got := tb.text(tid("param-row") + `[data-param="count"] td:last-child`); got != "2" {
+		t.Errorf("a plain parameter shows %q", got)
+	}
+	tb.waitJS(stepTimeout, "the combinations listed", `document.querySelectorAll('`+tid("combination-row")+`').length === 3`)
+
+	// The proxy passes the new routes on (the API answers, not the
+	// dashboard's "no such endpoint").
+	for _, c := range []struct {
+		method, path, form string
+		want               int
+		has                string
+	}{
+		{"GET", "/ui/api/api/v1/definitions", "", 200, `"name":"nightly"`},
+		{"GET", "/ui/api/api/v1/definitions/nightly", "", 200, `"versions"`},
+		{"GET", "/ui/api/api/v1/definitions/nightly/jobs", "", 200, `"jobs"`},
+		{"GET", "/ui/api/api/v1/compare?base=" + id + "&other=" + id, "", 200, `"cells"`},
+		{"GET", "/ui/api/api/v1/jobs/" + id + "-1", "", 200, `"matrixJob"`},
+		{"POST", "/ui/api/api/v1/definitions/nightly/jobs", "RUNID=from-the-dashboard", 200, `"runId":"from-the-dashboard"`},
+	} {
+		status, body := pageFetch(tb, c.method, c.path, c.form)
+		if status != c.want || !strings.Contains(body, c.has) {
+			t.Errorf("admin %s %s: %d %s, want %d with %s", c.method, c.path, status, body, c.want, c.has)
+		}
+	}
+	// Storing a definition stays out of the dashboard.
+	tb.expectNetworkError(`/ui/api/api/v1/definitions/nightly$`)
+	if status, body := pageFetch(tb, "PUT", "/ui/api/api/v1/definitions/nightly", "x=1"); status != http.StatusNotFound || !strings.Contains(body, "no such dashboard API endpoint") {
+		t.Errorf("PUT a definition through the dashboard: %d %s", status, body)
+	}
+
+	// A viewer reads but does not run.
+	viewer := newTab(t, e.browser, "viewer")
+	e.loginTo(viewer, vic(), "/ui/jobs", "jobs")
+	if status, body := pageFetch(viewer, "GET", "/ui/api/api/v1/definitions", ""); status != 200 || !strings.Contains(body, `"definitions"`) {
+		t.Errorf("viewer GET definitions: %d %s", status, body)
+	}
+	viewer.expectNetworkError(`/ui/api/api/v1/definitions/nightly/jobs$`)
+	if status, body := pageFetch(viewer, "POST", "/ui/api/api/v1/definitions/nightly/jobs", "RUNID=x"); status != http.StatusForbidden || !strings.Contains(body, "role_forbidden") {
+		t.Errorf("viewer runs a definition: %d %s", status, body)
+	}
+}
+
+// answerMatrixRuns answers n runs of agent a, each reporting bytes_read
+// and files from the run's server parameter.
+func answerMatrixRuns(t *testing.T, a *bench.SimAgent, n int, bytes, files func(server string) int64) {
+	t.Helper()
+	for range n {
+		r := nextRun(t, a)
+		finish(t, a, jobproto.Result{Job: r.Job, Outcome: jobproto.OutcomeSucceeded,
+			Metrics: json.RawMessage(fmt.Sprintf(`{"bytes_read": %d, "files": %d, "note": "text"}`, bytes(r.Params["server"]), files(r.Params["server"])))})
+	}
+}
+
+// runNightly starts a job from definition nightly (owned by tok's
+// subject) and returns its id.
+func runNightly(e *dashEnv, tok string, v url.Values) string {
+	e.t.Helper()
+	status, body, h := e.form("POST", "/api/v1/definitions/nightly/jobs", tok, v)
+	if status != http.StatusSeeOther {
+		e.t.Fatalf("run definition: %d %s", status, body)
+	}
+	return strings.TrimPrefix(h.Get("Location"), e.url+"/api/v1/jobs/")
+}
+
+// choose picks value in the select sel, as a user would (a change event).
+func choose(tb *tab, sel, value string) {
+	tb.t.Helper()
+	if !eval[bool](tb, "choose "+value+" in "+sel, fmt.Sprintf(`(() => {
+		const el = document.querySelector(%q);
+		el.value = %q;
+		el.dispatchEvent(new Event('change', { bubbles: true }));
+		return el.value === %q;
+	})()`, sel, value, value)) {
+		tb.t.Fatalf("%s offers no %q", sel, value)
+	}
+}
+
+// tableJS is a JS expression: the texts of the cells of the rows sel finds.
+func tableJS(sel string) string {
+	return `[...document.querySelectorAll('` + sel + `')].map((tr) => [...tr.cells].map((c) => c.textContent))`
+}
+
+// TestBrowserMatrixViewAndCompare: a finished matrix job's page shows the
+// matrix of agents × servers for the default metric (bytes_read) with row
+// and column totals, offers the numeric metrics the runs reported, and
+// shows another when chosen; its CSV link downloads the matrix.csv of that
+// metric; the combinations show their phases. A second run of the same
+// definition, chosen from the list, compares cell by cell (difference and
+// ratio); a job id typed in compares too.
+func TestBrowserMatrixViewAndCompare(t *testing.T) {
+	e := startDashboard(t, nil)
+	c1, c2 := e.agent("c1", "role=client"), e.agent("c2", "role=client")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	if status, b := e.api("PUT", "/api/v1/definitions/nightly", bob, `{"action":"download","targets":"role=client","parameters":{"server":["a","b"],"count":"2"}}`); status != http.StatusCreated {
+		t.Fatalf("PUT definition: %d %s", status, b)
+	}
+	files := func(server string) int64 { return map[string]int64{"a": 1, "b": 2}[server] }
+	first := runNightly(e, bob, url.Values{"PHASE": {"RUN"}, "RUNID": {"week 48"}})
+	answerMatrixRuns(t, c1, 2, func(s string) int64 { return map[string]int64{"a": 100, "b": 200}[s] }, files)
+	answerMatrixRuns(t, c2, 2, func(s string) int64 { return map[string]int64{"a": 300, "b": 400}[s] }, files)
+	second := runNightly(e, bob, url.Values{"PHASE": {"RUN"}, "RUNID": {"week 49"}})
+	answerMatrixRuns(t, c1, 2, func(s string) int64 { return map[string]int64{"a": 100, "b": 250}[s] }, files)
+	answerMatrixRuns(t, c2, 2, func(s string) int64 { return map[string]int64{"a": 0, "b": 400}[s] }, files)
+	for _, id := range []string{first, second} {
+		wait.For(t, "job "+id+" completed", func() bool { return e.matrixJob(bob, id).Phase == "COMPLETED" })
+	}
+
+	tb := newTab(t, e.browser, "operator")
+	e.loginTo(tb, alice(), "/ui/jobs/"+first, "jobs")
+	tb.waitJS(stepTimeout, "the matrix of bytes_read", `document.querySelector('`+tid("job-matrix")+`').dataset.metric === 'bytes_read' && document.querySelectorAll('`+tid("matrix-row")+`').length === 2`)
+	matrix := eval[[][]string](tb, "the matrix", tableJS(`[data-testid="matrix-table"] tr`))
+	want := [][]string{{"Agent", "a", "b", "Total"}, {"c1", "100", "200", "300"}, {"c2", "300", "400", "700"}, {"Total", "400", "600", "1000"}}
+	if !slices.EqualFunc(matrix, want, slices.Equal) {
+		t.Errorf("matrix %q, want %q", matrix, want)
+	}
+	options := eval[[]string](tb, "the metrics offered", `[...document.querySelectorAll('#matrix-metric option')].map((o) => o.value)`)
+	if !slices.Equal(options, []string{"bytes_read", "files"}) {
+		t.Errorf("metrics offered %q, want bytes_read and files (the numeric ones)", options)
+	}
+	combos := eval[[][]string](tb, "the combinations", tableJS(tid("combination-row")))
+	wantCombos := [][]string{{first + "-1", "server=a", "COMPLETED", "2 succeeded"}, {first + "-2", "server=b", "COMPLETED", "2 succeeded"}}
+	if !slices.EqualFunc(combos, wantCombos, slices.Equal) {
+		t.Errorf("combinations %q, want %q", combos, wantCombos)
+	}
+
+	// Another metric.
+	choose(tb, "#matrix-metric", "files")
+	tb.waitJS(stepTimeout, "the matrix of files", `document.querySelector('`+tid("job-matrix")+`').dataset.metric === 'files'`)
+	matrix = eval[[][]string](tb, "the files matrix", tableJS(`[data-testid="matrix-table"] tr`))
+	want = [][]string{{"Agent", "a", "b", "Total"}, {"c1", "1", "2", "3"}, {"c2", "1", "2", "3"}, {"Total", "2", "4", "6"}}
+	if !slices.EqualFunc(matrix, want, slices.Equal) {
+		t.Errorf("files matrix %q, want %q", matrix, want)
+	}
+	csvText := eval[string](tb, "the CSV link's file", `(async () => { const a = document.querySelector('`+tid("matrix-csv")+`'); return (await fetch(a.href)).text(); })()`)
+	if csvText != "agent,a,b,total\nc1,1,2,3\nc2,1,2,3\ntotal,2,4,6\n" {
+		t.Errorf("CSV download: %q", csvText)
+	}
+
+	// Compared with the second run, chosen from the definition's jobs.
+	choose(tb, "#matrix-metric", "bytes_read")
+	tb.waitJS(stepTimeout, "the matrix of bytes_read again", `document.querySelector('`+tid("job-matrix")+`').dataset.metric === 'bytes_read'`)
+	tb.waitJS(stepTimeout, "the second run offered", `[...document.querySelectorAll('#compare-other option')].some((o) => o.value === '`+second+`')`)
+	choose(tb, "#compare-other", second)
+	tb.run("compare", chromedp.Click(chromedp.CSS(tid("compare-submit"))))
+	tb.waitJS(stepTimeout, "the comparison", `document.querySelector('`+tid("job-compare")+`').dataset.other === '`+second+`'`)
+	cells := eval[map[string]string](tb, "the compared cells", `Object.fromEntries([...document.querySelectorAll('`+tid("compare-cell")+`')].map((td) => [td.dataset.agent + '|' + td.dataset.column, td.textContent]))`)
+	wantCells := map[string]string{
+		"c1|server=a": "0 × 1", "c1|server=b": "+50 × 1.25", "c1|total": "+50 × 1.16667",
+		"c2|server=a": "-300 × 0", "c2|server=b": "0 × 1", "c2|total": "-300 × 0.571429",
+		"total|server=a": "-300 × 0.25", "total|server=b": "+50 × 1.08333", "total|total": "-250 × 0.75",
+	}
+	for k, w := range wantCells {
+		if cells[k] != w {
+			t.Errorf("compared cell %s: %q, want %q", k, cells[k], w)
+		}
+	}
+	if len(cells) != len(wantCells) {
+		t.Errorf("compared cells %q, want %d", cells, len(wantCells))
+	}
+
+	// A job id typed in: the first run compared with itself.
+	tb.run("compare by id", chromedp.SendKeys(chromedp.CSS("#compare-id"), first), chromedp.Click(chromedp.CSS(tid("compare-submit"))))
+	tb.waitJS(stepTimeout, "compared with itself", `document.querySelector('`+tid("job-compare")+`').dataset.other === '`+first+`'`)
+	if got := tb.text(tid("compare-cell") + `[data-agent="total"][data-column="total"]`); got != "0 × 1" {
+		t.Errorf("itself, total: %q", got)
+	}
+}
