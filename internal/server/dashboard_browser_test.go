@@ -680,7 +680,7 @@ func TestBrowserPhoneAndKeyboard(t *testing.T) {
 			navOrder = append(navOrder, id)
 		}
 	}
-	if want := []string{"nav-overview", "nav-connections", "nav-agents", "nav-jobs", "nav-revocations", "nav-tokens", "nav-audit"}; !slices.Equal(navOrder, want) {
+	if want := []string{"nav-overview", "nav-connections", "nav-agents", "nav-jobs", "nav-definitions", "nav-revocations", "nav-tokens", "nav-audit"}; !slices.Equal(navOrder, want) {
 		t.Errorf("Tab visited the nav links %v, want %v (all: %v)", navOrder, want, seen)
 	}
 	if eval[string](tb, "focused button", `document.activeElement.dataset.value`) != booking {

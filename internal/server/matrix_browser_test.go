@@ -242,3 +242,74 @@ func TestBrowserMatrixViewAndCompare(t *testing.T) {
 		t.Errorf("itself, total: %q", got)
 	}
 }
+
+// TestBrowserMatrixDefinitions: the definitions page lists each
+// definition with its test, its versions (newest first) and the jobs
+// started from it; an operator's Run starts a job from the chosen version
+// with the parameters typed in overriding the definition's (a name on two
+// lines: a matrix), and the new job is listed; a viewer sees no Run.
+func TestBrowserMatrixDefinitions(t *testing.T) {
+	e := startDashboard(t, nil)
+	e.agent("c1", "role=client")
+	e.agent("c2", "role=client")
+	bob := e.userToken("bob", auth.ScopeJobsWrite)
+	for _, spec := range []string{
+		`{"action":"download","targets":"role=client","parameters":{"server":["a","b"],"count":"2"}}`,
+		`{"action":"download","targets":"role=client","parameters":{"server":["a","b","c"],"count":"2"}}`,
+	} {
+		if status, b := e.api("PUT", "/api/v1/definitions/nightly", bob, spec); status != http.StatusCreated {
+			t.Fatalf("PUT definition: %d %s", status, b)
+		}
+	}
+	first := runNightly(e, bob, url.Values{"RUNID": {"week 48"}})
+
+	tb := newTab(t, e.browser, "operator")
+	e.loginTo(tb, alice(), "/ui/definitions", "definitions")
+	row := tid("def-row") + `[data-name="nightly"]`
+	tb.waitJS(stepTimeout, "the definition listed", `document.querySelector('`+row+`[data-loaded="true"]') !== null`)
+	if got := tb.text(row + " " + tid("def-spec")); got != "download on role=client; count=2; server=a | b | c" {
+		t.Errorf("the test as listed: %q", got)
+	}
+	versions := eval[[]string](tb, "the versions", `[...document.querySelectorAll('`+row+` `+tid("def-version")+`')].map((li) => li.dataset.version)`)
+	if !slices.Equal(versions, []string{"2", "1"}) {
+		t.Errorf("versions %q, want 2 then 1", versions)
+	}
+	jobsListed := func() []string {
+		return eval[[]string](tb, "the jobs", `[...document.querySelectorAll('`+row+` `+tid("def-job")+`')].map((li) => li.dataset.job)`)
+	}
+	if got := jobsListed(); !slices.Equal(got, []string{first}) {
+		t.Errorf("jobs %q, want %q", got, first)
+	}
+
+	// Run version 1 with server overridden by two values, not started.
+	choose(tb, row+" "+tid("def-run-version"), "1")
+	tb.run("run", chromedp.SendKeys(chromedp.CSS(row+" "+tid("def-run-params")), "server=x\nserver=y\ncount=3"),
+		chromedp.Click(chromedp.CSS(row+" "+tid("def-run-start"))),
+		chromedp.Click(chromedp.CSS(row+" "+tid("def-run"))))
+	tb.waitJS(stepTimeout, "the new job linked", `document.querySelector('`+row+` `+tid("def-run-job")+`') !== null`)
+	newID := tb.text(row + " " + tid("def-run-job"))
+	tb.waitJS(stepTimeout, "the new job listed first", `document.querySelector('`+row+` `+tid("def-job")+`').dataset.job === '`+newID+`'`)
+	root := e.userToken("root", auth.ScopeJobsRead, auth.ScopeJobsAdmin) // the job is alice's
+	d := e.matrixJob(root, newID)
+	if d.Phase != "PENDING" || string(d.Parameters["server"]) != `["x","y"]` || string(d.Parameters["count"]) != `"3"` {
+		t.Errorf("the job Run started: %s %s %s", d.Phase, d.Parameters["server"], d.Parameters["count"])
+	}
+	var info struct {
+		JobInfo struct{ Definition struct{ Version int } }
+	}
+	if _, b := e.api("GET", "/api/v1/jobs/"+newID, root, ""); json.Unmarshal(b, &info) != nil || info.JobInfo.Definition.Version != 1 {
+		t.Errorf("the job Run started is not of version 1: %s", b)
+	}
+
+	// A line that is not name=value is refused in the page.
+	tb.run("a bad override", chromedp.SendKeys(chromedp.CSS(row+" "+tid("def-run-params")), "\noops"), chromedp.Click(chromedp.CSS(row+" "+tid("def-run"))))
+	tb.waitJS(stepTimeout, "the bad line named", `document.querySelector('`+row+` `+tid("def-run-message")+`').textContent.includes('"oops" is not name=value')`)
+
+	// A viewer sees the definitions (the API shows a viewer their own) but no Run.
+	viewer := newTab(t, e.browser, "viewer")
+	e.loginTo(viewer, vic(), "/ui/definitions", "definitions")
+	viewer.waitJS(stepTimeout, "the empty list", `document.querySelector('`+tid("definitions")+` tr.empty') !== null && document.querySelector('`+tid("definitions")+` tr.empty').textContent.startsWith('No definitions')`)
+	if eval[bool](viewer, "a Run button", `document.querySelector('`+tid("def-run")+`') !== null`) {
+		t.Error("a viewer has a Run button")
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 //go:embed templates/layout.html templates/overview.html templates/connections.html templates/agents.html
 //go:embed templates/jobs.html templates/job.html templates/revocations.html templates/tokens.html templates/audit.html
+//go:embed templates/definitions.html
 var pageTemplateFiles embed.FS
 
 // pageCSP returns the Content-Security-Policy of every page of the server
@@ -51,7 +52,7 @@ func pageCSP(public *url.URL) string {
 var cspHost = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$`)
 
 // pageNames are the templates of the pages, each executed with the layout.
-var pageNames = []string{"overview", "connections", "agents", "jobs", "job", "revocations", "tokens", "audit"}
+var pageNames = []string{"overview", "connections", "agents", "jobs", "job", "definitions", "revocations", "tokens", "audit"}
 
 // pageTemplates parses the page templates once: layout.html plus the page.
 var pageTemplates = sync.OnceValues(func() (map[string]*template.Template, error) {
@@ -98,6 +99,7 @@ func (h *Handler) registerPages(mux *http.ServeMux) {
 	mux.Handle("GET /ui/agents", page("agents", RoleViewer))
 	mux.Handle("GET /ui/jobs", page("jobs", RoleViewer))
 	mux.Handle("GET /ui/jobs/{id}", page("job", RoleViewer))
+	mux.Handle("GET /ui/definitions", page("definitions", RoleViewer))
 	mux.Handle("GET /ui/revocations", page("revocations", RoleViewer))
 	mux.Handle("GET /ui/tokens", page("tokens", RoleOperator))
 	mux.Handle("GET /ui/audit", page("audit", RoleAdmin))
@@ -140,7 +142,7 @@ func (d *pageData) Asset(name string) string { return d.Base + staticURL(name) }
 func (d *pageData) URL(p string) string { return d.Base + p }
 
 var pageTitles = map[string]string{
-	"overview": "Overview", "connections": "Connections", "agents": "Agents", "jobs": "Jobs", "job": "Job",
+	"overview": "Overview", "connections": "Connections", "agents": "Agents", "jobs": "Jobs", "job": "Job", "definitions": "Test definitions",
 	"revocations": "Revocations", "tokens": "Tokens", "audit": "Audit log",
 }
 
