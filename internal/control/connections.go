@@ -21,6 +21,19 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/auth"
 )
 
+// ChangesTopic is the system topic of the connections' change notices
+// (ChangeNotice): published at every stats period and soon after a connect
+// or disconnect, as the stats topic is, while it has readers. A live view
+// of GET /api/v1/connections asks for its page again at each, so a tab
+// costs its page's changes plus about 50 bytes a notice.
+const ChangesTopic = "stats/changes"
+
+// ChangeNotice is the message of ChangesTopic.
+type ChangeNotice struct {
+	Time        time.Time `json:"time"`
+	Connections int       `json:"connections"`
+}
+
 // Page sizes of GET /api/v1/connections.
 const (
 	DefaultConnectionsPage = 100
@@ -32,7 +45,9 @@ const (
 const rateMinInterval = time.Second
 
 // ConnectionRow is one connection of a ConnectionsPage: its report and
-// its rates in bytes per second (null until measured over rateMinInterval).
+// its rates in bytes per second, over the interval between two samples
+// (the first: since it connected), null until it has been open for
+// rateMinInterval.
 type ConnectionRow struct {
 	ConnReport
 	RateIn  *float64 `json:"rate_in"`
@@ -304,8 +319,12 @@ func (s *rateSampler) sample(rows []ConnectionRow, now time.Time) (map[string]ui
 		r := &rows[i]
 		cs := s.conns[r.ID]
 		if cs == nil {
-			cs = &connSample{baseIn: r.BytesIn, baseOut: r.BytesOut, baseAt: now, changed: s.gen}
-		} else if dt := now.Sub(cs.baseAt); dt >= rateMinInterval {
+			// Its first rates are its averages since it connected (from
+			// no bytes then): an idle connection's are 0 from the start
+			// instead of changing from unmeasured to 0 at the next sample.
+			cs = &connSample{baseAt: r.ConnectedAt, changed: s.gen}
+		}
+		if dt := now.Sub(cs.baseAt); dt >= rateMinInterval {
 			in := float64(r.BytesIn-min(r.BytesIn, cs.baseIn)) / dt.Seconds()
 			out := float64(r.BytesOut-min(r.BytesOut, cs.baseOut)) / dt.Seconds()
 			cs.rateIn, cs.rateOut = &in, &out

@@ -214,6 +214,7 @@ func (p *StatsPublisher) run() {
 
 func (p *StatsPublisher) publish() {
 	p.publishSummary()
+	p.publishChanges()
 	if p.relay.Readers(StatsTopic) == 0 {
 		return
 	}
@@ -248,6 +249,17 @@ func (p *StatsPublisher) publishSummary() {
 	}
 	if b, err := json.Marshal(clusterSection{Cluster: p.cluster.Report(context.Background())}); err == nil {
 		p.relay.Publish(SummaryTopic, relay.Message{Type: relay.Text, Data: b})
+	}
+}
+
+// publishChanges publishes a ChangeNotice on ChangesTopic while it has
+// readers.
+func (p *StatsPublisher) publishChanges() {
+	if p.relay.Readers(ChangesTopic) == 0 {
+		return
+	}
+	if b, err := json.Marshal(ChangeNotice{Time: time.Now().UTC(), Connections: p.relay.Stats().Connections}); err == nil {
+		p.relay.Publish(ChangesTopic, relay.Message{Type: relay.Text, Data: b})
 	}
 }
 

@@ -70,7 +70,7 @@ type SummaryTraffic struct {
 // isDashboardTopic reports whether topic is one the dashboard's live views
 // read (only the server publishes there).
 func isDashboardTopic(topic string) bool {
-	return topic == StatsTopic || topic == SummaryTopic || topic == "agents" || strings.HasPrefix(topic, "jobs/")
+	return topic == StatsTopic || topic == SummaryTopic || topic == ChangesTopic || topic == "agents" || strings.HasPrefix(topic, "jobs/")
 }
 
 // Summarise computes rs's Summary at now; since is the time of the

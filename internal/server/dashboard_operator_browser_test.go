@@ -25,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/switchboard-hub/switchboard/internal/auth"
+	"github.com/switchboard-hub/switchboard/internal/control"
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/relay"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
@@ -500,8 +501,8 @@ func TestBrowserConnectionsForOperators(t *testing.T) {
 		const tr = document.querySelector('`+tid("conn-row")+`[data-own="page"]');
 		return tr ? tr.cells[0].textContent + '|' + tr.cells[3].textContent + '|' + tr.querySelectorAll('button').length : '';
 	})()`)
-	if ownRow != "stats|oidc:alice (this page)|0" {
-		t.Errorf("the page's own row: %q, want stats, marked, without buttons", ownRow)
+	if ownRow != control.ChangesTopic+"|oidc:alice (this page)|0" {
+		t.Errorf("the page's own row: %q, want %s, marked, without buttons", ownRow, control.ChangesTopic)
 	}
 
 	// Deny and Revoke are in the row's menu, out of sight until it opens.

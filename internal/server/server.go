@@ -352,7 +352,7 @@ func New(cfg Config, deps Deps) (_ *Server, err error) {
 	s.stats.PublishCluster(s.bus.status)
 
 	// Jobs, when results have somewhere to go.
-	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats, control.SummaryTopic: auth.ScopeStats}
+	systemTopics := map[string]string{control.StatsTopic: auth.ScopeStats, control.SummaryTopic: auth.ScopeStats, control.ChangesTopic: auth.ScopeStats}
 	systemPrefixes := map[string]string{}
 	var closers []control.ConnCloser
 	if deps.Results != nil || cfg.ResultsDir != "" {

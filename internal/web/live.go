@@ -14,6 +14,10 @@ package web
 //     busiest topics, drops, traffic counters, the dashboard's own traffic)
 //     at the same moments, a few KiB whatever the number of connections:
 //     what the Overview reads (and the cluster section after each);
+//   - stats/changes: a notice (control.ChangeNotice: the time and the
+//     connection count, about 50 bytes) at the same moments: the
+//     Connections page then asks for its page of rows
+//     (/ui/api/api/v1/connections, only the changed rows in full);
 //   - agents: agent connect and disconnect events;
 //   - jobs/{id}/log: a job's output lines, for its owner and operators.
 //
@@ -42,6 +46,7 @@ const liveTokenTTL = 5 * time.Minute
 const (
 	statsTopic     = "stats"
 	summaryTopic   = "stats/summary"
+	changesTopic   = "stats/changes"
 	agentsTopic    = "agents"
 	jobTopicPrefix = "jobs/"
 	jobTopicSuffix = "/log"
@@ -56,7 +61,7 @@ type liveToken struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// serveLiveToken serves GET /ui/api/live-token?topic=stats|stats/summary|agents|jobs/{id}/log.
+// serveLiveToken serves GET /ui/api/live-token?topic=stats|stats/summary|stats/changes|agents|jobs/{id}/log.
 func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 	s := SessionFrom(r.Context())
 	if s == nil || s.Role < RoleViewer {
@@ -66,12 +71,12 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 	t := r.URL.Query().Get("topic")
 	var scopes []string
 	switch {
-	case t == statsTopic || t == summaryTopic || t == agentsTopic:
+	case t == statsTopic || t == summaryTopic || t == changesTopic || t == agentsTopic:
 		scopes = []string{auth.ScopeRead, auth.ScopeStats}
 	case strings.HasPrefix(t, jobTopicPrefix) && strings.HasSuffix(t, jobTopicSuffix):
 		id := strings.TrimSuffix(strings.TrimPrefix(t, jobTopicPrefix), jobTopicSuffix)
 		if id == "" || strings.Contains(id, "/") || topic.Valid(t) != nil {
-			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, agents or jobs/{id}/log")
+			apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, stats/changes, agents or jobs/{id}/log")
 			return
 		}
 		if !h.mayReadJob(w, r, s, id) {
@@ -79,7 +84,7 @@ func (h *Handler) serveLiveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		scopes = []string{auth.ScopeRead}
 	default:
-		apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, agents or jobs/{id}/log")
+		apierr.WriteNew(w, http.StatusBadRequest, wire.ErrorInvalidTopic, "topic must be stats, stats/summary, stats/changes, agents or jobs/{id}/log")
 		return
 	}
 	tok, exp, err := h.mintToken(s, liveTokenTTL, t, livePrefix, scopes)

@@ -24,7 +24,8 @@
 // token is short-lived and the relay closes a connection when its token
 // expires (4001), so shortly before that a second connection is opened
 // and the first closed once the second is up: no gap, no "reconnecting".
-// There are no polling loops: every update is a message on the topic.
+// There are no polling loops: every update is a message on the topic, or
+// (poll) a fetch made when a message on a topic says there is news.
 //
 // Stale data is marked: while a subscription is not live (reconnecting or
 // failed), <body data-stale> is set and every element of class live-data
@@ -50,6 +51,87 @@ export function subscribe(topic, { onMessage, onOpen } = {}) {
   const s = new LiveSubscription(topic, onMessage || (() => {}), onOpen || (() => {}));
   s.start();
   return s;
+}
+
+/**
+ * A fetch kept current: calls fetchOnce() (which returns a promise) now
+ * and again at each now() — a notice on a live topic, a view that changed
+ * — one call at a time (a now() during a call runs another after it).
+ * While its calls fail it tries again with backoff and counts as a feed
+ * that is down (the status line says so and the page's live data is
+ * marked stale); a 401 stops it. Returns an object with now() and stop().
+ */
+export function poll(name, fetchOnce) {
+  const p = new LivePoll(name, fetchOnce);
+  p.start();
+  return p;
+}
+
+class LivePoll {
+  constructor(name, fetchOnce) {
+    this.topic = name;
+    this.fetchOnce = fetchOnce;
+    this.ws = null; // not a connection: liveConnections leaves it out
+    this.state = 'connecting';
+    this.reason = '';
+    this.dataAt = 0;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = false;
+    this.running = false;
+    this.again = false; // now() was called during a call
+  }
+
+  start() {
+    subscriptions.add(this);
+    renderStatus();
+    this.now();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    subscriptions.delete(this);
+    renderStatus();
+  }
+
+  async now() {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = true;
+    let wait = null; // no call until the next now()
+    try {
+      await this.fetchOnce();
+      this.attempt = 0;
+      this.dataAt = Date.now();
+      this.state = 'live';
+      this.reason = '';
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        this.running = false;
+        this.state = 'failed';
+        this.reason = 'Live updates stopped: you are signed out. Reload the page to sign in again.';
+        renderStatus();
+        return;
+      }
+      wait = Math.min(backoffMax, backoffBase * 2 ** this.attempt) * (0.8 + 0.4 * Math.random());
+      this.attempt++;
+      this.state = 'reconnecting';
+      this.reason = err.message;
+    }
+    this.running = false;
+    renderStatus();
+    if (this.stopped) return;
+    if (this.again) {
+      this.again = false;
+      wait = 0;
+    }
+    if (wait !== null) this.timer = setTimeout(() => this.now(), wait);
+  }
 }
 
 const relaySubprotocol = 'switchboard.v1'; // wire.Subprotocol

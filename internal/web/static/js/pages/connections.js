@@ -1,23 +1,30 @@
-// Connections: a live table of every open connection, from the stats
-// topic. Filter, sort, and pages of 100 rows, so 10,000 connections cost
-// 100 rows of DOM; rows are kept by connection id and updated in place, so
-// focus and scrolling survive each report. A connection that closes is
-// missing from the next report and its row goes. Operators can deny a
-// connection's booking or revoke its subject (POST through /ui/api/), from
-// a row's Actions menu.
+// Connections: a live table of this node's open connections, one page of
+// 100 rows at a time, from GET /ui/api/api/v1/connections: the server
+// filters, sorts and pages, so a tab costs the rows it shows whatever the
+// number of connections. The page asks for it at each notice on the
+// stats/changes topic (about 50 bytes, at every stats period and soon
+// after a connect or disconnect) and gives back the previous answer's
+// cursor as since, so an answer carries in full only the rows that changed
+// (the others by id): 100 idle rows cost a list of ids a notice. A row the
+// page does not have (a view that changed, a connection that moved onto
+// the page) is asked for in full at once. Rows are kept by connection id
+// and updated in place, so focus and scrolling survive each answer.
+// Operators can deny a connection's booking or revoke its subject (POST
+// through /ui/api/), from a row's Actions menu.
 //
-// Rates are each connection's bytes per second since the previous report
-// (the first report shows none); last activity is the server's. Rows of
+// Rates are each connection's bytes per second, measured by the server
+// between polls (— until measured); last activity is the server's. Rows of
 // the user's own subject say "(you)", and the page's own live connection
-// "(this page)": neither offers Revoke subject (it would end the user's
-// own views and sessions). While the pointer is on the table, reports are
-// held (rows do not move under it) for at most pauseMax ms after the last
-// pointer movement. The filter, sort and page are kept in the URL
+// (on stats/changes) "(this page)":
+// neither offers Revoke subject (it would end the user's own views and
+// sessions). While the pointer is on the table, answers are held (rows do
+// not move under it) for at most pauseMax ms after the last pointer
+// movement. The filter, sort and page are kept in the URL
 // (?q=&sort=&dir=&page=, history.replaceState).
 
 import { api, atLeast, byId, h, fmtBytes, fmtCount, fmtTime, fmtShortTime, parseTime, debounce, showMessage, emptyRow, fmtRate, subject } from '../util.js';
-import { subscribeStats, dropTotal } from '../stats.js';
-import { liveConnections } from '../live.js';
+import { dropTotal } from '../stats.js';
+import { liveConnections, poll, subscribe } from '../live.js';
 import { confirmAction, durationOptions, durationSeconds } from '../dialog.js';
 
 const pageSize = 100;
@@ -34,31 +41,25 @@ const messageEl = byId('conn-message');
 const region = tbody.closest('.table-wrap');
 const pausedEl = byId('conn-paused');
 
-let conns = []; // the latest report, as rows
+const sortKeys = new Set(['topic', 'prefix', 'sub', 'booking', 'remote', 'ua', 'since', 'expires', 'in', 'out', 'drops', 'rate', 'active']);
+
+let shownPage = null; // the answer on screen: {total, matched, page, pages, rows}
 let received = false;
-let filter = [];
 let sortKey = 'since';
 let sortDir = 1;
-let page = 0;
+let page = 0; // 0-based
 const rowEls = new Map(); // id → {tr, cells, key}
-let counters = new Map(); // id → {bytesIn, bytesOut, at}: the previous report's, for rates
-
-const sorters = {
-  topic: (r) => r.topic, prefix: (r) => r.prefix, sub: (r) => r.sub, booking: (r) => r.booking,
-  remote: (r) => r.remote, ua: (r) => r.ua, since: (r) => r.since, expires: (r) => r.expires,
-  in: (r) => r.bytesIn, out: (r) => r.bytesOut, drops: (r) => r.drops,
-  rate: (r) => (r.rateIn ?? -1) + (r.rateOut ?? 0), active: (r) => r.active,
-};
+let known = new Map(); // id → row: the rows of the latest answer, for deltas
+let cursor = ''; // the latest answer's, for since; '' after a change of view
 
 // --- the view's state in the URL ---
 
 const query = new URLSearchParams(location.search);
-if (sorters[query.get('sort')]) {
+if (sortKeys.has(query.get('sort'))) {
   sortKey = query.get('sort');
   sortDir = query.get('dir') === 'desc' ? -1 : 1;
 }
 filterInput.value = query.get('q') || '';
-filter = filterInput.value.toLowerCase().split(/\s+/).filter(Boolean);
 page = Math.max(0, (Number.parseInt(query.get('page') || '1', 10) || 1) - 1);
 for (const th of document.querySelectorAll('th[aria-sort]')) {
   const key = th.querySelector('button.sort').dataset.sort;
@@ -86,75 +87,80 @@ function own(r, mine) {
   return 'you';
 }
 
-function toRow(c, receivedAt, mine) {
+function toRow(c) {
   const scopes = (c.scopes || []).join(' ');
-  const row = {
+  return {
     id: String(c.id),
-    num: Number(c.id),
     topic: c.topic || '', prefix: c.prefix || '', scopes, sub: c.sub || '', booking: c.booking_id || '',
     remote: c.remote_addr || '', ua: c.user_agent || '',
     since: parseTime(c.connected_at) ?? 0, expires: parseTime(c.expires_at) ?? Infinity,
     msgsIn: c.messages_in || 0, bytesIn: c.bytes_in || 0, msgsOut: c.messages_out || 0, bytesOut: c.bytes_out || 0,
     drops: dropTotal(c), dropDetail: Object.entries(c.drops || {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}: ${n}`).join(', '),
     active: parseTime(c.last_activity) ?? 0,
-    rateIn: null, rateOut: null,
+    rateIn: c.rate_in ?? null, rateOut: c.rate_out ?? null,
   };
-  const prev = counters.get(row.id);
-  const dt = prev ? (receivedAt - prev.at) / 1000 : 0;
-  if (dt > 0.2) {
-    row.rateIn = Math.max(0, row.bytesIn - prev.bytesIn) / dt;
-    row.rateOut = Math.max(0, row.bytesOut - prev.bytesOut) / dt;
-  } else if (prev) { // reports close together: keep the last rates
-    row.rateIn = prev.rateIn;
-    row.rateOut = prev.rateOut;
-  }
-  row.own = own(row, mine);
-  row.hay = [row.topic, row.prefix, scopes, row.sub, row.booking, row.remote, row.ua].join('\n').toLowerCase();
-  return row;
 }
 
-let held = null; // a report held while the table is paused: [report, receivedAt]
+// viewQuery is the request of the view on screen.
+function viewQuery(withCursor) {
+  const q = { size: String(pageSize), page: String(page + 1), sort: sortKey, dir: sortDir === 1 ? 'asc' : 'desc' };
+  const f = filterInput.value.trim();
+  if (f) q.q = f;
+  if (withCursor && cursor) q.since = cursor;
+  return q;
+}
 
-function onReport(report, receivedAt = Date.now()) {
+let viewGen = 0; // bumped by every change of view: older answers are not shown
+
+// fetchView asks for the view on screen and shows it (or holds it while
+// the table is paused).
+async function fetchView() {
+  const gen = viewGen;
+  let ans = await api('/api/v1/connections', { query: viewQuery(true) });
+  if (gen !== viewGen) return;
+  let next = merge(ans);
+  if (next === null) { // a row we do not have: the whole page
+    cursor = '';
+    ans = await api('/api/v1/connections', { query: viewQuery(false) });
+    if (gen !== viewGen) return;
+    next = merge(ans);
+  }
+  cursor = ans.cursor;
+  page = ans.page - 1;
+  const mine = liveConnections();
+  for (const r of next.rows) r.own = own(r, mine);
+  known = new Map(next.rows.map((r) => [r.id, r]));
   if (paused()) {
-    held = [report, receivedAt];
+    held = next;
     resumeIfDue(); // shows that it is paused, and when to look again
     return;
   }
-  apply(report, receivedAt);
+  apply(next);
 }
 
-function apply(report, receivedAt) {
-  const mine = liveConnections();
-  conns = report.map((c) => toRow(c, receivedAt, mine));
-  const next = new Map();
-  for (const r of conns) {
-    const prev = counters.get(r.id);
-    // A rate's base moves on only when its interval was long enough.
-    next.set(r.id, prev && (receivedAt - prev.at) <= 200
-      ? prev : { bytesIn: r.bytesIn, bytesOut: r.bytesOut, at: receivedAt, rateIn: r.rateIn, rateOut: r.rateOut });
+// merge returns the answer's page with its rows (those it has in full,
+// the others as known), or null when a row is neither.
+function merge(ans) {
+  const full = new Map(ans.rows.map((c) => [String(c.id), c]));
+  const rows = [];
+  for (const id of ans.ids) {
+    const c = full.get(id);
+    const r = c ? toRow(c) : known.get(id);
+    if (!r) return null;
+    rows.push(r);
   }
-  counters = next;
+  return { total: ans.total, matched: ans.matched, page: ans.page - 1, pages: ans.pages, rows };
+}
+
+let held = null; // an answer held while the table is paused
+
+function apply(next) {
+  shownPage = next;
   const first = !received;
   received = true;
   render();
-  // For tests and profiling: when the first report was on screen.
+  // For tests and profiling: when the first answer was on screen.
   if (first) performance.mark('connections-first-report');
-}
-
-function visibleRows() {
-  let rows = conns;
-  if (filter.length > 0) rows = rows.filter((r) => filter.every((t) => r.hay.includes(t)));
-  const key = sorters[sortKey];
-  const dir = sortDir;
-  // Plain comparisons (no locale collation): fast enough to sort 10,000
-  // rows on every report.
-  return rows.slice().sort((a, b) => {
-    const x = key(a);
-    const y = key(b);
-    const c = x < y ? -1 : x > y ? 1 : 0;
-    return c * dir || (a.since - b.since) || (a.num - b.num);
-  });
 }
 
 // cellTexts are the texts a row shows, in column order; a row is
@@ -240,11 +246,8 @@ function updateRow(entry, r, texts) {
 }
 
 function render() {
-  const rows = visibleRows();
-  const pages = Math.max(1, Math.ceil(rows.length / pageSize));
-  if (page >= pages) page = pages - 1;
-  const shown = rows.slice(page * pageSize, (page + 1) * pageSize);
-
+  const ans = shownPage || { total: 0, matched: 0, page: 0, pages: 1, rows: [] };
+  const shown = ans.rows;
   const focused = document.activeElement;
   const focusedRow = focused && tbody.contains(focused) ? focused.closest('tr') : null;
   const keep = new Set(shown.map((r) => r.id));
@@ -274,21 +277,21 @@ function render() {
     else at = at.nextElementSibling;
   }
   if (shown.length === 0) {
-    emptyRow(tbody, !received ? 'Waiting for the first report…' : conns.length === 0 ? 'No open connections.' : 'No connection matches the filter.');
+    emptyRow(tbody, !received ? 'Waiting for the first report…' : ans.total === 0 ? 'No open connections.' : 'No connection matches the filter.');
   }
   if (focusedRow && !focusedRow.isConnected) region.focus(); // its connection closed
 
-  const from = rows.length === 0 ? 0 : page * pageSize + 1;
-  const to = Math.min(rows.length, (page + 1) * pageSize);
-  let text = `Showing ${fmtCount(from)}–${fmtCount(to)} of ${fmtCount(rows.length)} connections`;
-  if (rows.length !== conns.length) text += ` (filtered from ${fmtCount(conns.length)})`;
+  const from = shown.length === 0 ? 0 : ans.page * pageSize + 1;
+  const to = ans.page * pageSize + shown.length;
+  let text = `Showing ${fmtCount(from)}–${fmtCount(to)} of ${fmtCount(ans.matched)} connections`;
+  if (ans.matched !== ans.total) text += ` (filtered from ${fmtCount(ans.total)})`;
   if (!received) text = 'Waiting for the first report…';
   if (countEl.textContent !== text) countEl.textContent = text;
-  countEl.dataset.total = String(conns.length);
-  countEl.dataset.shown = String(rows.length);
-  pageEl.textContent = `Page ${page + 1} of ${pages}`;
-  prevBtn.disabled = page === 0;
-  nextBtn.disabled = page >= pages - 1;
+  countEl.dataset.total = String(ans.total);
+  countEl.dataset.shown = String(ans.matched);
+  pageEl.textContent = `Page ${ans.page + 1} of ${ans.pages}`;
+  prevBtn.disabled = ans.page === 0;
+  nextBtn.disabled = ans.page >= ans.pages - 1;
   if (received) saveView();
 }
 
@@ -312,9 +315,9 @@ function resumeIfDue() {
   }
   pausedEl.hidden = true;
   if (held) {
-    const [report, at] = held;
+    const next = held;
     held = null;
-    apply(report, at);
+    apply(next);
   }
 }
 
@@ -335,10 +338,23 @@ tbody.addEventListener('pointerleave', () => {
 
 // --- controls ---
 
+const live = poll('connections', fetchView);
+// Each notice (and each new connection to the topic, which may have missed
+// some) asks for the page again.
+subscribe('stats/changes', { onMessage: () => live.now(), onOpen: () => live.now() });
+
+// changeView asks for the view at once, the previous answers forgotten;
+// then(…) runs once it is on screen (or failed).
+function changeView() {
+  viewGen++;
+  cursor = '';
+  held = null;
+  return live.now();
+}
+
 filterInput.addEventListener('input', debounce(() => {
-  filter = filterInput.value.toLowerCase().split(/\s+/).filter(Boolean);
   page = 0;
-  render();
+  changeView();
 }, 120));
 
 for (const btn of document.querySelectorAll('button.sort')) {
@@ -352,18 +368,18 @@ for (const btn of document.querySelectorAll('button.sort')) {
     for (const th of document.querySelectorAll('th[aria-sort]')) th.setAttribute('aria-sort', 'none');
     btn.closest('th').setAttribute('aria-sort', sortDir === 1 ? 'ascending' : 'descending');
     page = 0;
-    render();
+    changeView();
   });
 }
 
-prevBtn.addEventListener('click', () => {
+prevBtn.addEventListener('click', async () => {
   page = Math.max(0, page - 1);
-  render();
+  await changeView();
   if (prevBtn.disabled) nextBtn.focus();
 });
-nextBtn.addEventListener('click', () => {
+nextBtn.addEventListener('click', async () => {
   page++;
-  render();
+  await changeView();
   if (nextBtn.disabled) prevBtn.focus();
 });
 
@@ -371,7 +387,7 @@ tbody.addEventListener('click', async (ev) => {
   const btn = ev.target.closest('button[data-action]');
   if (!btn) return;
   const value = btn.dataset.value;
-  const row = conns.find((r) => r.id === btn.closest('tr').dataset.connId);
+  const row = known.get(btn.closest('tr').dataset.connId);
   const where = row ? ` (topic ${row.topic})` : '';
   showMessage(messageEl, '');
   if (btn.dataset.action === 'deny') {
@@ -407,4 +423,3 @@ tbody.addEventListener('click', async (ev) => {
   }
 });
 
-subscribeStats(onReport);
