@@ -97,10 +97,12 @@ func (m *Manager) apply(ev Event, j *store.Job, local bool) {
 	case ev.Change == ChangePhase && ev.Phase.Final():
 		m.goBackground(func() { m.endLogs(ev.Job, ev.Phase, local) })
 	}
-	if local && j != nil && j.Parent != "" && ev.Change == ChangePhase && ev.Phase.Final() {
+	if local && j != nil && j.Parent != "" && ev.Change == ChangePhase && (ev.Phase.Final() || ev.Phase == store.PhaseExecuting) {
 		// The node that ended a matrix job's child sees whether it was
-		// the last one (matrix.go).
-		m.goBackground(func() { m.finishMatrixIfDone(j.Parent) })
+		// the last one (matrix.go); a test's step that started or ended
+		// may let the next start (steps.go).
+		phase := ev.Phase
+		m.goBackground(func() { m.childChanged(j.Parent, phase) })
 	}
 	if !local && m.HoldsTimerLease() {
 		m.goBackground(func() { m.rearm(ev.Job) })

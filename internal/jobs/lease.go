@@ -191,6 +191,10 @@ func (m *Manager) loadTimers(ctx context.Context) error {
 				m.goBackground(func() { m.finishMatrixIfDone(j.ID) })
 				continue
 			}
+			if len(j.Steps) > 0 {
+				m.goBackground(func() { m.advanceSteps(j.ID) })
+				continue
+			}
 			runs, err := m.st.Runs(ctx, j.ID)
 			if err != nil {
 				return err

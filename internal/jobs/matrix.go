@@ -249,6 +249,10 @@ func (m *Manager) children(ctx context.Context, id string) ([]store.Job, error) 
 	if err != nil {
 		return nil, err
 	}
+	if len(j.Steps) > 0 {
+		_, kids, err := m.StepJobs(ctx, j)
+		return kids, err
+	}
 	_, kids, err := m.Children(ctx, j)
 	return kids, err
 }
@@ -404,15 +408,12 @@ func (m *Manager) abortChildren(id, why string) {
 // another job) and returns the first error other than a *PhaseError
 // (a child that has ended refuses what no longer applies to it).
 func (m *Manager) forChildren(ctx context.Context, j store.Job, f func(id string) error) error {
-	if len(j.Matrix) == 0 {
-		return nil
-	}
-	_, kids, err := m.Children(ctx, j)
+	ids, err := m.childIDs(ctx, j)
 	if err != nil {
 		return err
 	}
-	for _, k := range kids {
-		if err := f(k.ID); err != nil {
+	for _, id := range ids {
+		if err := f(id); err != nil {
 			var pe *PhaseError
 			if !errors.As(err, &pe) && !errors.Is(err, store.ErrNotFound) {
 				return err

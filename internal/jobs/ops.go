@@ -71,6 +71,9 @@ type Spec struct {
 	// job is started from ("" and 0: none).
 	Definition        string
 	DefinitionVersion int
+	// Steps, if set, make the job a test of several steps (steps.go):
+	// Action, Targets, Params and Matrix are then each step's.
+	Steps []StepSpec
 }
 
 // Create checks a job's targets, action and parameters against the agents
@@ -102,6 +105,12 @@ func (m *Manager) Create(ctx context.Context, s Spec) (store.Job, error) {
 	agents, err := m.st.Agents(ctx)
 	if err != nil {
 		return j, err
+	}
+	if len(s.Steps) > 0 {
+		if len(s.Params) > 0 {
+			return j, &TargetError{"invalid_parameter", "a test of several steps gives its parameters in each step"}
+		}
+		return m.createSteps(ctx, j, agents, s.Steps)
 	}
 	if len(j.Matrix) > 0 {
 		return m.createMatrix(ctx, j, agents, s.Params)

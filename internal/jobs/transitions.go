@@ -70,6 +70,10 @@ func (m *Manager) dispatch(id string) {
 		m.startMatrix(j) // a matrix job's runs are its children's
 		return
 	}
+	if err == nil && len(j.Steps) > 0 {
+		m.startSteps(j) // a test's runs are its steps'
+		return
+	}
 	queued, ok := m.recordTargets(id)
 	if !ok {
 		return
@@ -215,7 +219,7 @@ func (m *Manager) retryDispatch(id string, err error) {
 // after the change, or a *PhaseError.
 func (m *Manager) Abort(id, why string) (store.Job, error) {
 	j, err := m.abortOne(id, why)
-	if err == nil && len(j.Matrix) > 0 {
+	if err == nil && isParent(j) {
 		m.abortChildren(id, why)
 	}
 	return j, err

@@ -73,8 +73,9 @@ type Job struct {
 	ExecDuration time.Duration // 0: unlimited
 	ErrorType    string        // "transient" or "fatal" when ErrorSummary is set
 	ErrorSummary string
-	// Parent is the id of the matrix job this job is one combination of
-	// ("" for a job a client created). Listings show only jobs without a
+	// Parent is the id of the matrix job this job is one combination of,
+	// or of the test this job is one step of ("" for a job a client
+	// created). Listings show only jobs without a
 	// parent unless JobFilter.Parent names one.
 	Parent string
 	// Matrix lists the parameters given several values, in the order
@@ -82,6 +83,11 @@ type Job struct {
 	// job (its Parent is this job) whose Params hold one value of each.
 	// Empty on every other job.
 	Matrix []MatrixParam
+	// Steps lists the steps of a test of several steps, in order: each
+	// is a child job (its Parent is this job; a plain or a matrix job)
+	// started when its ordering allows. Empty on every other job; a job
+	// has Steps or Matrix, not both.
+	Steps []Step
 	// Labels tag the job ("key=value"), for finding it again
 	// (JobFilter.Label).
 	Labels []string
@@ -98,6 +104,25 @@ type MatrixParam struct {
 	Name   string
 	Values []string
 }
+
+// Step is one step of a test of several steps (Job.Steps).
+type Step struct {
+	Name string // unique in the job
+	Job  string // the child job that runs it
+	// After names an earlier step this one waits for ("" none), and
+	// When what it waits for: StepWhenRunning or StepWhenFinished.
+	After, When string
+}
+
+// Step orderings (Step.When).
+const (
+	// StepWhenRunning starts a step once the step it follows is
+	// EXECUTING (or has completed).
+	StepWhenRunning = "running"
+	// StepWhenFinished starts a step once the step it follows has
+	// COMPLETED.
+	StepWhenFinished = "finished"
+)
 
 // RequireAvailable is the Job.Require that runs a job only on the
 // targets connected at RUN.
@@ -284,6 +309,9 @@ func (j Job) Validate() error {
 	}
 	if !j.Phase.Valid() {
 		return fmt.Errorf("store: job %q: invalid phase %q", j.ID, j.Phase)
+	}
+	if len(j.Steps) > 0 && len(j.Matrix) > 0 {
+		return fmt.Errorf("store: job %q: has both steps and a matrix", j.ID)
 	}
 	return nil
 }

@@ -244,6 +244,11 @@ func (h *API) view(ctx context.Context, j store.Job) (*jobView, error) {
 			return nil, err
 		}
 	}
+	if len(j.Steps) > 0 {
+		if err := h.loadSteps(ctx, v); err != nil {
+			return nil, err
+		}
+	}
 	return v, nil
 }
 
@@ -347,6 +352,9 @@ type createRequest struct {
 	Phase             string                 `json:"phase"`
 	ExecutionDuration *int64                 `json:"executionDuration"`
 	Destruction       string                 `json:"destruction"`
+	// Steps make a test of several steps (steps.go): action, targets
+	// and parameters are then each step's.
+	Steps []stepRequest `json:"steps"`
 }
 
 const maxJSONBody = 1 << 20
@@ -370,6 +378,9 @@ func (h *API) create(w http.ResponseWriter, r *http.Request, c *caller, req crea
 	spec := jobs.Spec{RunID: req.RunID, Owner: c.claims.Subject, Action: req.Action,
 		Targets: strings.TrimSpace(req.Targets), Params: plain, Matrix: matrix, Require: strings.ToLower(req.Require),
 		Labels: req.Labels, Definition: def.Name, DefinitionVersion: def.Version}
+	if len(req.Steps) > 0 {
+		spec.Steps = stepSpecs(req.Steps)
+	}
 	if c.claims.Subject == "" {
 		spec.Owner = "admin"
 	}

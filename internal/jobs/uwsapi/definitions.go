@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,6 +38,9 @@ type definitionSpec struct {
 	Parameters        map[string]paramValues `json:"parameters,omitempty"`
 	Labels            []string               `json:"labels,omitempty"`
 	ExecutionDuration *int64                 `json:"executionDuration,omitempty"`
+	// Steps make a test of several steps (then without action, targets
+	// and parameters of its own).
+	Steps []stepRequest `json:"steps,omitempty"`
 }
 
 type jsonDefinitionVersion struct {
@@ -200,8 +204,20 @@ func (h *API) servePutDefinition(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_json", "the body is not a definition: "+err.Error())
 		return
 	}
-	if spec.Action == "" || strings.TrimSpace(spec.Targets) == "" {
-		apierr.WriteNew(w, http.StatusBadRequest, "invalid_definition", "a definition needs action and targets")
+	switch {
+	case len(spec.Steps) > 0:
+		if spec.Action != "" || spec.Targets != "" || len(spec.Parameters) > 0 || spec.Require != "" {
+			apierr.WriteNew(w, http.StatusBadRequest, "invalid_definition", "a definition with steps gives action, targets, require and parameters in each step")
+			return
+		}
+		for i, s := range spec.Steps {
+			if s.Action == "" || strings.TrimSpace(s.Targets) == "" {
+				apierr.WriteNew(w, http.StatusBadRequest, "invalid_definition", "step "+strconv.Itoa(i+1)+" needs action and targets")
+				return
+			}
+		}
+	case spec.Action == "" || strings.TrimSpace(spec.Targets) == "":
+		apierr.WriteNew(w, http.StatusBadRequest, "invalid_definition", "a definition needs action and targets, or steps")
 		return
 	}
 	owner := c.claims.Subject
@@ -255,6 +271,15 @@ func (h *API) serveRunDefinition(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusConflict, "definition_unreadable", "the stored definition cannot be read")
 		return
 	}
+	if len(spec.Steps) > 0 {
+		req, err := overrideSteps(spec, over)
+		if err != nil {
+			h.answerError(w, r, err)
+			return
+		}
+		h.create(w, r, c, req, d)
+		return
+	}
 	if over.Action != "" && over.Action != spec.Action {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "ACTION is the definition's ("+spec.Action+"): store a new definition to change it")
 		return
@@ -284,6 +309,45 @@ func (h *API) serveRunDefinition(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Labels = append(append([]string(nil), spec.Labels...), over.Labels...)
 	h.create(w, r, c, req, d)
+}
+
+// overrideSteps is the creation of a job from a definition with steps
+// and the request over: over may set RUNID, PHASE=RUN, DESTRUCTION,
+// EXECUTIONDURATION and labels (added), and parameters named
+// STEP.PARAMETER, each replacing that step's parameter; not ACTION,
+// TARGETS, REQUIRE or steps.
+func overrideSteps(spec definitionSpec, over createRequest) (createRequest, error) {
+	if over.Action != "" || over.Targets != "" || over.Require != "" || len(over.Steps) > 0 {
+		return over, &paramError{"action", "a definition with steps takes its actions, targets and steps as stored: store a new definition to change them"}
+	}
+	req := over
+	if req.ExecutionDuration == nil {
+		req.ExecutionDuration = spec.ExecutionDuration
+	}
+	req.Parameters = nil
+	req.Steps = make([]stepRequest, len(spec.Steps))
+	for i, s := range spec.Steps {
+		s.Parameters = maps.Clone(s.Parameters)
+		if s.Parameters == nil {
+			s.Parameters = map[string]paramValues{}
+		}
+		req.Steps[i] = s
+	}
+	for k, v := range over.Parameters {
+		step, name, ok := strings.Cut(k, ".")
+		i := slices.IndexFunc(req.Steps, func(s stepRequest) bool { return strings.EqualFold(s.Name, step) })
+		if !ok || i < 0 {
+			return over, &paramError{k, "a definition with steps takes parameters as STEP.PARAMETER, STEP one of its steps"}
+		}
+		for old := range req.Steps[i].Parameters {
+			if strings.EqualFold(old, name) {
+				delete(req.Steps[i].Parameters, old)
+			}
+		}
+		req.Steps[i].Parameters[name] = v
+	}
+	req.Labels = append(append([]string(nil), spec.Labels...), over.Labels...)
+	return req, nil
 }
 
 // serveDefinitionJobs lists the jobs started from a definition (any

@@ -48,6 +48,9 @@ func exportRows(v *jobView) []exportRow {
 		}
 		base := exportRow{Job: v.Job.ID, RunID: v.Job.RunID, Definition: v.Job.Definition, Step: v.Job.Action,
 			Agent: r.AgentID, Parameters: ps, State: r.State}
+		if s := v.runStep(i); s != "" {
+			base.Step = s
+		}
 		ms := flattenMetrics(r.Metrics)
 		if len(ms) == 0 {
 			out = append(out, base)

@@ -68,13 +68,14 @@ func splitMatrix(given map[string]paramValues) (map[string]string, []store.Matri
 	return plain, matrix
 }
 
-// refuseChild answers 403 for a change asked of a matrix job's child: its
-// matrix job is what a client runs, aborts, changes and deletes.
+// refuseChild answers 403 for a change asked of a matrix job's child or a
+// test's step: its parent is what a client runs, aborts, changes and
+// deletes.
 func refuseChild(w http.ResponseWriter, j store.Job) bool {
 	if j.Parent == "" {
 		return false
 	}
-	apierr.WriteNew(w, http.StatusForbidden, "matrix_child", "job "+j.ID+" is one combination of matrix job "+j.Parent+": change that job")
+	apierr.WriteNew(w, http.StatusForbidden, "matrix_child", "job "+j.ID+" is part of job "+j.Parent+" (one of its combinations or steps): change that job")
 	return true
 }
 
@@ -141,6 +142,9 @@ type matrixTable struct {
 	// it (a JSON number), "" when the run is missing, has not reported
 	// the metric or reported something that is not a number.
 	Cells [][]string
+	// Against is set when the cells are checked against the serving
+	// side's reports (?against=&by=, disagree.go).
+	Against *againstCheck
 }
 
 // defaultMatrixMetric is the metric the matrix result shows when the
@@ -152,10 +156,7 @@ const defaultMatrixMetric = "bytes_read"
 // numeric metric by name.
 func buildMatrixTable(v *jobView, metric string) matrixTable {
 	mv := v.Matrix
-	t := matrixTable{Job: v.Job.ID, Columns: mv.Combos}
-	for _, p := range v.Job.Matrix {
-		t.Parameters = append(t.Parameters, p.Name)
-	}
+	t := matrixTable{Job: v.Job.ID, Columns: mv.Combos, Parameters: v.matrixParameters()}
 	values := make([]map[string]string, len(v.Runs)) // metric → number, per run
 	names := map[string]bool{}
 	for i := range v.Runs {
@@ -273,6 +274,10 @@ type jsonMatrixRow struct {
 	Agent string       `json:"agent"`
 	Cells []jsonNumber `json:"cells"`
 	Total jsonNumber   `json:"total"`
+	// Against and Disagree, with ?against=: the serving side's number
+	// for each cell, and whether the cell disagrees with it.
+	Against  []jsonNumber `json:"against,omitempty"`
+	Disagree []bool       `json:"disagree,omitempty"`
 }
 
 type jsonMatrix struct {
@@ -282,12 +287,15 @@ type jsonMatrix struct {
 	Columns    []jsonMatrixColumn `json:"columns"`
 	Rows       []jsonMatrixRow    `json:"rows"`
 	Total      jsonNumber         `json:"total"`
+	Against    *jsonAgainst       `json:"against,omitempty"`
 }
 
 // writeMatrixJSON writes t as
 // {"jobId","metric","parameters":[names],"columns":[{"job","label",
 // "parameters","total"}],"rows":[{"agent","cells":[n|null],"total"}],
-// "total"}.
+// "total"}; with t.Against, each row also has "against":[n|null] and
+// "disagree":[bool], and the document "against":{"metric","by",
+// "disagreements"}.
 func writeMatrixJSON(w io.Writer, t matrixTable) error {
 	doc := jsonMatrix{JobID: t.Job, Metric: t.Metric, Parameters: t.Parameters, Total: jsonNumber(t.total()),
 		Columns: []jsonMatrixColumn{}, Rows: []jsonMatrixRow{}}
@@ -303,7 +311,16 @@ func writeMatrixJSON(w io.Writer, t matrixTable) error {
 		for c := range t.Columns {
 			row.Cells[c] = jsonNumber(t.Cells[r][c])
 		}
+		if a := t.Against; a != nil {
+			row.Against, row.Disagree = make([]jsonNumber, len(t.Columns)), a.Disagree[r]
+			for c := range t.Columns {
+				row.Against[c] = jsonNumber(a.Served[r][c])
+			}
+		}
 		doc.Rows = append(doc.Rows, row)
+	}
+	if a := t.Against; a != nil {
+		doc.Against = &jsonAgainst{Metric: a.Metric, By: a.By, Disagreements: a.Count}
 	}
 	return json.NewEncoder(w).Encode(doc)
 }
@@ -364,7 +381,15 @@ func (h *API) serveMatrixResult(w http.ResponseWriter, r *http.Request, v *jobVi
 		h.answerError(w, r, err)
 		return
 	}
+	against, by, err := againstParams(r)
+	if err != nil {
+		h.answerError(w, r, err)
+		return
+	}
 	t := buildMatrixTable(v, metric)
+	if against != "" {
+		t.checkAgainst(v, against, by)
+	}
 	var b bytes.Buffer
 	if id == MatrixCSVResult {
 		writeMatrixCSV(&b, t)

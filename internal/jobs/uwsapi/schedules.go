@@ -143,6 +143,9 @@ func (h *API) runScheduled(ctx context.Context, s store.Schedule) (string, error
 	js := jobs.Spec{RunID: ScheduledRunID, Owner: s.Owner, Action: spec.Action, Targets: strings.TrimSpace(spec.Targets),
 		Params: plain, Matrix: matrix, Require: strings.ToLower(spec.Require), Labels: spec.Labels,
 		Definition: d.Name, DefinitionVersion: d.Version}
+	if len(spec.Steps) > 0 {
+		js.Steps = stepSpecs(spec.Steps)
+	}
 	if spec.ExecutionDuration != nil {
 		if js.ExecDuration, err = parseExecutionDuration(fmt.Sprint(*spec.ExecutionDuration)); err != nil {
 			return "", err

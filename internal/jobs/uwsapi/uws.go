@@ -485,7 +485,9 @@ func jobXML(v *jobView) []byte {
 // (its matrix job's id), and on a matrix job one <sb:combination job=
 // phase= label=> per child with an <sb:value name=> per matrix parameter;
 // its runs (its children's) carry name= (agent and combination) and job=
-// (the child's id).
+// (the child's id). A test of several steps has one <sb:step name= job=
+// phase= action= targets= after= when=> per step, and is shown as a
+// matrix job whose combinations are its steps' jobs; its runs carry step=.
 func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 	j := &v.Job
 	if len(v.Runs) == 0 && j.ErrorSummary == "" && v.Matrix == nil && len(j.Labels) == 0 && j.Definition == "" && j.Parent == "" {
@@ -508,6 +510,14 @@ func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 	if j.Parent != "" {
 		d.nl(indent + 1)
 		d.text("sb:matrixJob", j.Parent)
+	}
+	if v.Steps != nil {
+		for i, s := range v.Steps.Steps {
+			k := v.Steps.Jobs[i]
+			d.nl(indent + 1)
+			d.tag("sb:step", true, append([]string{"name", s.Name, "job", s.Job, "phase", string(k.Phase),
+				"action", k.Action, "targets", k.Targets}, optional("after", s.After, "when", s.When)...)...)
+		}
 	}
 	if v.Matrix != nil {
 		for i, c := range v.Matrix.Combos {
@@ -543,6 +553,9 @@ func (d *xmlDoc) jobInfoXML(v *jobView, indent int) {
 		attrs := []string{"agent", r.AgentID}
 		if v.Matrix != nil {
 			attrs = append(attrs, "name", v.runName(i), "job", r.JobID)
+		}
+		if s := v.runStep(i); s != "" {
+			attrs = append(attrs, "step", s)
 		}
 		attrs = append(attrs, optional(
 			"state", string(r.State),
@@ -598,11 +611,13 @@ type jsonRun struct {
 	Name        string        `json:"name,omitempty"`
 	Job         string        `json:"job,omitempty"`
 	Combination orderedParams `json:"combination,omitempty"`
-	State       string        `json:"state"`
-	ExitCode    *int          `json:"exitCode"` // null: no exit status
-	StartTime   *string       `json:"startTime"`
-	EndTime     *string       `json:"endTime"`
-	Error       string        `json:"error"`
+	// Step is set on a test of several steps' runs: the step's name.
+	Step      string  `json:"step,omitempty"`
+	State     string  `json:"state"`
+	ExitCode  *int    `json:"exitCode"` // null: no exit status
+	StartTime *string `json:"startTime"`
+	EndTime   *string `json:"endTime"`
+	Error     string  `json:"error"`
 	// StdoutTail and StderrTail are the last output the agent sent with
 	// its result (jobproto.MaxTailBytes each); the whole log is the
 	// result logs/{agent}.txt.
@@ -619,6 +634,18 @@ type jsonJobInfo struct {
 	MatrixJob    string             `json:"matrixJob,omitempty"` // on a matrix job's child: the matrix job
 	Matrix       []jsonMatrixParam  `json:"matrix,omitempty"`
 	Combinations []jsonCombination  `json:"combinations,omitempty"`
+	// Steps lists a test of several steps' steps, in order.
+	Steps []jsonStep `json:"steps,omitempty"`
+}
+
+type jsonStep struct {
+	Name    string `json:"name"`
+	Job     string `json:"job"`
+	Phase   string `json:"phase"`
+	Action  string `json:"action"`
+	Targets string `json:"targets"`
+	After   string `json:"after,omitempty"`
+	When    string `json:"when,omitempty"`
 }
 
 type jsonDefinitionRef struct {
@@ -774,6 +801,7 @@ func jobJSON(v *jobView) jsonJob {
 		if v.Matrix != nil {
 			jr.Name, jr.Job = v.runName(i), v.Runs[i].JobID
 			jr.Combination = comboParams(v.Matrix.Combos[v.Matrix.RunCombo[i]])
+			jr.Step = v.runStep(i)
 		}
 		doc.JobInfo.Runs = append(doc.JobInfo.Runs, jr)
 	}
@@ -789,6 +817,13 @@ func jobJSON(v *jobView) jsonJob {
 		for i, c := range v.Matrix.Combos {
 			doc.JobInfo.Combinations = append(doc.JobInfo.Combinations, jsonCombination{Job: c.JobID, Label: c.Label(),
 				Phase: string(v.Matrix.Children[i].Phase), Parameters: comboParams(c)})
+		}
+	}
+	if v.Steps != nil {
+		for i, s := range v.Steps.Steps {
+			k := v.Steps.Jobs[i]
+			doc.JobInfo.Steps = append(doc.JobInfo.Steps, jsonStep{Name: s.Name, Job: s.Job, Phase: string(k.Phase),
+				Action: k.Action, Targets: k.Targets, After: s.After, When: s.When})
 		}
 	}
 	return doc

@@ -153,6 +153,7 @@ func jobsFixtures() []fixture {
 			wantParams: [][2]string{{"action", "ping"}, {"targets", "c1"}},
 		},
 		matrixFixture(),
+		stepsFixture(),
 		{
 			name:  "invalid-chars",
 			lossy: true,
@@ -410,6 +411,9 @@ func TestUWSJobXMLContent(t *testing.T) {
 				if f.v.Matrix != nil { // a matrix job's run: its name and its child job
 					want["name"], want["job"] = f.v.runName(i), r.JobID
 				}
+				if s := f.v.runStep(i); s != "" { // a test's run: its step
+					want["step"] = s
+				}
 				if r.State.Final() && r.ExitCode >= 0 {
 					want["exitCode"] = fmt.Sprint(r.ExitCode)
 				}
@@ -537,7 +541,7 @@ func nilIfEmpty(s string) string {
 
 // jobInfoElements are the local names of <uws:jobInfo> and what it holds.
 var jobInfoElements = []string{"jobInfo", "error", "run", "stdoutTail", "stderrTail", "metrics",
-	"label", "definition", "matrixJob", "combination", "value"}
+	"label", "definition", "matrixJob", "combination", "value", "step"}
 
 // checkPyvoWarnings allows only pyvo's complaints about our jobInfo
 // content, which it does not know, and about the root element of a job

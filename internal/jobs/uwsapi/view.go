@@ -21,6 +21,9 @@ type jobView struct {
 	// Matrix is set on a matrix job: Runs are then its children's, and
 	// Matrix says which combination each belongs to.
 	Matrix *matrixView
+	// Steps is set on a test of several steps (with Matrix: its
+	// combinations are the steps' jobs, steps.go).
+	Steps *stepsView
 }
 
 // href returns the absolute URL of the job.

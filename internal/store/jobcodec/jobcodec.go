@@ -125,6 +125,55 @@ func DecodeMatrix(s string) ([]store.MatrixParam, error) {
 	return out, nil
 }
 
+// step is the stored form of a store.Step.
+type step struct {
+	Name  string `json:"name"`
+	Job   string `json:"job"`
+	After string `json:"after,omitempty"`
+	When  string `json:"when,omitempty"`
+}
+
+// stepsColumn is the stored form of a job's steps. A job has steps or a
+// matrix, never both, so they share the matrix column: an array there
+// is a matrix, an object {"steps": […]} the steps (no schema change).
+type stepsColumn struct {
+	Steps []step `json:"steps"`
+}
+
+// EncodeSteps encodes a job's steps for the matrix column.
+func EncodeSteps(ss []store.Step) (string, error) {
+	out := stepsColumn{Steps: make([]step, len(ss))}
+	for i, s := range ss {
+		out.Steps[i] = step(s)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", fmt.Errorf("encode steps: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeMatrixColumn decodes the matrix column: a matrix (an array) or
+// steps (an object, EncodeSteps).
+func decodeMatrixColumn(s string) ([]store.MatrixParam, []store.Step, error) {
+	if t := strings.TrimSpace(s); !strings.HasPrefix(t, "{") {
+		m, err := DecodeMatrix(s)
+		return m, nil, err
+	}
+	var in stepsColumn
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, nil, fmt.Errorf("decode steps: %w", err)
+	}
+	if len(in.Steps) == 0 {
+		return nil, nil, nil
+	}
+	out := make([]store.Step, len(in.Steps))
+	for i, st := range in.Steps {
+		out[i] = store.Step(st)
+	}
+	return nil, out, nil
+}
+
 // file is the stored form of a store.ResultFile, with names of its own so
 // that renaming Go fields does not change the format.
 type file struct {
@@ -204,7 +253,12 @@ func EncodeJob(j store.Job) (EncodedJob, error) {
 	if e.Agents, err = EncodeStrings(j.Agents); err != nil {
 		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
-	if e.Matrix, err = EncodeMatrix(j.Matrix); err != nil {
+	if len(j.Steps) > 0 {
+		e.Matrix, err = EncodeSteps(j.Steps)
+	} else {
+		e.Matrix, err = EncodeMatrix(j.Matrix)
+	}
+	if err != nil {
 		return EncodedJob{}, fmt.Errorf("store: job %q: %w", j.ID, err)
 	}
 	if e.Labels, err = EncodeStrings(j.Labels); err != nil {
@@ -232,7 +286,7 @@ func PrepareJob(j store.Job, now time.Time) (store.Job, EncodedJob, error) {
 // stored JSON.
 func DecodeJobColumns(j *store.Job, params, agents, matrix, labels string) error {
 	var err error
-	if j.Matrix, err = DecodeMatrix(matrix); err != nil {
+	if j.Matrix, j.Steps, err = decodeMatrixColumn(matrix); err != nil {
 		return fmt.Errorf("job %q: %w", j.ID, err)
 	}
 	if j.Labels, err = DecodeStrings(labels); err != nil {
@@ -263,6 +317,9 @@ func NormalizeJob(j store.Job) store.Job {
 	}
 	if len(j.Matrix) == 0 {
 		j.Matrix = nil
+	}
+	if len(j.Steps) == 0 {
+		j.Steps = nil
 	}
 	if len(j.Labels) == 0 {
 		j.Labels = nil

@@ -190,6 +190,9 @@ func checkJob(t *testing.T, what string, got, want store.Job) {
 	if fmt.Sprint(got.Matrix) != fmt.Sprint(want.Matrix) || (got.Matrix == nil) != (len(want.Matrix) == 0) {
 		d.add("Matrix = %#v, want %#v", got.Matrix, want.Matrix)
 	}
+	if fmt.Sprint(got.Steps) != fmt.Sprint(want.Steps) || (got.Steps == nil) != (len(want.Steps) == 0) {
+		d.add("Steps = %#v, want %#v", got.Steps, want.Steps)
+	}
 	d.strings("Labels", got.Labels, want.Labels)
 	d.str("Definition", got.Definition, want.Definition)
 	if got.DefinitionVersion != want.DefinitionVersion {
@@ -317,6 +320,20 @@ func testJobRoundTrip(t *testing.T, s store.Store) {
 	// Zero times, nil and empty maps and lists come back zero and empty.
 	checkJob(t, "minimal job", getJob(t, s, minimal.ID), minimal)
 	checkJob(t, "job with empty params and agents", getJob(t, s, empty.ID), empty)
+
+	// A test of several steps keeps its steps (in the matrix column).
+	stepped := store.Job{ID: "job-steps", Phase: store.PhaseExecuting, CreatedAt: t0.Add(3 * time.Second),
+		Steps: []store.Step{{Name: "serve", Job: "job-steps-s1"},
+			{Name: `dl "ünï"`, Job: "job-steps-s2", After: "serve", When: store.StepWhenRunning}}}
+	mustCreateJob(t, s, stepped)
+	checkJob(t, "job with steps", getJob(t, s, stepped.ID), stepped)
+	if err := s.CreateJob(context.Background(), store.Job{ID: "job-both", Phase: store.PhasePending,
+		Matrix: full.Matrix, Steps: stepped.Steps}); err == nil {
+		t.Errorf("CreateJob of a job with both steps and a matrix: no error")
+	}
+	if err := s.DeleteJob(context.Background(), stepped.ID); err != nil {
+		t.Fatalf("DeleteJob: %v", err)
+	}
 
 	// Listings return the same.
 	js := listJobs(t, s, store.JobFilter{})
