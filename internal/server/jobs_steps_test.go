@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/jobs"
 	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
+	"github.com/switchboard-hub/switchboard/internal/store"
 )
 
 // serveStatsAction is what a data server's agent declares: it reports
@@ -395,4 +396,39 @@ func TestJobStepsRefused(t *testing.T) {
 	if status, b := s.api("GET", "/api/v1/jobs", user, ""); status != http.StatusOK || strings.Contains(string(b), `"jobId"`) {
 		t.Errorf("jobs stored after refusals: %s", b)
 	}
+}
+
+// TestJobStepsAfterCrash: a test left EXECUTING by a crash — one step
+// completed, the next (after it) never started — goes on when the hub
+// starts again: the waiting step runs and the test completes.
+func TestJobStepsAfterCrash(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	acts, _ := json.Marshal([]jobproto.Action{downloadAction()})
+	if err := st.PutAgent(ctx, store.Agent{ID: "c1", Actions: acts, FirstSeen: time.Now(), LastSeen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []store.Step{{Name: "first", Job: jobs.StepID("t", 0)},
+		{Name: "second", Job: jobs.StepID("t", 1), After: "first", When: store.StepWhenFinished}}
+	for _, j := range []store.Job{
+		{ID: "t", Phase: store.PhaseExecuting, Steps: steps, StartedAt: time.Now()},
+		{ID: steps[0].Job, Parent: "t", Action: "download", Targets: "c1", Phase: store.PhaseCompleted,
+			Params: map[string]string{"server": "a", "count": "1"}, StartedAt: time.Now(), EndedAt: time.Now()},
+		{ID: steps[1].Job, Parent: "t", Action: "download", Targets: "c1", Phase: store.PhasePending,
+			Params: map[string]string{"server": "b", "count": "1"}},
+	} {
+		j.Owner, j.CreatedAt = "alice", time.Now()
+		if err := st.CreateJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startServer(t, func(c *Config, d *Deps) { d.Store = st })
+	user := s.userToken("alice", auth.ScopeJobsRead)
+	c1 := s.agent("c1")
+	r := nextRun(t, c1)
+	if r.Job != steps[1].Job || r.Params["server"] != "b" {
+		t.Fatalf("run after the restart: %+v", r)
+	}
+	finish(t, c1, jobproto.Result{Job: r.Job, Outcome: jobproto.OutcomeSucceeded})
+	wait.For(t, "the test completed", func() bool { return s.stepsJob(user, "t").Phase == "COMPLETED" })
 }
