@@ -32,6 +32,7 @@ import (
 	"github.com/switchboard-hub/switchboard/internal/bench"
 	"github.com/switchboard-hub/switchboard/internal/jobproto"
 	"github.com/switchboard-hub/switchboard/internal/relay"
+	"github.com/switchboard-hub/switchboard/internal/servertest/wait"
 	"github.com/switchboard-hub/switchboard/pkg/client"
 )
 
@@ -724,28 +725,68 @@ func TestBrowserPhoneAndKeyboard(t *testing.T) {
 // 7b. Connections that come in bursts, one while the page is still
 // asking for the previous one, are all counted: each notice asks for the
 // page again (a notice during an answer asks once more after it), and a
-// row that moves onto the page is fetched in full. (The page read the
+// row that moves onto the page unchanged (one the page never had) is asked
+// for in full. (The page read the
 // stats topic's report, which came in parts, before it read one page.)
 func TestBrowserConnectionsFollowBursts(t *testing.T) {
-	e := startDashboard(t, func(c *Config) { c.StatsEvery = time.Hour }) // the notices of connects only
+	e := startDashboard(t, func(c *Config) { c.StatsEvery = time.Second })
 	tb := newTab(t, e.browser, "admin")
 	e.loginTo(tb, alice(), "/ui/connections?sort=since&dir=desc", "connections")
 	tb.waitLive()
 	const total = `document.querySelector('[data-testid="conn-count"]').dataset.total`
 	tb.waitJS(stepTimeout, "the first answer", total+` === '1'`)
-	burst := func(from, n int) {
-		e.openIdleWith(t, n, func(i int) relay.Info {
+	burst := func(from, n int) []*idleConn {
+		return e.openIdleWith(t, n, func(i int) relay.Info {
 			return relay.Info{Topic: fmt.Sprintf("lab/burst-%05d", from+i), Prefix: "session", CanRead: true,
 				Identity: relay.Identity{BookingID: fmt.Sprintf("bk-%05d", from+i)}, RemoteAddr: "192.0.2.1:1234", UserAgent: "burst"}
 		})
 	}
-	burst(0, 1000)
+	first := burst(0, 1000)
 	tb.waitJS(stepTimeout, "the first burst", total+` === '1001'`)
 	burst(1000, 1000)
 	burst(2000, 1000)
 	tb.waitJS(stepTimeout, "the next two", total+` === '3001'`)
 	// Newest first: the last burst's rows, each in full.
 	tb.waitJS(stepTimeout, "the newest rows", `[...document.querySelectorAll('[data-testid="conn-row"]')].every((tr) => /^lab\/burst-0[2]\d{3}$/.test(tr.cells[0].textContent))`)
+
+	// Oldest first, then ten of the page's connections close: the rows
+	// after them move up, unchanged rows the page never had, which it asks
+	// for in full.
+	tb.run("oldest first", chromedp.Click(chromedp.CSS(tid("sort-since"))))
+	const topics = `[...document.querySelectorAll('[data-testid="conn-row"]')].map((tr) => tr.cells[0].textContent).join(' ')`
+	// The server's oldest 100 (by connection time, then id).
+	oldest := func() string {
+		conns := e.relay.Connections()
+		slices.SortStableFunc(conns, func(a, b relay.ConnStatus) int { return a.ConnectedAt.Compare(b.ConnectedAt) })
+		var out []string
+		for _, c := range conns[:100] {
+			out = append(out, c.Info.Topic)
+		}
+		return strings.Join(out, " ")
+	}
+	want := oldest()
+	tb.waitJS(stepTimeout, "the oldest rows", topics+` === '`+want+`'`)
+	// Once every connection's rates are measured (a notice a second) and
+	// one more answer has come, the rows after the page no longer change.
+	tb.waitJS(stepTimeout, "the rates measured", `[...document.querySelectorAll('[data-testid="conn-row"]')].every((tr) => tr.cells[12].textContent !== '—')`)
+	const asks = `performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/v1/connections'))`
+	n := eval[int](tb, "asks so far", asks+`.length`)
+	tb.waitJS(stepTimeout, "one more answer", fmt.Sprintf(asks+`.length > %d`, n))
+	fullAsks := asks + `.filter((e) => !e.name.includes('since=')).length`
+	asked := eval[int](tb, "full asks so far", fullAsks)
+	closed := 0
+	for i, c := range first {
+		if closed < 10 && strings.Contains(want, fmt.Sprintf("lab/burst-%05d ", i)) {
+			c.Close(0, "")
+			closed++
+		}
+	}
+	wait.For(t, "ten closed", func() bool { return e.relay.Stats().Connections == 2991 })
+	want = oldest()
+	tb.waitJS(stepTimeout, "the rows moved up", total+` === '2991' && `+topics+` === '`+want+`'`)
+	if n := eval[int](tb, "full asks", fullAsks); n <= asked {
+		t.Errorf("the page did not ask for the rows it lacked in full (%d full asks before, %d after)", asked, n)
+	}
 }
 
 // 7. 10,000 connections: with 10,000 open connections (9,999 and the

@@ -14,8 +14,9 @@ import (
 )
 
 // openIdleWith opens n idle connections on the server's relay, the i-th
-// with info(i); they close when the test ends.
-func (e *dashEnv) openIdleWith(t *testing.T, n int, info func(i int) relay.Info) {
+// with info(i), and returns them; they close when the test ends, if not
+// before.
+func (e *dashEnv) openIdleWith(t *testing.T, n int, info func(i int) relay.Info) []*idleConn {
 	t.Helper()
 	var wg sync.WaitGroup
 	conns := make([]*idleConn, n)
@@ -32,6 +33,7 @@ func (e *dashEnv) openIdleWith(t *testing.T, n int, info func(i int) relay.Info)
 		wg.Wait()
 	})
 	wait.For(t, fmt.Sprintf("%d idle connections", n), func() bool { return e.relay.Stats().Connections >= before+n })
+	return conns
 }
 
 // feedBytesJS, run before a page's scripts, counts in window.__feedBytes()
