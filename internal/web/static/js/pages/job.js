@@ -23,6 +23,7 @@ const jobPath = '/api/v1/jobs/' + encodeURIComponent(id);
 const activePhases = new Set(['PENDING', 'QUEUED', 'EXECUTING', 'HELD', 'SUSPENDED']);
 const maxLogLines = 5000;
 const waitSeconds = 25;
+const logReaders = 3; // run logs read at once
 
 const messageEl = byId('job-message');
 const abortBtn = document.getElementById('job-abort');
@@ -313,7 +314,18 @@ async function readLogs() {
   readingLogs = true;
   try {
     const runs = (job.jobInfo && job.jobInfo.runs) || [];
-    const texts = await Promise.all(runs.map((r) => runLog(r)));
+    // At most logReaders at once: a matrix job has hundreds of runs, and
+    // the browser's few connections stay free for the page's other reads
+    // (its matrix, a comparison).
+    const texts = new Array(runs.length).fill(null);
+    let next = 0;
+    const reader = async () => {
+      while (next < runs.length) {
+        const i = next++;
+        texts[i] = await runLog(runs[i]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(logReaders, runs.length) }, reader));
     // A matrix job's run is its child's (r.job), named by agent and combination.
     runs.forEach((r, i) => { if (texts[i] !== null) showRunLog(r.name || r.agent, texts[i]); });
     logsRead = true;
