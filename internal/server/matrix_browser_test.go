@@ -126,10 +126,26 @@ func TestBrowserMatrixParametersAndAPI(t *testing.T) {
 // and files from the run's server parameter.
 func answerMatrixRuns(t *testing.T, a *bench.SimAgent, n int, bytes, files func(server string) int64) {
 	t.Helper()
-	for range n {
-		r := nextRun(t, a)
-		finish(t, a, jobproto.Result{Job: r.Job, Outcome: jobproto.OutcomeSucceeded,
-			Metrics: json.RawMessage(fmt.Sprintf(`{"bytes_read": %d, "files": %d, "note": "text"}`, bytes(r.Params["server"]), files(r.Params["server"])))})
+	// The hub may send the next run before it acks a result (the agent's
+	// slots): answer runs and count acks as they come.
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
+	defer cancel()
+	for acked := 0; acked < n; {
+		m, err := a.Next(ctx)
+		if err != nil {
+			t.Fatalf("agent %s: %v", a.ID, err)
+		}
+		switch m := m.(type) {
+		case *jobproto.Ack:
+			if m.Error != "" {
+				t.Fatalf("agent %s: result refused: %s", a.ID, m.Error)
+			}
+			acked++
+		case *jobproto.Run:
+			send(t, a, jobproto.Result{Type: jobproto.TypeResult, Job: m.Job, Outcome: jobproto.OutcomeSucceeded,
+				StartedAt: time.Now().Add(-time.Second), EndedAt: time.Now(),
+				Metrics: json.RawMessage(fmt.Sprintf(`{"bytes_read": %d, "files": %d, "note": "text"}`, bytes(m.Params["server"]), files(m.Params["server"])))})
+		}
 	}
 }
 
@@ -289,8 +305,18 @@ func TestBrowserMatrixDefinitions(t *testing.T) {
 	// Run version 1 with server overridden by two values, not started.
 	choose(tb, row+" "+tid("def-run-version"), "1")
 	tb.run("run", chromedp.SendKeys(chromedp.CSS(row+" "+tid("def-run-params")), "server=x\nserver=y\ncount=3"),
-		chromedp.Click(chromedp.CSS(row+" "+tid("def-run-start"))),
-		chromedp.Click(chromedp.CSS(row+" "+tid("def-run"))))
+		chromedp.Click(chromedp.CSS(row+" "+tid("def-run-start"))))
+	if eval[bool](tb, "Start at once", `document.querySelector('`+row+` `+tid("def-run-start")+`').checked`) {
+		t.Fatal("Start at once is still ticked")
+	}
+	// The button's own click (not a click at its coordinates, which a
+	// layout still settling on a loaded machine can make miss).
+	eval[bool](tb, "click Run", `(document.querySelector('`+row+` `+tid("def-run")+`').click(), true)`)
+	tb.t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("Run's message: %q", eval[string](tb, "Run's message", `(document.querySelector('`+row+` `+tid("def-run-message")+`') || {}).textContent || ''`))
+		}
+	})
 	tb.waitJS(stepTimeout, "the new job linked", `document.querySelector('`+row+` `+tid("def-run-job")+`') !== null`)
 	newID := tb.text(row + " " + tid("def-run-job"))
 	tb.waitJS(stepTimeout, "the new job listed first", `document.querySelector('`+row+` `+tid("def-job")+`').dataset.job === '`+newID+`'`)
@@ -307,7 +333,8 @@ func TestBrowserMatrixDefinitions(t *testing.T) {
 	}
 
 	// A line that is not name=value is refused in the page.
-	tb.run("a bad override", chromedp.SendKeys(chromedp.CSS(row+" "+tid("def-run-params")), "\noops"), chromedp.Click(chromedp.CSS(row+" "+tid("def-run"))))
+	tb.run("a bad override", chromedp.SendKeys(chromedp.CSS(row+" "+tid("def-run-params")), "\noops"))
+	eval[bool](tb, "click Run", `(document.querySelector('`+row+` `+tid("def-run")+`').click(), true)`)
 	tb.waitJS(stepTimeout, "the bad line named", `document.querySelector('`+row+` `+tid("def-run-message")+`').textContent.includes('"oops" is not name=value')`)
 
 	// A viewer sees the definitions (the API shows a viewer their own) but no Run.
@@ -438,7 +465,7 @@ func TestBrowserMatrixRenderTime(t *testing.T) {
 		tb.run("open the matrix job", chromedp.Navigate(e.url+"/ui/jobs/"+first))
 		wallMs := pollJS[float64](tb, outcomeTimeout, "the matrix's rows", `document.querySelectorAll('`+tid("matrix-row")+`').length === `+fmt.Sprint(renderAgents)+` && performance.now()`)
 		matrixCPU := tb.mainThreadTime() - cpu0
-		domMs := eval[string](tb, "the table's own time", `document.querySelector('`+tid("job-matrix")+`').dataset.renderMs`)
+		domMs := eval[string](tb, "the table's own time", `(() => { const d = document.querySelector('`+tid("job-matrix")+`').dataset; return d.renderMs + ' ms, done at ' + d.builtAt; })()`)
 		cells := eval[int](tb, "cells", `document.querySelectorAll('`+tid("matrix-row")+` td:not(.total)').length`)
 		if cells != renderAgents*renderValues {
 			t.Errorf("%s px: %d cells in the matrix, want %d", size.name, cells, renderAgents*renderValues)

@@ -66,11 +66,14 @@ function resultsPath(name) {
   return '/api/v1/jobs/' + encodeURIComponent(jobId) + '/results/' + name;
 }
 
-/** Renders the matrix views of job document j (nothing for other jobs). */
+/**
+ * Renders the matrix views of job document j (nothing for other jobs).
+ * Returns the promise of the read of matrix.json when it starts one.
+ */
 export function renderMatrix(j) {
   const info = j.jobInfo || {};
   const combos = info.combinations || [];
-  if (combos.length === 0) return;
+  if (combos.length === 0) return undefined;
   jobId = j.jobId;
   els.section().hidden = false;
   byId('job-compare').hidden = false;
@@ -91,13 +94,14 @@ export function renderMatrix(j) {
   if (!hasMatrix) {
     emptyRow(byId('matrix-rows'), 'The matrix appears when the job has finished.');
     els.csv().hidden = true;
-    return;
+    return undefined;
   }
   // The first read asks for the server's default metric (bytes_read when
   // reported); later ones for the metric chosen.
-  if (loading !== null) return;
-  if (shownKey === '') loadMatrix('', j.phase);
-  else if (select.value + '|' + j.phase !== shownKey) loadMatrix(select.value, j.phase);
+  if (loading !== null) return undefined;
+  if (shownKey === '') return loadMatrix('', j.phase);
+  if (select.value + '|' + j.phase !== shownKey) return loadMatrix(select.value, j.phase);
+  return undefined;
 }
 
 // renderCombinations lists each combination: its child job, its values, its
@@ -176,6 +180,7 @@ export function showMatrix(m) {
   const section = els.section();
   section.dataset.metric = m.metric || '';
   section.dataset.renderMs = String(Math.round(performance.now() - t0));
+  section.dataset.builtAt = String(Math.round(performance.now())); // since navigation
 }
 
 // readDefinitionJobs offers the other jobs of the job's definition to

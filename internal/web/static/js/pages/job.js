@@ -77,26 +77,16 @@ function render(j) {
   const runs = (j.jobInfo && j.jobInfo.runs) || [];
   text('job-outcome', outcomeText(j.phase, runs));
   renderDiagnosis(j, runs);
-  renderMetrics(runs);
-  const runsBody = byId('job-runs-rows');
-  if (runs.length === 0) emptyRow(runsBody, activePhases.has(j.phase) ? 'No run has been dispatched yet.' : 'No agent ran this job.');
-  else {
-    runsBody.replaceChildren(...runs.map((r) => h('tr', { 'data-testid': 'run-row', dataset: { agent: r.agent, state: r.state } },
-      h('td', { class: 'topic', text: r.name || r.agent }),
-      h('td', {}, stateBadge(r.state)),
-      h('td', { class: 'num', 'data-testid': 'run-exit-code', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
-      h('td', { class: 'num', 'data-testid': 'run-duration', text: runDuration(r) }),
-      h('td', {}, timeEl(r.startTime)),
-      h('td', {}, timeEl(r.endTime)),
-      h('td', { class: 'wrap', text: r.error || '' }),
-      h('td', {}, tails(r)))));
-  }
+  // A matrix job's matrix comes first: while its matrix.json is read, the
+  // (hundreds of) runs' tables wait, then show the job as it is by then.
+  const matrixRead = renderMatrix(j);
+  if (matrixRead) matrixRead.finally(() => renderRunTables(job));
+  else renderRunTables(j);
 
   const pbody = byId('job-params-rows');
   const entries = Object.entries(params).filter(([k]) => k !== 'action' && k !== 'targets');
   if (entries.length === 0) emptyRow(pbody, 'No parameters.');
   else pbody.replaceChildren(...entries.map(([k, v]) => h('tr', { 'data-testid': 'param-row', dataset: { param: k } }, h('td', { class: 'topic', text: k }), paramValue(v))));
-  renderMatrix(j);
 
   const results = j.results || [];
   const rbody = byId('job-results-rows');
@@ -131,6 +121,25 @@ function render(j) {
       settleTries++;
       setTimeout(load, 2000);
     }
+  }
+}
+
+// renderRunTables shows job j's runs: progress by agent and metrics.
+function renderRunTables(j) {
+  const runs = (j.jobInfo && j.jobInfo.runs) || [];
+  renderMetrics(runs);
+  const runsBody = byId('job-runs-rows');
+  if (runs.length === 0) emptyRow(runsBody, activePhases.has(j.phase) ? 'No run has been dispatched yet.' : 'No agent ran this job.');
+  else {
+    runsBody.replaceChildren(...runs.map((r) => h('tr', { 'data-testid': 'run-row', dataset: { agent: r.agent, state: r.state } },
+      h('td', { class: 'topic', text: r.name || r.agent }),
+      h('td', {}, stateBadge(r.state)),
+      h('td', { class: 'num', 'data-testid': 'run-exit-code', text: r.exitCode === null || r.exitCode === undefined ? '—' : String(r.exitCode) }),
+      h('td', { class: 'num', 'data-testid': 'run-duration', text: runDuration(r) }),
+      h('td', {}, timeEl(r.startTime)),
+      h('td', {}, timeEl(r.endTime)),
+      h('td', { class: 'wrap', text: r.error || '' }),
+      h('td', {}, tails(r)))));
   }
 }
 
