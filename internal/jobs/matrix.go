@@ -222,13 +222,9 @@ func (m *Manager) Children(ctx context.Context, j store.Job) ([]Combination, []s
 	if len(j.Matrix) == 0 {
 		return nil, nil, nil
 	}
-	kids, err := m.st.Jobs(ctx, store.JobFilter{Parent: j.ID, Phases: store.Phases})
+	byID, err := m.childrenByID(ctx, j.ID)
 	if err != nil {
 		return nil, nil, err
-	}
-	byID := make(map[string]store.Job, len(kids))
-	for _, k := range kids {
-		byID[k.ID] = k
 	}
 	var combos []Combination
 	var jobs []store.Job
@@ -265,26 +261,10 @@ func (m *Manager) startMatrix(j store.Job) {
 	ctx, cancel := bgCtx()
 	defer cancel()
 	if j.Phase == store.PhaseQueued {
-		unlock := m.lockJob(j.ID)
-		now := m.cfg.Now()
-		var err error
-		j, err = m.st.UpdateJob(ctx, j.ID, func(j *store.Job) error {
-			if j.Phase != store.PhaseQueued {
-				return errNoChange
-			}
-			j.Phase, j.StartedAt = store.PhaseExecuting, now
-			return nil
-		})
-		unlock()
-		switch {
-		case errors.Is(err, errNoChange):
-			return // aborted meanwhile, or started by another call
-		case err != nil:
-			m.retryDispatch(j.ID, err)
+		var ok bool
+		if j, ok = m.startParent(ctx, j); !ok {
 			return
 		}
-		m.phaseChanged(j)
-		m.armExecDeadline(j)
 	}
 	if j.Phase != store.PhaseExecuting {
 		return
@@ -294,19 +274,7 @@ func (m *Manager) startMatrix(j store.Job) {
 		m.retryDispatch(j.ID, err)
 		return
 	}
-	for _, k := range kids {
-		if k.Phase != store.PhasePending && k.Phase != store.PhaseHeld {
-			continue
-		}
-		if _, err := m.Run(ctx, k.ID); err != nil {
-			var pe *PhaseError
-			if errors.As(err, &pe) || errors.Is(err, store.ErrNotFound) {
-				continue // it moved on meanwhile
-			}
-			m.retryDispatch(j.ID, err)
-			return
-		}
-	}
+	m.runChildren(ctx, j.ID, kids, func(int) bool { return true })
 }
 
 // finishMatrixIfDone ends an EXECUTING matrix job whose children have all
@@ -339,44 +307,11 @@ func (m *Manager) finishMatrixIfDone(id string) {
 		if k.EndedAt.After(end) {
 			end = k.EndedAt
 		}
-		if k.Phase != store.PhaseCompleted {
-			why := string(k.Phase)
-			if k.ErrorSummary != "" {
-				why += ": " + Truncate(k.ErrorSummary, 300)
-			}
+		if why := childFailure(k); why != "" {
 			failed = append(failed, combos[i].Label()+" "+why)
 		}
 	}
-	if end.IsZero() {
-		end = m.cfg.Now()
-	}
-	unlock := m.lockJob(id)
-	j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-		if j.Phase != store.PhaseExecuting {
-			return errNoChange
-		}
-		j.EndedAt = end
-		switch {
-		case len(kids) == 0:
-			j.Phase, j.ErrorType, j.ErrorSummary = store.PhaseError, "fatal", "the matrix job has no combination left"
-		case len(failed) == 0:
-			j.Phase = store.PhaseCompleted
-		default:
-			j.Phase, j.ErrorType = store.PhaseError, "fatal"
-			j.ErrorSummary = summarize(fmt.Sprintf("%d of %d combinations did not complete: %s",
-				len(failed), len(kids), strings.Join(failed, "; ")))
-		}
-		return nil
-	})
-	if err == nil {
-		m.stopTimer("exec:" + id)
-		m.phaseChanged(j)
-		m.log.Info("jobs: matrix job ended", "job", id, "phase", j.Phase, "combinations", len(kids), "failed", len(failed))
-	}
-	unlock()
-	if err != nil && !errors.Is(err, errNoChange) {
-		m.log.Error("jobs: finish a matrix job", "job", id, "err", err)
-	}
+	m.endParent(ctx, id, matrixKind, len(kids), failed, end)
 }
 
 // abortChildren aborts the unfinished children of the matrix job id.
@@ -391,17 +326,7 @@ func (m *Manager) abortChildren(id, why string) {
 	if why == "" {
 		why = "the matrix job was aborted"
 	}
-	for _, k := range kids {
-		if k.Phase.Final() {
-			continue
-		}
-		if _, err := m.Abort(k.ID, why); err != nil {
-			var pe *PhaseError
-			if !errors.As(err, &pe) {
-				m.log.Error("jobs: abort a matrix job's child", "job", k.ID, "err", err)
-			}
-		}
-	}
+	m.abortUnfinished(kids, why, "jobs: abort a matrix job's child")
 }
 
 // forChildren calls f for each child of the matrix job j (none for

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/switchboard-hub/switchboard/internal/store"
@@ -206,13 +205,9 @@ func (m *Manager) StepJobs(ctx context.Context, j store.Job) ([]store.Step, []st
 	if len(j.Steps) == 0 {
 		return nil, nil, nil
 	}
-	kids, err := m.st.Jobs(ctx, store.JobFilter{Parent: j.ID, Phases: store.Phases})
+	byID, err := m.childrenByID(ctx, j.ID)
 	if err != nil {
 		return nil, nil, err
-	}
-	byID := make(map[string]store.Job, len(kids))
-	for _, k := range kids {
-		byID[k.ID] = k
 	}
 	var steps []store.Step
 	var jobs []store.Job
@@ -243,27 +238,12 @@ func stepReady(s store.Step, phase map[string]store.Phase) bool {
 func (m *Manager) startSteps(j store.Job) {
 	if j.Phase == store.PhaseQueued {
 		ctx, cancel := bgCtx()
-		unlock := m.lockJob(j.ID)
-		now := m.cfg.Now()
-		var err error
-		j, err = m.st.UpdateJob(ctx, j.ID, func(j *store.Job) error {
-			if j.Phase != store.PhaseQueued {
-				return errNoChange
-			}
-			j.Phase, j.StartedAt = store.PhaseExecuting, now
-			return nil
-		})
-		unlock()
+		var ok bool
+		j, ok = m.startParent(ctx, j)
 		cancel()
-		switch {
-		case errors.Is(err, errNoChange):
-			return
-		case err != nil:
-			m.retryDispatch(j.ID, err)
+		if !ok {
 			return
 		}
-		m.phaseChanged(j)
-		m.armExecDeadline(j)
 	}
 	m.advanceSteps(j.ID)
 }
@@ -299,76 +279,20 @@ func (m *Manager) advanceSteps(id string) {
 		if k.EndedAt.After(end) {
 			end = k.EndedAt
 		}
-		if k.Phase != store.PhaseCompleted {
-			why := string(k.Phase)
-			if k.ErrorSummary != "" {
-				why += ": " + Truncate(k.ErrorSummary, 300)
-			}
+		if why := childFailure(k); why != "" {
 			failed = append(failed, "step "+steps[i].Name+" "+why)
 		}
 	}
 	if len(failed) > 0 && !done {
 		// One failed step fails the test: the others are not waited for.
-		why := "the test failed: " + Truncate(failed[0], 300)
-		for _, k := range kids {
-			if k.Phase.Final() {
-				continue
-			}
-			if _, err := m.Abort(k.ID, why); err != nil {
-				var pe *PhaseError
-				if !errors.As(err, &pe) {
-					m.log.Error("jobs: abort a test's step", "job", k.ID, "err", err)
-				}
-			}
-		}
+		m.abortUnfinished(kids, "the test failed: "+Truncate(failed[0], 300), "jobs: abort a test's step")
 		return // each abort advances the test again
 	}
 	if !done {
-		for i, k := range kids {
-			if (k.Phase != store.PhasePending && k.Phase != store.PhaseHeld) || !stepReady(steps[i], phase) {
-				continue
-			}
-			if _, err := m.Run(ctx, k.ID); err != nil {
-				var pe *PhaseError
-				if errors.As(err, &pe) || errors.Is(err, store.ErrNotFound) {
-					continue // it moved on meanwhile
-				}
-				m.retryDispatch(id, err)
-				return
-			}
-		}
+		m.runChildren(ctx, id, kids, func(i int) bool { return stepReady(steps[i], phase) })
 		return
 	}
-	if end.IsZero() {
-		end = m.cfg.Now()
-	}
-	unlock := m.lockJob(id)
-	j, err = m.st.UpdateJob(ctx, id, func(j *store.Job) error {
-		if j.Phase != store.PhaseExecuting {
-			return errNoChange
-		}
-		j.EndedAt = end
-		switch {
-		case len(kids) == 0:
-			j.Phase, j.ErrorType, j.ErrorSummary = store.PhaseError, "fatal", "the test has no step left"
-		case len(failed) == 0:
-			j.Phase = store.PhaseCompleted
-		default:
-			j.Phase, j.ErrorType = store.PhaseError, "fatal"
-			j.ErrorSummary = summarize(fmt.Sprintf("%d of %d steps did not complete: %s",
-				len(failed), len(kids), strings.Join(failed, "; ")))
-		}
-		return nil
-	})
-	if err == nil {
-		m.stopTimer("exec:" + id)
-		m.phaseChanged(j)
-		m.log.Info("jobs: test of several steps ended", "job", id, "phase", j.Phase, "steps", len(kids), "failed", len(failed))
-	}
-	unlock()
-	if err != nil && !errors.Is(err, errNoChange) {
-		m.log.Error("jobs: end a test of several steps", "job", id, "err", err)
-	}
+	m.endParent(ctx, id, stepsKind, len(kids), failed, end)
 }
 
 // childChanged is called on the node that moved job child (whose Parent
