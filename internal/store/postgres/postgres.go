@@ -512,14 +512,20 @@ func (s *Store) AppendAudit(ctx context.Context, evs ...store.AuditEvent) ([]sto
 
 // Audit implements store.Store.
 func (s *Store) Audit(ctx context.Context, afterID int64, since time.Time, limit int) ([]store.AuditEvent, error) {
+	q := `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2`
+	args := []any{afterID, store.AuditLimit(limit)}
+	if !since.IsZero() {
+		q = `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE id > $1 AND time >= $3 ORDER BY id LIMIT $2`
+		args = append(args, since)
+	}
+	return s.auditQuery(ctx, q, args...)
+}
+
+// auditQuery reads the audit events that q selects (its columns: id,
+// time, actor, action, target, reason, detail), in the order it gives.
+func (s *Store) auditQuery(ctx context.Context, q string, args ...any) ([]store.AuditEvent, error) {
 	var out []store.AuditEvent
 	err := s.query(ctx, "audit", func(conn *pgxpool.Conn) error {
-		q := `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2`
-		args := []any{afterID, store.AuditLimit(limit)}
-		if !since.IsZero() {
-			q = `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE id > $1 AND time >= $3 ORDER BY id LIMIT $2`
-			args = append(args, since)
-		}
 		rows, err := conn.Query(ctx, q, args...)
 		if err != nil {
 			return err
@@ -572,20 +578,7 @@ func (s *Store) AuditPage(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	}
 	q := `SELECT id, time, actor, action, target, reason, detail FROM audit WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY id ` + order + ` LIMIT ` + arg(store.AuditLimit(f.Limit))
-	var out []store.AuditEvent
-	err := s.query(ctx, "audit", func(conn *pgxpool.Conn) error {
-		rows, err := conn.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.AuditEvent, error) {
-			var ev store.AuditEvent
-			err := row.Scan(&ev.ID, &ev.Time, &ev.Actor, &ev.Action, &ev.Target, &ev.Reason, &ev.Detail)
-			ev.Time = ev.Time.UTC()
-			return ev, err
-		})
-		return err
-	})
+	out, err := s.auditQuery(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

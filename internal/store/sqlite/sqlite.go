@@ -501,8 +501,14 @@ func (s *Store) Audit(ctx context.Context, afterID int64, since time.Time, limit
 	if !since.IsZero() {
 		sinceMicros = micros(since)
 	}
+	return s.auditQuery(ctx, `WHERE id > ? AND time >= ? ORDER BY id LIMIT ?`, afterID, sinceMicros, store.AuditLimit(limit))
+}
+
+// auditQuery reads the audit events that "SELECT … FROM audit " + tail
+// selects, in the order it gives.
+func (s *Store) auditQuery(ctx context.Context, tail string, args ...any) ([]store.AuditEvent, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT id, time, actor, action, target, reason, detail FROM audit
-		WHERE id > ? AND time >= ? ORDER BY id LIMIT ?`, afterID, sinceMicros, store.AuditLimit(limit))
+		`+tail, args...)
 	if err != nil {
 		return nil, s.wrap("audit", err)
 	}
@@ -561,26 +567,9 @@ func (s *Store) AuditPage(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		order = "ASC" // the page nearest AfterID, reversed below
 	}
 	args = append(args, store.AuditLimit(f.Limit))
-	rows, err := s.read.QueryContext(ctx, `SELECT id, time, actor, action, target, reason, detail FROM audit
-		WHERE `+strings.Join(where, " AND ")+` ORDER BY id `+order+` LIMIT ?`, args...)
+	out, err := s.auditQuery(ctx, `WHERE `+strings.Join(where, " AND ")+` ORDER BY id `+order+` LIMIT ?`, args...)
 	if err != nil {
-		return nil, s.wrap("audit", err)
-	}
-	defer rows.Close()
-	var out []store.AuditEvent
-	for rows.Next() {
-		var (
-			ev store.AuditEvent
-			t  int64
-		)
-		if err := rows.Scan(&ev.ID, &t, &ev.Actor, &ev.Action, &ev.Target, &ev.Reason, &ev.Detail); err != nil {
-			return nil, s.wrap("audit", err)
-		}
-		ev.Time = fromMicros(t)
-		out = append(out, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap("audit", err)
+		return nil, err
 	}
 	if f.AfterID > 0 {
 		slices.Reverse(out)
