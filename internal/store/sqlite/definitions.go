@@ -94,24 +94,5 @@ func (s *Store) Definitions(ctx context.Context, owner string) ([]store.Definiti
 }
 
 func (s *Store) queryDefinitions(ctx context.Context, op, q string, args ...any) ([]store.Definition, error) {
-	if s.closed.Load() {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, errClosed)
-	}
-	rows, err := s.read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, s.wrap(op, err)
-	}
-	defer rows.Close()
-	var out []store.Definition
-	for rows.Next() {
-		d, err := scanDefinition(rows)
-		if err != nil {
-			return nil, s.wrap(op, err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap(op, err)
-	}
-	return out, nil
+	return queryRows(ctx, s, op, q, scanDefinition, args...)
 }

@@ -54,26 +54,7 @@ func scanJob(row scanner) (store.Job, error) {
 }
 
 func (s *Store) queryJobs(ctx context.Context, op, q string, args ...any) ([]store.Job, error) {
-	if s.closed.Load() {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, errClosed)
-	}
-	rows, err := s.read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, s.wrap(op, err)
-	}
-	defer rows.Close()
-	var out []store.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, s.wrap(op, err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.wrap(op, err)
-	}
-	return out, nil
+	return queryRows(ctx, s, op, q, scanJob, args...)
 }
 
 // CreateJob implements store.JobStore.
