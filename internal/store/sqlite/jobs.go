@@ -107,56 +107,46 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	var (
-		where []string
-		args  []any
-	)
+	var c conditions
 	if f.Owner != "" {
-		where = append(where, "owner = ?")
-		args = append(args, f.Owner)
+		c.add("owner = ?", f.Owner)
 	}
 	if len(f.Phases) == 0 {
-		where = append(where, "phase <> ?")
-		args = append(args, string(store.PhaseArchived))
+		c.add("phase <> ?", string(store.PhaseArchived))
 	} else {
-		where = append(where, "phase IN (?"+strings.Repeat(", ?", len(f.Phases)-1)+")")
-		for _, p := range f.Phases {
-			args = append(args, string(p))
+		phases := make([]any, len(f.Phases))
+		for i, p := range f.Phases {
+			phases[i] = string(p)
 		}
+		c.add("phase IN (?"+strings.Repeat(", ?", len(f.Phases)-1)+")", phases...)
 	}
 	if !f.After.IsZero() {
-		where = append(where, "created_at > ?")
-		args = append(args, micros(f.After))
+		c.add("created_at > ?", micros(f.After))
 	}
-	where = append(where, "parent_id = ?")
-	args = append(args, f.Parent)
+	c.add("parent_id = ?", f.Parent)
 	if f.RunID != "" {
-		where = append(where, "run_id = ?")
-		args = append(args, f.RunID)
+		c.add("run_id = ?", f.RunID)
 	}
 	if f.Action != "" {
-		where = append(where, "action = ?")
-		args = append(args, f.Action)
+		c.add("action = ?", f.Action)
 	}
 	if f.Definition != "" {
-		where = append(where, "definition = ?")
-		args = append(args, f.Definition)
+		c.add("definition = ?", f.Definition)
 	}
 	if f.Label != "" {
-		where = append(where, "EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE json_each.value = ?)")
-		args = append(args, f.Label)
+		c.add("EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE json_each.value = ?)", f.Label)
 	}
-	q := `SELECT ` + jobCols + ` FROM jobs WHERE ` + strings.Join(where, " AND ")
+	q := `SELECT ` + jobCols + ` FROM jobs WHERE ` + c.String()
 	if f.Last > 0 {
 		q = `SELECT ` + jobCols + ` FROM (` + q + ` ORDER BY created_at DESC, id DESC LIMIT ?)`
-		args = append(args, f.Last)
+		c.args = append(c.args, f.Last)
 	}
 	q += ` ORDER BY created_at, id`
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
-		args = append(args, f.Limit)
+		c.args = append(c.args, f.Limit)
 	}
-	return s.queryJobs(ctx, "jobs", q, args...)
+	return s.queryJobs(ctx, "jobs", q, c.args...)
 }
 
 // UpdateJob implements store.JobStore. The read, fn and the write happen in

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // queryRows runs the read query q of the operation op (named in errors)
@@ -29,3 +30,19 @@ func queryRows[T any](ctx context.Context, s *Store, op, q string, scan func(sca
 	}
 	return out, nil
 }
+
+// conditions collects the conditions of a WHERE clause, with ?
+// placeholders, and their arguments in order.
+type conditions struct {
+	where []string
+	args  []any
+}
+
+// add appends the condition cond and the arguments of its placeholders.
+func (c *conditions) add(cond string, args ...any) {
+	c.where = append(c.where, cond)
+	c.args = append(c.args, args...)
+}
+
+// String joins the conditions with AND.
+func (c *conditions) String() string { return strings.Join(c.where, " AND ") }

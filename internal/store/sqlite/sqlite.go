@@ -21,7 +21,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -536,38 +535,31 @@ func (s *Store) AuditPage(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if s.closed.Load() {
 		return nil, fmt.Errorf("sqlite: audit: %w", errClosed)
 	}
-	where := []string{"1 = 1"}
-	var args []any
+	c := conditions{where: []string{"1 = 1"}}
 	if f.BeforeID > 0 {
-		where = append(where, "id < ?")
-		args = append(args, f.BeforeID)
+		c.add("id < ?", f.BeforeID)
 	}
 	if f.AfterID > 0 {
-		where = append(where, "id > ?")
-		args = append(args, f.AfterID)
+		c.add("id > ?", f.AfterID)
 	}
 	if f.Actor != "" {
-		where = append(where, "actor = ?")
-		args = append(args, f.Actor)
+		c.add("actor = ?", f.Actor)
 	}
 	if f.Action != "" {
-		where = append(where, "action = ?")
-		args = append(args, f.Action)
+		c.add("action = ?", f.Action)
 	}
 	if !f.Since.IsZero() {
-		where = append(where, "time >= ?")
-		args = append(args, micros(f.Since))
+		c.add("time >= ?", micros(f.Since))
 	}
 	if !f.Until.IsZero() {
-		where = append(where, "time < ?")
-		args = append(args, micros(f.Until))
+		c.add("time < ?", micros(f.Until))
 	}
 	order := "DESC"
 	if f.AfterID > 0 {
 		order = "ASC" // the page nearest AfterID, reversed below
 	}
-	args = append(args, store.AuditLimit(f.Limit))
-	out, err := s.auditQuery(ctx, `WHERE `+strings.Join(where, " AND ")+` ORDER BY id `+order+` LIMIT ?`, args...)
+	c.args = append(c.args, store.AuditLimit(f.Limit))
+	out, err := s.auditQuery(ctx, `WHERE `+c.String()+` ORDER BY id `+order+` LIMIT ?`, c.args...)
 	if err != nil {
 		return nil, err
 	}
