@@ -174,19 +174,7 @@ func (h *API) loadJob(w http.ResponseWriter, r *http.Request, c *caller) (store.
 // loadJobID is loadJob of the job id.
 func (h *API) loadJobID(w http.ResponseWriter, r *http.Request, c *caller, id string) (store.Job, bool) {
 	j, err := h.jobs.Job(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		apierr.WriteNew(w, http.StatusNotFound, "job_not_found", "no job "+jobs.Truncate(id, 64))
-		return j, false
-	}
-	if err != nil {
-		h.storeError(w, r, "read job", err)
-		return j, false
-	}
-	if !c.admin && j.Owner != c.claims.Subject {
-		apierr.WriteNew(w, http.StatusForbidden, "job_forbidden", "this job belongs to another owner")
-		return j, false
-	}
-	return j, true
+	return j, h.checkOwned(w, r, c, "job", j.Owner, err, "no job "+jobs.Truncate(id, 64))
 }
 
 // storeError answers a failed store call with 503, never a 500.

@@ -82,19 +82,7 @@ func (h *API) loadDefinition(w http.ResponseWriter, r *http.Request, c *caller, 
 		return store.Definition{}, false
 	}
 	d, err := h.jobs.Definition(r.Context(), name, version)
-	if errors.Is(err, store.ErrNotFound) {
-		apierr.WriteNew(w, http.StatusNotFound, "definition_not_found", "no definition "+jobs.Truncate(name, 64)+versionText(version))
-		return d, false
-	}
-	if err != nil {
-		h.storeError(w, r, "read definition", err)
-		return d, false
-	}
-	if !c.admin && d.Owner != c.claims.Subject {
-		apierr.WriteNew(w, http.StatusForbidden, "definition_forbidden", "this definition belongs to another owner")
-		return d, false
-	}
-	return d, true
+	return d, h.checkOwned(w, r, c, "definition", d.Owner, err, "no definition "+jobs.Truncate(name, 64)+versionText(version))
 }
 
 func versionText(v int) string {
