@@ -250,13 +250,8 @@ func (h *API) serveList(w http.ResponseWriter, r *http.Request) {
 		h.answerError(w, r, err)
 		return
 	}
-	f, ok := h.listFilter(w, r, c, q)
+	jobs, ok := h.listJobs(w, r, c, q, nil)
 	if !ok {
-		return
-	}
-	jobs, err := h.jobs.Jobs(r.Context(), f)
-	if err != nil {
-		h.storeError(w, r, "list jobs", err)
 		return
 	}
 	writeJobList(w, wantsXML(r), jobs, h.base)

@@ -355,14 +355,8 @@ func (h *API) serveDefinitionJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(q, "definition")
-	f, ok := h.listFilter(w, r, c, q)
+	js, ok := h.listJobs(w, r, c, q, func(f *store.JobFilter) { f.Definition = d.Name })
 	if !ok {
-		return
-	}
-	f.Definition = d.Name
-	js, err := h.jobs.Jobs(r.Context(), f)
-	if err != nil {
-		h.storeError(w, r, "list jobs", err)
 		return
 	}
 	writeJobList(w, wantsXML(r), js, h.base)

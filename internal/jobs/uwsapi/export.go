@@ -182,14 +182,8 @@ func (h *API) serveExport(w http.ResponseWriter, r *http.Request) {
 		apierr.WriteNew(w, http.StatusBadRequest, "invalid_parameter", "FORMAT must be csv or json")
 		return
 	}
-	f, ok := h.listFilter(w, r, c, q)
+	js, ok := h.listJobs(w, r, c, q, func(f *store.JobFilter) { f.Limit = maxExportJobs })
 	if !ok {
-		return
-	}
-	f.Limit = maxExportJobs
-	js, err := h.jobs.Jobs(r.Context(), f)
-	if err != nil {
-		h.storeError(w, r, "list jobs", err)
 		return
 	}
 	sort.SliceStable(js, func(a, b int) bool { return js[a].CreatedAt.Before(js[b].CreatedAt) })

@@ -28,3 +28,23 @@ func (h *API) checkOwned(w http.ResponseWriter, r *http.Request, c *caller, kind
 	}
 	return true
 }
+
+// listJobs reads the jobs that the job list's filters in q select (see
+// listFilter), after set has changed the filter (nil: nothing to change),
+// and answers a bad filter or a store failure itself. It reports whether
+// the jobs may be used.
+func (h *API) listJobs(w http.ResponseWriter, r *http.Request, c *caller, q map[string][]string, set func(*store.JobFilter)) ([]store.Job, bool) {
+	f, ok := h.listFilter(w, r, c, q)
+	if !ok {
+		return nil, false
+	}
+	if set != nil {
+		set(&f)
+	}
+	js, err := h.jobs.Jobs(r.Context(), f)
+	if err != nil {
+		h.storeError(w, r, "list jobs", err)
+		return nil, false
+	}
+	return js, true
+}
