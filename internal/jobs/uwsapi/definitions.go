@@ -85,6 +85,16 @@ func (h *API) loadDefinition(w http.ResponseWriter, r *http.Request, c *caller, 
 	return d, h.checkOwned(w, r, c, "definition", d.Owner, err, "no definition "+jobs.Truncate(name, 64)+versionText(version))
 }
 
+// loadPathDefinition is loadDefinition of the version in the path (see
+// pathVersion, which answers a bad one).
+func (h *API) loadPathDefinition(w http.ResponseWriter, r *http.Request, c *caller) (store.Definition, bool) {
+	version, ok := pathVersion(w, r)
+	if !ok {
+		return store.Definition{}, false
+	}
+	return h.loadDefinition(w, r, c, version)
+}
+
 func versionText(v int) string {
 	if v == 0 {
 		return ""
@@ -138,11 +148,7 @@ func (h *API) serveDefinition(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	version, ok := pathVersion(w, r)
-	if !ok {
-		return
-	}
-	d, ok := h.loadDefinition(w, r, c, version)
+	d, ok := h.loadPathDefinition(w, r, c)
 	if !ok {
 		return
 	}
@@ -241,11 +247,7 @@ func (h *API) serveRunDefinition(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	version, ok := pathVersion(w, r)
-	if !ok {
-		return
-	}
-	d, ok := h.loadDefinition(w, r, c, version)
+	d, ok := h.loadPathDefinition(w, r, c)
 	if !ok {
 		return
 	}
