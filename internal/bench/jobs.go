@@ -476,26 +476,9 @@ func (b *jobsBench) runJob(ctx context.Context, k int, events <-chan agentEvent)
 		cpu0, cpuErr = ProcCPU(b.o.ServerPID)
 	}
 
-	t0 := time.Now()
-	if status, body, err := b.do(ctx, http.MethodPost, "/api/v1/jobs/"+id+"/phase", url.Values{"PHASE": {"RUN"}}); err != nil {
+	doc, t0, err := b.runToEnd(ctx, id, "job", &jr)
+	if err != nil {
 		return jr, err
-	} else if status != http.StatusSeeOther {
-		return jr, fmt.Errorf("bench: job %s: PHASE=RUN: HTTP %d: %s", id, status, bytes.TrimSpace(body))
-	}
-	jr.PostSec = time.Since(t0).Seconds()
-	var doc jobDocument
-	for doc.Phase == "" || activeJobPhase(doc.Phase) {
-		if doc, err = b.job(ctx, id, "?WAIT="+strconv.Itoa(b.o.WaitSec)); err != nil {
-			return jr, err
-		}
-	}
-	jr.CompletedSec = time.Since(t0).Seconds()
-	if doc.Phase != "COMPLETED" {
-		why := ""
-		if doc.ErrorSummary != nil {
-			why = ": " + doc.ErrorSummary.Message
-		}
-		return jr, fmt.Errorf("bench: job %s ended in phase %s%s", id, doc.Phase, why)
 	}
 	rows, err := b.summary(ctx, id)
 	if err != nil {
@@ -541,6 +524,38 @@ func (b *jobsBench) runJob(ctx context.Context, k int, events <-chan agentEvent)
 		}
 	}
 	return jr, nil
+}
+
+// runToEnd starts the job id (PHASE=RUN) and waits for it to end. It sets
+// jr.PostSec and jr.CompletedSec, counted from the returned start, and
+// fails unless the job COMPLETED; kind names the job in errors ("job",
+// "matrix job").
+func (b *jobsBench) runToEnd(ctx context.Context, id, kind string, jr *JobRun) (jobDocument, time.Time, error) {
+	t0 := time.Now()
+	if status, body, err := b.do(ctx, http.MethodPost, "/api/v1/jobs/"+id+"/phase", url.Values{"PHASE": {"RUN"}}); err != nil {
+		return jobDocument{}, t0, err
+	} else if status != http.StatusSeeOther {
+		return jobDocument{}, t0, fmt.Errorf("bench: %s %s: PHASE=RUN: HTTP %d: %s", kind, id, status, bytes.TrimSpace(body))
+	}
+	jr.PostSec = time.Since(t0).Seconds()
+	var (
+		doc jobDocument
+		err error
+	)
+	for doc.Phase == "" || activeJobPhase(doc.Phase) {
+		if doc, err = b.job(ctx, id, "?WAIT="+strconv.Itoa(b.o.WaitSec)); err != nil {
+			return jobDocument{}, t0, err
+		}
+	}
+	jr.CompletedSec = time.Since(t0).Seconds()
+	if doc.Phase != "COMPLETED" {
+		why := ""
+		if doc.ErrorSummary != nil {
+			why = ": " + doc.ErrorSummary.Message
+		}
+		return doc, t0, fmt.Errorf("bench: %s %s ended in phase %s%s", kind, id, doc.Phase, why)
+	}
+	return doc, t0, nil
 }
 
 // summary reads a job's summary result and checks it has one row per

@@ -67,26 +67,9 @@ func (b *jobsBench) runMatrixJob(ctx context.Context, k int, events <-chan agent
 	acked := make(chan error, 1)
 	go func() { acked <- b.awaitAcks(ctx, id, events) }()
 
-	t0 := time.Now()
-	if status, body, err := b.do(ctx, http.MethodPost, "/api/v1/jobs/"+id+"/phase", url.Values{"PHASE": {"RUN"}}); err != nil {
+	doc, t0, err := b.runToEnd(ctx, id, "matrix job", &jr)
+	if err != nil {
 		return jr, err
-	} else if status != http.StatusSeeOther {
-		return jr, fmt.Errorf("bench: matrix job %s: PHASE=RUN: HTTP %d: %s", id, status, bytes.TrimSpace(body))
-	}
-	jr.PostSec = time.Since(t0).Seconds()
-	var doc jobDocument
-	for doc.Phase == "" || activeJobPhase(doc.Phase) {
-		if doc, err = b.job(ctx, id, "?WAIT="+strconv.Itoa(b.o.WaitSec)); err != nil {
-			return jr, err
-		}
-	}
-	jr.CompletedSec = time.Since(t0).Seconds()
-	if doc.Phase != "COMPLETED" {
-		why := ""
-		if doc.ErrorSummary != nil {
-			why = ": " + doc.ErrorSummary.Message
-		}
-		return jr, fmt.Errorf("bench: matrix job %s ended in phase %s%s", id, doc.Phase, why)
 	}
 	cells, err := b.checkMatrix(ctx, id, servers)
 	if err != nil {
