@@ -127,6 +127,15 @@ type auditJSON struct {
 	Detail any       `json:"detail,omitempty"`
 }
 
+// newAuditJSON is the document of the audit event ev.
+func newAuditJSON(ev store.AuditEvent) auditJSON {
+	a := auditJSON{ID: ev.ID, Time: ev.Time.UTC(), Actor: ev.Actor, Action: ev.Action, Target: ev.Target, Reason: ev.Reason}
+	if ev.Detail != "" {
+		a.Detail = jsonRaw(ev.Detail)
+	}
+	return a
+}
+
 // maxAuditPage bounds one page of the audit log.
 const maxAuditPage = 1000
 
@@ -186,11 +195,7 @@ func (h *Handler) serveAudit(w http.ResponseWriter, r *http.Request, _ *auth.Cla
 		NextAfter int64       `json:"next_after"`
 	}{Events: []auditJSON{}, NextAfter: after}
 	for _, ev := range evs {
-		a := auditJSON{ID: ev.ID, Time: ev.Time.UTC(), Actor: ev.Actor, Action: ev.Action, Target: ev.Target, Reason: ev.Reason}
-		if ev.Detail != "" {
-			a.Detail = jsonRaw(ev.Detail)
-		}
-		out.Events = append(out.Events, a)
+		out.Events = append(out.Events, newAuditJSON(ev))
 		out.NextAfter = ev.ID
 	}
 	apierr.WriteJSON(w, http.StatusOK, out)
@@ -246,11 +251,7 @@ func (h *Handler) serveAuditNewest(w http.ResponseWriter, r *http.Request, f sto
 		NewerAfter  int64       `json:"newer_after"`
 	}{Events: []auditJSON{}}
 	for _, ev := range evs {
-		a := auditJSON{ID: ev.ID, Time: ev.Time.UTC(), Actor: ev.Actor, Action: ev.Action, Target: ev.Target, Reason: ev.Reason}
-		if ev.Detail != "" {
-			a.Detail = jsonRaw(ev.Detail)
-		}
-		out.Events = append(out.Events, a)
+		out.Events = append(out.Events, newAuditJSON(ev))
 	}
 	if len(older) > 0 {
 		out.OlderBefore = evs[len(evs)-1].ID
