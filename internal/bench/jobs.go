@@ -470,11 +470,7 @@ func (b *jobsBench) runJob(ctx context.Context, k int, events <-chan agentEvent)
 		return jr, err
 	}
 	jr.ID = id
-	var cpu0 time.Duration
-	var cpuErr error
-	if b.o.ServerPID > 0 {
-		cpu0, cpuErr = ProcCPU(b.o.ServerPID)
-	}
+	serverCPU := startCPUSpan(b.o.ServerPID)
 
 	doc, t0, err := b.runToEnd(ctx, id, "job", &jr)
 	if err != nil {
@@ -485,12 +481,7 @@ func (b *jobsBench) runJob(ctx context.Context, k int, events <-chan agentEvent)
 		return jr, err
 	}
 	jr.Sec = time.Since(t0).Seconds()
-	if b.o.ServerPID > 0 && cpuErr == nil {
-		if cpu1, err := ProcCPU(b.o.ServerPID); err == nil {
-			v := (cpu1 - cpu0).Seconds()
-			jr.ServerCPUSec = &v
-		}
-	}
+	jr.ServerCPUSec = serverCPU.seconds()
 	// Each run's stored log, logs/{agent}.txt, is counted apart: every
 	// bench agent prints a line, so there is one per agent (none from a
 	// server run with --job-max-log 0).

@@ -56,11 +56,7 @@ func (b *jobsBench) runMatrixJob(ctx context.Context, k int, events <-chan agent
 	}
 	b.created = append(b.created, id)
 	jr.ID = id
-	var cpu0 time.Duration
-	var cpuErr error
-	if b.o.ServerPID > 0 {
-		cpu0, cpuErr = ProcCPU(b.o.ServerPID)
-	}
+	serverCPU := startCPUSpan(b.o.ServerPID)
 
 	// The runs' acks are taken while the job runs: an agent reports each
 	// before it reads its next run, and events holds one per agent.
@@ -76,12 +72,7 @@ func (b *jobsBench) runMatrixJob(ctx context.Context, k int, events <-chan agent
 		return jr, err
 	}
 	jr.Sec = time.Since(t0).Seconds()
-	if b.o.ServerPID > 0 && cpuErr == nil {
-		if cpu1, err := ProcCPU(b.o.ServerPID); err == nil {
-			v := (cpu1 - cpu0).Seconds()
-			jr.ServerCPUSec = &v
-		}
-	}
+	jr.ServerCPUSec = serverCPU.seconds()
 	jr.SummaryRows, jr.Results = cells, len(doc.Results)
 
 	// Every run's ack, before the next job.

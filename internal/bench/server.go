@@ -211,3 +211,33 @@ func procStatusKB(pid int, field string) (int64, error) {
 	}
 	return 0, fmt.Errorf("bench: /proc/%d/status: no %s", pid, field)
 }
+
+// cpuSpan measures the CPU time a process uses from its start.
+type cpuSpan struct {
+	pid   int // 0: no process to measure
+	start time.Duration
+	err   error
+}
+
+// startCPUSpan starts measuring the CPU time of process pid (0: none).
+func startCPUSpan(pid int) cpuSpan {
+	s := cpuSpan{pid: pid}
+	if pid > 0 {
+		s.start, s.err = ProcCPU(pid)
+	}
+	return s
+}
+
+// seconds returns the CPU seconds the process has used since the start,
+// nil when there is no process or its CPU time could not be read.
+func (s cpuSpan) seconds() *float64 {
+	if s.pid <= 0 || s.err != nil {
+		return nil
+	}
+	end, err := ProcCPU(s.pid)
+	if err != nil {
+		return nil
+	}
+	v := (end - s.start).Seconds()
+	return &v
+}
