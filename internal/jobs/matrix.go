@@ -283,11 +283,8 @@ func (m *Manager) startMatrix(j store.Job) {
 func (m *Manager) finishMatrixIfDone(id string) {
 	ctx, cancel := bgCtx()
 	defer cancel()
-	j, err := m.st.Job(ctx, id)
-	if err != nil || j.Phase != store.PhaseExecuting || len(j.Matrix) == 0 {
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			m.log.Error("jobs: finish a matrix job", "job", id, "err", err)
-		}
+	j, ok := m.executingParent(ctx, id, func(j store.Job) bool { return len(j.Matrix) > 0 }, "jobs: finish a matrix job")
+	if !ok {
 		return
 	}
 	combos, kids, err := m.Children(ctx, j)

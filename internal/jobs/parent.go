@@ -54,6 +54,20 @@ func (m *Manager) childrenByID(ctx context.Context, id string) (map[string]store
 	return byID, nil
 }
 
+// executingParent reads the job id and reports whether it is an
+// EXECUTING parent of the kind is tells; logMsg names a failed read
+// (an absent job is no failure).
+func (m *Manager) executingParent(ctx context.Context, id string, is func(store.Job) bool, logMsg string) (store.Job, bool) {
+	j, err := m.st.Job(ctx, id)
+	if err != nil || j.Phase != store.PhaseExecuting || !is(j) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			m.log.Error(logMsg, "job", id, "err", err)
+		}
+		return j, false
+	}
+	return j, true
+}
+
 // startParent moves the QUEUED parent job j to EXECUTING. It returns the
 // job as stored and false when j is not to be carried on here: aborted or
 // started meanwhile, or a store failure (the dispatch is retried).

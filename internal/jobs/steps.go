@@ -254,11 +254,8 @@ func (m *Manager) startSteps(j store.Job) {
 func (m *Manager) advanceSteps(id string) {
 	ctx, cancel := bgCtx()
 	defer cancel()
-	j, err := m.st.Job(ctx, id)
-	if err != nil || j.Phase != store.PhaseExecuting || len(j.Steps) == 0 {
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			m.log.Error("jobs: advance a test's steps", "job", id, "err", err)
-		}
+	j, ok := m.executingParent(ctx, id, func(j store.Job) bool { return len(j.Steps) > 0 }, "jobs: advance a test's steps")
+	if !ok {
 		return
 	}
 	steps, kids, err := m.StepJobs(ctx, j)
