@@ -245,6 +245,12 @@ func (m *Manager) children(ctx context.Context, id string) ([]store.Job, error) 
 	if err != nil {
 		return nil, err
 	}
+	return m.childJobs(ctx, j)
+}
+
+// childJobs reads the children of the parent job j: its combinations or
+// its steps, in their order (none for another job).
+func (m *Manager) childJobs(ctx context.Context, j store.Job) ([]store.Job, error) {
 	if len(j.Steps) > 0 {
 		_, kids, err := m.StepJobs(ctx, j)
 		return kids, err

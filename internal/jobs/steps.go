@@ -315,13 +315,7 @@ func (m *Manager) childChanged(parent string, phase store.Phase) {
 // childIDs lists the ids of a parent job's children (its combinations
 // or its steps; none for another job).
 func (m *Manager) childIDs(ctx context.Context, j store.Job) ([]string, error) {
-	var kids []store.Job
-	var err error
-	if len(j.Steps) > 0 {
-		_, kids, err = m.StepJobs(ctx, j)
-	} else {
-		_, kids, err = m.Children(ctx, j)
-	}
+	kids, err := m.childJobs(ctx, j)
 	ids := make([]string, len(kids))
 	for i, k := range kids {
 		ids[i] = k.ID
