@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/switchboard-hub/switchboard/internal/apierr"
 	"github.com/switchboard-hub/switchboard/internal/jobs"
@@ -330,6 +331,13 @@ func writeMatrixJSON(w io.Writer, t matrixTable) error {
 // label), "total"; a row per agent; a last row "total". Text cells are
 // made inert for spreadsheets as in the summary (csvText); numbers are
 // written as the agents sent them.
+//
+// With t.Against the table gains a last column "disagree" and, after each
+// agent's row, a row "AGENT (METRIC by BY)" with the serving side's
+// numbers (its total and marker cells empty). The agent's "disagree" cell
+// lists the headers of its disagreeing columns, separated by
+// matrixCSVDisagreeSep ("" when none); the total row's is the number of
+// disagreeing cells. Number cells stay plain numbers for spreadsheets.
 func writeMatrixCSV(w io.Writer, t matrixTable) error {
 	cw := csv.NewWriter(w)
 	head := []string{"agent"}
@@ -338,14 +346,38 @@ func writeMatrixCSV(w io.Writer, t matrixTable) error {
 		if len(col.Values) == 1 {
 			name = col.Values[0].Values[0]
 		}
-		head = append(head, csvText(name))
+		head = append(head, name)
 	}
-	if err := cw.Write(append(head, "total")); err != nil {
+	header := []string{"agent"}
+	for _, name := range head[1:] {
+		header = append(header, csvText(name))
+	}
+	header = append(header, "total")
+	a := t.Against
+	if a != nil {
+		header = append(header, "disagree")
+	}
+	if err := cw.Write(header); err != nil {
 		return err
 	}
-	for r, a := range t.Agents {
-		rec := append([]string{csvText(a)}, t.Cells[r]...)
-		if err := cw.Write(append(rec, t.rowTotal(r))); err != nil {
+	for r, agent := range t.Agents {
+		rec := append([]string{csvText(agent)}, t.Cells[r]...)
+		rec = append(rec, t.rowTotal(r))
+		if a == nil {
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+			continue
+		}
+		var disagreeing []string
+		for c := range t.Columns {
+			if a.Disagree[r][c] {
+				disagreeing = append(disagreeing, head[c+1])
+			}
+		}
+		rec = append(rec, csvText(strings.Join(disagreeing, matrixCSVDisagreeSep)))
+		served := append([]string{csvText(fmt.Sprintf("%s (%s by %s)", agent, a.Metric, a.By))}, a.Served[r]...)
+		if err := cw.WriteAll([][]string{rec, append(served, "", "")}); err != nil {
 			return err
 		}
 	}
@@ -353,12 +385,20 @@ func writeMatrixCSV(w io.Writer, t matrixTable) error {
 	for c := range t.Columns {
 		totals = append(totals, t.colTotal(c))
 	}
-	if err := cw.Write(append(totals, t.total())); err != nil {
+	totals = append(totals, t.total())
+	if a != nil {
+		totals = append(totals, strconv.Itoa(a.Count))
+	}
+	if err := cw.Write(totals); err != nil {
 		return err
 	}
 	cw.Flush()
 	return cw.Error()
 }
+
+// matrixCSVDisagreeSep separates the disagreeing columns' headers in the
+// "disagree" cell of matrix.csv.
+const matrixCSVDisagreeSep = "; "
 
 // matrixMetricParam reads ?metric= of a matrix result request.
 func matrixMetricParam(r *http.Request) (string, error) {

@@ -2,6 +2,7 @@ package uwsapi
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -104,5 +105,53 @@ func TestMatrixAgainst(t *testing.T) {
 	}
 	if sameNumber("1", "") || sameNumber("1", "2") {
 		t.Error("sameNumber: different numbers are the same")
+	}
+}
+
+// TestMatrixAgainstCSV: with ?against= the matrix CSV has a "disagree"
+// column naming each agent's disagreeing columns, a row of the serving
+// side's numbers after each agent's, and the count in the total row;
+// text stays inert for spreadsheets. Without it the CSV is unchanged.
+func TestMatrixAgainstCSV(t *testing.T) {
+	v := stepsFixture().v
+	// An agent whose name a spreadsheet would read as a formula, with a
+	// report the serving side does not have.
+	v.Runs = append(v.Runs, store.Run{JobID: "j-st-s2-1", AgentID: "@c2", State: store.RunSucceeded,
+		Metrics: json.RawMessage(`{"bytes_read":5}`)})
+	v.Matrix.RunCombo = append(v.Matrix.RunCombo, 1)
+	tab := buildMatrixTable(v, "bytes_read")
+	var plain bytes.Buffer
+	if err := writeMatrixCSV(&plain, tab); err != nil {
+		t.Fatal(err)
+	}
+	tab.checkAgainst(v, "bytes_served", "server")
+	var b bytes.Buffer
+	if err := writeMatrixCSV(&b, tab); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&b).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainRows, err := csv.NewReader(&plain).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plainRows) != 5 || len(plainRows[0]) != 5 || slices.Contains(plainRows[0], "disagree") {
+		t.Errorf("CSV without against: %q", plainRows)
+	}
+	s1, nasty := plainRows[0][2], plainRows[0][3]
+	want := [][]string{
+		append(slices.Clone(plainRows[0]), "disagree"),
+		{"'@c2", "", "5", "", "5", s1},
+		{"'@c2 (bytes_served by server)", "", "", "", "", ""},
+		{"c1", "", "10", "20", "30", nasty},
+		{"c1 (bytes_served by server)", "", "10", "", "", ""},
+		{"s1", "", "", "", "", ""},
+		{"s1 (bytes_served by server)", "", "", "", "", ""},
+		{"total", "", "15", "20", "35", "2"},
+	}
+	if !slices.EqualFunc(rows, want, slices.Equal[[]string]) {
+		t.Errorf("CSV with against:\n got %q\nwant %q", rows, want)
 	}
 }
