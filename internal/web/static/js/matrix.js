@@ -45,6 +45,41 @@ function numericMetrics(runs) {
   return [...names].sort();
 }
 
+// keyedMetrics are the names of the metrics the runs report keyed by
+// something (e.g. bytes_served of {"bytes_served": {"c1": 5}}), sorted: the
+// metrics a matrix can be checked against (docs/jobs.md, "Client and server
+// disagreement").
+function keyedMetrics(numericNames) {
+  const names = new Set();
+  for (const n of numericNames) {
+    const m = /^((?:[^\\.\[]|\\.)+)[.\[]/.exec(n);
+    if (m) names.add(m[1]);
+  }
+  return [...names].sort();
+}
+
+// matrixParameters are the names of the job's matrix parameters, in the
+// order of its combinations.
+function matrixParameters(info) {
+  const names = new Set();
+  for (const c of info.combinations || []) for (const k of Object.keys(c.parameters || {})) names.add(k);
+  return [...names];
+}
+
+// The check a job is shown with first, when its runs report the metric.
+const defaultAgainst = 'bytes_served';
+const defaultBy = 'server';
+
+// fillSelect sets a select's options to values (labels: label(value)),
+// keeping its value when still offered, else choosing fallback.
+function fillSelect(select, values, label, fallback) {
+  const have = [...select.options].map((o) => o.value);
+  if (values.join('\n') === have.join('\n')) return;
+  const keep = select.value;
+  select.replaceChildren(...values.map((v) => h('option', { value: v, text: label(v) })));
+  select.value = values.includes(keep) && keep !== '' ? keep : fallback;
+}
+
 // cellText shows a number as sent, a missing cell as a dash.
 function cellText(v) {
   return v === null || v === undefined ? '—' : String(v);
@@ -55,10 +90,14 @@ const els = {
   metric: () => byId('matrix-metric'),
   csv: () => byId('matrix-csv'),
   message: () => byId('matrix-message'),
+  against: () => byId('matrix-against'),
+  by: () => byId('matrix-by'),
+  disagreements: () => byId('matrix-disagreements'),
 };
 
 let jobId = '';
-let shownKey = ''; // "metric|phase" of the matrix shown
+let shownKey = ''; // "metric|phase|against|by" of the matrix shown
+let checkChosen = false; // the user has chosen the check (or none)
 let loading = null;
 let definitionJobsRead = false;
 
@@ -86,6 +125,11 @@ export function renderMatrix(j) {
     select.replaceChildren(...names.map((n) => h('option', { value: n, text: n })));
     if (names.includes(keep)) select.value = keep;
   }
+  const keyed = keyedMetrics(names);
+  const againstFallback = !checkChosen && keyed.includes(defaultAgainst) ? defaultAgainst : '';
+  fillSelect(els.against(), ['', ...keyed], (v) => v || 'nothing', checkChosen ? els.against().value : againstFallback);
+  const params = matrixParameters(info);
+  fillSelect(els.by(), params, (v) => v, params.includes(defaultBy) ? defaultBy : (params[0] || ''));
   if (!definitionJobsRead && info.definition) {
     definitionJobsRead = true;
     readDefinitionJobs(info.definition.name);
@@ -100,7 +144,7 @@ export function renderMatrix(j) {
   // reported); later ones for the metric chosen.
   if (loading !== null) return undefined;
   if (shownKey === '') return loadMatrix('', j.phase);
-  if (select.value + '|' + j.phase !== shownKey) return loadMatrix(select.value, j.phase);
+  if (select.value + '|' + j.phase + '|' + checkQuery().join('|') !== shownKey) return loadMatrix(select.value, j.phase);
   return undefined;
 }
 
@@ -124,13 +168,23 @@ function renderCombinations(info, runs) {
   }));
 }
 
-// loadMatrix reads matrix.json for metric ("" for the server's default)
-// and shows it.
+// checkQuery is the chosen check as [against, by], or [] for none.
+function checkQuery() {
+  const against = els.against().value;
+  const by = els.by().value;
+  return against && by ? [against, by] : [];
+}
+
+// loadMatrix reads matrix.json for metric ("" for the server's default),
+// checked against the serving side when a check is chosen, and shows it.
 async function loadMatrix(metric, phase) {
   loading = metric;
   try {
-    const m = await api(resultsPath('matrix.json'), { query: metric ? { metric } : {} });
-    shownKey = m.metric + '|' + phase;
+    const check = checkQuery();
+    const query = metric ? { metric } : {};
+    if (check.length) [query.against, query.by] = check;
+    const m = await api(resultsPath('matrix.json'), { query });
+    shownKey = m.metric + '|' + phase + '|' + check.join('|');
     const select = els.metric();
     if (m.metric && ![...select.options].some((o) => o.value === m.metric)) select.append(h('option', { value: m.metric, text: m.metric }));
     if (m.metric) select.value = m.metric;
@@ -151,6 +205,22 @@ function columnLabel(m, c) {
   return c.label;
 }
 
+// matrixCell is row r's cell i: with a check, a cell that disagrees with
+// the serving side has the class "disagree", a marker "≠" and a title with
+// both figures.
+function matrixCell(m, r, i, label) {
+  const v = r.cells[i];
+  const cls = v === null ? 'num missing' : 'num';
+  if (!m.against || !r.disagree || !r.disagree[i]) return h('td', { class: cls, dataset: { column: label }, text: cellText(v) });
+  const served = r.against ? r.against[i] : null;
+  return h('td', {
+    class: cls + ' disagree',
+    'data-testid': 'matrix-disagree',
+    title: `${r.agent} reported ${m.metric} ${cellText(v)}; the serving side (${m.against.metric} by ${m.against.by}) ${cellText(served)}`,
+    dataset: { column: label, against: cellText(served) },
+  }, cellText(v), ' ', h('span', { class: 'disagree-mark', text: '≠ ' + cellText(served) }));
+}
+
 /** Shows a matrix.json answer in the matrix table. */
 export function showMatrix(m) {
   const t0 = performance.now();
@@ -166,15 +236,22 @@ export function showMatrix(m) {
   else {
     body.replaceChildren(...rows.map((r) => h('tr', { 'data-testid': 'matrix-row', dataset: { agent: r.agent } },
       h('th', { scope: 'row', class: 'topic', text: r.agent }),
-      ...(r.cells || []).map((v, i) => h('td', { class: v === null ? 'num missing' : 'num', dataset: { column: labels[i] }, text: cellText(v) })),
+      ...(r.cells || []).map((v, i) => matrixCell(m, r, i, labels[i])),
       h('td', { class: 'num total', dataset: { column: 'total' }, text: cellText(r.total) }))));
   }
   byId('matrix-foot').replaceChildren(h('tr', { 'data-testid': 'matrix-totals' },
     h('th', { scope: 'row', text: 'Total' }),
     ...cols.map((c, i) => h('td', { class: 'num total', dataset: { column: labels[i] }, text: cellText(c.total) })),
     h('td', { class: 'num total', dataset: { column: 'total' }, text: cellText(m.total) })));
+  const disagreements = els.disagreements();
+  disagreements.hidden = !m.against;
+  disagreements.textContent = m.against
+    ? `${m.against.disagreements} ${m.against.disagreements === 1 ? 'cell disagrees' : 'cells disagree'} with ${m.against.metric} by ${m.against.by}`
+    : '';
+  disagreements.dataset.count = m.against ? String(m.against.disagreements) : '';
   const csv = els.csv();
-  csv.href = url('/ui/api' + resultsPath('matrix.csv') + '?metric=' + encodeURIComponent(m.metric || ''));
+  const check = m.against ? `&against=${encodeURIComponent(m.against.metric)}&by=${encodeURIComponent(m.against.by)}` : '';
+  csv.href = url('/ui/api' + resultsPath('matrix.csv') + '?metric=' + encodeURIComponent(m.metric || '') + check);
   csv.download = `${jobId}-${m.metric || 'matrix'}.csv`;
   csv.hidden = false;
   const section = els.section();
@@ -265,4 +342,10 @@ els.metric().addEventListener('change', () => {
   const wrap = byId('compare-table-wrap');
   if (!wrap.hidden) byId('compare-form').requestSubmit();
 });
+for (const el of [els.against(), els.by()]) {
+  el.addEventListener('change', () => {
+    checkChosen = true;
+    loadMatrix(els.metric().value, byId('job-phase').textContent);
+  });
+}
 byId('compare-form').addEventListener('submit', compare);
